@@ -1,0 +1,325 @@
+//! Command-line front end: flags (clap), configuration layering, logging
+//! and rendering. Everything it does goes through [`lore::Engine`].
+
+mod progress;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lore::search::{Mode, SearchRequest, SearchResponse};
+use lore::{Config, Engine, Error};
+
+/// lore: ask questions of your documents, offline.
+///
+/// Ingest a folder into a local index, then search it. Settings come from
+/// built-in defaults, then `lore.toml` (or --config), then LORE_* environment
+/// variables, then flags.
+///
+/// Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+#[derive(Parser)]
+#[command(name = "lore", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Config file (default: ./lore.toml when present).
+    #[arg(long, global = true, env = "LORE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Index directory (default ./index; env LORE_INDEX).
+    #[arg(long, global = true, value_name = "DIR")]
+    index: Option<PathBuf>,
+    /// Worker threads (default: all cores; env LORE_THREADS).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// More log output (-v info, -vv debug). Env LORE_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log lines as JSON (for log collectors).
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Index files and folders (incremental: unchanged files are skipped,
+    /// vanished files removed).
+    Ingest(IngestArgs),
+    /// Remove a file, a folder or a document id from the index.
+    Remove {
+        /// Path of an ingested file or folder, or a document id.
+        target: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the index.
+    Search(SearchArgs),
+    /// Show what the index holds and whether its stores agree.
+    Status {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Files or folders to ingest.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Only ingest files matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Leave out files matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Skip files larger than this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_file_bytes: Option<u64>,
+    /// Largest chunk, in embedder tokens.
+    #[arg(long)]
+    chunk_tokens: Option<usize>,
+    /// Tokens shared between neighbouring chunks.
+    #[arg(long)]
+    chunk_overlap: Option<usize>,
+    /// Print one JSON summary instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// The query.
+    query: String,
+    /// Number of hits.
+    #[arg(short, default_value_t = 5)]
+    k: usize,
+    /// Retriever.
+    #[arg(long, value_enum, default_value_t = ModeArg::Hybrid)]
+    mode: ModeArg,
+    /// Print hits and timings as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Hybrid,
+    Dense,
+    Bm25,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(mode: ModeArg) -> Mode {
+        match mode {
+            ModeArg::Hybrid => Mode::Hybrid,
+            ModeArg::Dense => Mode::Dense,
+            ModeArg::Bm25 => Mode::Bm25,
+        }
+    }
+}
+
+/// Parses the command line, runs it and maps the outcome to an exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose, cli.global.log_json);
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("lore: error: {err:#}");
+            exit_code(&err)
+        }
+    }
+}
+
+/// 2 for problems the user fixes in flags or config, 1 for the rest.
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    match err.downcast_ref::<Error>() {
+        Some(Error::Config(_) | Error::InvalidRequest(_) | Error::EmbedderMismatch { .. }) => {
+            ExitCode::from(2)
+        }
+        _ => ExitCode::from(1),
+    }
+}
+
+fn init_logging(verbose: u8, json: bool) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LORE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},hnsw_rs=warn,tantivy=warn"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Layers flags over file and environment, validates, and sets the thread
+/// budget before any pool starts.
+fn config(global: &Global, edit: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
+    let mut config = Config::load(global.config.as_deref())?;
+    if let Some(index) = &global.index {
+        config.index = index.clone();
+    }
+    if let Some(threads) = global.threads {
+        config.threads = Some(threads);
+    }
+    edit(&mut config);
+    config.validate()?;
+    if let Some(threads) = config.threads {
+        // candle sizes its matmul parallelism from this variable; rayon's
+        // global pool is sized to match so the two never oversubscribe.
+        // SAFETY: set before any other thread of this process exists.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("while starting the worker pool")?;
+    }
+    Ok(config)
+}
+
+fn execute(cli: Cli) -> anyhow::Result<()> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Ingest(args) => ingest(global, args),
+        Command::Remove { target, json } => {
+            let engine = Engine::open(config(global, |_| {})?)?;
+            let report = engine
+                .remove(&target)
+                .with_context(|| format!("while removing {target}"))?;
+            if json {
+                print_json(&report)
+            } else {
+                println!(
+                    "removed {} file(s), {} document(s)",
+                    report.files, report.documents
+                );
+                Ok(())
+            }
+        }
+        Command::Search(args) => search(global, args),
+        Command::Status { json } => {
+            let engine = Engine::open(config(global, |_| {})?)?;
+            let status = engine.status()?;
+            if json {
+                return print_json(&status);
+            }
+            println!("index        {}", status.index.display());
+            println!("documents    {}", status.documents);
+            println!("chunks       {}", status.chunks);
+            println!("vectors      {}", status.vectors);
+            println!("keyword docs {}", status.keyword_docs);
+            println!("tombstones   {}", status.tombstones);
+            println!(
+                "embedder     {} (dim {})",
+                status.embedder.id, status.embedder.dim
+            );
+            println!("model        {}", status.embedder.path.display());
+            println!(
+                "size         {:.1} MiB",
+                status.index_bytes as f64 / 1048576.0
+            );
+            println!(
+                "consistent   {}",
+                if status.consistent { "yes" } else { "NO" }
+            );
+            Ok(())
+        }
+    }
+}
+
+fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
+    let config = config(global, |c| {
+        c.ingest.include.extend(args.include.iter().cloned());
+        c.ingest.exclude.extend(args.exclude.iter().cloned());
+        if let Some(bytes) = args.max_file_bytes {
+            c.ingest.max_file_bytes = bytes;
+        }
+        if let Some(tokens) = args.chunk_tokens {
+            c.chunk.max_tokens = tokens;
+        }
+        if let Some(overlap) = args.chunk_overlap {
+            c.chunk.overlap_tokens = overlap;
+        }
+    })?;
+    let engine = Engine::open(config).context("while opening the index")?;
+    let progress = progress::IngestProgress::new();
+    let report = engine
+        .ingest(&args.paths, &progress)
+        .context("while ingesting")?;
+    progress.finish();
+    if args.json {
+        return print_json(&report);
+    }
+    println!(
+        "{} files: {} added, {} updated, {} unchanged, {} removed, {} skipped; {} chunks embedded in {:.1}s",
+        report.files_seen,
+        report.added,
+        report.updated,
+        report.unchanged,
+        report.removed,
+        report.skipped.len(),
+        report.chunks_embedded,
+        report.seconds
+    );
+    Ok(())
+}
+
+fn search(global: &Global, args: SearchArgs) -> anyhow::Result<()> {
+    let engine = Engine::open(config(global, |_| {})?)?;
+    let request = SearchRequest {
+        query: args.query,
+        k: args.k,
+        mode: args.mode.into(),
+    };
+    let response = engine.search(&request)?;
+    if args.json {
+        return print_json(&response);
+    }
+    print_hits(&response);
+    Ok(())
+}
+
+fn print_hits(response: &SearchResponse) {
+    if response.hits.is_empty() {
+        println!("no hits");
+    }
+    for hit in &response.hits {
+        let heading = if hit.heading.is_empty() {
+            String::new()
+        } else {
+            format!(" › {}", hit.heading.join(" › "))
+        };
+        println!(
+            "{}. {}{} [{}..{}] score {:.4}",
+            hit.rank, hit.path, heading, hit.byte_range.start, hit.byte_range.end, hit.score
+        );
+        let snippet: String = hit.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let snippet: String = snippet.chars().take(200).collect();
+        println!("   {snippet}");
+    }
+    println!("({:.1} ms)", response.timings.total_ms);
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Configuration: built-in defaults < config file (`lore.toml`) < environment
+//! (`LORE_*`) < command-line flags. This module owns the first three layers and
+//! validation; the CLI applies its flags on top and calls [`Config::validate`].
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// File name looked up in the working directory when no `--config` is given.
+pub const CONFIG_FILE: &str = "lore.toml";
+
+/// All settings of lore.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Index directory (`--index`, `LORE_INDEX`).
+    pub index: PathBuf,
+    /// Directory of installed models (`LORE_MODELS`).
+    pub models: PathBuf,
+    /// Worker threads for embedding and parsing; `None` = all cores (`LORE_THREADS`).
+    pub threads: Option<usize>,
+    /// Embedder settings.
+    pub embedder: EmbedderConfig,
+    /// Chunking settings.
+    pub chunk: ChunkConfig,
+    /// Ingest settings.
+    pub ingest: IngestConfig,
+    /// Vector index settings.
+    pub hnsw: HnswConfig,
+}
+
+/// Which embedding model to use and how to batch it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// Model directory holding `config.json`, `tokenizer.json` and
+    /// `model.safetensors`; default `<models>/all-minilm-l6-v2` (`LORE_EMBEDDER`).
+    pub path: Option<PathBuf>,
+    /// Chunks per forward pass.
+    pub batch_size: usize,
+    /// Longest input in tokens, special tokens included.
+    pub max_tokens: usize,
+}
+
+/// How documents are cut into chunks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChunkConfig {
+    /// Largest chunk, in embedder tokens (without `[CLS]`/`[SEP]`).
+    pub max_tokens: usize,
+    /// Tokens shared by neighbouring chunks.
+    pub overlap_tokens: usize,
+}
+
+/// Which files ingest reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Files larger than this are skipped with a message.
+    pub max_file_bytes: u64,
+    /// Only files matching one of these globs (all when empty).
+    pub include: Vec<String>,
+    /// Files matching any of these globs are left out.
+    pub exclude: Vec<String>,
+    /// Chunks embedded between two durable checkpoints of the keyword and
+    /// vector indexes; bounds the work redone after a crash.
+    pub checkpoint_chunks: usize,
+}
+
+/// HNSW graph parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HnswConfig {
+    /// Neighbours per node (hnsw_rs accepts at most 256).
+    pub max_connections: usize,
+    /// Candidate list size while building.
+    pub ef_construction: usize,
+    /// Candidate list size while searching.
+    pub ef_search: usize,
+    /// Rebuild the graph when tombstones exceed this fraction of its points.
+    pub rebuild_ratio: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            index: PathBuf::from("index"),
+            models: default_models_dir(),
+            threads: None,
+            embedder: EmbedderConfig::default(),
+            chunk: ChunkConfig::default(),
+            ingest: IngestConfig::default(),
+            hnsw: HnswConfig::default(),
+        }
+    }
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        EmbedderConfig {
+            path: None,
+            batch_size: 16,
+            max_tokens: 256,
+        }
+    }
+}
+
+impl Default for ChunkConfig {
+    fn default() -> Self {
+        ChunkConfig {
+            max_tokens: 254,
+            overlap_tokens: 32,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_file_bytes: 50 * 1024 * 1024,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            checkpoint_chunks: 2048,
+        }
+    }
+}
+
+impl Default for HnswConfig {
+    fn default() -> Self {
+        HnswConfig {
+            max_connections: 24,
+            ef_construction: 200,
+            ef_search: 128,
+            rebuild_ratio: 0.25,
+        }
+    }
+}
+
+/// `$LORE_MODELS`, else `~/.cache/lore/models`.
+fn default_models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LORE_MODELS") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("lore").join("models")
+}
+
+impl Config {
+    /// Defaults, then `file` (or `./lore.toml` when present), then `LORE_*`
+    /// environment variables. Does not validate: flags may still change it.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new(CONFIG_FILE).is_file() => Self::from_file(Path::new(CONFIG_FILE))?,
+            None => Config::default(),
+        };
+        config.apply_env(|key| std::env::var(key).ok())?;
+        Ok(config)
+    }
+
+    /// Parses a TOML config file; unknown keys are an error.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies `LORE_INDEX`, `LORE_MODELS`, `LORE_EMBEDDER`, `LORE_THREADS`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(dir) = var("LORE_INDEX") {
+            self.index = PathBuf::from(dir);
+        }
+        if let Some(dir) = var("LORE_MODELS") {
+            self.models = PathBuf::from(dir);
+        }
+        if let Some(dir) = var("LORE_EMBEDDER") {
+            self.embedder.path = Some(PathBuf::from(dir));
+        }
+        if let Some(threads) = var("LORE_THREADS") {
+            let n = threads
+                .parse()
+                .map_err(|_| Error::Config(format!("LORE_THREADS={threads} is not a number")))?;
+            self.threads = Some(n);
+        }
+        Ok(())
+    }
+
+    /// The embedder's model directory.
+    pub fn embedder_dir(&self) -> PathBuf {
+        self.embedder
+            .path
+            .clone()
+            .unwrap_or_else(|| self.models.join("all-minilm-l6-v2"))
+    }
+
+    /// Checks every setting once, before anything is built from it.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.threads == Some(0) {
+            return bad("threads must be at least 1".into());
+        }
+        if self.embedder.batch_size == 0 {
+            return bad("embedder.batch_size must be at least 1".into());
+        }
+        if self.chunk.max_tokens < 8 {
+            return bad(format!(
+                "chunk.max_tokens = {} is too small (min 8)",
+                self.chunk.max_tokens
+            ));
+        }
+        if self.chunk.max_tokens + 2 > self.embedder.max_tokens {
+            return bad(format!(
+                "chunk.max_tokens = {} plus [CLS]/[SEP] exceeds embedder.max_tokens = {}",
+                self.chunk.max_tokens, self.embedder.max_tokens
+            ));
+        }
+        if self.chunk.overlap_tokens >= self.chunk.max_tokens {
+            return bad(format!(
+                "chunk.overlap_tokens = {} must be below chunk.max_tokens = {}",
+                self.chunk.overlap_tokens, self.chunk.max_tokens
+            ));
+        }
+        if !(2..=256).contains(&self.hnsw.max_connections) {
+            return bad(format!(
+                "hnsw.max_connections = {} must be between 2 and 256",
+                self.hnsw.max_connections
+            ));
+        }
+        if self.hnsw.ef_construction == 0 || self.hnsw.ef_search == 0 {
+            return bad("hnsw.ef_construction and hnsw.ef_search must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.hnsw.rebuild_ratio) {
+            return bad("hnsw.rebuild_ratio must be between 0 and 1".into());
+        }
+        if self.ingest.checkpoint_chunks == 0 {
+            return bad("ingest.checkpoint_chunks must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_values() {
+        let mut config: Config = toml::from_str("index = \"from-file\"\nthreads = 1").unwrap();
+        config
+            .apply_env(|k| (k == "LORE_INDEX").then(|| "from-env".to_string()))
+            .unwrap();
+        assert_eq!(config.index, PathBuf::from("from-env"));
+        assert_eq!(config.threads, Some(1));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("indx = \"typo\"").is_err());
+    }
+
+    #[test]
+    fn oversized_graph_degree_is_rejected_before_hnsw_sees_it() {
+        let mut config = Config::default();
+        config.hnsw.max_connections = 300;
+        assert!(matches!(config.validate(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+}

@@ -1,0 +1,46 @@
+//! Text → unit vectors. [`Embedder`] is the seam; [`bert::BertEmbedder`] runs
+//! a BERT-family sentence encoder with candle, [`hash::HashEmbedder`] is a
+//! deterministic fake for fast plumbing tests.
+
+pub mod bert;
+pub mod hash;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::Sizer;
+use crate::error::Result;
+
+/// Turns texts into L2-normalised vectors of a fixed dimension.
+///
+/// Contract: `embed` returns one vector per input, in input order, each of
+/// length [`Embedder::dim`] and unit norm (an empty text may give any unit
+/// vector). It is deterministic for a given model and safe to call from
+/// several threads; implementations parallelise internally.
+pub trait Embedder: Send + Sync {
+    /// Identity recorded in the index manifest; a different model must have
+    /// a different id.
+    fn id(&self) -> &str;
+    /// Vector dimension.
+    fn dim(&self) -> usize;
+    /// Embeds a batch of texts.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// The sizer chunks must be measured with so they fit the model.
+    fn sizer(&self) -> Result<Sizer>;
+}
+
+/// Identity of an embedder, as recorded in an index manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbedderInfo {
+    /// Embedder id.
+    pub id: String,
+    /// Vector dimension.
+    pub dim: usize,
+}
+
+/// Scales `v` to unit length (leaves a zero vector alone).
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}

@@ -1,0 +1,423 @@
+//! The ingest pipeline behind [`Engine::ingest`]: walk → compare with what
+//! the index remembers (size and mtime, then content hashes) → load and chunk
+//! in parallel → embed only new chunks, in batches → apply atomically →
+//! checkpoint. A file's record is written only after all its documents, so
+//! a run killed half-way redoes exactly the unfinished files.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::Engine;
+use crate::chunk::embedding_input;
+use crate::error::{Error, Result};
+use crate::ingest::walk::{FoundFile, walk};
+use crate::ingest::{Skipped, load};
+use crate::store::{Change, DocUpdate};
+use crate::types::{Chunk, ChunkId, DocId, DocRecord, Document, FileRecord, content_hash};
+
+/// Files read and parsed in parallel at a time.
+const LOAD_GROUP: usize = 32;
+/// New chunks gathered before they are embedded and written.
+const EMBED_BATCH: usize = 256;
+
+/// Observes an ingest run; the CLI draws progress bars from it. All methods
+/// default to doing nothing.
+pub trait Progress: Sync {
+    /// The walk found `files` files to consider.
+    fn started(&self, _files: u64) {}
+    /// `chunks` more chunks will be embedded.
+    fn planned(&self, _chunks: u64) {}
+    /// One file is done (ingested, unchanged or skipped).
+    fn file_done(&self, _path: &str) {}
+    /// A file was skipped.
+    fn skipped(&self, _skipped: &Skipped) {}
+    /// `chunks` chunks were embedded and written.
+    fn embedded(&self, _chunks: u64) {}
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Summary of an ingest run (`lore ingest --json`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct IngestReport {
+    /// Files the walk found (skipped ones included).
+    pub files_seen: u64,
+    /// Files new to the index.
+    pub added: u64,
+    /// Files whose content changed.
+    pub updated: u64,
+    /// Files left as they were.
+    pub unchanged: u64,
+    /// Files that disappeared and were removed.
+    pub removed: u64,
+    /// Files left out, with reasons.
+    pub skipped: Vec<Skipped>,
+    /// Chunks embedded in this run.
+    pub chunks_embedded: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Summary of `lore remove`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RemoveReport {
+    /// File records removed.
+    pub files: u64,
+    /// Documents removed.
+    pub documents: u64,
+}
+
+/// A document whose chunks must be (re)written.
+struct DocWork {
+    record: DocRecord,
+    chunks: Vec<Chunk>,
+    /// Chunk ids the stored version already has (not re-embedded).
+    existing: HashSet<ChunkId>,
+}
+
+impl DocWork {
+    fn new_chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.chunks
+            .iter()
+            .filter(|c| !self.existing.contains(&c.id))
+    }
+}
+
+/// A file read from disk: its hash and documents, or why it was skipped.
+type Loaded = std::result::Result<(String, Vec<Document>), String>;
+
+/// State of one ingest run.
+struct Run<'a> {
+    engine: &'a Engine,
+    progress: &'a dyn Progress,
+    report: IngestReport,
+    queue: Vec<DocWork>,
+    queued_chunks: usize,
+    delete_docs: Vec<DocId>,
+    files_ready: Vec<FileRecord>,
+    since_checkpoint: usize,
+    changed: bool,
+}
+
+impl Engine {
+    /// Ingests files and folders: new and changed files are (re)indexed,
+    /// unchanged ones skipped, files gone from an ingested folder removed.
+    /// Per-file problems are reported in [`IngestReport::skipped`]; only
+    /// failures of the index itself are errors.
+    pub fn ingest(&self, paths: &[PathBuf], progress: &dyn Progress) -> Result<IngestReport> {
+        let start = Instant::now();
+        let index_dir = self.index.dir().canonicalize().ok();
+        let found = walk(paths, &self.config.ingest, index_dir.as_deref())?;
+        let _span = tracing::info_span!("ingest", files = found.files.len()).entered();
+        let mut run = Run {
+            engine: self,
+            progress,
+            report: IngestReport {
+                files_seen: (found.files.len() + found.skipped.len()) as u64,
+                ..IngestReport::default()
+            },
+            queue: Vec::new(),
+            queued_chunks: 0,
+            delete_docs: Vec::new(),
+            files_ready: Vec::new(),
+            since_checkpoint: 0,
+            changed: false,
+        };
+        progress.started(found.files.len() as u64);
+        for skipped in found.skipped {
+            run.skip(skipped);
+        }
+        run.remove_vanished(&found.roots, &found.files)?;
+        let (unchanged, stale): (Vec<&FoundFile>, Vec<&FoundFile>) =
+            found.files.iter().partition(|f| run.is_unchanged(f));
+        run.report.unchanged = unchanged.len() as u64;
+        for file in unchanged {
+            progress.file_done(&file.path.display().to_string());
+        }
+        for group in stale.chunks(LOAD_GROUP) {
+            let loaded: Vec<Loaded> = group.par_iter().map(|f| read_and_load(&f.path)).collect();
+            run.process_group(group, loaded)?;
+        }
+        run.flush()?;
+        if run.changed {
+            self.index.checkpoint()?;
+        }
+        run.report.seconds = start.elapsed().as_secs_f64();
+        tracing::info!(
+            added = run.report.added,
+            updated = run.report.updated,
+            removed = run.report.removed,
+            skipped = run.report.skipped.len(),
+            chunks = run.report.chunks_embedded,
+            "ingest finished"
+        );
+        Ok(run.report)
+    }
+
+    /// Removes a file, every file under a folder, or one document (by id)
+    /// from all stores.
+    pub fn remove(&self, target: &str) -> Result<RemoveReport> {
+        let path = Path::new(target)
+            .canonicalize()
+            .map_or_else(|_| target.to_string(), |p| p.display().to_string());
+        let docs = self.index.docs();
+        let mut files = docs.file(&path)?.into_iter().collect::<Vec<_>>();
+        if files.is_empty() {
+            files = docs.files_with_prefix(&format!("{}/", path.trim_end_matches('/')))?;
+        }
+        let mut change = Change::default();
+        if files.is_empty() {
+            let id = DocId(target.to_string());
+            let record = docs
+                .doc(&id)?
+                .ok_or_else(|| Error::NotFound(target.to_string()))?;
+            if let Some(mut file) = docs.file(&record.file)? {
+                file.docs.retain(|d| d != &id);
+                // A changed hash makes the next ingest look at the file again.
+                file.hash.clear();
+                change.put_files.push(file);
+            }
+            change.delete_docs.push(id);
+        }
+        for file in &files {
+            change.delete_docs.extend(file.docs.iter().cloned());
+            change.delete_files.push(file.path.clone());
+        }
+        let report = RemoveReport {
+            files: files.len() as u64,
+            documents: change.delete_docs.len() as u64,
+        };
+        self.index.apply(change)?;
+        self.index.checkpoint()?;
+        Ok(report)
+    }
+}
+
+/// Reads a file and loads its documents; any failure is a reason.
+fn read_and_load(path: &Path) -> Loaded {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let hash = content_hash(&bytes);
+    let mut docs = load::load(path, &bytes)?;
+    dedup_last(&mut docs);
+    Ok((hash, docs))
+}
+
+/// Keeps the last of documents sharing an id (a corpus line repeated).
+fn dedup_last(docs: &mut Vec<Document>) {
+    let mut seen = HashSet::new();
+    docs.reverse();
+    docs.retain(|d| seen.insert(d.id.clone()));
+    docs.reverse();
+}
+
+impl Run<'_> {
+    fn skip(&mut self, skipped: Skipped) {
+        tracing::info!(path = %skipped.path, reason = %skipped.reason, "skipped");
+        self.progress.skipped(&skipped);
+        self.progress.file_done(&skipped.path);
+        self.report.skipped.push(skipped);
+    }
+
+    fn is_unchanged(&self, file: &FoundFile) -> bool {
+        let path = file.path.display().to_string();
+        match self.engine.index.docs().file(&path) {
+            Ok(Some(record)) => {
+                record.size == file.size
+                    && record.mtime_ns == file.mtime_ns
+                    && !record.hash.is_empty()
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes files recorded under a walked folder that no longer exist.
+    fn remove_vanished(&mut self, roots: &[PathBuf], files: &[FoundFile]) -> Result<()> {
+        let present: HashSet<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+        let mut change = Change::default();
+        for root in roots.iter().filter(|r| r.is_dir()) {
+            let prefix = format!("{}/", root.display());
+            for record in self.engine.index.docs().files_with_prefix(&prefix)? {
+                if !present.contains(&record.path) && !Path::new(&record.path).exists() {
+                    change.delete_docs.extend(record.docs.iter().cloned());
+                    change.delete_files.push(record.path.clone());
+                    self.report.removed += 1;
+                }
+            }
+        }
+        if !change.is_empty() {
+            self.engine.index.apply(change)?;
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Compares loaded files with the index, chunks what changed (in
+    /// parallel) and queues it for embedding.
+    fn process_group(&mut self, group: &[&FoundFile], loaded: Vec<Loaded>) -> Result<()> {
+        let store = self.engine.index.docs();
+        let mut to_chunk: Vec<(usize, Document, HashSet<ChunkId>)> = Vec::new();
+        let mut records: Vec<Option<FileRecord>> = Vec::with_capacity(group.len());
+        for (n, (file, outcome)) in group.iter().zip(loaded).enumerate() {
+            let path = file.path.display().to_string();
+            let (hash, docs) = match outcome {
+                Ok(ok) => ok,
+                Err(reason) => {
+                    self.skip(Skipped { path, reason });
+                    records.push(None);
+                    continue;
+                }
+            };
+            let old = store.file(&path)?;
+            let new_ids: HashSet<&DocId> = docs.iter().map(|d| &d.id).collect();
+            match &old {
+                Some(old) if old.hash == hash => self.report.unchanged += 1,
+                Some(old) => {
+                    self.report.updated += 1;
+                    self.delete_docs
+                        .extend(old.docs.iter().filter(|d| !new_ids.contains(d)).cloned());
+                }
+                None => self.report.added += 1,
+            }
+            for doc in docs
+                .iter()
+                .filter(|_| old.as_ref().is_none_or(|o| o.hash != hash))
+            {
+                let stored = store.doc(&doc.id)?;
+                if stored.as_ref().is_some_and(|s| s.hash == doc.hash) {
+                    continue;
+                }
+                let existing = stored
+                    .map(|s| s.chunks.into_iter().collect())
+                    .unwrap_or_default();
+                to_chunk.push((n, doc.clone(), existing));
+            }
+            records.push(Some(FileRecord {
+                path,
+                size: file.size,
+                mtime_ns: file.mtime_ns,
+                hash,
+                docs: docs.iter().map(|d| d.id.clone()).collect(),
+            }));
+        }
+        let chunker = self.engine.chunker()?;
+        let mut works: Vec<(usize, DocWork)> = to_chunk
+            .into_par_iter()
+            .map(|(n, doc, existing)| {
+                let chunks = chunker.chunk(&doc);
+                (
+                    n,
+                    DocWork {
+                        record: doc_record(&doc),
+                        chunks,
+                        existing,
+                    },
+                )
+            })
+            .collect();
+        let planned: usize = works.iter().map(|(_, w)| w.new_chunks().count()).sum();
+        self.progress.planned(planned as u64);
+        let mut by_file: HashMap<usize, Vec<DocWork>> = HashMap::new();
+        for (n, work) in works.drain(..) {
+            by_file.entry(n).or_default().push(work);
+        }
+        for (n, record) in records.into_iter().enumerate() {
+            let Some(record) = record else { continue };
+            for work in by_file.remove(&n).unwrap_or_default() {
+                self.enqueue(work)?;
+            }
+            self.progress.file_done(&record.path);
+            self.files_ready.push(record);
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, work: DocWork) -> Result<()> {
+        self.queued_chunks += work.new_chunks().count();
+        self.queue.push(work);
+        if self.queued_chunks >= EMBED_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Embeds the queued chunks and writes the queued documents and the file
+    /// records that are complete, as one atomic change.
+    fn flush(&mut self) -> Result<()> {
+        let works = std::mem::take(&mut self.queue);
+        let texts: Vec<String> = works
+            .iter()
+            .flat_map(|w| w.new_chunks().map(|c| embedding_input(&c.heading, &c.text)))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mut vectors = if refs.is_empty() {
+            Vec::new()
+        } else {
+            self.engine.embedder()?.embed(&refs)?
+        }
+        .into_iter();
+        let mut change = Change {
+            delete_docs: std::mem::take(&mut self.delete_docs),
+            put_files: std::mem::take(&mut self.files_ready),
+            ..Change::default()
+        };
+        for work in works {
+            let chunks = work
+                .chunks
+                .into_iter()
+                .map(|c| {
+                    let vector = if work.existing.contains(&c.id) {
+                        None
+                    } else {
+                        vectors.next()
+                    };
+                    (c, vector)
+                })
+                .collect();
+            change.put_docs.push(DocUpdate {
+                record: work.record,
+                chunks,
+            });
+        }
+        if change.is_empty() {
+            return Ok(());
+        }
+        self.engine.index.apply(change)?;
+        self.changed = true;
+        let embedded = std::mem::take(&mut self.queued_chunks);
+        self.report.chunks_embedded += embedded as u64;
+        self.progress.embedded(embedded as u64);
+        self.since_checkpoint += embedded;
+        if self.since_checkpoint >= self.engine.config.ingest.checkpoint_chunks {
+            self.engine.index.checkpoint()?;
+            self.since_checkpoint = 0;
+        }
+        Ok(())
+    }
+}
+
+fn doc_record(doc: &Document) -> DocRecord {
+    let mut metadata = doc.metadata.clone();
+    if let Some(language) = &doc.language {
+        metadata.insert(
+            "language".into(),
+            serde_json::Value::String(language.clone()),
+        );
+    }
+    DocRecord {
+        id: doc.id.clone(),
+        path: doc.path.clone(),
+        file: doc.file.clone(),
+        title: doc.title.clone(),
+        kind: doc.kind,
+        metadata,
+        hash: doc.hash.clone(),
+        chunks: Vec::new(),
+    }
+}

@@ -1,0 +1,158 @@
+//! [`Engine`]: the one façade the CLI, the HTTP server and embedding
+//! programs call — `ingest`, `remove`, `search`, `status`. It owns the
+//! configuration, the index and the (lazily loaded) embedder.
+
+mod ingest;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+
+pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport};
+
+use crate::chunk::Chunker;
+use crate::config::Config;
+use crate::embed::bert::BertEmbedder;
+use crate::embed::{Embedder, EmbedderInfo};
+use crate::error::Result;
+use crate::search::{SearchRequest, SearchResponse};
+use crate::store::Index;
+
+type Loader = Box<dyn Fn() -> Result<Arc<dyn Embedder>> + Send + Sync>;
+
+/// An open index plus the models that serve it.
+pub struct Engine {
+    config: Config,
+    index: Index,
+    embedder_info: EmbedderInfo,
+    embedder: OnceLock<Arc<dyn Embedder>>,
+    loader: Loader,
+    chunker: OnceLock<Chunker>,
+}
+
+/// What `lore status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Index directory.
+    pub index: PathBuf,
+    /// Documents.
+    pub documents: u64,
+    /// Chunks.
+    pub chunks: u64,
+    /// Live vectors.
+    pub vectors: u64,
+    /// Keyword entries.
+    pub keyword_docs: u64,
+    /// Removed vectors still in the graph.
+    pub tombstones: u64,
+    /// The embedder the index was built with.
+    pub embedder: EmbedderStatus,
+    /// Bytes on disk.
+    pub index_bytes: u64,
+    /// True when the stores agree.
+    pub consistent: bool,
+}
+
+/// Embedder part of [`Status`].
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedderStatus {
+    /// Embedder id.
+    pub id: String,
+    /// Vector dimension.
+    pub dim: usize,
+    /// Model directory configured.
+    pub path: PathBuf,
+}
+
+impl Engine {
+    /// Opens the configured index with the configured BERT embedder. The
+    /// model's identity is checked against the index at once; its weights are
+    /// loaded on first use, so `status` stays fast.
+    pub fn open(config: Config) -> Result<Engine> {
+        config.validate()?;
+        let dir = config.embedder_dir();
+        let info = BertEmbedder::identify(&dir)?;
+        let (max_tokens, batch) = (config.embedder.max_tokens, config.embedder.batch_size);
+        let loader: Loader = Box::new(move || {
+            Ok(Arc::new(BertEmbedder::load(&dir, max_tokens, batch)?) as Arc<dyn Embedder>)
+        });
+        Self::build(config, info, loader)
+    }
+
+    /// Opens the configured index with an embedder the caller built (a fake
+    /// in tests, a remote model in other programs).
+    pub fn with_embedder(config: Config, embedder: Arc<dyn Embedder>) -> Result<Engine> {
+        config.validate()?;
+        let info = EmbedderInfo {
+            id: embedder.id().to_string(),
+            dim: embedder.dim(),
+        };
+        let shared = embedder.clone();
+        Self::build(config, info, Box::new(move || Ok(shared.clone())))
+    }
+
+    fn build(config: Config, info: EmbedderInfo, loader: Loader) -> Result<Engine> {
+        let index = Index::open(&config.index, &info, &config.hnsw)?;
+        Ok(Engine {
+            config,
+            index,
+            embedder_info: info,
+            embedder: OnceLock::new(),
+            loader,
+            chunker: OnceLock::new(),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The embedder, loading it on first use.
+    pub fn embedder(&self) -> Result<&Arc<dyn Embedder>> {
+        if let Some(embedder) = self.embedder.get() {
+            return Ok(embedder);
+        }
+        let loaded = (self.loader)()?;
+        Ok(self.embedder.get_or_init(|| loaded))
+    }
+
+    fn chunker(&self) -> Result<&Chunker> {
+        if let Some(chunker) = self.chunker.get() {
+            return Ok(chunker);
+        }
+        let sizer = self.embedder()?.sizer()?;
+        let chunker = Chunker::new(
+            sizer,
+            self.config.chunk.max_tokens,
+            self.config.chunk.overlap_tokens,
+        )?;
+        Ok(self.chunker.get_or_init(|| chunker))
+    }
+
+    /// Searches the index.
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
+        crate::search::search(&self.index, self.embedder()?.as_ref(), request)
+    }
+
+    /// Counts and consistency of the index.
+    pub fn status(&self) -> Result<Status> {
+        let s = self.index.status()?;
+        Ok(Status {
+            index: self.config.index.clone(),
+            documents: s.documents,
+            chunks: s.chunks,
+            vectors: s.vectors,
+            keyword_docs: s.keyword_docs,
+            tombstones: s.tombstones,
+            embedder: EmbedderStatus {
+                id: self.embedder_info.id.clone(),
+                dim: self.embedder_info.dim,
+                path: self.config.embedder_dir(),
+            },
+            index_bytes: s.index_bytes,
+            consistent: s.consistent,
+        })
+    }
+}

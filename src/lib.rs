@@ -1,0 +1,21 @@
+//! lore: a self-hosted retrieval-augmented generation engine.
+//!
+//! Data flows through the modules in this order (each uses only those above
+//! it): [`error`], [`types`], [`config`] → [`ingest`] (walk, load formats) →
+//! [`chunk`] → [`embed`] → [`store`] (docs, vectors, keywords, manifest) →
+//! [`search`] → [`engine`], the façade that the CLI and embedding programs
+//! call. See ARCHITECTURE.md for the invariants.
+
+pub mod chunk;
+pub mod config;
+pub mod embed;
+pub mod engine;
+pub mod error;
+pub mod ingest;
+pub mod search;
+pub mod store;
+pub mod types;
+
+pub use config::Config;
+pub use engine::{Engine, IngestReport, NoProgress, Progress, RemoveReport, Status};
+pub use error::{Error, Result};

@@ -1,0 +1,8 @@
+//! The `lore` binary: parse flags, run one command, print its result.
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}

@@ -1,0 +1,296 @@
+//! The sled-backed [`DocStore`]. One tree, keys prefixed by kind:
+//!
+//! | prefix | key            | value                          |
+//! |--------|----------------|--------------------------------|
+//! | `f`    | file path      | [`FileRecord`] (JSON)          |
+//! | `d`    | doc id         | [`DocRecord`] (JSON)           |
+//! | `c`    | chunk id       | [`ChunkRecord`] (JSON)         |
+//! | `s`    | slot (BE u64)  | chunk id                       |
+//! | `v`    | slot (BE u64)  | vector (little-endian f32s)    |
+//! | `k`    | slot (BE u64)  | — keyword entry not committed  |
+//! | `t`    | slot (BE u64)  | — tombstone in the vector graph|
+//! | `n`    | —              | next slot (BE u64)             |
+//!
+//! Every [`Change`] is one `apply_batch`, so it is atomic.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Applied, Change, DocCounts, DocStore, DocUpdate};
+use crate::error::{Error, Result};
+use crate::types::{ChunkId, ChunkRecord, DocId, DocRecord, FileRecord, Slot};
+
+const FILE: u8 = b'f';
+const DOC: u8 = b'd';
+const CHUNK: u8 = b'c';
+const SLOT: u8 = b's';
+const VECTOR: u8 = b'v';
+const PENDING: u8 = b'k';
+const TOMBSTONE: u8 = b't';
+const NEXT_SLOT: &[u8] = b"n";
+
+/// sled-backed document store.
+pub struct SledDocStore {
+    db: sled::Db,
+    next_slot: AtomicU64,
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rest.len() + 1);
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn slot_key(prefix: u8, slot: Slot) -> Vec<u8> {
+    key(prefix, &slot.0.to_be_bytes())
+}
+
+fn slot_of(key: &[u8]) -> Slot {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&key[1..9]);
+    Slot(u64::from_be_bytes(bytes))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::store("docs", e))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::store("docs", format!("corrupt record: {e}")))
+}
+
+fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn vector_of(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+impl SledDocStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                Error::IndexLocked {
+                    index: dir.parent().unwrap_or(dir).to_path_buf(),
+                }
+            }
+            other => Error::from(other),
+        })?;
+        let next = match db.get(NEXT_SLOT)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::store("docs", "corrupt slot counter"))?,
+            ),
+            None => 0,
+        };
+        Ok(SledDocStore {
+            db,
+            next_slot: AtomicU64::new(next),
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>> {
+        self.db.get(k)?.map(|v| decode(&v)).transpose()
+    }
+
+    fn count(&self, prefix: u8) -> u64 {
+        self.db.scan_prefix([prefix]).keys().count() as u64
+    }
+
+    fn slots_with(&self, prefix: u8) -> Result<Vec<Slot>> {
+        self.db
+            .scan_prefix([prefix])
+            .keys()
+            .map(|k| Ok(slot_of(&k?)))
+            .collect()
+    }
+
+    /// Adds the removal of a document's chunks to `batch`.
+    fn remove_doc(
+        &self,
+        record: &DocRecord,
+        keep: &HashSet<&ChunkId>,
+        batch: &mut sled::Batch,
+        applied: &mut Applied,
+    ) -> Result<()> {
+        for id in record.chunks.iter().filter(|id| !keep.contains(id)) {
+            let Some(chunk) = self.chunk(id)? else {
+                continue;
+            };
+            batch.remove(key(CHUNK, id.0.as_bytes()));
+            batch.remove(slot_key(SLOT, chunk.slot));
+            batch.remove(slot_key(VECTOR, chunk.slot));
+            batch.insert(slot_key(PENDING, chunk.slot), &[]);
+            batch.insert(slot_key(TOMBSTONE, chunk.slot), &[]);
+            applied.removed.push(chunk.slot);
+        }
+        Ok(())
+    }
+
+    /// Adds one document's new state to `batch`.
+    fn put_doc(
+        &self,
+        update: DocUpdate,
+        next: &mut u64,
+        batch: &mut sled::Batch,
+        applied: &mut Applied,
+    ) -> Result<()> {
+        let DocUpdate { mut record, chunks } = update;
+        let old: Option<DocRecord> = self.doc(&record.id)?;
+        let keep: HashSet<&ChunkId> = chunks
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(c, _)| &c.id)
+            .collect();
+        if let Some(old) = &old {
+            self.remove_doc(old, &keep, batch, applied)?;
+        }
+        record.chunks = chunks.iter().map(|(c, _)| c.id.clone()).collect();
+        for (chunk, vector) in chunks {
+            let Some(vector) = vector else { continue };
+            let slot = Slot(*next);
+            *next += 1;
+            let stored = ChunkRecord {
+                id: chunk.id,
+                doc_id: record.id.clone(),
+                slot,
+                byte_range: chunk.byte_range,
+                heading: chunk.heading,
+                text: chunk.text,
+            };
+            batch.insert(key(CHUNK, stored.id.0.as_bytes()), encode(&stored)?);
+            batch.insert(slot_key(SLOT, slot), stored.id.0.as_bytes());
+            batch.insert(slot_key(VECTOR, slot), vector_bytes(&vector));
+            batch.insert(slot_key(PENDING, slot), &[]);
+            applied.added.push((stored, vector));
+        }
+        batch.insert(key(DOC, record.id.0.as_bytes()), encode(&record)?);
+        Ok(())
+    }
+}
+
+impl DocStore for SledDocStore {
+    fn file(&self, path: &str) -> Result<Option<FileRecord>> {
+        self.get(&key(FILE, path.as_bytes()))
+    }
+
+    fn files_with_prefix(&self, prefix: &str) -> Result<Vec<FileRecord>> {
+        self.db
+            .scan_prefix(key(FILE, prefix.as_bytes()))
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    fn doc(&self, id: &DocId) -> Result<Option<DocRecord>> {
+        self.get(&key(DOC, id.0.as_bytes()))
+    }
+
+    fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkRecord>> {
+        self.get(&key(CHUNK, id.0.as_bytes()))
+    }
+
+    fn chunk_at(&self, slot: Slot) -> Result<Option<ChunkRecord>> {
+        match self.db.get(slot_key(SLOT, slot))? {
+            Some(id) => self.get(&key(CHUNK, &id)),
+            None => Ok(None),
+        }
+    }
+
+    fn vectors_from(&self, from: Slot) -> Result<Vec<(Slot, Vec<f32>)>> {
+        self.db
+            .range(slot_key(VECTOR, from)..key(VECTOR + 1, &[]))
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((slot_of(&k), vector_of(&v)))
+            })
+            .collect()
+    }
+
+    fn apply(&self, change: Change) -> Result<Applied> {
+        let mut batch = sled::Batch::default();
+        let mut applied = Applied::default();
+        let mut next = self.next_slot.load(Ordering::SeqCst);
+        for id in &change.delete_docs {
+            if let Some(record) = self.doc(id)? {
+                self.remove_doc(&record, &HashSet::new(), &mut batch, &mut applied)?;
+                batch.remove(key(DOC, id.0.as_bytes()));
+            }
+        }
+        for update in change.put_docs {
+            self.put_doc(update, &mut next, &mut batch, &mut applied)?;
+        }
+        for file in &change.put_files {
+            batch.insert(key(FILE, file.path.as_bytes()), encode(file)?);
+        }
+        for path in &change.delete_files {
+            batch.remove(key(FILE, path.as_bytes()));
+        }
+        batch.insert(NEXT_SLOT, &next.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        self.next_slot.store(next, Ordering::SeqCst);
+        Ok(applied)
+    }
+
+    fn next_slot(&self) -> Slot {
+        Slot(self.next_slot.load(Ordering::SeqCst))
+    }
+
+    fn pending_keywords(&self) -> Result<Vec<Slot>> {
+        self.slots_with(PENDING)
+    }
+
+    fn clear_pending_keywords(&self, slots: &[Slot]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        slots
+            .iter()
+            .for_each(|s| batch.remove(slot_key(PENDING, *s)));
+        Ok(self.db.apply_batch(batch)?)
+    }
+
+    fn tombstones(&self) -> Result<Vec<Slot>> {
+        self.slots_with(TOMBSTONE)
+    }
+
+    fn clear_tombstones(&self, slots: &[Slot]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        slots
+            .iter()
+            .for_each(|s| batch.remove(slot_key(TOMBSTONE, *s)));
+        Ok(self.db.apply_batch(batch)?)
+    }
+
+    fn counts(&self) -> Result<DocCounts> {
+        Ok(DocCounts {
+            documents: self.count(DOC),
+            chunks: self.count(CHUNK),
+            slots: self.count(SLOT),
+            vectors: self.count(VECTOR),
+            pending_keywords: self.count(PENDING),
+            tombstones: self.count(TOMBSTONE),
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}

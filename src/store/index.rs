@@ -1,0 +1,269 @@
+//! [`Index`]: the three stores of one index directory, written in an order
+//! that keeps them consistent whatever moment the process dies at.
+//!
+//! Layout: `manifest.json`, `docs/` (sled), `keywords/` (tantivy),
+//! `vectors/gen-N/` (hnsw_rs dumps).
+//!
+//! Invariants:
+//! - sled is written first and is the truth; each [`Change`] is atomic there.
+//! - The keyword index commits, and the graph is dumped, only after sled has
+//!   been flushed, so neither ever holds a slot sled lost.
+//! - What the derived stores have not persisted is recoverable from sled:
+//!   pending keyword slots (`k` keys) are replayed, and live vectors at or
+//!   above the dump's watermark are re-inserted, on every open.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::docs::SledDocStore;
+use super::keywords::TantivyKeywordIndex;
+use super::manifest::{EmbedderInfo, Manifest};
+use super::vectors::HnswVectorIndex;
+use super::{Change, DocStore, KeywordDoc, KeywordIndex, VectorIndex};
+use crate::config::HnswConfig;
+use crate::error::{Error, Result};
+use crate::types::{ChunkRecord, DocId, Slot};
+
+/// Counts of every store and whether they agree.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IndexStatus {
+    /// Documents.
+    pub documents: u64,
+    /// Chunks.
+    pub chunks: u64,
+    /// Live vectors in the graph.
+    pub vectors: u64,
+    /// Committed keyword entries.
+    pub keyword_docs: u64,
+    /// Removed vectors still in the graph.
+    pub tombstones: u64,
+    /// Keyword entries not yet committed.
+    pub pending: u64,
+    /// Bytes on disk.
+    pub index_bytes: u64,
+    /// True when documents, chunks, vectors and keyword entries agree.
+    pub consistent: bool,
+}
+
+/// The stores of one index directory.
+pub struct Index {
+    dir: PathBuf,
+    manifest: Manifest,
+    docs: Box<dyn DocStore>,
+    vectors: Box<dyn VectorIndex>,
+    keywords: Box<dyn KeywordIndex>,
+    rebuild_ratio: f64,
+}
+
+impl Index {
+    /// Opens (or creates) the index in `dir` for `embedder`, then brings the
+    /// derived stores up to date with sled (crash recovery).
+    pub fn open(dir: &Path, embedder: &EmbedderInfo, hnsw: &HnswConfig) -> Result<Index> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let manifest = Manifest::open_or_create(dir, embedder)?;
+        let docs = SledDocStore::open(&dir.join("docs"))?;
+        let keywords = TantivyKeywordIndex::open(&dir.join("keywords"))?;
+        let vectors_dir = dir.join("vectors");
+        let (vectors, watermark) = match HnswVectorIndex::open(&vectors_dir, embedder.dim, hnsw) {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!(error = %e, "vector graph unreadable; rebuilding it from the doc store");
+                (
+                    HnswVectorIndex::create_empty(&vectors_dir, embedder.dim, hnsw)?,
+                    Slot(0),
+                )
+            }
+        };
+        let index = Index {
+            dir: dir.to_path_buf(),
+            manifest,
+            docs: Box::new(docs),
+            vectors: Box::new(vectors),
+            keywords: Box::new(keywords),
+            rebuild_ratio: hnsw.rebuild_ratio,
+        };
+        index.recover(watermark)?;
+        Ok(index)
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The doc store (read access for search and status).
+    pub fn docs(&self) -> &dyn DocStore {
+        self.docs.as_ref()
+    }
+
+    /// The vector index.
+    pub fn vectors(&self) -> &dyn VectorIndex {
+        self.vectors.as_ref()
+    }
+
+    /// The keyword index.
+    pub fn keywords(&self) -> &dyn KeywordIndex {
+        self.keywords.as_ref()
+    }
+
+    /// Replays what the derived stores had not persisted when the index was
+    /// last closed (or killed).
+    fn recover(&self, watermark: Slot) -> Result<()> {
+        let forgotten = self.vectors.restore_tombstones(&self.docs.tombstones()?)?;
+        self.docs.clear_tombstones(&forgotten)?;
+        let missing = self.docs.vectors_from(watermark)?;
+        let pending = self.docs.pending_keywords()?;
+        if missing.is_empty() && pending.is_empty() && forgotten.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            vectors = missing.len(),
+            keyword_entries = pending.len(),
+            "recovering work not persisted by the previous run"
+        );
+        self.vectors.insert(&missing)?;
+        self.sync_keywords(&pending)?;
+        self.checkpoint()
+    }
+
+    /// Brings the keyword entries of `slots` in line with sled.
+    fn sync_keywords(&self, slots: &[Slot]) -> Result<()> {
+        self.keywords.delete(slots)?;
+        let mut titles: HashMap<DocId, String> = HashMap::new();
+        let mut upserts = Vec::new();
+        for &slot in slots {
+            if let Some(chunk) = self.docs.chunk_at(slot)? {
+                let title = match titles.get(&chunk.doc_id) {
+                    Some(title) => title.clone(),
+                    None => {
+                        let title = self
+                            .docs
+                            .doc(&chunk.doc_id)?
+                            .and_then(|d| d.title)
+                            .unwrap_or_default();
+                        titles.insert(chunk.doc_id.clone(), title.clone());
+                        title
+                    }
+                };
+                upserts.push(keyword_doc(&chunk, title));
+            }
+        }
+        self.keywords.upsert(&upserts)
+    }
+
+    /// Applies `change` to all three stores. Visible to search at once (the
+    /// keyword side after the next [`Index::checkpoint`]); durable after it.
+    pub fn apply(&self, change: Change) -> Result<()> {
+        let titles: HashMap<DocId, String> = change
+            .put_docs
+            .iter()
+            .map(|d| {
+                (
+                    d.record.id.clone(),
+                    d.record.title.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let applied = self.docs.apply(change)?;
+        self.vectors.remove(&applied.removed);
+        self.keywords.delete(&applied.removed)?;
+        let keyword_docs: Vec<KeywordDoc> = applied
+            .added
+            .iter()
+            .map(|(chunk, _)| {
+                keyword_doc(
+                    chunk,
+                    titles.get(&chunk.doc_id).cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.keywords.upsert(&keyword_docs)?;
+        let vectors: Vec<(Slot, Vec<f32>)> = applied
+            .added
+            .into_iter()
+            .map(|(c, v)| (c.slot, v))
+            .collect();
+        self.vectors.insert(&vectors)
+    }
+
+    /// Makes everything applied so far durable in every store: sled first,
+    /// then the keyword commit, then the graph dump (rebuilt first when
+    /// tombstones pass the threshold).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.docs.flush()?;
+        let pending = self.docs.pending_keywords()?;
+        self.keywords.commit()?;
+        self.docs.clear_pending_keywords(&pending)?;
+        let tombstones = self.vectors.tombstone_count();
+        let points = self.vectors.len() + tombstones;
+        let rebuild = tombstones > 0 && tombstones as f64 > self.rebuild_ratio * points as f64;
+        if rebuild {
+            tracing::info!(tombstones, points, "rebuilding the vector graph");
+            self.vectors.rebuild(&self.docs.vectors_from(Slot(0))?)?;
+        }
+        self.vectors.persist(self.docs.next_slot())?;
+        if rebuild {
+            self.docs.clear_tombstones(&self.docs.tombstones()?)?;
+        }
+        self.docs.flush()
+    }
+
+    /// Counts of every store and whether they agree.
+    pub fn status(&self) -> Result<IndexStatus> {
+        let counts = self.docs.counts()?;
+        let vectors = self.vectors.len();
+        let keyword_docs = self.keywords.len()?;
+        let consistent = counts.chunks == counts.slots
+            && counts.chunks == counts.vectors
+            && counts.chunks == vectors
+            && counts.chunks == keyword_docs
+            && counts.pending_keywords == 0
+            && counts.tombstones == self.vectors.tombstone_count();
+        Ok(IndexStatus {
+            documents: counts.documents,
+            chunks: counts.chunks,
+            vectors,
+            keyword_docs,
+            tombstones: self.vectors.tombstone_count(),
+            pending: counts.pending_keywords,
+            index_bytes: dir_size(&self.dir),
+            consistent,
+        })
+    }
+
+    /// The chunk in `slot`, if live.
+    pub fn chunk_at(&self, slot: Slot) -> Result<Option<ChunkRecord>> {
+        self.docs.chunk_at(slot)
+    }
+}
+
+fn keyword_doc(chunk: &ChunkRecord, title: String) -> KeywordDoc {
+    KeywordDoc {
+        slot: chunk.slot,
+        title,
+        heading: chunk.heading.join(" > "),
+        text: chunk.text.clone(),
+    }
+}
+
+/// Total size of the files under `dir` (unreadable entries count as 0).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}

@@ -1,0 +1,187 @@
+//! Durable state of an index, split along three seams — [`DocStore`]
+//! (documents, chunks, vectors, the chunk↔slot map; sled), [`VectorIndex`]
+//! (approximate nearest neighbours; hnsw_rs) and [`KeywordIndex`] (BM25;
+//! tantivy) — and [`Index`], which keeps the three consistent across crashes.
+//!
+//! The doc store is the source of truth. Every change is one atomic sled
+//! batch that also records what the derived stores still owe: a pending
+//! keyword entry per touched slot, a tombstone per removed vector. The keyword
+//! index commits, and the vector graph is dumped, only after sled is flushed,
+//! so neither can ever refer to data sled lacks; on open, whatever they had not
+//! persisted is replayed from sled.
+
+pub mod docs;
+pub mod keywords;
+pub mod manifest;
+pub mod vectors;
+
+mod index;
+
+pub use index::{Index, IndexStatus};
+
+use crate::error::Result;
+use crate::types::{Chunk, ChunkId, ChunkRecord, DocId, DocRecord, FileRecord, Slot};
+
+/// One document to write: its record and its chunks. A chunk whose id the
+/// document already had keeps its slot and vector (`vector` is `None`); a new
+/// chunk brings its vector.
+#[derive(Debug, Clone)]
+pub struct DocUpdate {
+    /// The document record (its `chunks` list is filled in by the store).
+    pub record: DocRecord,
+    /// Chunks in text order.
+    pub chunks: Vec<(Chunk, Option<Vec<f32>>)>,
+}
+
+/// A set of changes applied atomically by [`DocStore::apply`].
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Documents added or replaced.
+    pub put_docs: Vec<DocUpdate>,
+    /// Documents removed.
+    pub delete_docs: Vec<DocId>,
+    /// File records written (after their documents).
+    pub put_files: Vec<FileRecord>,
+    /// File records removed.
+    pub delete_files: Vec<String>,
+}
+
+impl Change {
+    /// True when the change writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.put_docs.is_empty()
+            && self.delete_docs.is_empty()
+            && self.put_files.is_empty()
+            && self.delete_files.is_empty()
+    }
+}
+
+/// What [`DocStore::apply`] did to slots, for the derived stores to follow.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// New chunks with their slots and vectors.
+    pub added: Vec<(ChunkRecord, Vec<f32>)>,
+    /// Slots whose chunks were removed.
+    pub removed: Vec<Slot>,
+}
+
+/// Counts kept by the doc store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DocCounts {
+    /// Documents.
+    pub documents: u64,
+    /// Chunks (each with a live slot and a vector).
+    pub chunks: u64,
+    /// Live slots (must equal `chunks`).
+    pub slots: u64,
+    /// Vectors stored (must equal `chunks`).
+    pub vectors: u64,
+    /// Slots whose keyword entry is not committed yet.
+    pub pending_keywords: u64,
+    /// Removed slots still present in the vector graph.
+    pub tombstones: u64,
+}
+
+/// Documents, chunks, vectors and the chunk↔slot map: the source of truth.
+///
+/// Contract: [`DocStore::apply`] is atomic (all of a change or none of it
+/// survives a crash) and visible to readers at once; it is durable after
+/// [`DocStore::flush`]. Slots are allocated in increasing order, never reused.
+/// One writer at a time; readers may run concurrently.
+pub trait DocStore: Send + Sync {
+    /// The record of an ingested file.
+    fn file(&self, path: &str) -> Result<Option<FileRecord>>;
+    /// Records of all files whose path starts with `prefix`.
+    fn files_with_prefix(&self, prefix: &str) -> Result<Vec<FileRecord>>;
+    /// A document record.
+    fn doc(&self, id: &DocId) -> Result<Option<DocRecord>>;
+    /// A chunk record.
+    fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkRecord>>;
+    /// The chunk living in `slot`, if the slot is live.
+    fn chunk_at(&self, slot: Slot) -> Result<Option<ChunkRecord>>;
+    /// Live slots at or above `from`, with their vectors, in slot order.
+    fn vectors_from(&self, from: Slot) -> Result<Vec<(Slot, Vec<f32>)>>;
+    /// Applies `change` atomically.
+    fn apply(&self, change: Change) -> Result<Applied>;
+    /// The next slot to be allocated: every live slot is below it.
+    fn next_slot(&self) -> Slot;
+    /// Slots whose keyword entries are not committed.
+    fn pending_keywords(&self) -> Result<Vec<Slot>>;
+    /// Marks keyword entries as committed.
+    fn clear_pending_keywords(&self, slots: &[Slot]) -> Result<()>;
+    /// Removed slots that the vector graph may still hold.
+    fn tombstones(&self) -> Result<Vec<Slot>>;
+    /// Forgets tombstones (after a graph rebuild, or for slots never dumped).
+    fn clear_tombstones(&self, slots: &[Slot]) -> Result<()>;
+    /// Counts for status and consistency checks.
+    fn counts(&self) -> Result<DocCounts>;
+    /// Makes every applied change durable.
+    fn flush(&self) -> Result<()>;
+    /// Bytes on disk.
+    fn size_on_disk(&self) -> Result<u64>;
+}
+
+/// Approximate nearest-neighbour search over unit vectors, keyed by slot.
+///
+/// Contract: `insert` and `remove` are visible to `search` at once and
+/// durable after `persist`; a removed slot never appears in results.
+/// Scores are cosine similarities, highest first.
+pub trait VectorIndex: Send + Sync {
+    /// Adds vectors (each of the index's dimension).
+    fn insert(&self, items: &[(Slot, Vec<f32>)]) -> Result<()>;
+    /// Hides slots from search (tombstones).
+    fn remove(&self, slots: &[Slot]);
+    /// The `k` nearest live slots to `query` that pass `filter`.
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&(dyn Fn(Slot) -> bool + Sync)>,
+    ) -> Result<Vec<(Slot, f32)>>;
+    /// Live vectors.
+    fn len(&self) -> u64;
+    /// True when no live vector is indexed.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Removed vectors still held.
+    fn tombstone_count(&self) -> u64;
+    /// On open: marks `slots` (the doc store's tombstones) as removed and
+    /// returns those the graph does not hold at all, which the caller forgets.
+    fn restore_tombstones(&self, slots: &[Slot]) -> Result<Vec<Slot>>;
+    /// Writes the graph durably; `watermark` is recorded with it: every live
+    /// slot below it is in the graph.
+    fn persist(&self, watermark: Slot) -> Result<()>;
+    /// Replaces the graph with exactly `items` (drops all tombstones).
+    fn rebuild(&self, items: &[(Slot, Vec<f32>)]) -> Result<()>;
+}
+
+/// One chunk as the keyword index sees it.
+#[derive(Debug, Clone)]
+pub struct KeywordDoc {
+    /// Slot of the chunk.
+    pub slot: Slot,
+    /// Document title.
+    pub title: String,
+    /// Heading path, joined.
+    pub heading: String,
+    /// Chunk text.
+    pub text: String,
+}
+
+/// BM25 search over chunk text, keyed by slot.
+///
+/// Contract: `upsert` and `delete` are idempotent and become visible and
+/// durable at `commit`. Scores are BM25, highest first.
+pub trait KeywordIndex: Send + Sync {
+    /// Adds or replaces the entries of these slots.
+    fn upsert(&self, docs: &[KeywordDoc]) -> Result<()>;
+    /// Removes the entries of these slots.
+    fn delete(&self, slots: &[Slot]) -> Result<()>;
+    /// Makes all changes durable and visible.
+    fn commit(&self) -> Result<()>;
+    /// The best `k` slots for `query`.
+    fn search(&self, query: &str, k: usize) -> Result<Vec<(Slot, f32)>>;
+    /// Committed entries.
+    fn len(&self) -> Result<u64>;
+}

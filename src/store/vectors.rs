@@ -1,0 +1,402 @@
+//! The hnsw_rs-backed [`VectorIndex`]. hnsw_rs cannot delete, so removed
+//! slots are tombstones filtered inside the search (results still fill `k`)
+//! and the graph is rebuilt when they pass a threshold.
+//!
+//! Persistence: each dump goes to `gen-N.tmp/` (graph, data, then
+//! `meta.json` with the watermark), is fsynced and renamed to `gen-N/`; the
+//! newest complete generation wins on open and older ones are deleted. A
+//! crash mid-dump leaves the previous generation intact.
+
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use hnsw_rs::api::AnnT;
+use hnsw_rs::hnswio::HnswIo;
+use hnsw_rs::prelude::{DistCosine, Hnsw};
+use serde::{Deserialize, Serialize};
+
+use super::VectorIndex;
+use crate::config::HnswConfig;
+use crate::error::{Error, Result};
+use crate::types::Slot;
+
+const BASENAME: &str = "graph";
+const META: &str = "meta.json";
+const MAX_LAYERS: usize = 16;
+
+type Graph = Hnsw<'static, f32, DistCosine>;
+
+/// What a dump records besides the graph.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    /// Every live slot below this was in the graph when it was dumped.
+    watermark: u64,
+    /// Points in the dump (0: no graph files).
+    points: usize,
+    /// Vector dimension.
+    dim: usize,
+}
+
+struct Inner {
+    graph: Graph,
+    tombstones: HashSet<u64>,
+    generation: u64,
+}
+
+/// hnsw_rs-backed vector index.
+pub struct HnswVectorIndex {
+    dir: PathBuf,
+    dim: usize,
+    config: HnswConfig,
+    inner: RwLock<Inner>,
+}
+
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::store("vectors", e)
+}
+
+impl HnswVectorIndex {
+    /// Opens the newest complete dump in `dir` (or an empty graph). Returns
+    /// the index and the dump's watermark: live slots at or above it must be
+    /// inserted again. A dump that fails to load is reported as an error so
+    /// the caller can rebuild from the doc store.
+    pub fn open(dir: &Path, dim: usize, config: &HnswConfig) -> Result<(Self, Slot)> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let (generation, graph, watermark) = match latest_generation(dir)? {
+            Some(generation) => {
+                let gen_dir = generation_dir(dir, generation);
+                let meta: Meta = read_meta(&gen_dir)?;
+                if meta.dim != dim {
+                    return Err(Error::DimensionMismatch {
+                        expected: dim,
+                        got: meta.dim,
+                    });
+                }
+                let graph = if meta.points == 0 {
+                    new_graph(config, 0)
+                } else {
+                    load_graph(&gen_dir)?
+                };
+                (generation, graph, meta.watermark)
+            }
+            None => (0, new_graph(config, 0), 0),
+        };
+        let index = HnswVectorIndex {
+            dir: dir.to_path_buf(),
+            dim,
+            config: config.clone(),
+            inner: RwLock::new(Inner {
+                graph,
+                tombstones: HashSet::new(),
+                generation,
+            }),
+        };
+        Ok((index, Slot(watermark)))
+    }
+
+    /// A fresh, empty index in `dir`, discarding whatever dumps were there.
+    pub fn create_empty(dir: &Path, dim: usize, config: &HnswConfig) -> Result<Self> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(Self::open(dir, dim, config)?.0)
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Inner>> {
+        self.inner.read().map_err(|_| err("lock poisoned"))
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Inner>> {
+        self.inner.write().map_err(|_| err("lock poisoned"))
+    }
+
+    fn check_dims(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
+        match items.iter().find(|(_, v)| v.len() != self.dim) {
+            Some((_, v)) => Err(Error::DimensionMismatch {
+                expected: self.dim,
+                got: v.len(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn new_graph(config: &HnswConfig, expected: usize) -> Graph {
+    Hnsw::new(
+        config.max_connections,
+        expected.max(100_000),
+        MAX_LAYERS,
+        config.ef_construction,
+        DistCosine {},
+    )
+}
+
+fn generation_dir(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("gen-{generation:08}"))
+}
+
+/// The newest generation directory with a `meta.json` (written last).
+fn latest_generation(dir: &Path) -> Result<Option<u64>> {
+    let mut best = None;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(number) = name.to_str().and_then(|n| n.strip_prefix("gen-")) else {
+            continue;
+        };
+        let Ok(generation) = number.parse::<u64>() else {
+            continue;
+        };
+        if entry.path().join(META).is_file() && best.is_none_or(|b| generation > b) {
+            best = Some(generation);
+        }
+    }
+    Ok(best)
+}
+
+fn read_meta(gen_dir: &Path) -> Result<Meta> {
+    let path = gen_dir.join(META);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
+/// Reloads a dump. hnsw_rs ties the graph's lifetime to its loader, so the
+/// loader is leaked: one small allocation per open. Its asserts on corrupt
+/// files are turned into errors.
+fn load_graph(gen_dir: &Path) -> Result<Graph> {
+    let loader = Box::new(HnswIo::new(gen_dir, BASENAME));
+    match std::panic::catch_unwind(AssertUnwindSafe(move || {
+        Box::leak(loader).load_hnsw::<f32, DistCosine>()
+    })) {
+        Ok(Ok(graph)) => Ok(graph),
+        Ok(Err(e)) => Err(err(format!(
+            "cannot load graph in {}: {e}",
+            gen_dir.display()
+        ))),
+        Err(_) => Err(err(format!("corrupt graph in {}", gen_dir.display()))),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+fn sync_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    sync_dir(dir)
+}
+
+impl VectorIndex for HnswVectorIndex {
+    fn insert(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
+        self.check_dims(items)?;
+        let inner = self.read()?;
+        let data: Vec<(&[f32], usize)> = items
+            .iter()
+            .map(|(s, v)| (v.as_slice(), s.0 as usize))
+            .collect();
+        inner.graph.parallel_insert_slice(&data);
+        Ok(())
+    }
+
+    fn remove(&self, slots: &[Slot]) {
+        if let Ok(mut inner) = self.inner.write() {
+            inner.tombstones.extend(slots.iter().map(|s| s.0));
+        }
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&(dyn Fn(Slot) -> bool + Sync)>,
+    ) -> Result<Vec<(Slot, f32)>> {
+        if query.len() != self.dim {
+            return Err(Error::DimensionMismatch {
+                expected: self.dim,
+                got: query.len(),
+            });
+        }
+        let inner = self.read()?;
+        if inner.graph.get_nb_point() == 0 || k == 0 {
+            return Ok(Vec::new());
+        }
+        let tombstones = &inner.tombstones;
+        let keep = |id: &usize| {
+            !tombstones.contains(&(*id as u64)) && filter.is_none_or(|f| f(Slot(*id as u64)))
+        };
+        let ef = self.config.ef_search.max(k);
+        let hits = inner.graph.search_filter(query, k, ef, Some(&keep));
+        Ok(hits
+            .into_iter()
+            .map(|n| (Slot(n.d_id as u64), 1.0 - n.distance))
+            .collect())
+    }
+
+    fn len(&self) -> u64 {
+        self.read()
+            .map(|i| (i.graph.get_nb_point() as u64).saturating_sub(i.tombstones.len() as u64))
+            .unwrap_or(0)
+    }
+
+    fn restore_tombstones(&self, slots: &[Slot]) -> Result<Vec<Slot>> {
+        let mut inner = self.write()?;
+        let present: HashSet<u64> = if slots.is_empty() {
+            HashSet::new()
+        } else {
+            inner
+                .graph
+                .get_point_indexation()
+                .into_iter()
+                .map(|p| p.get_origin_id() as u64)
+                .collect()
+        };
+        let (held, absent): (Vec<Slot>, Vec<Slot>) =
+            slots.iter().partition(|s| present.contains(&s.0));
+        inner.tombstones = held.iter().map(|s| s.0).collect();
+        Ok(absent)
+    }
+
+    fn tombstone_count(&self) -> u64 {
+        self.read().map(|i| i.tombstones.len() as u64).unwrap_or(0)
+    }
+
+    fn persist(&self, watermark: Slot) -> Result<()> {
+        let mut inner = self.write()?;
+        let generation = inner.generation + 1;
+        let target = generation_dir(&self.dir, generation);
+        let tmp = target.with_extension("tmp");
+        for stale in [&tmp, &target] {
+            if stale.exists() {
+                std::fs::remove_dir_all(stale).map_err(|e| Error::io(stale, e))?;
+            }
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let points = inner.graph.get_nb_point();
+        if points > 0 {
+            inner.graph.file_dump(&tmp, BASENAME).map_err(err)?;
+        }
+        let meta = Meta {
+            watermark: watermark.0,
+            points,
+            dim: self.dim,
+        };
+        let meta_path = tmp.join(META);
+        std::fs::write(&meta_path, serde_json::to_vec(&meta).map_err(err)?)
+            .map_err(|e| Error::io(&meta_path, e))?;
+        sync_files(&tmp)?;
+        std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
+        sync_dir(&self.dir)?;
+        inner.generation = generation;
+        remove_older_generations(&self.dir, generation);
+        Ok(())
+    }
+
+    fn rebuild(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
+        self.check_dims(items)?;
+        let graph = new_graph(&self.config, items.len());
+        let data: Vec<(&[f32], usize)> = items
+            .iter()
+            .map(|(s, v)| (v.as_slice(), s.0 as usize))
+            .collect();
+        graph.parallel_insert_slice(&data);
+        let mut inner = self.write()?;
+        inner.graph = graph;
+        inner.tombstones.clear();
+        Ok(())
+    }
+}
+
+/// Deletes every dump but `keep` (older ones and half-written ones); failures
+/// only cost disk space, so they are logged.
+fn remove_older_generations(dir: &Path, keep: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("gen-")) else {
+            continue;
+        };
+        let number = rest.trim_end_matches(".tmp");
+        if (number != rest || number.parse::<u64>().is_ok_and(|g| g != keep))
+            && let Err(e) = std::fs::remove_dir_all(entry.path())
+        {
+            tracing::warn!(path = %entry.path().display(), error = %e, "could not remove old vector dump");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(seed: u64, dim: usize) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut v: Vec<f32> = (0..dim)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        crate::embed::normalize(&mut v);
+        v
+    }
+
+    #[test]
+    fn removed_slots_never_appear_and_k_is_still_filled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default()).unwrap();
+        let items: Vec<_> = (0..200).map(|i| (Slot(i), unit(i, 8))).collect();
+        index.insert(&items).unwrap();
+        index.remove(&[Slot(5)]);
+        let hits = index.search(&unit(5, 8), 10, None).unwrap();
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|(s, _)| *s != Slot(5)));
+        assert_eq!(index.len(), 199);
+    }
+
+    #[test]
+    fn persisted_graph_reloads_with_its_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, watermark) =
+            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default()).unwrap();
+        assert_eq!(watermark, Slot(0));
+        let items: Vec<_> = (0..50).map(|i| (Slot(i), unit(i, 8))).collect();
+        index.insert(&items).unwrap();
+        index.persist(Slot(50)).unwrap();
+        index.persist(Slot(50)).unwrap();
+        drop(index);
+        let (index, watermark) =
+            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default()).unwrap();
+        assert_eq!(watermark, Slot(50));
+        assert_eq!(index.len(), 50);
+        let hits = index.search(&unit(7, 8), 1, None).unwrap();
+        assert_eq!(hits[0].0, Slot(7));
+        // Only the newest generation is kept.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn half_written_dump_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("gen-00000007.tmp")).unwrap();
+        std::fs::create_dir_all(dir.path().join("gen-00000009")).unwrap();
+        let (index, watermark) =
+            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default()).unwrap();
+        assert_eq!(watermark, Slot(0));
+        assert!(index.is_empty());
+    }
+}

@@ -1,0 +1,200 @@
+//! The data that flows through lore, one type per stage:
+//! [`Document`] (loaded text) → [`Chunk`] (a sized piece of it) → stored
+//! [`ChunkRecord`] with its vector slot. Ids are newtypes with stable,
+//! content-derived values so re-ingesting the same content is a no-op.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+/// Hex digest of `parts`, 16 bytes of BLAKE3: short enough for keys, wide
+/// enough that collisions do not happen in practice.
+fn short_hash(parts: &[&[u8]]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().to_hex()[..32].to_string()
+}
+
+/// Content hash of a byte string (documents, files), hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    short_hash(&[bytes])
+}
+
+/// Identity of a document: derived from its normalized source path (plus the
+/// record id for documents that live inside a corpus file).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DocId(pub String);
+
+impl DocId {
+    /// The id of the document whose source is `path`.
+    pub fn from_path(path: &str) -> Self {
+        DocId(short_hash(&[b"doc", path.as_bytes()]))
+    }
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Identity of a chunk: (document, byte range, content hash).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChunkId(pub String);
+
+impl ChunkId {
+    /// The id of the chunk of `doc` covering `range` with text `text`.
+    pub fn new(doc: &DocId, range: &Range<usize>, text: &str) -> Self {
+        let start = range.start.to_le_bytes();
+        let end = range.end.to_le_bytes();
+        ChunkId(short_hash(&[
+            doc.0.as_bytes(),
+            &start,
+            &end,
+            text.as_bytes(),
+        ]))
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Dense internal position of a chunk's vector. Slots are allocated in
+/// increasing order and never reused; `DocStore` maps them to [`ChunkId`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Slot(pub u64);
+
+/// What kind of source a document came from; decides how it is chunked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocKind {
+    /// Plain text.
+    Text,
+    /// Markdown (front matter stripped into metadata).
+    Markdown,
+    /// HTML, reduced to its visible text.
+    Html,
+    /// PDF text layer.
+    Pdf,
+    /// Source code or configuration in the named language.
+    Code,
+    /// One record of a BEIR-style `corpus.jsonl`.
+    Record,
+}
+
+impl DocKind {
+    /// Lower-case name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocKind::Text => "text",
+            DocKind::Markdown => "markdown",
+            DocKind::Html => "html",
+            DocKind::Pdf => "pdf",
+            DocKind::Code => "code",
+            DocKind::Record => "record",
+        }
+    }
+}
+
+/// Free-form metadata: front-matter keys, the record id of a corpus line, ...
+pub type Metadata = BTreeMap<String, serde_json::Value>;
+
+/// A loaded document: text plus where it came from.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Stable id, from `path`.
+    pub id: DocId,
+    /// Normalized source path; `file#record` for corpus records.
+    pub path: String,
+    /// The file the document was read from.
+    pub file: String,
+    /// Title, when the format has one.
+    pub title: Option<String>,
+    /// How it was loaded.
+    pub kind: DocKind,
+    /// Language of code documents (`rust`, `python`, ...).
+    pub language: Option<String>,
+    /// The text to index.
+    pub text: String,
+    /// Byte offset of `text` inside the source file (front matter skipped),
+    /// so chunk ranges point into the file where that is meaningful.
+    pub text_offset: usize,
+    /// Metadata for filters.
+    pub metadata: Metadata,
+    /// Hash of everything above that affects the index.
+    pub hash: String,
+}
+
+/// A piece of a document sized for the embedder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    /// Stable id.
+    pub id: ChunkId,
+    /// Byte range in the document's source (see [`Document::text_offset`]).
+    pub byte_range: Range<usize>,
+    /// Markdown heading path above the chunk, outermost first.
+    pub heading: Vec<String>,
+    /// The chunk's text.
+    pub text: String,
+}
+
+/// A chunk as stored: the chunk plus its document and vector slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    /// Stable id.
+    pub id: ChunkId,
+    /// The document it belongs to.
+    pub doc_id: DocId,
+    /// Where its vector lives.
+    pub slot: Slot,
+    /// Byte range in the source.
+    pub byte_range: Range<usize>,
+    /// Heading path.
+    pub heading: Vec<String>,
+    /// Text.
+    pub text: String,
+}
+
+/// A document as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocRecord {
+    /// Stable id.
+    pub id: DocId,
+    /// Source path.
+    pub path: String,
+    /// File it came from.
+    pub file: String,
+    /// Title.
+    pub title: Option<String>,
+    /// Kind.
+    pub kind: DocKind,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// Content hash; unchanged hash ⇒ nothing to do.
+    pub hash: String,
+    /// Its chunks, in text order.
+    pub chunks: Vec<ChunkId>,
+}
+
+/// What the index remembers of an ingested file, to skip it when unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Normalized path.
+    pub path: String,
+    /// Size in bytes when ingested.
+    pub size: u64,
+    /// Modification time (ns since the epoch) when ingested.
+    pub mtime_ns: u128,
+    /// Hash of the file's bytes.
+    pub hash: String,
+    /// The documents the file produced.
+    pub docs: Vec<DocId>,
+}
