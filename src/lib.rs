@@ -6,6 +6,7 @@
 //! [`search`] → [`engine`], the façade that the CLI and embedding programs
 //! call. See ARCHITECTURE.md for the invariants.
 
+pub mod bench;
 pub mod chunk;
 pub mod config;
 pub mod embed;

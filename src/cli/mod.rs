@@ -62,8 +62,35 @@ enum Command {
     },
     /// Search the index.
     Search(SearchArgs),
+    /// Measure speed against a baseline run side by side.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Show what the index holds and whether its stores agree.
     Status {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Embedding throughput (chunks/s, tokens/s) of full-size chunks, lore's
+    /// encoder against candle's stock BERT on the same chunks.
+    Embed {
+        /// Folder or file whose documents supply the chunks.
+        #[arg(long, default_value = "corpora/handbook/docs")]
+        corpus: PathBuf,
+        /// Number of chunks.
+        #[arg(long, default_value_t = 128)]
+        chunks: usize,
+        /// Skip the baseline.
+        #[arg(long)]
+        no_baseline: bool,
+        /// Write the chunks (JSON list) for an external baseline
+        /// (scripts/bench_sentence_transformers.py).
+        #[arg(long, value_name = "FILE")]
+        dump_chunks: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -214,6 +241,13 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Search(args) => search(global, args),
+        Command::Bench(BenchCommand::Embed {
+            corpus,
+            chunks,
+            no_baseline,
+            dump_chunks,
+            json,
+        }) => bench_embed(global, &corpus, chunks, !no_baseline, dump_chunks, json),
         Command::Status { json } => {
             let engine = Engine::open(config(global, |_| {})?)?;
             let status = engine.status()?;
@@ -293,6 +327,42 @@ fn search(global: &Global, args: SearchArgs) -> anyhow::Result<()> {
         return print_json(&response);
     }
     print_hits(&response);
+    Ok(())
+}
+
+fn bench_embed(
+    global: &Global,
+    corpus: &std::path::Path,
+    n: usize,
+    baseline: bool,
+    dump: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = config(global, |_| {})?;
+    let sizer_model = lore::embed::bert::BertEmbedder::load(&config.embedder_dir(), config.embedder.max_tokens, 1)?;
+    let chunks = lore::bench::bench_chunks(&config, corpus, n, &sizer_model)?;
+    drop(sizer_model);
+    if let Some(path) = dump {
+        std::fs::write(&path, serde_json::to_vec(&chunks)?).with_context(|| format!("while writing {}", path.display()))?;
+    }
+    let result = lore::bench::embed(&config, &chunks, baseline)?;
+    if json {
+        return print_json(&result);
+    }
+    let line = |t: &lore::bench::Throughput| {
+        println!(
+            "{:<20} {:>5} chunks {:>7} tokens {:>7.2} s {:>8.2} chunks/s {:>9.1} tokens/s",
+            t.backend, t.chunks, t.tokens, t.seconds, t.chunks_per_s, t.tokens_per_s
+        )
+    };
+    println!("mean tokens per chunk: {:.1}", result.mean_tokens);
+    line(&result.lore);
+    if let Some(b) = &result.baseline {
+        line(b);
+    }
+    if let Some(ratio) = result.ratio {
+        println!("ratio lore/baseline: {ratio:.2}x");
+    }
     Ok(())
 }
 

@@ -1,6 +1,15 @@
 //! BERT-family sentence encoder (all-MiniLM-L6-v2 by default) on candle:
-//! tokenize, sort by length so batches carry little padding, run the encoder,
-//! mean-pool over the attention mask, L2-normalise.
+//! tokenize, run the encoder, mean-pool over the tokens, L2-normalise.
+//!
+//! Two forward passes share the weights format:
+//! - [`Backend::Packed`] (default): the sequences of a batch are packed end to
+//!   end with no padding; the dense layers run as one large GEMM over all
+//!   tokens, Q/K/V as one fused projection (Q pre-scaled), attention per
+//!   sequence, and erf-GELU through the vectorised kernel in
+//!   [`super::kernels`].
+//! - [`Backend::Reference`]: candle-transformers' `BertModel` on padded,
+//!   length-sorted batches, as in candle's example. Kept as the baseline for
+//!   `lore bench` and as a parity oracle in tests.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +18,9 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
+use rayon::prelude::*;
+
+use super::kernels::{View, fill_rows, gelu, layer_norm_rows, matmul, softmax_rows};
 use super::{Embedder, EmbedderInfo, normalize};
 use crate::chunk::Sizer;
 use crate::error::{Error, Result};
@@ -69,9 +81,23 @@ impl ModelFiles {
     }
 }
 
+/// Which forward pass to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Packed sequences, fused kernels (fast).
+    Packed,
+    /// candle-transformers' padded `BertModel` (baseline).
+    Reference,
+}
+
+enum Model {
+    Packed(PackedBert),
+    Reference(BertModel),
+}
+
 /// A loaded BERT sentence encoder.
 pub struct BertEmbedder {
-    model: BertModel,
+    model: Model,
     tokenizer: Tokenizer,
     dir: PathBuf,
     id: String,
@@ -92,6 +118,11 @@ impl BertEmbedder {
     /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from
     /// `dir`; inputs are truncated to `max_tokens`.
     pub fn load(dir: &Path, max_tokens: usize, batch_size: usize) -> Result<Self> {
+        Self::load_with(dir, max_tokens, batch_size, Backend::Packed)
+    }
+
+    /// Like [`BertEmbedder::load`], choosing the forward pass.
+    pub fn load_with(dir: &Path, max_tokens: usize, batch_size: usize, backend: Backend) -> Result<Self> {
         let model_err = |reason: String| model_error(dir, reason);
         let files = ModelFiles::read(dir)?;
         let mut tokenizer = Tokenizer::from_bytes(&files.tokenizer)
@@ -109,8 +140,11 @@ impl BertEmbedder {
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
                 .map_err(|e| model_err(format!("model.safetensors: {e}")))?;
-        let model = BertModel::load(vb, &files.config)
-            .map_err(|e| model_err(format!("model.safetensors: {e}")))?;
+        let model = match backend {
+            Backend::Packed => PackedBert::load(vb, &files.config).map(Model::Packed),
+            Backend::Reference => BertModel::load(vb, &files.config).map(Model::Reference),
+        }
+        .map_err(|e| model_err(format!("model.safetensors: {e}")))?;
         Ok(BertEmbedder {
             model,
             tokenizer,
@@ -121,9 +155,32 @@ impl BertEmbedder {
         })
     }
 
+    /// Tokens per text as the model sees them (special tokens included,
+    /// after truncation).
+    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::Inference(format!("tokenizer: {e}")))?;
+        Ok(encodings.iter().map(Encoding::len).collect())
+    }
+
     /// Runs one batch of encodings through the model; returns pooled,
     /// normalised vectors in batch order.
     fn forward(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>> {
+        let mut vectors = match &self.model {
+            Model::Packed(model) => model.forward(batch)?,
+            Model::Reference(model) => reference_forward(model, batch)?,
+        };
+        vectors.iter_mut().for_each(|v| normalize(v));
+        Ok(vectors)
+    }
+}
+
+/// Padded forward pass through candle-transformers' `BertModel`, with mean
+/// pooling over the attention mask.
+fn reference_forward(model: &BertModel, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>> {
+    {
         let max_len = batch.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
         let mut ids = Vec::with_capacity(batch.len() * max_len);
         let mut mask = Vec::with_capacity(batch.len() * max_len);
@@ -137,14 +194,245 @@ impl BertEmbedder {
         let ids = Tensor::from_vec(ids, shape, &Device::Cpu)?;
         let mask = Tensor::from_vec(mask, shape, &Device::Cpu)?;
         let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let hidden = model.forward(&ids, &types, Some(&mask))?;
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
         let counts = mask.sum(1)?.clamp(1.0, f64::MAX)?;
         let pooled = summed.broadcast_div(&counts)?;
-        let mut vectors: Vec<Vec<f32>> = pooled.to_vec2()?;
-        vectors.iter_mut().for_each(|v| normalize(v));
-        Ok(vectors)
+        Ok(pooled.to_vec2()?)
+    }
+}
+
+/// One encoder layer with weights laid out for the packed pass: matrices
+/// row-major `[in, out]`, Q/K/V fused, Q pre-scaled by `1/sqrt(d_head)`.
+struct Layer {
+    qkv_w: Vec<f32>,
+    qkv_b: Vec<f32>,
+    out_w: Vec<f32>,
+    out_b: Vec<f32>,
+    ln1: (Vec<f32>, Vec<f32>),
+    ff1_w: Vec<f32>,
+    ff1_b: Vec<f32>,
+    ff2_w: Vec<f32>,
+    ff2_b: Vec<f32>,
+    ln2: (Vec<f32>, Vec<f32>),
+}
+
+/// BERT encoder running packed (unpadded) batches on plain buffers.
+struct PackedBert {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    ln: (Vec<f32>, Vec<f32>),
+    layers: Vec<Layer>,
+    heads: usize,
+    hidden: usize,
+    intermediate: usize,
+    max_positions: usize,
+    eps: f32,
+}
+
+/// Working buffers of one forward pass, sized for `tokens` tokens.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    tmp: Vec<f32>,
+    inner: Vec<f32>,
+}
+
+fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1()
+}
+
+/// `[out, in]` weight → row-major `[in, out]`, and its bias.
+fn linear(vb: &VarBuilder, prefix: &str, inp: usize, out: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    let w = vb.get((out, inp), &format!("{prefix}.weight"))?;
+    let b = vb.get(out, &format!("{prefix}.bias"))?;
+    Ok((w.t()?.contiguous()?, b))
+}
+
+fn norm(vb: &VarBuilder, prefix: &str, size: usize) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+    Ok((
+        vb.get(size, &format!("{prefix}.weight"))?.to_vec1()?,
+        vb.get(size, &format!("{prefix}.bias"))?.to_vec1()?,
+    ))
+}
+
+/// A raw pointer that may cross threads; each task writes a disjoint block.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: only used to hand disjoint column blocks of one buffer to rayon
+// tasks (see `PackedBert::attention`).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl PackedBert {
+    fn load(vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
+        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") { vb } else { vb.pp("bert") };
+        let h = config.hidden_size;
+        let heads = config.num_attention_heads;
+        let scale = 1.0 / ((h / heads) as f64).sqrt();
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            let (q_w, q_b) = linear(&vb, &format!("{p}.attention.self.query"), h, h)?;
+            let (k_w, k_b) = linear(&vb, &format!("{p}.attention.self.key"), h, h)?;
+            let (v_w, v_b) = linear(&vb, &format!("{p}.attention.self.value"), h, h)?;
+            let (out_w, out_b) = linear(&vb, &format!("{p}.attention.output.dense"), h, h)?;
+            let (ff1_w, ff1_b) = linear(&vb, &format!("{p}.intermediate.dense"), h, config.intermediate_size)?;
+            let (ff2_w, ff2_b) = linear(&vb, &format!("{p}.output.dense"), config.intermediate_size, h)?;
+            layers.push(Layer {
+                qkv_w: flat(&Tensor::cat(&[(q_w * scale)?, k_w, v_w], 1)?)?,
+                qkv_b: flat(&Tensor::cat(&[(q_b * scale)?, k_b, v_b], 0)?)?,
+                out_w: flat(&out_w)?,
+                out_b: flat(&out_b)?,
+                ln1: norm(&vb, &format!("{p}.attention.output.LayerNorm"), h)?,
+                ff1_w: flat(&ff1_w)?,
+                ff1_b: flat(&ff1_b)?,
+                ff2_w: flat(&ff2_w)?,
+                ff2_b: flat(&ff2_b)?,
+                ln2: norm(&vb, &format!("{p}.output.LayerNorm"), h)?,
+            });
+        }
+        let type_table = vb.get((config.type_vocab_size, h), "embeddings.token_type_embeddings.weight")?;
+        Ok(PackedBert {
+            word: flat(&vb.get((config.vocab_size, h), "embeddings.word_embeddings.weight")?)?,
+            position: flat(&vb.get((config.max_position_embeddings, h), "embeddings.position_embeddings.weight")?)?,
+            token_type: type_table.get(0)?.to_vec1()?,
+            ln: norm(&vb, "embeddings.LayerNorm", h)?,
+            layers,
+            heads,
+            hidden: h,
+            intermediate: config.intermediate_size,
+            max_positions: config.max_position_embeddings,
+            eps: config.layer_norm_eps as f32,
+        })
+    }
+
+    /// Mean-pooled (not yet normalised) outputs, one per sequence.
+    fn forward(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>> {
+        let h = self.hidden;
+        let seqs: Vec<&[u32]> = batch
+            .iter()
+            .map(|e| if e.is_empty() { &[0u32][..] } else { e.get_ids() })
+            .collect();
+        if let Some(long) = seqs.iter().find(|s| s.len() > self.max_positions) {
+            return Err(Error::Inference(format!(
+                "sequence of {} tokens exceeds the model's {} positions",
+                long.len(),
+                self.max_positions
+            )));
+        }
+        let vocab = self.word.len() / h;
+        if seqs.iter().flat_map(|s| s.iter()).any(|&id| id as usize >= vocab) {
+            return Err(Error::Inference("token id outside the model's vocabulary".into()));
+        }
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let tokens: usize = lens.iter().sum();
+        let mut s = Scratch {
+            x: vec![0.0; tokens * h],
+            qkv: vec![0.0; tokens * 3 * h],
+            context: vec![0.0; tokens * h],
+            tmp: vec![0.0; tokens * h],
+            inner: vec![0.0; tokens * self.intermediate],
+        };
+        self.embed_tokens(&seqs, &mut s.x);
+        for layer in &self.layers {
+            self.layer(layer, &lens, &mut s);
+        }
+        let mut pooled = Vec::with_capacity(lens.len());
+        let mut offset = 0;
+        for &len in &lens {
+            let mut mean = vec![0.0f32; h];
+            for row in s.x[offset * h..(offset + len) * h].chunks_exact(h) {
+                mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+            }
+            mean.iter_mut().for_each(|m| *m /= len as f32);
+            pooled.push(mean);
+            offset += len;
+        }
+        Ok(pooled)
+    }
+
+    /// Word + position + token-type embeddings, then layer norm.
+    fn embed_tokens(&self, seqs: &[&[u32]], x: &mut [f32]) {
+        let h = self.hidden;
+        let mut rows = x.chunks_exact_mut(h);
+        for seq in seqs {
+            for (pos, &id) in seq.iter().enumerate() {
+                let Some(row) = rows.next() else { return };
+                let word = &self.word[id as usize * h..][..h];
+                let position = &self.position[pos * h..][..h];
+                for (((r, w), p), t) in row.iter_mut().zip(word).zip(position).zip(&self.token_type) {
+                    *r = w + p + t;
+                }
+            }
+        }
+        layer_norm_rows(x, &self.ln.0, &self.ln.1, self.eps);
+    }
+
+    fn layer(&self, l: &Layer, lens: &[usize], s: &mut Scratch) {
+        let (h, inter) = (self.hidden, self.intermediate);
+        let tokens = s.x.len() / h;
+        let threads = rayon::current_num_threads();
+        // Q, K, V in one GEMM, bias pre-filled.
+        fill_rows(&mut s.qkv, &l.qkv_b, None);
+        matmul(&mut s.qkv, 3 * h, View::dense(&s.x, tokens, h), View::dense(&l.qkv_w, h, 3 * h), true, threads);
+        self.attention(&s.qkv, lens, &mut s.context);
+        // Output projection onto bias + residual, then layer norm.
+        fill_rows(&mut s.tmp, &l.out_b, Some(&s.x));
+        matmul(&mut s.tmp, h, View::dense(&s.context, tokens, h), View::dense(&l.out_w, h, h), true, threads);
+        layer_norm_rows(&mut s.tmp, &l.ln1.0, &l.ln1.1, self.eps);
+        // Feed-forward: up-projection, GELU, down-projection onto bias + residual.
+        fill_rows(&mut s.inner, &l.ff1_b, None);
+        matmul(&mut s.inner, inter, View::dense(&s.tmp, tokens, h), View::dense(&l.ff1_w, h, inter), true, threads);
+        gelu(&mut s.inner);
+        fill_rows(&mut s.x, &l.ff2_b, Some(&s.tmp));
+        matmul(&mut s.x, h, View::dense(&s.inner, tokens, inter), View::dense(&l.ff2_w, inter, h), true, threads);
+        layer_norm_rows(&mut s.x, &l.ln2.0, &l.ln2.1, self.eps);
+    }
+
+    /// Self-attention of each packed sequence over itself only; one task per
+    /// (sequence, head), each writing its own column block of `context`.
+    fn attention(&self, qkv: &[f32], lens: &[usize], context: &mut [f32]) {
+        let (h, heads) = (self.hidden, self.heads);
+        let d = h / heads;
+        let mut tasks = Vec::with_capacity(lens.len() * heads);
+        let mut offset = 0;
+        for &len in lens {
+            tasks.extend((0..heads).map(|head| (offset, len, head)));
+            offset += len;
+        }
+        let total = context.len();
+        let out = SharedMut(context.as_mut_ptr());
+        let all = View {
+            data: qkv,
+            rows: qkv.len() / (3 * h),
+            cols: 3 * h,
+            row_stride: 3 * h,
+            col_stride: 1,
+        };
+        tasks.into_par_iter().for_each(|(first, len, head)| {
+            let out = out;
+            let q = all.block(first, len, head * d, d);
+            let k = all.block(first, len, h + head * d, d);
+            let v = all.block(first, len, 2 * h + head * d, d);
+            let mut scores = vec![0.0f32; len * len];
+            matmul(&mut scores, len, q, k.t(), false, 1);
+            softmax_rows(&mut scores, len);
+            let mut block = vec![0.0f32; len * d];
+            matmul(&mut block, d, View::dense(&scores, len, len), v, false, 1);
+            for (row, values) in block.chunks_exact(d).enumerate() {
+                let start = (first + row) * h + head * d;
+                assert!(start + d <= total);
+                // SAFETY: in bounds (asserted); this task alone writes rows
+                // first..first+len, columns head*d..(head+1)*d of `context`,
+                // and no reference to `context` is alive meanwhile.
+                unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.0.add(start), d) };
+            }
+        });
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod bert;
 pub mod hash;
+mod kernels;
 
 use serde::{Deserialize, Serialize};
 
