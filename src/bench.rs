@@ -46,15 +46,33 @@ pub struct EmbedBench {
 
 /// The `n` longest chunks of the documents under `corpus`, as the embedder
 /// sees them (heading path included).
-pub fn bench_chunks(config: &Config, corpus: &Path, n: usize, embedder: &dyn Embedder) -> Result<Vec<String>> {
+pub fn bench_chunks(
+    config: &Config,
+    corpus: &Path,
+    n: usize,
+    embedder: &dyn Embedder,
+) -> Result<Vec<String>> {
     let found = walk::walk(&[corpus.to_path_buf()], &config.ingest, None)?;
-    let chunker = Chunker::new(embedder.sizer()?, config.chunk.max_tokens, config.chunk.overlap_tokens)?;
+    let chunker = Chunker::new(
+        embedder.sizer()?,
+        config.chunk.max_tokens,
+        config.chunk.overlap_tokens,
+    )?;
     let mut chunks = Vec::new();
     for file in &found.files {
-        let Ok(bytes) = std::fs::read(&file.path) else { continue };
-        let Ok(docs) = load::load(&file.path, &bytes) else { continue };
+        let Ok(bytes) = std::fs::read(&file.path) else {
+            continue;
+        };
+        let Ok(docs) = load::load(&file.path, &bytes) else {
+            continue;
+        };
         for doc in docs {
-            chunks.extend(chunker.chunk(&doc).into_iter().map(|c| embedding_input(&c.heading, &c.text)));
+            chunks.extend(
+                chunker
+                    .chunk(&doc)
+                    .into_iter()
+                    .map(|c| embedding_input(&c.heading, &c.text)),
+            );
         }
         if chunks.len() >= n * 8 {
             break;
@@ -63,7 +81,10 @@ pub fn bench_chunks(config: &Config, corpus: &Path, n: usize, embedder: &dyn Emb
     chunks.sort_by_key(|c| std::cmp::Reverse(c.len()));
     chunks.truncate(n);
     if chunks.is_empty() {
-        return Err(Error::InvalidRequest(format!("no chunks found under {}", corpus.display())));
+        return Err(Error::InvalidRequest(format!(
+            "no chunks found under {}",
+            corpus.display()
+        )));
     }
     Ok(chunks)
 }
@@ -100,7 +121,9 @@ pub fn embed(config: &Config, chunks: &[String], baseline: bool) -> Result<Embed
     };
     Ok(EmbedBench {
         mean_tokens: lore.tokens as f64 / lore.chunks as f64,
-        ratio: baseline.as_ref().map(|b| lore.chunks_per_s / b.chunks_per_s),
+        ratio: baseline
+            .as_ref()
+            .map(|b| lore.chunks_per_s / b.chunks_per_s),
         lore,
         baseline,
     })

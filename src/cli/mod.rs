@@ -339,11 +339,16 @@ fn bench_embed(
     json: bool,
 ) -> anyhow::Result<()> {
     let config = config(global, |_| {})?;
-    let sizer_model = lore::embed::bert::BertEmbedder::load(&config.embedder_dir(), config.embedder.max_tokens, 1)?;
+    let sizer_model = lore::embed::bert::BertEmbedder::load(
+        &config.embedder_dir(),
+        config.embedder.max_tokens,
+        1,
+    )?;
     let chunks = lore::bench::bench_chunks(&config, corpus, n, &sizer_model)?;
     drop(sizer_model);
     if let Some(path) = dump {
-        std::fs::write(&path, serde_json::to_vec(&chunks)?).with_context(|| format!("while writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_vec(&chunks)?)
+            .with_context(|| format!("while writing {}", path.display()))?;
     }
     let result = lore::bench::embed(&config, &chunks, baseline)?;
     if json {

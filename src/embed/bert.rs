@@ -122,7 +122,12 @@ impl BertEmbedder {
     }
 
     /// Like [`BertEmbedder::load`], choosing the forward pass.
-    pub fn load_with(dir: &Path, max_tokens: usize, batch_size: usize, backend: Backend) -> Result<Self> {
+    pub fn load_with(
+        dir: &Path,
+        max_tokens: usize,
+        batch_size: usize,
+        backend: Backend,
+    ) -> Result<Self> {
         let model_err = |reason: String| model_error(dir, reason);
         let files = ModelFiles::read(dir)?;
         let mut tokenizer = Tokenizer::from_bytes(&files.tokenizer)
@@ -247,7 +252,12 @@ fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
 }
 
 /// `[out, in]` weight → row-major `[in, out]`, and its bias.
-fn linear(vb: &VarBuilder, prefix: &str, inp: usize, out: usize) -> candle_core::Result<(Tensor, Tensor)> {
+fn linear(
+    vb: &VarBuilder,
+    prefix: &str,
+    inp: usize,
+    out: usize,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let w = vb.get((out, inp), &format!("{prefix}.weight"))?;
     let b = vb.get(out, &format!("{prefix}.bias"))?;
     Ok((w.t()?.contiguous()?, b))
@@ -270,7 +280,11 @@ unsafe impl Sync for SharedMut {}
 
 impl PackedBert {
     fn load(vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
-        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") { vb } else { vb.pp("bert") };
+        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
+            vb
+        } else {
+            vb.pp("bert")
+        };
         let h = config.hidden_size;
         let heads = config.num_attention_heads;
         let scale = 1.0 / ((h / heads) as f64).sqrt();
@@ -281,8 +295,18 @@ impl PackedBert {
             let (k_w, k_b) = linear(&vb, &format!("{p}.attention.self.key"), h, h)?;
             let (v_w, v_b) = linear(&vb, &format!("{p}.attention.self.value"), h, h)?;
             let (out_w, out_b) = linear(&vb, &format!("{p}.attention.output.dense"), h, h)?;
-            let (ff1_w, ff1_b) = linear(&vb, &format!("{p}.intermediate.dense"), h, config.intermediate_size)?;
-            let (ff2_w, ff2_b) = linear(&vb, &format!("{p}.output.dense"), config.intermediate_size, h)?;
+            let (ff1_w, ff1_b) = linear(
+                &vb,
+                &format!("{p}.intermediate.dense"),
+                h,
+                config.intermediate_size,
+            )?;
+            let (ff2_w, ff2_b) = linear(
+                &vb,
+                &format!("{p}.output.dense"),
+                config.intermediate_size,
+                h,
+            )?;
             layers.push(Layer {
                 qkv_w: flat(&Tensor::cat(&[(q_w * scale)?, k_w, v_w], 1)?)?,
                 qkv_b: flat(&Tensor::cat(&[(q_b * scale)?, k_b, v_b], 0)?)?,
@@ -296,10 +320,16 @@ impl PackedBert {
                 ln2: norm(&vb, &format!("{p}.output.LayerNorm"), h)?,
             });
         }
-        let type_table = vb.get((config.type_vocab_size, h), "embeddings.token_type_embeddings.weight")?;
+        let type_table = vb.get(
+            (config.type_vocab_size, h),
+            "embeddings.token_type_embeddings.weight",
+        )?;
         Ok(PackedBert {
             word: flat(&vb.get((config.vocab_size, h), "embeddings.word_embeddings.weight")?)?,
-            position: flat(&vb.get((config.max_position_embeddings, h), "embeddings.position_embeddings.weight")?)?,
+            position: flat(&vb.get(
+                (config.max_position_embeddings, h),
+                "embeddings.position_embeddings.weight",
+            )?)?,
             token_type: type_table.get(0)?.to_vec1()?,
             ln: norm(&vb, "embeddings.LayerNorm", h)?,
             layers,
@@ -316,7 +346,13 @@ impl PackedBert {
         let h = self.hidden;
         let seqs: Vec<&[u32]> = batch
             .iter()
-            .map(|e| if e.is_empty() { &[0u32][..] } else { e.get_ids() })
+            .map(|e| {
+                if e.is_empty() {
+                    &[0u32][..]
+                } else {
+                    e.get_ids()
+                }
+            })
             .collect();
         if let Some(long) = seqs.iter().find(|s| s.len() > self.max_positions) {
             return Err(Error::Inference(format!(
@@ -326,8 +362,14 @@ impl PackedBert {
             )));
         }
         let vocab = self.word.len() / h;
-        if seqs.iter().flat_map(|s| s.iter()).any(|&id| id as usize >= vocab) {
-            return Err(Error::Inference("token id outside the model's vocabulary".into()));
+        if seqs
+            .iter()
+            .flat_map(|s| s.iter())
+            .any(|&id| id as usize >= vocab)
+        {
+            return Err(Error::Inference(
+                "token id outside the model's vocabulary".into(),
+            ));
         }
         let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let tokens: usize = lens.iter().sum();
@@ -365,7 +407,8 @@ impl PackedBert {
                 let Some(row) = rows.next() else { return };
                 let word = &self.word[id as usize * h..][..h];
                 let position = &self.position[pos * h..][..h];
-                for (((r, w), p), t) in row.iter_mut().zip(word).zip(position).zip(&self.token_type) {
+                for (((r, w), p), t) in row.iter_mut().zip(word).zip(position).zip(&self.token_type)
+                {
                     *r = w + p + t;
                 }
             }
@@ -379,18 +422,46 @@ impl PackedBert {
         let threads = rayon::current_num_threads();
         // Q, K, V in one GEMM, bias pre-filled.
         fill_rows(&mut s.qkv, &l.qkv_b, None);
-        matmul(&mut s.qkv, 3 * h, View::dense(&s.x, tokens, h), View::dense(&l.qkv_w, h, 3 * h), true, threads);
+        matmul(
+            &mut s.qkv,
+            3 * h,
+            View::dense(&s.x, tokens, h),
+            View::dense(&l.qkv_w, h, 3 * h),
+            true,
+            threads,
+        );
         self.attention(&s.qkv, lens, &mut s.context);
         // Output projection onto bias + residual, then layer norm.
         fill_rows(&mut s.tmp, &l.out_b, Some(&s.x));
-        matmul(&mut s.tmp, h, View::dense(&s.context, tokens, h), View::dense(&l.out_w, h, h), true, threads);
+        matmul(
+            &mut s.tmp,
+            h,
+            View::dense(&s.context, tokens, h),
+            View::dense(&l.out_w, h, h),
+            true,
+            threads,
+        );
         layer_norm_rows(&mut s.tmp, &l.ln1.0, &l.ln1.1, self.eps);
         // Feed-forward: up-projection, GELU, down-projection onto bias + residual.
         fill_rows(&mut s.inner, &l.ff1_b, None);
-        matmul(&mut s.inner, inter, View::dense(&s.tmp, tokens, h), View::dense(&l.ff1_w, h, inter), true, threads);
+        matmul(
+            &mut s.inner,
+            inter,
+            View::dense(&s.tmp, tokens, h),
+            View::dense(&l.ff1_w, h, inter),
+            true,
+            threads,
+        );
         gelu(&mut s.inner);
         fill_rows(&mut s.x, &l.ff2_b, Some(&s.tmp));
-        matmul(&mut s.x, h, View::dense(&s.inner, tokens, inter), View::dense(&l.ff2_w, inter, h), true, threads);
+        matmul(
+            &mut s.x,
+            h,
+            View::dense(&s.inner, tokens, inter),
+            View::dense(&l.ff2_w, inter, h),
+            true,
+            threads,
+        );
         layer_norm_rows(&mut s.x, &l.ln2.0, &l.ln2.1, self.eps);
     }
 

@@ -22,7 +22,8 @@ fn exp(x: f32) -> f32 {
     let p = 1.0
         + r * (1.0
             + r * (0.5
-                + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+                + r * (0.166_666_67
+                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     p * scale
 }
@@ -32,7 +33,9 @@ fn exp(x: f32) -> f32 {
 fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
     let y = 1.0 - poly * exp(-a * a);
     y.copysign(x)
 }
@@ -85,13 +88,16 @@ pub fn fill_rows(dst: &mut [f32], bias: &[f32], residual: Option<&[f32]>) {
     let rows_per_task = (TASK / cols).max(1);
     let block = rows_per_task * cols;
     match residual {
-        Some(residual) => dst.par_chunks_mut(block).zip(residual.par_chunks(block)).for_each(|(d, r)| {
-            for (drow, rrow) in d.chunks_exact_mut(cols).zip(r.chunks_exact(cols)) {
-                for ((x, b), r) in drow.iter_mut().zip(bias).zip(rrow) {
-                    *x = b + r;
+        Some(residual) => dst
+            .par_chunks_mut(block)
+            .zip(residual.par_chunks(block))
+            .for_each(|(d, r)| {
+                for (drow, rrow) in d.chunks_exact_mut(cols).zip(r.chunks_exact(cols)) {
+                    for ((x, b), r) in drow.iter_mut().zip(bias).zip(rrow) {
+                        *x = b + r;
+                    }
                 }
-            }
-        }),
+            }),
         None => dst.par_chunks_mut(block).for_each(|d| {
             for drow in d.chunks_exact_mut(cols) {
                 drow.copy_from_slice(bias);
@@ -156,11 +162,24 @@ impl<'a> View<'a> {
 /// `dst (+)= a × b`, where `dst` is row-major with `dst_stride` between rows;
 /// with `accumulate` the product is added to what `dst` holds. `threads` = 1
 /// runs on the calling thread.
-pub fn matmul(dst: &mut [f32], dst_stride: usize, a: View<'_>, b: View<'_>, accumulate: bool, threads: usize) {
+pub fn matmul(
+    dst: &mut [f32],
+    dst_stride: usize,
+    a: View<'_>,
+    b: View<'_>,
+    accumulate: bool,
+    threads: usize,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "inner dimensions differ");
-    assert!(m == 0 || n == 0 || (m - 1) * dst_stride + n <= dst.len(), "dst too small");
-    assert!(a.last_index() < a.data.len() && b.last_index() < b.data.len(), "view out of bounds");
+    assert!(
+        m == 0 || n == 0 || (m - 1) * dst_stride + n <= dst.len(),
+        "dst too small"
+    );
+    assert!(
+        a.last_index() < a.data.len() && b.last_index() < b.data.len(),
+        "view out of bounds"
+    );
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
@@ -227,7 +246,14 @@ mod tests {
         let a: Vec<f32> = (0..12).map(|i| i as f32).collect(); // 3×4
         let b: Vec<f32> = (0..8).map(|i| (i as f32) * 0.5).collect(); // 4×2
         let mut dst = vec![1.0; 6];
-        matmul(&mut dst, 2, View::dense(&a, 3, 4), View::dense(&b, 4, 2), true, 1);
+        matmul(
+            &mut dst,
+            2,
+            View::dense(&a, 3, 4),
+            View::dense(&b, 4, 2),
+            true,
+            1,
+        );
         for i in 0..3 {
             for j in 0..2 {
                 let want: f32 = 1.0 + (0..4).map(|p| a[i * 4 + p] * b[p * 2 + j]).sum::<f32>();

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use ignore::overrides::OverrideBuilder;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ignore::{WalkBuilder, WalkState};
 
 use super::Skipped;
@@ -55,14 +55,24 @@ fn walk_root(
     skip_dir: Option<&Path>,
     found: &mut Found,
 ) -> Result<()> {
-    let overrides = overrides(root, config)?;
+    let include = glob_set(&config.include)?;
+    let exclude = glob_set(&config.exclude)?;
     let skip_dir = skip_dir.map(Path::to_path_buf);
+    let base = root.to_path_buf();
     let mut builder = WalkBuilder::new(root);
     builder
         .follow_links(true)
         .require_git(false)
-        .overrides(overrides)
-        .filter_entry(move |entry| skip_dir.as_deref() != Some(entry.path()));
+        .filter_entry(move |entry| {
+            let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+            let wanted = |set: &Option<GlobSet>, default: bool| {
+                set.as_ref()
+                    .map_or(default, |set| matches(set, &base, entry.path()))
+            };
+            skip_dir.as_deref() != Some(entry.path())
+                && !(entry.depth() > 0 && wanted(&exclude, false))
+                && (is_dir || wanted(&include, true))
+        });
     let (tx, rx) = std::sync::mpsc::channel();
     let max_bytes = config.max_file_bytes;
     builder.build_parallel().run(|| {
@@ -157,21 +167,30 @@ fn walk_error(err: &ignore::Error) -> Skipped {
     }
 }
 
-/// `--include` globs whitelist, `--exclude` globs blacklist (ripgrep's `-g`).
-fn overrides(root: &Path, config: &IngestConfig) -> Result<ignore::overrides::Override> {
-    let mut builder = OverrideBuilder::new(root);
-    let bad_glob = |glob: &str, e: ignore::Error| Error::Config(format!("bad glob '{glob}': {e}"));
-    for glob in &config.include {
-        builder.add(glob).map_err(|e| bad_glob(glob, e))?;
+/// Globs as in `.gitignore`: one without `/` matches a file or folder name
+/// at any depth, one with `/` matches the path below the walked folder.
+fn glob_set(globs: &[String]) -> Result<Option<GlobSet>> {
+    if globs.is_empty() {
+        return Ok(None);
     }
-    for glob in &config.exclude {
-        builder
-            .add(&format!("!{glob}"))
-            .map_err(|e| bad_glob(glob, e))?;
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        let pattern = glob.trim_start_matches('/').trim_end_matches('/');
+        let glob = GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::Config(format!("bad glob '{glob}': {e}")))?;
+        builder.add(glob);
     }
     builder
         .build()
+        .map(Some)
         .map_err(|e| Error::Config(format!("bad glob: {e}")))
+}
+
+fn matches(set: &GlobSet, root: &Path, path: &Path) -> bool {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    set.is_match(relative) || path.file_name().is_some_and(|name| set.is_match(name))
 }
 
 #[cfg(test)]
@@ -212,6 +231,21 @@ mod tests {
         };
         let found = walk(&[root.to_path_buf()], &config, None).unwrap();
         assert_eq!(names(&found), ["keep.txt"]);
+
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub").join("deep.md"), "x").unwrap();
+        let config = IngestConfig {
+            include: vec!["sub/*.md".into()],
+            ..IngestConfig::default()
+        };
+        let found = walk(&[root.to_path_buf()], &config, None).unwrap();
+        assert_eq!(names(&found), ["deep.md"]);
+        let config = IngestConfig {
+            exclude: vec!["sub".into()],
+            ..IngestConfig::default()
+        };
+        let found = walk(&[root.to_path_buf()], &config, None).unwrap();
+        assert_eq!(names(&found), ["keep.md", "keep.txt"]);
     }
 
     #[test]

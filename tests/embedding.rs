@@ -1,0 +1,79 @@
+//! Embedding parity: lore's encoder against reference vectors produced by
+//! sentence-transformers (tests/fixtures/embedding_parity.json, made by
+//! scripts/make_parity_fixture.py).
+
+use lore::embed::Embedder;
+use lore::embed::bert::{Backend, BertEmbedder};
+
+use crate::util::{models_dir, root};
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+fn check(backend: Backend) {
+    let fixture: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root().join("tests/fixtures/embedding_parity.json")).unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<&str> = fixture["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let expected: Vec<Vec<f32>> = fixture["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect();
+    // Batch size 3 mixes lengths across batches and exercises packing.
+    let embedder =
+        BertEmbedder::load_with(&models_dir().join("all-minilm-l6-v2"), 256, 3, backend).unwrap();
+    let got = embedder.embed(&texts).unwrap();
+    for ((text, want), have) in texts.iter().zip(&expected).zip(&got) {
+        assert_eq!(have.len(), 384);
+        let norm: f32 = have.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
+        let cos = cosine(want, have);
+        assert!(
+            cos >= 0.999,
+            "{backend:?}: cosine {cos} for {:?}",
+            &text[..text.len().min(40)]
+        );
+    }
+}
+
+#[test]
+fn packed_encoder_matches_sentence_transformers() {
+    check(Backend::Packed);
+}
+
+#[test]
+fn reference_encoder_matches_sentence_transformers() {
+    check(Backend::Reference);
+}
+
+#[test]
+fn embedding_is_independent_of_batch_composition() {
+    let embedder = BertEmbedder::load(&models_dir().join("all-minilm-l6-v2"), 256, 4).unwrap();
+    let alone = embedder.embed(&["the pager fires at night"]).unwrap();
+    let mixed = embedder
+        .embed(&[
+            "a much longer text about databases and failover procedures",
+            "the pager fires at night",
+            "x",
+        ])
+        .unwrap();
+    assert!(cosine(&alone[0], &mixed[1]) > 0.99999);
+}

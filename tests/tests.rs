@@ -1,0 +1,7 @@
+//! Integration tests: one binary, real models, the built CLI.
+
+mod util;
+
+mod crash;
+mod embedding;
+mod ingest;
