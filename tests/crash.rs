@@ -65,7 +65,7 @@ fn kill_nine_during_ingest_leaves_a_consistent_index() {
     eprintln!("crash test seed {seed}");
     let mut rng = Lcg(seed);
     let corpus = tmp.path().join("docs");
-    write_corpus(&corpus, 60, &mut Lcg(7));
+    write_corpus(&corpus, 120, &mut Lcg(7));
 
     let reference = tmp.path().join("reference");
     let start = Instant::now();
@@ -83,11 +83,16 @@ fn kill_nine_during_ingest_leaves_a_consistent_index() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let delay = full.mul_f64(0.1 + (rng.next() % 1000) as f64 / 1000.0 * 0.6);
+        let delay =
+            full.mul_f64(0.15 + (rng.next() % 1000) as f64 / 1000.0 * 0.7 / (round as f64 + 1.0));
         std::thread::sleep(delay.max(Duration::from_millis(150)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let s = status(&victim);
+        eprintln!(
+            "round {round}: killed after {delay:?} of {full:?}: {:?}",
+            counts(&s)
+        );
         assert_eq!(
             s["consistent"], true,
             "round {round} (killed after {delay:?}): {s}"

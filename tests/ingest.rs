@@ -53,13 +53,26 @@ fn bad_files_are_skipped_with_reasons_and_good_files_indexed() {
     std::fs::write(dir.join("huge.txt"), "word ".repeat(40_000)).unwrap();
     std::os::unix::fs::symlink(&dir, dir.join("loop")).unwrap();
     std::os::unix::fs::symlink(dir.join("missing.md"), dir.join("dangling.md")).unwrap();
+    // Permissions do not stop root, so the unreadable case runs for other users.
+    let unreadable = dir.join("secret.md");
+    std::fs::write(&unreadable, "# Secret").unwrap();
+    std::fs::set_permissions(
+        &unreadable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
+    let readable_anyway = std::fs::read(&unreadable).is_ok();
     let report = json(
         lore(&tmp.path().join("index"))
             .arg("ingest")
             .arg(&dir)
             .args(["--max-file-bytes", "100000", "--json"]),
     );
-    assert_eq!(report["added"], 7, "{report}");
+    let added = if readable_anyway { 8 } else { 7 };
+    assert_eq!(report["added"], added, "{report}");
+    if !readable_anyway {
+        assert!(skipped_reason(&report, "secret.md").contains("cannot read"));
+    }
     assert!(skipped_reason(&report, "image.png").contains("binary"));
     assert!(skipped_reason(&report, "latin1.txt").contains("UTF-8"));
     assert!(skipped_reason(&report, "empty.md").contains("empty"));
@@ -91,7 +104,6 @@ fn changed_files_are_replaced_and_vanished_files_removed() {
     let s = status(&index);
     assert_eq!(s["consistent"], true, "{s}");
     assert_eq!(s["documents"], 6);
-    assert!(s["tombstones"].as_u64().unwrap() >= 1, "{s}");
     // Same counts as a fresh ingest of the folder as it is now.
     let fresh = tmp.path().join("fresh");
     json(lore(&fresh).arg("ingest").arg(&dir).arg("--json"));

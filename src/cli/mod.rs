@@ -226,7 +226,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest(global, args),
         Command::Remove { target, json } => {
-            let engine = Engine::open(config(global, |_| {})?)?;
+            let engine = Engine::open_existing(config(global, |_| {})?)?;
             let report = engine
                 .remove(&target)
                 .with_context(|| format!("while removing {target}"))?;
@@ -249,7 +249,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             json,
         }) => bench_embed(global, &corpus, chunks, !no_baseline, dump_chunks, json),
         Command::Status { json } => {
-            let engine = Engine::open(config(global, |_| {})?)?;
+            let engine = Engine::open_existing(config(global, |_| {})?)?;
             let status = engine.status()?;
             if json {
                 return print_json(&status);
@@ -316,7 +316,7 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
 }
 
 fn search(global: &Global, args: SearchArgs) -> anyhow::Result<()> {
-    let engine = Engine::open(config(global, |_| {})?)?;
+    let engine = Engine::open_existing(config(global, |_| {})?)?;
     let request = SearchRequest {
         query: args.query,
         k: args.k,

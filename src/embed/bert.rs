@@ -278,6 +278,14 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The element `offset` places in. (A method, so closures capture the
+    /// whole `Send` wrapper rather than the raw pointer inside it.)
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 impl PackedBert {
     fn load(vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
         let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
@@ -486,7 +494,6 @@ impl PackedBert {
             col_stride: 1,
         };
         tasks.into_par_iter().for_each(|(first, len, head)| {
-            let out = out;
             let q = all.block(first, len, head * d, d);
             let k = all.block(first, len, h + head * d, d);
             let v = all.block(first, len, 2 * h + head * d, d);
@@ -501,7 +508,7 @@ impl PackedBert {
                 // SAFETY: in bounds (asserted); this task alone writes rows
                 // first..first+len, columns head*d..(head+1)*d of `context`,
                 // and no reference to `context` is alive meanwhile.
-                unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.0.add(start), d) };
+                unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(start), d) };
             }
         });
     }

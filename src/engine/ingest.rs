@@ -22,7 +22,7 @@ use crate::types::{Chunk, ChunkId, DocId, DocRecord, Document, FileRecord, conte
 /// Files read and parsed in parallel at a time.
 const LOAD_GROUP: usize = 32;
 /// New chunks gathered before they are embedded and written.
-const EMBED_BATCH: usize = 256;
+const EMBED_BATCH: usize = 64;
 
 /// Observes an ingest run; the CLI draws progress bars from it. All methods
 /// default to doing nothing.
@@ -419,5 +419,128 @@ fn doc_record(doc: &Document) -> DocRecord {
         metadata,
         hash: doc.hash.clone(),
         chunks: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::embed::hash::HashEmbedder;
+    use crate::search::{Mode, SearchRequest};
+
+    fn engine(dir: &Path, rebuild_ratio: f64) -> Engine {
+        let mut config = Config {
+            index: dir.join("index"),
+            ..Config::default()
+        };
+        config.chunk.max_tokens = 200;
+        config.hnsw.rebuild_ratio = rebuild_ratio;
+        Engine::with_embedder(config, Arc::new(HashEmbedder::new(32))).unwrap()
+    }
+
+    fn write_docs(dir: &Path, n: usize, version: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        for i in 0..n {
+            let text = format!(
+                "# Doc {i}\n\nalpha beta {version} gamma {i}\n\n## More\n\ndelta {version} epsilon\n"
+            );
+            std::fs::write(dir.join(format!("d{i}.md")), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn unchanged_file_is_not_reembedded_and_changed_file_is_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("docs");
+        write_docs(&docs, 5, "v1");
+        let engine = engine(tmp.path(), 0.25);
+        let first = engine
+            .ingest(std::slice::from_ref(&docs), &NoProgress)
+            .unwrap();
+        assert_eq!(first.added, 5);
+        let again = engine
+            .ingest(std::slice::from_ref(&docs), &NoProgress)
+            .unwrap();
+        assert_eq!((again.unchanged, again.chunks_embedded), (5, 0));
+        std::fs::write(docs.join("d0.md"), "# Doc 0\n\nzeta\n").unwrap();
+        let changed = engine
+            .ingest(std::slice::from_ref(&docs), &NoProgress)
+            .unwrap();
+        assert_eq!((changed.updated, changed.unchanged), (1, 4));
+        let status = engine.status().unwrap();
+        assert!(status.consistent, "{status:?}");
+        let hits = engine
+            .search(&SearchRequest {
+                query: "zeta".into(),
+                k: 3,
+                mode: Mode::Bm25,
+            })
+            .unwrap();
+        assert!(hits.hits[0].text.contains("zeta"));
+    }
+
+    #[test]
+    fn many_tombstones_trigger_a_graph_rebuild() {
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("docs");
+        write_docs(&docs, 20, "v1");
+        let engine = engine(tmp.path(), 0.25);
+        engine
+            .ingest(std::slice::from_ref(&docs), &NoProgress)
+            .unwrap();
+        write_docs(&docs, 20, "v2");
+        engine
+            .ingest(std::slice::from_ref(&docs), &NoProgress)
+            .unwrap();
+        let status = engine.status().unwrap();
+        assert!(status.consistent, "{status:?}");
+        assert_eq!(
+            status.tombstones, 0,
+            "rebuilt graph holds no tombstones: {status:?}"
+        );
+        assert_eq!(status.vectors, status.chunks);
+    }
+
+    #[test]
+    fn work_not_checkpointed_is_replayed_on_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("docs");
+        write_docs(&docs, 4, "v1");
+        {
+            let engine = engine(tmp.path(), 1.0);
+            let mut run_docs = Vec::new();
+            for i in 0..4 {
+                let path = docs.join(format!("d{i}.md"));
+                let bytes = std::fs::read(&path).unwrap();
+                run_docs.extend(load::load(&path, &bytes).unwrap());
+            }
+            let chunker = engine.chunker().unwrap();
+            let embedder = engine.embedder().unwrap().clone();
+            let mut change = Change::default();
+            for doc in &run_docs {
+                let chunks = chunker.chunk(doc);
+                let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+                let vectors = embedder.embed(&texts).unwrap();
+                change.put_docs.push(DocUpdate {
+                    record: doc_record(doc),
+                    chunks: chunks
+                        .into_iter()
+                        .zip(vectors.into_iter().map(Some))
+                        .collect(),
+                });
+            }
+            // Applied (and flushed by sled on drop) but never checkpointed:
+            // the keyword index never committed, the graph never dumped.
+            engine.index.apply(change).unwrap();
+        }
+        let engine = engine(tmp.path(), 1.0);
+        let status = engine.status().unwrap();
+        assert!(status.consistent, "{status:?}");
+        assert_eq!(status.documents, 4);
+        assert_eq!(status.keyword_docs, status.chunks);
+        assert_eq!(status.vectors, status.chunks);
     }
 }

@@ -15,9 +15,10 @@ use crate::chunk::Chunker;
 use crate::config::Config;
 use crate::embed::bert::BertEmbedder;
 use crate::embed::{Embedder, EmbedderInfo};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::search::{SearchRequest, SearchResponse};
 use crate::store::Index;
+use crate::store::manifest::Manifest;
 
 type Loader = Box<dyn Fn() -> Result<Arc<dyn Embedder>> + Send + Sync>;
 
@@ -78,6 +79,18 @@ impl Engine {
             Ok(Arc::new(BertEmbedder::load(&dir, max_tokens, batch)?) as Arc<dyn Embedder>)
         });
         Self::build(config, info, loader)
+    }
+
+    /// Like [`Engine::open`] for commands that only use an index: a missing
+    /// index is reported instead of created.
+    pub fn open_existing(config: Config) -> Result<Engine> {
+        if !Manifest::exists(&config.index) {
+            return Err(Error::NotFound(format!(
+                "no index at {} (create one with `lore ingest <PATH>`)",
+                config.index.display()
+            )));
+        }
+        Self::open(config)
     }
 
     /// Opens the configured index with an embedder the caller built (a fake

@@ -100,8 +100,16 @@ pub fn load(path: &Path, bytes: &[u8]) -> Result<Vec<Document>, Reason> {
         Format::Corpus => load_corpus(&file, text),
         Format::Markdown => Ok(vec![load_markdown(&file, text)]),
         Format::Html => load_html(&file, text).map(|doc| vec![doc]),
-        Format::Code(language) => Ok(vec![plain(&file, DocKind::Code, Some(language), text)]),
-        Format::Text | Format::Pdf => Ok(vec![plain(&file, DocKind::Text, None, text)]),
+        Format::Code(language) => Ok(vec![
+            Draft {
+                language: Some(language),
+                ..Draft::new(&file, DocKind::Code, text)
+            }
+            .finish(&file),
+        ]),
+        Format::Text | Format::Pdf => {
+            Ok(vec![Draft::new(&file, DocKind::Text, text).finish(&file)])
+        }
     }
 }
 
@@ -117,53 +125,59 @@ fn sniff(bytes: &[u8]) -> Result<Format, Reason> {
     Ok(Format::Text)
 }
 
-/// Builds a document; the hash covers everything that reaches the index.
-fn document(
+/// A document before its id and hash are derived.
+struct Draft {
     path: String,
-    file: &str,
     kind: DocKind,
-    language: Option<&str>,
+    language: Option<&'static str>,
     title: Option<String>,
     text: String,
     text_offset: usize,
     metadata: Metadata,
-) -> Document {
-    let meta_json = serde_json::to_string(&metadata).unwrap_or_default();
-    let hash = content_hash(
-        format!(
-            "{}\0{}\0{}\0{}\0{text_offset}\0{meta_json}\0{text}",
-            kind.as_str(),
-            language.unwrap_or(""),
-            title.as_deref().unwrap_or(""),
-            path
-        )
-        .as_bytes(),
-    );
-    Document {
-        id: DocId::from_path(&path),
-        path,
-        file: file.to_string(),
-        title,
-        kind,
-        language: language.map(str::to_string),
-        text,
-        text_offset,
-        metadata,
-        hash,
-    }
 }
 
-fn plain(file: &str, kind: DocKind, language: Option<&str>, text: &str) -> Document {
-    document(
-        file.to_string(),
-        file,
-        kind,
-        language,
-        None,
-        text.to_string(),
-        0,
-        Metadata::new(),
-    )
+impl Draft {
+    fn new(path: impl Into<String>, kind: DocKind, text: impl Into<String>) -> Draft {
+        Draft {
+            path: path.into(),
+            kind,
+            language: None,
+            title: None,
+            text: text.into(),
+            text_offset: 0,
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// The document read from `file`; the hash covers everything that
+    /// reaches the index.
+    fn finish(self, file: &str) -> Document {
+        let meta_json = serde_json::to_string(&self.metadata).unwrap_or_default();
+        let hash = content_hash(
+            format!(
+                "{}\0{}\0{}\0{}\0{}\0{meta_json}\0{}",
+                self.kind.as_str(),
+                self.language.unwrap_or(""),
+                self.title.as_deref().unwrap_or(""),
+                self.path,
+                self.text_offset,
+                self.text
+            )
+            .as_bytes(),
+        );
+        Document {
+            id: DocId::from_path(&self.path),
+            path: self.path,
+            file: file.to_string(),
+            title: self.title,
+            kind: self.kind,
+            language: self.language.map(str::to_string),
+            text: self.text,
+            text_offset: self.text_offset,
+            metadata: self.metadata,
+            hash,
+        }
+    }
 }
 
 /// Markdown: YAML front matter (`---` … `---`) becomes metadata; the title is
@@ -179,16 +193,13 @@ fn load_markdown(file: &str, text: &str) -> Document {
             body.lines()
                 .find_map(|line| line.strip_prefix("# ").map(|t| t.trim().to_string()))
         });
-    document(
-        file.to_string(),
-        file,
-        DocKind::Markdown,
-        None,
+    Draft {
         title,
-        body.to_string(),
-        body_offset,
+        text_offset: body_offset,
         metadata,
-    )
+        ..Draft::new(file, DocKind::Markdown, body)
+    }
+    .finish(file)
 }
 
 /// Parses leading YAML front matter; returns it and where the body starts.
@@ -271,16 +282,11 @@ fn load_html(file: &str, text: &str) -> Result<Document, Reason> {
     if body.trim().is_empty() {
         return Err("HTML page has no visible text".into());
     }
-    Ok(document(
-        file.to_string(),
-        file,
-        DocKind::Html,
-        None,
+    Ok(Draft {
         title,
-        body,
-        0,
-        Metadata::new(),
-    ))
+        ..Draft::new(file, DocKind::Html, body)
+    }
+    .finish(file))
 }
 
 fn visible_text(node: ego_tree::NodeRef<'_, Node>, out: &mut String) {
@@ -353,16 +359,7 @@ fn load_pdf(path: &Path, bytes: &[u8]) -> Result<Document, Reason> {
         return Err("PDF has no text layer (scanned images are not OCRed)".into());
     }
     let file = path.display().to_string();
-    Ok(document(
-        file.clone(),
-        &file,
-        DocKind::Pdf,
-        None,
-        None,
-        body,
-        0,
-        Metadata::new(),
-    ))
+    Ok(Draft::new(&file, DocKind::Pdf, body).finish(&file))
 }
 
 /// BEIR `corpus.jsonl`: each line `{"_id", "title", "text", ...}` is one
@@ -406,16 +403,14 @@ fn load_corpus(file: &str, text: &str) -> Result<Vec<Document>, Reason> {
         if body.trim().is_empty() && title.is_none() {
             continue;
         }
-        docs.push(document(
-            format!("{file}#{id}"),
-            file,
-            DocKind::Record,
-            None,
-            title,
-            body.to_string(),
-            0,
-            metadata,
-        ));
+        docs.push(
+            Draft {
+                title,
+                metadata,
+                ..Draft::new(format!("{file}#{id}"), DocKind::Record, body)
+            }
+            .finish(file),
+        );
     }
     if docs.is_empty() {
         return Err("corpus file has no documents".into());

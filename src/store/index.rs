@@ -219,7 +219,7 @@ impl Index {
     pub fn status(&self) -> Result<IndexStatus> {
         let counts = self.docs.counts()?;
         let vectors = self.vectors.len();
-        let keyword_docs = self.keywords.len()?;
+        let keyword_docs = self.keywords.count()?;
         let consistent = counts.chunks == counts.slots
             && counts.chunks == counts.vectors
             && counts.chunks == vectors

@@ -145,7 +145,7 @@ impl KeywordIndex for TantivyKeywordIndex {
         Ok(hits)
     }
 
-    fn len(&self) -> Result<u64> {
+    fn count(&self) -> Result<u64> {
         Ok(self.reader.searcher().num_docs())
     }
 }

@@ -23,6 +23,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// True when `dir` holds an index.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(FILE).is_file()
+    }
+
     /// Reads the manifest of the index in `dir`, if there is one.
     pub fn read(dir: &Path) -> Result<Option<Manifest>> {
         let path = dir.join(FILE);

@@ -183,5 +183,5 @@ pub trait KeywordIndex: Send + Sync {
     /// The best `k` slots for `query`.
     fn search(&self, query: &str, k: usize) -> Result<Vec<(Slot, f32)>>;
     /// Committed entries.
-    fn len(&self) -> Result<u64>;
+    fn count(&self) -> Result<u64>;
 }

@@ -1,0 +1,36 @@
+# lore — the two commands of the README, and the helpers behind them.
+#
+#   make demo   install models, build, ingest the sample handbook, ask it something
+#   make test   install models, run the whole test suite
+#
+# Builds go to a persistent target directory under the user's cache so that
+# repeated runs (and CI on the same machine) reuse compiled dependencies.
+
+CARGO_TARGET_DIR ?= $(HOME)/.cache/lore/target
+export CARGO_TARGET_DIR
+LORE := $(CARGO_TARGET_DIR)/release/lore
+DEMO_INDEX ?= index
+QUESTION ?= How quickly must a SEV1 page be acknowledged?
+
+.PHONY: demo test models build lint bench-embed
+
+demo: models build
+	$(LORE) --index $(DEMO_INDEX) ingest corpora/handbook/docs
+	$(LORE) --index $(DEMO_INDEX) status
+	$(LORE) --index $(DEMO_INDEX) search "$(QUESTION)" -k 3
+
+test: models
+	cargo test --release
+
+models:
+	bash scripts/install-models.sh
+
+build:
+	cargo build --release
+
+lint:
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+
+bench-embed: models build
+	$(LORE) bench embed --corpus ../shared/eval/scifact-dev/corpus.jsonl --chunks 128
