@@ -16,7 +16,8 @@ const TASK: usize = 16 * 1024;
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    // Ties-to-even rounds in one vector instruction; `round` does not.
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
     // Cody–Waite split of ln 2 keeps the reduction exact enough.
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
@@ -40,29 +41,79 @@ fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
+/// Runs `$body` compiled for AVX-512 when the CPU has it (16 lanes instead
+/// of the 8 the x86-64-v3 baseline gives), else as built.
+macro_rules! dispatch {
+    ($generic:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn wide(xs: &mut [f32], n: usize) {
+                $generic(xs, n)
+            }
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { wide($($arg),*) };
+        }
+        $generic($($arg),*)
+    }};
+}
+
 /// `x ← gelu_erf(x)`, in parallel.
 pub fn gelu(xs: &mut [f32]) {
     xs.par_chunks_mut(TASK).for_each(|block| {
-        for x in block {
-            let v = *x;
-            *x = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
-        }
+        let len = block.len();
+        gelu_block(block, len)
     });
+}
+
+fn gelu_block(xs: &mut [f32], len: usize) {
+    dispatch!(gelu_generic(xs, len))
+}
+
+#[inline(always)]
+fn gelu_generic(xs: &mut [f32], _len: usize) {
+    for x in xs {
+        let v = *x;
+        *x = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+    }
 }
 
 /// Softmax of each row of `cols` columns, in place (serial: called per
 /// attention head, which is already a parallel task).
 pub fn softmax_rows(xs: &mut [f32], cols: usize) {
+    dispatch!(softmax_generic(xs, cols))
+}
+
+#[inline(always)]
+fn softmax_generic(xs: &mut [f32], cols: usize) {
     for row in xs.chunks_exact_mut(cols) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for x in row.iter_mut() {
-            *x = exp(*x - max);
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
+        let max = lanes(row, f32::NEG_INFINITY, f32::max);
+        // Separate passes without a loop-carried sum, so each vectorises.
+        row.iter_mut().for_each(|x| *x = exp(*x - max));
+        let inv = 1.0 / lanes(row, 0.0, |a, b| a + b);
         row.iter_mut().for_each(|x| *x *= inv);
     }
+}
+
+/// Reduces `xs` with `op` over 16 independent lanes (vectorisable), then
+/// across the lanes.
+#[inline(always)]
+fn lanes(xs: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    lanes_map(xs, init, |x| x, op)
+}
+
+/// [`lanes`] over `map(x)`.
+#[inline(always)]
+fn lanes_map(xs: &[f32], init: f32, map: impl Fn(f32) -> f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 16];
+    let mut blocks = xs.chunks_exact(16);
+    for block in &mut blocks {
+        for (a, x) in acc.iter_mut().zip(block) {
+            *a = op(*a, map(*x));
+        }
+    }
+    let tail = blocks.remainder().iter().fold(init, |a, x| op(a, map(*x)));
+    acc.iter().fold(tail, |a, x| op(a, *x))
 }
 
 /// Layer norm of each row of `gamma.len()` columns, in place, in parallel.
@@ -71,11 +122,12 @@ pub fn layer_norm_rows(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let rows_per_task = (TASK / cols).max(1);
     xs.par_chunks_mut(rows_per_task * cols).for_each(|block| {
         for row in block.chunks_exact_mut(cols) {
-            let mean = row.iter().sum::<f32>() / cols as f32;
-            let var = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / cols as f32;
+            let mean = lanes(row, 0.0, |a, b| a + b) / cols as f32;
+            row.iter_mut().for_each(|x| *x -= mean);
+            let var = lanes_map(row, 0.0, |x| x * x, |a, b| a + b) / cols as f32;
             let inv = 1.0 / (var + eps).sqrt();
             for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-                *x = (*x - mean) * inv * g + b;
+                *x = *x * inv * g + b;
             }
         }
     });
