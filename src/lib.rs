@@ -4,7 +4,8 @@
 //! it): [`error`], [`types`], [`config`] → [`ingest`] (walk, load formats) →
 //! [`chunk`] → [`embed`] → [`store`] (docs, vectors, keywords, manifest) →
 //! [`search`] → [`engine`], the façade that the CLI and embedding programs
-//! call. See ARCHITECTURE.md for the invariants.
+//! call → [`eval`] and [`bench`], which measure it. See ARCHITECTURE.md for
+//! the invariants.
 
 pub mod bench;
 pub mod chunk;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod embed;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod ingest;
 pub mod search;
 pub mod store;

@@ -41,7 +41,11 @@ fn check(backend: Backend) {
     let embedder =
         BertEmbedder::load_with(&models_dir().join("all-minilm-l6-v2"), 256, 3, backend).unwrap();
     let got = embedder.embed(&texts).unwrap();
-    let min = expected.iter().zip(&got).map(|(a, b)| cosine(a, b)).fold(1.0f32, f32::min);
+    let min = expected
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| cosine(a, b))
+        .fold(1.0f32, f32::min);
     eprintln!("{backend:?}: lowest cosine to sentence-transformers {min:.7}");
     for ((text, want), have) in texts.iter().zip(&expected).zip(&got) {
         assert_eq!(have.len(), 384);

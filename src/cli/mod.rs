@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use lore::search::{Mode, SearchRequest, SearchResponse};
+use lore::search::{Filter, Mode, SearchRequest, SearchResponse};
 use lore::{Config, Engine, Error};
 
 /// lore: ask questions of your documents, offline.
@@ -62,6 +62,11 @@ enum Command {
     },
     /// Search the index.
     Search(SearchArgs),
+    /// Retrieval quality on a BEIR-layout folder (corpus.jsonl, queries.jsonl,
+    /// qrels/<split>.tsv): nDCG@10, Recall@10, Recall@100, MRR@10. The corpus
+    /// is ingested into a cached index (~/.cache/lore/eval/...) unless --index
+    /// is given; reruns reuse it.
+    Eval(EvalArgs),
     /// Measure speed against a baseline run side by side.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -132,9 +137,42 @@ struct SearchArgs {
     /// Retriever.
     #[arg(long, value_enum, default_value_t = ModeArg::Hybrid)]
     mode: ModeArg,
+    /// Only documents matching KEY=VALUE (repeatable, all must match):
+    /// path=PREFIX|GLOB, type=KIND|EXT, or any metadata key (tags=ops).
+    #[arg(long, value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// At most one hit per document.
+    #[arg(long)]
+    collapse: bool,
     /// Print hits and timings as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The dataset folder.
+    dir: PathBuf,
+    /// Which qrels split to use.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Retriever, or all three.
+    #[arg(long, value_enum, default_value_t = EvalMode::Hybrid)]
+    mode: EvalMode,
+    /// Documents retrieved per query (at least 100 for Recall@100).
+    #[arg(short, default_value_t = 100)]
+    k: usize,
+    /// Print the result as JSON (a list with --mode all).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EvalMode {
+    Hybrid,
+    Dense,
+    Bm25,
+    All,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -241,6 +279,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Search(args) => search(global, args),
+        Command::Eval(args) => eval(global, args),
         Command::Bench(BenchCommand::Embed {
             corpus,
             chunks,
@@ -318,9 +357,9 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
 fn search(global: &Global, args: SearchArgs) -> anyhow::Result<()> {
     let engine = Engine::open_existing(config(global, |_| {})?)?;
     let request = SearchRequest {
-        query: args.query,
-        k: args.k,
-        mode: args.mode.into(),
+        filter: Filter::parse(&args.filter)?,
+        collapse: args.collapse,
+        ..SearchRequest::new(args.query, args.k, args.mode.into())
     };
     let response = engine.search(&request)?;
     if args.json {
@@ -328,6 +367,69 @@ fn search(global: &Global, args: SearchArgs) -> anyhow::Result<()> {
     }
     print_hits(&response);
     Ok(())
+}
+
+fn eval(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
+    let data = lore::eval::Dataset::load(&args.dir, &args.split)?;
+    let explicit_index = global.index.is_some() || std::env::var_os("LORE_INDEX").is_some();
+    let config = config(global, |c| {
+        if !explicit_index {
+            c.index = eval_index_dir(&c.models, &args.dir);
+        }
+    })?;
+    let engine = Engine::open(config).context("while opening the evaluation index")?;
+    let progress = progress::IngestProgress::new();
+    engine
+        .ingest(std::slice::from_ref(&data.corpus), &progress)
+        .context("while ingesting the corpus")?;
+    progress.finish();
+    let modes = match args.mode {
+        EvalMode::Hybrid => vec![Mode::Hybrid],
+        EvalMode::Dense => vec![Mode::Dense],
+        EvalMode::Bm25 => vec![Mode::Bm25],
+        EvalMode::All => vec![Mode::Bm25, Mode::Dense, Mode::Hybrid],
+    };
+    let mut results = Vec::new();
+    for mode in modes {
+        results.push(lore::eval::evaluate(&engine, &data, mode, args.k.max(100))?);
+    }
+    if args.json {
+        return match results.as_slice() {
+            [one] if !matches!(args.mode, EvalMode::All) => print_json(one),
+            all => print_json(&all),
+        };
+    }
+    println!(
+        "{:<8} {:>7} {:>8} {:>9} {:>10} {:>7}",
+        "mode", "queries", "nDCG@10", "Recall@10", "Recall@100", "MRR@10"
+    );
+    for r in &results {
+        let mode = serde_json::to_value(r.mode)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        println!(
+            "{:<8} {:>7} {:>8.4} {:>9.4} {:>10.4} {:>7.4}",
+            mode, r.queries, r.ndcg_10, r.recall_10, r.recall_100, r.mrr_10
+        );
+    }
+    Ok(())
+}
+
+/// A per-dataset index next to the models cache, so `lore eval` never
+/// writes into the dataset folder and reruns reuse the index.
+fn eval_index_dir(models: &std::path::Path, dataset: &std::path::Path) -> PathBuf {
+    let canonical = dataset
+        .canonicalize()
+        .unwrap_or_else(|_| dataset.to_path_buf());
+    let name = canonical
+        .file_name()
+        .map_or_else(|| "dataset".into(), |n| n.to_string_lossy().into_owned());
+    let hash = lore::types::content_hash(canonical.display().to_string().as_bytes());
+    let cache = models
+        .parent()
+        .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+    cache.join("eval").join(format!("{name}-{}", &hash[..8]))
 }
 
 fn bench_embed(

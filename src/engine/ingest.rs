@@ -473,11 +473,7 @@ mod tests {
         let status = engine.status().unwrap();
         assert!(status.consistent, "{status:?}");
         let hits = engine
-            .search(&SearchRequest {
-                query: "zeta".into(),
-                k: 3,
-                mode: Mode::Bm25,
-            })
+            .search(&SearchRequest::new("zeta", 3, Mode::Bm25))
             .unwrap();
         assert!(hits.hits[0].text.contains("zeta"));
     }

@@ -146,7 +146,12 @@ impl Engine {
 
     /// Searches the index.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
-        crate::search::search(&self.index, self.embedder()?.as_ref(), request)
+        crate::search::search(
+            &self.index,
+            self.embedder()?.as_ref(),
+            &self.config.search,
+            request,
+        )
     }
 
     /// Counts and consistency of the index.

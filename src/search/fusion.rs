@@ -1,4 +1,6 @@
-//! Rank fusion of several ranked lists into one.
+//! Fusion of the dense and BM25 ranked lists into one. Both methods are
+//! here so `lore eval` can measure them side by side; README and
+//! ARCHITECTURE.md record the numbers that chose the default.
 
 use std::collections::HashMap;
 
@@ -21,6 +23,27 @@ pub fn reciprocal_rank(lists: &[&[(Slot, f32)]]) -> Vec<(Slot, f32)> {
     fused
 }
 
+/// Linear fusion: each list's scores are min-max normalised to [0, 1],
+/// then combined as `dense_weight * dense + (1 - dense_weight) * bm25`; an
+/// item missing from a list gets 0 there.
+pub fn linear(dense: &[(Slot, f32)], bm25: &[(Slot, f32)], dense_weight: f32) -> Vec<(Slot, f32)> {
+    let mut scores: HashMap<Slot, f32> = HashMap::new();
+    for (list, weight) in [(dense, dense_weight), (bm25, 1.0 - dense_weight)] {
+        let max = list
+            .iter()
+            .map(|(_, s)| *s)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let min = list.iter().map(|(_, s)| *s).fold(f32::INFINITY, f32::min);
+        let span = (max - min).max(f32::EPSILON);
+        for (slot, score) in list {
+            *scores.entry(*slot).or_default() += weight * (score - min) / span;
+        }
+    }
+    let mut fused: Vec<(Slot, f32)> = scores.into_iter().collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    fused
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,6 +55,18 @@ mod tests {
         let fused = reciprocal_rank(&[&dense, &bm25]);
         assert_eq!(fused[0].0, Slot(2));
         assert_eq!(fused.len(), 3);
+    }
+
+    #[test]
+    fn linear_fusion_weights_normalised_scores() {
+        let dense = [(Slot(1), 0.9), (Slot(2), 0.5)];
+        let bm25 = [(Slot(2), 12.0), (Slot(3), 2.0)];
+        let fused = linear(&dense, &bm25, 0.5);
+        // Slot 1: 0.5 * 1; slot 2: 0.5 * 0 + 0.5 * 1; slot 3: 0.
+        assert_eq!(fused[0].1, 0.5);
+        assert_eq!(fused.last().unwrap().0, Slot(3));
+        let dense_only = linear(&dense, &bm25, 1.0);
+        assert_eq!(dense_only[0].0, Slot(1));
     }
 
     #[test]

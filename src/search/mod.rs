@@ -1,15 +1,20 @@
 //! Query → ranked chunks: dense search over the vector graph, BM25 over the
-//! keyword index, and their fusion. Results are resolved to live chunks, so a
-//! slot removed since it was indexed never reaches the caller.
+//! keyword index, and their fusion. Filters become a set of allowed slots
+//! that both retrievers search inside. Results are resolved to live chunks,
+//! so a slot removed since it was indexed never reaches the caller.
 
+pub mod filter;
 pub mod fusion;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub use filter::Filter;
+
+use crate::config::{FusionMethod, SearchConfig};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::store::Index;
@@ -36,7 +41,27 @@ pub struct SearchRequest {
     /// Hits wanted.
     pub k: usize,
     /// Retriever.
+    #[serde(default)]
     pub mode: Mode,
+    /// Only chunks of documents matching this.
+    #[serde(default)]
+    pub filter: Filter,
+    /// At most one hit per document (its best chunk).
+    #[serde(default)]
+    pub collapse: bool,
+}
+
+impl SearchRequest {
+    /// A request with no filter and no collapsing.
+    pub fn new(query: impl Into<String>, k: usize, mode: Mode) -> Self {
+        SearchRequest {
+            query: query.into(),
+            k,
+            mode,
+            filter: Filter::default(),
+            collapse: false,
+        }
+    }
 }
 
 /// One ranked chunk.
@@ -90,6 +115,7 @@ fn ms_since(start: Instant) -> f64 {
 pub fn search(
     index: &Index,
     embedder: &dyn Embedder,
+    config: &SearchConfig,
     request: &SearchRequest,
 ) -> Result<SearchResponse> {
     let start = Instant::now();
@@ -99,9 +125,14 @@ pub fn search(
     if request.k == 0 {
         return Err(Error::InvalidRequest("k must be at least 1".into()));
     }
+    let allowed = if request.filter.is_empty() {
+        None
+    } else {
+        Some(filter::allowed_slots(index.docs(), &request.filter)?)
+    };
     let mut timings = Timings::default();
-    // Fusion looks deeper than k in each list so agreement lower down counts.
-    let depth = (request.k * 4).max(50);
+    // Look deeper than k so fusion and collapsing have candidates to work on.
+    let depth = (request.k * config.depth_factor).max(50);
     let dense = if request.mode == Mode::Bm25 {
         Vec::new()
     } else {
@@ -109,7 +140,7 @@ pub fn search(
         let query = embedder.embed(&[request.query.as_str()])?.remove(0);
         timings.embed_ms = ms_since(t);
         let t = Instant::now();
-        let hits = index.vectors().search(&query, depth, None)?;
+        let hits = dense_search(index, &query, depth, allowed.as_ref())?;
         timings.dense_ms = ms_since(t);
         hits
     };
@@ -117,22 +148,59 @@ pub fn search(
         Vec::new()
     } else {
         let t = Instant::now();
-        let hits = index.keywords().search(&request.query, depth)?;
+        let hits = index
+            .keywords()
+            .search(&request.query, depth, allowed.as_ref())?;
         timings.bm25_ms = ms_since(t);
         hits
     };
-    let ranked = match request.mode {
-        Mode::Dense => dense,
-        Mode::Bm25 => keyword,
-        Mode::Hybrid => fusion::reciprocal_rank(&[&dense, &keyword]),
+    let ranked = match (request.mode, config.fusion) {
+        (Mode::Dense, _) => dense,
+        (Mode::Bm25, _) => keyword,
+        (Mode::Hybrid, FusionMethod::Rrf) => fusion::reciprocal_rank(&[&dense, &keyword]),
+        (Mode::Hybrid, FusionMethod::Linear) => {
+            fusion::linear(&dense, &keyword, config.dense_weight)
+        }
     };
-    let hits = resolve(index, &ranked, request.k)?;
+    let hits = resolve(index, &ranked, request.k, request.collapse)?;
     timings.total_ms = ms_since(start);
     Ok(SearchResponse { hits, timings })
 }
 
-/// Turns ranked slots into hits, skipping slots whose chunk is gone.
-fn resolve(index: &Index, ranked: &[(Slot, f32)], k: usize) -> Result<Vec<Hit>> {
+/// Vector search, inside `allowed` when given. The graph search may come
+/// back short when the filter is very selective; then the allowed vectors
+/// are scored exactly, so `k` hits come back whenever `k` exist.
+fn dense_search(
+    index: &Index,
+    query: &[f32],
+    k: usize,
+    allowed: Option<&HashSet<Slot>>,
+) -> Result<Vec<(Slot, f32)>> {
+    let Some(allowed) = allowed else {
+        return index.vectors().search(query, k, None);
+    };
+    let keep = |slot: Slot| allowed.contains(&slot);
+    let hits = index.vectors().search(query, k, Some(&keep))?;
+    if hits.len() >= k.min(allowed.len()) {
+        return Ok(hits);
+    }
+    let mut exact = Vec::with_capacity(allowed.len());
+    for &slot in allowed {
+        if let Some(vector) = index.docs().vector(slot)? {
+            exact.push((
+                slot,
+                vector.iter().zip(query).map(|(a, b)| a * b).sum::<f32>(),
+            ));
+        }
+    }
+    exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    exact.truncate(k);
+    Ok(exact)
+}
+
+/// Turns ranked slots into hits, skipping slots whose chunk is gone and,
+/// with `collapse`, chunks of documents already listed.
+fn resolve(index: &Index, ranked: &[(Slot, f32)], k: usize, collapse: bool) -> Result<Vec<Hit>> {
     let mut paths: HashMap<DocId, String> = HashMap::new();
     let mut hits = Vec::with_capacity(k);
     for &(slot, score) in ranked {
@@ -142,6 +210,9 @@ fn resolve(index: &Index, ranked: &[(Slot, f32)], k: usize) -> Result<Vec<Hit>> 
         let Some(chunk) = index.chunk_at(slot)? else {
             continue;
         };
+        if collapse && paths.contains_key(&chunk.doc_id) {
+            continue;
+        }
         let path = match paths.get(&chunk.doc_id) {
             Some(path) => path.clone(),
             None => {

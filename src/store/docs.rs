@@ -211,6 +211,18 @@ impl DocStore for SledDocStore {
         }
     }
 
+    fn all_docs(&self) -> Result<Vec<DocRecord>> {
+        self.db
+            .scan_prefix([DOC])
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    fn vector(&self, slot: Slot) -> Result<Option<Vec<f32>>> {
+        Ok(self.db.get(slot_key(VECTOR, slot))?.map(|v| vector_of(&v)))
+    }
+
     fn vectors_from(&self, from: Slot) -> Result<Vec<(Slot, Vec<f32>)>> {
         self.db
             .range(slot_key(VECTOR, from)..key(VECTOR + 1, &[]))

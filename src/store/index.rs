@@ -119,7 +119,17 @@ impl Index {
         let forgotten = self.vectors.restore_tombstones(&self.docs.tombstones()?)?;
         self.docs.clear_tombstones(&forgotten)?;
         let missing = self.docs.vectors_from(watermark)?;
-        let pending = self.docs.pending_keywords()?;
+        let mut pending = self.docs.pending_keywords()?;
+        if self.keywords.count()? == 0 && self.docs.counts()?.chunks > 0 {
+            // The keyword index is derived: when it is lost, rebuild it.
+            tracing::warn!("keyword index empty; rebuilding it from the doc store");
+            pending = self
+                .docs
+                .vectors_from(Slot(0))?
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
+        }
         if missing.is_empty() && pending.is_empty() && forgotten.is_empty() {
             return Ok(());
         }

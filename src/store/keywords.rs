@@ -1,15 +1,24 @@
-//! The tantivy-backed [`KeywordIndex`]: BM25 over chunk text, with the
-//! document title and heading path as separately boosted fields. Each entry
-//! is keyed by its slot (an indexed fast field), so upserts are
+//! The tantivy-backed [`KeywordIndex`]: BM25 over one text field holding the
+//! document title, the heading path and the chunk text (Anserini's
+//! title-plus-text layout). Title and headings are thereby weighted up: they
+//! are repeated in every chunk of their section. Measured on SciFact dev
+//! (nDCG@10): separate title/heading fields boosted 1.5 gave 0.569, the
+//! chunk text alone 0.651, one merged field 0.680.
+//!
+//! Each entry is keyed by its slot (an indexed fast field), so upserts are
 //! delete-then-add and replaying a pending entry twice is harmless.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
-use tantivy::query::QueryParser;
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, TermSetQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
 
@@ -19,7 +28,8 @@ use crate::types::Slot;
 
 /// Memory for tantivy's indexing buffer.
 const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
-const TOKENIZER: &str = "en_stem";
+/// Lower-cased, English stop words removed, Snowball-stemmed.
+const TOKENIZER: &str = "lore_en";
 
 /// tantivy-backed keyword index.
 pub struct TantivyKeywordIndex {
@@ -32,8 +42,6 @@ pub struct TantivyKeywordIndex {
 #[derive(Clone, Copy)]
 struct Fields {
     slot: Field,
-    title: Field,
-    heading: Field,
     text: Field,
 }
 
@@ -45,18 +53,31 @@ fn schema() -> (Schema, Fields) {
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
     let slot = builder.add_u64_field("slot", INDEXED | FAST | STORED);
-    let title = builder.add_text_field("title", text_options.clone());
-    let heading = builder.add_text_field("heading", text_options.clone());
     let text = builder.add_text_field("text", text_options);
-    (
-        builder.build(),
-        Fields {
-            slot,
-            title,
-            heading,
-            text,
-        },
-    )
+    (builder.build(), Fields { slot, text })
+}
+
+/// Title, heading path (unless it only repeats the title) and text.
+fn indexed_text(d: &KeywordDoc) -> String {
+    let heading = if d.heading == d.title {
+        ""
+    } else {
+        d.heading.as_str()
+    };
+    format!("{}\n{heading}\n{}", d.title, d.text)
+}
+
+fn analyzer() -> TextAnalyzer {
+    let builder = TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser);
+    match StopWordFilter::new(Language::English) {
+        Some(stop) => builder
+            .filter(stop)
+            .filter(Stemmer::new(Language::English))
+            .build(),
+        None => builder.filter(Stemmer::new(Language::English)).build(),
+    }
 }
 
 impl TantivyKeywordIndex {
@@ -66,7 +87,21 @@ impl TantivyKeywordIndex {
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|e| Error::store("keywords", e))?;
-        let index = Index::open_or_create(directory, schema)?;
+        let index = match Index::open_or_create(directory, schema.clone()) {
+            Ok(index) => index,
+            Err(tantivy::TantivyError::SchemaError(e)) => {
+                // Written by another version of lore: the index is derived, so
+                // start it afresh; `Index::open` refills it from the doc store.
+                tracing::warn!(error = %e, "keyword index has another schema; recreating it");
+                std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                let directory = tantivy::directory::MmapDirectory::open(dir)
+                    .map_err(|e| Error::store("keywords", e))?;
+                Index::open_or_create(directory, schema)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        index.tokenizers().register(TOKENIZER, analyzer());
         let writer = index
             .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
             .map_err(|e| match e {
@@ -100,12 +135,7 @@ impl KeywordIndex for TantivyKeywordIndex {
         let f = self.fields;
         for d in docs {
             writer.delete_term(Term::from_field_u64(f.slot, d.slot.0));
-            writer.add_document(doc!(
-                f.slot => d.slot.0,
-                f.title => d.title.as_str(),
-                f.heading => d.heading.as_str(),
-                f.text => d.text.as_str(),
-            ))?;
+            writer.add_document(doc!(f.slot => d.slot.0, f.text => indexed_text(d)))?;
         }
         Ok(())
     }
@@ -124,12 +154,27 @@ impl KeywordIndex for TantivyKeywordIndex {
         Ok(())
     }
 
-    fn search(&self, query: &str, k: usize) -> Result<Vec<(Slot, f32)>> {
+    fn search(
+        &self,
+        query: &str,
+        k: usize,
+        allowed: Option<&HashSet<Slot>>,
+    ) -> Result<Vec<(Slot, f32)>> {
         let f = self.fields;
-        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.heading, f.text]);
-        parser.set_field_boost(f.title, 1.5);
-        parser.set_field_boost(f.heading, 1.5);
-        let (query, _ignored_syntax_errors) = parser.parse_query_lenient(query);
+        let parser = QueryParser::for_index(&self.index, vec![f.text]);
+        // Lenient: a user's quotes or colons never make a query fail.
+        let (parsed, _ignored_syntax_errors) = parser.parse_query_lenient(query);
+        let query: Box<dyn Query> = match allowed {
+            None => parsed,
+            Some(slots) => {
+                let terms = slots.iter().map(|s| Term::from_field_u64(f.slot, s.0));
+                let only = ConstScoreQuery::new(Box::new(TermSetQuery::new(terms)), 0.0);
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, parsed),
+                    (Occur::Must, Box::new(only)),
+                ]))
+            }
+        };
         let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score())?;
         let mut hits = Vec::with_capacity(top.len());

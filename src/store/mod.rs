@@ -11,6 +11,7 @@
 //! persisted is replayed from sled.
 
 pub mod docs;
+pub mod flat;
 pub mod keywords;
 pub mod manifest;
 pub mod vectors;
@@ -18,6 +19,8 @@ pub mod vectors;
 mod index;
 
 pub use index::{Index, IndexStatus};
+
+use std::collections::HashSet;
 
 use crate::error::Result;
 use crate::types::{Chunk, ChunkId, ChunkRecord, DocId, DocRecord, FileRecord, Slot};
@@ -99,6 +102,10 @@ pub trait DocStore: Send + Sync {
     fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkRecord>>;
     /// The chunk living in `slot`, if the slot is live.
     fn chunk_at(&self, slot: Slot) -> Result<Option<ChunkRecord>>;
+    /// Every document record (a full scan: O(documents)).
+    fn all_docs(&self) -> Result<Vec<DocRecord>>;
+    /// The vector in `slot`, if the slot is live.
+    fn vector(&self, slot: Slot) -> Result<Option<Vec<f32>>>;
     /// Live slots at or above `from`, with their vectors, in slot order.
     fn vectors_from(&self, from: Slot) -> Result<Vec<(Slot, Vec<f32>)>>;
     /// Applies `change` atomically.
@@ -180,8 +187,13 @@ pub trait KeywordIndex: Send + Sync {
     fn delete(&self, slots: &[Slot]) -> Result<()>;
     /// Makes all changes durable and visible.
     fn commit(&self) -> Result<()>;
-    /// The best `k` slots for `query`.
-    fn search(&self, query: &str, k: usize) -> Result<Vec<(Slot, f32)>>;
+    /// The best `k` slots for `query`, only among `allowed` when given.
+    fn search(
+        &self,
+        query: &str,
+        k: usize,
+        allowed: Option<&HashSet<Slot>>,
+    ) -> Result<Vec<(Slot, f32)>>;
     /// Committed entries.
     fn count(&self) -> Result<u64>;
 }

@@ -1,0 +1,186 @@
+//! An exact, in-memory [`VectorIndex`]: brute-force cosine over every live
+//! vector. It is the oracle the HNSW graph is measured against (recall
+//! tests, `lore bench search`), and the reference the conformance suite runs
+//! both implementations through. `persist` keeps nothing: it lives in memory.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::RwLock;
+
+use super::VectorIndex;
+use crate::error::{Error, Result};
+use crate::types::Slot;
+
+/// Exact nearest-neighbour search by scanning.
+pub struct FlatVectorIndex {
+    dim: usize,
+    vectors: RwLock<BTreeMap<Slot, Vec<f32>>>,
+}
+
+impl FlatVectorIndex {
+    /// An empty index of `dim`-dimensional vectors.
+    pub fn new(dim: usize) -> Self {
+        FlatVectorIndex {
+            dim,
+            vectors: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock_err() -> Error {
+        Error::store("vectors", "lock poisoned")
+    }
+}
+
+impl VectorIndex for FlatVectorIndex {
+    fn insert(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
+        if let Some((_, v)) = items.iter().find(|(_, v)| v.len() != self.dim) {
+            return Err(Error::DimensionMismatch {
+                expected: self.dim,
+                got: v.len(),
+            });
+        }
+        let mut vectors = self.vectors.write().map_err(|_| Self::lock_err())?;
+        vectors.extend(items.iter().cloned());
+        Ok(())
+    }
+
+    fn remove(&self, slots: &[Slot]) {
+        if let Ok(mut vectors) = self.vectors.write() {
+            slots.iter().for_each(|s| {
+                vectors.remove(s);
+            });
+        }
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&(dyn Fn(Slot) -> bool + Sync)>,
+    ) -> Result<Vec<(Slot, f32)>> {
+        if query.len() != self.dim {
+            return Err(Error::DimensionMismatch {
+                expected: self.dim,
+                got: query.len(),
+            });
+        }
+        let vectors = self.vectors.read().map_err(|_| Self::lock_err())?;
+        let mut scored: Vec<(Slot, f32)> = vectors
+            .iter()
+            .filter(|(slot, _)| filter.is_none_or(|f| f(**slot)))
+            .map(|(slot, v)| (*slot, cosine(query, v)))
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(k);
+        Ok(scored)
+    }
+
+    fn len(&self) -> u64 {
+        self.vectors.read().map_or(0, |v| v.len() as u64)
+    }
+
+    fn tombstone_count(&self) -> u64 {
+        0
+    }
+
+    fn restore_tombstones(&self, slots: &[Slot]) -> Result<Vec<Slot>> {
+        let held: HashSet<Slot> = self
+            .vectors
+            .read()
+            .map_err(|_| Self::lock_err())?
+            .keys()
+            .copied()
+            .collect();
+        self.remove(slots);
+        Ok(slots
+            .iter()
+            .copied()
+            .filter(|s| !held.contains(s))
+            .collect())
+    }
+
+    fn persist(&self, _watermark: Slot) -> Result<()> {
+        Ok(())
+    }
+
+    fn rebuild(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
+        self.vectors.write().map_err(|_| Self::lock_err())?.clear();
+        self.insert(items)
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norms =
+        a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norms == 0.0 { 0.0 } else { dot / norms }
+}
+
+/// The contract of [`VectorIndex`], run against every implementation.
+#[cfg(test)]
+pub(crate) mod conformance {
+    use super::*;
+
+    /// A deterministic pseudo-random unit vector.
+    pub fn unit(seed: u64, dim: usize) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut v: Vec<f32> = (0..dim)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        crate::embed::normalize(&mut v);
+        v
+    }
+
+    pub fn check(index: &dyn VectorIndex) {
+        let dim = 16;
+        let items: Vec<_> = (0..300).map(|i| (Slot(i), unit(i, dim))).collect();
+        index.insert(&items).unwrap();
+        assert_eq!(index.len(), 300);
+        // A stored vector is its own nearest neighbour, with cosine ~1.
+        let hits = index.search(&unit(42, dim), 5, None).unwrap();
+        assert_eq!(hits[0].0, Slot(42));
+        assert!((hits[0].1 - 1.0).abs() < 1e-4);
+        assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+        // Removed slots never come back, and k is still filled.
+        index.remove(&[Slot(42)]);
+        let hits = index.search(&unit(42, dim), 10, None).unwrap();
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|(s, _)| *s != Slot(42)));
+        assert_eq!(index.len(), 299);
+        // Filters apply inside the search.
+        let even = |s: Slot| s.0 % 2 == 0;
+        let hits = index.search(&unit(7, dim), 10, Some(&even)).unwrap();
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|(s, _)| s.0 % 2 == 0));
+        // Wrong dimensions are errors, not panics.
+        assert!(index.search(&[1.0; 3], 1, None).is_err());
+        assert!(index.insert(&[(Slot(999), vec![1.0; 3])]).is_err());
+        // Rebuild keeps exactly what it is given.
+        index.rebuild(&items[..50]).unwrap();
+        assert_eq!(index.len(), 50);
+        assert_eq!(index.tombstone_count(), 0);
+    }
+
+    #[test]
+    fn flat_index_meets_the_contract() {
+        check(&FlatVectorIndex::new(16));
+    }
+
+    #[test]
+    fn hnsw_index_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = crate::store::vectors::HnswVectorIndex::open(
+            dir.path(),
+            16,
+            &crate::config::HnswConfig::default(),
+        )
+        .unwrap();
+        check(&index);
+    }
+}
