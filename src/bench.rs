@@ -2,6 +2,7 @@
 //! in the same run and reports the ratio, because these machines are shared
 //! and absolute numbers drift.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -11,8 +12,14 @@ use crate::chunk::{Chunker, embedding_input};
 use crate::config::Config;
 use crate::embed::Embedder;
 use crate::embed::bert::{Backend, BertEmbedder};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::{load, walk};
+use crate::search::{Mode, SearchRequest};
+use crate::store::VectorIndex;
+use crate::store::flat::FlatVectorIndex;
+use crate::store::vectors::HnswVectorIndex;
+use crate::types::Slot;
 
 /// Throughput of one embedder on the benchmark chunks.
 #[derive(Debug, Clone, Serialize)]
@@ -127,4 +134,205 @@ pub fn embed(config: &Config, chunks: &[String], baseline: bool) -> Result<Embed
         lore,
         baseline,
     })
+}
+
+/// Latency distribution of a repeated operation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Mean, ms.
+    pub mean_ms: f64,
+    /// Operations per second, one at a time.
+    pub qps: f64,
+}
+
+impl Latency {
+    fn of(mut samples_ms: Vec<f64>) -> Latency {
+        samples_ms.sort_by(f64::total_cmp);
+        let n = samples_ms.len().max(1);
+        let at = |q: f64| {
+            samples_ms
+                .get(((n as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let mean = samples_ms.iter().sum::<f64>() / n as f64;
+        Latency {
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            mean_ms: mean,
+            qps: if mean > 0.0 { 1000.0 / mean } else { 0.0 },
+        }
+    }
+}
+
+/// The graph against exact search over the same vectors.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphBench {
+    /// Vectors searched.
+    pub vectors: u64,
+    /// Seconds to build the graph (0 when it was loaded).
+    pub build_seconds: f64,
+    /// HNSW top-10 latency.
+    pub hnsw: Latency,
+    /// Brute-force top-10 latency (the baseline).
+    pub exact: Latency,
+    /// exact p50 / hnsw p50.
+    pub speedup: f64,
+    /// Mean share of the exact top 10 the graph returns.
+    pub recall_at_10: f64,
+}
+
+/// Result of `lore bench search`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchBench {
+    /// Queries run.
+    pub queries: usize,
+    /// Warm end-to-end hybrid search (embed, both searches, fusion, fetch).
+    pub search: Latency,
+    /// Mean time per stage of those searches.
+    pub stages: crate::search::Timings,
+    /// The index's own graph.
+    pub graph: GraphBench,
+    /// A synthetic larger graph (`--scale`), when asked for.
+    pub scaled: Option<GraphBench>,
+}
+
+/// Queries from a file: JSON lines with `text` (BEIR) or `question`, else
+/// one query per line.
+pub fn read_queries(path: &Path, limit: usize) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let queries: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(v) => v["text"]
+                    .as_str()
+                    .or(v["question"].as_str())
+                    .unwrap_or(line)
+                    .to_string(),
+                Err(_) => line.to_string(),
+            },
+        )
+        .take(limit)
+        .collect();
+    if queries.is_empty() {
+        return Err(Error::InvalidRequest(format!(
+            "no queries in {}",
+            path.display()
+        )));
+    }
+    Ok(queries)
+}
+
+fn time_ms<T>(f: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
+    let start = Instant::now();
+    let value = f()?;
+    Ok((start.elapsed().as_secs_f64() * 1000.0, value))
+}
+
+/// Measures the graph against exact search on `items` for `queries`.
+fn graph_vs_exact(
+    graph: &dyn VectorIndex,
+    items: &[(Slot, Vec<f32>)],
+    queries: &[Vec<f32>],
+    build_seconds: f64,
+) -> Result<GraphBench> {
+    let exact = FlatVectorIndex::new(queries.first().map_or(0, Vec::len));
+    exact.insert(items)?;
+    let (mut hnsw_ms, mut exact_ms, mut recall) = (Vec::new(), Vec::new(), 0.0);
+    for query in queries {
+        let (ms, approx) = time_ms(|| graph.search(query, 10, None))?;
+        hnsw_ms.push(ms);
+        let (ms, truth) = time_ms(|| exact.search(query, 10, None))?;
+        exact_ms.push(ms);
+        let truth: HashSet<Slot> = truth.iter().map(|(s, _)| *s).collect();
+        let found = approx.iter().filter(|(s, _)| truth.contains(s)).count();
+        recall += found as f64 / truth.len().max(1) as f64;
+    }
+    let (hnsw, exact) = (Latency::of(hnsw_ms), Latency::of(exact_ms));
+    Ok(GraphBench {
+        vectors: items.len() as u64,
+        build_seconds,
+        speedup: exact.p50_ms / hnsw.p50_ms.max(1e-9),
+        hnsw,
+        exact,
+        recall_at_10: recall / queries.len().max(1) as f64,
+    })
+}
+
+/// `n` vectors near the index's own: each a real vector plus uniform noise,
+/// renormalised, so the set keeps the clusters of real data.
+fn synthetic(base: &[(Slot, Vec<f32>)], n: usize) -> Vec<(Slot, Vec<f32>)> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.06
+    };
+    (0..n)
+        .map(|i| {
+            let mut v: Vec<f32> = base[i % base.len()].1.iter().map(|x| x + noise()).collect();
+            crate::embed::normalize(&mut v);
+            (Slot(i as u64), v)
+        })
+        .collect()
+}
+
+/// Search latency and graph quality on `engine`'s index, plus (when
+/// `scale` > 0) a synthetic graph of `scale` vectors.
+pub fn search(engine: &Engine, queries: &[String], scale: usize) -> Result<SearchBench> {
+    let index = engine.index();
+    let embedder = engine.embedder()?;
+    let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+    let vectors = embedder.embed(&refs)?;
+    for q in queries.iter().take(10) {
+        engine.search(&SearchRequest::new(q.clone(), 10, Mode::Hybrid))?;
+    }
+    let mut samples = Vec::with_capacity(queries.len());
+    let mut stages = crate::search::Timings::default();
+    for q in queries {
+        let request = SearchRequest::new(q.clone(), 10, Mode::Hybrid);
+        let (ms, response) = time_ms(|| engine.search(&request))?;
+        samples.push(ms);
+        let t = response.timings;
+        stages.embed_ms += t.embed_ms / queries.len() as f64;
+        stages.dense_ms += t.dense_ms / queries.len() as f64;
+        stages.bm25_ms += t.bm25_ms / queries.len() as f64;
+        stages.total_ms += t.total_ms / queries.len() as f64;
+    }
+    let items = index.docs().vectors_from(Slot(0))?;
+    let graph = graph_vs_exact(index.vectors(), &items, &vectors, 0.0)?;
+    let scaled = if scale > 0 && !items.is_empty() {
+        let dir = tempfile_dir()?;
+        let big = synthetic(&items, scale);
+        let (graph_index, _) = HnswVectorIndex::open(&dir, embedder.dim(), &engine.config().hnsw)?;
+        let start = Instant::now();
+        graph_index.insert(&big)?;
+        let built = start.elapsed().as_secs_f64();
+        let result = graph_vs_exact(&graph_index, &big, &vectors, built);
+        let _ = std::fs::remove_dir_all(&dir);
+        Some(result?)
+    } else {
+        None
+    };
+    Ok(SearchBench {
+        queries: queries.len(),
+        search: Latency::of(samples),
+        stages,
+        graph,
+        scaled,
+    })
+}
+
+/// A fresh scratch directory under the system temp dir.
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("lore-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
 }

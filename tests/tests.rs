@@ -5,3 +5,4 @@ mod util;
 mod crash;
 mod embedding;
 mod ingest;
+mod search;

@@ -100,6 +100,23 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Search latency (p50/p99, queries/s) on the index, and the HNSW graph
+    /// against exact brute force: latency and recall@10. --scale N adds a
+    /// synthetic graph of N vectors built from the index's own.
+    Search {
+        /// Queries: BEIR queries.jsonl, JSON lines with "question", or plain lines.
+        #[arg(long, default_value = "corpora/handbook/questions.jsonl")]
+        queries: PathBuf,
+        /// At most this many queries.
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
+        /// Vectors in the synthetic graph (0: none).
+        #[arg(long, default_value_t = 0)]
+        scale: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -287,6 +304,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             dump_chunks,
             json,
         }) => bench_embed(global, &corpus, chunks, !no_baseline, dump_chunks, json),
+        Command::Bench(BenchCommand::Search {
+            queries,
+            limit,
+            scale,
+            json,
+        }) => bench_search(global, &queries, limit, scale, json),
         Command::Status { json } => {
             let engine = Engine::open_existing(config(global, |_| {})?)?;
             let status = engine.status()?;
@@ -430,6 +453,45 @@ fn eval_index_dir(models: &std::path::Path, dataset: &std::path::Path) -> PathBu
         .parent()
         .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
     cache.join("eval").join(format!("{name}-{}", &hash[..8]))
+}
+
+fn bench_search(
+    global: &Global,
+    queries: &std::path::Path,
+    limit: usize,
+    scale: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let engine = Engine::open_existing(config(global, |_| {})?)?;
+    let queries = lore::bench::read_queries(queries, limit)?;
+    let result = lore::bench::search(&engine, &queries, scale)?;
+    if json {
+        return print_json(&result);
+    }
+    let l = |name: &str, l: &lore::bench::Latency| {
+        println!(
+            "{name:<28} p50 {:>8.3} ms  p99 {:>8.3} ms  {:>9.1} queries/s",
+            l.p50_ms, l.p99_ms, l.qps
+        )
+    };
+    println!("{} queries", result.queries);
+    l("search (hybrid, warm)", &result.search);
+    let t = &result.stages;
+    println!(
+        "  mean per stage: embed {:.3} ms, dense {:.3} ms, bm25 {:.3} ms, total {:.3} ms",
+        t.embed_ms, t.dense_ms, t.bm25_ms, t.total_ms
+    );
+    for (name, g) in std::iter::once(("index", &result.graph))
+        .chain(result.scaled.as_ref().map(|g| ("synthetic", g)))
+    {
+        println!(
+            "{name} graph: {} vectors, recall@10 {:.4} vs exact, {:.1}x faster (built in {:.1}s)",
+            g.vectors, g.recall_at_10, g.speedup, g.build_seconds
+        );
+        l("  hnsw top-10", &g.hnsw);
+        l("  exact top-10 (baseline)", &g.exact);
+    }
+    Ok(())
 }
 
 fn bench_embed(

@@ -208,6 +208,9 @@ fn reference_forward(model: &BertModel, batch: &[&Encoding]) -> Result<Vec<Vec<f
     }
 }
 
+/// Below this many tokens a forward pass runs on the calling thread.
+const SMALL_BATCH_TOKENS: usize = 8;
+
 /// One encoder layer with weights laid out for the packed pass: matrices
 /// row-major `[in, out]`, Q/K/V fused, Q pre-scaled by `1/sqrt(d_head)`.
 struct Layer {
@@ -427,7 +430,13 @@ impl PackedBert {
     fn layer(&self, l: &Layer, lens: &[usize], s: &mut Scratch) {
         let (h, inter) = (self.hidden, self.intermediate);
         let tokens = s.x.len() / h;
-        let threads = rayon::current_num_threads();
+        // Splitting a small GEMM across threads costs more than it saves
+        // (a search query is a dozen tokens).
+        let threads = if tokens < SMALL_BATCH_TOKENS {
+            1
+        } else {
+            rayon::current_num_threads()
+        };
         // Q, K, V in one GEMM, bias pre-filled.
         fill_rows(&mut s.qkv, &l.qkv_b, None);
         matmul(
@@ -493,7 +502,8 @@ impl PackedBert {
             row_stride: 3 * h,
             col_stride: 1,
         };
-        tasks.into_par_iter().for_each(|(first, len, head)| {
+        let small = qkv.len() / (3 * h) < SMALL_BATCH_TOKENS;
+        let run = |(first, len, head): (usize, usize, usize)| {
             let q = all.block(first, len, head * d, d);
             let k = all.block(first, len, h + head * d, d);
             let v = all.block(first, len, 2 * h + head * d, d);
@@ -510,7 +520,12 @@ impl PackedBert {
                 // and no reference to `context` is alive meanwhile.
                 unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(start), d) };
             }
-        });
+        };
+        if small {
+            tasks.into_iter().for_each(run);
+        } else {
+            tasks.into_par_iter().for_each(run);
+        }
     }
 }
 

@@ -122,6 +122,12 @@ impl Engine {
         &self.config
     }
 
+    /// The index (for benchmarks and tools; front ends go through the
+    /// methods above).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
     /// The embedder, loading it on first use.
     pub fn embedder(&self) -> Result<&Arc<dyn Embedder>> {
         if let Some(embedder) = self.embedder.get() {

@@ -124,8 +124,9 @@ fn value_matches(have: &serde_json::Value, want: &str) -> bool {
     match have {
         serde_json::Value::String(s) => s == want,
         serde_json::Value::Array(items) => items.iter().any(|item| value_matches(item, want)),
+        serde_json::Value::Number(n) => want.parse::<f64>().ok() == n.as_f64(),
+        serde_json::Value::Bool(b) => want.parse::<bool>().ok() == Some(*b),
         serde_json::Value::Null | serde_json::Value::Object(_) => false,
-        other => other.to_string() == want,
     }
 }
 

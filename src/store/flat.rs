@@ -1,5 +1,5 @@
-//! An exact, in-memory [`VectorIndex`]: brute-force cosine over every live
-//! vector. It is the oracle the HNSW graph is measured against (recall
+//! An exact, in-memory [`VectorIndex`]: brute-force cosine (dot product of
+//! unit vectors) over every live vector. It is the oracle the HNSW graph is measured against (recall
 //! tests, `lore bench search`), and the reference the conformance suite runs
 //! both implementations through. `persist` keeps nothing: it lives in memory.
 
@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::RwLock;
 
 use super::VectorIndex;
+use super::vectors::dot;
 use crate::error::{Error, Result};
 use crate::types::Slot;
 
@@ -67,7 +68,7 @@ impl VectorIndex for FlatVectorIndex {
         let mut scored: Vec<(Slot, f32)> = vectors
             .iter()
             .filter(|(slot, _)| filter.is_none_or(|f| f(**slot)))
-            .map(|(slot, v)| (*slot, cosine(query, v)))
+            .map(|(slot, v)| (*slot, dot(query, v)))
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(k);
@@ -106,13 +107,6 @@ impl VectorIndex for FlatVectorIndex {
         self.vectors.write().map_err(|_| Self::lock_err())?.clear();
         self.insert(items)
     }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norms =
-        a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norms == 0.0 { 0.0 } else { dot / norms }
 }
 
 /// The contract of [`VectorIndex`], run against every implementation.
@@ -154,10 +148,10 @@ pub(crate) mod conformance {
         assert!(hits.iter().all(|(s, _)| *s != Slot(42)));
         assert_eq!(index.len(), 299);
         // Filters apply inside the search.
-        let even = |s: Slot| s.0 % 2 == 0;
+        let even = |s: Slot| s.0.is_multiple_of(2);
         let hits = index.search(&unit(7, dim), 10, Some(&even)).unwrap();
         assert_eq!(hits.len(), 10);
-        assert!(hits.iter().all(|(s, _)| s.0 % 2 == 0));
+        assert!(hits.iter().all(|(s, _)| s.0.is_multiple_of(2)));
         // Wrong dimensions are errors, not panics.
         assert!(index.search(&[1.0; 3], 1, None).is_err());
         assert!(index.insert(&[(Slot(999), vec![1.0; 3])]).is_err());
