@@ -336,3 +336,56 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     Ok(dir)
 }
+
+/// Result of `lore bench generate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateBench {
+    /// The model.
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Prompt processing, tokens per second.
+    pub prompt_tokens_per_s: f64,
+    /// Tokens generated.
+    pub gen_tokens: usize,
+    /// Decoding, tokens per second.
+    pub gen_tokens_per_s: f64,
+    /// Time to first token: prompt processing plus one decoding step, ms.
+    pub time_to_first_token_ms: f64,
+}
+
+/// Prompt and decode speed of `generator` on a prompt of about
+/// `prompt_tokens` tokens cut from `text`, generating `gen_tokens`.
+pub fn generate(
+    generator: &dyn crate::generate::Generator,
+    text: &str,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+) -> Result<GenerateBench> {
+    use crate::generate::{Message, Role, Sampling};
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut take = prompt_tokens.min(words.len());
+    let mut body = words[..take].join(" ");
+    while take > 1 && generator.count_tokens(&body)? > prompt_tokens {
+        take = take * 9 / 10;
+        body = words[..take].join(" ");
+    }
+    let prompt = generator.render(&[Message {
+        role: Role::User,
+        content: format!("{body}\n\nSummarise the text above in detail."),
+    }]);
+    let sampling = Sampling {
+        max_tokens: gen_tokens,
+        ..Sampling::default()
+    };
+    let result = generator.generate(&prompt, &sampling, &mut |_| true)?;
+    let per_token_ms = result.gen_ms / result.gen_tokens.max(1) as f64;
+    Ok(GenerateBench {
+        model: generator.id().to_string(),
+        prompt_tokens: result.prompt_tokens,
+        prompt_tokens_per_s: result.prompt_tokens as f64 / (result.prompt_ms / 1000.0),
+        gen_tokens: result.gen_tokens,
+        gen_tokens_per_s: result.gen_tokens as f64 / (result.gen_ms / 1000.0).max(1e-9),
+        time_to_first_token_ms: result.prompt_ms + per_token_ms,
+    })
+}

@@ -31,7 +31,39 @@ pub struct Config {
     pub hnsw: HnswConfig,
     /// Retrieval settings.
     pub search: SearchConfig,
+    /// Generator settings.
+    pub generator: GeneratorConfig,
 }
+
+/// Which GGUF model generates answers, and how much it is given.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// `default` (Qwen2.5-Coder-0.5B), `light` (SmolLM2-135M), or a path to
+    /// any GGUF file of a supported architecture (`LORE_GENERATOR`).
+    pub model: Option<String>,
+    /// Prompt plus answer, in tokens (capped by the model's own window):
+    /// bounds prompt-processing time on a CPU.
+    pub context_tokens: usize,
+    /// Below this best dense cosine, lore abstains without asking the model.
+    /// Calibrated on corpora/handbook with all-MiniLM-L6-v2: answerable
+    /// questions scored 0.35–0.78, out-of-corpus ones 0.07–0.32.
+    pub min_score: f32,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            model: None,
+            context_tokens: 2048,
+            min_score: 0.30,
+        }
+    }
+}
+
+/// File names of the installed generators.
+const DEFAULT_GENERATOR: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+const LIGHT_GENERATOR: &str = "smollm2-135m-instruct-q4_1.gguf";
 
 /// How hybrid search combines its two ranked lists.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -129,6 +161,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             hnsw: HnswConfig::default(),
             search: SearchConfig::default(),
+            generator: GeneratorConfig::default(),
         }
     }
 }
@@ -213,6 +246,9 @@ impl Config {
         if let Some(dir) = var("LORE_EMBEDDER") {
             self.embedder.path = Some(PathBuf::from(dir));
         }
+        if let Some(model) = var("LORE_GENERATOR") {
+            self.generator.model = Some(model);
+        }
         if let Some(threads) = var("LORE_THREADS") {
             let n = threads
                 .parse()
@@ -228,6 +264,15 @@ impl Config {
             .path
             .clone()
             .unwrap_or_else(|| self.models.join("all-minilm-l6-v2"))
+    }
+
+    /// The generator's GGUF file.
+    pub fn generator_path(&self) -> PathBuf {
+        match self.generator.model.as_deref() {
+            None | Some("default") => self.models.join(DEFAULT_GENERATOR),
+            Some("light") => self.models.join(LIGHT_GENERATOR),
+            Some(path) => PathBuf::from(path),
+        }
     }
 
     /// Checks every setting once, before anything is built from it.

@@ -3,10 +3,11 @@
 //! Data flows through the modules in this order (each uses only those above
 //! it): [`error`], [`types`], [`config`] → [`ingest`] (walk, load formats) →
 //! [`chunk`] → [`embed`] → [`store`] (docs, vectors, keywords, manifest) →
-//! [`search`] → [`engine`], the façade that the CLI and embedding programs
+//! [`search`] → [`prompt`] → [`generate`] → [`answer`] → [`engine`], the façade that the CLI and embedding programs
 //! call → [`eval`] and [`bench`], which measure it. See ARCHITECTURE.md for
 //! the invariants.
 
+pub mod answer;
 pub mod bench;
 pub mod chunk;
 pub mod config;
@@ -14,11 +15,15 @@ pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod generate;
 pub mod ingest;
+pub mod prompt;
 pub mod search;
 pub mod store;
 pub mod types;
 
 pub use config::Config;
-pub use engine::{Engine, IngestReport, NoProgress, Progress, RemoveReport, Status};
+pub use engine::{
+    AskRequest, AskResponse, Engine, IngestReport, NoProgress, Progress, RemoveReport, Status,
+};
 pub use error::{Error, Result};

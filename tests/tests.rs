@@ -2,6 +2,7 @@
 
 mod util;
 
+mod ask;
 mod crash;
 mod embedding;
 mod ingest;

@@ -62,6 +62,8 @@ enum Command {
     },
     /// Search the index.
     Search(SearchArgs),
+    /// Answer a question from the documents, citing them as [n].
+    Ask(AskArgs),
     /// Retrieval quality on a BEIR-layout folder (corpus.jsonl, queries.jsonl,
     /// qrels/<split>.tsv): nDCG@10, Recall@10, Recall@100, MRR@10. The corpus
     /// is ingested into a cached index (~/.cache/lore/eval/...) unless --index
@@ -96,6 +98,22 @@ enum BenchCommand {
         /// (scripts/bench_sentence_transformers.py).
         #[arg(long, value_name = "FILE")]
         dump_chunks: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prompt-processing and generation speed of a GGUF generator, and time
+    /// to first token.
+    Generate {
+        /// `default`, `light`, or a GGUF path (default: config or `default`).
+        #[arg(long)]
+        generator: Option<String>,
+        /// Prompt length in tokens.
+        #[arg(long, default_value_t = 1000)]
+        prompt_tokens: usize,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        gen_tokens: usize,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -162,6 +180,39 @@ struct SearchArgs {
     #[arg(long)]
     collapse: bool,
     /// Print hits and timings as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct AskArgs {
+    /// The question.
+    question: String,
+    /// Chunks to retrieve.
+    #[arg(short, default_value_t = 5)]
+    k: usize,
+    /// Only documents matching KEY=VALUE (as for search).
+    #[arg(long, value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// `default`, `light`, or a GGUF path (env LORE_GENERATOR).
+    #[arg(long)]
+    generator: Option<String>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Nucleus sampling mass.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Random seed: the same seed and question give the same answer.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Longest answer in tokens.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Print the answer once it is complete instead of streaming it.
+    #[arg(long)]
+    no_stream: bool,
+    /// Print the answer, citations, retrieved chunks and timings as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -297,6 +348,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Search(args) => search(global, args),
         Command::Eval(args) => eval(global, args),
+        Command::Ask(args) => ask(global, args),
         Command::Bench(BenchCommand::Embed {
             corpus,
             chunks,
@@ -304,6 +356,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             dump_chunks,
             json,
         }) => bench_embed(global, &corpus, chunks, !no_baseline, dump_chunks, json),
+        Command::Bench(BenchCommand::Generate {
+            generator,
+            prompt_tokens,
+            gen_tokens,
+            json,
+        }) => bench_generate(global, generator, prompt_tokens, gen_tokens, json),
         Command::Bench(BenchCommand::Search {
             queries,
             limit,
@@ -392,6 +450,71 @@ fn search(global: &Global, args: SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
+    let config = config(global, |c| {
+        if args.generator.is_some() {
+            c.generator.model = args.generator.clone();
+        }
+    })?;
+    let engine = Engine::open_existing(config)?;
+    let defaults = lore::generate::Sampling::default();
+    let request = lore::AskRequest {
+        question: args.question.clone(),
+        k: args.k,
+        filter: Filter::parse(&args.filter)?,
+        sampling: lore::generate::Sampling {
+            temperature: args.temperature.unwrap_or(defaults.temperature),
+            top_p: args.top_p.unwrap_or(defaults.top_p),
+            seed: args.seed.unwrap_or(defaults.seed),
+            max_tokens: args.max_tokens.unwrap_or(defaults.max_tokens),
+            ..defaults
+        },
+    };
+    let stream = !args.json && !args.no_stream;
+    let mut out = std::io::stdout();
+    let response = engine.ask(&request, &mut |text| {
+        if stream {
+            // A closed stdout (a pipe into `head`) stops generation.
+            return out
+                .write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .is_ok();
+        }
+        true
+    })?;
+    if args.json {
+        return print_json(&response);
+    }
+    if !stream {
+        print!("{}", response.answer);
+    }
+    println!();
+    if !response.citations.is_empty() {
+        println!("\nSources:");
+        for c in &response.citations {
+            let heading = if c.heading.is_empty() {
+                String::new()
+            } else {
+                format!(" › {}", c.heading.join(" › "))
+            };
+            println!(
+                "  [{}] {}{heading} [{}..{}]",
+                c.n, c.path, c.byte_range.start, c.byte_range.end
+            );
+        }
+    }
+    if response.abstained {
+        println!("(not in the documents)");
+    }
+    if !response.invalid_citations.is_empty() {
+        eprintln!(
+            "lore: dropped citations to missing sources: {:?}",
+            response.invalid_citations
+        );
+    }
+    Ok(())
+}
+
 fn eval(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
     let data = lore::eval::Dataset::load(&args.dir, &args.split)?;
     let explicit_index = global.index.is_some() || std::env::var_os("LORE_INDEX").is_some();
@@ -453,6 +576,45 @@ fn eval_index_dir(models: &std::path::Path, dataset: &std::path::Path) -> PathBu
         .parent()
         .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
     cache.join("eval").join(format!("{name}-{}", &hash[..8]))
+}
+
+fn bench_generate(
+    global: &Global,
+    generator: Option<String>,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = config(global, |c| {
+        if generator.is_some() {
+            c.generator.model = generator.clone();
+        }
+    })?;
+    let model = lore::generate::gguf::GgufGenerator::load(&config.generator_path())?;
+    let mut text = String::new();
+    for entry in std::fs::read_dir("corpora/handbook/docs/oncall")
+        .context("while reading corpora/handbook")?
+    {
+        text.push_str(&std::fs::read_to_string(entry?.path()).unwrap_or_default());
+    }
+    let result = lore::bench::generate(&model, &text.repeat(4), prompt_tokens, gen_tokens)?;
+    if json {
+        return print_json(&result);
+    }
+    println!("{}", result.model);
+    println!(
+        "prompt   {:>5} tokens {:>8.1} tokens/s",
+        result.prompt_tokens, result.prompt_tokens_per_s
+    );
+    println!(
+        "generate {:>5} tokens {:>8.1} tokens/s",
+        result.gen_tokens, result.gen_tokens_per_s
+    );
+    println!(
+        "time to first token {:.0} ms",
+        result.time_to_first_token_ms
+    );
+    Ok(())
 }
 
 fn bench_search(

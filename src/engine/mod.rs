@@ -1,7 +1,8 @@
 //! [`Engine`]: the one façade the CLI, the HTTP server and embedding
-//! programs call — `ingest`, `remove`, `search`, `status`. It owns the
-//! configuration, the index and the (lazily loaded) embedder.
+//! programs call — `ingest`, `remove`, `search`, `ask`, `status`. It owns
+//! the configuration, the index and the (lazily loaded) models.
 
+mod ask;
 mod ingest;
 
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
+pub use ask::{AskRequest, AskResponse, AskTimings};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport};
 
 use crate::chunk::Chunker;
@@ -16,6 +18,8 @@ use crate::config::Config;
 use crate::embed::bert::BertEmbedder;
 use crate::embed::{Embedder, EmbedderInfo};
 use crate::error::{Error, Result};
+use crate::generate::Generator;
+use crate::generate::gguf::GgufGenerator;
 use crate::search::{SearchRequest, SearchResponse};
 use crate::store::Index;
 use crate::store::manifest::Manifest;
@@ -30,6 +34,7 @@ pub struct Engine {
     embedder: OnceLock<Arc<dyn Embedder>>,
     loader: Loader,
     chunker: OnceLock<Chunker>,
+    generator: OnceLock<Arc<dyn Generator>>,
 }
 
 /// What `lore status` reports.
@@ -114,6 +119,7 @@ impl Engine {
             embedder: OnceLock::new(),
             loader,
             chunker: OnceLock::new(),
+            generator: OnceLock::new(),
         })
     }
 
@@ -135,6 +141,23 @@ impl Engine {
         }
         let loaded = (self.loader)()?;
         Ok(self.embedder.get_or_init(|| loaded))
+    }
+
+    /// The generator, loading it on first use.
+    pub fn generator(&self) -> Result<&Arc<dyn Generator>> {
+        if let Some(generator) = self.generator.get() {
+            return Ok(generator);
+        }
+        let loaded: Arc<dyn Generator> =
+            Arc::new(GgufGenerator::load(&self.config.generator_path())?);
+        Ok(self.generator.get_or_init(|| loaded))
+    }
+
+    /// Uses `generator` instead of the configured one (a fake in tests).
+    pub fn set_generator(&self, generator: Arc<dyn Generator>) -> Result<()> {
+        self.generator
+            .set(generator)
+            .map_err(|_| Error::InvalidRequest("the generator is already loaded".into()))
     }
 
     fn chunker(&self) -> Result<&Chunker> {

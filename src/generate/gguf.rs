@@ -1,0 +1,294 @@
+//! Quantized GGUF models on candle. The architecture comes from the file's
+//! `general.architecture`: `qwen2` (the default Qwen2.5-Coder) and `llama`
+//! (SmolLM2 and other Llama-family models). The tokenizer is built from the
+//! GGUF's own vocabulary; the chat template is the ChatML both families use.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use candle_core::quantized::gguf_file;
+use candle_core::quantized::tokenizer::TokenizerFromGguf;
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling as Strategy};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use tokenizers::Tokenizer;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+
+use super::{Generated, Generator, Message, Role, Sampling, StopReason};
+use crate::error::{Error, Result};
+
+/// Tokens of prompt fed to the model per forward pass.
+const PREFILL_CHUNK: usize = 512;
+
+enum Weights {
+    Qwen2(quantized_qwen2::ModelWeights),
+    Llama(quantized_llama::ModelWeights),
+}
+
+impl Weights {
+    fn forward(&mut self, x: &Tensor, index_pos: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Weights::Qwen2(m) => m.forward(x, index_pos),
+            Weights::Llama(m) => m.forward(x, index_pos),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Weights::Qwen2(m) => m.clear_kv_cache(),
+            Weights::Llama(m) => m.clear_kv_cache(),
+        }
+    }
+}
+
+/// A GGUF model loaded for generation.
+pub struct GgufGenerator {
+    weights: Mutex<Weights>,
+    tokenizer: Tokenizer,
+    end_tokens: Vec<u32>,
+    context_length: usize,
+    id: String,
+}
+
+fn model_error(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Model {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+impl GgufGenerator {
+    /// Loads the GGUF file at `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut file = std::fs::File::open(path).map_err(|e| {
+            model_error(
+                path,
+                format!("{e} (run scripts/install-models.sh, or set the generator path)"),
+            )
+        })?;
+        let content = gguf_file::Content::read(&mut file)
+            .map_err(|e| model_error(path, format!("not a GGUF file: {e}")))?;
+        let meta = |key: &str| content.metadata.get(key);
+        let arch = meta("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .ok_or_else(|| model_error(path, "no general.architecture"))?;
+        let context_length = meta(&format!("{arch}.context_length"))
+            .and_then(|v| v.to_u32().ok())
+            .map_or(2048, |n| n as usize);
+        let mut tokenizer = Tokenizer::from_gguf(&content)
+            .map_err(|e| model_error(path, format!("tokenizer: {e}")))?;
+        if meta("tokenizer.ggml.pre")
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str)
+            == Some("smollm")
+        {
+            // TokenizerFromGguf falls back to GPT-2 byte level with a prefix
+            // space for this pre-tokenizer; SmolLM splits digits and adds none.
+            tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])));
+        }
+        let mut end_tokens: Vec<u32> = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"]
+            .iter()
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .collect();
+        if let Some(eos) = meta("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
+            end_tokens.push(eos);
+        }
+        let weights = match arch.as_str() {
+            "qwen2" => Weights::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
+                content,
+                &mut file,
+                &Device::Cpu,
+            )?),
+            "llama" => Weights::Llama(quantized_llama::ModelWeights::from_gguf(
+                content,
+                &mut file,
+                &Device::Cpu,
+            )?),
+            other => {
+                return Err(model_error(
+                    path,
+                    format!("unsupported architecture '{other}' (qwen2 and llama are)"),
+                ));
+            }
+        };
+        let name = path
+            .file_name()
+            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+        Ok(GgufGenerator {
+            weights: Mutex::new(weights),
+            tokenizer,
+            end_tokens,
+            context_length,
+            id: format!("{name} ({arch})"),
+        })
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Inference(format!("tokenizer: {e}")))?
+            .get_ids()
+            .to_vec())
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| Error::Inference(format!("tokenizer: {e}")))
+    }
+}
+
+fn strategy(s: &Sampling) -> Strategy {
+    if s.temperature <= 0.0 {
+        return Strategy::ArgMax;
+    }
+    let temperature = s.temperature;
+    match (s.top_k, s.top_p < 1.0) {
+        (0, false) => Strategy::All { temperature },
+        (0, true) => Strategy::TopP {
+            p: s.top_p,
+            temperature,
+        },
+        (k, false) => Strategy::TopK { k, temperature },
+        (k, true) => Strategy::TopKThenTopP {
+            k,
+            p: s.top_p,
+            temperature,
+        },
+    }
+}
+
+/// Logits of the last position, as a 1-D tensor.
+fn last_logits(logits: Tensor) -> candle_core::Result<Tensor> {
+    match logits.rank() {
+        3 => {
+            let len = logits.dim(1)?;
+            logits.squeeze(0)?.get(len - 1)
+        }
+        2 => logits.squeeze(0),
+        _ => Ok(logits),
+    }
+}
+
+impl Generator for GgufGenerator {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(self.encode(text)?.len())
+    }
+
+    fn render(&self, messages: &[Message]) -> String {
+        let mut out = String::new();
+        for m in messages {
+            let role = match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            out.push_str(&format!("<|im_start|>{role}\n{}<|im_end|>\n", m.content));
+        }
+        out.push_str("<|im_start|>assistant\n");
+        out
+    }
+
+    fn generate(
+        &self,
+        prompt: &str,
+        sampling: &Sampling,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generated> {
+        let prompt_ids = self.encode(prompt)?;
+        if prompt_ids.is_empty() {
+            return Err(Error::InvalidRequest("empty prompt".into()));
+        }
+        if prompt_ids.len() >= self.context_length {
+            return Err(Error::InvalidRequest(format!(
+                "prompt of {} tokens does not fit the model's context of {} tokens",
+                prompt_ids.len(),
+                self.context_length
+            )));
+        }
+        let mut weights = self
+            .weights
+            .lock()
+            .map_err(|_| Error::Inference("model lock poisoned".into()))?;
+        weights.clear();
+        let start = Instant::now();
+        let mut logits = None;
+        for (n, piece) in prompt_ids.chunks(PREFILL_CHUNK).enumerate() {
+            let input = Tensor::new(piece, &Device::Cpu)?.unsqueeze(0)?;
+            logits = Some(weights.forward(&input, n * PREFILL_CHUNK)?);
+        }
+        let mut logits = last_logits(logits.ok_or_else(|| Error::Inference("no logits".into()))?)?;
+        let prompt_ms = start.elapsed().as_secs_f64() * 1000.0;
+
+        let start = Instant::now();
+        let mut processor = LogitsProcessor::from_sampling(sampling.seed, strategy(sampling));
+        let mut all = prompt_ids.clone();
+        let mut generated: Vec<u32> = Vec::new();
+        let mut emitted = 0;
+        let stop = loop {
+            if generated.len() >= sampling.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if all.len() >= self.context_length {
+                break StopReason::ContextFull;
+            }
+            let scored = if sampling.repeat_penalty == 1.0 {
+                logits.clone()
+            } else {
+                let window = &all[all.len().saturating_sub(sampling.repeat_last_n)..];
+                candle_transformers::utils::apply_repeat_penalty(
+                    &logits,
+                    sampling.repeat_penalty,
+                    window,
+                )?
+            };
+            let token = processor.sample(&scored)?;
+            if self.end_tokens.contains(&token) {
+                break StopReason::EndToken;
+            }
+            generated.push(token);
+            all.push(token);
+            // Decode everything so far and emit the new suffix, so tokens
+            // that split a UTF-8 character come out whole.
+            let text = self.decode(&generated)?;
+            if text.len() > emitted && text.is_char_boundary(emitted) && !text.ends_with('\u{FFFD}')
+            {
+                let keep_going = on_text(&text[emitted..]);
+                emitted = text.len();
+                if !keep_going {
+                    break StopReason::Cancelled;
+                }
+            }
+            let input = Tensor::new(&[token], &Device::Cpu)?.unsqueeze(0)?;
+            logits = last_logits(weights.forward(&input, all.len() - 1)?)?;
+        };
+        let text = self.decode(&generated)?;
+        if text.len() > emitted && text.is_char_boundary(emitted) {
+            on_text(&text[emitted..]);
+        }
+        Ok(Generated {
+            text,
+            prompt_tokens: prompt_ids.len(),
+            prompt_ms,
+            gen_tokens: generated.len(),
+            gen_ms: start.elapsed().as_secs_f64() * 1000.0,
+            stop,
+        })
+    }
+}

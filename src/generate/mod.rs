@@ -1,0 +1,120 @@
+//! Text generation: the [`Generator`] seam and its sampling parameters.
+//! [`gguf::GgufGenerator`] runs a quantized GGUF model with candle,
+//! choosing the architecture from the file's metadata.
+
+pub mod gguf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Who says a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The person asking.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One message of a chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who says it.
+    pub role: Role,
+    /// What is said.
+    pub content: String,
+}
+
+/// How tokens are chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sampling {
+    /// 0 = greedy.
+    pub temperature: f64,
+    /// Nucleus mass kept (1.0 = all).
+    pub top_p: f64,
+    /// Candidates kept (0 = all).
+    pub top_k: usize,
+    /// Penalty on tokens seen in the last `repeat_last_n` (1.0 = none).
+    pub repeat_penalty: f32,
+    /// Window of the repeat penalty.
+    pub repeat_last_n: usize,
+    /// Random seed: same seed and input, same output.
+    pub seed: u64,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            temperature: 0.0,
+            top_p: 0.9,
+            top_k: 40,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            seed: 42,
+            max_tokens: 256,
+        }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model emitted an end token.
+    EndToken,
+    /// `max_tokens` reached.
+    MaxTokens,
+    /// The context window is full.
+    ContextFull,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generated {
+    /// The text produced.
+    pub text: String,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Time to process the prompt.
+    pub prompt_ms: f64,
+    /// Tokens generated.
+    pub gen_tokens: usize,
+    /// Time to generate them.
+    pub gen_ms: f64,
+    /// Why it stopped.
+    pub stop: StopReason,
+}
+
+/// A language model that continues a chat.
+///
+/// Contract: `generate` is deterministic for the same prompt, sampling and
+/// seed; it never feeds the model more than `context_length` tokens (a
+/// prompt that does not fit is an error, not a crash); `on_text` receives
+/// the text as it is produced, in order, and returning `false` stops
+/// generation. Implementations serialise concurrent calls internally.
+pub trait Generator: Send + Sync {
+    /// Identity (file name and architecture).
+    fn id(&self) -> &str;
+    /// The context window in tokens.
+    fn context_length(&self) -> usize;
+    /// Tokens of `text` in the model's vocabulary.
+    fn count_tokens(&self, text: &str) -> Result<usize>;
+    /// The chat rendered in the model's template, ready for generation.
+    fn render(&self, messages: &[Message]) -> String;
+    /// Continues `prompt`.
+    fn generate(
+        &self,
+        prompt: &str,
+        sampling: &Sampling,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generated>;
+}

@@ -1,0 +1,98 @@
+//! `lore ask` with the light generator (SmolLM2-135M): determinism, bad
+//! sizes as clear errors, abstention. Answer quality is measured with the
+//! default model separately (it takes minutes on a CPU).
+
+use crate::util::{json, lore, root};
+
+fn tiny_index() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    json(
+        lore(&index)
+            .arg("ingest")
+            .arg(root().join("corpora/tiny"))
+            .arg("--json"),
+    );
+    (tmp, index)
+}
+
+#[test]
+fn same_seed_gives_the_same_answer() {
+    let (_tmp, index) = tiny_index();
+    let ask = || {
+        let mut out = json(lore(&index).args([
+            "ask",
+            "How many grams of coffee go into an espresso?",
+            "--generator",
+            "light",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "7",
+            "--max-tokens",
+            "24",
+            "--json",
+        ]));
+        out.as_object_mut().unwrap().remove("timings");
+        out
+    };
+    let first = ask();
+    assert!(!first["answer"].as_str().unwrap().is_empty(), "{first}");
+    assert_eq!(first["abstained"], false, "{first}");
+    assert!(!first["retrieved"].as_array().unwrap().is_empty());
+    assert_eq!(first, ask());
+}
+
+#[test]
+fn oversized_question_and_tiny_window_are_clear_errors() {
+    let (tmp, index) = tiny_index();
+    let question = format!(
+        "espresso {}",
+        "please explain the grind size again ".repeat(500)
+    );
+    let out = lore(&index)
+        .args(["ask", &question, "--generator", "light"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("do not fit"));
+    std::fs::write(
+        tmp.path().join("lore.toml"),
+        "[generator]\ncontext_tokens = 64\n",
+    )
+    .unwrap();
+    let out = lore(&index)
+        .args([
+            "ask",
+            "How many grams of coffee go into an espresso?",
+            "--generator",
+            "light",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn out_of_corpus_question_abstains() {
+    let (_tmp, index) = tiny_index();
+    let out = json(lore(&index).args([
+        "ask",
+        "Who won the 1998 FIFA World Cup?",
+        "--generator",
+        "light",
+        "--json",
+    ]));
+    assert_eq!(out["abstained"], true, "{out}");
+    assert!(out["citations"].as_array().unwrap().is_empty());
+}
