@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Answer quality of `lore ask` on a corpus's questions.jsonl
+({question, answer, source}) and optional out-of-corpus.jsonl ({question}).
+
+    python3 scripts/ask_quality.py LORE_BINARY INDEX corpora/handbook [extra lore ask flags...]
+
+Reports: share of answers containing the gold fact (case- and
+punctuation-insensitive), share citing the gold source, abstention rate on
+out-of-corpus questions.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+lore, index, corpus, *flags = sys.argv[1:]
+
+
+def norm(s):
+    return re.sub(r"[^a-z0-9]+", " ", s.lower()).strip()
+
+
+def ask(question):
+    out = subprocess.run([lore, "--index", index, "ask", question, "--json", *flags],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+fact = cited = n = 0
+for line in open(os.path.join(corpus, "questions.jsonl")):
+    q = json.loads(line)
+    r = ask(q["question"])
+    n += 1
+    has_fact = norm(q["answer"]) in norm(r["answer"])
+    has_source = any(c["path"].endswith(q["source"]) for c in r["citations"])
+    fact += has_fact
+    cited += has_source
+    print(f"{'F' if has_fact else '-'}{'C' if has_source else '-'} {q['question']!r} -> {r['answer'][:100]!r}", flush=True)
+print(f"gold fact in answer: {fact}/{n} = {fact / n:.0%}; gold source cited: {cited}/{n} = {cited / n:.0%}")
+ooc_path = os.path.join(corpus, "out-of-corpus.jsonl")
+if os.path.exists(ooc_path):
+    qs = [json.loads(l)["question"] for l in open(ooc_path)]
+    abstained = sum(ask(q)["abstained"] for q in qs)
+    print(f"out-of-corpus abstained: {abstained}/{len(qs)} = {abstained / len(qs):.0%}")
