@@ -370,22 +370,7 @@ fn remove_older_generations(dir: &Path, keep: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unit(seed: u64, dim: usize) -> Vec<f32> {
-        let mut state = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut v: Vec<f32> = (0..dim)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-            })
-            .collect();
-        crate::embed::normalize(&mut v);
-        v
-    }
+    use crate::store::flat::conformance::unit;
 
     #[test]
     fn removed_slots_never_appear_and_k_is_still_filled() {
