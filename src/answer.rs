@@ -1,6 +1,11 @@
-//! Generated text → an [`Answer`]: citation numbers resolved to the chunks
-//! they name, numbers that name nothing dropped and reported, and the
-//! abstention recognised.
+//! Generated text → citations: numbers resolved to the chunks they name,
+//! numbers that name nothing dropped and reported, citations checked against
+//! the text they cite, and the abstention recognised.
+//!
+//! The check: a small model often quotes source 1 and writes `[2]`. Each
+//! sentence's content words are compared with every source; when the cited
+//! source holds few of them and another holds most, the citation is moved
+//! to that source (in the text too) and the move is reported.
 
 use std::ops::Range;
 
@@ -71,6 +76,90 @@ pub fn resolve(text: &str, sources: &[Source]) -> (Vec<Citation>, Vec<usize>) {
     (citations, invalid)
 }
 
+/// A citation moved to the source that supports its sentence.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Correction {
+    /// The number the model wrote.
+    pub from: usize,
+    /// The number of the source that holds the sentence's words.
+    pub to: usize,
+}
+
+/// Share of a sentence's words a source must hold to support it.
+const SUPPORTED: f64 = 0.6;
+/// How much better another source must do before a citation is moved.
+const MARGIN: f64 = 0.25;
+
+/// Lower-case words of three or more letters or digits: enough to compare a
+/// sentence with a source without a stop-word list.
+fn content_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() >= 3 || w.chars().all(|c| c.is_ascii_digit()) && !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn support(words: &[String], source: &str) -> f64 {
+    if words.is_empty() {
+        return 0.0;
+    }
+    let have: std::collections::HashSet<String> = content_words(source).into_iter().collect();
+    words.iter().filter(|w| have.contains(*w)).count() as f64 / words.len() as f64
+}
+
+/// Checks each `[n]` against the sentence it ends or starts, moving it to a
+/// source that supports the sentence much better. Returns the corrected
+/// text and the moves made.
+pub fn verify(text: &str, sources: &[Source]) -> (String, Vec<Correction>) {
+    let mut out = String::with_capacity(text.len());
+    let mut corrections = Vec::new();
+    for sentence in text.split_inclusive(['.', '!', '?', '\n']) {
+        let cited = cited_numbers(sentence);
+        let words: Vec<String> = content_words(&strip_citations(sentence));
+        let mut fixed = sentence.to_string();
+        for n in cited {
+            let Some(source) = sources.iter().find(|s| s.n == n) else {
+                continue;
+            };
+            let own = support(&words, &source.hit.text);
+            let best = sources
+                .iter()
+                .map(|s| (s.n, support(&words, &s.hit.text)))
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+            if let Some((to, score)) = best
+                && to != n
+                && own < SUPPORTED
+                && score >= SUPPORTED
+                && score >= own + MARGIN
+            {
+                fixed = fixed.replace(&format!("[{n}]"), &format!("[{to}]"));
+                corrections.push(Correction { from: n, to });
+            }
+        }
+        out.push_str(&fixed);
+    }
+    (out, corrections)
+}
+
+/// `text` without its `[n]` markers and the words around a leading
+/// "According to".
+fn strip_citations(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        match rest[open..].find(']') {
+            Some(close) => rest = &rest[open + close + 1..],
+            None => {
+                rest = &rest[open..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("According to", "")
+}
+
 /// True when the model said the sources do not hold the answer.
 pub fn is_abstention(text: &str) -> bool {
     let t = text.trim().to_lowercase();
@@ -89,6 +178,43 @@ mod tests {
             vec![1, 2, 3, 10]
         );
         assert!(cited_numbers("no citations [here]").is_empty());
+    }
+
+    fn source(n: usize, text: &str) -> Source {
+        Source {
+            n,
+            hit: crate::search::Hit {
+                rank: n,
+                score: 1.0,
+                doc_id: crate::types::DocId(format!("d{n}")),
+                path: format!("/d{n}.md"),
+                chunk_id: ChunkId(format!("c{n}")),
+                byte_range: 0..1,
+                heading: Vec::new(),
+                text: text.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_citation_of_the_wrong_source_is_moved_to_the_right_one() {
+        let sources = [
+            source(1, "The gateway allows 600 requests per minute per API key."),
+            source(
+                2,
+                "ledger-api listens on port 8443 behind the load balancer.",
+            ),
+        ];
+        let (text, moved) = verify(
+            "According to [2], the gateway allows 600 requests per minute per API key.",
+            &sources,
+        );
+        assert_eq!(moved, vec![Correction { from: 2, to: 1 }]);
+        assert!(text.starts_with("According to [1]"));
+        // A correct citation is left alone.
+        let (text, moved) = verify("It listens on port 8443 [2].", &sources);
+        assert!(moved.is_empty());
+        assert_eq!(text, "It listens on port 8443 [2].");
     }
 
     #[test]

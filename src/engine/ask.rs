@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::Engine;
-use crate::answer::{Citation, is_abstention, resolve};
+use crate::answer::{Citation, Correction, is_abstention, resolve, verify};
 use crate::error::{Error, Result};
 use crate::generate::Sampling;
 use crate::prompt::{self, NOT_IN_DOCUMENTS};
@@ -58,6 +58,9 @@ pub struct AskResponse {
     pub citations: Vec<Citation>,
     /// Citation numbers that pointed at no source (dropped).
     pub invalid_citations: Vec<usize>,
+    /// Citations moved to the source that supports their sentence (the
+    /// answer text shows the corrected numbers).
+    pub corrected_citations: Vec<Correction>,
     /// The retrieved chunks, best first.
     pub retrieved: Vec<Hit>,
     /// Timings.
@@ -93,6 +96,7 @@ impl Engine {
                 abstained: true,
                 citations: Vec::new(),
                 invalid_citations: Vec::new(),
+                corrected_citations: Vec::new(),
                 retrieved,
                 timings,
             });
@@ -110,21 +114,26 @@ impl Engine {
             context,
             request.sampling.max_tokens,
         )?;
-        let generated = generator.generate(
-            &generator.render(&built.messages),
-            &request.sampling,
-            on_text,
-        )?;
-        let (citations, invalid_citations) = resolve(&generated.text, &built.sources);
+        let rendered = format!(
+            "{}{}",
+            generator.render(&built.messages),
+            prompt::ANSWER_PREFIX
+        );
+        on_text(prompt::ANSWER_PREFIX);
+        let mut generated = generator.generate(&rendered, &request.sampling, on_text)?;
+        generated.text = format!("{}{}", prompt::ANSWER_PREFIX, generated.text);
+        let (text, corrected_citations) = verify(&generated.text, &built.sources);
+        let (citations, invalid_citations) = resolve(&text, &built.sources);
         timings.prompt_tokens = generated.prompt_tokens;
         timings.prompt_ms = generated.prompt_ms;
         timings.gen_tokens = generated.gen_tokens;
         timings.gen_ms = generated.gen_ms;
         Ok(AskResponse {
-            abstained: is_abstention(&generated.text),
-            answer: generated.text.trim().to_string(),
+            abstained: is_abstention(&text),
+            answer: text.trim().to_string(),
             citations,
             invalid_citations,
+            corrected_citations,
             retrieved,
             timings,
         })

@@ -2,7 +2,8 @@
 //! chunks are numbered [1]..[n] with their source paths and packed, best
 //! first, into a token budget: the context window minus the system prompt,
 //! the question and the tokens reserved for the answer. The wording lives
-//! in `system.txt` and `user.txt` beside this file (golden-tested).
+//! in `system.txt` and `user.txt` beside this file (golden-tested). The
+//! answer itself is started for the model with [`ANSWER_PREFIX`].
 
 use serde::Serialize;
 
@@ -14,6 +15,10 @@ use crate::search::Hit;
 pub const SYSTEM: &str = include_str!("system.txt");
 /// The user message; `{sources}` and `{question}` are filled in.
 pub const USER: &str = include_str!("user.txt");
+/// The start of the answer, written for the model: it continues with a
+/// source number, so every answer carries at least one citation in the
+/// format lore parses (a small model skips the instruction otherwise).
+pub const ANSWER_PREFIX: &str = "According to [";
 /// What the model is told to say when the sources lack the answer.
 pub const NOT_IN_DOCUMENTS: &str = "I don't know based on the documents.";
 
