@@ -188,8 +188,8 @@ struct SearchArgs {
 struct AskArgs {
     /// The question.
     question: String,
-    /// Chunks to retrieve.
-    #[arg(short, default_value_t = 5)]
+    /// Chunks given to the model (more context, slower prompt processing).
+    #[arg(short, default_value_t = 3)]
     k: usize,
     /// Only documents matching KEY=VALUE (as for search).
     #[arg(long, value_name = "KEY=VALUE")]
