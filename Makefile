@@ -1,6 +1,6 @@
 # lore — the two commands of the README, and the helpers behind them.
 #
-#   make demo   install models, build, ingest the sample handbook, ask it something
+#   make demo   install models, build, ingest the sample handbook, search it and ask it
 #   make test   install models, run the whole test suite
 #
 # Builds go to a persistent target directory under the user's cache so that
@@ -18,6 +18,7 @@ demo: models build
 	$(LORE) --index $(DEMO_INDEX) ingest corpora/handbook/docs
 	$(LORE) --index $(DEMO_INDEX) status
 	$(LORE) --index $(DEMO_INDEX) search "$(QUESTION)" -k 3
+	$(LORE) --index $(DEMO_INDEX) ask "$(QUESTION)"
 
 test: models
 	cargo test --release
