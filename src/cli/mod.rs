@@ -520,7 +520,7 @@ fn eval(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
     let explicit_index = global.index.is_some() || std::env::var_os("LORE_INDEX").is_some();
     let config = config(global, |c| {
         if !explicit_index {
-            c.index = eval_index_dir(&c.models, &args.dir);
+            c.index = eval_index_dir(&args.dir);
         }
     })?;
     let engine = Engine::open(config).context("while opening the evaluation index")?;
@@ -562,9 +562,9 @@ fn eval(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A per-dataset index next to the models cache, so `lore eval` never
-/// writes into the dataset folder and reruns reuse the index.
-fn eval_index_dir(models: &std::path::Path, dataset: &std::path::Path) -> PathBuf {
+/// A per-dataset index in the user's cache, so `lore eval` never writes
+/// into the dataset folder and reruns reuse the index.
+fn eval_index_dir(dataset: &std::path::Path) -> PathBuf {
     let canonical = dataset
         .canonicalize()
         .unwrap_or_else(|_| dataset.to_path_buf());
@@ -572,9 +572,12 @@ fn eval_index_dir(models: &std::path::Path, dataset: &std::path::Path) -> PathBu
         .file_name()
         .map_or_else(|| "dataset".into(), |n| n.to_string_lossy().into_owned());
     let hash = lore::types::content_hash(canonical.display().to_string().as_bytes());
-    let cache = models
-        .parent()
-        .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+    // $XDG_CACHE_HOME/lore, else ~/.cache/lore (where the models live by default).
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("lore");
     cache.join("eval").join(format!("{name}-{}", &hash[..8]))
 }
 
