@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::RwLock;
 
-use super::VectorIndex;
 use super::vectors::dot;
+use super::{VectorIndex, check_dims};
 use crate::error::{Error, Result};
 use crate::types::Slot;
 
@@ -33,12 +33,7 @@ impl FlatVectorIndex {
 
 impl VectorIndex for FlatVectorIndex {
     fn insert(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
-        if let Some((_, v)) = items.iter().find(|(_, v)| v.len() != self.dim) {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: v.len(),
-            });
-        }
+        check_dims(self.dim, items.iter().map(|(_, v)| v.as_slice()))?;
         let mut vectors = self.vectors.write().map_err(|_| Self::lock_err())?;
         vectors.extend(items.iter().cloned());
         Ok(())
@@ -58,12 +53,7 @@ impl VectorIndex for FlatVectorIndex {
         k: usize,
         filter: Option<&(dyn Fn(Slot) -> bool + Sync)>,
     ) -> Result<Vec<(Slot, f32)>> {
-        if query.len() != self.dim {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: query.len(),
-            });
-        }
+        check_dims(self.dim, [query])?;
         let vectors = self.vectors.read().map_err(|_| Self::lock_err())?;
         let mut scored: Vec<(Slot, f32)> = vectors
             .iter()

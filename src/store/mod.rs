@@ -128,6 +128,18 @@ pub trait DocStore: Send + Sync {
     fn size_on_disk(&self) -> Result<u64>;
 }
 
+/// Fails with [`crate::Error::DimensionMismatch`] unless every vector has
+/// `dim` elements (shared by the [`VectorIndex`] implementations).
+pub fn check_dims<'a>(dim: usize, vectors: impl IntoIterator<Item = &'a [f32]>) -> Result<()> {
+    match vectors.into_iter().find(|v| v.len() != dim) {
+        Some(v) => Err(crate::Error::DimensionMismatch {
+            expected: dim,
+            got: v.len(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Approximate nearest-neighbour search over unit vectors, keyed by slot.
 ///
 /// Contract: `insert` and `remove` are visible to `search` at once and

@@ -17,7 +17,7 @@ use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::{Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 
-use super::VectorIndex;
+use super::{VectorIndex, check_dims};
 use crate::config::HnswConfig;
 use crate::error::{Error, Result};
 use crate::types::Slot;
@@ -144,14 +144,8 @@ impl HnswVectorIndex {
         self.inner.write().map_err(|_| err("lock poisoned"))
     }
 
-    fn check_dims(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
-        match items.iter().find(|(_, v)| v.len() != self.dim) {
-            Some((_, v)) => Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: v.len(),
-            }),
-            None => Ok(()),
-        }
+    fn check_items(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
+        check_dims(self.dim, items.iter().map(|(_, v)| v.as_slice()))
     }
 }
 
@@ -229,7 +223,7 @@ fn sync_files(dir: &Path) -> Result<()> {
 
 impl VectorIndex for HnswVectorIndex {
     fn insert(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
-        self.check_dims(items)?;
+        self.check_items(items)?;
         let inner = self.read()?;
         let data: Vec<(&[f32], usize)> = items
             .iter()
@@ -251,12 +245,7 @@ impl VectorIndex for HnswVectorIndex {
         k: usize,
         filter: Option<&(dyn Fn(Slot) -> bool + Sync)>,
     ) -> Result<Vec<(Slot, f32)>> {
-        if query.len() != self.dim {
-            return Err(Error::DimensionMismatch {
-                expected: self.dim,
-                got: query.len(),
-            });
-        }
+        check_dims(self.dim, [query])?;
         let inner = self.read()?;
         if inner.graph.get_nb_point() == 0 || k == 0 {
             return Ok(Vec::new());
@@ -333,7 +322,7 @@ impl VectorIndex for HnswVectorIndex {
     }
 
     fn rebuild(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
-        self.check_dims(items)?;
+        self.check_items(items)?;
         let graph = new_graph(&self.config, items.len());
         let data: Vec<(&[f32], usize)> = items
             .iter()
