@@ -4,7 +4,6 @@
 //! a grammar is built in, everything else on sentences and words. Every chunk
 //! keeps its byte range in the source and, for Markdown, its heading path.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
@@ -197,11 +196,6 @@ pub fn embedding_input(chunk_heading: &[String], text: &str) -> String {
     }
 }
 
-/// Byte range of a chunk inside its document's text.
-pub fn text_range(doc: &Document, chunk: &Chunk) -> Range<usize> {
-    chunk.byte_range.start - doc.text_offset..chunk.byte_range.end - doc.text_offset
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,7 +236,9 @@ mod tests {
         let d = doc(DocKind::Text, "alpha beta gamma delta", 10);
         let chunker = Chunker::new(Sizer::Chars, 11, 0).unwrap();
         for chunk in chunker.chunk(&d) {
-            assert_eq!(&d.text[text_range(&d, &chunk)], chunk.text);
+            let in_text =
+                chunk.byte_range.start - d.text_offset..chunk.byte_range.end - d.text_offset;
+            assert_eq!(&d.text[in_text], chunk.text);
         }
     }
 

@@ -2,23 +2,11 @@
 //! sizes as clear errors, abstention. Answer quality is measured with the
 //! default model separately (it takes minutes on a CPU).
 
-use crate::util::{json, lore, root};
-
-fn tiny_index() -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let index = tmp.path().join("index");
-    json(
-        lore(&index)
-            .arg("ingest")
-            .arg(root().join("corpora/tiny"))
-            .arg("--json"),
-    );
-    (tmp, index)
-}
+use crate::util::{fails, ingested, json, lore};
 
 #[test]
 fn same_seed_gives_the_same_answer() {
-    let (_tmp, index) = tiny_index();
+    let (_tmp, index) = ingested("corpora/tiny");
     let ask = || {
         let mut out = json(lore(&index).args([
             "ask",
@@ -45,47 +33,27 @@ fn same_seed_gives_the_same_answer() {
 
 #[test]
 fn oversized_question_and_tiny_window_are_clear_errors() {
-    let (tmp, index) = tiny_index();
+    let (tmp, index) = ingested("corpora/tiny");
     let question = format!(
         "espresso {}",
         "please explain the grind size again ".repeat(500)
     );
-    let out = lore(&index)
-        .args(["ask", &question, "--generator", "light"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("do not fit"));
+    let (code, stderr) = fails(lore(&index).args(["ask", &question, "--generator", "light"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("do not fit"), "{stderr}");
     std::fs::write(
         tmp.path().join("lore.toml"),
         "[generator]\ncontext_tokens = 64\n",
     )
     .unwrap();
-    let out = lore(&index)
-        .args([
-            "ask",
-            "How many grams of coffee go into an espresso?",
-            "--generator",
-            "light",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let question = "How many grams of coffee go into an espresso?";
+    let (code, stderr) = fails(lore(&index).args(["ask", question, "--generator", "light"]));
+    assert_eq!(code, Some(2), "{stderr}");
 }
 
 #[test]
 fn out_of_corpus_question_abstains() {
-    let (_tmp, index) = tiny_index();
+    let (_tmp, index) = ingested("corpora/tiny");
     let out = json(lore(&index).args([
         "ask",
         "Who won the 1998 FIFA World Cup?",

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::util::{copy_dir, json, lore, root, run_ok, status};
+use crate::util::{copy_dir, fails, ingested, json, lore, root, run_ok, status};
 
 fn skipped_reason(report: &serde_json::Value, name: &str) -> String {
     report["skipped"]
@@ -144,10 +144,8 @@ fn changed_files_are_replaced_and_vanished_files_removed() {
 
 #[test]
 fn remove_by_path_and_by_document_id() {
-    let tmp = tempfile::tempdir().unwrap();
-    let index = tmp.path().join("index");
+    let (tmp, index) = ingested("corpora/tiny");
     let corpus = root().join("corpora/tiny");
-    json(lore(&index).arg("ingest").arg(&corpus).arg("--json"));
     let removed = json(
         lore(&index)
             .arg("remove")
@@ -162,12 +160,15 @@ fn remove_by_path_and_by_document_id() {
     let s = status(&index);
     assert_eq!(s["documents"], 5, "{s}");
     assert_eq!(s["consistent"], true, "{s}");
-    let missing = lore(&index)
-        .args(["remove", "no-such-thing"])
-        .output()
-        .unwrap();
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    let (code, stderr) = fails(lore(&index).args(["remove", "no-such-thing"]));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("not found"), "{stderr}");
+    // Commands that only use an index do not create one.
+    let nowhere = tmp.path().join("nothing-here");
+    let (code, stderr) = fails(lore(&nowhere).arg("status"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("lore ingest"), "{stderr}");
+    assert!(!nowhere.exists());
 }
 
 #[test]

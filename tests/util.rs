@@ -81,3 +81,31 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn status(index: &Path) -> serde_json::Value {
     json(lore(index).args(["status", "--json"]))
 }
+
+/// A temporary directory holding an index of `corpus` (relative to the
+/// repository root); keep the directory alive while the index is used.
+pub fn ingested(corpus: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    json(
+        lore(&index)
+            .arg("ingest")
+            .arg(root().join(corpus))
+            .arg("--json"),
+    );
+    (tmp, index)
+}
+
+/// Runs `cmd`, expecting it to fail; returns its exit code and stderr.
+pub fn fails(cmd: &mut Command) -> (Option<i32>, String) {
+    let out = cmd.output().expect("lore runs");
+    assert!(
+        !out.status.success(),
+        "expected a failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -85,8 +85,9 @@ impl Engine {
             filter: request.filter.clone(),
             ..SearchRequest::new(request.question.clone(), request.k, Mode::Hybrid)
         };
-        let retrieved = self.search(&search)?.hits;
-        let relevant = self.best_dense_score(&search)? >= self.config.generator.min_score;
+        let found = self.search(&search)?;
+        let relevant = found.best_dense.unwrap_or(0.0) >= self.config.generator.min_score;
+        let retrieved = found.hits;
         let mut timings = AskTimings {
             retrieve_ms: start.elapsed().as_secs_f64() * 1000.0,
             ..AskTimings::default()
@@ -139,16 +140,5 @@ impl Engine {
             retrieved,
             timings,
         })
-    }
-
-    /// Cosine of the best chunk for the question (inside the filter): the
-    /// signal for "the documents say nothing about this".
-    fn best_dense_score(&self, search: &SearchRequest) -> Result<f32> {
-        let dense = SearchRequest {
-            mode: Mode::Dense,
-            k: 1,
-            ..search.clone()
-        };
-        Ok(self.search(&dense)?.hits.first().map_or(0.0, |h| h.score))
     }
 }

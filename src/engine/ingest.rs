@@ -135,8 +135,17 @@ impl Engine {
             run.skip(skipped);
         }
         run.remove_vanished(&found.roots, &found.files)?;
-        let (unchanged, stale): (Vec<&FoundFile>, Vec<&FoundFile>) =
-            found.files.iter().partition(|f| run.is_unchanged(f));
+        let (unchanged, stale): (Vec<&FoundFile>, Vec<&FoundFile>) = found.files.iter().try_fold(
+            (Vec::new(), Vec::new()),
+            |(mut same, mut stale), file| {
+                if run.is_unchanged(file)? {
+                    same.push(file);
+                } else {
+                    stale.push(file);
+                }
+                Ok::<_, Error>((same, stale))
+            },
+        )?;
         run.report.unchanged = unchanged.len() as u64;
         for file in unchanged {
             progress.file_done(&file.path.display().to_string());
@@ -225,16 +234,16 @@ impl Run<'_> {
         self.report.skipped.push(skipped);
     }
 
-    fn is_unchanged(&self, file: &FoundFile) -> bool {
+    fn is_unchanged(&self, file: &FoundFile) -> Result<bool> {
         let path = file.path.display().to_string();
-        match self.engine.index.docs().file(&path) {
-            Ok(Some(record)) => {
+        Ok(match self.engine.index.docs().file(&path)? {
+            Some(record) => {
                 record.size == file.size
                     && record.mtime_ns == file.mtime_ns
                     && !record.hash.is_empty()
             }
-            _ => false,
-        }
+            None => false,
+        })
     }
 
     /// Removes files recorded under a walked folder that no longer exist.

@@ -153,13 +153,6 @@ impl Engine {
         Ok(self.generator.get_or_init(|| loaded))
     }
 
-    /// Uses `generator` instead of the configured one (a fake in tests).
-    pub fn set_generator(&self, generator: Arc<dyn Generator>) -> Result<()> {
-        self.generator
-            .set(generator)
-            .map_err(|_| Error::InvalidRequest("the generator is already loaded".into()))
-    }
-
     fn chunker(&self) -> Result<&Chunker> {
         if let Some(chunker) = self.chunker.get() {
             return Ok(chunker);

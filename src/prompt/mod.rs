@@ -38,8 +38,6 @@ pub struct Prompt {
     pub messages: Vec<Message>,
     /// The sources it cites, by number.
     pub sources: Vec<Source>,
-    /// Hits left out for lack of room.
-    pub dropped: usize,
 }
 
 fn render_source(n: usize, hit: &Hit) -> String {
@@ -104,7 +102,6 @@ pub fn build(
     }
     Ok(Prompt {
         messages: frame(text.trim_end()),
-        dropped: hits.len() - sources.len(),
         sources,
     })
 }
@@ -186,7 +183,6 @@ mod tests {
         let kept: Vec<&str> = prompt.sources.iter().map(|s| s.hit.text.as_str()).collect();
         assert_eq!(kept, ["short and best", "short too"]);
         assert_eq!(prompt.sources[1].n, 2, "numbers stay consecutive");
-        assert_eq!(prompt.dropped, 1);
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub struct SearchResponse {
     pub hits: Vec<Hit>,
     /// Where the time went.
     pub timings: Timings,
+    /// Cosine of the best chunk the dense retriever found (not in the JSON:
+    /// `ask` uses it to decide whether the documents can answer at all).
+    #[serde(skip)]
+    pub best_dense: Option<f32>,
 }
 
 fn ms_since(start: Instant) -> f64 {
@@ -154,6 +158,7 @@ pub fn search(
         timings.bm25_ms = ms_since(t);
         hits
     };
+    let best_dense = dense.first().map(|(_, score)| *score);
     let ranked = match (request.mode, config.fusion) {
         (Mode::Dense, _) => dense,
         (Mode::Bm25, _) => keyword,
@@ -164,7 +169,11 @@ pub fn search(
     };
     let hits = resolve(index, &ranked, request.k, request.collapse)?;
     timings.total_ms = ms_since(start);
-    Ok(SearchResponse { hits, timings })
+    Ok(SearchResponse {
+        hits,
+        timings,
+        best_dense,
+    })
 }
 
 /// Vector search, inside `allowed` when given. The graph search may come

@@ -301,8 +301,4 @@ impl DocStore for SledDocStore {
         self.db.flush()?;
         Ok(())
     }
-
-    fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
-    }
 }

@@ -50,7 +50,6 @@ pub struct IndexStatus {
 /// The stores of one index directory.
 pub struct Index {
     dir: PathBuf,
-    manifest: Manifest,
     docs: Box<dyn DocStore>,
     vectors: Box<dyn VectorIndex>,
     keywords: Box<dyn KeywordIndex>,
@@ -62,7 +61,7 @@ impl Index {
     /// derived stores up to date with sled (crash recovery).
     pub fn open(dir: &Path, embedder: &EmbedderInfo, hnsw: &HnswConfig) -> Result<Index> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let manifest = Manifest::open_or_create(dir, embedder)?;
+        Manifest::open_or_create(dir, embedder)?;
         let docs = SledDocStore::open(&dir.join("docs"))?;
         let keywords = TantivyKeywordIndex::open(&dir.join("keywords"))?;
         let vectors_dir = dir.join("vectors");
@@ -78,7 +77,6 @@ impl Index {
         };
         let index = Index {
             dir: dir.to_path_buf(),
-            manifest,
             docs: Box::new(docs),
             vectors: Box::new(vectors),
             keywords: Box::new(keywords),
@@ -91,11 +89,6 @@ impl Index {
     /// The index directory.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The manifest.
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
     }
 
     /// The doc store (read access for search and status).

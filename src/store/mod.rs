@@ -124,8 +124,6 @@ pub trait DocStore: Send + Sync {
     fn counts(&self) -> Result<DocCounts>;
     /// Makes every applied change durable.
     fn flush(&self) -> Result<()>;
-    /// Bytes on disk.
-    fn size_on_disk(&self) -> Result<u64>;
 }
 
 /// Fails with [`crate::Error::DimensionMismatch`] unless every vector has
