@@ -223,18 +223,19 @@ impl Index {
         let counts = self.docs.counts()?;
         let vectors = self.vectors.len();
         let keyword_docs = self.keywords.count()?;
+        let tombstones = self.vectors.tombstone_count();
         let consistent = counts.chunks == counts.slots
             && counts.chunks == counts.vectors
             && counts.chunks == vectors
             && counts.chunks == keyword_docs
             && counts.pending_keywords == 0
-            && counts.tombstones == self.vectors.tombstone_count();
+            && counts.tombstones == tombstones;
         Ok(IndexStatus {
             documents: counts.documents,
             chunks: counts.chunks,
             vectors,
             keyword_docs,
-            tombstones: self.vectors.tombstone_count(),
+            tombstones,
             pending: counts.pending_keywords,
             index_bytes: dir_size(&self.dir),
             consistent,
