@@ -4,7 +4,7 @@
 
 pub mod bert;
 pub mod hash;
-mod kernels;
+pub(crate) mod kernels;
 
 use serde::{Deserialize, Serialize};
 

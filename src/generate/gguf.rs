@@ -2,6 +2,7 @@
 //! `general.architecture`: `qwen2` (the default Qwen2.5-Coder) and `llama`
 //! (SmolLM2 and other Llama-family models). The tokenizer is built from the
 //! GGUF's own vocabulary; the chat template is the ChatML both families use.
+//! The forward pass is [`super::decoder`].
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -9,44 +10,22 @@ use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
-use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling as Strategy};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use tokenizers::Tokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 
+use super::decoder::Decoder;
 use super::{Generated, Generator, Message, Role, Sampling, StopReason};
 use crate::error::{Error, Result};
 
 /// Tokens of prompt fed to the model per forward pass.
 const PREFILL_CHUNK: usize = 512;
 
-enum Weights {
-    Qwen2(quantized_qwen2::ModelWeights),
-    Llama(quantized_llama::ModelWeights),
-}
-
-impl Weights {
-    fn forward(&mut self, x: &Tensor, index_pos: usize) -> candle_core::Result<Tensor> {
-        match self {
-            Weights::Qwen2(m) => m.forward(x, index_pos),
-            Weights::Llama(m) => m.forward(x, index_pos),
-        }
-    }
-
-    fn clear(&mut self) {
-        match self {
-            Weights::Qwen2(m) => m.clear_kv_cache(),
-            Weights::Llama(m) => m.clear_kv_cache(),
-        }
-    }
-}
-
 /// A GGUF model loaded for generation.
 pub struct GgufGenerator {
-    weights: Mutex<Weights>,
+    decoder: Mutex<Decoder>,
     tokenizer: Tokenizer,
     end_tokens: Vec<u32>,
     context_length: usize,
@@ -100,29 +79,19 @@ impl GgufGenerator {
         if let Some(eos) = meta("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
             end_tokens.push(eos);
         }
-        let weights = match arch.as_str() {
-            "qwen2" => Weights::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
-                content,
-                &mut file,
-                &Device::Cpu,
-            )?),
-            "llama" => Weights::Llama(quantized_llama::ModelWeights::from_gguf(
-                content,
-                &mut file,
-                &Device::Cpu,
-            )?),
-            other => {
-                return Err(model_error(
-                    path,
-                    format!("unsupported architecture '{other}' (qwen2 and llama are)"),
-                ));
-            }
-        };
+        if !matches!(arch.as_str(), "qwen2" | "llama") {
+            return Err(model_error(
+                path,
+                format!("unsupported architecture '{arch}' (qwen2 and llama are)"),
+            ));
+        }
+        let decoder = Decoder::load(&content, &mut file, &arch, context_length)
+            .map_err(|e| model_error(path, e))?;
         let name = path
             .file_name()
             .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
         Ok(GgufGenerator {
-            weights: Mutex::new(weights),
+            decoder: Mutex::new(decoder),
             tokenizer,
             end_tokens,
             context_length,
@@ -163,18 +132,6 @@ fn strategy(s: &Sampling) -> Strategy {
             p: s.top_p,
             temperature,
         },
-    }
-}
-
-/// Logits of the last position, as a 1-D tensor.
-fn last_logits(logits: Tensor) -> candle_core::Result<Tensor> {
-    match logits.rank() {
-        3 => {
-            let len = logits.dim(1)?;
-            logits.squeeze(0)?.get(len - 1)
-        }
-        2 => logits.squeeze(0),
-        _ => Ok(logits),
     }
 }
 
@@ -222,18 +179,17 @@ impl Generator for GgufGenerator {
                 self.context_length
             )));
         }
-        let mut weights = self
-            .weights
+        let mut decoder = self
+            .decoder
             .lock()
             .map_err(|_| Error::Inference("model lock poisoned".into()))?;
-        weights.clear();
+        decoder.reset();
         let start = Instant::now();
         let mut logits = None;
-        for (n, piece) in prompt_ids.chunks(PREFILL_CHUNK).enumerate() {
-            let input = Tensor::new(piece, &Device::Cpu)?.unsqueeze(0)?;
-            logits = Some(weights.forward(&input, n * PREFILL_CHUNK)?);
+        for piece in prompt_ids.chunks(PREFILL_CHUNK) {
+            logits = Some(decoder.forward(piece)?);
         }
-        let mut logits = last_logits(logits.ok_or_else(|| Error::Inference("no logits".into()))?)?;
+        let mut logits = logits.ok_or_else(|| Error::Inference("no logits".into()))?;
         let prompt_ms = start.elapsed().as_secs_f64() * 1000.0;
 
         let start = Instant::now();
@@ -275,8 +231,7 @@ impl Generator for GgufGenerator {
                     break StopReason::Cancelled;
                 }
             }
-            let input = Tensor::new(&[token], &Device::Cpu)?.unsqueeze(0)?;
-            logits = last_logits(weights.forward(&input, all.len() - 1)?)?;
+            logits = decoder.forward(&[token])?;
         };
         let text = self.decode(&generated)?;
         if text.len() > emitted && text.is_char_boundary(emitted) {

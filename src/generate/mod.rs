@@ -2,6 +2,7 @@
 //! [`gguf::GgufGenerator`] runs a quantized GGUF model with candle,
 //! choosing the architecture from the file's metadata.
 
+mod decoder;
 pub mod gguf;
 
 use serde::{Deserialize, Serialize};

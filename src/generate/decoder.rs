@@ -1,0 +1,477 @@
+//! lore's own forward pass for decoder-only GGUF models (the `qwen2` and
+//! `llama` families) over candle tensors and quantized weights.
+//!
+//! Why not candle-transformers' quantized models: their every matmul is a
+//! quantized row-by-row dot product, which is right for decoding one token and
+//! slow for a prompt. Here a [`Linear`] picks per call: with many rows (a
+//! prompt chunk) it dequantizes the weight and runs one f32 GEMM; with few
+//! rows it uses the quantized kernel. Formats that have no SIMD dot product in
+//! candle (Q4_1, Q5_0, Q5_1) are requantized to Q8_0 at load. The KV cache is
+//! one growing buffer per KV head; decoding attends over it directly, one
+//! task per query head on candle's worker pool, without tensor copies.
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
+use candle_core::{DType, Device, Module, Result, Tensor};
+
+use crate::embed::kernels::softmax_rows;
+use crate::store::vectors::dot;
+
+/// Rows from which a matmul dequantizes its weight and runs a GEMM.
+const GEMM_MIN_ROWS: usize = 16;
+
+/// Shape of the model, from the GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_eps: f64,
+    pub rope_base: f32,
+    /// NeoX-style rotation (halves) rather than interleaved pairs.
+    pub rope_neox: bool,
+}
+
+impl Shape {
+    fn read(content: &gguf_file::Content, arch: &str) -> Result<Self> {
+        let get = |key: &str| {
+            content
+                .metadata
+                .get(&format!("{arch}.{key}"))
+                .ok_or_else(|| candle_core::Error::Msg(format!("GGUF has no {arch}.{key}")))
+        };
+        let hidden = get("embedding_length")?.to_u32()? as usize;
+        let heads = get("attention.head_count")?.to_u32()? as usize;
+        let kv_heads = get("attention.head_count_kv")?.to_u32()? as usize;
+        let head_dim = match get("attention.key_length") {
+            Ok(v) => v.to_u32()? as usize,
+            Err(_) => hidden / heads,
+        };
+        if let Ok(rope_dim) = get("rope.dimension_count") {
+            let rope_dim = rope_dim.to_u32()? as usize;
+            if rope_dim != head_dim {
+                candle_core::bail!(
+                    "partial rotary embeddings ({rope_dim} of {head_dim}) are not supported"
+                );
+            }
+        }
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+            candle_core::bail!("{heads} attention heads do not group over {kv_heads} KV heads");
+        }
+        Ok(Shape {
+            layers: get("block_count")?.to_u32()? as usize,
+            heads,
+            kv_heads,
+            head_dim,
+            rms_eps: get("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
+            rope_base: get("rope.freq_base")
+                .and_then(|v| v.to_f32())
+                .unwrap_or(10_000.0),
+            rope_neox: arch != "llama",
+        })
+    }
+}
+
+/// A weight matrix `[out, in]` with an optional bias.
+struct Linear {
+    weight: Arc<QTensor>,
+    quantized: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(weight: QTensor, bias: Option<Tensor>) -> Result<Self> {
+        let weight = Arc::new(requantize(weight)?);
+        Ok(Linear {
+            quantized: QMatMul::from_arc(weight.clone())?,
+            weight,
+            bias,
+        })
+    }
+
+    /// `x` is `[rows, in]`; returns `[rows, out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = if x.dim(0)? >= GEMM_MIN_ROWS && self.weight.dtype() != GgmlDType::F32 {
+            let w = self.weight.dequantize(&Device::Cpu)?;
+            x.matmul(&w.t()?)?
+        } else {
+            self.quantized.forward(x)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Formats whose dot product candle runs without SIMD are converted to Q8_0,
+/// which has one; the values they hold fit Q8_0 with no visible loss.
+fn requantize(weight: QTensor) -> Result<QTensor> {
+    let slow = matches!(
+        weight.dtype(),
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+    );
+    let k = *weight.shape().dims().last().unwrap_or(&0);
+    if !slow || !k.is_multiple_of(GgmlDType::Q8_0.block_size()) {
+        return Ok(weight);
+    }
+    QTensor::quantize(&weight.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ffn_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    cache: Cache,
+}
+
+/// Keys and values of the positions seen so far: per KV head, a buffer of
+/// `[position][head_dim]`.
+#[derive(Default)]
+struct Cache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+}
+
+impl Cache {
+    fn reset(&mut self) {
+        self.keys
+            .iter_mut()
+            .chain(&mut self.values)
+            .for_each(Vec::clear);
+    }
+
+    /// Appends `k` and `v`, both `[1, kv_heads, rows, head_dim]`.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
+        let kv_heads = k.dim(1)?;
+        self.keys.resize_with(kv_heads, Vec::new);
+        self.values.resize_with(kv_heads, Vec::new);
+        for (buffers, t) in [(&mut self.keys, k), (&mut self.values, v)] {
+            let data = t.flatten_all()?.to_vec1::<f32>()?;
+            let per_head = data.len() / kv_heads;
+            for (buffer, chunk) in buffers.iter_mut().zip(data.chunks_exact(per_head)) {
+                buffer.extend_from_slice(chunk);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys or values as a tensor `[kv_heads, positions, head_dim]`.
+    fn tensor(buffers: &[Vec<f32>], dim: usize) -> Result<Tensor> {
+        let heads = buffers
+            .iter()
+            .map(|b| Tensor::from_slice(b, (b.len() / dim, dim), &Device::Cpu))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::stack(&heads, 0)
+    }
+
+    /// Attention of one query row `q` (`[heads * head_dim]`) over every
+    /// cached position; returns `[heads * head_dim]`.
+    fn attend_one(&self, q: &[f32], heads: usize, dim: usize) -> Vec<f32> {
+        let group = heads / self.keys.len();
+        let scale = 1.0 / (dim as f32).sqrt();
+        let outputs: Vec<OnceLock<Vec<f32>>> = (0..heads).map(|_| OnceLock::new()).collect();
+        candle_core::utils::barrier_pool().execute_chunked(heads, |range| {
+            for h in range {
+                let (keys, values) = (&self.keys[h / group], &self.values[h / group]);
+                let query = &q[h * dim..(h + 1) * dim];
+                let mut weights: Vec<f32> = keys
+                    .chunks_exact(dim)
+                    .map(|key| dot(query, key) * scale)
+                    .collect();
+                let len = weights.len();
+                softmax_rows(&mut weights, len);
+                let mut out = vec![0.0f32; dim];
+                for (w, value) in weights.iter().zip(values.chunks_exact(dim)) {
+                    out.iter_mut().zip(value).for_each(|(o, v)| *o += w * v);
+                }
+                let _ = outputs[h].set(out);
+            }
+        });
+        outputs
+            .into_iter()
+            .flat_map(|o| o.into_inner().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// A loaded model with its KV cache: feed it tokens, get next-token logits.
+pub struct Decoder {
+    shape: Shape,
+    embed: QTensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    output: Linear,
+    cos: Tensor,
+    sin: Tensor,
+    /// Positions already in the KV cache.
+    position: usize,
+}
+
+/// Reads tensors from one GGUF file.
+struct Reader<'a, R> {
+    content: &'a gguf_file::Content,
+    file: &'a mut R,
+}
+
+impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
+    fn q(&mut self, name: &str) -> Result<QTensor> {
+        self.content.tensor(self.file, name, &Device::Cpu)
+    }
+
+    fn f32(&mut self, name: &str) -> Result<Tensor> {
+        self.q(name)?.dequantize(&Device::Cpu)
+    }
+
+    fn optional(&mut self, name: &str) -> Result<Option<Tensor>> {
+        if self.content.tensor_infos.contains_key(name) {
+            self.f32(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn linear(&mut self, prefix: &str) -> Result<Linear> {
+        let weight = self.q(&format!("{prefix}.weight"))?;
+        let bias = self.optional(&format!("{prefix}.bias"))?;
+        Linear::new(weight, bias)
+    }
+}
+
+impl Decoder {
+    /// Builds the model of architecture `arch` from an opened GGUF file.
+    pub fn load<R: std::io::Read + std::io::Seek>(
+        content: &gguf_file::Content,
+        file: &mut R,
+        arch: &str,
+        context_length: usize,
+    ) -> Result<Self> {
+        let shape = Shape::read(content, arch)?;
+        let mut r = Reader { content, file };
+        let embed = r.q("token_embd.weight")?;
+        let output = if content.tensor_infos.contains_key("output.weight") {
+            r.linear("output")?
+        } else {
+            Linear::new(r.q("token_embd.weight")?, None)?
+        };
+        let layers = (0..shape.layers)
+            .map(|i| {
+                let p = format!("blk.{i}");
+                Ok(Layer {
+                    attn_norm: r.f32(&format!("{p}.attn_norm.weight"))?,
+                    q: r.linear(&format!("{p}.attn_q"))?,
+                    k: r.linear(&format!("{p}.attn_k"))?,
+                    v: r.linear(&format!("{p}.attn_v"))?,
+                    o: r.linear(&format!("{p}.attn_output"))?,
+                    ffn_norm: r.f32(&format!("{p}.ffn_norm.weight"))?,
+                    gate: r.linear(&format!("{p}.ffn_gate"))?,
+                    up: r.linear(&format!("{p}.ffn_up"))?,
+                    down: r.linear(&format!("{p}.ffn_down"))?,
+                    cache: Cache::default(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (cos, sin) = rope_tables(shape.head_dim, shape.rope_base, context_length)?;
+        Ok(Decoder {
+            norm: r.f32("output_norm.weight")?,
+            shape,
+            embed,
+            layers,
+            output,
+            cos,
+            sin,
+            position: 0,
+        })
+    }
+
+    /// Forgets every cached position.
+    pub fn reset(&mut self) {
+        self.position = 0;
+        for layer in &mut self.layers {
+            layer.cache.reset();
+        }
+    }
+
+    /// Runs `tokens` after the cached positions; returns the logits that
+    /// follow the last one.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor> {
+        let rows = tokens.len();
+        let pos = self.position;
+        let mut x = self.embed.embedding(&Tensor::new(tokens, &Device::Cpu)?)?;
+        let mask = (rows > 1).then(|| causal_mask(rows, pos)).transpose()?;
+        let rope = Rope {
+            cos: self.cos.narrow(0, pos, rows)?,
+            sin: self.sin.narrow(0, pos, rows)?,
+            neox: self.shape.rope_neox,
+        };
+        for layer in &mut self.layers {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.shape.rms_eps as f32)?;
+            x = (x + layer.attention(&h, &self.shape, &rope, mask.as_ref())?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.shape.rms_eps as f32)?;
+            let gated = (layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?;
+            x = (x + layer.down.forward(&gated)?)?;
+        }
+        self.position += rows;
+        let last = x.narrow(0, rows - 1, 1)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, self.shape.rms_eps as f32)?;
+        self.output.forward(&last)?.squeeze(0)
+    }
+}
+
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    neox: bool,
+}
+
+impl Rope {
+    /// `x` is `[1, heads, rows, head_dim]`, contiguous.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if self.neox {
+            candle_nn::rotary_emb::rope(x, &self.cos, &self.sin)
+        } else {
+            candle_nn::rotary_emb::rope_i(x, &self.cos, &self.sin)
+        }
+    }
+}
+
+impl Layer {
+    /// `h` is `[rows, hidden]`; returns the attention output `[rows, hidden]`.
+    fn attention(
+        &mut self,
+        h: &Tensor,
+        shape: &Shape,
+        rope: &Rope,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let rows = h.dim(0)?;
+        let (heads, kv_heads, dim) = (shape.heads, shape.kv_heads, shape.head_dim);
+        let split =
+            |t: Tensor, n: usize| t.reshape((1, rows, n, dim))?.transpose(1, 2)?.contiguous();
+        let q = rope.apply(&split(self.q.forward(h)?, heads)?)?;
+        let k = rope.apply(&split(self.k.forward(h)?, kv_heads)?)?;
+        let v = split(self.v.forward(h)?, kv_heads)?;
+        self.cache.append(&k, &v)?;
+        if rows == 1 {
+            let q = q.flatten_all()?.to_vec1::<f32>()?;
+            let out = self.cache.attend_one(&q, heads, dim);
+            return self
+                .o
+                .forward(&Tensor::from_vec(out, (1, heads * dim), &Device::Cpu)?);
+        }
+        let k = Cache::tensor(&self.cache.keys, dim)?;
+        let v = Cache::tensor(&self.cache.values, dim)?;
+        let len = k.dim(1)?;
+        // Query heads that share a KV head are consecutive, so grouping them
+        // is a reshape, and each KV head is read once per group.
+        let group = heads / kv_heads;
+        let q = q.reshape((kv_heads, group * rows, dim))?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (dim as f64).sqrt()))?;
+        let scores = match mask {
+            Some(mask) => scores
+                .reshape((heads, rows, len))?
+                .broadcast_add(mask)?
+                .reshape((kv_heads, group * rows, len))?,
+            None => scores,
+        };
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = weights.matmul(&v)?;
+        let out = out
+            .reshape((heads, rows, dim))?
+            .transpose(0, 1)?
+            .reshape((rows, heads * dim))?;
+        self.o.forward(&out)
+    }
+}
+
+/// Additive mask `[rows, pos + rows]`: row `i` sees positions `..= pos + i`.
+fn causal_mask(rows: usize, pos: usize) -> Result<Tensor> {
+    let len = pos + rows;
+    let data: Vec<f32> = (0..rows)
+        .flat_map(|i| (0..len).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(data, (rows, len), &Device::Cpu)
+}
+
+/// Rotary embedding tables `[positions, head_dim / 2]`.
+fn rope_tables(head_dim: usize, base: f32, positions: usize) -> Result<(Tensor, Tensor)> {
+    let inv: Vec<f32> = (0..head_dim)
+        .step_by(2)
+        .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
+        .collect();
+    let inv = Tensor::new(inv.as_slice(), &Device::Cpu)?.reshape((1, head_dim / 2))?;
+    let t = Tensor::arange(0u32, positions as u32, &Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .reshape((positions, 1))?;
+    let angles = t.matmul(&inv)?;
+    Ok((angles.cos()?, angles.sin()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn light_model() -> Decoder {
+        let mut config = crate::config::Config::default();
+        config.generator.model = Some("light".into());
+        let path = config.generator_path();
+        let mut file = std::fs::File::open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/install-models.sh)", path.display()));
+        let content = gguf_file::Content::read(&mut file).unwrap();
+        Decoder::load(&content, &mut file, "llama", 2048).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// The prompt path (dequantized GEMM, attention over cache tensors) and
+    /// the decoding path (quantized dot products, direct attention over the
+    /// cache) compute the same logits.
+    #[test]
+    fn prompt_and_decode_paths_agree() {
+        let mut model = light_model();
+        let tokens: Vec<u32> = (0..40).map(|i| 100 + 37 * i).collect();
+        let batched = model.forward(&tokens).unwrap();
+        model.reset();
+        model.forward(&tokens[..20]).unwrap();
+        let mut stepped = None;
+        for &t in &tokens[20..] {
+            stepped = Some(model.forward(&[t]).unwrap());
+        }
+        let stepped = stepped.unwrap();
+        let scale: f32 = batched.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let diff = max_abs_diff(&batched, &stepped);
+        assert!(
+            diff < 0.05 * scale,
+            "logits differ by {diff} (scale {scale})"
+        );
+        let argmax = |t: &Tensor| t.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        assert_eq!(argmax(&batched), argmax(&stepped));
+    }
+
+    #[test]
+    fn reset_forgets_the_cache() {
+        let mut model = light_model();
+        let first = model.forward(&[1, 2, 3]).unwrap();
+        model.forward(&[4, 5]).unwrap();
+        model.reset();
+        let again = model.forward(&[1, 2, 3]).unwrap();
+        assert_eq!(max_abs_diff(&first, &again), 0.0);
+    }
+}
