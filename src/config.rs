@@ -33,6 +33,43 @@ pub struct Config {
     pub search: SearchConfig,
     /// Generator settings.
     pub generator: GeneratorConfig,
+    /// HTTP server settings (`lore serve`).
+    pub server: ServerConfig,
+}
+
+/// `lore serve`: address, keys, limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind (`--addr`).
+    pub addr: String,
+    /// API keys as `scope:key` (`read` or `write`); env `LORE_API_KEYS`
+    /// (comma-separated). Empty: no keys, allowed on loopback only.
+    pub api_keys: Vec<String>,
+    /// Generations running at once (each holds the model).
+    pub generations: usize,
+    /// Generations that may wait for a turn; beyond that, 429.
+    pub queue: usize,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Seconds before a request that has not produced a response fails.
+    pub request_timeout_s: u64,
+    /// Folders `POST /v1/ingest` may read (nothing when empty).
+    pub ingest_roots: Vec<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: "127.0.0.1:8080".into(),
+            api_keys: Vec::new(),
+            generations: 1,
+            queue: 8,
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout_s: 300,
+            ingest_roots: Vec::new(),
+        }
+    }
 }
 
 /// Which GGUF model generates answers, and how much it is given.
@@ -162,6 +199,7 @@ impl Default for Config {
             hnsw: HnswConfig::default(),
             search: SearchConfig::default(),
             generator: GeneratorConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -249,6 +287,14 @@ impl Config {
         if let Some(model) = var("LORE_GENERATOR") {
             self.generator.model = Some(model);
         }
+        if let Some(keys) = var("LORE_API_KEYS") {
+            self.server.api_keys = keys
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
         if let Some(threads) = var("LORE_THREADS") {
             let n = threads
                 .parse()
@@ -280,6 +326,20 @@ impl Config {
         let bad = |msg: String| Err(Error::Config(msg));
         if self.threads == Some(0) {
             return bad("threads must be at least 1".into());
+        }
+        if self.server.generations == 0 {
+            return bad("server.generations must be at least 1".into());
+        }
+        for key in &self.server.api_keys {
+            match key.split_once(':') {
+                Some(("read" | "write", secret)) if !secret.is_empty() => {}
+                _ => {
+                    return bad(format!(
+                        "API key '{}…' must be 'read:KEY' or 'write:KEY'",
+                        key.chars().take(6).collect::<String>()
+                    ));
+                }
+            }
         }
         if self.embedder.batch_size == 0 {
             return bad("embedder.batch_size must be at least 1".into());

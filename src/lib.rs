@@ -19,6 +19,7 @@ pub mod generate;
 pub mod ingest;
 pub mod prompt;
 pub mod search;
+pub mod server;
 pub mod store;
 pub mod types;
 

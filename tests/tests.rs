@@ -7,3 +7,4 @@ mod crash;
 mod embedding;
 mod ingest;
 mod search;
+mod serve;

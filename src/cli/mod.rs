@@ -72,6 +72,21 @@ enum Command {
     /// Measure speed against a baseline run side by side.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Serve the HTTP API (search, ask, documents, OpenAI-compatible chat,
+    /// models and embeddings) until SIGINT/SIGTERM.
+    Serve {
+        /// Address to bind (config `server.addr`; default 127.0.0.1:8080).
+        /// A non-loopback address needs API keys (LORE_API_KEYS).
+        #[arg(long)]
+        addr: Option<String>,
+        /// `default`, `light`, or a GGUF path (env LORE_GENERATOR).
+        #[arg(long)]
+        generator: Option<String>,
+        /// Folders `POST /v1/ingest` may read (repeatable; config
+        /// `server.ingest_roots`).
+        #[arg(long = "ingest-root", value_name = "DIR")]
+        ingest_roots: Vec<std::path::PathBuf>,
+    },
     /// Show what the index holds and whether its stores agree.
     Status {
         /// Print the result as JSON.
@@ -368,6 +383,24 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             scale,
             json,
         }) => bench_search(global, &queries, limit, scale, json),
+        Command::Serve {
+            addr,
+            generator,
+            ingest_roots,
+        } => {
+            let config = config(global, |c| {
+                if let Some(addr) = addr {
+                    c.server.addr = addr;
+                }
+                if let Some(generator) = generator {
+                    c.generator.model = Some(generator);
+                }
+                c.server.ingest_roots.extend(ingest_roots);
+            })?;
+            let server = config.server.clone();
+            lore::server::serve(Engine::open(config)?, &server)?;
+            Ok(())
+        }
         Command::Status { json } => {
             let engine = Engine::open_existing(config(global, |_| {})?)?;
             let status = engine.status()?;

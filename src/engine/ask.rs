@@ -28,10 +28,14 @@ pub struct AskRequest {
     pub sampling: Sampling,
 }
 
-/// Three sources: measured on the handbook, enough for the answer while
-/// keeping the prompt (the slow part on a CPU) near 600 tokens.
+impl AskRequest {
+    /// Three sources: measured on the handbook, enough for the answer while
+    /// keeping the prompt (the slow part on a CPU) near 600 tokens.
+    pub const DEFAULT_K: usize = 3;
+}
+
 fn default_k() -> usize {
-    3
+    AskRequest::DEFAULT_K
 }
 
 /// Where the time went.

@@ -112,24 +112,16 @@ impl Engine {
     /// Per-file problems are reported in [`IngestReport::skipped`]; only
     /// failures of the index itself are errors.
     pub fn ingest(&self, paths: &[PathBuf], progress: &dyn Progress) -> Result<IngestReport> {
+        let _writer = self.writer()?;
         let start = Instant::now();
         let index_dir = self.index.dir().canonicalize().ok();
         let found = walk(paths, &self.config.ingest, index_dir.as_deref())?;
         let _span = tracing::info_span!("ingest", files = found.files.len()).entered();
-        let mut run = Run {
-            engine: self,
+        let mut run = Run::new(
+            self,
             progress,
-            report: IngestReport {
-                files_seen: (found.files.len() + found.skipped.len()) as u64,
-                ..IngestReport::default()
-            },
-            queue: Vec::new(),
-            queued_chunks: 0,
-            delete_docs: Vec::new(),
-            files_ready: Vec::new(),
-            since_checkpoint: 0,
-            changed: false,
-        };
+            (found.files.len() + found.skipped.len()) as u64,
+        );
         progress.started(found.files.len() as u64);
         for skipped in found.skipped {
             run.skip(skipped);
@@ -173,6 +165,7 @@ impl Engine {
     /// Removes a file, every file under a folder, or one document (by id)
     /// from all stores.
     pub fn remove(&self, target: &str) -> Result<RemoveReport> {
+        let _writer = self.writer()?;
         let path = Path::new(target)
             .canonicalize()
             .map_or_else(|_| target.to_string(), |p| p.display().to_string());
@@ -209,6 +202,53 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Ingests one document sent as bytes (the HTTP API): `path` names it
+    /// and picks the loader by extension; `metadata` is added to what the
+    /// file itself carries. Sending the same path again replaces it.
+    pub fn add_document(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        metadata: &crate::types::Metadata,
+    ) -> Result<Vec<DocRecord>> {
+        let path = path.trim().trim_start_matches('/');
+        if path.is_empty() || path.split('/').any(|part| part == "..") {
+            return Err(Error::InvalidRequest(format!(
+                "document path '{path}' must be a non-empty relative name without '..'"
+            )));
+        }
+        let mut docs = load::load(Path::new(path), bytes)
+            .map_err(|reason| Error::InvalidRequest(format!("{path}: {reason}")))?;
+        dedup_last(&mut docs);
+        let extra = serde_json::to_string(metadata).unwrap_or_default();
+        for doc in &mut docs {
+            doc.metadata
+                .extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+            doc.hash = content_hash(format!("{}\0{extra}", doc.hash).as_bytes());
+        }
+        let ids: Vec<DocId> = docs.iter().map(|d| d.id.clone()).collect();
+        let hash = content_hash([bytes, extra.as_bytes()].concat().as_slice());
+        let file = FoundFile {
+            path: PathBuf::from(path),
+            size: bytes.len() as u64,
+            mtime_ns: 0,
+        };
+        let _writer = self.writer()?;
+        let mut run = Run::new(self, &NoProgress, 1);
+        run.process_group(&[&file], vec![Ok((hash, docs))])?;
+        run.flush()?;
+        self.index.checkpoint()?;
+        ids.iter()
+            .map(|id| {
+                self.index.docs().doc(id)?.ok_or_else(|| {
+                    Error::store("docs", format!("document {} missing after ingest", id.0))
+                })
+            })
+            .collect()
+    }
+}
+
 /// Reads a file and loads its documents; any failure is a reason.
 fn read_and_load(path: &Path) -> Loaded {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
@@ -226,7 +266,24 @@ fn dedup_last(docs: &mut Vec<Document>) {
     docs.reverse();
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(engine: &'a Engine, progress: &'a dyn Progress, files_seen: u64) -> Self {
+        Run {
+            engine,
+            progress,
+            report: IngestReport {
+                files_seen,
+                ..IngestReport::default()
+            },
+            queue: Vec::new(),
+            queued_chunks: 0,
+            delete_docs: Vec::new(),
+            files_ready: Vec::new(),
+            since_checkpoint: 0,
+            changed: false,
+        }
+    }
+
     fn skip(&mut self, skipped: Skipped) {
         tracing::info!(path = %skipped.path, reason = %skipped.reason, "skipped");
         self.progress.skipped(&skipped);

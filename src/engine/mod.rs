@@ -6,7 +6,7 @@ mod ask;
 mod ingest;
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -23,6 +23,7 @@ use crate::generate::gguf::GgufGenerator;
 use crate::search::{SearchRequest, SearchResponse};
 use crate::store::Index;
 use crate::store::manifest::Manifest;
+use crate::types::{DocId, DocRecord};
 
 type Loader = Box<dyn Fn() -> Result<Arc<dyn Embedder>> + Send + Sync>;
 
@@ -35,6 +36,8 @@ pub struct Engine {
     loader: Loader,
     chunker: OnceLock<Chunker>,
     generator: OnceLock<Arc<dyn Generator>>,
+    /// Held by every writer (ingest, remove, add): one change set at a time.
+    writes: Mutex<()>,
 }
 
 /// What `lore status` reports.
@@ -120,6 +123,7 @@ impl Engine {
             loader,
             chunker: OnceLock::new(),
             generator: OnceLock::new(),
+            writes: Mutex::new(()),
         })
     }
 
@@ -132,6 +136,28 @@ impl Engine {
     /// methods above).
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.writes
+            .lock()
+            .map_err(|_| Error::store("docs", "an earlier write panicked"))
+    }
+
+    /// Documents in id order: `limit` of them after the first `offset`,
+    /// and how many there are in all.
+    pub fn documents(&self, offset: usize, limit: usize) -> Result<(Vec<DocRecord>, usize)> {
+        let all = self.index.docs().all_docs()?;
+        let total = all.len();
+        Ok((all.into_iter().skip(offset).take(limit).collect(), total))
+    }
+
+    /// One document by id.
+    pub fn document(&self, id: &str) -> Result<DocRecord> {
+        self.index
+            .docs()
+            .doc(&DocId(id.to_string()))?
+            .ok_or_else(|| Error::NotFound(format!("document {id}")))
     }
 
     /// The embedder, loading it on first use.

@@ -1,0 +1,127 @@
+//! Prometheus text metrics: requests and latency per route, tokens
+//! generated, generation queue depth, index sizes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+
+use super::State;
+
+/// Latency bucket bounds, seconds.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+struct Route {
+    /// Requests by status code.
+    statuses: BTreeMap<u16, u64>,
+    /// Cumulative counts per bucket, then +Inf.
+    buckets: [u64; BUCKETS.len() + 1],
+    sum: f64,
+}
+
+/// Counters shared by all workers.
+#[derive(Default)]
+pub struct Metrics {
+    routes: Mutex<BTreeMap<String, Route>>,
+    /// Tokens generated since start.
+    pub tokens: AtomicU64,
+}
+
+impl Metrics {
+    fn record(&self, route: &str, status: u16, seconds: f64) {
+        let Ok(mut routes) = self.routes.lock() else {
+            return;
+        };
+        let entry = routes.entry(route.to_string()).or_default();
+        *entry.statuses.entry(status).or_default() += 1;
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        entry.buckets[bucket] += 1;
+        entry.sum += seconds;
+    }
+
+    /// The text exposition, with the gauges passed in.
+    pub fn render(&self, queue_depth: usize, index: &[(&str, u64)]) -> String {
+        let mut out = String::new();
+        out.push_str("# TYPE lore_http_requests_total counter\n");
+        let routes = self.routes.lock().map(|r| {
+            r.iter()
+                .map(|(k, v)| (k.clone(), v.statuses.clone(), v.buckets, v.sum))
+                .collect::<Vec<_>>()
+        });
+        let routes = routes.unwrap_or_default();
+        for (route, statuses, _, _) in &routes {
+            for (status, n) in statuses {
+                let _ = writeln!(
+                    out,
+                    "lore_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# TYPE lore_http_request_seconds histogram\n");
+        for (route, _, buckets, sum) in &routes {
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS.iter().zip(buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "lore_http_request_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            cumulative += buckets[BUCKETS.len()];
+            let _ = writeln!(
+                out,
+                "lore_http_request_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {cumulative}\n\
+                 lore_http_request_seconds_sum{{route=\"{route}\"}} {sum}\n\
+                 lore_http_request_seconds_count{{route=\"{route}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# TYPE lore_generated_tokens_total counter\nlore_generated_tokens_total {}",
+            self.tokens.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE lore_generation_queue_depth gauge\nlore_generation_queue_depth {queue_depth}"
+        );
+        out.push_str("# TYPE lore_index_size gauge\n");
+        for (what, n) in index {
+            let _ = writeln!(out, "lore_index_size{{kind=\"{what}\"}} {n}");
+        }
+        out
+    }
+}
+
+/// Middleware: counts every request under its route pattern.
+pub async fn record(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let state = req
+        .app_data::<web::Data<State>>()
+        .expect("state is registered")
+        .clone();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let result = next.call(req).await;
+    let status = match &result {
+        Ok(res) => res.status().as_u16(),
+        Err(err) => err.as_response_error().status_code().as_u16(),
+    };
+    state
+        .metrics
+        .record(&route, status, start.elapsed().as_secs_f64());
+    result
+}

@@ -1,0 +1,156 @@
+//! `lore serve`: the HTTP front end (actix-web). Handlers only translate:
+//! JSON in, one call to the shared [`Engine`], JSON or Server-Sent Events
+//! out. Model work runs on blocking threads, never on the reactor;
+//! generations pass a bounded [`Gate`] (429 when it is full); keys and
+//! metrics are middleware; every error is a JSON body ([`error::ApiError`]).
+
+mod auth;
+mod error;
+mod metrics;
+mod openai;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::ServerConfig;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+pub use error::ApiError;
+
+/// Seconds a client told "busy" should wait.
+const RETRY_AFTER_S: u64 = 2;
+
+/// What every handler shares.
+pub struct State {
+    engine: Arc<Engine>,
+    keys: auth::Keys,
+    gate: Gate,
+    metrics: metrics::Metrics,
+    ingest_roots: Vec<PathBuf>,
+    timeout: Duration,
+    body_limit: usize,
+}
+
+/// The generation queue: `running` generations at once, `slots` in the
+/// building (running plus waiting).
+struct Gate {
+    slots: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+    capacity: usize,
+}
+
+/// Held for the life of one generation.
+struct Permits {
+    _slot: OwnedSemaphorePermit,
+    _run: OwnedSemaphorePermit,
+}
+
+impl Gate {
+    fn new(running: usize, queue: usize) -> Self {
+        Gate {
+            slots: Arc::new(Semaphore::new(running + queue)),
+            running: Arc::new(Semaphore::new(running)),
+            capacity: running + queue,
+        }
+    }
+
+    /// Waits for a turn, or fails at once with 429 when the queue is full.
+    async fn enter(&self) -> Result<Permits, ApiError> {
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "too many generations are running or waiting; retry later",
+            );
+            err.retry_after = Some(RETRY_AFTER_S);
+            err
+        })?;
+        let run = self.running.clone().acquire_owned().await.map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "closing", "shutting down")
+        })?;
+        Ok(Permits {
+            _slot: slot,
+            _run: run,
+        })
+    }
+
+    /// Generations running or waiting.
+    fn depth(&self) -> usize {
+        self.capacity - self.slots.available_permits()
+    }
+}
+
+fn is_loopback(addr: &str) -> Result<bool> {
+    let parsed: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .map_err(|e| Error::Config(format!("cannot resolve address {addr}: {e}")))?
+        .collect();
+    Ok(!parsed.is_empty() && parsed.iter().all(|a| a.ip().is_loopback()))
+}
+
+/// Serves `engine` at `config.addr` until SIGINT/SIGTERM, then drains
+/// in-flight requests and flushes the index.
+pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
+    let keys = auth::Keys::parse(&config.api_keys);
+    if keys.is_empty() && !is_loopback(&config.addr)? {
+        return Err(Error::Config(format!(
+            "refusing to serve {} without API keys: set LORE_API_KEYS (e.g. read:KEY,write:KEY) \
+             or bind a loopback address",
+            config.addr
+        )));
+    }
+    let ingest_roots = config
+        .ingest_roots
+        .iter()
+        .map(|r| r.canonicalize().map_err(|e| Error::io(r, e)))
+        .collect::<Result<Vec<_>>>()?;
+    // Load the embedder now so the first search is not slow and /readyz is honest.
+    engine.embedder()?;
+    let engine = Arc::new(engine);
+    let state = web::Data::new(State {
+        engine: engine.clone(),
+        keys,
+        gate: Gate::new(config.generations, config.queue),
+        metrics: metrics::Metrics::default(),
+        ingest_roots,
+        timeout: Duration::from_secs(config.request_timeout_s),
+        body_limit: config.max_body_bytes,
+    });
+    let body_limit = config.max_body_bytes;
+    let addr = config.addr.clone();
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(routes::json_config(body_limit))
+                .app_data(routes::query_config())
+                .app_data(routes::path_config())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(from_fn(auth::check))
+                .wrap(from_fn(metrics::record))
+                .configure(routes::configure)
+                .configure(openai::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .workers(2)
+        .shutdown_timeout(30)
+        .bind(&addr)
+        .map_err(|e| Error::io(PathBuf::from(&addr), e))?;
+        tracing::info!(%addr, "serving");
+        eprintln!("lore: serving on http://{addr}");
+        server
+            .run()
+            .await
+            .map_err(|e| Error::io(PathBuf::from(&addr), e))
+    })?;
+    tracing::info!("server stopped; flushing the index");
+    engine.index().checkpoint()
+}

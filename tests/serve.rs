@@ -1,0 +1,217 @@
+//! `lore serve` over real HTTP: keys and scopes, JSON errors, documents that
+//! become searchable at once, the bounded generation queue (429), a client
+//! that disconnects freeing its turn, SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{ingested, lore, status};
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `lore serve` on `index` with one generation slot and no queue.
+fn start(index: &Path) -> Server {
+    let config = index.parent().unwrap().join("lore.toml");
+    std::fs::write(&config, "[server]\ngenerations = 1\nqueue = 0\n").unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = lore(index)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--addr",
+            &addr,
+        ])
+        .args(["--generator", "light"])
+        .env("LORE_API_KEYS", "read:r-key,write:w-key")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while http(&server.addr, "GET", "/healthz", None, None).0 != 200 {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server
+}
+
+fn request(method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> String {
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    let body = body.unwrap_or("");
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: lore\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// One request; returns status, head and body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, String) {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return (0, String::new(), String::new());
+    };
+    stream
+        .write_all(request(method, path, key, body).as_bytes())
+        .unwrap();
+    let mut raw = String::new();
+    if stream.read_to_string(&mut raw).is_err() {
+        return (0, String::new(), String::new());
+    }
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+fn error_code(body: &str) -> String {
+    let value: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    value["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn keys_errors_documents_queue_and_shutdown() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let server = start(&index);
+    let addr = server.addr.as_str();
+    let search = r#"{"query": "refund policy", "k": 2}"#;
+
+    // Keys: open endpoints stay open; /v1 needs a key; read keys cannot write.
+    assert_eq!(http(addr, "GET", "/metrics", None, None).0, 200);
+    let (code, _, body) = http(addr, "POST", "/v1/search", None, Some(search));
+    assert_eq!((code, error_code(&body).as_str()), (401, "unauthorized"));
+    let (code, _, body) = http(addr, "POST", "/v1/search", Some("wrong"), Some(search));
+    assert_eq!((code, error_code(&body).as_str()), (401, "unauthorized"));
+    assert_eq!(
+        http(addr, "POST", "/v1/search", Some("r-key"), Some(search)).0,
+        200
+    );
+    let doc = r#"{"path": "notes/badge.md", "text": "Lost badges are replaced by the front desk within two hours.", "metadata": {"team": "facilities"}}"#;
+    let (code, _, body) = http(addr, "POST", "/v1/documents", Some("r-key"), Some(doc));
+    assert_eq!((code, error_code(&body).as_str()), (403, "forbidden"));
+
+    // Bad requests: 4xx with a JSON error, never 5xx.
+    for (method, path, body) in [
+        ("POST", "/v1/search", "{not json"),
+        ("POST", "/v1/search", r#"{"query": "x", "k": 0}"#),
+        ("POST", "/v1/search", r#"{"query": "x", "mode": "fuzzy"}"#),
+        ("POST", "/v1/ask", r#"{"question": "   "}"#),
+        ("POST", "/v1/ask", r#"{"question": "x", "temperature": -1}"#),
+        ("POST", "/v1/chat/completions", r#"{"messages": []}"#),
+        ("POST", "/v1/embeddings", r#"{"input": 42}"#),
+        ("GET", "/v1/documents/no-such-id", ""),
+        ("GET", "/v1/documents?limit=abc", ""),
+        ("GET", "/v1/nothing-here", ""),
+        (
+            "POST",
+            "/v1/documents",
+            r#"{"path": "../etc/passwd", "text": "x"}"#,
+        ),
+        ("POST", "/v1/ingest", r#"{"path": "/etc"}"#),
+    ] {
+        let (code, _, reply) = http(addr, method, path, Some("w-key"), Some(body));
+        assert!(
+            (400..500).contains(&code),
+            "{method} {path} {body} -> {code}: {reply}"
+        );
+        assert!(!error_code(&reply).is_empty(), "{method} {path}: {reply}");
+    }
+
+    // A document added over HTTP is searchable at once.
+    let (code, _, body) = http(addr, "POST", "/v1/documents", Some("w-key"), Some(doc));
+    assert_eq!(code, 201, "{body}");
+    let query = r#"{"query": "who replaces a lost badge", "k": 1, "mode": "bm25"}"#;
+    let (_, _, body) = http(addr, "POST", "/v1/search", Some("r-key"), Some(query));
+    let hits: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(hits["hits"][0]["path"], "notes/badge.md", "{body}");
+
+    // One generation at a time and no queue: a second one gets 429 while
+    // the first streams; when its client goes away, the turn is free again.
+    let ask = r#"{"question": "How many grams of coffee go into a pour-over?", "stream": true, "max_tokens": 200}"#;
+    let mut first = TcpStream::connect(addr).unwrap();
+    first
+        .write_all(request("POST", "/v1/ask", Some("r-key"), Some(ask)).as_bytes())
+        .unwrap();
+    let mut reader = BufReader::new(first.try_clone().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("event: token") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
+    }
+    let (code, head, body) = http(addr, "POST", "/v1/ask", Some("r-key"), Some(ask));
+    assert_eq!((code, error_code(&body).as_str()), (429, "busy"));
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    drop(reader);
+    first.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let once = r#"{"question": "How many grams of coffee go into a pour-over?", "max_tokens": 8}"#;
+    loop {
+        let (code, _, body) = http(addr, "POST", "/v1/ask", Some("r-key"), Some(once));
+        if code == 200 {
+            let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert!(answer["answer"].is_string());
+            break;
+        }
+        assert_eq!(code, 429, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled generation kept its turn"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // SIGTERM: the server drains, exits 0, and the index is consistent.
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "exit {exit:?}");
+    let after = status(&index);
+    assert_eq!(after["consistent"], true, "{after}");
+}
