@@ -1,7 +1,8 @@
 # lore — the two commands of the README, and the helpers behind them.
 #
 #   make demo   install models, build, ingest the sample handbook, search it and ask it
-#   make test   install models, run the whole test suite
+#   make test   install models, run the whole test suite (cargo tests, then
+#               the HTTP API checks: openai client + schemathesis)
 #
 # Builds go to a persistent target directory under the user's cache so that
 # repeated runs (and CI on the same machine) reuse compiled dependencies.
@@ -12,7 +13,7 @@ LORE := $(CARGO_TARGET_DIR)/release/lore
 DEMO_INDEX ?= index
 QUESTION ?= How quickly must a SEV1 page be acknowledged?
 
-.PHONY: demo test models build lint bench-embed
+.PHONY: demo test api-checks models build lint bench-embed load
 
 demo: models build
 	$(LORE) --index $(DEMO_INDEX) ingest corpora/handbook/docs
@@ -22,6 +23,13 @@ demo: models build
 
 test: models
 	cargo test --release
+	LORE_BIN=$(LORE) bash scripts/api-checks.sh
+
+api-checks: models build
+	LORE_BIN=$(LORE) bash scripts/api-checks.sh
+
+load: models build
+	LORE_BIN=$(LORE) bash scripts/load.sh
 
 models:
 	bash scripts/install-models.sh

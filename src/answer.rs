@@ -15,7 +15,7 @@ use crate::prompt::{NOT_IN_DOCUMENTS, Source};
 use crate::types::ChunkId;
 
 /// A citation resolved to its chunk.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Citation {
     /// The number used in the answer.
     pub n: usize,
@@ -24,6 +24,7 @@ pub struct Citation {
     /// Chunk id.
     pub chunk_id: ChunkId,
     /// Byte range in the source.
+    #[schema(schema_with = crate::types::byte_range_schema)]
     pub byte_range: Range<usize>,
     /// Heading path.
     pub heading: Vec<String>,
@@ -77,7 +78,7 @@ pub fn resolve(text: &str, sources: &[Source]) -> (Vec<Citation>, Vec<usize>) {
 }
 
 /// A citation moved to the source that supports its sentence.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Correction {
     /// The number the model wrote.
     pub from: usize,

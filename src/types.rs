@@ -27,7 +27,9 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 /// Identity of a document: derived from its normalized source path (plus the
 /// record id for documents that live inside a corpus file).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct DocId(pub String);
 
 impl DocId {
@@ -44,7 +46,9 @@ impl fmt::Display for DocId {
 }
 
 /// Identity of a chunk: (document, byte range, content hash).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct ChunkId(pub String);
 
 impl ChunkId {
@@ -73,7 +77,7 @@ impl fmt::Display for ChunkId {
 pub struct Slot(pub u64);
 
 /// What kind of source a document came from; decides how it is chunked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DocKind {
     /// Plain text.
@@ -164,7 +168,7 @@ pub struct ChunkRecord {
 }
 
 /// A document as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DocRecord {
     /// Stable id.
     pub id: DocId,
@@ -177,6 +181,7 @@ pub struct DocRecord {
     /// Kind.
     pub kind: DocKind,
     /// Metadata.
+    #[schema(value_type = Object)]
     pub metadata: Metadata,
     /// Content hash; unchanged hash ⇒ nothing to do.
     pub hash: String,
@@ -197,4 +202,20 @@ pub struct FileRecord {
     pub hash: String,
     /// The documents the file produced.
     pub docs: Vec<DocId>,
+}
+
+/// OpenAPI schema of a byte range as serde writes it: `{start, end}`.
+pub fn byte_range_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let offset = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+    };
+    ObjectBuilder::new()
+        .property("start", offset())
+        .property("end", offset())
+        .required("start")
+        .required("end")
+        .build()
 }

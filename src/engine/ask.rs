@@ -39,7 +39,7 @@ fn default_k() -> usize {
 }
 
 /// Where the time went.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AskTimings {
     /// Retrieval.
     pub retrieve_ms: f64,
@@ -54,7 +54,7 @@ pub struct AskTimings {
 }
 
 /// An answer with its evidence (`lore ask --json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AskResponse {
     /// The answer text.
     pub answer: String,

@@ -45,7 +45,7 @@ pub struct NoProgress;
 impl Progress for NoProgress {}
 
 /// Summary of an ingest run (`lore ingest --json`).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct IngestReport {
     /// Files the walk found (skipped ones included).
     pub files_seen: u64,
@@ -66,7 +66,7 @@ pub struct IngestReport {
 }
 
 /// Summary of `lore remove`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RemoveReport {
     /// File records removed.
     pub files: u64,

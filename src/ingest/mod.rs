@@ -9,7 +9,7 @@ pub mod walk;
 use serde::Serialize;
 
 /// A file left out of an ingest run, with the reason in words.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Skipped {
     /// The file (or directory) that was skipped.
     pub path: String,

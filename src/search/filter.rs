@@ -14,7 +14,7 @@ use crate::store::DocStore;
 use crate::types::{DocRecord, Slot};
 
 /// Conditions a document must meet, all of them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Filter {
     /// Path prefix, or a glob when it contains `*`, `?`, `[` or `{`.

@@ -21,7 +21,7 @@ use crate::store::Index;
 use crate::types::{ChunkId, DocId, Slot};
 
 /// Which retriever(s) to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Dense and BM25, fused.
@@ -65,7 +65,7 @@ impl SearchRequest {
 }
 
 /// One ranked chunk.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Hit {
     /// 1-based rank.
     pub rank: usize,
@@ -78,6 +78,7 @@ pub struct Hit {
     /// Chunk id.
     pub chunk_id: ChunkId,
     /// Byte range in the source.
+    #[schema(schema_with = crate::types::byte_range_schema)]
     pub byte_range: Range<usize>,
     /// Heading path.
     pub heading: Vec<String>,
@@ -86,7 +87,7 @@ pub struct Hit {
 }
 
 /// Time spent per stage, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Timings {
     /// Query embedding.
     pub embed_ms: f64,
@@ -99,7 +100,7 @@ pub struct Timings {
 }
 
 /// Ranked hits and timings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SearchResponse {
     /// Best first.
     pub hits: Vec<Hit>,

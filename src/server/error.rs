@@ -4,9 +4,27 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::Error;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// Code and message of an error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`invalid_request`, `unauthorized`,
+    /// `forbidden`, `not_found`, `busy`, ...).
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -19,6 +37,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait before retrying (429).
     pub retry_after: Option<u64>,
+    /// Methods the resource supports (405).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -29,6 +49,17 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            allow: None,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+            },
         }
     }
 
@@ -54,7 +85,10 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header(("Retry-After", seconds.to_string()));
         }
-        response.json(json!({"error": {"code": self.code, "message": self.message}}))
+        if let Some(allow) = self.allow {
+            response.insert_header(("Allow", allow));
+        }
+        response.json(self.body())
     }
 }
 

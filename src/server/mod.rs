@@ -8,6 +8,7 @@ mod auth;
 mod error;
 mod metrics;
 mod openai;
+mod openapi;
 mod routes;
 
 use std::net::SocketAddr;

@@ -5,22 +5,29 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::State;
 use super::error::ApiError;
-use super::routes::{AskBody, Event, blocking, finish, sse, start_ask};
-use crate::engine::AskResponse;
+use super::openapi::ErrorResponses;
+use super::routes::{AskBody, Event, blocking, finish, resource, sse, start_ask};
+use crate::answer::Citation;
+use crate::engine::{AskResponse, AskTimings};
+use crate::search::Hit;
 
 /// Most inputs one embeddings request may carry.
 const MAX_EMBED_INPUTS: usize = 256;
+/// The model name lore answers as.
+const MODEL: &str = "lore";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/chat/completions", web::post().to(chat))
-        .route("/v1/models", web::get().to(models))
-        .route("/v1/embeddings", web::post().to(embeddings));
+    cfg.service(resource("/v1/chat/completions", "POST").route(web::post().to(chat)))
+        .service(resource("/v1/models", "GET").route(web::get().to(models)))
+        .service(resource("/v1/embeddings", "POST").route(web::post().to(embeddings)));
 }
 
 fn now() -> u64 {
@@ -29,49 +36,163 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The model name lore answers as.
-const MODEL: &str = "lore";
+/// One model.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelCard {
+    id: String,
+    object: String,
+    created: u64,
+    owned_by: String,
+}
 
-async fn models(state: web::Data<State>) -> HttpResponse {
+/// `GET /v1/models` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    object: String,
+    data: Vec<ModelCard>,
+}
+
+fn card(id: String) -> ModelCard {
+    ModelCard {
+        id,
+        object: "model".into(),
+        created: 0,
+        owned_by: "lore".into(),
+    }
+}
+
+/// The models: `lore` (answers from the documents) and the embedder.
+#[utoipa::path(get, path = "/v1/models", security(("api_key" = [])), responses((status = 200, body = ModelList), ErrorResponses))]
+pub async fn models(state: web::Data<State>) -> HttpResponse {
     let embedder = state.engine.config().embedder_dir();
     let embedder = embedder
         .file_name()
         .map_or_else(|| "embedder".into(), |n| n.to_string_lossy().into_owned());
-    HttpResponse::Ok().json(json!({
-        "object": "list",
-        "data": [
-            {"id": MODEL, "object": "model", "created": 0, "owned_by": "lore"},
-            {"id": embedder, "object": "model", "created": 0, "owned_by": "lore"},
-        ]
-    }))
+    HttpResponse::Ok().json(ModelList {
+        object: "list".into(),
+        data: vec![card(MODEL.into()), card(embedder)],
+    })
 }
 
-#[derive(Debug, Deserialize)]
-struct ChatMessage {
+/// A chat message; `content` is a string or an array of `{type, text}`
+/// parts.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatMessage {
     role: String,
     #[serde(default)]
+    #[schema(schema_with = message_content)]
     content: Value,
 }
 
 /// The OpenAI request fields lore uses; others are accepted and ignored,
 /// as OpenAI clients send many.
-#[derive(Debug, Deserialize)]
-struct ChatBody {
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatBody {
     #[serde(default)]
     model: Option<String>,
     messages: Vec<ChatMessage>,
     #[serde(default)]
     stream: bool,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 4096)]
     max_tokens: Option<usize>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 4096)]
     max_completion_tokens: Option<usize>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2)]
     temperature: Option<f64>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
     top_p: Option<f64>,
     #[serde(default)]
     seed: Option<u64>,
+}
+
+/// The assistant's message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssistantMessage {
+    role: String,
+    /// The answer, then a `Sources:` list.
+    content: String,
+}
+
+/// The one choice.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatChoice {
+    index: usize,
+    message: AssistantMessage,
+    finish_reason: String,
+}
+
+/// Token counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    total_tokens: usize,
+}
+
+/// lore's evidence for the answer (an extra field OpenAI clients ignore).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoreExtra {
+    abstained: bool,
+    citations: Vec<Citation>,
+    retrieved: Vec<Hit>,
+    timings: AskTimings,
+}
+
+impl LoreExtra {
+    fn of(response: &AskResponse) -> Self {
+        LoreExtra {
+            abstained: response.abstained,
+            citations: response.citations.clone(),
+            retrieved: response.retrieved.clone(),
+            timings: response.timings.clone(),
+        }
+    }
+}
+
+/// `POST /v1/chat/completions` body (without `stream`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatCompletion {
+    id: String,
+    object: String,
+    created: u64,
+    model: String,
+    choices: Vec<ChatChoice>,
+    usage: Usage,
+    lore: LoreExtra,
+}
+
+fn string() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String)
+}
+
+/// OpenAPI schema of a message's content: a string or an array of parts.
+fn message_content() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let part = ObjectBuilder::new().schema_type(Type::Object);
+    OneOfBuilder::new()
+        .item(string())
+        .item(ArrayBuilder::new().items(part))
+        .build()
+        .into()
+}
+
+/// OpenAPI schema of embeddings input: a string or 1..=256 strings.
+fn embedding_input() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder};
+    OneOfBuilder::new()
+        .item(string())
+        .item(
+            ArrayBuilder::new()
+                .items(string())
+                .min_items(Some(1))
+                .max_items(Some(MAX_EMBED_INPUTS)),
+        )
+        .build()
+        .into()
 }
 
 /// Text of a message: a string, or the text parts of a content array.
@@ -87,33 +208,33 @@ fn text_of(content: &Value) -> String {
     }
 }
 
-/// The answer with its sources listed, as the assistant message says it.
-fn with_sources(response: &AskResponse) -> String {
-    if response.citations.is_empty() {
-        return response.answer.clone();
-    }
-    let sources: Vec<String> = response
+/// The `Sources:` list that follows the answer ("" when nothing is cited).
+fn sources(response: &AskResponse) -> String {
+    let lines: Vec<String> = response
         .citations
         .iter()
         .map(|c| format!("[{}] {}", c.n, c.path))
         .collect();
-    format!("{}\n\nSources:\n{}", response.answer, sources.join("\n"))
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("\n\nSources:\n{}", lines.join("\n"))
 }
 
-fn sources_suffix(response: &AskResponse) -> String {
-    with_sources(response)[response.answer.len()..].to_string()
+fn completion_id(created: u64) -> String {
+    let seed = format!(
+        "{created}{:?}{:?}",
+        std::thread::current().id(),
+        std::time::Instant::now()
+    );
+    let hash = crate::types::content_hash(seed.as_bytes());
+    format!("chatcmpl-{}", &hash[..24.min(hash.len())])
 }
 
-fn lore_extra(response: &AskResponse) -> Value {
-    json!({
-        "abstained": response.abstained,
-        "citations": response.citations,
-        "retrieved": response.retrieved,
-        "timings": response.timings,
-    })
-}
-
-async fn chat(
+/// Answers the last user message from the documents (OpenAI chat
+/// completions, streaming or not).
+#[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatBody, security(("api_key" = [])), responses((status = 200, content((ChatCompletion = "application/json"), (super::routes::SseEvent = "text/event-stream"))), ErrorResponses))]
+pub async fn chat(
     state: web::Data<State>,
     body: web::Json<ChatBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -138,16 +259,8 @@ async fn chat(
     }
     .into_request()?;
     let model = body.model.unwrap_or_else(|| MODEL.into());
-    let id = format!(
-        "chatcmpl-{}",
-        crate::types::content_hash(
-            format!("{}{:?}", now(), std::thread::current().id()).as_bytes()
-        )
-        .chars()
-        .take(24)
-        .collect::<String>()
-    );
     let created = now();
+    let id = completion_id(created);
     let permits = state.gate.enter().await?;
     let events = start_ask(state.clone(), request, permits);
     if !body.stream {
@@ -155,37 +268,40 @@ async fn chat(
             .await
             .map_err(|_| {
                 ApiError::new(
-                    actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                    StatusCode::SERVICE_UNAVAILABLE,
                     "timeout",
                     "generation timed out",
                 )
             })??;
-        let usage = json!({
-            "prompt_tokens": response.timings.prompt_tokens,
-            "completion_tokens": response.timings.gen_tokens,
-            "total_tokens": response.timings.prompt_tokens + response.timings.gen_tokens,
-        });
-        return Ok(HttpResponse::Ok().json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": with_sources(&response)},
-                "finish_reason": "stop",
+        let timings = &response.timings;
+        return Ok(HttpResponse::Ok().json(ChatCompletion {
+            id,
+            object: "chat.completion".into(),
+            created,
+            model,
+            choices: vec![ChatChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant".into(),
+                    content: format!("{}{}", response.answer, sources(&response)),
+                },
+                finish_reason: "stop".into(),
             }],
-            "usage": usage,
-            "lore": lore_extra(&response),
-        })));
+            usage: Usage {
+                prompt_tokens: timings.prompt_tokens,
+                completion_tokens: timings.gen_tokens,
+                total_tokens: timings.prompt_tokens + timings.gen_tokens,
+            },
+            lore: LoreExtra::of(&response),
+        }));
     }
-    let chunk = move |delta: Value, finish: Value, extra: Option<Value>| {
+    let chunk = move |delta: Value, finish: Value, extra: Option<LoreExtra>| {
         let mut c = json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         });
         if let Some(extra) = extra {
-            c["lore"] = extra;
+            c["lore"] = json!(extra);
         }
         format!("data: {c}\n\n")
     };
@@ -200,67 +316,96 @@ async fn chat(
             chunk(delta, Value::Null, None)
         }
         Event::Done(r) => {
-            let sources = chunk(json!({"content": sources_suffix(&r)}), Value::Null, None);
-            let last = chunk(json!({}), json!("stop"), Some(lore_extra(&r)));
+            let sources = chunk(json!({"content": sources(&r)}), Value::Null, None);
+            let last = chunk(json!({}), json!("stop"), Some(LoreExtra::of(&r)));
             format!("{sources}{last}data: [DONE]\n\n")
         }
-        Event::Failed(err) => format!(
-            "data: {}\n\ndata: [DONE]\n\n",
-            json!({"error": {"code": err.code, "message": err.message}})
-        ),
+        Event::Failed(err) => format!("data: {}\n\ndata: [DONE]\n\n", json!(err.body())),
     }))
 }
 
-#[derive(Debug, Deserialize)]
-struct EmbeddingsBody {
+/// `POST /v1/embeddings` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmbeddingsBody {
+    /// A string or an array of 1..=256 strings.
+    #[schema(schema_with = embedding_input)]
     input: Value,
     #[serde(default)]
     model: Option<String>,
 }
 
-async fn embeddings(
-    state: web::Data<State>,
-    body: web::Json<EmbeddingsBody>,
-) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let inputs: Vec<String> = match &body.input {
+/// One embedding.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Embedding {
+    object: String,
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+/// Token counts of an embeddings request (whitespace words).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingUsage {
+    prompt_tokens: usize,
+    total_tokens: usize,
+}
+
+/// `POST /v1/embeddings` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingList {
+    object: String,
+    data: Vec<Embedding>,
+    model: String,
+    usage: EmbeddingUsage,
+}
+
+fn inputs_of(input: &Value) -> Result<Vec<String>, ApiError> {
+    let bad = || ApiError::bad_request("input must be a string or an array of strings");
+    let inputs: Vec<String> = match input {
         Value::String(s) => vec![s.clone()],
         Value::Array(items) => items
             .iter()
-            .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    ApiError::bad_request("input must be a string or an array of strings")
-                })
-            })
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
             .collect::<Result<_, _>>()?,
-        _ => {
-            return Err(ApiError::bad_request(
-                "input must be a string or an array of strings",
-            ));
-        }
+        _ => return Err(bad()),
     };
     if inputs.is_empty() || inputs.len() > MAX_EMBED_INPUTS {
         return Err(ApiError::bad_request(format!(
             "input must hold 1..={MAX_EMBED_INPUTS} strings"
         )));
     }
+    Ok(inputs)
+}
+
+/// Embeds texts with the index's embedder (unit vectors).
+#[utoipa::path(post, path = "/v1/embeddings", request_body = EmbeddingsBody, security(("api_key" = [])), responses((status = 200, body = EmbeddingList), ErrorResponses))]
+pub async fn embeddings(
+    state: web::Data<State>,
+    body: web::Json<EmbeddingsBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let inputs = inputs_of(&body.input)?;
+    let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
     let engine = state.engine.clone();
-    let texts = inputs.clone();
     let vectors = blocking(&state, move || {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         engine.embedder()?.embed(&refs)
     })
     .await?;
-    let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
-    let data: Vec<Value> = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "object": "list",
-        "data": data,
-        "model": body.model.unwrap_or_else(|| "lore-embedder".into()),
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })))
+    Ok(HttpResponse::Ok().json(EmbeddingList {
+        object: "list".into(),
+        data: vectors
+            .into_iter()
+            .enumerate()
+            .map(|(index, embedding)| Embedding {
+                object: "embedding".into(),
+                index,
+                embedding,
+            })
+            .collect(),
+        model: body.model.unwrap_or_else(|| "lore-embedder".into()),
+        usage: EmbeddingUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    }))
 }

@@ -8,16 +8,18 @@ use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
+use super::openapi::ErrorResponses;
 use super::{Permits, State};
-use crate::engine::{AskRequest, AskResponse, NoProgress};
+use crate::engine::{AskRequest, AskResponse, IngestReport, NoProgress, RemoveReport};
 use crate::generate::Sampling;
-use crate::search::{Filter, SearchRequest};
-use crate::types::Metadata;
+use crate::search::{Filter, Mode, SearchRequest, SearchResponse};
+use crate::types::{DocRecord, Metadata};
 
 /// Largest `k` a search may ask for.
 const MAX_SEARCH_K: usize = 1000;
@@ -29,16 +31,40 @@ const MAX_TOKENS: usize = 4096;
 const MAX_PAGE: usize = 1000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/v1/search", web::post().to(search))
-        .route("/v1/ask", web::post().to(ask))
-        .route("/v1/documents", web::post().to(add_document))
-        .route("/v1/documents", web::get().to(list_documents))
-        .route("/v1/documents/{id}", web::get().to(get_document))
-        .route("/v1/documents/{id}", web::delete().to(delete_document))
-        .route("/v1/ingest", web::post().to(ingest));
+    cfg.service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(openapi_json)))
+        .service(resource("/v1/search", "POST").route(web::post().to(search)))
+        .service(resource("/v1/ask", "POST").route(web::post().to(ask)))
+        .service(
+            resource("/v1/documents", "GET, POST")
+                .route(web::post().to(add_document))
+                .route(web::get().to(list_documents)),
+        )
+        .service(
+            resource("/v1/documents/{id}", "GET, DELETE")
+                .route(web::get().to(get_document))
+                .route(web::delete().to(delete_document)),
+        )
+        .service(resource("/v1/ingest", "POST").route(web::post().to(ingest)));
+}
+
+/// A resource whose other methods get 405 with `Allow: allowed`.
+pub fn resource(path: &str, allowed: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        let mut err = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} {} is not supported (allowed: {allowed})",
+                req.method(),
+                req.path()
+            ),
+        );
+        err.allow = Some(allowed);
+        Err::<HttpResponse, _>(err)
+    }))
 }
 
 pub fn json_config(limit: usize) -> web::JsonConfig {
@@ -80,22 +106,59 @@ pub async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// `GET /healthz` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    status: String,
 }
 
-async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// `GET /readyz` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// `ready`.
+    status: String,
+    /// Documents in the index.
+    documents: u64,
+    /// Chunks in the index.
+    chunks: u64,
+    /// True when the stores agree.
+    consistent: bool,
+}
+
+/// Readiness: the index is open and the embedder loaded.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Ready), (status = 503, description = "Not ready.", body = super::error::ErrorBody)))]
+pub async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
     let status = blocking(&state, move || engine.status()).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "ready",
-        "documents": status.documents,
-        "chunks": status.chunks,
-        "consistent": status.consistent,
-    })))
+    Ok(HttpResponse::Ok().json(Ready {
+        status: "ready".into(),
+        documents: status.documents,
+        chunks: status.chunks,
+        consistent: status.consistent,
+    }))
 }
 
-async fn metrics(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+/// This API's OpenAPI 3 document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object)))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(super::openapi::document())
+}
+
+/// Prometheus metrics: requests and latency per route, tokens generated,
+/// generation queue depth, index sizes.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String), (status = 503, description = "The index could not be read.", body = super::error::ErrorBody)))]
+pub async fn metrics(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
     let status = blocking(&state, move || engine.status()).await?;
     let body = state.metrics.render(
@@ -114,16 +177,22 @@ async fn metrics(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
 }
 
 /// `POST /v1/search` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SearchBody {
+pub struct SearchBody {
+    /// The query text.
     query: String,
+    /// Hits wanted (1..=1000).
     #[serde(default = "default_search_k")]
+    #[schema(default = 10, minimum = 1, maximum = 1000)]
     k: usize,
+    /// Retriever.
     #[serde(default)]
-    mode: crate::search::Mode,
+    mode: Mode,
+    /// Only chunks of documents matching this.
     #[serde(default)]
     filter: Filter,
+    /// At most one hit per document.
     #[serde(default)]
     collapse: bool,
 }
@@ -146,7 +215,9 @@ fn check_range<T: PartialOrd + std::fmt::Display>(
     Ok(())
 }
 
-async fn search(
+/// Searches the index (the hits of `lore search --json`).
+#[utoipa::path(post, path = "/v1/search", request_body = SearchBody, security(("api_key" = [])), responses((status = 200, body = SearchResponse), ErrorResponses))]
+pub async fn search(
     state: web::Data<State>,
     body: web::Json<SearchBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -165,22 +236,35 @@ async fn search(
 }
 
 /// `POST /v1/ask` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AskBody {
+    /// The question.
     pub question: String,
+    /// Chunks to answer from (1..=50, default 3).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 50)]
     pub k: Option<usize>,
+    /// Only documents matching this.
     #[serde(default)]
     pub filter: Filter,
+    /// Most tokens to generate (1..=4096, default 256).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 4096)]
     pub max_tokens: Option<usize>,
+    /// 0 = greedy (default), up to 2.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
+    /// Nucleus mass kept (0..=1, default 0.9).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
+    /// Random seed: same seed and input, same output.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Stream Server-Sent Events: `token` events `{text}`, then one `done`
+    /// event with the whole answer object.
     #[serde(default)]
     pub stream: bool,
 }
@@ -211,6 +295,19 @@ impl AskBody {
             sampling,
         })
     }
+}
+
+/// One Server-Sent Event as the OpenAPI document describes it: `/v1/ask`
+/// sends `token` events (`{"text"}`), then one `done` event (the answer
+/// object) or an `error` event; chat completions send unnamed `data:`
+/// chunks ending with `[DONE]`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // describes the event stream for OpenAPI
+pub struct SseEvent {
+    /// Event name (absent on chat completion chunks).
+    event: Option<String>,
+    /// JSON text of the event.
+    data: String,
 }
 
 /// What a running generation reports.
@@ -278,11 +375,18 @@ pub fn sse(
         .streaming(stream)
 }
 
-fn sse_event(name: &str, data: &serde_json::Value) -> String {
+fn sse_event(name: &str, data: &impl Serialize) -> String {
+    let data = serde_json::to_string(data).unwrap_or_default();
     format!("event: {name}\ndata: {data}\n\n")
 }
 
-async fn ask(state: web::Data<State>, body: web::Json<AskBody>) -> Result<HttpResponse, ApiError> {
+/// Answers a question from the documents, citing them as [n] (the object
+/// of `lore ask --json`, or SSE with `stream: true`).
+#[utoipa::path(post, path = "/v1/ask", request_body = AskBody, security(("api_key" = [])), responses((status = 200, content((AskResponse = "application/json"), (SseEvent = "text/event-stream"))), ErrorResponses))]
+pub async fn ask(
+    state: web::Data<State>,
+    body: web::Json<AskBody>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let stream = body.stream;
     let request = body.into_request()?;
@@ -302,36 +406,49 @@ async fn ask(state: web::Data<State>, body: web::Json<AskBody>) -> Result<HttpRe
     }
     Ok(sse(events, |event| match event {
         Event::Token(text) => sse_event("token", &json!({ "text": text })),
-        Event::Done(r) => sse_event(
-            "done",
-            &json!({
-                "answer": r.answer,
-                "abstained": r.abstained,
-                "citations": r.citations,
-                "invalid_citations": r.invalid_citations,
-                "corrected_citations": r.corrected_citations,
-                "retrieved": r.retrieved,
-                "timings": r.timings,
-            }),
-        ),
-        Event::Failed(err) => sse_event(
-            "error",
-            &json!({"error": {"code": err.code, "message": err.message}}),
-        ),
+        Event::Done(response) => sse_event("done", &response),
+        Event::Failed(err) => sse_event("error", &err.body()),
     }))
 }
 
 /// `POST /v1/documents` JSON body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DocumentBody {
+pub struct DocumentBody {
+    /// Relative name of the document; its extension picks the loader
+    /// (`.md`, `.html`, `.txt`, code). The same path again replaces it.
     path: String,
+    /// The document's content.
     text: String,
+    /// Metadata for filters.
     #[serde(default)]
+    #[schema(value_type = Object)]
     metadata: Metadata,
 }
 
-async fn add_document(
+/// `POST /v1/documents` multipart form.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // describes the form for OpenAPI; read by `read_multipart`
+pub struct UploadForm {
+    /// The file; its filename names the document unless `path` is given.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Name of the document.
+    path: Option<String>,
+    /// Metadata as a JSON object.
+    metadata: Option<String>,
+}
+
+/// Documents written by `POST /v1/documents`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentsAdded {
+    /// The documents the upload became (a corpus file may hold many).
+    documents: Vec<DocRecord>,
+}
+
+/// Adds or replaces one document (JSON or a multipart upload).
+#[utoipa::path(post, path = "/v1/documents", request_body(content((DocumentBody = "application/json"), (UploadForm = "multipart/form-data"))), security(("api_key" = [])), responses((status = 201, body = DocumentsAdded), ErrorResponses))]
+pub async fn add_document(
     state: web::Data<State>,
     req: HttpRequest,
     payload: web::Payload,
@@ -366,7 +483,7 @@ async fn add_document(
         engine.add_document(&path, &bytes, &metadata)
     })
     .await?;
-    Ok(HttpResponse::Created().json(json!({ "documents": docs })))
+    Ok(HttpResponse::Created().json(DocumentsAdded { documents: docs }))
 }
 
 /// A multipart upload: a `file` part (its filename names the document) and
@@ -413,12 +530,30 @@ async fn read_multipart(
     Ok((path, file, metadata))
 }
 
-#[derive(Debug, Deserialize)]
+/// A page of `GET /v1/documents`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct Page {
+#[into_params(parameter_in = Query)]
+pub struct Page {
+    /// Documents to skip.
     #[serde(default)]
     offset: usize,
+    /// Documents to return (1..=1000).
     #[serde(default = "default_page")]
+    #[param(default = 100, minimum = 1, maximum = 1000)]
+    limit: usize,
+}
+
+/// `GET /v1/documents` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentList {
+    /// Documents in id order.
+    documents: Vec<DocRecord>,
+    /// Documents in the index.
+    total: usize,
+    /// As requested.
+    offset: usize,
+    /// As requested.
     limit: usize,
 }
 
@@ -426,7 +561,9 @@ fn default_page() -> usize {
     100
 }
 
-async fn list_documents(
+/// Lists documents, paged, in id order.
+#[utoipa::path(get, path = "/v1/documents", params(Page), security(("api_key" = [])), responses((status = 200, body = DocumentList), ErrorResponses))]
+pub async fn list_documents(
     state: web::Data<State>,
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
@@ -434,12 +571,17 @@ async fn list_documents(
     check_range("limit", limit, 1, MAX_PAGE)?;
     let engine = state.engine.clone();
     let (documents, total) = blocking(&state, move || engine.documents(offset, limit)).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "documents": documents, "total": total, "offset": offset, "limit": limit,
-    })))
+    Ok(HttpResponse::Ok().json(DocumentList {
+        documents,
+        total,
+        offset,
+        limit,
+    }))
 }
 
-async fn get_document(
+/// One document by id.
+#[utoipa::path(get, path = "/v1/documents/{id}", params(("id" = String, Path, description = "Document id")), security(("api_key" = [])), responses((status = 200, body = DocRecord), ErrorResponses))]
+pub async fn get_document(
     state: web::Data<State>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -449,7 +591,9 @@ async fn get_document(
     Ok(HttpResponse::Ok().json(doc))
 }
 
-async fn delete_document(
+/// Removes a document from every store.
+#[utoipa::path(delete, path = "/v1/documents/{id}", params(("id" = String, Path, description = "Document id")), security(("api_key" = [])), responses((status = 200, body = RemoveReport), ErrorResponses))]
+pub async fn delete_document(
     state: web::Data<State>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -464,13 +608,17 @@ async fn delete_document(
 }
 
 /// `POST /v1/ingest` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct IngestBody {
+pub struct IngestBody {
+    /// A file or folder on the server, under a configured ingest root.
+    #[schema(value_type = String)]
     path: PathBuf,
 }
 
-async fn ingest(
+/// Ingests a file or folder on the server (incremental, like `lore ingest`).
+#[utoipa::path(post, path = "/v1/ingest", request_body = IngestBody, security(("api_key" = [])), responses((status = 200, body = IngestReport), ErrorResponses))]
+pub async fn ingest(
     state: web::Data<State>,
     body: web::Json<IngestBody>,
 ) -> Result<HttpResponse, ApiError> {

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# HTTP API checks against a real `lore serve` (part of `make test`):
+#   1. the official `openai` Python client (chat streaming and not, models,
+#      embeddings) gets a grounded answer;
+#   2. schemathesis fuzzes every endpoint from the served OpenAPI document:
+#      no 5xx, no response that violates the schema.
+# Needs: python3 with venv, a built lore (LORE_BIN), installed models.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+lore=${LORE_BIN:-$root/target/release/lore}
+venv=${LORE_API_VENV:-$HOME/.cache/lore/api-venv}
+work=$(mktemp -d)
+server=
+trap '[ -n "$server" ] && kill $server 2>/dev/null && wait $server; rm -rf "$work"' EXIT
+
+if ! "$venv/bin/python" -c "import openai, schemathesis" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "openai>=1.40" "schemathesis>=4,<5"
+fi
+
+"$lore" --index "$work/index" ingest "$root/corpora/tiny" --json > /dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+LORE_API_KEYS="read:read-key,write:write-key" "$lore" --index "$work/index" serve \
+    --addr "127.0.0.1:$port" --generator default --ingest-root "$root/corpora" &
+server=$!
+for _ in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break
+    sleep 0.5
+done
+
+echo "== openai client"
+"$venv/bin/python" "$root/tests/api/openai_client.py" "http://127.0.0.1:$port/v1" read-key
+
+echo "== schemathesis"
+"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+    --header "Authorization: Bearer write-key" \
+    --checks all --max-examples "${LORE_FUZZ_EXAMPLES:-100}" --seed 1 \
+    --exclude-checks positive_data_acceptance \
+    --generation-deterministic --no-color
+
+kill -TERM $server
+wait $server
+server=
+echo "api checks: 2 passed, 0 failed"

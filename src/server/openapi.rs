@@ -1,0 +1,119 @@
+//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]`
+//! attributes and the request/response types. `api/openapi.json` is this
+//! document committed; a test keeps the two equal (`LORE_BLESS=1` rewrites
+//! the file), and the server serves it at `GET /openapi.json`.
+
+use std::collections::BTreeMap;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, response::Response};
+use utoipa::{IntoResponses, Modify, OpenApi};
+
+use super::{error, openai, routes};
+
+/// Error statuses every `/v1` endpoint may answer, each with
+/// [`error::ErrorBody`].
+pub struct ErrorResponses;
+
+impl IntoResponses for ErrorResponses {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            ("400", "The request is malformed or out of range."),
+            ("401", "A valid API key is required."),
+            (
+                "403",
+                "The key's scope does not allow this (or the path is outside the ingest roots).",
+            ),
+            ("404", "No such document or endpoint."),
+            ("405", "The endpoint does not support this method."),
+            ("413", "The request body is too large."),
+            (
+                "422",
+                "The document could not be read (binary, empty, corrupt).",
+            ),
+            (
+                "429",
+                "The generation queue is full; retry after `Retry-After` seconds.",
+            ),
+            ("503", "Timed out, shutting down, or the index is busy."),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", content)
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+    }
+}
+
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "lore",
+        description = "Retrieval-augmented answers over your documents: search, grounded answers with citations, document management, and OpenAI-compatible chat, models and embeddings."
+    ),
+    paths(
+        routes::healthz,
+        routes::readyz,
+        routes::metrics,
+        routes::openapi_json,
+        routes::search,
+        routes::ask,
+        routes::add_document,
+        routes::list_documents,
+        routes::get_document,
+        routes::delete_document,
+        routes::ingest,
+        openai::chat,
+        openai::models,
+        openai::embeddings,
+    ),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerKeys)
+)]
+struct ApiDoc;
+
+/// The document as pretty JSON.
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+        + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    #[test]
+    fn committed_document_matches_the_code() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("api/openapi.json");
+        let generated = super::document();
+        if std::env::var_os("LORE_BLESS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "api/openapi.json is out of date: rerun with LORE_BLESS=1 and commit it"
+        );
+    }
+}
