@@ -93,6 +93,14 @@ pub enum Error {
     /// A document or path named by the user is not in the index.
     #[error("not found in the index: {0}")]
     NotFound(String),
+    /// A running lore server answered with an error.
+    #[error("lore server at {addr}: {message}")]
+    Remote {
+        /// The server's base URL.
+        addr: String,
+        /// What it said.
+        message: String,
+    },
     /// A request is malformed (bad filter, empty query, ...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),

@@ -3,13 +3,15 @@
 //! Data flows through the modules in this order (each uses only those above
 //! it): [`error`], [`types`], [`config`] → [`ingest`] (walk, load formats) →
 //! [`chunk`] → [`embed`] → [`store`] (docs, vectors, keywords, manifest) →
-//! [`search`] → [`prompt`] → [`generate`] → [`answer`] → [`engine`], the façade that the CLI and embedding programs
-//! call → [`eval`] and [`bench`], which measure it. See ARCHITECTURE.md for
-//! the invariants.
+//! [`search`] → [`prompt`] → [`generate`] → [`answer`] → [`engine`], the
+//! façade that the CLI, the HTTP [`server`] and embedding programs call →
+//! [`client`] (the CLI's way to a server holding the index) → [`eval`] and
+//! [`bench`], which measure it. See ARCHITECTURE.md for the invariants.
 
 pub mod answer;
 pub mod bench;
 pub mod chunk;
+pub mod client;
 pub mod config;
 pub mod embed;
 pub mod engine;

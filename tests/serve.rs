@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{ingested, lore, status};
+use crate::util::{ingested, json, lore, status};
 
 struct Server {
     child: Child,
@@ -199,6 +199,25 @@ fn keys_errors_documents_queue_and_shutdown() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
+    // The CLI works while the server holds the index: it goes through it.
+    let extra = index.parent().unwrap().join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(
+        extra.join("parking.md"),
+        "# Parking\n\nVisitors park on level minus two of the north garage.\n",
+    )
+    .unwrap();
+    let report = json(lore(&index).args(["ingest", extra.to_str().unwrap(), "--json"]));
+    assert_eq!(report["added"], 1, "{report}");
+    let found = json(lore(&index).args(["search", "where do visitors park", "-k", "1", "--json"]));
+    assert!(
+        found["hits"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("parking.md"),
+        "{found}"
+    );
+
     // SIGTERM: the server drains, exits 0, and the index is consistent.
     let mut server = server;
     let pid = server.child.id().to_string();
@@ -212,6 +231,10 @@ fn keys_errors_documents_queue_and_shutdown() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(exit.success(), "exit {exit:?}");
+    assert!(
+        !index.join("server.json").exists(),
+        "the announcement outlived the server"
+    );
     let after = status(&index);
     assert_eq!(after["consistent"], true, "{after}");
 }

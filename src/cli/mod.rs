@@ -431,6 +431,39 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The index, opened by this process or held by a running `lore serve`.
+enum Backend {
+    Local(Box<Engine>),
+    Server(lore::client::Remote),
+}
+
+/// Opens the configured index; when a running server holds it, goes
+/// through that server instead of failing on the lock.
+fn open_backend(config: Config, existing: bool) -> anyhow::Result<Backend> {
+    let index = config.index.clone();
+    let opened = if existing {
+        Engine::open_existing(config)
+    } else {
+        Engine::open(config)
+    };
+    match opened {
+        Ok(engine) => Ok(Backend::Local(Box::new(engine))),
+        Err(err @ lore::Error::IndexLocked { .. }) => {
+            match lore::client::Remote::discover(&index) {
+                Some(remote) => {
+                    eprintln!(
+                        "lore: {} is held by a running `lore serve`; going through it",
+                        index.display()
+                    );
+                    Ok(Backend::Server(remote))
+                }
+                None => Err(err.into()),
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
 fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
     let config = config(global, |c| {
         c.ingest.include.extend(args.include.iter().cloned());
@@ -445,12 +478,23 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
             c.chunk.overlap_tokens = overlap;
         }
     })?;
-    let engine = Engine::open(config).context("while opening the index")?;
-    let progress = progress::IngestProgress::new();
-    let report = engine
-        .ingest(&args.paths, &progress)
-        .context("while ingesting")?;
-    progress.finish();
+    let report = match open_backend(config, false).context("while opening the index")? {
+        Backend::Local(engine) => {
+            let progress = progress::IngestProgress::new();
+            let report = engine
+                .ingest(&args.paths, &progress)
+                .context("while ingesting")?;
+            progress.finish();
+            report
+        }
+        Backend::Server(remote) => {
+            let mut total = lore::engine::IngestReport::default();
+            for path in &args.paths {
+                total.absorb(remote.ingest(path)?);
+            }
+            total
+        }
+    };
     if args.json {
         return print_json(&report);
     }
@@ -469,13 +513,16 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
 }
 
 fn search(global: &Global, args: SearchArgs) -> anyhow::Result<()> {
-    let engine = Engine::open_existing(config(global, |_| {})?)?;
+    let backend = open_backend(config(global, |_| {})?, true)?;
     let request = SearchRequest {
         filter: Filter::parse(&args.filter)?,
         collapse: args.collapse,
         ..SearchRequest::new(args.query, args.k, args.mode.into())
     };
-    let response = engine.search(&request)?;
+    let response = match backend {
+        Backend::Local(engine) => engine.search(&request)?,
+        Backend::Server(remote) => remote.search(&request)?,
+    };
     if args.json {
         return print_json(&response);
     }
@@ -489,7 +536,7 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
             c.generator.model = args.generator.clone();
         }
     })?;
-    let engine = Engine::open_existing(config)?;
+    let backend = open_backend(config, true)?;
     let defaults = lore::generate::Sampling::default();
     let request = lore::AskRequest {
         question: args.question.clone(),
@@ -505,20 +552,26 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
     };
     let stream = !args.json && !args.no_stream;
     let mut out = std::io::stdout();
-    let response = engine.ask(&request, &mut |text| {
-        if stream {
-            // A closed stdout (a pipe into `head`) stops generation.
-            return out
-                .write_all(text.as_bytes())
-                .and_then(|_| out.flush())
-                .is_ok();
+    let (response, streamed) = match backend {
+        Backend::Local(engine) => {
+            let response = engine.ask(&request, &mut |text| {
+                if stream {
+                    // A closed stdout (a pipe into `head`) stops generation.
+                    return out
+                        .write_all(text.as_bytes())
+                        .and_then(|_| out.flush())
+                        .is_ok();
+                }
+                true
+            })?;
+            (response, stream)
         }
-        true
-    })?;
+        Backend::Server(remote) => (remote.ask(&request)?, false),
+    };
     if args.json {
         return print_json(&response);
     }
-    if !stream {
+    if !streamed {
         print!("{}", response.answer);
     }
     println!();

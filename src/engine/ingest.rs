@@ -45,7 +45,7 @@ pub struct NoProgress;
 impl Progress for NoProgress {}
 
 /// Summary of an ingest run (`lore ingest --json`).
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema, serde::Deserialize)]
 pub struct IngestReport {
     /// Files the walk found (skipped ones included).
     pub files_seen: u64,
@@ -63,6 +63,20 @@ pub struct IngestReport {
     pub chunks_embedded: u64,
     /// Wall time.
     pub seconds: f64,
+}
+
+impl IngestReport {
+    /// Adds the counts of another run (ingesting several paths one by one).
+    pub fn absorb(&mut self, other: IngestReport) {
+        self.files_seen += other.files_seen;
+        self.added += other.added;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.removed += other.removed;
+        self.skipped.extend(other.skipped);
+        self.chunks_embedded += other.chunks_embedded;
+        self.seconds += other.seconds;
+    }
 }
 
 /// Summary of `lore remove`.

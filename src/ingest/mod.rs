@@ -9,7 +9,7 @@ pub mod walk;
 use serde::Serialize;
 
 /// A file left out of an ingest run, with the reason in words.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, serde::Deserialize)]
 pub struct Skipped {
     /// The file (or directory) that was skipped.
     pub path: String,

@@ -59,7 +59,7 @@ impl Keys {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -79,11 +79,12 @@ pub async fn check(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let keys = &req
+    let state = req
         .app_data::<web::Data<State>>()
-        .expect("state is registered")
-        .keys;
-    if let (false, Some(need)) = (keys.is_empty(), needed(req.path())) {
+        .expect("state is registered");
+    let keys = &state.keys;
+    let local = state.is_local(req.request());
+    if let (false, false, Some(need)) = (keys.is_empty(), local, needed(req.path())) {
         let token = req
             .headers()
             .get("authorization")

@@ -38,6 +38,18 @@ pub struct State {
     ingest_roots: Vec<PathBuf>,
     timeout: Duration,
     body_limit: usize,
+    /// Token of local processes (see [`crate::client`]).
+    local_token: String,
+}
+
+impl State {
+    /// True when `req` carries the local token.
+    fn is_local(&self, req: &actix_web::HttpRequest) -> bool {
+        req.headers()
+            .get(crate::client::LOCAL_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| auth::constant_time_eq(t.as_bytes(), self.local_token.as_bytes()))
+    }
 }
 
 /// The generation queue: `running` generations at once, `slots` in the
@@ -114,6 +126,8 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     // Load the embedder now so the first search is not slow and /readyz is honest.
     engine.embedder()?;
+    let announcement = crate::client::Announcement::new(&config.addr);
+    let index_dir = engine.index().dir().to_path_buf();
     let engine = Arc::new(engine);
     let state = web::Data::new(State {
         engine: engine.clone(),
@@ -123,11 +137,13 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         ingest_roots,
         timeout: Duration::from_secs(config.request_timeout_s),
         body_limit: config.max_body_bytes,
+        local_token: announcement.token.clone(),
     });
     let body_limit = config.max_body_bytes;
     let addr = config.addr.clone();
+    let dir = index_dir.clone();
     let system = actix_web::rt::System::new();
-    system.block_on(async move {
+    let served = system.block_on(async move {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -145,13 +161,16 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         .shutdown_timeout(30)
         .bind(&addr)
         .map_err(|e| Error::io(PathBuf::from(&addr), e))?;
+        announcement.write(&dir)?;
         tracing::info!(%addr, "serving");
         eprintln!("lore: serving on http://{addr}");
         server
             .run()
             .await
             .map_err(|e| Error::io(PathBuf::from(&addr), e))
-    })?;
+    });
+    crate::client::Announcement::remove(&index_dir);
+    served?;
     tracing::info!("server stopped; flushing the index");
     engine.index().checkpoint()
 }

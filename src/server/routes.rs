@@ -620,6 +620,7 @@ pub struct IngestBody {
 #[utoipa::path(post, path = "/v1/ingest", request_body = IngestBody, security(("api_key" = [])), responses((status = 200, body = IngestReport), ErrorResponses))]
 pub async fn ingest(
     state: web::Data<State>,
+    req: HttpRequest,
     body: web::Json<IngestBody>,
 ) -> Result<HttpResponse, ApiError> {
     let forbidden = |why: String| ApiError::new(StatusCode::FORBIDDEN, "path_not_allowed", why);
@@ -627,12 +628,13 @@ pub async fn ingest(
     let path = requested
         .canonicalize()
         .map_err(|e| ApiError::bad_request(format!("{}: {e}", requested.display())))?;
-    if state.ingest_roots.is_empty() {
+    let local = state.is_local(&req);
+    if !local && state.ingest_roots.is_empty() {
         return Err(forbidden(
             "no ingest roots are configured (server.ingest_roots)".into(),
         ));
     }
-    if !state.ingest_roots.iter().any(|root| path.starts_with(root)) {
+    if !local && !state.ingest_roots.iter().any(|root| path.starts_with(root)) {
         return Err(forbidden(format!(
             "{} is outside the configured ingest roots",
             requested.display()

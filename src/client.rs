@@ -1,0 +1,155 @@
+//! Talking to a running `lore serve` that holds an index, so the CLI works
+//! while a server runs: the index directory is locked by the server's
+//! process, and `lore ingest`, `search` and `ask` go through its HTTP API.
+//!
+//! The server announces itself in `<index>/server.json` (address and a
+//! random local token, readable by the owner only). A request carrying the
+//! token acts with write scope and may ingest any path: whoever can read
+//! the index directory can change the index anyway.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{AskRequest, AskResponse, IngestReport};
+use crate::error::{Error, Result};
+use crate::search::{SearchRequest, SearchResponse};
+
+/// File name of the announcement inside the index directory.
+const ANNOUNCEMENT: &str = "server.json";
+/// Header carrying the local token.
+pub const LOCAL_TOKEN_HEADER: &str = "x-lore-local-token";
+
+/// What a running server writes into its index directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Announcement {
+    /// Address the server listens on.
+    pub addr: String,
+    /// Token that lets local processes act on the index.
+    pub token: String,
+}
+
+impl Announcement {
+    /// A fresh announcement for `addr` with an unguessable token.
+    pub fn new(addr: &str) -> Self {
+        use std::hash::BuildHasher;
+        let random = |salt: u64| std::collections::hash_map::RandomState::new().hash_one(salt);
+        let seed = format!("{}{}{}{addr}", random(1), random(2), std::process::id());
+        Announcement {
+            addr: addr.to_string(),
+            token: crate::types::content_hash(seed.as_bytes()),
+        }
+    }
+
+    fn path(index: &Path) -> PathBuf {
+        index.join(ANNOUNCEMENT)
+    }
+
+    /// Writes it into `index`, readable by the owner only.
+    pub fn write(&self, index: &Path) -> Result<()> {
+        let path = Self::path(index);
+        let json = serde_json::to_vec(self).map_err(|e| Error::io(&path, e.into()))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(|e| Error::io(&path, e))?;
+        std::io::Write::write_all(&mut file, &json).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Removes it from `index` (the server is stopping).
+    pub fn remove(index: &Path) {
+        let _ = std::fs::remove_file(Self::path(index));
+    }
+}
+
+/// A client of the server that holds an index.
+pub struct Remote {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    message: String,
+}
+
+impl Remote {
+    /// The server announced in `index`, if one is there and answers.
+    pub fn discover(index: &Path) -> Option<Remote> {
+        let text = std::fs::read_to_string(Announcement::path(index)).ok()?;
+        let announcement: Announcement = serde_json::from_str(&text).ok()?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(3600)))
+            .build()
+            .into();
+        let base = format!("http://{}", announcement.addr);
+        agent.get(format!("{base}/healthz")).call().ok()?;
+        Some(Remote {
+            base,
+            token: announcement.token,
+            agent,
+        })
+    }
+
+    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        let failed = |message: String| Error::Remote {
+            addr: self.base.clone(),
+            message,
+        };
+        let mut response = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header(LOCAL_TOKEN_HEADER, &self.token)
+            .send_json(body)
+            .map_err(|e| failed(e.to_string()))?;
+        if response.status().is_success() {
+            return response
+                .body_mut()
+                .read_json()
+                .map_err(|e| failed(e.to_string()));
+        }
+        let message = response
+            .body_mut()
+            .read_json::<ErrorBody>()
+            .map_or_else(|_| response.status().to_string(), |b| b.error.message);
+        Err(failed(message))
+    }
+
+    /// `lore ingest` through the server, one path at a time.
+    pub fn ingest(&self, path: &Path) -> Result<IngestReport> {
+        let path = path.canonicalize().map_err(|e| Error::io(path, e))?;
+        self.post("/v1/ingest", &serde_json::json!({ "path": path }))
+    }
+
+    /// `lore search` through the server.
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
+        self.post("/v1/search", request)
+    }
+
+    /// `lore ask` through the server (the answer arrives whole).
+    pub fn ask(&self, request: &AskRequest) -> Result<AskResponse> {
+        let s = &request.sampling;
+        self.post(
+            "/v1/ask",
+            &serde_json::json!({
+                "question": request.question,
+                "k": request.k,
+                "filter": request.filter,
+                "max_tokens": s.max_tokens,
+                "temperature": s.temperature,
+                "top_p": s.top_p,
+                "seed": s.seed,
+            }),
+        )
+    }
+}
