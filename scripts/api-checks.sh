@@ -13,8 +13,13 @@ work=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill $server 2>/dev/null && wait $server; rm -rf "$work"' EXIT
 
+need() { command -v "$1" > /dev/null || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
+need curl curl
 if ! "$venv/bin/python" -c "import openai, schemathesis" 2>/dev/null; then
-    python3 -m venv "$venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" 2>/dev/null || {
+        apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv "$venv"
+    }
     "$venv/bin/pip" install -q "openai>=1.40" "schemathesis>=4,<5"
 fi
 
