@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Load run on loopback: wrk with 16 connections for 30 s on /v1/search
-# while generations run back to back on /v1/ask. Prints wrk's latency
-# distribution (p50/p99) and the error counts (socket errors, non-2xx).
+# Load run on loopback: wrk with 16 connections for 30 s on /v1/search,
+# first alone (the baseline), then while generations run back to back on
+# /v1/ask. Prints wrk's latency distributions (p50/p99) and error counts
+# (socket errors, non-2xx), and how many generations were answered.
 #   LORE_BIN=path/to/lore bash scripts/load.sh [CORPUS] [SECONDS]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,6 +33,10 @@ request = function()
 end
 LUA
 
+echo "== baseline: /v1/search alone"
+wrk -t2 -c16 -d"${seconds}s" --latency -s "$work/search.lua" "http://127.0.0.1:$port"
+
+echo "== /v1/search while generations run"
 (while true; do
     curl -s -o /dev/null -w "ask %{http_code} %{time_total}s\n" "http://127.0.0.1:$port/v1/ask" \
         -H 'Content-Type: application/json' \

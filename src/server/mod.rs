@@ -40,6 +40,8 @@ pub struct State {
     body_limit: usize,
     /// Token of local processes (see [`crate::client`]).
     local_token: String,
+    /// Turns for blocking work other than generation, one per core.
+    cpu: Semaphore,
 }
 
 impl State {
@@ -126,6 +128,9 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     // Load the embedder now so the first search is not slow and /readyz is honest.
     engine.embedder()?;
+    let cores = engine.config().threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let announcement = crate::client::Announcement::new(&config.addr);
     let index_dir = engine.index().dir().to_path_buf();
     let engine = Arc::new(engine);
@@ -138,6 +143,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         timeout: Duration::from_secs(config.request_timeout_s),
         body_limit: config.max_body_bytes,
         local_token: announcement.token.clone(),
+        cpu: Semaphore::new(cores),
     });
     let body_limit = config.max_body_bytes;
     let addr = config.addr.clone();
