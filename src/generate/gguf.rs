@@ -115,8 +115,12 @@ impl GgufGenerator {
     }
 }
 
+/// Temperatures below this sample greedily: dividing logits by a tiny
+/// temperature overflows to infinities and no distribution is left.
+const MIN_TEMPERATURE: f64 = 1e-3;
+
 fn strategy(s: &Sampling) -> Strategy {
-    if s.temperature <= 0.0 {
+    if s.temperature < MIN_TEMPERATURE {
         return Strategy::ArgMax;
     }
     let temperature = s.temperature;

@@ -94,7 +94,10 @@ impl ResponseError for ApiError {
 
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
-        let message = err.to_string();
+        let message = match &err {
+            Error::InvalidRequest(reason) => reason.clone(),
+            other => other.to_string(),
+        };
         match err {
             Error::InvalidRequest(_) | Error::DimensionMismatch { .. } => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)

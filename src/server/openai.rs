@@ -103,7 +103,7 @@ pub struct ChatBody {
     #[schema(minimum = 0, maximum = 2)]
     temperature: Option<f64>,
     #[serde(default)]
-    #[schema(minimum = 0, maximum = 1)]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     top_p: Option<f64>,
     #[serde(default)]
     seed: Option<u64>,

@@ -262,9 +262,9 @@ pub struct AskBody {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
-    /// Nucleus mass kept (0..=1, default 0.9).
+    /// Nucleus mass kept (above 0, up to 1; default 0.9).
     #[serde(default)]
-    #[schema(minimum = 0, maximum = 1)]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
     /// Random seed: same seed and input, same output.
     #[serde(default)]
@@ -289,6 +289,9 @@ impl AskBody {
         check_range("max_tokens", sampling.max_tokens, 1, MAX_TOKENS)?;
         check_range("temperature", sampling.temperature, 0.0, 2.0)?;
         check_range("top_p", sampling.top_p, 0.0, 1.0)?;
+        if sampling.top_p <= 0.0 {
+            return Err(ApiError::bad_request("top_p must be above 0"));
+        }
         let k = self.k.unwrap_or(AskRequest::DEFAULT_K);
         check_range("k", k, 1, MAX_ASK_K)?;
         if self.question.trim().is_empty() {
@@ -466,7 +469,11 @@ pub async fn add_document(
         .unwrap_or("")
         .to_ascii_lowercase();
     let (path, bytes, metadata) = if content_type.starts_with("multipart/form-data") {
-        read_multipart(actix_multipart::Multipart::new(req.headers(), payload)).await?
+        read_multipart(
+            actix_multipart::Multipart::new(req.headers(), payload),
+            state.body_limit,
+        )
+        .await?
     } else {
         let limit = state.body_limit;
         let body = payload
@@ -496,8 +503,10 @@ pub async fn add_document(
 /// optional `path` and `metadata` (JSON object) parts.
 async fn read_multipart(
     mut form: actix_multipart::Multipart,
+    limit: usize,
 ) -> Result<(String, Vec<u8>, Metadata), ApiError> {
     let (mut file, mut name, mut path, mut metadata) = (None, None, None, Metadata::new());
+    let mut total = 0;
     while let Some(field) = form.next().await {
         let mut field = field.map_err(|e| ApiError::bad_request(format!("bad multipart: {e}")))?;
         let field_name = field.name().unwrap_or_default().to_string();
@@ -508,6 +517,14 @@ async fn read_multipart(
         let mut bytes = Vec::new();
         while let Some(chunk) = field.next().await {
             let chunk = chunk.map_err(|e| ApiError::bad_request(format!("bad multipart: {e}")))?;
+            total += chunk.len();
+            if total > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("upload larger than {limit} bytes"),
+                ));
+            }
             bytes.extend_from_slice(&chunk);
         }
         let text = || String::from_utf8_lossy(&bytes).into_owned();
