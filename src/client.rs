@@ -1,6 +1,7 @@
 //! Talking to a running `lore serve` that holds an index, so the CLI works
 //! while a server runs: the index directory is locked by the server's
-//! process, and `lore ingest`, `search` and `ask` go through its HTTP API.
+//! process, and `lore ingest`, `remove`, `search`, `ask` and `status` go
+//! through its HTTP API.
 //!
 //! The server announces itself in `<index>/server.json` (address and a
 //! random local token, readable by the owner only). A request carrying the
@@ -13,7 +14,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{AskRequest, AskResponse, IngestReport};
+use crate::engine::{AskRequest, AskResponse, IngestReport, RemoveReport, Status};
 use crate::error::{Error, Result};
 use crate::search::{SearchRequest, SearchResponse};
 
@@ -129,6 +130,35 @@ impl Remote {
     pub fn ingest(&self, path: &Path) -> Result<IngestReport> {
         let path = path.canonicalize().map_err(|e| Error::io(path, e))?;
         self.post("/v1/ingest", &serde_json::json!({ "path": path }))
+    }
+
+    /// `lore remove` through the server.
+    pub fn remove(&self, target: &str) -> Result<RemoveReport> {
+        let target = Path::new(target)
+            .canonicalize()
+            .map_or_else(|_| target.to_string(), |p| p.display().to_string());
+        self.post("/v1/remove", &serde_json::json!({ "target": target }))
+    }
+
+    /// `lore status` through the server.
+    pub fn status(&self) -> Result<Status> {
+        let failed = |message: String| Error::Remote {
+            addr: self.base.clone(),
+            message,
+        };
+        let mut response = self
+            .agent
+            .get(format!("{}/v1/status", self.base))
+            .header(LOCAL_TOKEN_HEADER, &self.token)
+            .call()
+            .map_err(|e| failed(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(failed(response.status().to_string()));
+        }
+        response
+            .body_mut()
+            .read_json()
+            .map_err(|e| failed(e.to_string()))
     }
 
     /// `lore search` through the server.

@@ -218,6 +218,11 @@ fn keys_errors_documents_queue_and_shutdown() {
         "{found}"
     );
 
+    let held = status(&index);
+    assert_eq!(held["consistent"], true, "{held}");
+    let removed = json(lore(&index).args(["remove", extra.to_str().unwrap(), "--json"]));
+    assert_eq!(removed["documents"], 1, "{removed}");
+
     // SIGTERM: the server drains, exits 0, and the index is consistent.
     let mut server = server;
     let pid = server.child.id().to_string();

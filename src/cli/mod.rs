@@ -347,10 +347,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest(global, args),
         Command::Remove { target, json } => {
-            let engine = Engine::open_existing(config(global, |_| {})?)?;
-            let report = engine
-                .remove(&target)
-                .with_context(|| format!("while removing {target}"))?;
+            let report = match open_backend(config(global, |_| {})?, true)? {
+                Backend::Local(engine) => engine.remove(&target),
+                Backend::Server(remote) => remote.remove(&target),
+            }
+            .with_context(|| format!("while removing {target}"))?;
             if json {
                 print_json(&report)
             } else {
@@ -402,8 +403,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { json } => {
-            let engine = Engine::open_existing(config(global, |_| {})?)?;
-            let status = engine.status()?;
+            let status = match open_backend(config(global, |_| {})?, true)? {
+                Backend::Local(engine) => engine.status()?,
+                Backend::Server(remote) => remote.status()?,
+            };
             if json {
                 return print_json(&status);
             }

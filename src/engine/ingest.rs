@@ -80,7 +80,7 @@ impl IngestReport {
 }
 
 /// Summary of `lore remove`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema, serde::Deserialize)]
 pub struct RemoveReport {
     /// File records removed.
     pub files: u64,

@@ -41,9 +41,10 @@ pub struct Engine {
 }
 
 /// What `lore status` reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Status {
     /// Index directory.
+    #[schema(value_type = String)]
     pub index: PathBuf,
     /// Documents.
     pub documents: u64,
@@ -64,13 +65,14 @@ pub struct Status {
 }
 
 /// Embedder part of [`Status`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct EmbedderStatus {
     /// Embedder id.
     pub id: String,
     /// Vector dimension.
     pub dim: usize,
     /// Model directory configured.
+    #[schema(value_type = String)]
     pub path: PathBuf,
 }
 

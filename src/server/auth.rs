@@ -65,7 +65,10 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The scope a path needs; `None` for the open endpoints.
 fn needed(path: &str) -> Option<Scope> {
-    if path.starts_with("/v1/documents") || path.starts_with("/v1/ingest") {
+    if ["/v1/documents", "/v1/ingest", "/v1/remove"]
+        .iter()
+        .any(|p| path.starts_with(p))
+    {
         Some(Scope::Write)
     } else if path.starts_with("/v1/") || path == "/v1" {
         Some(Scope::Read)
@@ -124,6 +127,8 @@ mod tests {
         assert_eq!(needed("/v1/search"), Some(Scope::Read));
         assert_eq!(needed("/v1/documents/abc"), Some(Scope::Write));
         assert_eq!(needed("/v1/ingest"), Some(Scope::Write));
+        assert_eq!(needed("/v1/remove"), Some(Scope::Write));
+        assert_eq!(needed("/v1/status"), Some(Scope::Read));
         assert_eq!(needed("/healthz"), None);
         assert_eq!(needed("/metrics"), None);
     }

@@ -82,6 +82,8 @@ impl Modify for BearerKeys {
         routes::get_document,
         routes::delete_document,
         routes::ingest,
+        routes::remove,
+        routes::status,
         openai::chat,
         openai::models,
         openai::embeddings,

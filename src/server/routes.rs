@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::ApiError;
 use super::openapi::ErrorResponses;
 use super::{Permits, State};
-use crate::engine::{AskRequest, AskResponse, IngestReport, NoProgress, RemoveReport};
+use crate::engine::{AskRequest, AskResponse, IngestReport, NoProgress, RemoveReport, Status};
 use crate::generate::Sampling;
 use crate::search::{Filter, Mode, SearchRequest, SearchResponse};
 use crate::types::{DocRecord, Metadata};
@@ -47,7 +47,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(get_document))
                 .route(web::delete().to(delete_document)),
         )
-        .service(resource("/v1/ingest", "POST").route(web::post().to(ingest)));
+        .service(resource("/v1/ingest", "POST").route(web::post().to(ingest)))
+        .service(resource("/v1/remove", "POST").route(web::post().to(remove)))
+        .service(resource("/v1/status", "GET").route(web::get().to(status)));
 }
 
 /// A resource whose other methods get 405 with `Allow: allowed`.
@@ -70,7 +72,18 @@ pub fn resource(path: &str, allowed: &'static str) -> actix_web::Resource {
 pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
-        .error_handler(|err, _| ApiError::bad_request(format!("bad JSON body: {err}")).into())
+        .error_handler(|err, _| {
+            use actix_web::error::JsonPayloadError as E;
+            match err {
+                E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("request body too large: {err}"),
+                ),
+                _ => ApiError::bad_request(format!("bad JSON body: {err}")),
+            }
+            .into()
+        })
 }
 
 pub fn query_config() -> web::QueryConfig {
@@ -666,4 +679,45 @@ pub async fn ingest(
     let engine = state.engine.clone();
     let report = blocking(&state, move || engine.ingest(&[path], &NoProgress)).await?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// `POST /v1/remove` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveBody {
+    /// A document id, or an ingested file or folder on the server (under a
+    /// configured ingest root).
+    target: String,
+}
+
+/// Removes a file, a folder or a document (like `lore remove`).
+#[utoipa::path(post, path = "/v1/remove", request_body = RemoveBody, security(("api_key" = [])), responses((status = 200, body = RemoveReport), ErrorResponses))]
+pub async fn remove(
+    state: web::Data<State>,
+    req: HttpRequest,
+    body: web::Json<RemoveBody>,
+) -> Result<HttpResponse, ApiError> {
+    let target = body.into_inner().target;
+    if let Ok(path) = std::path::Path::new(&target).canonicalize() {
+        let allowed =
+            state.is_local(&req) || state.ingest_roots.iter().any(|r| path.starts_with(r));
+        if !allowed {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "path_not_allowed",
+                format!("{target} is outside the configured ingest roots"),
+            ));
+        }
+    }
+    let engine = state.engine.clone();
+    let report = blocking(&state, move || engine.remove(&target)).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// What the index holds and whether its stores agree (`lore status`).
+#[utoipa::path(get, path = "/v1/status", security(("api_key" = [])), responses((status = 200, body = Status), ErrorResponses))]
+pub async fn status(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine.clone();
+    let status = blocking(&state, move || engine.status()).await?;
+    Ok(HttpResponse::Ok().json(status))
 }
