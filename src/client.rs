@@ -79,6 +79,11 @@ struct ErrorBody {
 }
 
 #[derive(Deserialize)]
+struct Token {
+    text: String,
+}
+
+#[derive(Deserialize)]
 struct ErrorDetail {
     message: String,
 }
@@ -166,20 +171,69 @@ impl Remote {
         self.post("/v1/search", request)
     }
 
-    /// `lore ask` through the server (the answer arrives whole).
-    pub fn ask(&self, request: &AskRequest) -> Result<AskResponse> {
+    /// `lore ask` through the server, streaming the answer's text to
+    /// `on_text` (return `false` to stop: the connection is dropped and the
+    /// server cancels the generation).
+    pub fn ask(
+        &self,
+        request: &AskRequest,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<AskResponse> {
+        let failed = |message: String| Error::Remote {
+            addr: self.base.clone(),
+            message,
+        };
         let s = &request.sampling;
-        self.post(
-            "/v1/ask",
-            &serde_json::json!({
-                "question": request.question,
-                "k": request.k,
-                "filter": request.filter,
-                "max_tokens": s.max_tokens,
-                "temperature": s.temperature,
-                "top_p": s.top_p,
-                "seed": s.seed,
-            }),
-        )
+        let body = serde_json::json!({
+            "question": request.question,
+            "k": request.k,
+            "filter": request.filter,
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "seed": s.seed,
+            "stream": true,
+        });
+        let mut response = self
+            .agent
+            .post(format!("{}/v1/ask", self.base))
+            .header(LOCAL_TOKEN_HEADER, &self.token)
+            .send_json(&body)
+            .map_err(|e| failed(e.to_string()))?;
+        if !response.status().is_success() {
+            let message = response
+                .body_mut()
+                .read_json::<ErrorBody>()
+                .map_or_else(|_| response.status().to_string(), |b| b.error.message);
+            return Err(failed(message));
+        }
+        let reader = std::io::BufReader::new(response.body_mut().as_reader());
+        let mut event = String::new();
+        for line in std::io::BufRead::lines(reader) {
+            let line = line.map_err(|e| failed(e.to_string()))?;
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_string();
+                continue;
+            }
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
+            match event.as_str() {
+                "token" => {
+                    let token: Token =
+                        serde_json::from_str(data).map_err(|e| failed(e.to_string()))?;
+                    if !on_text(&token.text) {
+                        return Err(failed("cancelled".into()));
+                    }
+                }
+                "done" => return serde_json::from_str(data).map_err(|e| failed(e.to_string())),
+                _ => {
+                    let message = serde_json::from_str::<ErrorBody>(data)
+                        .map_or_else(|_| data.to_string(), |b| b.error.message);
+                    return Err(failed(message));
+                }
+            }
+        }
+        Err(failed("the answer stream ended early".into()))
     }
 }

@@ -218,6 +218,21 @@ fn keys_errors_documents_queue_and_shutdown() {
         "{found}"
     );
 
+    let answer = json(lore(&index).args([
+        "ask",
+        "How many grams of coffee go into a pour-over?",
+        "--max-tokens",
+        "16",
+        "--json",
+    ]));
+    assert!(
+        !answer["retrieved"].as_array().unwrap().is_empty(),
+        "{answer}"
+    );
+    assert!(
+        answer["answer"].as_str().is_some_and(|a| !a.is_empty()),
+        "{answer}"
+    );
     let held = status(&index);
     assert_eq!(held["consistent"], true, "{held}");
     let removed = json(lore(&index).args(["remove", extra.to_str().unwrap(), "--json"]));

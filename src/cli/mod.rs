@@ -555,26 +555,24 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
     };
     let stream = !args.json && !args.no_stream;
     let mut out = std::io::stdout();
-    let (response, streamed) = match backend {
-        Backend::Local(engine) => {
-            let response = engine.ask(&request, &mut |text| {
-                if stream {
-                    // A closed stdout (a pipe into `head`) stops generation.
-                    return out
-                        .write_all(text.as_bytes())
-                        .and_then(|_| out.flush())
-                        .is_ok();
-                }
-                true
-            })?;
-            (response, stream)
+    let mut on_text = |text: &str| {
+        if stream {
+            // A closed stdout (a pipe into `head`) stops generation.
+            return out
+                .write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .is_ok();
         }
-        Backend::Server(remote) => (remote.ask(&request)?, false),
+        true
+    };
+    let response = match backend {
+        Backend::Local(engine) => engine.ask(&request, &mut on_text)?,
+        Backend::Server(remote) => remote.ask(&request, &mut on_text)?,
     };
     if args.json {
         return print_json(&response);
     }
-    if !streamed {
+    if !stream {
         print!("{}", response.answer);
     }
     println!();
