@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use ureq::http::Response as HttpResponse;
 
 use crate::engine::{AskRequest, AskResponse, IngestReport, RemoveReport, Status};
 use crate::error::{Error, Result};
@@ -66,6 +67,8 @@ impl Announcement {
     }
 }
 
+type Response = HttpResponse<ureq::Body>;
+
 /// A client of the server that holds an index.
 pub struct Remote {
     base: String,
@@ -107,34 +110,43 @@ impl Remote {
         })
     }
 
-    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
-        let failed = |message: String| Error::Remote {
+    fn failed(&self, message: impl std::fmt::Display) -> Error {
+        Error::Remote {
             addr: self.base.clone(),
-            message,
-        };
-        let mut response = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header(LOCAL_TOKEN_HEADER, &self.token)
-            .send_json(body)
-            .map_err(|e| failed(e.to_string()))?;
+            message: message.to_string(),
+        }
+    }
+
+    /// `response` when it succeeded, else the server's error message.
+    fn checked(&self, sent: Result<Response, ureq::Error>) -> Result<Response> {
+        let mut response = sent.map_err(|e| self.failed(e))?;
         if response.status().is_success() {
-            return response
-                .body_mut()
-                .read_json()
-                .map_err(|e| failed(e.to_string()));
+            return Ok(response);
         }
         let message = response
             .body_mut()
             .read_json::<ErrorBody>()
             .map_or_else(|_| response.status().to_string(), |b| b.error.message);
-        Err(failed(message))
+        Err(self.failed(message))
+    }
+
+    fn post(&self, path: &str, body: &impl Serialize) -> Result<Response> {
+        self.checked(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header(LOCAL_TOKEN_HEADER, &self.token)
+                .send_json(body),
+        )
+    }
+
+    fn json<T: DeserializeOwned>(&self, mut response: Response) -> Result<T> {
+        response.body_mut().read_json().map_err(|e| self.failed(e))
     }
 
     /// `lore ingest` through the server, one path at a time.
     pub fn ingest(&self, path: &Path) -> Result<IngestReport> {
         let path = path.canonicalize().map_err(|e| Error::io(path, e))?;
-        self.post("/v1/ingest", &serde_json::json!({ "path": path }))
+        self.json(self.post("/v1/ingest", &serde_json::json!({ "path": path }))?)
     }
 
     /// `lore remove` through the server.
@@ -142,33 +154,22 @@ impl Remote {
         let target = Path::new(target)
             .canonicalize()
             .map_or_else(|_| target.to_string(), |p| p.display().to_string());
-        self.post("/v1/remove", &serde_json::json!({ "target": target }))
+        self.json(self.post("/v1/remove", &serde_json::json!({ "target": target }))?)
     }
 
     /// `lore status` through the server.
     pub fn status(&self) -> Result<Status> {
-        let failed = |message: String| Error::Remote {
-            addr: self.base.clone(),
-            message,
-        };
-        let mut response = self
+        let sent = self
             .agent
             .get(format!("{}/v1/status", self.base))
             .header(LOCAL_TOKEN_HEADER, &self.token)
-            .call()
-            .map_err(|e| failed(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(failed(response.status().to_string()));
-        }
-        response
-            .body_mut()
-            .read_json()
-            .map_err(|e| failed(e.to_string()))
+            .call();
+        self.json(self.checked(sent)?)
     }
 
     /// `lore search` through the server.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
-        self.post("/v1/search", request)
+        self.json(self.post("/v1/search", request)?)
     }
 
     /// `lore ask` through the server, streaming the answer's text to
@@ -179,10 +180,6 @@ impl Remote {
         request: &AskRequest,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<AskResponse> {
-        let failed = |message: String| Error::Remote {
-            addr: self.base.clone(),
-            message,
-        };
         let s = &request.sampling;
         let body = serde_json::json!({
             "question": request.question,
@@ -194,23 +191,11 @@ impl Remote {
             "seed": s.seed,
             "stream": true,
         });
-        let mut response = self
-            .agent
-            .post(format!("{}/v1/ask", self.base))
-            .header(LOCAL_TOKEN_HEADER, &self.token)
-            .send_json(&body)
-            .map_err(|e| failed(e.to_string()))?;
-        if !response.status().is_success() {
-            let message = response
-                .body_mut()
-                .read_json::<ErrorBody>()
-                .map_or_else(|_| response.status().to_string(), |b| b.error.message);
-            return Err(failed(message));
-        }
+        let mut response = self.post("/v1/ask", &body)?;
         let reader = std::io::BufReader::new(response.body_mut().as_reader());
         let mut event = String::new();
         for line in std::io::BufRead::lines(reader) {
-            let line = line.map_err(|e| failed(e.to_string()))?;
+            let line = line.map_err(|e| self.failed(e))?;
             if let Some(name) = line.strip_prefix("event: ") {
                 event = name.to_string();
                 continue;
@@ -220,20 +205,19 @@ impl Remote {
             };
             match event.as_str() {
                 "token" => {
-                    let token: Token =
-                        serde_json::from_str(data).map_err(|e| failed(e.to_string()))?;
+                    let token: Token = serde_json::from_str(data).map_err(|e| self.failed(e))?;
                     if !on_text(&token.text) {
-                        return Err(failed("cancelled".into()));
+                        return Err(self.failed("cancelled"));
                     }
                 }
-                "done" => return serde_json::from_str(data).map_err(|e| failed(e.to_string())),
+                "done" => return serde_json::from_str(data).map_err(|e| self.failed(e)),
                 _ => {
                     let message = serde_json::from_str::<ErrorBody>(data)
                         .map_or_else(|_| data.to_string(), |b| b.error.message);
-                    return Err(failed(message));
+                    return Err(self.failed(message));
                 }
             }
         }
-        Err(failed("the answer stream ended early".into()))
+        Err(self.failed("the answer stream ended early"))
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::ServerConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-pub use error::ApiError;
+use error::ApiError;
 
 /// Seconds a client told "busy" should wait.
 const RETRY_AFTER_S: u64 = 2;
@@ -131,7 +131,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
     let cores = engine.config().threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let announcement = crate::client::Announcement::new(&config.addr);
+    let mut announcement = crate::client::Announcement::new(&config.addr);
     let index_dir = engine.index().dir().to_path_buf();
     let engine = Arc::new(engine);
     let state = web::Data::new(State {
@@ -163,13 +163,18 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
                 .configure(openai::configure)
                 .default_service(web::to(routes::not_found))
         })
-        .workers(2)
+        .workers(cores)
         .shutdown_timeout(30)
         .bind(&addr)
         .map_err(|e| Error::io(PathBuf::from(&addr), e))?;
+        // The bound address, which differs from `addr` for port 0.
+        if let Some(bound) = server.addrs().first() {
+            announcement.addr = bound.to_string();
+        }
         announcement.write(&dir)?;
-        tracing::info!(%addr, "serving");
-        eprintln!("lore: serving on http://{addr}");
+        let bound = &announcement.addr;
+        tracing::info!(addr = %bound, "serving");
+        eprintln!("lore: serving on http://{bound}");
         server
             .run()
             .await

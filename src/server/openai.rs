@@ -5,7 +5,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -264,15 +263,7 @@ pub async fn chat(
     let permits = state.gate.enter().await?;
     let events = start_ask(state.clone(), request, permits);
     if !body.stream {
-        let response = tokio::time::timeout(state.timeout, finish(events))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    "generation timed out",
-                )
-            })??;
+        let response = finish(&state, events).await?;
         let timings = &response.timings;
         return Ok(HttpResponse::Ok().json(ChatCompletion {
             id,

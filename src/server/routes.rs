@@ -361,13 +361,26 @@ pub fn start_ask(
             }
             Err(err) => Event::Failed(err.into()),
         };
+        // A client that went away no longer listens; nothing to report.
         let _ = tx.blocking_send(event);
     });
     rx
 }
 
-/// Waits for the final event of a generation.
-pub async fn finish(mut events: mpsc::Receiver<Event>) -> Result<AskResponse, ApiError> {
+/// Waits, within the request timeout, for the final event of a generation.
+pub async fn finish(state: &State, events: mpsc::Receiver<Event>) -> Result<AskResponse, ApiError> {
+    tokio::time::timeout(state.timeout, last_event(events))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "generation timed out",
+            )
+        })?
+}
+
+async fn last_event(mut events: mpsc::Receiver<Event>) -> Result<AskResponse, ApiError> {
     while let Some(event) = events.recv().await {
         match event {
             Event::Token(_) => {}
@@ -415,16 +428,7 @@ pub async fn ask(
     let permits = state.gate.enter().await?;
     let events = start_ask(state.clone(), request, permits);
     if !stream {
-        let response = tokio::time::timeout(state.timeout, finish(events))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    "generation timed out",
-                )
-            })??;
-        return Ok(HttpResponse::Ok().json(response));
+        return Ok(HttpResponse::Ok().json(finish(&state, events).await?));
     }
     Ok(sse(events, |event| match event {
         Event::Token(text) => sse_event("token", &json!({ "text": text })),
