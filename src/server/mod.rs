@@ -52,6 +52,29 @@ impl State {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| auth::constant_time_eq(t.as_bytes(), self.local_token.as_bytes()))
     }
+
+    /// Whether `req` may ingest or remove the server path `path`
+    /// (canonical): local processes may touch any path, clients only paths
+    /// under the ingest roots.
+    fn may_touch(
+        &self,
+        req: &actix_web::HttpRequest,
+        path: &std::path::Path,
+    ) -> Result<(), ApiError> {
+        if self.is_local(req) || self.ingest_roots.iter().any(|root| path.starts_with(root)) {
+            return Ok(());
+        }
+        let why = if self.ingest_roots.is_empty() {
+            "no ingest roots are configured (server.ingest_roots)".to_string()
+        } else {
+            format!("{} is outside the configured ingest roots", path.display())
+        };
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "path_not_allowed",
+            why,
+        ))
+    }
 }
 
 /// The generation queue: `running` generations at once, `slots` in the

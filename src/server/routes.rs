@@ -663,23 +663,11 @@ pub async fn ingest(
     req: HttpRequest,
     body: web::Json<IngestBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let forbidden = |why: String| ApiError::new(StatusCode::FORBIDDEN, "path_not_allowed", why);
     let requested = body.into_inner().path;
     let path = requested
         .canonicalize()
         .map_err(|e| ApiError::bad_request(format!("{}: {e}", requested.display())))?;
-    let local = state.is_local(&req);
-    if !local && state.ingest_roots.is_empty() {
-        return Err(forbidden(
-            "no ingest roots are configured (server.ingest_roots)".into(),
-        ));
-    }
-    if !local && !state.ingest_roots.iter().any(|root| path.starts_with(root)) {
-        return Err(forbidden(format!(
-            "{} is outside the configured ingest roots",
-            requested.display()
-        )));
-    }
+    state.may_touch(&req, &path)?;
     let engine = state.engine.clone();
     let report = blocking(&state, move || engine.ingest(&[path], &NoProgress)).await?;
     Ok(HttpResponse::Ok().json(report))
@@ -703,15 +691,7 @@ pub async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     let target = body.into_inner().target;
     if let Ok(path) = std::path::Path::new(&target).canonicalize() {
-        let allowed =
-            state.is_local(&req) || state.ingest_roots.iter().any(|r| path.starts_with(r));
-        if !allowed {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "path_not_allowed",
-                format!("{target} is outside the configured ingest roots"),
-            ));
-        }
+        state.may_touch(&req, &path)?;
     }
     let engine = state.engine.clone();
     let report = blocking(&state, move || engine.remove(&target)).await?;
