@@ -34,17 +34,6 @@ pub struct Announcement {
 }
 
 impl Announcement {
-    /// A fresh announcement for `addr` with an unguessable token.
-    pub fn new(addr: &str) -> Self {
-        use std::hash::BuildHasher;
-        let random = |salt: u64| std::collections::hash_map::RandomState::new().hash_one(salt);
-        let seed = format!("{}{}{}{addr}", random(1), random(2), std::process::id());
-        Announcement {
-            addr: addr.to_string(),
-            token: crate::types::content_hash(seed.as_bytes()),
-        }
-    }
-
     fn path(index: &Path) -> PathBuf {
         index.join(ANNOUNCEMENT)
     }

@@ -4,9 +4,9 @@
 //! it): [`error`], [`types`], [`config`] → [`ingest`] (walk, load formats) →
 //! [`chunk`] → [`embed`] → [`store`] (docs, vectors, keywords, manifest) →
 //! [`search`] → [`prompt`] → [`generate`] → [`answer`] → [`engine`], the
-//! façade that the CLI, the HTTP [`server`] and embedding programs call →
-//! [`client`] (the CLI's way to a server holding the index) → [`eval`] and
-//! [`bench`], which measure it. See ARCHITECTURE.md for the invariants.
+//! façade that embedding programs call → [`eval`] and [`bench`], which
+//! measure it → [`client`] (how a process reaches a server that holds the
+//! index) → [`server`], the HTTP front end; the CLI sits on top. See ARCHITECTURE.md for the invariants.
 
 pub mod answer;
 pub mod bench;

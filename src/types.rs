@@ -219,3 +219,11 @@ pub fn byte_range_schema() -> utoipa::openapi::Object {
         .required("end")
         .build()
 }
+
+/// An unguessable hex id (128 bits from the OS-seeded hasher keys), for
+/// tokens and response ids.
+pub fn random_id() -> String {
+    use std::hash::BuildHasher;
+    let random = || std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    format!("{:016x}{:016x}", random(), random())
+}

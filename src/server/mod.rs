@@ -154,7 +154,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
     let cores = engine.config().threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let mut announcement = crate::client::Announcement::new(&config.addr);
+    let local_token = crate::types::random_id();
     let index_dir = engine.index().dir().to_path_buf();
     let engine = Arc::new(engine);
     let state = web::Data::new(State {
@@ -165,7 +165,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         ingest_roots,
         timeout: Duration::from_secs(config.request_timeout_s),
         body_limit: config.max_body_bytes,
-        local_token: announcement.token.clone(),
+        local_token: local_token.clone(),
         cpu: Semaphore::new(cores),
     });
     let body_limit = config.max_body_bytes;
@@ -191,11 +191,15 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         .bind(&addr)
         .map_err(|e| Error::io(PathBuf::from(&addr), e))?;
         // The bound address, which differs from `addr` for port 0.
-        if let Some(bound) = server.addrs().first() {
-            announcement.addr = bound.to_string();
-        }
+        let bound = server
+            .addrs()
+            .first()
+            .map_or_else(|| addr.clone(), ToString::to_string);
+        let announcement = crate::client::Announcement {
+            addr: bound.clone(),
+            token: local_token,
+        };
         announcement.write(&dir)?;
-        let bound = &announcement.addr;
         tracing::info!(addr = %bound, "serving");
         eprintln!("lore: serving on http://{bound}");
         server

@@ -220,16 +220,6 @@ fn sources(response: &AskResponse) -> String {
     format!("\n\nSources:\n{}", lines.join("\n"))
 }
 
-fn completion_id(created: u64) -> String {
-    let seed = format!(
-        "{created}{:?}{:?}",
-        std::thread::current().id(),
-        std::time::Instant::now()
-    );
-    let hash = crate::types::content_hash(seed.as_bytes());
-    format!("chatcmpl-{}", &hash[..24.min(hash.len())])
-}
-
 /// Answers the last user message from the documents (OpenAI chat
 /// completions, streaming or not).
 #[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatBody, security(("api_key" = [])), responses((status = 200, content((ChatCompletion = "application/json"), (super::routes::SseEvent = "text/event-stream"))), ErrorResponses))]
@@ -259,7 +249,7 @@ pub async fn chat(
     .into_request()?;
     let model = body.model.unwrap_or_else(|| MODEL.into());
     let created = now();
-    let id = completion_id(created);
+    let id = format!("chatcmpl-{}", crate::types::random_id());
     let permits = state.gate.enter().await?;
     let events = start_ask(state.clone(), request, permits);
     if !body.stream {
