@@ -134,8 +134,8 @@ impl Engine {
         &self.config
     }
 
-    /// The index (for benchmarks and tools; front ends go through the
-    /// methods above).
+    /// The index (for benchmarks, tools, and the server's probes and
+    /// shutdown; front ends go through the methods above).
     pub fn index(&self) -> &Index {
         &self.index
     }

@@ -145,49 +145,43 @@ pub async fn healthz() -> HttpResponse {
 pub struct Ready {
     /// `ready`.
     status: String,
-    /// Documents in the index.
-    documents: u64,
-    /// Chunks in the index.
+    /// Chunks searchable (live vectors).
     chunks: u64,
-    /// True when the stores agree.
-    consistent: bool,
 }
 
-/// Readiness: the index is open and the embedder loaded.
+/// Readiness: the index is open and the embedder loaded (it is loaded
+/// before the server accepts connections). Cheap: no store is scanned.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Ready), (status = 503, description = "Not ready.", body = super::error::ErrorBody)))]
 pub async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let engine = state.engine.clone();
-    let status = blocking(&state, move || engine.status()).await?;
+    let sizes = state.engine.index().sizes()?;
     Ok(HttpResponse::Ok().json(Ready {
         status: "ready".into(),
-        documents: status.documents,
-        chunks: status.chunks,
-        consistent: status.consistent,
+        chunks: sizes.vectors,
     }))
 }
 
 /// This API's OpenAPI 3 document.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object)))]
 pub async fn openapi_json() -> HttpResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(super::openapi::document())
+        .body(DOCUMENT.get_or_init(super::openapi::document).as_str())
 }
 
 /// Prometheus metrics: requests and latency per route, tokens generated,
 /// generation queue depth, index sizes.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String), (status = 503, description = "The index could not be read.", body = super::error::ErrorBody)))]
 pub async fn metrics(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let engine = state.engine.clone();
-    let status = blocking(&state, move || engine.status()).await?;
+    // Sizes read without scanning a store, so scrapes stay cheap at any
+    // index size (`/v1/status` has the full counts).
+    let sizes = state.engine.index().sizes()?;
     let body = state.metrics.render(
         state.gate.depth(),
         &[
-            ("documents", status.documents),
-            ("chunks", status.chunks),
-            ("vectors", status.vectors),
-            ("tombstones", status.tombstones),
-            ("bytes", status.index_bytes),
+            ("vectors", sizes.vectors),
+            ("keyword_docs", sizes.keyword_docs),
+            ("tombstones", sizes.tombstones),
         ],
     );
     Ok(HttpResponse::Ok()

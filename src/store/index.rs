@@ -26,6 +26,17 @@ use crate::config::HnswConfig;
 use crate::error::{Error, Result};
 use crate::types::{ChunkRecord, DocId, Slot};
 
+/// The store sizes that cost nothing to read.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct IndexSizes {
+    /// Live vectors (one per chunk).
+    pub vectors: u64,
+    /// Keyword index entries.
+    pub keyword_docs: u64,
+    /// Removed vectors still in the graph.
+    pub tombstones: u64,
+}
+
 /// Counts of every store and whether they agree.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct IndexStatus {
@@ -239,6 +250,16 @@ impl Index {
             pending: counts.pending_keywords,
             index_bytes: dir_size(&self.dir),
             consistent,
+        })
+    }
+
+    /// Sizes that are read without scanning any store (for metrics and
+    /// probes): live vectors, keyword entries, tombstones.
+    pub fn sizes(&self) -> Result<IndexSizes> {
+        Ok(IndexSizes {
+            vectors: self.vectors.len(),
+            keyword_docs: self.keywords.count()?,
+            tombstones: self.vectors.tombstone_count(),
         })
     }
 

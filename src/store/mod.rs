@@ -18,7 +18,7 @@ pub mod vectors;
 
 mod index;
 
-pub use index::{Index, IndexStatus};
+pub use index::{Index, IndexSizes, IndexStatus};
 
 use std::collections::HashSet;
 
