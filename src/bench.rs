@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::{load, walk};
 use crate::search::{Mode, SearchRequest};
-use crate::store::VectorIndex;
+use crate::store::{Owner, VectorIndex};
 use crate::store::flat::FlatVectorIndex;
 use crate::store::vectors::HnswVectorIndex;
 use crate::types::Slot;
@@ -67,10 +67,11 @@ pub fn bench_chunks(
     )?;
     let mut chunks = Vec::new();
     for file in &found.files {
-        let Ok(bytes) = std::fs::read(&file.path) else {
+        let max_bytes = config.ingest.max_file_bytes;
+        let Ok(bytes) = load::read(&file.path, max_bytes) else {
             continue;
         };
-        let Ok(docs) = load::load(&file.path, &bytes) else {
+        let Ok(docs) = load::load(&file.path, &bytes, max_bytes as usize) else {
             continue;
         };
         for doc in docs {
@@ -311,7 +312,12 @@ pub fn search(engine: &Engine, queries: &[String], scale: usize) -> Result<Searc
     let scaled = if scale > 0 && !items.is_empty() {
         let dir = tempfile_dir()?;
         let big = synthetic(&items, scale);
-        let (graph_index, _) = HnswVectorIndex::open(&dir, embedder.dim(), &engine.config().hnsw)?;
+        let scratch = Owner {
+            id: "bench".into(),
+            adopt_unowned: false,
+        };
+        let (graph_index, _) =
+            HnswVectorIndex::open(&dir, embedder.dim(), &engine.config().hnsw, &scratch)?;
         let start = Instant::now();
         graph_index.insert(&big)?;
         let built = start.elapsed().as_secs_f64();

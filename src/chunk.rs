@@ -33,10 +33,22 @@ impl Sizer {
     }
 }
 
+/// A chunk counts as at least one token per this many bytes, so chunks
+/// are bounded in bytes too: text with no spaces (10 MB that tokenizes to
+/// one unknown token) is still cut into pieces of at most
+/// `max_tokens × 16` bytes. Real text runs 3–6 bytes a token, so this
+/// never decides its chunks.
+const BYTES_PER_TOKEN: usize = 16;
+/// Pieces longer than this are sized by bytes alone, never tokenized
+/// whole while the splitter looks for cut points.
+const TOKENIZE_BYTES: usize = 64 * 1024;
+
 impl ChunkSizer for Sizer {
     fn size(&self, chunk: &str) -> usize {
+        let by_bytes = chunk.len().div_ceil(BYTES_PER_TOKEN);
         match self {
-            Sizer::Tokens(tokenizer) => tokenizer.size(chunk),
+            Sizer::Tokens(_) if chunk.len() > TOKENIZE_BYTES => by_bytes,
+            Sizer::Tokens(tokenizer) => tokenizer.size(chunk).max(by_bytes),
             Sizer::Chars => chunk.chars().count(),
         }
     }

@@ -38,16 +38,20 @@ impl Announcement {
         index.join(ANNOUNCEMENT)
     }
 
-    /// Writes it into `index`, readable by the owner only.
+    /// Writes it into `index`, readable by the owner only: a new file made
+    /// 0600 and renamed over whatever was there, so neither the mode nor
+    /// the inode of an existing file (or a symlink planted there) is used.
     pub fn write(&self, index: &Path) -> Result<()> {
         let path = Self::path(index);
+        let tmp = index.join(format!("{ANNOUNCEMENT}.{}.tmp", std::process::id()));
         let json = serde_json::to_vec(self).map_err(|e| Error::io(&path, e.into()))?;
+        let _ = std::fs::remove_file(&tmp);
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
+        options.write(true).create_new(true);
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&path).map_err(|e| Error::io(&path, e))?;
-        std::io::Write::write_all(&mut file, &json).map_err(|e| Error::io(&path, e))
+        let mut file = options.open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        std::io::Write::write_all(&mut file, &json).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
 
     /// Removes it from `index` (the server is stopping).

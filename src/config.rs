@@ -56,6 +56,15 @@ pub struct ServerConfig {
     pub request_timeout_s: u64,
     /// Folders `POST /v1/ingest` may read (nothing when empty).
     pub ingest_roots: Vec<PathBuf>,
+    /// Seconds a client has to send a request body (slow senders get 408).
+    pub body_timeout_s: u64,
+    /// Host names the server answers to (the `Host` header, port ignored).
+    /// Empty: `localhost` and the loopback addresses when bound to a
+    /// loopback address (against DNS rebinding), anything otherwise.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://tool.example.com`) whose pages may send writes
+    /// (POST, DELETE). A browser request from any other origin is refused.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +77,9 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_s: 300,
             ingest_roots: Vec::new(),
+            body_timeout_s: 60,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -334,10 +346,12 @@ impl Config {
             match key.split_once(':') {
                 Some(("read" | "write", secret)) if !secret.is_empty() => {}
                 _ => {
-                    return bad(format!(
-                        "API key '{}…' must be 'read:KEY' or 'write:KEY'",
-                        key.chars().take(6).collect::<String>()
-                    ));
+                    // The key itself is a secret: never echo any of it.
+                    return bad(
+                        "every API key must be 'read:KEY' or 'write:KEY' (server.api_keys, \
+                         LORE_API_KEYS)"
+                            .into(),
+                    );
                 }
             }
         }

@@ -4,5 +4,7 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    // Before anything else: this process may be the PDF extraction helper.
+    lore::ingest::sandbox::init();
     cli::run()
 }

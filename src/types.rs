@@ -20,6 +20,37 @@ fn short_hash(parts: &[&[u8]]) -> String {
     hasher.finalize().to_hex()[..32].to_string()
 }
 
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
+pub fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let end = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    &text[..end]
+}
+
+/// How a file path is named in the index: its text, with every byte that
+/// is not UTF-8 written `\\xNN` and `\\` doubled, so two names that differ
+/// only in invalid bytes stay two names (and the key reads back).
+pub fn path_key(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    if let Ok(text) = std::str::from_utf8(bytes)
+        && !text.contains('\\')
+    {
+        return text.to_string();
+    }
+    let mut key = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        key.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for byte in chunk.invalid() {
+            key.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    key
+}
+
 /// Content hash of a byte string (documents, files), hex.
 pub fn content_hash(bytes: &[u8]) -> String {
     short_hash(&[bytes])
@@ -226,4 +257,28 @@ pub fn random_id() -> String {
     use std::hash::BuildHasher;
     let random = || std::collections::hash_map::RandomState::new().hash_one(std::process::id());
     format!("{:016x}{:016x}", random(), random())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_keys_keep_invalid_bytes_apart() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let key = |b: &[u8]| path_key(std::path::Path::new(OsStr::from_bytes(b)));
+        assert_eq!(key(b"/d/plain.md"), "/d/plain.md");
+        assert_ne!(key(b"/d/a\xff.md"), key(b"/d/a\xfe.md"));
+        assert_eq!(key(b"/d/a\xff.md"), "/d/a\\xff.md");
+        // A name that spells an escape literally is not the escaped name.
+        assert_ne!(key(b"/d/a\\xff.md"), key(b"/d/a\xff.md"));
+    }
+
+    #[test]
+    fn prefixes_end_on_char_boundaries() {
+        assert_eq!(prefix("héllo", 2), "h");
+        assert_eq!(prefix("héllo", 3), "hé");
+        assert_eq!(prefix("abc", 10), "abc");
+    }
 }

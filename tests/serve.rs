@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::util::{ingested, json, lore, status};
 
-struct Server {
-    child: Child,
-    addr: String,
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
 }
 
 impl Drop for Server {
@@ -22,7 +22,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -32,8 +32,19 @@ fn free_port() -> u16 {
 
 /// Starts `lore serve` on `index` with one generation slot and no queue.
 fn start(index: &Path) -> Server {
+    start_with(index, "", &[])
+}
+
+/// Starts `lore serve` on `index` with one generation slot, no queue, the
+/// light model, read and write keys, `server` lines added to the
+/// `[server]` section of its config and `args` to its command line.
+pub fn start_with(index: &Path, server: &str, args: &[&str]) -> Server {
     let config = index.parent().unwrap().join("lore.toml");
-    std::fs::write(&config, "[server]\ngenerations = 1\nqueue = 0\n").unwrap();
+    std::fs::write(
+        &config,
+        format!("[server]\ngenerations = 1\nqueue = 0\n{server}\n"),
+    )
+    .unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let child = lore(index)
         .args([
@@ -44,6 +55,7 @@ fn start(index: &Path) -> Server {
             &addr,
         ])
         .args(["--generator", "light"])
+        .args(args)
         .env("LORE_API_KEYS", "read:r-key,write:w-key")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -58,18 +70,18 @@ fn start(index: &Path) -> Server {
     server
 }
 
-fn request(method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> String {
+pub fn request(method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> String {
     let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
     let body = body.unwrap_or("");
     format!(
-        "{method} {path} HTTP/1.1\r\nHost: lore\r\nConnection: close\r\n{auth}\
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
 }
 
 /// One request; returns status, head and body.
-fn http(
+pub fn http(
     addr: &str,
     method: &str,
     path: &str,
@@ -95,7 +107,7 @@ fn http(
     (status, head.to_string(), body.to_string())
 }
 
-fn error_code(body: &str) -> String {
+pub fn error_code(body: &str) -> String {
     let value: serde_json::Value =
         serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     value["error"]["code"]

@@ -95,10 +95,16 @@ enum Model {
     Reference(BertModel),
 }
 
+/// Bytes of input kept per token the model may see. Real text runs 3–6
+/// bytes a token; the margin only cuts inputs nobody could embed whole
+/// anyway (an 11 MB query is not tokenized to keep its first 256 tokens).
+const MAX_TOKEN_BYTES: usize = 128;
+
 /// A loaded BERT sentence encoder.
 pub struct BertEmbedder {
     model: Model,
     tokenizer: Tokenizer,
+    max_tokens: usize,
     dir: PathBuf,
     id: String,
     dim: usize,
@@ -153,6 +159,7 @@ impl BertEmbedder {
         Ok(BertEmbedder {
             model,
             tokenizer,
+            max_tokens,
             dir: dir.to_path_buf(),
             id: files.id(dir),
             dim: files.config.hidden_size,
@@ -165,9 +172,17 @@ impl BertEmbedder {
     pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
         let encodings = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(self.cut(texts), true)
             .map_err(|e| Error::Inference(format!("tokenizer: {e}")))?;
         Ok(encodings.iter().map(Encoding::len).collect())
+    }
+
+    /// `texts` cut to what truncation could keep: no token spans more than
+    /// [`MAX_TOKEN_BYTES`], so tokenizing a huge input costs no more than
+    /// tokenizing the part the model will see.
+    fn cut<'t>(&self, texts: &[&'t str]) -> Vec<&'t str> {
+        let max = self.max_tokens * MAX_TOKEN_BYTES;
+        texts.iter().map(|t| crate::types::prefix(t, max)).collect()
     }
 
     /// Runs one batch of encodings through the model; returns pooled,
@@ -541,7 +556,7 @@ impl Embedder for BertEmbedder {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let encodings = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(self.cut(texts), true)
             .map_err(|e| Error::Inference(format!("tokenizer: {e}")))?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));

@@ -17,10 +17,15 @@ use crate::error::{Error, Result};
 use crate::ingest::walk::{FoundFile, walk};
 use crate::ingest::{Skipped, load};
 use crate::store::{Change, DocUpdate};
-use crate::types::{Chunk, ChunkId, DocId, DocRecord, Document, FileRecord, content_hash};
+use crate::types::{
+    Chunk, ChunkId, DocId, DocRecord, Document, FileRecord, content_hash, path_key,
+};
 
 /// Files read and parsed in parallel at a time.
 const LOAD_GROUP: usize = 32;
+/// Largest metadata an uploaded document may carry (JSON bytes): it is
+/// stored with the document and copied into its chunks.
+const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// New chunks gathered before they are embedded and written.
 const EMBED_BATCH: usize = 64;
 
@@ -136,7 +141,8 @@ impl Engine {
             progress,
             (found.files.len() + found.skipped.len()) as u64,
         );
-        progress.started(found.files.len() as u64);
+        // Skips found by the walk are reported as done files too.
+        progress.started((found.files.len() + found.skipped.len()) as u64);
         for skipped in found.skipped {
             run.skip(skipped);
         }
@@ -154,10 +160,14 @@ impl Engine {
         )?;
         run.report.unchanged = unchanged.len() as u64;
         for file in unchanged {
-            progress.file_done(&file.path.display().to_string());
+            progress.file_done(&path_key(&file.path));
         }
         for group in stale.chunks(LOAD_GROUP) {
-            let loaded: Vec<Loaded> = group.par_iter().map(|f| read_and_load(&f.path)).collect();
+            let max_bytes = self.config.ingest.max_file_bytes;
+            let loaded: Vec<Loaded> = group
+                .par_iter()
+                .map(|f| read_and_load(&f.path, max_bytes))
+                .collect();
             run.process_group(group, loaded)?;
         }
         run.flush()?;
@@ -179,29 +189,29 @@ impl Engine {
     /// Removes a file, every file under a folder, or one document (by id)
     /// from all stores.
     pub fn remove(&self, target: &str) -> Result<RemoveReport> {
-        let _writer = self.writer()?;
+        if target.trim().is_empty() {
+            return Err(Error::InvalidRequest(
+                "nothing to remove: name a file, a folder or a document id".into(),
+            ));
+        }
         let path = Path::new(target)
             .canonicalize()
-            .map_or_else(|_| target.to_string(), |p| p.display().to_string());
+            .map_or_else(|_| target.to_string(), |p| path_key(&p));
+        if path.trim_end_matches('/').is_empty() {
+            return Err(Error::InvalidRequest(format!(
+                "refusing to remove everything under '{target}'"
+            )));
+        }
+        let _writer = self.writer()?;
         let docs = self.index.docs();
         let mut files = docs.file(&path)?.into_iter().collect::<Vec<_>>();
         if files.is_empty() {
             files = docs.files_with_prefix(&format!("{}/", path.trim_end_matches('/')))?;
         }
-        let mut change = Change::default();
         if files.is_empty() {
-            let id = DocId(target.to_string());
-            let record = docs
-                .doc(&id)?
-                .ok_or_else(|| Error::NotFound(target.to_string()))?;
-            if let Some(mut file) = docs.file(&record.file)? {
-                file.docs.retain(|d| d != &id);
-                // A changed hash makes the next ingest look at the file again.
-                file.hash.clear();
-                change.put_files.push(file);
-            }
-            change.delete_docs.push(id);
+            return self.remove_document_locked(&DocId(target.to_string()));
         }
+        let mut change = Change::default();
         for file in &files {
             change.delete_docs.extend(file.docs.iter().cloned());
             change.delete_files.push(file.path.clone());
@@ -213,6 +223,31 @@ impl Engine {
         self.index.apply(change)?;
         self.index.checkpoint()?;
         Ok(report)
+    }
+
+    /// Removes one document by id (never read as a path).
+    pub fn remove_document(&self, id: &DocId) -> Result<RemoveReport> {
+        let _writer = self.writer()?;
+        self.remove_document_locked(id)
+    }
+
+    fn remove_document_locked(&self, id: &DocId) -> Result<RemoveReport> {
+        let docs = self.index.docs();
+        let record = docs.doc(id)?.ok_or_else(|| Error::NotFound(id.0.clone()))?;
+        let mut change = Change::default();
+        if let Some(mut file) = docs.file(&record.file)? {
+            file.docs.retain(|d| d != id);
+            // A changed hash makes the next ingest look at the file again.
+            file.hash.clear();
+            change.put_files.push(file);
+        }
+        change.delete_docs.push(id.clone());
+        self.index.apply(change)?;
+        self.index.checkpoint()?;
+        Ok(RemoveReport {
+            files: 0,
+            documents: 1,
+        })
     }
 }
 
@@ -227,15 +262,22 @@ impl Engine {
         metadata: &crate::types::Metadata,
     ) -> Result<Vec<DocRecord>> {
         let path = path.trim().trim_start_matches('/');
+        let extra = serde_json::to_string(metadata).unwrap_or_default();
+        if extra.len() > MAX_METADATA_BYTES {
+            return Err(Error::InvalidRequest(format!(
+                "metadata is {} bytes of JSON; at most {MAX_METADATA_BYTES} are accepted",
+                extra.len()
+            )));
+        }
         if path.is_empty() || path.split('/').any(|part| part == "..") {
             return Err(Error::InvalidRequest(format!(
                 "document path '{path}' must be a non-empty relative name without '..'"
             )));
         }
-        let mut docs = load::load(Path::new(path), bytes)
+        let max_bytes = self.config.ingest.max_file_bytes as usize;
+        let mut docs = load::load(Path::new(path), bytes, max_bytes)
             .map_err(|reason| Error::InvalidRequest(format!("{path}: {reason}")))?;
         dedup_last(&mut docs);
-        let extra = serde_json::to_string(metadata).unwrap_or_default();
         for doc in &mut docs {
             doc.metadata
                 .extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -264,10 +306,10 @@ impl Engine {
 }
 
 /// Reads a file and loads its documents; any failure is a reason.
-fn read_and_load(path: &Path) -> Loaded {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+fn read_and_load(path: &Path, max_bytes: u64) -> Loaded {
+    let bytes = load::read(path, max_bytes)?;
     let hash = content_hash(&bytes);
-    let mut docs = load::load(path, &bytes)?;
+    let mut docs = load::load(path, &bytes, max_bytes as usize)?;
     dedup_last(&mut docs);
     Ok((hash, docs))
 }
@@ -306,7 +348,7 @@ impl<'a> Run<'a> {
     }
 
     fn is_unchanged(&self, file: &FoundFile) -> Result<bool> {
-        let path = file.path.display().to_string();
+        let path = path_key(&file.path);
         Ok(match self.engine.index.docs().file(&path)? {
             Some(record) => {
                 record.size == file.size
@@ -319,10 +361,10 @@ impl<'a> Run<'a> {
 
     /// Removes files recorded under a walked folder that no longer exist.
     fn remove_vanished(&mut self, roots: &[PathBuf], files: &[FoundFile]) -> Result<()> {
-        let present: HashSet<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+        let present: HashSet<String> = files.iter().map(|f| path_key(&f.path)).collect();
         let mut change = Change::default();
         for root in roots.iter().filter(|r| r.is_dir()) {
-            let prefix = format!("{}/", root.display());
+            let prefix = format!("{}/", path_key(root));
             for record in self.engine.index.docs().files_with_prefix(&prefix)? {
                 if !present.contains(&record.path) && !Path::new(&record.path).exists() {
                     change.delete_docs.extend(record.docs.iter().cloned());
@@ -345,7 +387,7 @@ impl<'a> Run<'a> {
         let mut to_chunk: Vec<(usize, Document, HashSet<ChunkId>)> = Vec::new();
         let mut records: Vec<Option<FileRecord>> = Vec::with_capacity(group.len());
         for (n, (file, outcome)) in group.iter().zip(loaded).enumerate() {
-            let path = file.path.display().to_string();
+            let path = path_key(&file.path);
             let (hash, docs) = match outcome {
                 Ok(ok) => ok,
                 Err(reason) => {
@@ -591,7 +633,7 @@ mod tests {
             for i in 0..4 {
                 let path = docs.join(format!("d{i}.md"));
                 let bytes = std::fs::read(&path).unwrap();
-                run_docs.extend(load::load(&path, &bytes).unwrap());
+                run_docs.extend(load::load(&path, &bytes, 1 << 20).unwrap());
             }
             let chunker = engine.chunker().unwrap();
             let embedder = engine.embedder().unwrap().clone();

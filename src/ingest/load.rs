@@ -2,14 +2,14 @@
 //! content sniff for unknown ones): plain text, Markdown (front matter becomes
 //! metadata), HTML (visible text only), PDF (text layer), source code and
 //! config files, and BEIR-style `corpus.jsonl` (one document per line).
-//! Failures are reasons in words; the caller names the file and moves on.
+//! Text in legacy encodings is decoded (encoding_rs, chardetng). HTML is
+//! tokenized, never built into a tree; PDF runs in a limited child process
+//! ([`super::sandbox`]). Failures are reasons in words; the caller names
+//! the file and moves on.
 
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
-use scraper::{Html, Node};
-
-use crate::types::{DocId, DocKind, Document, Metadata, content_hash};
+use crate::types::{DocId, DocKind, Document, Metadata, content_hash, path_key};
 
 /// Why a file produced no documents.
 pub type Reason = String;
@@ -79,7 +79,8 @@ fn language_of(ext: &str) -> Option<&'static str> {
 
 /// Loads the documents of the file at `path` (already read into `bytes`).
 /// `path` must be the normalized path: document ids derive from it.
-pub fn load(path: &Path, bytes: &[u8]) -> Result<Vec<Document>, Reason> {
+/// `max_bytes` bounds text that a format inflates (a PDF's streams).
+pub fn load(path: &Path, bytes: &[u8], max_bytes: usize) -> Result<Vec<Document>, Reason> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err("empty file".into());
     }
@@ -88,29 +89,86 @@ pub fn load(path: &Path, bytes: &[u8]) -> Result<Vec<Document>, Reason> {
         None => sniff(bytes)?,
     };
     if format == Format::Pdf {
-        return load_pdf(path, bytes).map(|doc| vec![doc]);
+        return load_pdf(path, bytes, max_bytes).map(|doc| vec![doc]);
+    }
+    let (text, encoding) = decode(bytes)?;
+    let file = path_key(path);
+    let mut docs = parse(format, &file, &text)?;
+    if let Some(encoding) = encoding {
+        tracing::info!(file, encoding, "decoded a legacy encoding");
+        for doc in &mut docs {
+            doc.metadata.insert("encoding".into(), encoding.into());
+        }
+    }
+    Ok(docs)
+}
+
+/// The text of a file: UTF-8 as it is; UTF-16 with a byte-order mark, or
+/// a legacy 8-bit encoding (Latin-1, Windows-1252, ...) guessed by
+/// chardetng, decoded, with the encoding's name.
+fn decode(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, Option<&'static str>), Reason> {
+    if let Some((encoding, _)) = encoding_rs::Encoding::for_bom(bytes) {
+        let (text, _) = encoding.decode_with_bom_removal(bytes);
+        let name = (encoding != encoding_rs::UTF_8).then(|| encoding.name());
+        return Ok((text, name));
     }
     if bytes[..bytes.len().min(8192)].contains(&0) {
         return Err("binary file (contains NUL bytes)".into());
     }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
-    let file = path.display().to_string();
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Ok((text.into(), None));
+    }
+    let mut detector = chardetng::EncodingDetector::new();
+    detector.feed(bytes, true);
+    let encoding = detector.guess(None, true);
+    let (text, _, malformed) = encoding.decode(bytes);
+    if malformed || text.contains('\0') {
+        return Err(format!(
+            "not UTF-8, and not valid {} either (binary?)",
+            encoding.name()
+        ));
+    }
+    Ok((std::borrow::Cow::Owned(text.into_owned()), Some(encoding.name())))
+}
+
+/// The documents of decoded text in `format`.
+fn parse(format: Format, file: &str, text: &str) -> Result<Vec<Document>, Reason> {
     match format {
-        Format::Corpus => load_corpus(&file, text),
-        Format::Markdown => Ok(vec![load_markdown(&file, text)]),
-        Format::Html => load_html(&file, text).map(|doc| vec![doc]),
+        Format::Corpus => load_corpus(file, text),
+        Format::Markdown => Ok(vec![load_markdown(file, text)]),
+        Format::Html => load_html(file, text).map(|doc| vec![doc]),
         Format::Code(language) => Ok(vec![
             Draft {
                 language: Some(language),
-                ..Draft::new(&file, DocKind::Code, text)
+                ..Draft::new(file, DocKind::Code, text)
             }
-            .finish(&file),
+            .finish(file),
         ]),
-        Format::Text | Format::Pdf => {
-            Ok(vec![Draft::new(&file, DocKind::Text, text).finish(&file)])
-        }
+        Format::Text | Format::Pdf => Ok(vec![Draft::new(file, DocKind::Text, text).finish(file)]),
     }
+}
+
+/// Reads the file at `path`, at most `max_bytes` of it: the size seen by
+/// the walk is not trusted (the file may have grown since), and a path
+/// that became a symlink since the walk is not followed.
+pub fn read(path: &Path, max_bytes: u64) -> Result<Vec<u8>, Reason> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!(
+            "file grew past the limit of {max_bytes} bytes (ingest.max_file_bytes) while being read"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Unknown extension: text if it looks like text, otherwise skipped.
@@ -229,7 +287,8 @@ fn front_matter(text: &str) -> Option<(Metadata, usize)> {
 
 /// Elements whose content is never shown to a reader.
 const INVISIBLE: &[&str] = &[
-    "script", "style", "noscript", "template", "head", "svg", "iframe", "object",
+    "script", "style", "noscript", "template", "svg", "iframe", "object", "noembed",
+    "noframes", "xmp",
 ];
 /// Elements that start a new line of text.
 const BLOCK: &[&str] = &[
@@ -262,23 +321,27 @@ const BLOCK: &[&str] = &[
     "figcaption",
     "hr",
     "form",
-    "title",
     "td",
     "th",
 ];
 
 /// HTML: the visible text of the page, block elements on their own lines,
 /// headings kept as Markdown-style `#` lines so chunks know their section.
+///
+/// Read with html5ever's tokenizer alone, not a tree builder: one pass, in
+/// time and memory linear in the input and with no recursion, so a page
+/// nested 100,000 levels deep costs what a flat one does.
 fn load_html(file: &str, text: &str) -> Result<Document, Reason> {
-    let html = Html::parse_document(text);
-    let title = html
-        .select(&scraper::Selector::parse("title").map_err(|e| e.to_string())?)
-        .next()
-        .map(|t| t.text().collect::<String>().trim().to_string())
-        .filter(|t| !t.is_empty());
-    let mut out = String::new();
-    visible_text(html.tree.root(), &mut out);
-    let body = tidy_lines(&out);
+    use html5ever::tendril::StrTendril;
+    use html5ever::tokenizer::{BufferQueue, Tokenizer, TokenizerOpts};
+    let tokenizer = Tokenizer::new(VisibleText::default(), TokenizerOpts::default());
+    let input = BufferQueue::default();
+    input.push_back(StrTendril::from_slice(text));
+    let _ = tokenizer.feed(&input);
+    tokenizer.end();
+    let sink = tokenizer.sink;
+    let title = Some(tidy_lines(&sink.title.into_inner()).trim().to_string()).filter(|t| !t.is_empty());
+    let body = tidy_lines(&sink.out.into_inner());
     if body.trim().is_empty() {
         return Err("HTML page has no visible text".into());
     }
@@ -289,37 +352,108 @@ fn load_html(file: &str, text: &str) -> Result<Document, Reason> {
     .finish(file))
 }
 
-fn visible_text(node: ego_tree::NodeRef<'_, Node>, out: &mut String) {
-    match node.value() {
-        Node::Text(text) => out.push_str(&text.replace(['\n', '\r', '\t'], " ")),
-        Node::Element(el) => {
-            let name = el.name();
-            if INVISIBLE.contains(&name) {
-                return;
+/// Token sink that keeps the text a reader would see.
+#[derive(Default)]
+struct VisibleText {
+    out: std::cell::RefCell<String>,
+    title: std::cell::RefCell<String>,
+    /// Inside `<title>`.
+    in_title: std::cell::Cell<bool>,
+    /// Inside an invisible element: its name and how deep it nests.
+    hidden: std::cell::RefCell<Option<(String, usize)>>,
+}
+
+impl html5ever::tokenizer::TokenSink for VisibleText {
+    type Handle = ();
+
+    fn process_token(
+        &self,
+        token: html5ever::tokenizer::Token,
+        _line: u64,
+    ) -> html5ever::tokenizer::TokenSinkResult<()> {
+        use html5ever::tokenizer::{TagKind, Token, TokenSinkResult};
+        match token {
+            Token::TagToken(tag) => {
+                let name: &str = &tag.name;
+                let start = tag.kind == TagKind::StartTag && !tag.self_closing;
+                if self.hide(name, start) {
+                    return match raw_kind(name) {
+                        Some(kind) if start => TokenSinkResult::RawData(kind),
+                        _ => TokenSinkResult::Continue,
+                    };
+                }
+                if name == "title" {
+                    self.in_title.set(start);
+                    return if start {
+                        TokenSinkResult::RawData(html5ever::tokenizer::states::RawKind::Rcdata)
+                    } else {
+                        TokenSinkResult::Continue
+                    };
+                }
+                self.mark(name, tag.kind == TagKind::StartTag);
+                if start && name == "textarea" {
+                    return TokenSinkResult::RawData(html5ever::tokenizer::states::RawKind::Rcdata);
+                }
             }
-            let heading =
-                name.len() == 2 && name.starts_with('h') && name.as_bytes()[1].is_ascii_digit();
-            let block = BLOCK.contains(&name);
-            if block {
-                out.push('\n');
+            Token::CharacterTokens(text) if self.hidden.borrow().is_none() => {
+                let target = if self.in_title.get() { &self.title } else { &self.out };
+                target
+                    .borrow_mut()
+                    .push_str(&text.replace(['\n', '\r', '\t'], " "));
             }
-            if heading {
-                let level = usize::from(name.as_bytes()[1] - b'0');
-                out.push_str(&"#".repeat(level));
-                out.push(' ');
-            }
-            for child in node.children() {
-                visible_text(child, out);
-            }
-            if block {
-                out.push('\n');
-            }
+            _ => {}
         }
-        _ => {
-            for child in node.children() {
-                visible_text(child, out);
+        TokenSinkResult::Continue
+    }
+}
+
+impl VisibleText {
+    /// Tracks invisible elements; true while inside one (this tag included).
+    fn hide(&self, name: &str, start: bool) -> bool {
+        let mut hidden = self.hidden.borrow_mut();
+        match hidden.as_mut() {
+            Some((open, depth)) if open == name => {
+                if start {
+                    *depth += 1;
+                } else {
+                    *depth -= 1;
+                    if *depth == 0 {
+                        *hidden = None;
+                    }
+                }
+                true
             }
+            Some(_) => true,
+            None if start && INVISIBLE.contains(&name) => {
+                *hidden = Some((name.to_string(), 1));
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Line breaks around blocks, `#` marks before headings.
+    fn mark(&self, name: &str, start: bool) {
+        let mut out = self.out.borrow_mut();
+        if BLOCK.contains(&name) {
+            out.push('\n');
+        }
+        let heading = name.len() == 2 && name.starts_with('h') && name.as_bytes()[1].is_ascii_digit();
+        if heading && start {
+            let level = usize::from(name.as_bytes()[1] - b'0');
+            out.push_str(&"#".repeat(level));
+            out.push(' ');
+        }
+    }
+}
+
+/// How the tokenizer must read the content of an invisible element.
+fn raw_kind(name: &str) -> Option<html5ever::tokenizer::states::RawKind> {
+    use html5ever::tokenizer::states::RawKind;
+    match name {
+        "script" => Some(RawKind::ScriptData),
+        "style" | "noscript" | "iframe" | "noembed" | "noframes" | "xmp" => Some(RawKind::Rawtext),
+        _ => None,
     }
 }
 
@@ -343,22 +477,14 @@ fn tidy_lines(text: &str) -> String {
     out
 }
 
-/// PDF: the text layer. pdf-extract panics on some malformed files, so the
-/// call is fenced; any failure is a reason, never a crash.
-fn load_pdf(path: &Path, bytes: &[u8]) -> Result<Document, Reason> {
-    let extracted = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        pdf_extract::extract_text_from_mem(bytes)
-    }));
-    let text = match extracted {
-        Ok(Ok(text)) => text,
-        Ok(Err(e)) => return Err(format!("corrupt or unreadable PDF: {e}")),
-        Err(_) => return Err("corrupt PDF (the PDF parser gave up)".into()),
-    };
+/// PDF: the text layer, extracted under limits (see [`super::sandbox`]).
+fn load_pdf(path: &Path, bytes: &[u8], max_bytes: usize) -> Result<Document, Reason> {
+    let text = super::sandbox::pdf_text(bytes, max_bytes)?;
     let body = tidy_lines(&text);
     if body.trim().is_empty() {
         return Err("PDF has no text layer (scanned images are not OCRed)".into());
     }
-    let file = path.display().to_string();
+    let file = path_key(path);
     Ok(Draft::new(&file, DocKind::Pdf, body).finish(&file))
 }
 
@@ -422,10 +548,12 @@ fn load_corpus(file: &str, text: &str) -> Result<Vec<Document>, Reason> {
 mod tests {
     use super::*;
 
+    const LIMIT: usize = 1 << 20;
+
     #[test]
     fn markdown_front_matter_becomes_metadata_and_ranges_skip_it() {
         let text = "---\ntitle: On call\ntags: [ops, pager]\n---\n# Paging\nBody.\n";
-        let docs = load(Path::new("/x/a.md"), text.as_bytes()).unwrap();
+        let docs = load(Path::new("/x/a.md"), text.as_bytes(), LIMIT).unwrap();
         let doc = &docs[0];
         assert_eq!(doc.title.as_deref(), Some("On call"));
         assert_eq!(doc.metadata["tags"], serde_json::json!(["ops", "pager"]));
@@ -437,7 +565,7 @@ mod tests {
     fn html_keeps_visible_text_only() {
         let html = "<html><head><title>T</title><style>p{}</style></head><body><h2>Sec</h2>\
                     <p>Hello <b>world</b></p><script>var x = 1;</script></body></html>";
-        let doc = &load(Path::new("/x/a.html"), html.as_bytes()).unwrap()[0];
+        let doc = &load(Path::new("/x/a.html"), html.as_bytes(), LIMIT).unwrap()[0];
         assert_eq!(doc.title.as_deref(), Some("T"));
         assert!(doc.text.contains("## Sec"));
         assert!(doc.text.contains("Hello world"));
@@ -448,7 +576,7 @@ mod tests {
     #[test]
     fn corpus_lines_become_documents() {
         let jsonl = "{\"_id\":\"1\",\"title\":\"A\",\"text\":\"alpha\"}\n{\"_id\":2,\"title\":\"\",\"text\":\"beta\"}\n";
-        let docs = load(Path::new("/x/corpus.jsonl"), jsonl.as_bytes()).unwrap();
+        let docs = load(Path::new("/x/corpus.jsonl"), jsonl.as_bytes(), LIMIT).unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].path, "/x/corpus.jsonl#1");
         assert_eq!(docs[1].path, "/x/corpus.jsonl#2");
@@ -458,18 +586,53 @@ mod tests {
 
     #[test]
     fn bad_inputs_give_reasons() {
-        let reason = |name: &str, bytes: &[u8]| load(Path::new(name), bytes).unwrap_err();
+        let reason = |name: &str, bytes: &[u8]| load(Path::new(name), bytes, LIMIT).unwrap_err();
         assert_eq!(reason("/x/e.txt", b"  \n"), "empty file");
         assert!(reason("/x/b.bin", b"\x7fELF\0\0\x01").contains("binary"));
-        assert!(reason("/x/u.txt", b"ok \xff\xfe bad").contains("invalid UTF-8"));
         assert!(reason("/x/c.pdf", b"%PDF-1.4 garbage").contains("PDF"));
         assert!(reason("/x/q.jsonl", b"{\"question\":\"x\"}\n").contains("_id"));
     }
 
     #[test]
     fn code_files_carry_their_language() {
-        let doc = &load(Path::new("/x/main.rs"), b"fn main() {}\n").unwrap()[0];
+        let doc = &load(Path::new("/x/main.rs"), b"fn main() {}\n", LIMIT).unwrap()[0];
         assert_eq!(doc.kind, DocKind::Code);
         assert_eq!(doc.language.as_deref(), Some("rust"));
+    }
+
+    #[test]
+    fn legacy_encodings_are_decoded_and_named() {
+        let latin1 = b"Le caf\xe9 cr\xe8me co\xfbte trois euros \xe0 la cantine, d\xe9j\xe0.\n";
+        let doc = &load(Path::new("/x/menu.txt"), latin1, LIMIT).unwrap()[0];
+        assert!(doc.text.contains("café crème coûte"), "{}", doc.text);
+        assert_eq!(doc.metadata["encoding"], "windows-1252");
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("hello wörld".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let doc = &load(Path::new("/x/u16.txt"), &utf16, LIMIT).unwrap()[0];
+        assert_eq!(doc.text, "hello wörld");
+        assert_eq!(doc.metadata["encoding"], "UTF-16LE");
+    }
+
+    #[test]
+    fn deeply_nested_html_is_read_in_linear_time_without_recursion() {
+        let depth = 200_000;
+        let html = format!("{}<p>deep text</p>{}", "<div>".repeat(depth), "</div>".repeat(depth));
+        let start = std::time::Instant::now();
+        let doc = &load(Path::new("/x/deep.html"), html.as_bytes(), LIMIT * 8).unwrap()[0];
+        assert_eq!(doc.text.trim(), "deep text");
+        // Not a speed claim: quadratic work at this depth takes minutes.
+        assert!(start.elapsed().as_secs() < 30);
+        let unclosed = "<b>".repeat(depth) + "x";
+        assert!(load(Path::new("/x/b.html"), unclosed.as_bytes(), LIMIT * 8).is_ok());
+    }
+
+    #[test]
+    fn html_hides_scripts_even_when_nested_or_unclosed() {
+        let html = "<h1>T</h1><svg><svg></svg><text>no</text></svg><p>yes</p>\
+                    <script>document.write('<p>no</p>')</script><p>also</p><style>p{}";
+        let doc = &load(Path::new("/x/s.html"), html.as_bytes(), LIMIT).unwrap()[0];
+        assert_eq!(doc.text, "# T\n\nyes\n\nalso\n");
     }
 }

@@ -4,6 +4,7 @@
 //! back as [`Skipped`] entries, never as errors that stop the run.
 
 pub mod load;
+pub mod sandbox;
 pub mod walk;
 
 use serde::Serialize;

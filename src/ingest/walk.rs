@@ -1,7 +1,14 @@
 //! Recursive discovery of the files to ingest, honouring `.gitignore`,
 //! `.ignore` and hidden-file rules (the `ignore` crate, as in ripgrep), the
-//! include/exclude globs and the size limit. Symlinks are followed; loops and
-//! unreadable directories become [`Skipped`] entries.
+//! include/exclude globs and the size limit. Unreadable entries become
+//! [`Skipped`] entries.
+//!
+//! One rule for symlinks: the walk never leaves its root. Every file is
+//! taken by its canonical path, and one whose canonical path is not under
+//! the root (a symlink out of the folder) is skipped and says so. Symlinked
+//! folders are not descended into (what they point to inside the root is
+//! walked anyway, and loops cannot happen). Nothing inside the index
+//! directory is ever taken.
 
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -12,6 +19,7 @@ use ignore::{WalkBuilder, WalkState};
 use super::Skipped;
 use crate::config::IngestConfig;
 use crate::error::{Error, Result};
+use crate::types::path_key;
 
 /// A file found by the walk, with what change detection needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +48,12 @@ pub fn walk(roots: &[PathBuf], config: &IngestConfig, skip_dir: Option<&Path>) -
     let mut found = Found::default();
     for root in roots {
         let root = root.canonicalize().map_err(|e| Error::io(root, e))?;
+        if skip_dir.is_some_and(|index| root.starts_with(index)) {
+            return Err(Error::InvalidRequest(format!(
+                "{} is inside the index directory; lore does not index its own files",
+                root.display()
+            )));
+        }
         walk_root(&root, config, skip_dir, &mut found)?;
         found.roots.push(root);
     }
@@ -57,11 +71,11 @@ fn walk_root(
 ) -> Result<()> {
     let include = glob_set(&config.include)?;
     let exclude = glob_set(&config.exclude)?;
-    let skip_dir = skip_dir.map(Path::to_path_buf);
+    let index_dir = skip_dir.map(Path::to_path_buf);
     let base = root.to_path_buf();
     let mut builder = WalkBuilder::new(root);
     builder
-        .follow_links(true)
+        .follow_links(false)
         .require_git(false)
         .filter_entry(move |entry| {
             let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
@@ -69,16 +83,20 @@ fn walk_root(
                 set.as_ref()
                     .map_or(default, |set| matches(set, &base, entry.path()))
             };
-            skip_dir.as_deref() != Some(entry.path())
+            index_dir.as_deref() != Some(entry.path())
                 && !(entry.depth() > 0 && wanted(&exclude, false))
                 && (is_dir || wanted(&include, true))
         });
     let (tx, rx) = std::sync::mpsc::channel();
-    let max_bytes = config.max_file_bytes;
+    let limits = Limits {
+        root,
+        index: skip_dir.as_deref(),
+        max_bytes: config.max_file_bytes,
+    };
     builder.build_parallel().run(|| {
         let tx = tx.clone();
         Box::new(move |entry| {
-            let _ = tx.send(classify(entry, max_bytes));
+            let _ = tx.send(limits.classify(entry));
             WalkState::Continue
         })
     });
@@ -93,48 +111,73 @@ fn walk_root(
     Ok(())
 }
 
-/// Turns one walk entry into a file to ingest, a skip, or nothing (directories).
-fn classify(
-    entry: std::result::Result<ignore::DirEntry, ignore::Error>,
+/// Where a walk may take files from, and how large.
+#[derive(Clone, Copy)]
+struct Limits<'a> {
+    root: &'a Path,
+    index: Option<&'a Path>,
     max_bytes: u64,
-) -> Option<std::result::Result<FoundFile, Skipped>> {
-    let entry = match entry {
-        Ok(entry) => entry,
-        Err(err) => return Some(Err(walk_error(&err))),
-    };
-    if !entry.file_type().is_some_and(|t| t.is_file()) {
-        return None;
+}
+
+impl Limits<'_> {
+    /// Turns one walk entry into a file to ingest, a skip, or nothing
+    /// (directories, symlinked folders, the index's own files).
+    fn classify(
+        &self,
+        entry: std::result::Result<ignore::DirEntry, ignore::Error>,
+    ) -> Option<std::result::Result<FoundFile, Skipped>> {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => return Some(Err(walk_error(&err))),
+        };
+        let file_type = entry.file_type()?;
+        if !file_type.is_file() && !file_type.is_symlink() {
+            return None;
+        }
+        let path = entry.path();
+        let canonical = match path.canonicalize() {
+            Ok(canonical) => canonical,
+            Err(e) => return Some(Err(skip(path, format!("cannot resolve: {e}")))),
+        };
+        if self.index.is_some_and(|index| canonical.starts_with(index)) {
+            return None;
+        }
+        if !canonical.starts_with(self.root) {
+            return Some(Err(skip(
+                path,
+                "symlink to a path outside the ingested folder (not followed)".into(),
+            )));
+        }
+        let meta = match std::fs::metadata(&canonical) {
+            Ok(meta) if meta.is_file() => meta,
+            // A symlink to a folder inside the root: walked there.
+            Ok(_) => return None,
+            Err(e) => return Some(Err(skip(path, format!("cannot read metadata: {e}")))),
+        };
+        if meta.len() > self.max_bytes {
+            return Some(Err(skip(path, over_limit(meta.len(), self.max_bytes))));
+        }
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Some(Ok(FoundFile {
+            path: canonical,
+            size: meta.len(),
+            mtime_ns,
+        }))
     }
-    let path = entry.path();
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) => return Some(Err(skip(path, format!("cannot read metadata: {e}")))),
-    };
-    if meta.len() > max_bytes {
-        return Some(Err(skip(
-            path,
-            format!(
-                "file is {} bytes, over the limit of {max_bytes} (ingest.max_file_bytes)",
-                meta.len()
-            ),
-        )));
-    }
-    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let mtime_ns = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    Some(Ok(FoundFile {
-        path: canonical,
-        size: meta.len(),
-        mtime_ns,
-    }))
+}
+
+/// The skip reason of a file over the size limit.
+pub fn over_limit(size: u64, max_bytes: u64) -> String {
+    format!("file is {size} bytes, over the limit of {max_bytes} (ingest.max_file_bytes)")
 }
 
 fn skip(path: &Path, reason: String) -> Skipped {
     Skipped {
-        path: path.display().to_string(),
+        path: path_key(path),
         reason,
     }
 }
@@ -162,7 +205,7 @@ fn walk_error(err: &ignore::Error) -> Skipped {
         other => other.to_string(),
     };
     Skipped {
-        path: path_of(err).map_or_else(|| "<unknown>".to_string(), |p| p.display().to_string()),
+        path: path_of(err).map_or_else(|| "<unknown>".to_string(), |p| path_key(&p)),
         reason,
     }
 }
@@ -249,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn oversized_files_and_symlink_loops_are_skipped_with_reasons() {
+    fn oversized_files_are_skipped_and_loops_are_not_walked() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::write(root.join("big.txt"), vec![b'a'; 100]).unwrap();
@@ -262,14 +305,37 @@ mod tests {
         let found = walk(&[root.to_path_buf()], &config, None).unwrap();
         assert!(found.files.is_empty());
         let reasons: Vec<_> = found.skipped.iter().map(|s| s.reason.as_str()).collect();
-        assert!(
-            reasons.iter().any(|r| r.contains("over the limit")),
-            "{reasons:?}"
-        );
-        assert!(
-            reasons.iter().any(|r| r.contains("symlink loop")),
-            "{reasons:?}"
-        );
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("over the limit"), "{reasons:?}");
+    }
+
+    #[test]
+    fn symlinks_never_leave_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("inside.md"), "x").unwrap();
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        };
+        link(&outside.path().join("secret.txt"), "file-link.txt");
+        link(outside.path(), "dir-link");
+        link(&root.join("inside.md"), "inside-link.md");
+        let index = root.join("index");
+        std::fs::create_dir(&index).unwrap();
+        std::fs::write(index.join("server.json"), "{}").unwrap();
+        link(&index, "index-link");
+        let found = walk(&[root.clone()], &IngestConfig::default(), Some(&index)).unwrap();
+        let paths: Vec<_> = found.files.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(paths, [root.join("inside.md")]);
+        let skipped: Vec<_> = found.skipped.iter().map(|s| s.path.as_str()).collect();
+        let named = |n: &str| root.join(n).display().to_string();
+        assert_eq!(skipped, [named("dir-link"), named("file-link.txt")]);
+        for skipped in &found.skipped {
+            assert!(skipped.reason.contains("outside the ingested folder"));
+            assert!(!skipped.reason.contains(&outside.path().display().to_string()));
+        }
     }
 
     #[test]

@@ -20,6 +20,10 @@ use crate::error::{Error, Result};
 use crate::store::Index;
 use crate::types::{ChunkId, DocId, Slot};
 
+/// Longest query (or question) accepted, in bytes: checked before any
+/// tokenizing, so a huge query costs nothing.
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+
 /// Which retriever(s) to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -126,6 +130,12 @@ pub fn search(
     let start = Instant::now();
     if request.query.trim().is_empty() {
         return Err(Error::InvalidRequest("empty query".into()));
+    }
+    if request.query.len() > MAX_QUERY_BYTES {
+        return Err(Error::InvalidRequest(format!(
+            "the query is {} bytes; at most {MAX_QUERY_BYTES} are accepted",
+            request.query.len()
+        )));
     }
     if request.k == 0 {
         return Err(Error::InvalidRequest("k must be at least 1".into()));

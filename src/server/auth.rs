@@ -63,38 +63,39 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The scope a path needs; `None` for the open endpoints.
-fn needed(path: &str) -> Option<Scope> {
-    if ["/v1/documents", "/v1/ingest", "/v1/remove"]
-        .iter()
-        .any(|p| path.starts_with(p))
-    {
-        Some(Scope::Write)
-    } else if path.starts_with("/v1/") || path == "/v1" {
-        Some(Scope::Read)
-    } else {
-        None
-    }
+/// What a route needs. Every route declares one ([`super::routes::resource`]
+/// takes it), and the check runs after routing, on the route that actually
+/// matched: a percent-encoded path cannot reach a handler under another
+/// route's access. A path that matches no route gets 404 and no handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Probes, metrics and the API document: no key.
+    Open,
+    /// A key of at least this scope.
+    Key(Scope),
 }
 
-/// Middleware: checks the bearer token against the scope the path needs.
+/// The bearer token of `req`: the scheme is case-insensitive (RFC 9110).
+fn bearer(req: &ServiceRequest) -> Option<&str> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Route middleware: lets the request through when `access` allows it.
 pub async fn check(
+    access: Access,
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req
         .app_data::<web::Data<State>>()
         .expect("state is registered");
-    let keys = &state.keys;
-    let local = state.is_local(req.request());
-    if let (false, false, Some(need)) = (keys.is_empty(), local, needed(req.path())) {
-        let token = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(scope) = token.and_then(|t| keys.scope_of(t)) else {
+    if let Access::Key(need) = access
+        && !state.keys.is_empty()
+        && !state.is_local(req.request())
+    {
+        let Some(scope) = bearer(&req).and_then(|t| state.keys.scope_of(t)) else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -119,17 +120,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scopes_follow_paths_and_keys() {
+    fn keys_have_scopes() {
         let keys = Keys::parse(&["read:r1".into(), "write:w1".into()]);
         assert_eq!(keys.scope_of("r1"), Some(Scope::Read));
         assert_eq!(keys.scope_of("w1"), Some(Scope::Write));
         assert_eq!(keys.scope_of("w2"), None);
-        assert_eq!(needed("/v1/search"), Some(Scope::Read));
-        assert_eq!(needed("/v1/documents/abc"), Some(Scope::Write));
-        assert_eq!(needed("/v1/ingest"), Some(Scope::Write));
-        assert_eq!(needed("/v1/remove"), Some(Scope::Write));
-        assert_eq!(needed("/v1/status"), Some(Scope::Read));
-        assert_eq!(needed("/healthz"), None);
-        assert_eq!(needed("/metrics"), None);
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        use actix_web::test::TestRequest;
+        for header in ["Bearer k", "bearer k", "BEARER  k ", "bEaReR k"] {
+            let req = TestRequest::default()
+                .insert_header(("authorization", header))
+                .to_srv_request();
+            assert_eq!(bearer(&req), Some("k"), "{header}");
+        }
+        let req = TestRequest::default()
+            .insert_header(("authorization", "Basic k"))
+            .to_srv_request();
+        assert_eq!(bearer(&req), None);
     }
 }

@@ -108,12 +108,19 @@ impl From<Error> for ApiError {
                 message,
             ),
             Error::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
-            Error::IndexLocked { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "index_locked", message)
-            }
+            Error::IndexLocked { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "index_locked",
+                "the index is locked by another process",
+            ),
             _ => {
+                // The details (paths, model files) stay in the server log.
                 tracing::error!(error = %message, "request failed");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server failed to handle the request; its log has the details",
+                )
             }
         }
     }

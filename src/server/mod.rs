@@ -6,6 +6,7 @@
 
 mod auth;
 mod error;
+mod guard;
 mod metrics;
 mod openai;
 mod openapi;
@@ -42,6 +43,8 @@ pub struct State {
     local_token: String,
     /// Turns for blocking work other than generation, one per core.
     cpu: Semaphore,
+    /// Host, origin and body-deadline checks.
+    guard: guard::Policy,
 }
 
 impl State {
@@ -53,28 +56,56 @@ impl State {
             .is_some_and(|t| auth::constant_time_eq(t.as_bytes(), self.local_token.as_bytes()))
     }
 
-    /// Whether `req` may ingest or remove the server path `path`
-    /// (canonical): local processes may touch any path, clients only paths
-    /// under the ingest roots.
-    fn may_touch(
+    /// The canonical server path `requested` names, if `req` may ingest or
+    /// remove it: local processes may name any path, clients only paths
+    /// under the ingest roots. To a client every refusal reads the same,
+    /// so it learns nothing of what exists outside the roots or where a
+    /// symlink points. `Ok(None)`: the path does not exist (any more) but
+    /// lies under a root, so its records may still be removed.
+    fn resolve(
         &self,
         req: &actix_web::HttpRequest,
-        path: &std::path::Path,
-    ) -> Result<(), ApiError> {
-        if self.is_local(req) || self.ingest_roots.iter().any(|root| path.starts_with(root)) {
-            return Ok(());
+        requested: &std::path::Path,
+    ) -> Result<Option<PathBuf>, ApiError> {
+        let local = self.is_local(req);
+        let under_root = |p: &std::path::Path| self.ingest_roots.iter().any(|r| p.starts_with(r));
+        match requested.canonicalize() {
+            Ok(path) if local || under_root(&path) => Ok(Some(path)),
+            Err(e) if local => Err(ApiError::bad_request(format!(
+                "{}: {e}",
+                requested.display()
+            ))),
+            Err(_) if requested.is_absolute() && under_root(&lexical(requested)) => Ok(None),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "path_not_allowed",
+                if self.ingest_roots.is_empty() {
+                    "no ingest roots are configured (server.ingest_roots)".to_string()
+                } else {
+                    format!(
+                        "{} is not an existing path under the configured ingest roots",
+                        requested.display()
+                    )
+                },
+            )),
         }
-        let why = if self.ingest_roots.is_empty() {
-            "no ingest roots are configured (server.ingest_roots)".to_string()
-        } else {
-            format!("{} is outside the configured ingest roots", path.display())
-        };
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "path_not_allowed",
-            why,
-        ))
     }
+}
+
+/// `path` with `.` and `..` resolved lexically (for paths that no longer
+/// exist, so cannot be canonicalized).
+fn lexical(path: &std::path::Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The generation queue: `running` generations at once, `slots` in the
@@ -133,11 +164,28 @@ fn is_loopback(addr: &str) -> Result<bool> {
     Ok(!parsed.is_empty() && parsed.iter().all(|a| a.ip().is_loopback()))
 }
 
+/// Host names the server answers to: the configured ones, else the
+/// loopback names when bound to loopback (DNS rebinding), else any.
+fn allowed_hosts(config: &ServerConfig, loopback: bool) -> Vec<String> {
+    if !config.allowed_hosts.is_empty() {
+        config
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect()
+    } else if loopback {
+        guard::Policy::loopback_hosts()
+    } else {
+        Vec::new()
+    }
+}
+
 /// Serves `engine` at `config.addr` until SIGINT/SIGTERM, then drains
 /// in-flight requests and flushes the index.
 pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
     let keys = auth::Keys::parse(&config.api_keys);
-    if keys.is_empty() && !is_loopback(&config.addr)? {
+    let loopback = is_loopback(&config.addr)?;
+    if keys.is_empty() && !loopback {
         return Err(Error::Config(format!(
             "refusing to serve {} without API keys: set LORE_API_KEYS (e.g. read:KEY,write:KEY) \
              or bind a loopback address",
@@ -167,6 +215,11 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         body_limit: config.max_body_bytes,
         local_token: local_token.clone(),
         cpu: Semaphore::new(cores),
+        guard: guard::Policy {
+            hosts: allowed_hosts(config, loopback),
+            origins: config.allowed_origins.clone(),
+            body_timeout: Duration::from_secs(config.body_timeout_s),
+        },
     });
     let body_limit = config.max_body_bytes;
     let addr = config.addr.clone();
@@ -180,13 +233,16 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
                 .app_data(routes::query_config())
                 .app_data(routes::path_config())
                 .app_data(web::PayloadConfig::new(body_limit))
-                .wrap(from_fn(auth::check))
+                .wrap(from_fn(guard::check))
                 .wrap(from_fn(metrics::record))
                 .configure(routes::configure)
                 .configure(openai::configure)
                 .default_service(web::to(routes::not_found))
         })
         .workers(cores)
+        // A client that closes its side is gone: drop its handler (and so
+        // its generation) instead of finishing the answer for nobody.
+        .h1_allow_half_closed(false)
         .shutdown_timeout(30)
         .bind(&addr)
         .map_err(|e| Error::io(PathBuf::from(&addr), e))?;

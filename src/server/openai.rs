@@ -13,7 +13,9 @@ use utoipa::ToSchema;
 use super::State;
 use super::error::ApiError;
 use super::openapi::ErrorResponses;
-use super::routes::{AskBody, Event, blocking, finish, resource, sse, start_ask};
+use super::routes::{
+    AskBody, Event, READ, blocking, finish, max_answer_tokens, resource, sse, start_ask,
+};
 use crate::answer::Citation;
 use crate::engine::{AskResponse, AskTimings};
 use crate::search::Hit;
@@ -24,9 +26,9 @@ const MAX_EMBED_INPUTS: usize = 256;
 const MODEL: &str = "lore";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/v1/chat/completions", "POST").route(web::post().to(chat)))
-        .service(resource("/v1/models", "GET").route(web::get().to(models)))
-        .service(resource("/v1/embeddings", "POST").route(web::post().to(embeddings)));
+    cfg.service(resource("/v1/chat/completions", "POST", READ).route(web::post().to(chat)))
+        .service(resource("/v1/models", "GET", READ).route(web::get().to(models)))
+        .service(resource("/v1/embeddings", "POST", READ).route(web::post().to(embeddings)));
 }
 
 fn now() -> u64 {
@@ -246,7 +248,7 @@ pub async fn chat(
         seed: body.seed,
         stream: body.stream,
     }
-    .into_request()?;
+    .into_request(max_answer_tokens(&state))?;
     let model = body.model.unwrap_or_else(|| MODEL.into());
     let created = now();
     let id = format!("chatcmpl-{}", crate::types::random_id());

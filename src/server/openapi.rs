@@ -22,11 +22,18 @@ impl IntoResponses for ErrorResponses {
             ("401", "A valid API key is required."),
             (
                 "403",
-                "The key's scope does not allow this (or the path is outside the ingest roots).",
+                "The key's scope does not allow this, the path is outside the ingest roots, \
+                 or a page of another site sent a write.",
             ),
             ("404", "No such document or endpoint."),
             ("405", "The endpoint does not support this method."),
+            ("408", "The request body did not arrive in time."),
             ("413", "The request body is too large."),
+            ("415", "The body is not JSON (or, for uploads, multipart)."),
+            (
+                "421",
+                "The Host header names a host this server does not answer to.",
+            ),
             (
                 "422",
                 "The document could not be read (binary, empty, corrupt).",

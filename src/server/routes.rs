@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 
 use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -13,6 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::{self, Access, Scope};
 use super::error::ApiError;
 use super::openapi::ErrorResponses;
 use super::{Permits, State};
@@ -25,48 +27,72 @@ use crate::types::{DocRecord, Metadata};
 const MAX_SEARCH_K: usize = 1000;
 /// Largest `k` an answer may be built from.
 const MAX_ASK_K: usize = 50;
-/// Most tokens one answer may generate.
-const MAX_TOKENS: usize = 4096;
+/// Tokens of the context window kept for instructions, sources and the
+/// question: an answer may take the rest.
+const PROMPT_ROOM: usize = 256;
 /// Largest page of `GET /v1/documents`.
 const MAX_PAGE: usize = 1000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz", "GET").route(web::get().to(healthz)))
-        .service(resource("/readyz", "GET").route(web::get().to(readyz)))
-        .service(resource("/metrics", "GET").route(web::get().to(metrics)))
-        .service(resource("/openapi.json", "GET").route(web::get().to(openapi_json)))
-        .service(resource("/v1/search", "POST").route(web::post().to(search)))
-        .service(resource("/v1/ask", "POST").route(web::post().to(ask)))
+    cfg.service(resource("/healthz", "GET", OPEN).route(web::get().to(healthz)))
+        .service(resource("/readyz", "GET", OPEN).route(web::get().to(readyz)))
+        .service(resource("/metrics", "GET", OPEN).route(web::get().to(metrics)))
+        .service(resource("/openapi.json", "GET", OPEN).route(web::get().to(openapi_json)))
+        .service(resource("/v1/search", "POST", READ).route(web::post().to(search)))
+        .service(resource("/v1/ask", "POST", READ).route(web::post().to(ask)))
+        .service(resource("/v1/status", "GET", READ).route(web::get().to(status)))
         .service(
-            resource("/v1/documents", "GET, POST")
+            resource("/v1/documents", "GET, POST", WRITE)
                 .route(web::post().to(add_document))
                 .route(web::get().to(list_documents)),
         )
         .service(
-            resource("/v1/documents/{id}", "GET, DELETE")
+            resource("/v1/documents/{id}", "GET, DELETE", WRITE)
                 .route(web::get().to(get_document))
                 .route(web::delete().to(delete_document)),
         )
-        .service(resource("/v1/ingest", "POST").route(web::post().to(ingest)))
-        .service(resource("/v1/remove", "POST").route(web::post().to(remove)))
-        .service(resource("/v1/status", "GET").route(web::get().to(status)));
+        .service(resource("/v1/ingest", "POST", WRITE).route(web::post().to(ingest)))
+        .service(resource("/v1/remove", "POST", WRITE).route(web::post().to(remove)));
 }
 
-/// A resource whose other methods get 405 with `Allow: allowed`.
-pub fn resource(path: &str, allowed: &'static str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
-        let mut err = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!(
-                "{} {} is not supported (allowed: {allowed})",
-                req.method(),
-                req.path()
-            ),
-        );
-        err.allow = Some(allowed);
-        Err::<HttpResponse, _>(err)
-    }))
+/// No key needed.
+pub const OPEN: Access = Access::Open;
+/// A read (or write) key.
+pub const READ: Access = Access::Key(Scope::Read);
+/// A write key.
+pub const WRITE: Access = Access::Key(Scope::Write);
+
+/// A route at `path` that needs `access` (checked after routing, so on
+/// the route that matched), whose other methods get 405 with
+/// `Allow: allowed`.
+pub fn resource(
+    path: &str,
+    allowed: &'static str,
+    access: Access,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::resource(path)
+        .default_service(web::to(move |req: HttpRequest| async move {
+            let mut err = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "{} {} is not supported (allowed: {allowed})",
+                    req.method(),
+                    req.path()
+                ),
+            );
+            err.allow = Some(allowed);
+            Err::<HttpResponse, _>(err)
+        }))
+        .wrap(from_fn(move |req, next| auth::check(access, req, next)))
 }
 
 pub fn json_config(limit: usize) -> web::JsonConfig {
@@ -80,10 +106,29 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                     "too_large",
                     format!("request body too large: {err}"),
                 ),
+                E::Payload(err) => payload_error(&err),
+                E::ContentType => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "the body must be JSON (Content-Type: application/json)",
+                ),
                 _ => ApiError::bad_request(format!("bad JSON body: {err}")),
             }
             .into()
         })
+}
+
+/// A body that could not be read: 408 when the client was too slow.
+fn payload_error(err: &actix_web::error::PayloadError) -> ApiError {
+    use actix_web::error::PayloadError;
+    match err {
+        PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            io.to_string(),
+        ),
+        other => ApiError::bad_request(format!("cannot read body: {other}")),
+    }
 }
 
 pub fn query_config() -> web::QueryConfig {
@@ -261,9 +306,10 @@ pub struct AskBody {
     /// Only documents matching this.
     #[serde(default)]
     pub filter: Filter,
-    /// Most tokens to generate (1..=4096, default 256).
+    /// Most tokens to generate (default 256); at most the context window
+    /// (`generator.context_tokens`, 2048 by default) less 256 for the prompt.
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 4096)]
+    #[schema(minimum = 1)]
     pub max_tokens: Option<usize>,
     /// 0 = greedy (default), up to 2.
     #[serde(default)]
@@ -283,8 +329,9 @@ pub struct AskBody {
 }
 
 impl AskBody {
-    /// The engine request, after range checks.
-    pub fn into_request(self) -> Result<AskRequest, ApiError> {
+    /// The engine request, after range checks (answers of at most
+    /// `max_tokens`).
+    pub fn into_request(self, max_tokens: usize) -> Result<AskRequest, ApiError> {
         let defaults = Sampling::default();
         let sampling = Sampling {
             max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
@@ -293,7 +340,7 @@ impl AskBody {
             seed: self.seed.unwrap_or(defaults.seed),
             ..defaults
         };
-        check_range("max_tokens", sampling.max_tokens, 1, MAX_TOKENS)?;
+        check_range("max_tokens", sampling.max_tokens, 1, max_tokens)?;
         check_range("temperature", sampling.temperature, 0.0, 2.0)?;
         check_range("top_p", sampling.top_p, 0.0, 1.0)?;
         if sampling.top_p <= 0.0 {
@@ -311,6 +358,12 @@ impl AskBody {
             sampling,
         })
     }
+}
+
+/// The longest answer the configured context window leaves room for.
+pub fn max_answer_tokens(state: &State) -> usize {
+    let context = state.engine.config().generator.context_tokens;
+    context.saturating_sub(PROMPT_ROOM).max(1)
 }
 
 /// One Server-Sent Event as the OpenAPI document describes it: `/v1/ask`
@@ -418,7 +471,7 @@ pub async fn ask(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let stream = body.stream;
-    let request = body.into_request()?;
+    let request = body.into_request(max_answer_tokens(&state))?;
     let permits = state.gate.enter().await?;
     let events = start_ask(state.clone(), request, permits);
     if !stream {
@@ -485,6 +538,12 @@ pub async fn add_document(
             state.body_limit,
         )
         .await?
+    } else if !content_type.starts_with("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send a JSON body (application/json) or a multipart/form-data upload",
+        ));
     } else {
         let limit = state.body_limit;
         let body = payload
@@ -497,7 +556,10 @@ pub async fn add_document(
                     "request body too large",
                 )
             })?
-            .map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+            .map_err(|e| match e.as_error::<actix_web::error::PayloadError>() {
+                Some(err) => payload_error(err),
+                None => ApiError::bad_request(format!("cannot read body: {e}")),
+            })?;
         let doc: DocumentBody = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
         (doc.path, doc.text.into_bytes(), doc.metadata)
@@ -519,7 +581,7 @@ async fn read_multipart(
     let (mut file, mut name, mut path, mut metadata) = (None, None, None, Metadata::new());
     let mut total = 0;
     while let Some(field) = form.next().await {
-        let mut field = field.map_err(|e| ApiError::bad_request(format!("bad multipart: {e}")))?;
+        let mut field = field.map_err(multipart_error)?;
         let field_name = field.name().unwrap_or_default().to_string();
         let filename = field
             .content_disposition()
@@ -527,7 +589,7 @@ async fn read_multipart(
             .map(str::to_string);
         let mut bytes = Vec::new();
         while let Some(chunk) = field.next().await {
-            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("bad multipart: {e}")))?;
+            let chunk = chunk.map_err(multipart_error)?;
             total += chunk.len();
             if total > limit {
                 return Err(ApiError::new(
@@ -562,6 +624,13 @@ async fn read_multipart(
         .or(name)
         .ok_or_else(|| ApiError::bad_request("name the document: a filename or a 'path' part"))?;
     Ok((path, file, metadata))
+}
+
+fn multipart_error(err: actix_multipart::MultipartError) -> ApiError {
+    match err {
+        actix_multipart::MultipartError::Payload(err) => payload_error(&err),
+        other => ApiError::bad_request(format!("bad multipart: {other}")),
+    }
 }
 
 /// A page of `GET /v1/documents`.
@@ -634,8 +703,7 @@ pub async fn delete_document(
     let engine = state.engine.clone();
     let id = id.into_inner();
     let report = blocking(&state, move || {
-        engine.document(&id)?;
-        engine.remove(&id)
+        engine.remove_document(&crate::types::DocId(id))
     })
     .await?;
     Ok(HttpResponse::Ok().json(report))
@@ -658,10 +726,9 @@ pub async fn ingest(
     body: web::Json<IngestBody>,
 ) -> Result<HttpResponse, ApiError> {
     let requested = body.into_inner().path;
-    let path = requested
-        .canonicalize()
-        .map_err(|e| ApiError::bad_request(format!("{}: {e}", requested.display())))?;
-    state.may_touch(&req, &path)?;
+    let path = state
+        .resolve(&req, &requested)?
+        .ok_or_else(|| ApiError::bad_request(format!("{} does not exist", requested.display())))?;
     let engine = state.engine.clone();
     let report = blocking(&state, move || engine.ingest(&[path], &NoProgress)).await?;
     Ok(HttpResponse::Ok().json(report))
@@ -684,9 +751,14 @@ pub async fn remove(
     body: web::Json<RemoveBody>,
 ) -> Result<HttpResponse, ApiError> {
     let target = body.into_inner().target;
-    if let Ok(path) = std::path::Path::new(&target).canonicalize() {
-        state.may_touch(&req, &path)?;
-    }
+    // A document id names no path; anything with a `/` is a path.
+    let target = if target.contains('/') {
+        let requested = std::path::Path::new(&target);
+        let path = state.resolve(&req, requested)?;
+        crate::types::path_key(&path.unwrap_or_else(|| super::lexical(requested)))
+    } else {
+        target
+    };
     let engine = state.engine.clone();
     let report = blocking(&state, move || engine.remove(&target)).await?;
     Ok(HttpResponse::Ok().json(report))
@@ -694,8 +766,17 @@ pub async fn remove(
 
 /// What the index holds and whether its stores agree (`lore status`).
 #[utoipa::path(get, path = "/v1/status", security(("api_key" = [])), responses((status = 200, body = Status), ErrorResponses))]
-pub async fn status(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+pub async fn status(state: web::Data<State>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
-    let status = blocking(&state, move || engine.status()).await?;
+    let mut status = blocking(&state, move || engine.status()).await?;
+    if !state.is_local(&req) {
+        // Where the server keeps its files is none of a client's business.
+        status.index = file_name(&status.index);
+        status.embedder.path = file_name(&status.embedder.path);
+    }
     Ok(HttpResponse::Ok().json(status))
+}
+
+fn file_name(path: &std::path::Path) -> PathBuf {
+    path.file_name().map_or_else(PathBuf::new, PathBuf::from)
 }

@@ -10,8 +10,12 @@
 //! | `k`    | slot (BE u64)  | — keyword entry not committed  |
 //! | `t`    | slot (BE u64)  | — tombstone in the vector graph|
 //! | `n`    | —              | next slot (BE u64)             |
+//! | `i`    | —              | this store's instance id       |
 //!
-//! Every [`Change`] is one `apply_batch`, so it is atomic.
+//! Every [`Change`] is one `apply_batch`, so it is atomic. The instance id
+//! is made when the store is created; the derived stores record it, so
+//! after `docs/` is lost (a new store, a new id) they are known to be
+//! someone else's and rebuilt.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -32,11 +36,13 @@ const VECTOR: u8 = b'v';
 const PENDING: u8 = b'k';
 const TOMBSTONE: u8 = b't';
 const NEXT_SLOT: &[u8] = b"n";
+const INSTANCE: &[u8] = b"i";
 
 /// sled-backed document store.
 pub struct SledDocStore {
     db: sled::Db,
     next_slot: AtomicU64,
+    instance: String,
 }
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
@@ -97,9 +103,19 @@ impl SledDocStore {
             ),
             None => 0,
         };
+        let instance = match db.get(INSTANCE)? {
+            Some(id) => String::from_utf8_lossy(&id).into_owned(),
+            None => {
+                let id = crate::types::random_id();
+                db.insert(INSTANCE, id.as_bytes())?;
+                db.flush()?;
+                id
+            }
+        };
         Ok(SledDocStore {
             db,
             next_slot: AtomicU64::new(next),
+            instance,
         })
     }
 
@@ -260,6 +276,10 @@ impl DocStore for SledDocStore {
 
     fn next_slot(&self) -> Slot {
         Slot(self.next_slot.load(Ordering::SeqCst))
+    }
+
+    fn instance(&self) -> &str {
+        &self.instance
     }
 
     fn pending_keywords(&self) -> Result<Vec<Slot>> {

@@ -163,6 +163,7 @@ pub(crate) mod conformance {
             dir.path(),
             16,
             &crate::config::HnswConfig::default(),
+            &crate::store::vectors::tests::owner(),
         )
         .unwrap();
         check(&index);

@@ -21,7 +21,7 @@ use super::docs::SledDocStore;
 use super::keywords::TantivyKeywordIndex;
 use super::manifest::{EmbedderInfo, Manifest};
 use super::vectors::HnswVectorIndex;
-use super::{Change, DocStore, KeywordDoc, KeywordIndex, VectorIndex};
+use super::{Change, DocStore, KeywordDoc, KeywordIndex, Owner, VectorIndex};
 use crate::config::HnswConfig;
 use crate::error::{Error, Result};
 use crate::types::{ChunkRecord, DocId, Slot};
@@ -74,14 +74,19 @@ impl Index {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Manifest::open_or_create(dir, embedder)?;
         let docs = SledDocStore::open(&dir.join("docs"))?;
-        let keywords = TantivyKeywordIndex::open(&dir.join("keywords"))?;
+        let owner = Owner {
+            id: docs.instance().to_string(),
+            adopt_unowned: docs.next_slot() > Slot(0),
+        };
+        let keywords = TantivyKeywordIndex::open(&dir.join("keywords"), &owner)?;
         let vectors_dir = dir.join("vectors");
-        let (vectors, watermark) = match HnswVectorIndex::open(&vectors_dir, embedder.dim, hnsw) {
+        let opened = HnswVectorIndex::open(&vectors_dir, embedder.dim, hnsw, &owner);
+        let (vectors, watermark) = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                tracing::warn!(error = %e, "vector graph unreadable; rebuilding it from the doc store");
+                tracing::warn!(error = %e, "vector graph unusable; rebuilding it from the doc store");
                 (
-                    HnswVectorIndex::create_empty(&vectors_dir, embedder.dim, hnsw)?,
+                    HnswVectorIndex::create_empty(&vectors_dir, embedder.dim, hnsw, &owner)?,
                     Slot(0),
                 )
             }
@@ -118,33 +123,47 @@ impl Index {
     }
 
     /// Replays what the derived stores had not persisted when the index was
-    /// last closed (or killed).
+    /// last closed (or killed), then checks them against sled.
     fn recover(&self, watermark: Slot) -> Result<()> {
         let forgotten = self.vectors.restore_tombstones(&self.docs.tombstones()?)?;
         self.docs.clear_tombstones(&forgotten)?;
         let missing = self.docs.vectors_from(watermark)?;
-        let mut pending = self.docs.pending_keywords()?;
-        if self.keywords.count()? == 0 && self.docs.counts()?.chunks > 0 {
-            // The keyword index is derived: when it is lost, rebuild it.
-            tracing::warn!("keyword index empty; rebuilding it from the doc store");
-            pending = self
-                .docs
-                .vectors_from(Slot(0))?
-                .into_iter()
-                .map(|(s, _)| s)
-                .collect();
+        let pending = self.docs.pending_keywords()?;
+        if !(missing.is_empty() && pending.is_empty() && forgotten.is_empty()) {
+            tracing::info!(
+                vectors = missing.len(),
+                keyword_entries = pending.len(),
+                "recovering work not persisted by the previous run"
+            );
+            self.vectors.insert(&missing)?;
+            self.sync_keywords(&pending)?;
+            self.checkpoint()?;
         }
-        if missing.is_empty() && pending.is_empty() && forgotten.is_empty() {
-            return Ok(());
+        self.verify()
+    }
+
+    /// Rebuilds from sled a derived store whose size disagrees with it
+    /// after recovery: lost, or damaged in a way its own checks missed.
+    fn verify(&self) -> Result<()> {
+        let counts = self.docs.counts()?;
+        let mut rebuilt = false;
+        if self.vectors.len() != counts.vectors {
+            tracing::warn!(graph = self.vectors.len(), sled = counts.vectors, "vector graph disagrees with the doc store; rebuilding it");
+            self.vectors.rebuild(&self.docs.vectors_from(Slot(0))?)?;
+            self.docs.clear_tombstones(&self.docs.tombstones()?)?;
+            rebuilt = true;
         }
-        tracing::info!(
-            vectors = missing.len(),
-            keyword_entries = pending.len(),
-            "recovering work not persisted by the previous run"
-        );
-        self.vectors.insert(&missing)?;
-        self.sync_keywords(&pending)?;
-        self.checkpoint()
+        if self.keywords.count()? != counts.chunks {
+            tracing::warn!(keywords = self.keywords.count()?, sled = counts.chunks, "keyword index disagrees with the doc store; rebuilding it");
+            self.keywords.clear()?;
+            let slots: Vec<Slot> = self.docs.vectors_from(Slot(0))?.into_iter().map(|(s, _)| s).collect();
+            self.sync_keywords(&slots)?;
+            rebuilt = true;
+        }
+        if rebuilt {
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     /// Brings the keyword entries of `slots` in line with sled.

@@ -22,7 +22,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
 
-use super::{KeywordDoc, KeywordIndex};
+use super::{KeywordDoc, KeywordIndex, Owner};
 use crate::error::{Error, Result};
 use crate::types::Slot;
 
@@ -37,6 +37,8 @@ pub struct TantivyKeywordIndex {
     writer: Mutex<IndexWriter>,
     reader: IndexReader,
     fields: Fields,
+    /// Instance id of the doc store, recorded with every commit.
+    owner: String,
 }
 
 #[derive(Clone, Copy)]
@@ -81,27 +83,19 @@ fn analyzer() -> TextAnalyzer {
 }
 
 impl TantivyKeywordIndex {
-    /// Opens (or creates) the index in `dir`.
-    pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let (schema, fields) = schema();
-        let directory = tantivy::directory::MmapDirectory::open(dir)
-            .map_err(|e| Error::store("keywords", e))?;
-        let index = match Index::open_or_create(directory, schema.clone()) {
+    /// Opens (or creates) the index in `dir` for the doc store `owner`.
+    /// The index is derived, so anything wrong with it — another schema,
+    /// another owner, a damaged file (tantivy's checksums) — starts it
+    /// afresh, and `Index::open` refills it from the doc store.
+    pub fn open(dir: &Path, owner: &Owner) -> Result<Self> {
+        let index = match open_checked(dir, owner) {
             Ok(index) => index,
-            Err(tantivy::TantivyError::SchemaError(e)) => {
-                // Written by another version of lore: the index is derived, so
-                // start it afresh; `Index::open` refills it from the doc store.
-                tracing::warn!(error = %e, "keyword index has another schema; recreating it");
+            Err(why) => {
+                tracing::warn!(reason = %why, "keyword index unusable; rebuilding it from the doc store");
                 std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-                let directory = tantivy::directory::MmapDirectory::open(dir)
-                    .map_err(|e| Error::store("keywords", e))?;
-                Index::open_or_create(directory, schema)?
+                open_checked(dir, owner).map_err(|why| Error::store("keywords", why))?
             }
-            Err(e) => return Err(e.into()),
         };
-        index.tokenizers().register(TOKENIZER, analyzer());
         let writer = index
             .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
             .map_err(|e| match e {
@@ -114,11 +108,13 @@ impl TantivyKeywordIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
+        let (_, fields) = schema();
         Ok(TantivyKeywordIndex {
             index,
             writer: Mutex::new(writer),
             reader,
             fields,
+            owner: owner.id.clone(),
         })
     }
 
@@ -127,6 +123,30 @@ impl TantivyKeywordIndex {
             .lock()
             .map_err(|_| Error::store("keywords", "writer lock poisoned"))
     }
+}
+
+/// Opens or creates the index in `dir`; says why when it cannot be used.
+fn open_checked(dir: &Path, owner: &Owner) -> std::result::Result<Index, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let (schema, _) = schema();
+    let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| e.to_string())?;
+    let index = Index::open_or_create(directory, schema).map_err(|e| e.to_string())?;
+    let metas = index.load_metas().map_err(|e| e.to_string())?;
+    if !metas.segments.is_empty() && !owner.accepts(metas.payload.as_deref()) {
+        return Err("it was built for another doc store".into());
+    }
+    let damaged = index.validate_checksum().map_err(|e| e.to_string())?;
+    if !damaged.is_empty() {
+        return Err(format!("{} damaged file(s)", damaged.len()));
+    }
+    index.tokenizers().register(TOKENIZER, analyzer());
+    // Opening every segment now surfaces damage the checksums missed.
+    index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()
+        .map(|_: IndexReader| index)
+        .map_err(|e: tantivy::TantivyError| e.to_string())
 }
 
 impl KeywordIndex for TantivyKeywordIndex {
@@ -148,8 +168,16 @@ impl KeywordIndex for TantivyKeywordIndex {
         Ok(())
     }
 
+    fn clear(&self) -> Result<()> {
+        self.writer()?.delete_all_documents()?;
+        Ok(())
+    }
+
     fn commit(&self) -> Result<()> {
-        self.writer()?.commit()?;
+        let mut writer = self.writer()?;
+        let mut commit = writer.prepare_commit()?;
+        commit.set_payload(&self.owner);
+        commit.commit()?;
         self.reader.reload()?;
         Ok(())
     }

@@ -85,6 +85,26 @@ pub struct DocCounts {
     pub tombstones: u64,
 }
 
+/// The doc store that derived stores (keywords, vector graph) must belong
+/// to: they record its instance id when they persist, and one recorded
+/// for another store (`docs/` was lost and made anew) is discarded and
+/// rebuilt, never mixed with slots this store does not know.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// The doc store's instance id.
+    pub id: String,
+    /// Keep derived stores that record no owner (written before owners
+    /// were recorded) — only when the doc store has data of its own.
+    pub adopt_unowned: bool,
+}
+
+impl Owner {
+    /// Whether a derived store that recorded `owner` belongs here.
+    pub fn accepts(&self, owner: Option<&str>) -> bool {
+        owner.map_or(self.adopt_unowned, |o| o == self.id)
+    }
+}
+
 /// Documents, chunks, vectors and the chunk↔slot map: the source of truth.
 ///
 /// Contract: [`DocStore::apply`] is atomic (all of a change or none of it
@@ -112,6 +132,8 @@ pub trait DocStore: Send + Sync {
     fn apply(&self, change: Change) -> Result<Applied>;
     /// The next slot to be allocated: every live slot is below it.
     fn next_slot(&self) -> Slot;
+    /// Id made when this store was created; derived stores record it.
+    fn instance(&self) -> &str;
     /// Slots whose keyword entries are not committed.
     fn pending_keywords(&self) -> Result<Vec<Slot>>;
     /// Marks keyword entries as committed.
@@ -197,6 +219,8 @@ pub trait KeywordIndex: Send + Sync {
     fn delete(&self, slots: &[Slot]) -> Result<()>;
     /// Makes all changes durable and visible.
     fn commit(&self) -> Result<()>;
+    /// Deletes every entry (visible after the next commit).
+    fn clear(&self) -> Result<()>;
     /// The best `k` slots for `query`, only among `allowed` when given.
     fn search(
         &self,

@@ -17,7 +17,7 @@ use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::{Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 
-use super::{VectorIndex, check_dims};
+use super::{Owner, VectorIndex, check_dims};
 use crate::config::HnswConfig;
 use crate::error::{Error, Result};
 use crate::types::Slot;
@@ -69,6 +69,69 @@ struct Meta {
     points: usize,
     /// Vector dimension.
     dim: usize,
+    /// Instance id of the doc store the graph was built from.
+    #[serde(default)]
+    owner: Option<String>,
+    /// Size and BLAKE3 hash of each file of the dump: hnsw_rs trusts its
+    /// files (a bad length exits the process or allocates 2^40 bytes), so
+    /// it only ever sees bytes that hash to what was written.
+    #[serde(default)]
+    files: Vec<FileSum>,
+    /// BLAKE3 of this record with `sum` empty: a damaged watermark would
+    /// otherwise silently skip re-inserting vectors.
+    #[serde(default)]
+    sum: String,
+}
+
+impl Meta {
+    fn digest(&self) -> Result<String> {
+        let unsummed = Meta {
+            sum: String::new(),
+            files: self.files.iter().map(FileSum::clone).collect(),
+            owner: self.owner.clone(),
+            ..*self
+        };
+        let json = serde_json::to_vec(&unsummed).map_err(err)?;
+        Ok(blake3::hash(&json).to_hex().to_string())
+    }
+}
+
+/// One dump file as written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct FileSum {
+    name: String,
+    bytes: u64,
+    blake3: String,
+}
+
+impl FileSum {
+    fn of(path: &Path) -> Result<FileSum> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut hasher = blake3::Hasher::new();
+        let bytes = std::io::copy(&mut std::io::BufReader::new(file), &mut hasher)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(FileSum {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            bytes,
+            blake3: hasher.finalize().to_hex().to_string(),
+        })
+    }
+}
+
+/// The dump's files, hashed (sorted by name).
+fn file_sums(gen_dir: &Path) -> Result<Vec<FileSum>> {
+    let mut sums = Vec::new();
+    for entry in std::fs::read_dir(gen_dir).map_err(|e| Error::io(gen_dir, e))? {
+        let path = entry.map_err(|e| Error::io(gen_dir, e))?.path();
+        if path.file_name().is_some_and(|n| n != META) {
+            sums.push(FileSum::of(&path)?);
+        }
+    }
+    sums.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(sums)
 }
 
 struct Inner {
@@ -81,6 +144,7 @@ struct Inner {
 pub struct HnswVectorIndex {
     dir: PathBuf,
     dim: usize,
+    owner: String,
     config: HnswConfig,
     inner: RwLock<Inner>,
 }
@@ -92,9 +156,15 @@ fn err(e: impl std::fmt::Display) -> Error {
 impl HnswVectorIndex {
     /// Opens the newest complete dump in `dir` (or an empty graph). Returns
     /// the index and the dump's watermark: live slots at or above it must be
-    /// inserted again. A dump that fails to load is reported as an error so
-    /// the caller can rebuild from the doc store.
-    pub fn open(dir: &Path, dim: usize, config: &HnswConfig) -> Result<(Self, Slot)> {
+    /// inserted again. A dump that fails to load, fails its checksums or
+    /// belongs to another doc store is reported as an error so the caller
+    /// can rebuild from the doc store.
+    pub fn open(
+        dir: &Path,
+        dim: usize,
+        config: &HnswConfig,
+        owner: &Owner,
+    ) -> Result<(Self, Slot)> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let (generation, graph, watermark) = match latest_generation(dir)? {
             Some(generation) => {
@@ -106,9 +176,18 @@ impl HnswVectorIndex {
                         got: meta.dim,
                     });
                 }
+                if !owner.accepts(meta.owner.as_deref()) {
+                    return Err(err("the graph was built for another doc store"));
+                }
                 let graph = if meta.points == 0 {
                     new_graph(config, 0)
                 } else {
+                    if meta.files.is_empty() || file_sums(&gen_dir)? != meta.files {
+                        return Err(err(format!(
+                            "graph files in {} do not match their checksums",
+                            gen_dir.display()
+                        )));
+                    }
                     load_graph(&gen_dir)?
                 };
                 (generation, graph, meta.watermark)
@@ -118,6 +197,7 @@ impl HnswVectorIndex {
         let index = HnswVectorIndex {
             dir: dir.to_path_buf(),
             dim,
+            owner: owner.id.clone(),
             config: config.clone(),
             inner: RwLock::new(Inner {
                 graph,
@@ -129,11 +209,16 @@ impl HnswVectorIndex {
     }
 
     /// A fresh, empty index in `dir`, discarding whatever dumps were there.
-    pub fn create_empty(dir: &Path, dim: usize, config: &HnswConfig) -> Result<Self> {
+    pub fn create_empty(
+        dir: &Path,
+        dim: usize,
+        config: &HnswConfig,
+        owner: &Owner,
+    ) -> Result<Self> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        Ok(Self::open(dir, dim, config)?.0)
+        Ok(Self::open(dir, dim, config, owner)?.0)
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Inner>> {
@@ -185,7 +270,12 @@ fn latest_generation(dir: &Path) -> Result<Option<u64>> {
 fn read_meta(gen_dir: &Path) -> Result<Meta> {
     let path = gen_dir.join(META);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))
+    let meta: Meta =
+        serde_json::from_slice(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    if meta.sum != meta.digest()? {
+        return Err(err(format!("{} does not match its checksums", path.display())));
+    }
+    Ok(meta)
 }
 
 /// Reloads a dump. hnsw_rs ties the graph's lifetime to its loader, so the
@@ -305,11 +395,15 @@ impl VectorIndex for HnswVectorIndex {
         if points > 0 {
             inner.graph.file_dump(&tmp, BASENAME).map_err(err)?;
         }
-        let meta = Meta {
+        let mut meta = Meta {
             watermark: watermark.0,
             points,
             dim: self.dim,
+            owner: Some(self.owner.clone()),
+            files: file_sums(&tmp)?,
+            sum: String::new(),
         };
+        meta.sum = meta.digest()?;
         let meta_path = tmp.join(META);
         std::fs::write(&meta_path, serde_json::to_vec(&meta).map_err(err)?)
             .map_err(|e| Error::io(&meta_path, e))?;
@@ -357,14 +451,73 @@ fn remove_older_generations(dir: &Path, keep: u64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::flat::conformance::unit;
+
+    pub(crate) fn owner() -> Owner {
+        Owner {
+            id: "test".into(),
+            adopt_unowned: true,
+        }
+    }
+
+    fn persisted(dir: &Path) -> PathBuf {
+        let (index, _) = HnswVectorIndex::open(dir, 8, &HnswConfig::default(), &owner()).unwrap();
+        let items: Vec<_> = (0..300).map(|i| (Slot(i), unit(i, 8))).collect();
+        index.insert(&items).unwrap();
+        index.persist(Slot(300)).unwrap();
+        generation_dir(dir, 1)
+    }
+
+    #[test]
+    fn damaged_dumps_are_refused_before_hnsw_rs_reads_them() {
+        // Each of these made hnsw_rs exit the process, abort, or panic.
+        let damage: [(&str, fn(&Path)); 4] = [
+            ("truncated data", |p| truncate(p, "graph.hnsw.data")),
+            ("truncated graph", |p| truncate(p, "graph.hnsw.graph")),
+            ("huge length field", |p| overwrite(p, "graph.hnsw.data", 16, &[0xff; 8])),
+            ("flipped byte", |p| overwrite(p, "graph.hnsw.graph", 40, &[0x5a])),
+        ];
+        for (what, damage) in damage {
+            let dir = tempfile::tempdir().unwrap();
+            let gen_dir = persisted(dir.path());
+            damage(&gen_dir);
+            let opened = HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner());
+            let error = opened.err().unwrap_or_else(|| panic!("{what}: opened"));
+            assert!(error.to_string().contains("checksums"), "{what}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_graph_of_another_doc_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        persisted(dir.path());
+        let other = Owner {
+            id: "other".into(),
+            adopt_unowned: true,
+        };
+        assert!(HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &other).is_err());
+    }
+
+    fn truncate(gen_dir: &Path, name: &str) {
+        let path = gen_dir.join(name);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len / 2).unwrap();
+    }
+
+    fn overwrite(gen_dir: &Path, name: &str, at: usize, bytes: &[u8]) {
+        let path = gen_dir.join(name);
+        let mut data = std::fs::read(&path).unwrap();
+        data[at..at + bytes.len()].copy_from_slice(bytes);
+        std::fs::write(&path, data).unwrap();
+    }
 
     #[test]
     fn removed_slots_never_appear_and_k_is_still_filled() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, _) = HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default()).unwrap();
+        let (index, _) = HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
         let items: Vec<_> = (0..200).map(|i| (Slot(i), unit(i, 8))).collect();
         index.insert(&items).unwrap();
         index.remove(&[Slot(5)]);
@@ -378,7 +531,7 @@ mod tests {
     fn persisted_graph_reloads_with_its_watermark() {
         let dir = tempfile::tempdir().unwrap();
         let (index, watermark) =
-            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default()).unwrap();
+            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
         assert_eq!(watermark, Slot(0));
         let items: Vec<_> = (0..50).map(|i| (Slot(i), unit(i, 8))).collect();
         index.insert(&items).unwrap();
@@ -386,7 +539,7 @@ mod tests {
         index.persist(Slot(50)).unwrap();
         drop(index);
         let (index, watermark) =
-            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default()).unwrap();
+            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
         assert_eq!(watermark, Slot(50));
         assert_eq!(index.len(), 50);
         let hits = index.search(&unit(7, 8), 1, None).unwrap();
@@ -401,7 +554,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("gen-00000007.tmp")).unwrap();
         std::fs::create_dir_all(dir.path().join("gen-00000009")).unwrap();
         let (index, watermark) =
-            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default()).unwrap();
+            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
         assert_eq!(watermark, Slot(0));
         assert!(index.is_empty());
     }
