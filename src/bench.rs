@@ -16,9 +16,9 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::{load, walk};
 use crate::search::{Mode, SearchRequest};
-use crate::store::{Owner, VectorIndex};
 use crate::store::flat::FlatVectorIndex;
 use crate::store::vectors::HnswVectorIndex;
+use crate::store::{Owner, VectorIndex};
 use crate::types::Slot;
 
 /// Throughput of one embedder on the benchmark chunks.

@@ -36,11 +36,16 @@ fn oversized_question_and_tiny_window_are_clear_errors() {
     let (tmp, index) = ingested("corpora/tiny");
     let question = format!(
         "espresso {}",
-        "please explain the grind size again ".repeat(500)
+        "please explain the grind size again ".repeat(330)
     );
     let (code, stderr) = fails(lore(&index).args(["ask", &question, "--generator", "light"]));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("do not fit"), "{stderr}");
+    // Longer still: refused before anything is tokenized.
+    let question = "please explain the grind size again ".repeat(600);
+    let (code, stderr) = fails(lore(&index).args(["ask", &question, "--generator", "light"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("at most 16384"), "{stderr}");
     std::fs::write(
         tmp.path().join("lore.toml"),
         "[generator]\ncontext_tokens = 64\n",

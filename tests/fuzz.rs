@@ -53,7 +53,10 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
 "#
         .to_vec(),
     ));
-    seeds.push(("notes.txt".into(), "Plain text, café.\n".repeat(20).into_bytes()));
+    seeds.push((
+        "notes.txt".into(),
+        "Plain text, café.\n".repeat(20).into_bytes(),
+    ));
     seeds
 }
 
@@ -116,7 +119,12 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
         Mutation::Repeat(i, len, times) if !bytes.is_empty() => {
             let i = at(i, bytes.len());
             let slice = bytes[i..(i + len).min(bytes.len())].to_vec();
-            let repeated: Vec<u8> = slice.iter().copied().cycle().take(slice.len() * times).collect();
+            let repeated: Vec<u8> = slice
+                .iter()
+                .copied()
+                .cycle()
+                .take(slice.len() * times)
+                .collect();
             bytes.splice(i..i, repeated);
         }
         Mutation::Truncate(i) => bytes.truncate(at(i, bytes.len() + 1)),
@@ -236,7 +244,7 @@ proptest! {
         let status = engine.status().unwrap();
         prop_assert!(status.consistent, "{status:?}");
         for mode in [Mode::Dense, Mode::Bm25, Mode::Hybrid] {
-            let found = engine.search(&SearchRequest::new("coffee beans".into(), 3, mode)).unwrap();
+            let found = engine.search(&SearchRequest::new("coffee beans", 3, mode)).unwrap();
             prop_assert!(!found.hits.is_empty(), "{mode:?}");
         }
     }

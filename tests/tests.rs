@@ -5,6 +5,7 @@ mod util;
 mod ask;
 mod crash;
 mod embedding;
+mod fuzz;
 mod hostile;
 mod ingest;
 mod search;

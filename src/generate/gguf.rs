@@ -44,7 +44,10 @@ fn defuse(text: &str, control: &[String]) -> String {
         if out.contains(token.as_str()) {
             let mut chars = token.chars();
             let first = chars.next().unwrap_or_default();
-            out = out.replace(token.as_str(), &format!("{first}\u{200B}{}", chars.as_str()));
+            out = out.replace(
+                token.as_str(),
+                &format!("{first}\u{200B}{}", chars.as_str()),
+            );
         }
     }
     out

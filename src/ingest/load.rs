@@ -128,7 +128,10 @@ fn decode(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, Option<&'static st
             encoding.name()
         ));
     }
-    Ok((std::borrow::Cow::Owned(text.into_owned()), Some(encoding.name())))
+    Ok((
+        std::borrow::Cow::Owned(text.into_owned()),
+        Some(encoding.name()),
+    ))
 }
 
 /// The documents of decoded text in `format`.
@@ -287,8 +290,8 @@ fn front_matter(text: &str) -> Option<(Metadata, usize)> {
 
 /// Elements whose content is never shown to a reader.
 const INVISIBLE: &[&str] = &[
-    "script", "style", "noscript", "template", "svg", "iframe", "object", "noembed",
-    "noframes", "xmp",
+    "script", "style", "noscript", "template", "svg", "iframe", "object", "noembed", "noframes",
+    "xmp",
 ];
 /// Elements that start a new line of text.
 const BLOCK: &[&str] = &[
@@ -340,7 +343,8 @@ fn load_html(file: &str, text: &str) -> Result<Document, Reason> {
     let _ = tokenizer.feed(&input);
     tokenizer.end();
     let sink = tokenizer.sink;
-    let title = Some(tidy_lines(&sink.title.into_inner()).trim().to_string()).filter(|t| !t.is_empty());
+    let title =
+        Some(tidy_lines(&sink.title.into_inner()).trim().to_string()).filter(|t| !t.is_empty());
     let body = tidy_lines(&sink.out.into_inner());
     if body.trim().is_empty() {
         return Err("HTML page has no visible text".into());
@@ -396,7 +400,11 @@ impl html5ever::tokenizer::TokenSink for VisibleText {
                 }
             }
             Token::CharacterTokens(text) if self.hidden.borrow().is_none() => {
-                let target = if self.in_title.get() { &self.title } else { &self.out };
+                let target = if self.in_title.get() {
+                    &self.title
+                } else {
+                    &self.out
+                };
                 target
                     .borrow_mut()
                     .push_str(&text.replace(['\n', '\r', '\t'], " "));
@@ -438,7 +446,8 @@ impl VisibleText {
         if BLOCK.contains(&name) {
             out.push('\n');
         }
-        let heading = name.len() == 2 && name.starts_with('h') && name.as_bytes()[1].is_ascii_digit();
+        let heading =
+            name.len() == 2 && name.starts_with('h') && name.as_bytes()[1].is_ascii_digit();
         if heading && start {
             let level = usize::from(name.as_bytes()[1] - b'0');
             out.push_str(&"#".repeat(level));
@@ -618,7 +627,11 @@ mod tests {
     #[test]
     fn deeply_nested_html_is_read_in_linear_time_without_recursion() {
         let depth = 200_000;
-        let html = format!("{}<p>deep text</p>{}", "<div>".repeat(depth), "</div>".repeat(depth));
+        let html = format!(
+            "{}<p>deep text</p>{}",
+            "<div>".repeat(depth),
+            "</div>".repeat(depth)
+        );
         let start = std::time::Instant::now();
         let doc = &load(Path::new("/x/deep.html"), html.as_bytes(), LIMIT * 8).unwrap()[0];
         assert_eq!(doc.text.trim(), "deep text");

@@ -90,7 +90,7 @@ fn walk_root(
     let (tx, rx) = std::sync::mpsc::channel();
     let limits = Limits {
         root,
-        index: skip_dir.as_deref(),
+        index: skip_dir,
         max_bytes: config.max_file_bytes,
     };
     builder.build_parallel().run(|| {
@@ -326,7 +326,12 @@ mod tests {
         std::fs::create_dir(&index).unwrap();
         std::fs::write(index.join("server.json"), "{}").unwrap();
         link(&index, "index-link");
-        let found = walk(&[root.clone()], &IngestConfig::default(), Some(&index)).unwrap();
+        let found = walk(
+            std::slice::from_ref(&root),
+            &IngestConfig::default(),
+            Some(&index),
+        )
+        .unwrap();
         let paths: Vec<_> = found.files.iter().map(|f| f.path.clone()).collect();
         assert_eq!(paths, [root.join("inside.md")]);
         let skipped: Vec<_> = found.skipped.iter().map(|s| s.path.as_str()).collect();
@@ -334,7 +339,11 @@ mod tests {
         assert_eq!(skipped, [named("dir-link"), named("file-link.txt")]);
         for skipped in &found.skipped {
             assert!(skipped.reason.contains("outside the ingested folder"));
-            assert!(!skipped.reason.contains(&outside.path().display().to_string()));
+            assert!(
+                !skipped
+                    .reason
+                    .contains(&outside.path().display().to_string())
+            );
         }
     }
 

@@ -29,6 +29,14 @@ use error::ApiError;
 
 /// Seconds a client told "busy" should wait.
 const RETRY_AFTER_S: u64 = 2;
+/// Largest JSON body of the endpoints that take no document: a question or
+/// a query needs far less, and every connection may hold one in memory.
+const MAX_JSON_BYTES: usize = 1 << 20;
+/// Uploads read into memory at once (each up to `server.max_body_bytes`);
+/// more wait their turn before their bodies are read.
+const UPLOADS_AT_ONCE: usize = 2;
+/// Open connections per worker (actix-web's default is 25,000).
+const CONNECTIONS_PER_WORKER: usize = 512;
 
 /// What every handler shares.
 pub struct State {
@@ -43,6 +51,8 @@ pub struct State {
     local_token: String,
     /// Turns for blocking work other than generation, one per core.
     cpu: Semaphore,
+    /// Turns for reading an upload's body.
+    uploads: Semaphore,
     /// Host, origin and body-deadline checks.
     guard: guard::Policy,
 }
@@ -215,6 +225,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         body_limit: config.max_body_bytes,
         local_token: local_token.clone(),
         cpu: Semaphore::new(cores),
+        uploads: Semaphore::new(UPLOADS_AT_ONCE),
         guard: guard::Policy {
             hosts: allowed_hosts(config, loopback),
             origins: config.allowed_origins.clone(),
@@ -229,7 +240,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .app_data(routes::json_config(body_limit))
+                .app_data(routes::json_config(body_limit.min(MAX_JSON_BYTES)))
                 .app_data(routes::query_config())
                 .app_data(routes::path_config())
                 .app_data(web::PayloadConfig::new(body_limit))
@@ -240,6 +251,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
                 .default_service(web::to(routes::not_found))
         })
         .workers(cores)
+        .max_connections(CONNECTIONS_PER_WORKER)
         // A client that closes its side is gone: drop its handler (and so
         // its generation) instead of finishing the answer for nobody.
         .h1_allow_half_closed(false)

@@ -122,11 +122,9 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
 fn payload_error(err: &actix_web::error::PayloadError) -> ApiError {
     use actix_web::error::PayloadError;
     match err {
-        PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            io.to_string(),
-        ),
+        PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", io.to_string())
+        }
         other => ApiError::bad_request(format!("cannot read body: {other}")),
     }
 }
@@ -532,6 +530,7 @@ pub async fn add_document(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
+    let _turn = state.uploads.acquire().await;
     let (path, bytes, metadata) = if content_type.starts_with("multipart/form-data") {
         read_multipart(
             actix_multipart::Multipart::new(req.headers(), payload),

@@ -148,15 +148,28 @@ impl Index {
         let counts = self.docs.counts()?;
         let mut rebuilt = false;
         if self.vectors.len() != counts.vectors {
-            tracing::warn!(graph = self.vectors.len(), sled = counts.vectors, "vector graph disagrees with the doc store; rebuilding it");
+            tracing::warn!(
+                graph = self.vectors.len(),
+                sled = counts.vectors,
+                "vector graph disagrees with the doc store; rebuilding it"
+            );
             self.vectors.rebuild(&self.docs.vectors_from(Slot(0))?)?;
             self.docs.clear_tombstones(&self.docs.tombstones()?)?;
             rebuilt = true;
         }
         if self.keywords.count()? != counts.chunks {
-            tracing::warn!(keywords = self.keywords.count()?, sled = counts.chunks, "keyword index disagrees with the doc store; rebuilding it");
+            tracing::warn!(
+                keywords = self.keywords.count()?,
+                sled = counts.chunks,
+                "keyword index disagrees with the doc store; rebuilding it"
+            );
             self.keywords.clear()?;
-            let slots: Vec<Slot> = self.docs.vectors_from(Slot(0))?.into_iter().map(|(s, _)| s).collect();
+            let slots: Vec<Slot> = self
+                .docs
+                .vectors_from(Slot(0))?
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
             self.sync_keywords(&slots)?;
             rebuilt = true;
         }

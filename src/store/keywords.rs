@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
+use tantivy::directory::Directory;
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, TermSetQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, Schema, TextFieldIndexing, TextOptions,
@@ -128,25 +129,43 @@ impl TantivyKeywordIndex {
 /// Opens or creates the index in `dir`; says why when it cannot be used.
 fn open_checked(dir: &Path, owner: &Owner) -> std::result::Result<Index, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let (schema, _) = schema();
+    let (schema, fields) = schema();
     let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| e.to_string())?;
     let index = Index::open_or_create(directory, schema).map_err(|e| e.to_string())?;
     let metas = index.load_metas().map_err(|e| e.to_string())?;
     if !metas.segments.is_empty() && !owner.accepts(metas.payload.as_deref()) {
         return Err("it was built for another doc store".into());
     }
-    let damaged = index.validate_checksum().map_err(|e| e.to_string())?;
-    if !damaged.is_empty() {
-        return Err(format!("{} damaged file(s)", damaged.len()));
+    // Every file of every live segment that exists must match its checksum
+    // (`Index::validate_checksum` skips files missing from `.managed.json`).
+    let directory = index.directory();
+    for file in metas.list_segment_files() {
+        if directory.exists(&file).map_err(|e| e.to_string())?
+            && !directory
+                .validate_checksum(&file)
+                .map_err(|e| e.to_string())?
+        {
+            return Err(format!("{} is damaged", file.display()));
+        }
     }
     index.tokenizers().register(TOKENIZER, analyzer());
-    // Opening every segment now surfaces damage the checksums missed.
-    index
+    // Opening every segment, its terms and its slot column now surfaces a
+    // missing file here rather than in a search.
+    let reader: IndexReader = index
         .reader_builder()
         .reload_policy(ReloadPolicy::Manual)
         .try_into()
-        .map(|_: IndexReader| index)
-        .map_err(|e: tantivy::TantivyError| e.to_string())
+        .map_err(|e: tantivy::TantivyError| e.to_string())?;
+    for segment in reader.searcher().segment_readers() {
+        segment
+            .inverted_index(fields.text)
+            .map_err(|e| e.to_string())?;
+        segment
+            .fast_fields()
+            .u64("slot")
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(index)
 }
 
 impl KeywordIndex for TantivyKeywordIndex {

@@ -273,7 +273,10 @@ fn read_meta(gen_dir: &Path) -> Result<Meta> {
     let meta: Meta =
         serde_json::from_slice(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
     if meta.sum != meta.digest()? {
-        return Err(err(format!("{} does not match its checksums", path.display())));
+        return Err(err(format!(
+            "{} does not match its checksums",
+            path.display()
+        )));
     }
     Ok(meta)
 }
@@ -473,11 +476,16 @@ pub(crate) mod tests {
     #[test]
     fn damaged_dumps_are_refused_before_hnsw_rs_reads_them() {
         // Each of these made hnsw_rs exit the process, abort, or panic.
-        let damage: [(&str, fn(&Path)); 4] = [
+        type Damage = fn(&Path);
+        let damage: [(&str, Damage); 4] = [
             ("truncated data", |p| truncate(p, "graph.hnsw.data")),
             ("truncated graph", |p| truncate(p, "graph.hnsw.graph")),
-            ("huge length field", |p| overwrite(p, "graph.hnsw.data", 16, &[0xff; 8])),
-            ("flipped byte", |p| overwrite(p, "graph.hnsw.graph", 40, &[0x5a])),
+            ("huge length field", |p| {
+                overwrite(p, "graph.hnsw.data", 16, &[0xff; 8])
+            }),
+            ("flipped byte", |p| {
+                overwrite(p, "graph.hnsw.graph", 40, &[0x5a])
+            }),
         ];
         for (what, damage) in damage {
             let dir = tempfile::tempdir().unwrap();
@@ -517,7 +525,8 @@ pub(crate) mod tests {
     #[test]
     fn removed_slots_never_appear_and_k_is_still_filled() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, _) = HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
+        let (index, _) =
+            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
         let items: Vec<_> = (0..200).map(|i| (Slot(i), unit(i, 8))).collect();
         index.insert(&items).unwrap();
         index.remove(&[Slot(5)]);
