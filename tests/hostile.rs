@@ -165,6 +165,21 @@ fn browsers_of_other_sites_and_slow_or_huge_requests_are_refused() {
     let (code, _, reply) = send(addr, &with_headers("POST", "/v1/documents", &own, doc));
     assert_eq!(code, 201, "{reply}");
 
+    // A multipart upload reads to its end (the body deadline's stream must
+    // stay fused for the multipart reader).
+    let form = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"up.md\"\r\n\
+                Content-Type: text/markdown\r\n\r\n# Up\n\nUploaded by form.\r\n--XyZ--\r\n";
+    let head = "Authorization: Bearer w-key\r\nHost: 127.0.0.1\r\n\
+                Content-Type: multipart/form-data; boundary=XyZ\r\n";
+    let (code, _, reply) = send(addr, &with_headers("POST", "/v1/documents", head, form));
+    assert_eq!(code, 201, "{reply}");
+    let (code, _, reply) = send(
+        addr,
+        &with_headers("POST", "/v1/documents", head, &form[..40]),
+    );
+    assert!((400..500).contains(&code), "{code}: {reply}");
+    assert_eq!(http(addr, "GET", "/healthz", None, None).0, 200);
+
     // A body sent at one byte a second gets 408 once its time is up.
     let mut slow = TcpStream::connect(addr).unwrap();
     let head = "POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer r-key\r\n\

@@ -105,7 +105,8 @@ fn origin_allowed(req: &ServiceRequest, host: &str, allowed: &[String]) -> bool 
     }
 }
 
-/// The body stream, failing with a timeout once `deadline` passes.
+/// The body stream, failing with a timeout once `deadline` passes. Fused:
+/// readers (multipart) may poll again after the end.
 fn before(
     deadline: tokio::time::Instant,
     payload: Payload,
@@ -123,6 +124,7 @@ fn before(
             }
         }
     })
+    .fuse()
 }
 
 #[cfg(test)]
