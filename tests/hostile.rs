@@ -180,6 +180,35 @@ fn browsers_of_other_sites_and_slow_or_huge_requests_are_refused() {
     assert!((400..500).contains(&code), "{code}: {reply}");
     assert_eq!(http(addr, "GET", "/healthz", None, None).0, 200);
 
+    // Uploads that killed the server: deep HTML, a PDF bomb.
+    let depth = 100_000;
+    let deep = format!(
+        "{}deep upload{}",
+        "<div>".repeat(depth),
+        "</div>".repeat(depth)
+    );
+    let body = serde_json::json!({"path": "deep.html", "text": deep}).to_string();
+    let (code, _, reply) = http(addr, "POST", "/v1/documents", Some("w-key"), Some(&body));
+    assert_eq!(code, 201, "{}", &reply[..reply.len().min(300)]);
+    let bomb_path = tmp.path().join("bomb.pdf");
+    pdf_bomb(&bomb_path, 1 << 30);
+    let bomb = std::fs::read(&bomb_path).unwrap();
+    let mut upload =
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bomb.pdf\"\r\n\r\n"
+            .to_vec();
+    upload.extend_from_slice(&bomb);
+    upload.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let mut raw = format!(
+        "POST /v1/documents HTTP/1.1\r\nConnection: close\r\n{head}Content-Length: {}\r\n\r\n",
+        upload.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&upload);
+    let (code, _, reply) = send(addr, &raw);
+    assert_eq!(code, 422, "{reply}");
+    assert!(reply.contains("limits"), "{reply}");
+    assert_eq!(http(addr, "GET", "/healthz", None, None).0, 200);
+
     // A body sent at one byte a second gets 408 once its time is up.
     let mut slow = TcpStream::connect(addr).unwrap();
     let head = "POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer r-key\r\n\
@@ -491,6 +520,22 @@ fn a_hostile_folder_ingests_what_it_can_and_leaks_nothing() {
         assert_eq!(code, Some(2), "{target:?}: {stderr}");
     }
     assert!(status(&index)["documents"].as_u64().unwrap() >= 9);
+}
+
+#[test]
+fn a_malformed_key_is_never_echoed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, stderr) = fails(
+        lore(&tmp.path().join("index"))
+            .args(["serve", "--addr", "127.0.0.1:1"])
+            .env("LORE_API_KEYS", "read:ok-key,s3cr3t-without-scope"),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("read:KEY"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cr3t") && !stderr.contains("s3cr"),
+        "{stderr}"
+    );
 }
 
 #[test]

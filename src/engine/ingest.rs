@@ -275,8 +275,12 @@ impl Engine {
             )));
         }
         let max_bytes = self.config.ingest.max_file_bytes as usize;
-        let mut docs = load::load(Path::new(path), bytes, max_bytes)
-            .map_err(|reason| Error::InvalidRequest(format!("{path}: {reason}")))?;
+        let mut docs = load::load(Path::new(path), bytes, max_bytes).map_err(|reason| {
+            Error::UnsupportedFile {
+                path: PathBuf::from(path),
+                reason,
+            }
+        })?;
         dedup_last(&mut docs);
         for doc in &mut docs {
             doc.metadata

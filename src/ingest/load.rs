@@ -648,4 +648,19 @@ mod tests {
         let doc = &load(Path::new("/x/s.html"), html.as_bytes(), LIMIT).unwrap()[0];
         assert_eq!(doc.text, "# T\n\nyes\n\nalso\n");
     }
+
+    #[test]
+    fn reads_are_bounded_whatever_the_walk_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grown.txt");
+        std::fs::write(&path, vec![b'a'; 2048]).unwrap();
+        assert_eq!(read(&path, 4096).unwrap().len(), 2048);
+        // The walk saw 2 KiB; by the time it is read, it has grown.
+        let reason = read(&path, 1024).unwrap_err();
+        assert!(reason.contains("grew past the limit of 1024"), "{reason}");
+        // A path that became a symlink since the walk is not followed.
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        assert!(read(&link, 1 << 20).unwrap_err().contains("cannot read"));
+    }
 }
