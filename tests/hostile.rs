@@ -8,24 +8,8 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::serve::{error_code, http, request, start_with};
+use crate::serve::{error_code, http, request, send, start_with};
 use crate::util::{fails, ingested, json, lore, run_ok, status};
-
-/// Sends `raw` as is; returns status, head and body.
-fn send(addr: &str, raw: &[u8]) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.write_all(raw).unwrap();
-    let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply);
-    let reply = String::from_utf8_lossy(&reply).into_owned();
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (code, head.to_string(), body.to_string())
-}
 
 /// A request with extra header lines.
 fn with_headers(method: &str, path: &str, headers: &str, body: &str) -> Vec<u8> {

@@ -88,17 +88,21 @@ pub fn http(
     key: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String, String) {
+    send(addr, request(method, path, key, body).as_bytes())
+}
+
+/// Sends `raw` as is; returns status, head and body (status 0 when the
+/// connection failed or broke).
+pub fn send(addr: &str, raw: &[u8]) -> (u16, String, String) {
     let Ok(mut stream) = TcpStream::connect(addr) else {
         return (0, String::new(), String::new());
     };
-    stream
-        .write_all(request(method, path, key, body).as_bytes())
-        .unwrap();
-    let mut raw = String::new();
-    if stream.read_to_string(&mut raw).is_err() {
+    let mut reply = Vec::new();
+    if stream.write_all(raw).is_err() || stream.read_to_end(&mut reply).is_err() {
         return (0, String::new(), String::new());
     }
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let reply = String::from_utf8_lossy(&reply);
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
     let status = head
         .split_whitespace()
         .nth(1)

@@ -7,7 +7,6 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::web;
 
 use super::State;
 use super::error::ApiError;
@@ -88,9 +87,7 @@ pub async fn check(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req
-        .app_data::<web::Data<State>>()
-        .expect("state is registered");
+    let state = State::of(&req);
     if let Access::Key(need) = access
         && !state.keys.is_empty()
         && !state.is_local(req.request())

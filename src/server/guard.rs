@@ -10,7 +10,7 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::web::{self, Bytes};
+use actix_web::web::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use super::State;
@@ -41,9 +41,7 @@ pub async fn check(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req
-        .app_data::<web::Data<State>>()
-        .expect("state is registered");
+    let state = State::of(&req);
     let policy = &state.guard;
     let host = header(&req, "host").unwrap_or_default();
     if !policy.hosts.is_empty() && !policy.hosts.contains(&host_name(host)) {

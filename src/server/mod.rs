@@ -58,6 +58,12 @@ pub struct State {
 }
 
 impl State {
+    /// The state of the server `req` came to (for middleware).
+    fn of(req: &actix_web::dev::ServiceRequest) -> &State {
+        req.app_data::<web::Data<State>>()
+            .expect("state is registered")
+    }
+
     /// True when `req` carries the local token.
     fn is_local(&self, req: &actix_web::HttpRequest) -> bool {
         req.headers()
