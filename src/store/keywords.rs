@@ -29,6 +29,8 @@ use crate::types::Slot;
 
 /// Memory for tantivy's indexing buffer.
 const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of tantivy's per-file footer trailer (length and magic number).
+const FOOTER_BYTES: u64 = 8;
 /// Lower-cased, English stop words removed, Snowball-stemmed.
 const TOKENIZER: &str = "lore_en";
 
@@ -138,10 +140,16 @@ fn open_checked(dir: &Path, owner: &Owner) -> std::result::Result<Index, String>
     }
     // Every file of every live segment that exists must match its checksum
     // (`Index::validate_checksum` skips files missing from `.managed.json`).
+    // tantivy's footer check panics on a file of 4 to 7 bytes (it checks
+    // for 4 and reads 8): shorter than a footer is damaged, unread.
     let directory = index.directory();
     for file in metas.list_segment_files() {
-        if directory.exists(&file).map_err(|e| e.to_string())?
-            && !directory
+        if !directory.exists(&file).map_err(|e| e.to_string())? {
+            continue;
+        }
+        let len = std::fs::metadata(dir.join(&file)).map_or(0, |m| m.len());
+        if len < FOOTER_BYTES
+            || !directory
                 .validate_checksum(&file)
                 .map_err(|e| e.to_string())?
         {
