@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Answer quality of `lore ask` on a corpus's questions.jsonl
-({question, answer, source}) and optional out-of-corpus.jsonl ({question}).
+({question, answer, source}; answer is a string or a list of acceptable
+spellings) and optional out-of-corpus.jsonl ({question}).
 
     python3 scripts/ask_quality.py LORE_BINARY INDEX corpora/handbook [extra lore ask flags...]
 
@@ -32,7 +33,8 @@ for line in open(os.path.join(corpus, "questions.jsonl")):
     q = json.loads(line)
     r = ask(q["question"])
     n += 1
-    has_fact = norm(q["answer"]) in norm(r["answer"])
+    answers = q["answer"] if isinstance(q["answer"], list) else [q["answer"]]
+    has_fact = any(norm(a) in norm(r["answer"]) for a in answers)
     has_source = any(c["path"].endswith(q["source"]) for c in r["citations"])
     fact += has_fact
     cited += has_source
