@@ -37,6 +37,11 @@ def main(src: str, dst: str) -> None:
         text.append("ET")
         stream = "\n".join(text).encode("cp1252")
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    write_pdf(objects, dst)
+
+
+def write_pdf(objects, dst: str) -> None:
+    """Writes numbered objects (1 is the catalog) with their xref table."""
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
