@@ -54,6 +54,25 @@ pub fn path_key(path: &std::path::Path) -> String {
     key
 }
 
+/// `path` made absolute (against the working directory) with `.` and `..`
+/// resolved by name: for paths that no longer exist, which cannot be
+/// canonicalized.
+pub fn normalize(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = std::path::PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Content hash of a byte string (documents, files), hex.
 pub fn content_hash(bytes: &[u8]) -> String {
     short_hash(&[bytes])
@@ -276,6 +295,17 @@ mod tests {
         assert_eq!(key(b"/d/a\xff.md"), "/d/a\\xff.md");
         // A name that spells an escape literally is not the escaped name.
         assert_ne!(key(b"/d/a\\xff.md"), key(b"/d/a\xff.md"));
+    }
+
+    #[test]
+    fn normalized_paths_resolve_dots_by_name() {
+        let p = |s: &str| normalize(std::path::Path::new(s));
+        assert_eq!(
+            p("/srv/docs/a/../b/./c.md"),
+            std::path::Path::new("/srv/docs/b/c.md")
+        );
+        assert_eq!(p("/srv/../../etc"), std::path::Path::new("/etc"));
+        assert!(p("rel/x.md").is_absolute());
     }
 
     #[test]

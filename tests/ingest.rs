@@ -162,6 +162,13 @@ fn remove_by_path_and_by_document_id() {
     let s = status(&index);
     assert_eq!(s["documents"], 5, "{s}");
     assert_eq!(s["consistent"], true, "{s}");
+    // A file deleted from disk is removed by its path, relative or not.
+    let docs = tmp.path().join("docs");
+    copy_dir(&corpus, &docs);
+    json(lore(&index).arg("ingest").arg(&docs).arg("--json"));
+    std::fs::remove_file(docs.join("staff.md")).unwrap();
+    let removed = json(lore(&index).args(["remove", "docs/./sub/../staff.md", "--json"]));
+    assert_eq!(removed["files"], 1, "{removed}");
     let (code, stderr) = fails(lore(&index).args(["remove", "no-such-thing"]));
     assert_eq!(code, Some(1));
     assert!(stderr.contains("not found"), "{stderr}");

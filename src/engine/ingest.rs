@@ -18,7 +18,7 @@ use crate::ingest::walk::{FoundFile, walk};
 use crate::ingest::{Skipped, load};
 use crate::store::{Change, DocUpdate};
 use crate::types::{
-    Chunk, ChunkId, DocId, DocRecord, Document, FileRecord, content_hash, path_key,
+    Chunk, ChunkId, DocId, DocRecord, Document, FileRecord, content_hash, normalize, path_key,
 };
 
 /// Files read and parsed in parallel at a time.
@@ -142,7 +142,7 @@ impl Engine {
             (found.files.len() + found.skipped.len()) as u64,
         );
         // Skips found by the walk are reported as done files too.
-        progress.started((found.files.len() + found.skipped.len()) as u64);
+        progress.started(run.report.files_seen);
         for skipped in found.skipped {
             run.skip(skipped);
         }
@@ -162,8 +162,8 @@ impl Engine {
         for file in unchanged {
             progress.file_done(&path_key(&file.path));
         }
+        let max_bytes = self.config.ingest.max_file_bytes;
         for group in stale.chunks(LOAD_GROUP) {
-            let max_bytes = self.config.ingest.max_file_bytes;
             let loaded: Vec<Loaded> = group
                 .par_iter()
                 .map(|f| read_and_load(&f.path, max_bytes))
@@ -194,9 +194,11 @@ impl Engine {
                 "nothing to remove: name a file, a folder or a document id".into(),
             ));
         }
-        let path = Path::new(target)
-            .canonicalize()
-            .map_or_else(|_| target.to_string(), |p| path_key(&p));
+        // A path that no longer exists still names its records.
+        let path = Path::new(target).canonicalize().map_or_else(
+            |_| path_key(&normalize(Path::new(target))),
+            |p| path_key(&p),
+        );
         if path.trim_end_matches('/').is_empty() {
             return Err(Error::InvalidRequest(format!(
                 "refusing to remove everything under '{target}'"

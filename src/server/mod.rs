@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::ServerConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::types::normalize;
 use error::ApiError;
 
 /// Seconds a client told "busy" should wait.
@@ -77,7 +78,7 @@ impl State {
     /// under the ingest roots. To a client every refusal reads the same,
     /// so it learns nothing of what exists outside the roots or where a
     /// symlink points. `Ok(None)`: the path does not exist (any more) but
-    /// lies under a root, so its records may still be removed.
+    /// may be named, so its records may still be removed.
     fn resolve(
         &self,
         req: &actix_web::HttpRequest,
@@ -87,11 +88,8 @@ impl State {
         let under_root = |p: &std::path::Path| self.ingest_roots.iter().any(|r| p.starts_with(r));
         match requested.canonicalize() {
             Ok(path) if local || under_root(&path) => Ok(Some(path)),
-            Err(e) if local => Err(ApiError::bad_request(format!(
-                "{}: {e}",
-                requested.display()
-            ))),
-            Err(_) if requested.is_absolute() && under_root(&lexical(requested)) => Ok(None),
+            Err(_) if local => Ok(None),
+            Err(_) if requested.is_absolute() && under_root(&normalize(requested)) => Ok(None),
             _ => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "path_not_allowed",
@@ -106,22 +104,6 @@ impl State {
             )),
         }
     }
-}
-
-/// `path` with `.` and `..` resolved lexically (for paths that no longer
-/// exist, so cannot be canonicalized).
-fn lexical(path: &std::path::Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// The generation queue: `running` generations at once, `slots` in the

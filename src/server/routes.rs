@@ -752,9 +752,12 @@ pub async fn remove(
     let target = body.into_inner().target;
     // A document id names no path; anything with a `/` is a path.
     let target = if target.contains('/') {
-        let requested = std::path::Path::new(&target);
-        let path = state.resolve(&req, requested)?;
-        crate::types::path_key(&path.unwrap_or_else(|| super::lexical(requested)))
+        // A path that no longer exists is normalized by the engine, as it
+        // was by the check.
+        match state.resolve(&req, std::path::Path::new(&target))? {
+            Some(path) => crate::types::path_key(&path),
+            None => target,
+        }
     } else {
         target
     };

@@ -91,8 +91,8 @@ impl TantivyKeywordIndex {
     /// another owner, a damaged file (tantivy's checksums) — starts it
     /// afresh, and `Index::open` refills it from the doc store.
     pub fn open(dir: &Path, owner: &Owner) -> Result<Self> {
-        let index = match open_checked(dir, owner) {
-            Ok(index) => index,
+        let (index, reader, fields) = match open_checked(dir, owner) {
+            Ok(opened) => opened,
             Err(why) => {
                 tracing::warn!(reason = %why, "keyword index unusable; rebuilding it from the doc store");
                 std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -107,11 +107,6 @@ impl TantivyKeywordIndex {
                 },
                 other => Error::from(other),
             })?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
-        let (_, fields) = schema();
         Ok(TantivyKeywordIndex {
             index,
             writer: Mutex::new(writer),
@@ -128,8 +123,12 @@ impl TantivyKeywordIndex {
     }
 }
 
-/// Opens or creates the index in `dir`; says why when it cannot be used.
-fn open_checked(dir: &Path, owner: &Owner) -> std::result::Result<Index, String> {
+/// Opens or creates the index in `dir`, with its reader; says why when it
+/// cannot be used.
+fn open_checked(
+    dir: &Path,
+    owner: &Owner,
+) -> std::result::Result<(Index, IndexReader, Fields), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let (schema, fields) = schema();
     let directory = tantivy::directory::MmapDirectory::open(dir).map_err(|e| e.to_string())?;
@@ -173,7 +172,7 @@ fn open_checked(dir: &Path, owner: &Owner) -> std::result::Result<Index, String>
             .u64("slot")
             .map_err(|e| e.to_string())?;
     }
-    Ok(index)
+    Ok((index, reader, fields))
 }
 
 impl KeywordIndex for TantivyKeywordIndex {
