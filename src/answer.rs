@@ -1,6 +1,9 @@
-//! Generated text → citations: numbers resolved to the chunks they name,
-//! numbers that name nothing dropped and reported, citations checked against
-//! the text they cite, and the abstention recognised.
+//! The shape of an answer and what is read back from it: the grammar a
+//! default answer is decoded through (a citation can only be `[n]` with
+//! `n` a given source), the built-in cited-JSON schema, then numbers
+//! resolved to the chunks they name, numbers that name nothing dropped and
+//! reported, citations checked against the text they cite, the abstention
+//! recognised, and answers normalised for a vote.
 //!
 //! The check: a small model often quotes source 1 and writes `[2]`. Each
 //! sentence's content words are compared with every source; when the cited
@@ -11,8 +14,86 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::prompt::{NOT_IN_DOCUMENTS, Source};
+use serde_json::{Value, json};
+
+use crate::generate::Constraint;
+use crate::prompt::{ANSWER_PREFIX, NOT_IN_DOCUMENTS, Source};
 use crate::types::ChunkId;
+
+/// Longest `answer` string of the cited-JSON schema, in characters.
+const MAX_JSON_ANSWER: usize = 1000;
+
+/// `"1" | "2" | ...` for sources `1..=sources` (at least one).
+fn source_numbers(sources: usize) -> String {
+    (1..=sources.max(1))
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// The grammar of a default answer: either the abstention, or
+/// "According to [n]" and text in which `[` only opens a citation of given
+/// sources (`[2]`, `[1, 3]`), never a link, a file name or a bracket of the
+/// document's own syntax.
+pub fn text_grammar(sources: usize) -> Constraint {
+    let prefix = serde_json::to_string(ANSWER_PREFIX).unwrap_or_default();
+    let abstain = serde_json::to_string(NOT_IN_DOCUMENTS).unwrap_or_default();
+    Constraint::lark(format!(
+        "start: {prefix} cites \"]\" body | {abstain}\n\
+         body: (TEXT | \"[\" cites \"]\")*\n\
+         cites: N (\", \" N)*\n\
+         N: {}\n\
+         TEXT: /[^\\[\\]]+/\n",
+        source_numbers(sources)
+    ))
+}
+
+/// The built-in "answer with citations" schema: `{answer, citations}` with
+/// every citation a given source's number.
+pub fn cited_schema(sources: usize) -> Constraint {
+    Constraint::JsonSchema {
+        schema: json!({
+            "type": "object",
+            "properties": {
+                "answer": {"type": "string", "maxLength": MAX_JSON_ANSWER},
+                "citations": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 1, "maximum": sources.max(1)},
+                    "maxItems": sources.max(1)
+                }
+            },
+            "required": ["answer", "citations"],
+            "additionalProperties": false
+        }),
+    }
+}
+
+/// The cited numbers of a cited-JSON answer, in order, without repeats.
+pub fn json_citations(value: &Value) -> Vec<usize> {
+    let mut found = Vec::new();
+    for n in value["citations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+    {
+        if !found.contains(&(n as usize)) {
+            found.push(n as usize);
+        }
+    }
+    found
+}
+
+/// An answer reduced for a majority vote: citations and punctuation gone,
+/// lower case, single spaces.
+pub fn vote_key(text: &str) -> String {
+    strip_citations(text)
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// A citation resolved to its chunk.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -60,9 +141,14 @@ pub fn cited_numbers(text: &str) -> Vec<usize> {
 /// Resolves the citations of `text` against `sources`: valid ones, and the
 /// numbers that point at no source.
 pub fn resolve(text: &str, sources: &[Source]) -> (Vec<Citation>, Vec<usize>) {
+    resolve_numbers(&cited_numbers(text), sources)
+}
+
+/// Resolves cited `numbers` against `sources`.
+pub fn resolve_numbers(numbers: &[usize], sources: &[Source]) -> (Vec<Citation>, Vec<usize>) {
     let mut citations = Vec::new();
     let mut invalid = Vec::new();
-    for n in cited_numbers(text) {
+    for &n in numbers {
         match sources.iter().find(|s| s.n == n) {
             Some(s) => citations.push(Citation {
                 n,

@@ -384,7 +384,7 @@ pub fn generate(
         max_tokens: gen_tokens,
         ..Sampling::default()
     };
-    let result = generator.generate(&prompt, &sampling, &mut |_| true)?;
+    let result = generator.generate(&prompt, &sampling, None, &mut |_| true)?;
     let per_token_ms = result.gen_ms / result.gen_tokens.max(1) as f64;
     Ok(GenerateBench {
         model: generator.id().to_string(),
@@ -393,5 +393,200 @@ pub fn generate(
         gen_tokens: result.gen_tokens,
         gen_tokens_per_s: result.gen_tokens as f64 / (result.gen_ms / 1000.0).max(1e-9),
         time_to_first_token_ms: result.prompt_ms + per_token_ms,
+    })
+}
+
+/// The schema of `lore bench constrained`: an enum, an integer range and a
+/// bounded string.
+pub fn bench_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "category": {"enum": ["bug", "question", "feature", "other"]},
+            "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+            "summary": {"type": "string", "minLength": 5, "maxLength": 80}
+        },
+        "required": ["category", "priority", "summary"],
+        "additionalProperties": false
+    })
+}
+
+/// Why `text` does not match [`bench_schema`], if it does not.
+pub fn check_bench_output(text: &str) -> std::result::Result<(), String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let object = value.as_object().ok_or("not an object")?;
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    if keys != ["category", "priority", "summary"] {
+        return Err(format!("keys {keys:?}"));
+    }
+    let category = object["category"].as_str().unwrap_or_default();
+    if !["bug", "question", "feature", "other"].contains(&category) {
+        return Err(format!("category {:?}", object["category"]));
+    }
+    match object["priority"].as_i64() {
+        Some(1..=5) if object["priority"].is_i64() || object["priority"].is_u64() => {}
+        _ => return Err(format!("priority {}", object["priority"])),
+    }
+    let summary = object["summary"]
+        .as_str()
+        .ok_or("summary is not a string")?;
+    let chars = summary.chars().count();
+    if !(5..=80).contains(&chars) {
+        return Err(format!("summary of {chars} characters"));
+    }
+    Ok(())
+}
+
+/// Result of `lore bench constrained`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConstrainedBench {
+    /// The model.
+    pub model: String,
+    /// Constrained generations.
+    pub runs: usize,
+    /// How many matched the schema.
+    pub valid: usize,
+    /// The first few that did not, with the reason.
+    pub invalid: Vec<String>,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Decoding under the schema, tokens per second.
+    pub constrained_tokens_per_s: f64,
+    /// Decoding of the same prompt without it (every fourth seed), tokens
+    /// per second, measured in the same run.
+    pub free_tokens_per_s: f64,
+    /// constrained / free.
+    pub ratio: f64,
+}
+
+/// `runs` generations under [`bench_schema`] at `temperature`, each
+/// checked, with decode speed against unconstrained decoding of the same
+/// prompt interleaved in the same run.
+pub fn constrained(
+    generator: &dyn crate::generate::Generator,
+    runs: usize,
+    temperature: f64,
+) -> Result<ConstrainedBench> {
+    use crate::generate::{Constraint, Message, Role, Sampling};
+    let prompt = generator.render(&[Message {
+        role: Role::User,
+        content: "Triage this report as JSON with a category, a priority from 1 (low) to 5 \
+                  (urgent) and a one-line summary: \"Since the last update the export button \
+                  does nothing and the log shows a timeout after 30 seconds.\""
+            .into(),
+    }]);
+    let constraint = Constraint::JsonSchema {
+        schema: bench_schema(),
+    };
+    let (mut guided, mut free) = ((0usize, 0.0f64), (0usize, 0.0f64));
+    let mut valid = 0;
+    let mut invalid = Vec::new();
+    for seed in 0..runs as u64 {
+        let sampling = Sampling {
+            temperature,
+            seed,
+            max_tokens: 128,
+            ..Sampling::default()
+        };
+        let out = generator.generate(&prompt, &sampling, Some(&constraint), &mut |_| true)?;
+        guided.0 += out.gen_tokens;
+        guided.1 += out.gen_ms;
+        match check_bench_output(&out.text) {
+            Ok(()) => valid += 1,
+            Err(why) if invalid.len() < 5 => invalid.push(format!("{why}: {}", out.text)),
+            Err(_) => {}
+        }
+        if seed % 4 == 0 {
+            let out = generator.generate(&prompt, &sampling, None, &mut |_| true)?;
+            free.0 += out.gen_tokens;
+            free.1 += out.gen_ms;
+        }
+    }
+    let rate = |(tokens, ms): (usize, f64)| tokens as f64 / (ms / 1000.0).max(1e-9);
+    Ok(ConstrainedBench {
+        model: generator.id().to_string(),
+        runs,
+        valid,
+        invalid,
+        temperature,
+        constrained_tokens_per_s: rate(guided),
+        free_tokens_per_s: rate(free),
+        ratio: rate(guided) / rate(free).max(1e-9),
+    })
+}
+
+/// Result of `lore bench samples`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplesBench {
+    /// The model.
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Samples drawn from one prompt.
+    pub samples: usize,
+    /// One answer: prompt processing, ms.
+    pub one_prompt_ms: f64,
+    /// One answer: decoding, ms.
+    pub one_decode_ms: f64,
+    /// `samples` answers: prompt processing, ms.
+    pub many_prompt_ms: f64,
+    /// `samples` answers: decoding, ms.
+    pub many_decode_ms: f64,
+    /// Tokens of the one answer.
+    pub one_tokens: usize,
+    /// Tokens of all `samples` answers.
+    pub many_tokens: usize,
+    /// many_prompt_ms / one_prompt_ms (the target is ≤ 1.3).
+    pub prompt_ratio: f64,
+    /// many_decode_ms / one_decode_ms (about `samples`).
+    pub decode_ratio: f64,
+}
+
+/// Self-consistency's cost: one answer against `samples` answers drawn
+/// from one prompt of about `prompt_tokens` cut from `text`.
+pub fn samples(
+    generator: &dyn crate::generate::Generator,
+    text: &str,
+    prompt_tokens: usize,
+    samples: usize,
+) -> Result<SamplesBench> {
+    use crate::generate::{Message, Role, Sampling};
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut take = prompt_tokens.min(words.len());
+    let mut body = words[..take].join(" ");
+    while take > 1 && generator.count_tokens(&body)? > prompt_tokens {
+        take = take * 9 / 10;
+        body = words[..take].join(" ");
+    }
+    let prompt = generator.render(&[Message {
+        role: Role::User,
+        content: format!("{body}\n\nWhat is the text above about? Answer in one sentence."),
+    }]);
+    let samplings: Vec<Sampling> = (0..samples as u64)
+        .map(|seed| Sampling {
+            temperature: 0.7,
+            seed,
+            max_tokens: 48,
+            ..Sampling::default()
+        })
+        .collect();
+    let one = generator.generate(&prompt, &samplings[0], None, &mut |_| true)?;
+    let many = generator.generate_each(&prompt, &samplings, None)?;
+    let many_prompt_ms: f64 = many.iter().map(|g| g.prompt_ms).sum();
+    let many_decode_ms: f64 = many.iter().map(|g| g.gen_ms).sum();
+    Ok(SamplesBench {
+        model: generator.id().to_string(),
+        prompt_tokens: one.prompt_tokens,
+        samples,
+        one_prompt_ms: one.prompt_ms,
+        one_decode_ms: one.gen_ms,
+        many_prompt_ms,
+        many_decode_ms,
+        one_tokens: one.gen_tokens,
+        many_tokens: many.iter().map(|g| g.gen_tokens).sum(),
+        prompt_ratio: many_prompt_ms / one.prompt_ms.max(1e-9),
+        decode_ratio: many_decode_ms / one.gen_ms.max(1e-9),
     })
 }

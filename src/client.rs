@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use ureq::http::Response as HttpResponse;
 
-use crate::engine::{AskRequest, AskResponse, IngestReport, RemoveReport, Status};
+use crate::engine::{
+    AskRequest, AskResponse, ConstraintOptions, IngestReport, RemoveReport, Status,
+};
 use crate::error::{Error, Result};
 use crate::search::{SearchRequest, SearchResponse};
 
@@ -174,6 +176,7 @@ impl Remote {
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<AskResponse> {
         let s = &request.sampling;
+        let constraint = ConstraintOptions::of(request)?;
         let body = serde_json::json!({
             "question": request.question,
             "k": request.k,
@@ -183,6 +186,11 @@ impl Remote {
             "top_p": s.top_p,
             "seed": s.seed,
             "stream": true,
+            "schema": constraint.schema,
+            "choices": constraint.choices,
+            "regex": constraint.regex,
+            "grammar": constraint.grammar,
+            "techniques": request.techniques,
         });
         let mut response = self.post("/v1/ask", &body)?;
         let reader = std::io::BufReader::new(response.body_mut().as_reader());

@@ -98,6 +98,39 @@ pub struct GeneratorConfig {
     /// Calibrated on corpora/handbook with all-MiniLM-L6-v2: answerable
     /// questions scored 0.35–0.78, out-of-corpus ones 0.07–0.32.
     pub min_score: f32,
+    /// Worked examples shown before the sources with `--technique few-shot`
+    /// (`[[generator.examples]]` with `source`, `question`, `answer`).
+    pub examples: Vec<Example>,
+}
+
+/// A worked example for few-shot prompting: one source, a question, and
+/// the answer lore should give (citing the source as `[1]`, or abstaining).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Example {
+    /// The example's one source text.
+    pub source: String,
+    /// The question.
+    pub question: String,
+    /// The answer to imitate.
+    pub answer: String,
+}
+
+/// Two generic examples (written for lore, about no shipped corpus): one
+/// answer that cites, one abstention.
+fn default_examples() -> Vec<Example> {
+    vec![
+        Example {
+            source: "Backups run every night at 02:00 and are kept for 30 days.".into(),
+            question: "How long are backups kept?".into(),
+            answer: "According to [1], backups are kept for 30 days.".into(),
+        },
+        Example {
+            source: "The build needs Rust 1.90 or newer and runs with cargo.".into(),
+            question: "Who maintains the build server?".into(),
+            answer: "I don't know based on the documents.".into(),
+        },
+    ]
 }
 
 impl Default for GeneratorConfig {
@@ -106,6 +139,7 @@ impl Default for GeneratorConfig {
             model: None,
             context_tokens: 2048,
             min_score: 0.30,
+            examples: default_examples(),
         }
     }
 }

@@ -3,14 +3,20 @@
 //! are collapsed to documents, and the standard metrics are computed as
 //! trec_eval/BEIR do: nDCG@10 with graded (linear) gains, Recall@10,
 //! Recall@100 and MRR@10, averaged over queries.
+//!
+//! `lore eval --answers`: answer quality on a folder that also has
+//! `answers.jsonl` (`{_id, question, answer, choices}`): every question is
+//! asked with retrieval over the folder's corpus under each named
+//! [`Technique`], and accuracy and macro-F1 over the choices are scored.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::engine::Engine;
+use crate::engine::{AskRequest, Engine, Techniques};
 use crate::error::{Error, Result};
+use crate::generate::{Constraint, Sampling};
 use crate::search::{Mode, SearchRequest};
 
 /// Judgements: query id → (document id → graded relevance).
@@ -191,6 +197,222 @@ pub fn evaluate(engine: &Engine, data: &Dataset, mode: Mode, depth: usize) -> Re
     })
 }
 
+/// One question of `answers.jsonl`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AnswerItem {
+    /// Its id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The question.
+    pub question: String,
+    /// The gold answer, one of `choices`.
+    pub answer: String,
+    /// The possible answers.
+    pub choices: Vec<String>,
+}
+
+/// Reads `dir/answers.jsonl`, the first `limit` questions.
+pub fn load_answers(dir: &Path, limit: Option<usize>) -> Result<Vec<AnswerItem>> {
+    let path = dir.join("answers.jsonl");
+    let mut items = Vec::new();
+    for (n, line) in read(&path)?.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if limit.is_some_and(|l| items.len() >= l) {
+            break;
+        }
+        let item: AnswerItem = serde_json::from_str(line).map_err(|e| {
+            Error::InvalidRequest(format!("{} line {}: {e}", path.display(), n + 1))
+        })?;
+        if item.choices.is_empty() {
+            return Err(Error::InvalidRequest(format!(
+                "{} line {}: no choices",
+                path.display(),
+                n + 1
+            )));
+        }
+        items.push(item);
+    }
+    if items.is_empty() {
+        return Err(Error::InvalidRequest(format!(
+            "{} has no questions",
+            path.display()
+        )));
+    }
+    Ok(items)
+}
+
+/// A named combination of techniques: `plain`, or parts joined by `+`
+/// among `choices` (answer constrained to the choices), `cot`, `scN`
+/// (self-consistency over N samples), `reflect`, `fewshot`, `expert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Technique {
+    /// The name as given.
+    pub name: String,
+    /// Constrain the answer to the choices.
+    pub choices: bool,
+    /// The prompting techniques.
+    pub techniques: Techniques,
+}
+
+impl std::str::FromStr for Technique {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Technique> {
+        let mut technique = Technique {
+            name: name.to_string(),
+            choices: false,
+            techniques: Techniques::default(),
+        };
+        for part in name.split('+') {
+            let t = &mut technique.techniques;
+            match part {
+                "plain" => {}
+                "choices" => technique.choices = true,
+                "cot" => t.cot = true,
+                "reflect" => t.reflect = true,
+                "fewshot" | "few-shot" => t.few_shot = true,
+                "expert" => t.expert = true,
+                sc if sc.starts_with("sc") => {
+                    t.samples = sc[2..]
+                        .parse()
+                        .ok()
+                        .filter(|n| (2..=crate::engine::MAX_SAMPLES).contains(n))
+                        .ok_or_else(|| {
+                            Error::InvalidRequest(format!("'{sc}': scN needs N in 2..=16"))
+                        })?;
+                }
+                other => {
+                    return Err(Error::InvalidRequest(format!(
+                        "unknown technique '{other}' (plain, choices, cot, scN, reflect, fewshot, expert)"
+                    )));
+                }
+            }
+        }
+        Ok(technique)
+    }
+}
+
+/// The techniques the issue names, in order.
+pub const DEFAULT_TECHNIQUES: [&str; 5] =
+    ["plain", "choices", "cot+choices", "sc5+choices", "reflect"];
+
+/// Answer quality of one technique.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AnswerResult {
+    /// The technique's name.
+    pub technique: String,
+    /// Questions asked.
+    pub n: usize,
+    /// Share answered with the gold choice.
+    pub accuracy: f64,
+    /// F1 per choice, averaged over the choices.
+    pub macro_f1: f64,
+    /// Answers that named no choice.
+    pub unanswered: usize,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// The choice an answer names: the choice itself under a constraint, else
+/// the first choice that appears as a word in the answer.
+pub fn predicted(answer: &str, choices: &[String]) -> Option<String> {
+    let lower = answer.trim().to_lowercase();
+    if let Some(exact) = choices.iter().find(|c| c.to_lowercase() == lower) {
+        return Some(exact.clone());
+    }
+    lower
+        .split(|c: char| !c.is_alphanumeric())
+        .find_map(|word| choices.iter().find(|c| c.to_lowercase() == word))
+        .cloned()
+}
+
+/// The question as asked: the dataset's question and the choices.
+fn question_with_choices(item: &AnswerItem) -> String {
+    let choices = match item.choices.as_slice() {
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+        [] => String::new(),
+    };
+    format!("{} Answer {choices}.", item.question.trim())
+}
+
+/// Asks every item under `technique` (answers of at most `max_tokens`),
+/// calling `tick` after each, and scores the answers.
+pub fn evaluate_answers(
+    engine: &Engine,
+    items: &[AnswerItem],
+    technique: &Technique,
+    max_tokens: usize,
+    tick: &mut dyn FnMut(),
+) -> Result<AnswerResult> {
+    let start = std::time::Instant::now();
+    let mut pairs = Vec::with_capacity(items.len());
+    for item in items {
+        let request = AskRequest {
+            sampling: Sampling {
+                max_tokens,
+                ..Sampling::default()
+            },
+            constraint: technique.choices.then(|| Constraint::Choices {
+                choices: item.choices.clone(),
+            }),
+            techniques: technique.techniques.clone(),
+            ..AskRequest::new(question_with_choices(item))
+        };
+        let response = engine.ask(&request, &mut |_| true)?;
+        pairs.push((
+            item.answer.clone(),
+            predicted(&response.answer, &item.choices),
+        ));
+        tick();
+    }
+    let labels: Vec<String> = {
+        let mut all: Vec<String> = items.iter().flat_map(|i| i.choices.clone()).collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    Ok(AnswerResult {
+        technique: technique.name.clone(),
+        n: pairs.len(),
+        accuracy: pairs
+            .iter()
+            .filter(|(gold, got)| got.as_deref() == Some(gold.as_str()))
+            .count() as f64
+            / pairs.len().max(1) as f64,
+        macro_f1: macro_f1(&pairs, &labels),
+        unanswered: pairs.iter().filter(|(_, got)| got.is_none()).count(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// F1 of each label (a missing prediction counts against the gold label),
+/// averaged over `labels`.
+pub fn macro_f1(pairs: &[(String, Option<String>)], labels: &[String]) -> f64 {
+    if labels.is_empty() {
+        return 0.0;
+    }
+    let f1s = labels.iter().map(|label| {
+        let tp = pairs
+            .iter()
+            .filter(|(g, p)| g == label && p.as_ref() == Some(label))
+            .count() as f64;
+        let predicted = pairs
+            .iter()
+            .filter(|(_, p)| p.as_ref() == Some(label))
+            .count() as f64;
+        let gold = pairs.iter().filter(|(g, _)| g == label).count() as f64;
+        if tp == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / (predicted + gold)
+        }
+    });
+    f1s.sum::<f64>() / labels.len() as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +448,45 @@ mod tests {
         assert!((ndcg_at(&run, &judged, 10) - 1.0).abs() < 1e-12);
         assert_eq!(recall_at(&run, &judged, 10), 1.0);
         assert_eq!(mrr_at(&run, &judged, 10), 1.0);
+    }
+
+    #[test]
+    fn techniques_parse_from_their_names() {
+        let t: Technique = "sc5+choices".parse().unwrap();
+        assert!(t.choices);
+        assert_eq!(t.techniques.samples, 5);
+        let t: Technique = "cot+choices".parse().unwrap();
+        assert!(t.techniques.cot && t.choices);
+        assert!("plain".parse::<Technique>().unwrap().techniques == Techniques::default());
+        assert!("sc1".parse::<Technique>().is_err());
+        assert!("magic".parse::<Technique>().is_err());
+    }
+
+    #[test]
+    fn answers_name_their_choice() {
+        let choices = ["yes".to_string(), "no".into(), "maybe".into()];
+        assert_eq!(predicted("no", &choices).as_deref(), Some("no"));
+        assert_eq!(
+            predicted("Yes, according to [1] it does.", &choices).as_deref(),
+            Some("yes")
+        );
+        assert_eq!(predicted("It is unclear [2].", &choices), None);
+        assert_eq!(predicted("Not known", &choices), None, "'not' is not 'no'");
+    }
+
+    #[test]
+    fn macro_f1_matches_a_hand_computed_example() {
+        let s = |x: &str| x.to_string();
+        let pairs = vec![
+            (s("yes"), Some(s("yes"))),
+            (s("yes"), Some(s("no"))),
+            (s("no"), Some(s("no"))),
+            (s("maybe"), None),
+        ];
+        let labels = [s("maybe"), s("no"), s("yes")];
+        // yes: tp 1, predicted 1, gold 2 → 2/3; no: tp 1, predicted 2, gold 1 → 2/3; maybe: 0.
+        let f1 = macro_f1(&pairs, &labels);
+        assert!((f1 - (4.0 / 9.0)).abs() < 1e-9, "{f1}");
     }
 
     #[test]

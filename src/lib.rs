@@ -27,6 +27,7 @@ pub mod types;
 
 pub use config::Config;
 pub use engine::{
-    AskRequest, AskResponse, Engine, IngestReport, NoProgress, Progress, RemoveReport, Status,
+    AskRequest, AskResponse, ConstraintOptions, Engine, IngestReport, MAX_SAMPLES, NoProgress,
+    Progress, RemoveReport, Status, Techniques,
 };
 pub use error::{Error, Result};

@@ -10,3 +10,4 @@ mod hostile;
 mod ingest;
 mod search;
 mod serve;
+mod techniques;

@@ -117,6 +117,39 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Constrained decoding: N generations under a JSON Schema (an enum,
+    /// an integer range, a bounded string) at a temperature, each checked,
+    /// and decode speed against unconstrained decoding in the same run.
+    Constrained {
+        /// `default`, `light`, or a GGUF path (default: config or `default`).
+        #[arg(long)]
+        generator: Option<String>,
+        /// Generations.
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        /// Sampling temperature.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Self-consistency's cost: N samples from one prompt against one
+    /// answer (prompt and decode time).
+    Samples {
+        /// `default`, `light`, or a GGUF path (default: config or `default`).
+        #[arg(long)]
+        generator: Option<String>,
+        /// Prompt length in tokens.
+        #[arg(long, default_value_t = 600)]
+        prompt_tokens: usize,
+        /// Samples.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prompt-processing and generation speed of a GGUF generator, and time
     /// to first token.
     Generate {
@@ -230,6 +263,88 @@ struct AskArgs {
     /// Print the answer, citations, retrieved chunks and timings as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    constraint: ConstraintArgs,
+    #[command(flatten)]
+    techniques: TechniqueArgs,
+}
+
+/// What the answer must match (at most one; decoded under it, so the
+/// output matches every time).
+#[derive(Args)]
+struct ConstraintArgs {
+    /// Answer as JSON valid against the JSON Schema in FILE; `cited` for
+    /// the built-in {"answer", "citations"} schema.
+    #[arg(long, value_name = "FILE|cited", help_heading = "Constrained output")]
+    schema: Option<String>,
+    /// Answer with exactly one of these (comma-separated).
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "A,B,..", help_heading = "Constrained output")]
+    choices: Option<Vec<String>>,
+    /// Answer matching this regular expression, whole.
+    #[arg(long, value_name = "REGEX", help_heading = "Constrained output")]
+    regex: Option<String>,
+    /// Answer following the Lark grammar in FILE (llguidance's dialect).
+    #[arg(long, value_name = "FILE", help_heading = "Constrained output")]
+    grammar: Option<PathBuf>,
+}
+
+/// The prompting techniques of the "State of GPT" talk.
+#[derive(Args)]
+struct TechniqueArgs {
+    /// cot: reason step by step first (shown apart with --json);
+    /// few-shot: worked examples from the config before the sources;
+    /// expert: the system prompt of a careful expert. Repeatable.
+    #[arg(long, value_enum, help_heading = "Techniques")]
+    technique: Vec<TechniqueArg>,
+    /// Self-consistency: sample N answers (seeds from --seed) and return
+    /// the majority; the prompt is processed once.
+    #[arg(long, value_name = "N", help_heading = "Techniques", value_parser = clap::value_parser!(u16).range(1..=lore::MAX_SAMPLES as i64))]
+    samples: Option<u16>,
+    /// Reflection: check the answer against the sources, then keep,
+    /// revise or abstain (the verdict is reported).
+    #[arg(long, help_heading = "Techniques")]
+    reflect: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TechniqueArg {
+    Cot,
+    FewShot,
+    Expert,
+}
+
+impl TechniqueArgs {
+    fn techniques(&self) -> lore::Techniques {
+        lore::Techniques {
+            cot: self.technique.contains(&TechniqueArg::Cot),
+            samples: self.samples.map_or(0, usize::from),
+            reflect: self.reflect,
+            few_shot: self.technique.contains(&TechniqueArg::FewShot),
+            expert: self.technique.contains(&TechniqueArg::Expert),
+        }
+    }
+}
+
+impl ConstraintArgs {
+    fn options(&self) -> anyhow::Result<lore::ConstraintOptions> {
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let schema = match self.schema.as_deref() {
+            None => None,
+            Some("cited") => Some(serde_json::Value::String("cited".into())),
+            Some(path) => {
+                let text = read(std::path::Path::new(path))?;
+                Some(serde_json::from_str(&text).with_context(|| format!("{path} is not JSON"))?)
+            }
+        };
+        Ok(lore::ConstraintOptions {
+            schema,
+            choices: self.choices.clone(),
+            regex: self.regex.clone(),
+            grammar: self.grammar.as_deref().map(read).transpose()?,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -245,9 +360,29 @@ struct EvalArgs {
     /// Documents retrieved per query (at least 100 for Recall@100).
     #[arg(short, default_value_t = 100)]
     k: usize,
-    /// Print the result as JSON (a list with --mode all).
+    /// Print the result as JSON (a list with --mode all; with --answers,
+    /// one object per technique, one per line).
     #[arg(long)]
     json: bool,
+    /// Answer quality instead of retrieval: ask every question of
+    /// answers.jsonl ({_id, question, answer, choices}) and score accuracy
+    /// and macro-F1 over the choices.
+    #[arg(long)]
+    answers: bool,
+    /// With --answers: techniques to compare (repeatable): plain, or parts
+    /// joined by + among choices, cot, scN, reflect, fewshot, expert.
+    /// Default: plain, choices, cot+choices, sc5+choices, reflect.
+    #[arg(long, value_name = "T")]
+    technique: Vec<lore::eval::Technique>,
+    /// With --answers: only the first N questions.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// With --answers: longest answer in tokens (reasoning gets as many).
+    #[arg(long, default_value_t = 96)]
+    max_tokens: usize,
+    /// With --answers: `default`, `light`, or a GGUF path.
+    #[arg(long)]
+    generator: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -378,6 +513,18 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             gen_tokens,
             json,
         }) => bench_generate(global, generator, prompt_tokens, gen_tokens, json),
+        Command::Bench(BenchCommand::Constrained {
+            generator,
+            runs,
+            temperature,
+            json,
+        }) => bench_constrained(global, generator, runs, temperature, json),
+        Command::Bench(BenchCommand::Samples {
+            generator,
+            prompt_tokens,
+            samples,
+            json,
+        }) => bench_samples(global, generator, prompt_tokens, samples, json),
         Command::Bench(BenchCommand::Search {
             queries,
             limit,
@@ -541,8 +688,7 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
     })?;
     let backend = open_backend(config, true)?;
     let defaults = lore::generate::Sampling::default();
-    let request = lore::AskRequest {
-        question: args.question.clone(),
+    let mut request = lore::AskRequest {
         k: args.k,
         filter: Filter::parse(&args.filter)?,
         sampling: lore::generate::Sampling {
@@ -552,7 +698,10 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
             max_tokens: args.max_tokens.unwrap_or(defaults.max_tokens),
             ..defaults
         },
+        techniques: args.techniques.techniques(),
+        ..lore::AskRequest::new(args.question.clone())
     };
+    args.constraint.options()?.apply(&mut request)?;
     let stream = !args.json && !args.no_stream;
     let mut out = std::io::stdout();
     let mut on_text = |text: &str| {
@@ -593,6 +742,7 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
     if response.abstained {
         println!("(not in the documents)");
     }
+    print_techniques(&response);
     if !response.invalid_citations.is_empty() {
         eprintln!(
             "lore: dropped citations to missing sources: {:?}",
@@ -602,7 +752,35 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the techniques report, after the answer: reasoning, the vote,
+/// reflection's verdict.
+fn print_techniques(response: &lore::AskResponse) {
+    if let Some(reasoning) = &response.reasoning {
+        println!("\nReasoning:\n  {}", reasoning.replace('\n', "\n  "));
+    }
+    if !response.votes.is_empty() {
+        println!("\nVotes:");
+        for vote in &response.votes {
+            println!("  {}× {}", vote.count, vote.answer.replace('\n', " "));
+        }
+    }
+    if let Some(reflection) = &response.reflection {
+        let verdict = match reflection.verdict {
+            lore::engine::Verdict::Keep => "kept the draft",
+            lore::engine::Verdict::Revise => "revised the draft",
+            lore::engine::Verdict::Abstain => "found no answer in the sources",
+        };
+        println!("\nReflection {verdict}.");
+        if reflection.verdict != lore::engine::Verdict::Keep {
+            println!("  Draft: {}", reflection.draft.replace('\n', " "));
+        }
+    }
+}
+
 fn eval(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
+    if args.answers {
+        return eval_answers(global, args);
+    }
     let data = lore::eval::Dataset::load(&args.dir, &args.split)?;
     let explicit_index = global.index.is_some() || std::env::var_os("LORE_INDEX").is_some();
     let config = config(global, |c| {
@@ -649,6 +827,71 @@ fn eval(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn eval_answers(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
+    let items = lore::eval::load_answers(&args.dir, args.limit)?;
+    let techniques = if args.technique.is_empty() {
+        lore::eval::DEFAULT_TECHNIQUES
+            .iter()
+            .map(|t| t.parse())
+            .collect::<lore::Result<Vec<lore::eval::Technique>>>()?
+    } else {
+        args.technique.clone()
+    };
+    let explicit_index = global.index.is_some() || std::env::var_os("LORE_INDEX").is_some();
+    let config = config(global, |c| {
+        if !explicit_index {
+            c.index = eval_index_dir(&args.dir);
+        }
+        if args.generator.is_some() {
+            c.generator.model = args.generator.clone();
+        }
+    })?;
+    let engine = Engine::open(config).context("while opening the evaluation index")?;
+    let progress = progress::IngestProgress::new();
+    engine
+        .ingest(&[args.dir.join("corpus.jsonl")], &progress)
+        .context("while ingesting the corpus")?;
+    progress.finish();
+    let mut results = Vec::new();
+    for technique in &techniques {
+        let bar = indicatif::ProgressBar::new(items.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {pos}/{len} questions, {elapsed} (eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(technique.name.clone());
+        let result =
+            lore::eval::evaluate_answers(&engine, &items, technique, args.max_tokens, &mut || {
+                bar.inc(1)
+            })?;
+        bar.finish_and_clear();
+        if args.json {
+            println!("{}", serde_json::to_string(&result)?);
+        } else {
+            eprintln!(
+                "{:<14} accuracy {:.3}  macro-F1 {:.3}  ({} questions, {:.0} s)",
+                result.technique, result.accuracy, result.macro_f1, result.n, result.seconds
+            );
+        }
+        results.push(result);
+    }
+    if !args.json {
+        println!(
+            "{:<14} {:>5} {:>9} {:>9} {:>11} {:>8}",
+            "technique", "n", "accuracy", "macro-F1", "unanswered", "seconds"
+        );
+        for r in &results {
+            println!(
+                "{:<14} {:>5} {:>9.3} {:>9.3} {:>11} {:>8.0}",
+                r.technique, r.n, r.accuracy, r.macro_f1, r.unanswered, r.seconds
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A per-dataset index in the user's cache, so `lore eval` never writes
 /// into the dataset folder and reruns reuse the index.
 fn eval_index_dir(dataset: &std::path::Path) -> PathBuf {
@@ -668,6 +911,93 @@ fn eval_index_dir(dataset: &std::path::Path) -> PathBuf {
     cache.join("eval").join(format!("{name}-{}", &hash[..8]))
 }
 
+fn load_generator(
+    global: &Global,
+    generator: Option<String>,
+) -> anyhow::Result<lore::generate::gguf::GgufGenerator> {
+    let config = config(global, |c| {
+        if generator.is_some() {
+            c.generator.model = generator.clone();
+        }
+    })?;
+    Ok(lore::generate::gguf::GgufGenerator::load(
+        &config.generator_path(),
+    )?)
+}
+
+/// The handbook's on-call pages, as benchmark text.
+fn bench_text() -> anyhow::Result<String> {
+    let mut text = String::new();
+    for entry in std::fs::read_dir("corpora/handbook/docs/oncall")
+        .context("while reading corpora/handbook")?
+    {
+        text.push_str(&std::fs::read_to_string(entry?.path()).unwrap_or_default());
+    }
+    Ok(text.repeat(4))
+}
+
+fn bench_constrained(
+    global: &Global,
+    generator: Option<String>,
+    runs: usize,
+    temperature: f64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let model = load_generator(global, generator)?;
+    let result = lore::bench::constrained(&model, runs, temperature)?;
+    if json {
+        print_json(&result)?;
+    } else {
+        println!("{}", result.model);
+        println!(
+            "valid    {}/{} at temperature {}",
+            result.valid, result.runs, result.temperature
+        );
+        for why in &result.invalid {
+            println!("  invalid: {why}");
+        }
+        println!(
+            "decode   {:.1} tokens/s constrained, {:.1} free: {:.2}×",
+            result.constrained_tokens_per_s, result.free_tokens_per_s, result.ratio
+        );
+    }
+    if result.valid < result.runs {
+        anyhow::bail!(
+            "{} outputs did not match the schema",
+            result.runs - result.valid
+        );
+    }
+    Ok(())
+}
+
+fn bench_samples(
+    global: &Global,
+    generator: Option<String>,
+    prompt_tokens: usize,
+    samples: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let model = load_generator(global, generator)?;
+    let result = lore::bench::samples(&model, &bench_text()?, prompt_tokens, samples.max(1))?;
+    if json {
+        return print_json(&result);
+    }
+    println!("{} · {} prompt tokens", result.model, result.prompt_tokens);
+    println!(
+        "one answer   prompt {:>7.0} ms  decode {:>7.0} ms ({} tokens)",
+        result.one_prompt_ms, result.one_decode_ms, result.one_tokens
+    );
+    println!(
+        "{} samples    prompt {:>7.0} ms  decode {:>7.0} ms ({} tokens)",
+        result.samples, result.many_prompt_ms, result.many_decode_ms, result.many_tokens
+    );
+    println!(
+        "ratio        prompt {:.2}×  decode {:.2}×",
+        result.prompt_ratio, result.decode_ratio
+    );
+    Ok(())
+}
+
 fn bench_generate(
     global: &Global,
     generator: Option<String>,
@@ -675,19 +1005,8 @@ fn bench_generate(
     gen_tokens: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let config = config(global, |c| {
-        if generator.is_some() {
-            c.generator.model = generator.clone();
-        }
-    })?;
-    let model = lore::generate::gguf::GgufGenerator::load(&config.generator_path())?;
-    let mut text = String::new();
-    for entry in std::fs::read_dir("corpora/handbook/docs/oncall")
-        .context("while reading corpora/handbook")?
-    {
-        text.push_str(&std::fs::read_to_string(entry?.path()).unwrap_or_default());
-    }
-    let result = lore::bench::generate(&model, &text.repeat(4), prompt_tokens, gen_tokens)?;
+    let model = load_generator(global, generator)?;
+    let result = lore::bench::generate(&model, &bench_text()?, prompt_tokens, gen_tokens)?;
     if json {
         return print_json(&result);
     }

@@ -1,16 +1,27 @@
 //! [`Engine::ask`]: retrieve, decide whether the documents can answer at
-//! all, build the prompt, generate (streaming), resolve citations.
+//! all, build the prompt, generate through the answer's grammar (with the
+//! talk's techniques when asked: chain of thought, self-consistency,
+//! reflection, few-shot, the expert prompt), resolve citations.
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::Engine;
-use crate::answer::{Citation, Correction, is_abstention, resolve, verify};
+use crate::answer::{
+    Citation, Correction, cited_schema, is_abstention, json_citations, resolve, resolve_numbers,
+    text_grammar, verify, vote_key,
+};
 use crate::error::{Error, Result};
-use crate::generate::Sampling;
-use crate::prompt::{self, NOT_IN_DOCUMENTS};
+use crate::generate::{Constraint, Generated, Generator, Sampling};
+use crate::prompt::{self, ANSWER_MARKER, NOT_IN_DOCUMENTS, Source, Style};
 use crate::search::{Filter, Hit, Mode, SearchRequest};
+
+/// Most samples one self-consistency vote may draw.
+pub const MAX_SAMPLES: usize = 16;
+/// Temperature of self-consistency samples when the request's is 0.
+pub const VOTE_TEMPERATURE: f64 = 0.7;
 
 /// A question.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,16 +37,130 @@ pub struct AskRequest {
     /// Sampling and answer length.
     #[serde(default)]
     pub sampling: Sampling,
+    /// What the answer must match; none: text that cites sources as `[n]`.
+    #[serde(default)]
+    pub constraint: Option<Constraint>,
+    /// Answer as `{answer, citations}` JSON, citations checked against the
+    /// sources (instead of `constraint`).
+    #[serde(default)]
+    pub cited_json: bool,
+    /// The prompting techniques to apply.
+    #[serde(default)]
+    pub techniques: Techniques,
 }
 
 impl AskRequest {
     /// Three sources: measured on the handbook, enough for the answer while
     /// keeping the prompt (the slow part on a CPU) near 600 tokens.
     pub const DEFAULT_K: usize = 3;
+
+    /// A request for `question` with every default.
+    pub fn new(question: impl Into<String>) -> Self {
+        AskRequest {
+            question: question.into(),
+            k: Self::DEFAULT_K,
+            filter: Filter::default(),
+            sampling: Sampling::default(),
+            constraint: None,
+            cited_json: false,
+            techniques: Techniques::default(),
+        }
+    }
 }
 
 fn default_k() -> usize {
     AskRequest::DEFAULT_K
+}
+
+/// The constraint options as the CLI and the HTTP API take them: at most
+/// one of a JSON Schema (or `"cited"` for the built-in cited JSON), a
+/// choice list, a regex, a Lark grammar.
+#[derive(Debug, Clone, Default)]
+pub struct ConstraintOptions {
+    /// A JSON Schema object, or the string `"cited"`.
+    pub schema: Option<Value>,
+    /// Allowed answers.
+    pub choices: Option<Vec<String>>,
+    /// A regular expression the whole answer matches.
+    pub regex: Option<String>,
+    /// A Lark grammar (llguidance's dialect).
+    pub grammar: Option<String>,
+}
+
+impl ConstraintOptions {
+    /// The options that give `request`'s constraint (the inverse of
+    /// [`ConstraintOptions::apply`]); a grammar with an inner answer has
+    /// no such form.
+    pub fn of(request: &AskRequest) -> Result<ConstraintOptions> {
+        let mut options = ConstraintOptions::default();
+        if request.cited_json {
+            options.schema = Some(Value::String("cited".into()));
+        }
+        match request.constraint.clone() {
+            None => {}
+            Some(Constraint::JsonSchema { schema }) => options.schema = Some(schema),
+            Some(Constraint::Choices { choices }) => options.choices = Some(choices),
+            Some(Constraint::Regex { pattern }) => options.regex = Some(pattern),
+            Some(Constraint::Grammar { lark, answer: None }) => options.grammar = Some(lark),
+            Some(Constraint::Grammar { .. }) => {
+                return Err(Error::InvalidRequest(
+                    "a grammar with an inner answer cannot be sent to a server".into(),
+                ));
+            }
+        }
+        Ok(options)
+    }
+
+    /// Sets `request`'s constraint (or cited JSON) from these options.
+    pub fn apply(self, request: &mut AskRequest) -> Result<()> {
+        let given = [
+            self.schema.is_some(),
+            self.choices.is_some(),
+            self.regex.is_some(),
+            self.grammar.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(Error::InvalidRequest(
+                "give at most one of schema, choices, regex and grammar".into(),
+            ));
+        }
+        request.constraint = match (self.schema, self.choices, self.regex, self.grammar) {
+            (Some(Value::String(name)), ..) if name == "cited" => {
+                request.cited_json = true;
+                None
+            }
+            (Some(Value::String(name)), ..) => {
+                return Err(Error::InvalidRequest(format!(
+                    "schema '{name}' is not built in (\"cited\" is); give a JSON Schema object"
+                )));
+            }
+            (Some(schema), ..) => Some(Constraint::JsonSchema { schema }),
+            (_, Some(choices), ..) => Some(Constraint::Choices { choices }),
+            (_, _, Some(pattern), _) => Some(Constraint::Regex { pattern }),
+            (.., Some(lark)) => Some(Constraint::lark(lark)),
+            _ => None,
+        };
+        Ok(())
+    }
+}
+
+/// The talk's techniques, each off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Techniques {
+    /// Chain of thought: reason step by step first; the reasoning is
+    /// returned apart and never as the answer.
+    pub cot: bool,
+    /// Self-consistency: answers sampled (at temperature > 0) for a
+    /// majority vote; 0 or 1 = one answer.
+    pub samples: usize,
+    /// Reflection: a second pass checks the draft against the sources and
+    /// keeps, revises or abstains.
+    pub reflect: bool,
+    /// Few-shot: the configured worked examples before the sources.
+    pub few_shot: bool,
+    /// The system prompt that tells the model it is a careful expert.
+    pub expert: bool,
 }
 
 /// Where the time went.
@@ -45,18 +170,48 @@ pub struct AskTimings {
     pub retrieve_ms: f64,
     /// Prompt tokens.
     pub prompt_tokens: usize,
-    /// Prompt processing.
+    /// Prompt processing (all passes; self-consistency's samples share one).
     pub prompt_ms: f64,
-    /// Tokens generated.
+    /// Tokens generated (all samples and passes).
     pub gen_tokens: usize,
-    /// Generation.
+    /// Generation (all samples and passes).
     pub gen_ms: f64,
+}
+
+/// One distinct answer of a self-consistency vote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Vote {
+    /// The answer (the first sample that gave it).
+    pub answer: String,
+    /// Samples that gave it.
+    pub count: usize,
+}
+
+/// What reflection decided about the draft.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The draft follows from its sources.
+    Keep,
+    /// The draft was replaced by a corrected answer.
+    Revise,
+    /// The sources do not answer the question.
+    Abstain,
+}
+
+/// Reflection's report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Reflection {
+    /// The decision.
+    pub verdict: Verdict,
+    /// The answer before reflection.
+    pub draft: String,
 }
 
 /// An answer with its evidence (`lore ask --json`).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AskResponse {
-    /// The answer text.
+    /// The answer text (JSON text under a JSON constraint).
     pub answer: String,
     /// True when lore says the documents do not contain the answer.
     pub abstained: bool,
@@ -67,15 +222,71 @@ pub struct AskResponse {
     /// Citations moved to the source that supports their sentence (the
     /// answer text shows the corrected numbers).
     pub corrected_citations: Vec<Correction>,
+    /// The answer parsed, when it is JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    /// Chain of thought's reasoning (never part of the answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// Self-consistency's tally, most votes first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub votes: Vec<Vote>,
+    /// Reflection's verdict on the draft.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reflection: Option<Reflection>,
     /// The retrieved chunks, best first.
     pub retrieved: Vec<Hit>,
     /// Timings.
     pub timings: AskTimings,
 }
 
+/// What the answer must look like, for one prompt's sources.
+enum Shape {
+    /// Text with `[n]` citations, through [`text_grammar`].
+    Text,
+    /// The built-in `{answer, citations}` JSON.
+    CitedJson,
+    /// The caller's constraint.
+    Custom,
+}
+
+impl Shape {
+    fn of(request: &AskRequest) -> Result<Shape> {
+        match (&request.constraint, request.cited_json) {
+            (Some(_), true) => Err(Error::InvalidRequest(
+                "cited JSON and a constraint exclude each other".into(),
+            )),
+            (Some(_), false) => Ok(Shape::Custom),
+            (None, true) => Ok(Shape::CitedJson),
+            (None, false) => Ok(Shape::Text),
+        }
+    }
+
+    /// The constraint of the answer itself.
+    fn constraint(&self, request: &AskRequest, sources: usize) -> Constraint {
+        match (self, &request.constraint) {
+            (Shape::Custom, Some(custom)) => custom.clone(),
+            (Shape::CitedJson, _) => cited_schema(sources),
+            _ => text_grammar(sources),
+        }
+    }
+}
+
+/// One generated answer, read back.
+struct Draft {
+    answer: String,
+    reasoning: Option<String>,
+    json: Option<Value>,
+    citations: Vec<Citation>,
+    invalid_citations: Vec<usize>,
+    corrected_citations: Vec<Correction>,
+    key: String,
+}
+
 impl Engine {
     /// Answers `request` from the documents, streaming the answer's text
-    /// to `on_text` (return `false` to stop).
+    /// to `on_text` (return `false` to stop). With several samples or
+    /// reflection, the final answer arrives in one piece at the end.
     pub fn ask(
         &self,
         request: &AskRequest,
@@ -84,6 +295,12 @@ impl Engine {
         if request.question.trim().is_empty() {
             return Err(Error::InvalidRequest("empty question".into()));
         }
+        if request.techniques.samples > MAX_SAMPLES {
+            return Err(Error::InvalidRequest(format!(
+                "at most {MAX_SAMPLES} samples"
+            )));
+        }
+        let shape = Shape::of(request)?;
         let start = Instant::now();
         let search = SearchRequest {
             filter: request.filter.clone(),
@@ -96,17 +313,11 @@ impl Engine {
             retrieve_ms: start.elapsed().as_secs_f64() * 1000.0,
             ..AskTimings::default()
         };
-        if !relevant || retrieved.is_empty() {
+        // A constrained answer must match its constraint, so only a text
+        // answer abstains before the model is asked.
+        if matches!(shape, Shape::Text) && (!relevant || retrieved.is_empty()) {
             on_text(NOT_IN_DOCUMENTS);
-            return Ok(AskResponse {
-                answer: NOT_IN_DOCUMENTS.to_string(),
-                abstained: true,
-                citations: Vec::new(),
-                invalid_citations: Vec::new(),
-                corrected_citations: Vec::new(),
-                retrieved,
-                timings,
-            });
+            return Ok(abstention(retrieved, timings, None));
         }
         let generator = self.generator()?;
         let context = self
@@ -114,35 +325,441 @@ impl Engine {
             .generator
             .context_tokens
             .min(generator.context_length());
+        let techniques = &request.techniques;
+        let reserve = request.sampling.max_tokens * if techniques.cot { 2 } else { 1 };
+        let examples = if techniques.few_shot {
+            self.config.generator.examples.as_slice()
+        } else {
+            &[]
+        };
+        let style = Style {
+            expert: techniques.expert,
+            examples,
+            reasoning: techniques.cot,
+        };
         let built = prompt::build(
             generator.as_ref(),
             &request.question,
             &retrieved,
             context,
-            request.sampling.max_tokens,
+            reserve,
+            style,
         )?;
-        let rendered = format!(
-            "{}{}",
-            generator.render(&built.messages),
-            prompt::ANSWER_PREFIX
-        );
-        on_text(prompt::ANSWER_PREFIX);
-        let mut generated = generator.generate(&rendered, &request.sampling, on_text)?;
-        generated.text = format!("{}{}", prompt::ANSWER_PREFIX, generated.text);
-        let (text, corrected_citations) = verify(&generated.text, &built.sources);
-        let (citations, invalid_citations) = resolve(&text, &built.sources);
-        timings.prompt_tokens = generated.prompt_tokens;
-        timings.prompt_ms = generated.prompt_ms;
-        timings.gen_tokens = generated.gen_tokens;
-        timings.gen_ms = generated.gen_ms;
+        let answer_constraint = shape.constraint(request, built.sources.len());
+        let rendered = generator.render(&built.messages);
+        let pass = Pass {
+            generator: generator.as_ref(),
+            shape: &shape,
+            sources: &built.sources,
+            sampling: &request.sampling,
+            cot: techniques.cot,
+        };
+        let streams = techniques.samples <= 1 && !techniques.reflect;
+        let (mut draft, votes) = if techniques.samples <= 1 {
+            let mut stream = Stream::new(techniques.cot, streams, on_text);
+            let generated = pass.generate(&rendered, &answer_constraint, &mut stream)?;
+            timings.add(&generated);
+            (pass.read(&generated.text), Vec::new())
+        } else {
+            let generated =
+                pass.generate_votes(&rendered, &answer_constraint, techniques.samples)?;
+            generated.iter().for_each(|g| timings.add(g));
+            let drafts: Vec<Draft> = generated.iter().map(|g| pass.read(&g.text)).collect();
+            vote(drafts)
+        };
+        let reflection = if techniques.reflect {
+            let (reflected, generated) =
+                pass.reflect(&request.question, &draft, &answer_constraint)?;
+            timings.add(&generated);
+            let verdict = reflected.verdict;
+            if let Some(revised) = reflected.revised {
+                draft = revised;
+            }
+            Some(Reflection {
+                verdict,
+                draft: reflected.draft,
+            })
+        } else {
+            None
+        };
+        timings.prompt_tokens = generator.count_tokens(&rendered)?;
+        if reflection
+            .as_ref()
+            .is_some_and(|r| r.verdict == Verdict::Abstain)
+        {
+            on_text(NOT_IN_DOCUMENTS);
+            let mut response = abstention(retrieved, timings, reflection);
+            response.reasoning = draft.reasoning;
+            response.votes = votes;
+            return Ok(response);
+        }
+        if !streams {
+            on_text(&draft.answer);
+        }
         Ok(AskResponse {
-            abstained: is_abstention(&text),
-            answer: text.trim().to_string(),
-            citations,
-            invalid_citations,
-            corrected_citations,
+            abstained: matches!(shape, Shape::Text) && is_abstention(&draft.answer),
+            answer: draft.answer,
+            citations: draft.citations,
+            invalid_citations: draft.invalid_citations,
+            corrected_citations: draft.corrected_citations,
+            json: draft.json,
+            reasoning: draft.reasoning,
+            votes,
+            reflection,
             retrieved,
             timings,
         })
+    }
+}
+
+/// The answer "not in the documents".
+fn abstention(
+    retrieved: Vec<Hit>,
+    timings: AskTimings,
+    reflection: Option<Reflection>,
+) -> AskResponse {
+    AskResponse {
+        answer: NOT_IN_DOCUMENTS.to_string(),
+        abstained: true,
+        citations: Vec::new(),
+        invalid_citations: Vec::new(),
+        corrected_citations: Vec::new(),
+        json: None,
+        reasoning: None,
+        votes: Vec::new(),
+        reflection,
+        retrieved,
+        timings,
+    }
+}
+
+impl AskTimings {
+    fn add(&mut self, generated: &Generated) {
+        self.prompt_ms += generated.prompt_ms;
+        self.gen_tokens += generated.gen_tokens;
+        self.gen_ms += generated.gen_ms;
+    }
+}
+
+/// Passes answer text on to the caller: with chain of thought only what
+/// follows the answer marker (the reasoning is not the answer); nothing at
+/// all when the final answer comes later in one piece.
+struct Stream<'a> {
+    hold_until_marker: bool,
+    live: bool,
+    seen: String,
+    on_text: &'a mut dyn FnMut(&str) -> bool,
+}
+
+impl<'a> Stream<'a> {
+    fn new(cot: bool, live: bool, on_text: &'a mut dyn FnMut(&str) -> bool) -> Self {
+        Stream {
+            hold_until_marker: cot,
+            live,
+            seen: String::new(),
+            on_text,
+        }
+    }
+
+    fn push(&mut self, text: &str) -> bool {
+        if !self.live {
+            return true;
+        }
+        if !self.hold_until_marker {
+            return (self.on_text)(text);
+        }
+        self.seen.push_str(text);
+        match self.seen.find(ANSWER_MARKER) {
+            Some(at) => {
+                self.hold_until_marker = false;
+                let after = self.seen[at + ANSWER_MARKER.len()..].to_string();
+                after.is_empty() || (self.on_text)(&after)
+            }
+            None => true,
+        }
+    }
+}
+
+/// One prompt's generation settings, shared by its samples and reflection.
+struct Pass<'a> {
+    generator: &'a dyn Generator,
+    shape: &'a Shape,
+    sources: &'a [Source],
+    sampling: &'a Sampling,
+    cot: bool,
+}
+
+/// Reflection's outcome.
+struct Reflected {
+    verdict: Verdict,
+    draft: String,
+    revised: Option<Draft>,
+}
+
+impl Pass<'_> {
+    /// The whole output's constraint: the answer's, after free reasoning
+    /// with chain of thought. The reasoning cannot contain the marker, so
+    /// the marker always separates it from the answer; when the reasoning
+    /// reaches its token budget, the marker is forced.
+    fn constraint(&self, answer: &Constraint) -> Constraint {
+        if !self.cot {
+            return answer.clone();
+        }
+        let marker = serde_json::to_string(ANSWER_MARKER).unwrap_or_default();
+        let bare = regex_escape(ANSWER_MARKER.trim_end());
+        Constraint::Grammar {
+            lark: format!(
+                "start: reasoning {marker} @answer\n\
+                 reasoning[max_tokens={}]: /(?s:.*)/ & ~/(?s:.*{bare}.*)/\n",
+                self.sampling.max_tokens
+            ),
+            answer: Some(Box::new(answer.clone())),
+        }
+    }
+
+    /// Room for reasoning and answer.
+    fn sampling(&self) -> Sampling {
+        let mut sampling = self.sampling.clone();
+        if self.cot {
+            sampling.max_tokens *= 2;
+        }
+        sampling
+    }
+
+    fn generate(
+        &self,
+        rendered: &str,
+        answer: &Constraint,
+        stream: &mut Stream<'_>,
+    ) -> Result<Generated> {
+        self.generator.generate(
+            rendered,
+            &self.sampling(),
+            Some(&self.constraint(answer)),
+            &mut |text| stream.push(text),
+        )
+    }
+
+    /// `n` samples of the same prompt, seeds `seed..seed + n`, at the
+    /// request's temperature or [`VOTE_TEMPERATURE`] if that is 0.
+    fn generate_votes(
+        &self,
+        rendered: &str,
+        answer: &Constraint,
+        n: usize,
+    ) -> Result<Vec<Generated>> {
+        let base = self.sampling();
+        let samplings: Vec<Sampling> = (0..n as u64)
+            .map(|i| Sampling {
+                seed: base.seed.wrapping_add(i),
+                temperature: if base.temperature > 0.0 {
+                    base.temperature
+                } else {
+                    VOTE_TEMPERATURE
+                },
+                ..base.clone()
+            })
+            .collect();
+        self.generator
+            .generate_each(rendered, &samplings, Some(&self.constraint(answer)))
+    }
+
+    /// Reads a generated output: reasoning apart, citations resolved and
+    /// checked, JSON parsed.
+    fn read(&self, text: &str) -> Draft {
+        let (reasoning, answer) = match text.find(ANSWER_MARKER).filter(|_| self.cot) {
+            Some(at) => (
+                Some(text[..at].trim().to_string()),
+                &text[at + ANSWER_MARKER.len()..],
+            ),
+            None if self.cot => (Some(text.trim().to_string()), ""),
+            None => (None, text),
+        };
+        let answer = answer.trim();
+        match self.shape {
+            Shape::Text => {
+                let (answer, corrected_citations) = verify(answer, self.sources);
+                let (citations, invalid_citations) = resolve(&answer, self.sources);
+                Draft {
+                    key: vote_key(&answer),
+                    answer: answer.trim().to_string(),
+                    reasoning,
+                    json: None,
+                    citations,
+                    invalid_citations,
+                    corrected_citations,
+                }
+            }
+            Shape::CitedJson | Shape::Custom => {
+                let json: Option<Value> = serde_json::from_str(answer).ok();
+                let numbers = match (&json, self.shape) {
+                    (Some(value), Shape::CitedJson) => json_citations(value),
+                    _ => Vec::new(),
+                };
+                let (citations, invalid_citations) = resolve_numbers(&numbers, self.sources);
+                let key = match (&json, self.shape) {
+                    (Some(value), Shape::CitedJson) => {
+                        vote_key(value["answer"].as_str().unwrap_or_default())
+                    }
+                    _ => answer.to_string(),
+                };
+                Draft {
+                    key,
+                    answer: answer.to_string(),
+                    reasoning,
+                    json,
+                    citations,
+                    invalid_citations,
+                    corrected_citations: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Asks the model to check `draft` against the sources: keep it,
+    /// revise it (the revision matches the answer's constraint), or, for a
+    /// text answer, abstain.
+    fn reflect(
+        &self,
+        question: &str,
+        draft: &Draft,
+        answer: &Constraint,
+    ) -> Result<(Reflected, Generated)> {
+        let messages = prompt::reflection(question, self.sources, &draft.answer);
+        let rendered = self.generator.render(&messages);
+        let abstain = if matches!(self.shape, Shape::Text) {
+            " | \"ABSTAIN\""
+        } else {
+            ""
+        };
+        let verdicts = Constraint::Grammar {
+            lark: format!("start: \"KEEP\"{abstain} | \"REVISE: \" @answer\n"),
+            answer: Some(Box::new(answer.clone())),
+        };
+        let generated =
+            self.generator
+                .generate(&rendered, self.sampling, Some(&verdicts), &mut |_| true)?;
+        let text = generated.text.trim();
+        let reflected = if let Some(revised) = text.strip_prefix("REVISE:") {
+            let plain = Pass {
+                cot: false,
+                ..*self
+            };
+            Reflected {
+                verdict: Verdict::Revise,
+                draft: draft.answer.clone(),
+                revised: Some(Draft {
+                    reasoning: draft.reasoning.clone(),
+                    ..plain.read(revised)
+                }),
+            }
+        } else {
+            Reflected {
+                verdict: if text == "ABSTAIN" {
+                    Verdict::Abstain
+                } else {
+                    Verdict::Keep
+                },
+                draft: draft.answer.clone(),
+                revised: None,
+            }
+        };
+        Ok((reflected, generated))
+    }
+}
+
+/// `text` as a regex that matches it literally (newlines as `\n`).
+fn regex_escape(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            c if c.is_ascii_punctuation() => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The majority answer of `drafts` (ties: the earlier sample) and the
+/// tally, most votes first.
+fn vote(drafts: Vec<Draft>) -> (Draft, Vec<Vote>) {
+    let mut tally: Vec<(usize, usize)> = Vec::new(); // (first draft, count)
+    for (i, draft) in drafts.iter().enumerate() {
+        match tally
+            .iter_mut()
+            .find(|(first, _)| drafts[*first].key == draft.key)
+        {
+            Some((_, count)) => *count += 1,
+            None => tally.push((i, 1)),
+        }
+    }
+    tally.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let votes = tally
+        .iter()
+        .map(|&(first, count)| Vote {
+            answer: drafts[first].answer.clone(),
+            count,
+        })
+        .collect();
+    let winner = tally[0].0;
+    let draft = drafts.into_iter().nth(winner).expect("a vote has drafts");
+    (draft, votes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(answer: &str) -> Draft {
+        Draft {
+            answer: answer.into(),
+            reasoning: None,
+            json: None,
+            citations: Vec::new(),
+            invalid_citations: Vec::new(),
+            corrected_citations: Vec::new(),
+            key: vote_key(answer),
+        }
+    }
+
+    #[test]
+    fn the_majority_wins_and_ties_go_to_the_earlier_sample() {
+        let (winner, votes) = vote(vec![
+            draft("No [1]."),
+            draft("Yes [2]."),
+            draft("yes [1]"),
+            draft("Maybe."),
+        ]);
+        assert_eq!(winner.answer, "Yes [2].");
+        assert_eq!(
+            votes.iter().map(|v| v.count).collect::<Vec<_>>(),
+            vec![2, 1, 1]
+        );
+        assert_eq!(votes[1].answer, "No [1].");
+        let (winner, _) = vote(vec![draft("a"), draft("b")]);
+        assert_eq!(winner.answer, "a");
+    }
+
+    #[test]
+    fn streaming_with_reasoning_passes_on_only_the_answer() {
+        let mut out = String::new();
+        let mut on_text = |t: &str| {
+            out.push_str(t);
+            true
+        };
+        let mut stream = Stream::new(true, true, &mut on_text);
+        for piece in [
+            "Source 1 says",
+            " five.\nAns",
+            "wer: According",
+            " to [1], five.",
+        ] {
+            assert!(stream.push(piece));
+        }
+        assert_eq!(out, "According to [1], five.");
     }
 }

@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
-pub use ask::{AskRequest, AskResponse, AskTimings};
+pub use ask::{
+    AskRequest, AskResponse, AskTimings, ConstraintOptions, MAX_SAMPLES, Reflection, Techniques,
+    Verdict, Vote,
+};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport};
 
 use crate::chunk::Chunker;

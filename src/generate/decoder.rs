@@ -149,6 +149,14 @@ impl Cache {
             .for_each(Vec::clear);
     }
 
+    /// Keeps the first `positions` positions (`dim` floats each per head).
+    fn truncate(&mut self, positions: usize, dim: usize) {
+        self.keys
+            .iter_mut()
+            .chain(&mut self.values)
+            .for_each(|b| b.truncate(positions * dim));
+    }
+
     /// Appends `k` and `v`, both `[1, kv_heads, rows, head_dim]`.
     fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
         let kv_heads = k.dim(1)?;
@@ -298,6 +306,24 @@ impl Decoder {
         for layer in &mut self.layers {
             layer.cache.reset();
         }
+    }
+
+    /// Forgets every cached position from `position` on: what follows is
+    /// computed from the shared prefix (a fork of the cache).
+    pub fn truncate(&mut self, position: usize) {
+        if position >= self.position {
+            return;
+        }
+        self.position = position;
+        let dim = self.shape.head_dim;
+        for layer in &mut self.layers {
+            layer.cache.truncate(position, dim);
+        }
+    }
+
+    /// Rows of the output layer: the logits' length.
+    pub fn vocab(&self) -> usize {
+        self.output.weight.shape().dims()[0]
     }
 
     /// Runs `tokens` after the cached positions; returns the logits that
@@ -472,6 +498,20 @@ mod tests {
         model.forward(&[4, 5]).unwrap();
         model.reset();
         let again = model.forward(&[1, 2, 3]).unwrap();
+        assert_eq!(max_abs_diff(&first, &again), 0.0);
+    }
+
+    /// A truncated cache continues exactly as if the dropped positions had
+    /// never been seen: the fork self-consistency and prefix reuse rely on.
+    #[test]
+    fn truncate_forks_the_cache_at_a_shared_prefix() {
+        let mut model = light_model();
+        model.forward(&[1, 2, 3, 4]).unwrap();
+        let first = model.forward(&[5]).unwrap();
+        model.forward(&[9, 9]).unwrap();
+        model.truncate(4);
+        assert_eq!(model.position, 4);
+        let again = model.forward(&[5]).unwrap();
         assert_eq!(max_abs_diff(&first, &again), 0.0);
     }
 }

@@ -5,7 +5,7 @@
 //! The forward pass is [`super::decoder`].
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
@@ -16,8 +16,11 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 
+use candle_core::Tensor;
+
 use super::decoder::Decoder;
-use super::{Generated, Generator, Message, Role, Sampling, StopReason};
+use super::guide::{Guide, Guides};
+use super::{Constraint, Generated, Generator, Message, Role, Sampling, StopReason};
 use crate::error::{Error, Result};
 
 /// Tokens of prompt fed to the model per forward pass.
@@ -27,6 +30,8 @@ const PREFILL_CHUNK: usize = 512;
 pub struct GgufGenerator {
     decoder: Mutex<Decoder>,
     tokenizer: Tokenizer,
+    /// Constraint compiler over this vocabulary, built on first use.
+    guides: OnceLock<Guides>,
     end_tokens: Vec<u32>,
     /// The special tokens' texts (`<|im_start|>`, ...): defused in
     /// message contents, which are untrusted.
@@ -120,6 +125,7 @@ impl GgufGenerator {
         Ok(GgufGenerator {
             decoder: Mutex::new(decoder),
             tokenizer,
+            guides: OnceLock::new(),
             end_tokens,
             control,
             context_length,
@@ -136,7 +142,7 @@ impl GgufGenerator {
             .to_vec())
     }
 
-    fn decode(&self, ids: &[u32]) -> Result<String> {
+    fn decode_ids(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer
             .decode(ids, true)
             .map_err(|e| Error::Inference(format!("tokenizer: {e}")))
@@ -199,8 +205,70 @@ impl Generator for GgufGenerator {
         &self,
         prompt: &str,
         sampling: &Sampling,
+        constraint: Option<&Constraint>,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generated> {
+        let prompt_ids = self.prompt_ids(prompt)?;
+        let guide = self.guide(constraint)?;
+        let mut decoder = self.lock()?;
+        let (logits, prompt_ms) = prefill(&mut decoder, &prompt_ids)?;
+        let mut generated =
+            self.decode(&mut decoder, logits, &prompt_ids, sampling, guide, on_text)?;
+        generated.prompt_ms = prompt_ms;
+        Ok(generated)
+    }
+
+    fn generate_each(
+        &self,
+        prompt: &str,
+        samplings: &[Sampling],
+        constraint: Option<&Constraint>,
+    ) -> Result<Vec<Generated>> {
+        let prompt_ids = self.prompt_ids(prompt)?;
+        let guide = self.guide(constraint)?;
+        let mut decoder = self.lock()?;
+        let (logits, prompt_ms) = prefill(&mut decoder, &prompt_ids)?;
+        let mut out = Vec::with_capacity(samplings.len());
+        for (i, sampling) in samplings.iter().enumerate() {
+            // Fork: back to the prompt's cache, and its logits.
+            decoder.truncate(prompt_ids.len());
+            let mut generated = self.decode(
+                &mut decoder,
+                logits.clone(),
+                &prompt_ids,
+                sampling,
+                guide.clone(),
+                &mut |_| true,
+            )?;
+            generated.prompt_ms = if i == 0 { prompt_ms } else { 0.0 };
+            out.push(generated);
+        }
+        Ok(out)
+    }
+}
+
+/// Feeds the whole prompt from an empty cache; returns the logits after it
+/// and the time taken in ms.
+fn prefill(decoder: &mut Decoder, prompt_ids: &[u32]) -> Result<(Tensor, f64)> {
+    decoder.reset();
+    let start = Instant::now();
+    let mut logits = None;
+    for piece in prompt_ids.chunks(PREFILL_CHUNK) {
+        logits = Some(decoder.forward(piece)?);
+    }
+    let logits = logits.ok_or_else(|| Error::Inference("no logits".into()))?;
+    Ok((logits, start.elapsed().as_secs_f64() * 1000.0))
+}
+
+impl GgufGenerator {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Decoder>> {
+        self.decoder
+            .lock()
+            .map_err(|_| Error::Inference("model lock poisoned".into()))
+    }
+
+    /// The prompt's tokens, if it fits the context.
+    fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
         let prompt_ids = self.encode(prompt)?;
         if prompt_ids.is_empty() {
             return Err(Error::InvalidRequest("empty prompt".into()));
@@ -212,22 +280,39 @@ impl Generator for GgufGenerator {
                 self.context_length
             )));
         }
-        let mut decoder = self
-            .decoder
-            .lock()
-            .map_err(|_| Error::Inference("model lock poisoned".into()))?;
-        decoder.reset();
-        let start = Instant::now();
-        let mut logits = None;
-        for piece in prompt_ids.chunks(PREFILL_CHUNK) {
-            logits = Some(decoder.forward(piece)?);
-        }
-        let mut logits = logits.ok_or_else(|| Error::Inference("no logits".into()))?;
-        let prompt_ms = start.elapsed().as_secs_f64() * 1000.0;
+        Ok(prompt_ids)
+    }
 
+    /// A matcher for `constraint`; the token table is built on first use.
+    fn guide(&self, constraint: Option<&Constraint>) -> Result<Option<Guide>> {
+        let Some(constraint) = constraint else {
+            return Ok(None);
+        };
+        let guides = match self.guides.get() {
+            Some(guides) => guides,
+            None => {
+                let vocab = self.lock()?.vocab();
+                let built = Guides::new(&self.tokenizer, &self.end_tokens, vocab)?;
+                self.guides.get_or_init(|| built)
+            }
+        };
+        guides.start(constraint).map(Some)
+    }
+
+    /// Samples from `logits` on, until an end token, the constraint's end,
+    /// `max_tokens`, a full context or `on_text` says stop.
+    fn decode(
+        &self,
+        decoder: &mut Decoder,
+        mut logits: Tensor,
+        prompt_ids: &[u32],
+        sampling: &Sampling,
+        mut guide: Option<Guide>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generated> {
         let start = Instant::now();
         let mut processor = LogitsProcessor::from_sampling(sampling.seed, strategy(sampling));
-        let mut all = prompt_ids.clone();
+        let mut all = prompt_ids.to_vec();
         let mut generated: Vec<u32> = Vec::new();
         let mut emitted = 0;
         let stop = loop {
@@ -237,25 +322,20 @@ impl Generator for GgufGenerator {
             if all.len() >= self.context_length {
                 break StopReason::ContextFull;
             }
-            let scored = if sampling.repeat_penalty == 1.0 {
-                logits.clone()
-            } else {
-                let window = &all[all.len().saturating_sub(sampling.repeat_last_n)..];
-                candle_transformers::utils::apply_repeat_penalty(
-                    &logits,
-                    sampling.repeat_penalty,
-                    window,
-                )?
-            };
+            let window = &all[all.len().saturating_sub(sampling.repeat_last_n)..];
+            let scored = score(&logits, sampling, window, guide.as_mut())?;
             let token = processor.sample(&scored)?;
             if self.end_tokens.contains(&token) {
                 break StopReason::EndToken;
+            }
+            if let Some(guide) = guide.as_mut() {
+                guide.accept(token)?;
             }
             generated.push(token);
             all.push(token);
             // Decode everything so far and emit the new suffix, so tokens
             // that split a UTF-8 character come out whole.
-            let text = self.decode(&generated)?;
+            let text = self.decode_ids(&generated)?;
             if text.len() > emitted && text.is_char_boundary(emitted) && !text.ends_with('\u{FFFD}')
             {
                 let keep_going = on_text(&text[emitted..]);
@@ -264,21 +344,45 @@ impl Generator for GgufGenerator {
                     break StopReason::Cancelled;
                 }
             }
+            if guide.as_ref().is_some_and(Guide::is_done) {
+                break StopReason::EndToken;
+            }
             logits = decoder.forward(&[token])?;
         };
-        let text = self.decode(&generated)?;
+        let text = self.decode_ids(&generated)?;
         if text.len() > emitted && text.is_char_boundary(emitted) {
             on_text(&text[emitted..]);
         }
         Ok(Generated {
             text,
             prompt_tokens: prompt_ids.len(),
-            prompt_ms,
+            prompt_ms: 0.0,
             gen_tokens: generated.len(),
             gen_ms: start.elapsed().as_secs_f64() * 1000.0,
             stop,
         })
     }
+}
+
+/// The logits the sampler sees: the repeat penalty over `window`, then the
+/// constraint's mask.
+fn score(
+    logits: &Tensor,
+    sampling: &Sampling,
+    window: &[u32],
+    guide: Option<&mut Guide>,
+) -> Result<Tensor> {
+    let penalised = if sampling.repeat_penalty == 1.0 {
+        logits.clone()
+    } else {
+        candle_transformers::utils::apply_repeat_penalty(logits, sampling.repeat_penalty, window)?
+    };
+    let Some(guide) = guide else {
+        return Ok(penalised);
+    };
+    let mut values = penalised.to_vec1::<f32>()?;
+    guide.mask(&mut values)?;
+    Ok(Tensor::from_vec(values, logits.shape(), logits.device())?)
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
-//! Text generation: the [`Generator`] seam and its sampling parameters.
-//! [`gguf::GgufGenerator`] runs a quantized GGUF model with candle,
-//! choosing the architecture from the file's metadata.
+//! Text generation: the [`Generator`] seam, its sampling parameters and
+//! the [`Constraint`]s an output can be held to. [`gguf::GgufGenerator`]
+//! runs a quantized GGUF model with candle, choosing the architecture from
+//! the file's metadata; [`guide`] turns a constraint into token masks.
 
 mod decoder;
 pub mod gguf;
+pub mod guide;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +66,48 @@ impl Default for Sampling {
     }
 }
 
+/// What an output must match, enforced token by token while decoding
+/// (never by validating and retrying).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Constraint {
+    /// JSON valid against this JSON Schema.
+    JsonSchema {
+        /// The schema.
+        schema: serde_json::Value,
+    },
+    /// Exactly one of these strings.
+    Choices {
+        /// The strings allowed.
+        choices: Vec<String>,
+    },
+    /// Text matching this regular expression, whole.
+    Regex {
+        /// The expression (Rust `regex` syntax, no look-around).
+        pattern: String,
+    },
+    /// Text of this Lark grammar (llguidance's dialect).
+    Grammar {
+        /// The grammar; its rule `start` is the whole output. `@answer` in
+        /// it stands for the `answer` constraint.
+        lark: String,
+        /// What `@answer` must match (itself without an `answer`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(no_recursion)]
+        answer: Option<Box<Constraint>>,
+    },
+}
+
+impl Constraint {
+    /// A Lark grammar with no `@answer`.
+    pub fn lark(lark: impl Into<String>) -> Constraint {
+        Constraint::Grammar {
+            lark: lark.into(),
+            answer: None,
+        }
+    }
+}
+
 /// Why generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,8 +141,10 @@ pub struct Generated {
 
 /// A language model that continues a chat.
 ///
-/// Contract: `generate` is deterministic for the same prompt, sampling and
-/// seed; it never feeds the model more than `context_length` tokens (a
+/// Contract: `generate` is deterministic for the same prompt, sampling,
+/// constraint and seed (whatever ran before: a prompt that shares a prefix
+/// with the previous one may reuse its cached keys and values, which gives
+/// the same logits); it never feeds the model more than `context_length` tokens (a
 /// prompt that does not fit is an error, not a crash); `on_text` receives
 /// the text as it is produced, in order, and returning `false` stops
 /// generation. Implementations serialise concurrent calls internally.
@@ -111,11 +157,29 @@ pub trait Generator: Send + Sync {
     fn count_tokens(&self, text: &str) -> Result<usize>;
     /// The chat rendered in the model's template, ready for generation.
     fn render(&self, messages: &[Message]) -> String;
-    /// Continues `prompt`.
+    /// Continues `prompt`; with a `constraint`, only tokens that keep the
+    /// output inside it are ever sampled, and generation ends when the
+    /// constraint is complete.
     fn generate(
         &self,
         prompt: &str,
         sampling: &Sampling,
+        constraint: Option<&Constraint>,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generated>;
+    /// One continuation of `prompt` per entry of `samplings`, each what
+    /// `generate` would give, with the prompt processed once: every sample
+    /// starts from the same cached keys and values. Only the first reports
+    /// prompt time.
+    fn generate_each(
+        &self,
+        prompt: &str,
+        samplings: &[Sampling],
+        constraint: Option<&Constraint>,
+    ) -> Result<Vec<Generated>> {
+        samplings
+            .iter()
+            .map(|s| self.generate(prompt, s, constraint, &mut |_| true))
+            .collect()
+    }
 }

@@ -1,23 +1,41 @@
 //! Retrieved chunks + question → a chat [`Prompt`] for the generator. The
 //! chunks are numbered [1]..[n] with their source paths and packed, best
 //! first, into a token budget: the context window minus the system prompt,
-//! the question and the tokens reserved for the answer. The wording lives
-//! in `system.txt` and `user.txt` beside this file (golden-tested). The
-//! answer itself is started for the model with [`ANSWER_PREFIX`].
+//! the question, any worked examples and the tokens reserved for the
+//! answer. The wording lives in the `.txt` files beside this file
+//! (golden-tested): `system.txt` (or `system_expert.txt`, the "you are an
+//! expert" variant), `user.txt`, `examples.txt` (few-shot), `reasoning.txt`
+//! (chain of thought) and the reflection pair `system_reflect.txt` /
+//! `reflect.txt`.
 
 use serde::Serialize;
 
+use crate::config::Example;
 use crate::error::{Error, Result};
 use crate::generate::{Generator, Message, Role};
 use crate::search::Hit;
 
 /// The system prompt.
 pub const SYSTEM: &str = include_str!("system.txt");
-/// The user message; `{sources}` and `{question}` are filled in.
+/// The system prompt that tells the model it is a careful expert.
+pub const SYSTEM_EXPERT: &str = include_str!("system_expert.txt");
+/// The user message; `{examples}`, `{sources}`, `{question}` and
+/// `{reasoning}` are filled in.
 pub const USER: &str = include_str!("user.txt");
-/// The start of the answer, written for the model: it continues with a
-/// source number, so every answer carries at least one citation in the
-/// format lore parses (a small model skips the instruction otherwise).
+/// One worked example.
+pub const EXAMPLE: &str = include_str!("examples.txt");
+/// The chain-of-thought instruction, after the question.
+pub const REASONING: &str = include_str!("reasoning.txt");
+/// What ends the reasoning and starts the answer.
+pub const ANSWER_MARKER: &str = "\nAnswer: ";
+/// The reflection pass's system prompt.
+pub const SYSTEM_REFLECT: &str = include_str!("system_reflect.txt");
+/// The reflection pass's request; `{sources}`, `{question}` and `{draft}`
+/// are filled in.
+pub const REFLECT: &str = include_str!("reflect.txt");
+/// The start of a default answer: the model continues with a source
+/// number, so every answer carries at least one citation in the format
+/// lore parses (a small model skips the instruction otherwise).
 pub const ANSWER_PREFIX: &str = "According to [";
 /// What the model is told to say when the sources lack the answer.
 pub const NOT_IN_DOCUMENTS: &str = "I don't know based on the documents.";
@@ -40,6 +58,17 @@ pub struct Prompt {
     pub sources: Vec<Source>,
 }
 
+/// The prompt's variants (the talk's techniques that live in the prompt).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style<'a> {
+    /// The "you are an expert" system prompt.
+    pub expert: bool,
+    /// Worked examples before the sources (empty: none).
+    pub examples: &'a [Example],
+    /// Ask for step-by-step reasoning before the answer.
+    pub reasoning: bool,
+}
+
 fn render_source(n: usize, hit: &Hit) -> String {
     let heading = if hit.heading.is_empty() {
         String::new()
@@ -49,31 +78,93 @@ fn render_source(n: usize, hit: &Hit) -> String {
     format!("[{n}] {}{heading}\n{}\n", hit.path, hit.text.trim())
 }
 
+/// The numbered sources as the prompt shows them.
+pub fn render_sources(sources: &[Source]) -> String {
+    let blocks: Vec<String> = sources.iter().map(|s| render_source(s.n, &s.hit)).collect();
+    blocks.join("\n").trim_end().to_string()
+}
+
+fn render_example(n: usize, example: &Example) -> String {
+    fill(
+        EXAMPLE,
+        &[
+            ("n", &n.to_string()),
+            ("source", example.source.trim()),
+            ("question", example.question.trim()),
+            ("answer", example.answer.trim()),
+        ],
+    )
+}
+
+/// `template` with each `{name}` replaced by its value, in one pass: a
+/// value that itself contains `{name}` (a document, a question) is left
+/// as written.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let found = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            values
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (close, *value))
+        });
+        match found {
+            Some((close, value)) => {
+                out.push_str(value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Builds the prompt for `question` from `hits` (best first), fitting in
-/// `context_tokens` with `answer_tokens` left for the answer.
+/// `context_tokens` with `answer_tokens` left for the answer. Examples go
+/// first and take at most half of the room left for sources.
 pub fn build(
     generator: &dyn Generator,
     question: &str,
     hits: &[Hit],
     context_tokens: usize,
     answer_tokens: usize,
+    style: Style<'_>,
 ) -> Result<Prompt> {
-    let frame = |sources: &str| {
+    let system = if style.expert { SYSTEM_EXPERT } else { SYSTEM };
+    let reasoning = if style.reasoning {
+        format!("\n\n{}", REASONING.trim())
+    } else {
+        String::new()
+    };
+    let frame = |examples: &str, sources: &str| {
         vec![
             Message {
                 role: Role::System,
-                content: SYSTEM.trim().to_string(),
+                content: system.trim().to_string(),
             },
             Message {
                 role: Role::User,
-                content: USER
-                    .trim()
-                    .replace("{sources}", sources)
-                    .replace("{question}", question.trim()),
+                content: fill(
+                    USER.trim(),
+                    &[
+                        ("examples", examples),
+                        ("sources", sources),
+                        ("question", question.trim()),
+                        ("reasoning", &reasoning),
+                    ],
+                ),
             },
         ]
     };
-    let fixed = generator.count_tokens(&generator.render(&frame("")))?;
+    let fixed = generator.count_tokens(&generator.render(&frame("", "")))?;
     let budget = context_tokens
         .checked_sub(fixed + answer_tokens)
         .filter(|b| *b > 0)
@@ -84,8 +175,18 @@ pub fn build(
             ))
         })?;
     let mut used = 0;
+    let mut examples = String::new();
+    for (i, example) in style.examples.iter().enumerate() {
+        let block = format!("{}\n", render_example(i + 1, example).trim_end());
+        let cost = generator.count_tokens(&block)? + 1;
+        if used + cost > budget / 2 {
+            break;
+        }
+        used += cost;
+        examples.push_str(&block);
+        examples.push('\n');
+    }
     let mut sources = Vec::new();
-    let mut text = String::new();
     for hit in hits {
         let block = render_source(sources.len() + 1, hit);
         let cost = generator.count_tokens(&block)? + 1;
@@ -93,23 +194,43 @@ pub fn build(
             continue;
         }
         used += cost;
-        text.push_str(&block);
-        text.push('\n');
         sources.push(Source {
             n: sources.len() + 1,
             hit: hit.clone(),
         });
     }
     Ok(Prompt {
-        messages: frame(text.trim_end()),
+        messages: frame(&examples, &render_sources(&sources)),
         sources,
     })
+}
+
+/// The reflection pass's chat: the sources, the question and the draft,
+/// and the request to keep, revise or abstain.
+pub fn reflection(question: &str, sources: &[Source], draft: &str) -> Vec<Message> {
+    vec![
+        Message {
+            role: Role::System,
+            content: SYSTEM_REFLECT.trim().to_string(),
+        },
+        Message {
+            role: Role::User,
+            content: fill(
+                REFLECT.trim(),
+                &[
+                    ("sources", &render_sources(sources)),
+                    ("question", question.trim()),
+                    ("draft", draft.trim()),
+                ],
+            ),
+        },
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{Generated, Sampling};
+    use crate::generate::{Constraint, Generated, Sampling};
     use crate::types::{ChunkId, DocId};
 
     /// Counts words as tokens and renders ChatML; never generates.
@@ -135,6 +256,7 @@ mod tests {
             &self,
             _: &str,
             _: &Sampling,
+            _: Option<&Constraint>,
             _: &mut dyn FnMut(&str) -> bool,
         ) -> Result<Generated> {
             Err(Error::Inference("not a model".into()))
@@ -160,26 +282,109 @@ mod tests {
             hit(1, "Pages are acknowledged within 5 minutes."),
             hit(2, "Hand-off is on Monday."),
         ];
-        let prompt = build(&Words, "How fast is a page acknowledged?", &hits, 4096, 256).unwrap();
-        let rendered = Words.render(&prompt.messages);
-        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/src/prompt/golden.txt");
+        let prompt = build(
+            &Words,
+            "How fast is a page acknowledged?",
+            &hits,
+            4096,
+            256,
+            Style::default(),
+        )
+        .unwrap();
+        assert_golden("golden.txt", &Words.render(&prompt.messages));
+        assert_eq!(prompt.sources.len(), 2);
+    }
+
+    /// Compares `rendered` with `src/prompt/<name>` (rewritten with
+    /// `LORE_BLESS=1`).
+    fn assert_golden(name: &str, rendered: &str) {
+        let golden = format!("{}/src/prompt/{name}", env!("CARGO_MANIFEST_DIR"));
         if std::env::var_os("LORE_BLESS").is_some() {
-            std::fs::write(golden, &rendered).unwrap();
+            std::fs::write(&golden, rendered).unwrap();
         }
         let expected =
-            std::fs::read_to_string(golden).expect("golden file (regenerate with LORE_BLESS=1)");
+            std::fs::read_to_string(&golden).expect("golden file (regenerate with LORE_BLESS=1)");
         assert_eq!(
             rendered, expected,
-            "prompt changed; review and rerun with LORE_BLESS=1"
+            "prompt {name} changed; review and rerun with LORE_BLESS=1"
         );
-        assert_eq!(prompt.sources.len(), 2);
+    }
+
+    #[test]
+    fn expert_few_shot_reasoning_prompt_matches_its_golden_file() {
+        let hits = [hit(1, "Pages are acknowledged within 5 minutes.")];
+        let examples = crate::config::GeneratorConfig::default().examples;
+        let style = Style {
+            expert: true,
+            examples: &examples,
+            reasoning: true,
+        };
+        let prompt = build(
+            &Words,
+            "How fast is a page acknowledged?",
+            &hits,
+            4096,
+            256,
+            style,
+        )
+        .unwrap();
+        assert_golden("golden_techniques.txt", &Words.render(&prompt.messages));
+    }
+
+    #[test]
+    fn reflection_prompt_matches_its_golden_file() {
+        let sources = [Source {
+            n: 1,
+            hit: hit(1, "Pages are acknowledged within 5 minutes."),
+        }];
+        let messages = reflection(
+            "How fast is a page acknowledged?",
+            &sources,
+            "According to [1], pages are acknowledged within 10 minutes.",
+        );
+        assert_golden("golden_reflect.txt", &Words.render(&messages));
+    }
+
+    #[test]
+    fn examples_never_crowd_out_the_sources() {
+        let example = Example {
+            source: "word ".repeat(200),
+            question: "q?".into(),
+            answer: "a [1].".into(),
+        };
+        let examples = vec![example; 3];
+        let style = Style {
+            examples: &examples,
+            ..Style::default()
+        };
+        let prompt = build(&Words, "q?", &[hit(1, "the source")], 700, 100, style).unwrap();
+        assert_eq!(prompt.sources.len(), 1);
+        let user = &prompt.messages[1].content;
+        assert_eq!(user.matches("Example ").count(), 1, "{user}");
+    }
+
+    #[test]
+    fn placeholders_inside_documents_and_questions_are_left_alone() {
+        let hits = [hit(1, "A literal {question} and {sources} in a document.")];
+        let prompt = build(
+            &Words,
+            "Why {reasoning}?",
+            &hits,
+            4096,
+            256,
+            Style::default(),
+        )
+        .unwrap();
+        let user = &prompt.messages[1].content;
+        assert!(user.contains("A literal {question} and {sources} in a document."));
+        assert!(user.contains("Question: Why {reasoning}?"));
     }
 
     #[test]
     fn sources_that_do_not_fit_are_left_out_best_first_kept() {
         let long = "word ".repeat(300);
         let hits = [hit(1, "short and best"), hit(2, &long), hit(3, "short too")];
-        let prompt = build(&Words, "q?", &hits, 400, 100).unwrap();
+        let prompt = build(&Words, "q?", &hits, 400, 100, Style::default()).unwrap();
         let kept: Vec<&str> = prompt.sources.iter().map(|s| s.hit.text.as_str()).collect();
         assert_eq!(kept, ["short and best", "short too"]);
         assert_eq!(prompt.sources[1].n, 2, "numbers stay consecutive");
@@ -188,7 +393,15 @@ mod tests {
     #[test]
     fn a_question_larger_than_the_window_is_an_error() {
         let question = "why ".repeat(3000);
-        let err = build(&Words, &question, &[hit(1, "x")], 2048, 256).unwrap_err();
+        let err = build(
+            &Words,
+            &question,
+            &[hit(1, "x")],
+            2048,
+            256,
+            Style::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::InvalidRequest(_)));
     }
 }

@@ -108,6 +108,58 @@ pub struct ChatBody {
     top_p: Option<f64>,
     #[serde(default)]
     seed: Option<u64>,
+    /// `json_object` or `json_schema`: the message content is JSON that
+    /// matches it (decoded under the constraint), with no sources list.
+    #[serde(default)]
+    response_format: Option<ResponseFormat>,
+}
+
+/// OpenAI structured outputs.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Plain text (the default).
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid against a schema.
+    JsonSchema {
+        /// The schema and its name.
+        json_schema: JsonSchemaFormat,
+    },
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct JsonSchemaFormat {
+    /// The schema's name.
+    #[allow(dead_code)] // part of the OpenAI request; lore needs only the schema
+    name: String,
+    /// The JSON Schema (any object when absent).
+    #[serde(default)]
+    schema: Option<Value>,
+    /// Accepted for compatibility; lore always enforces the schema.
+    #[serde(default)]
+    #[allow(dead_code)]
+    strict: Option<bool>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+impl ResponseFormat {
+    /// The schema the answer must match; `None` for text.
+    fn schema(self) -> Option<Value> {
+        match self {
+            ResponseFormat::Text => None,
+            ResponseFormat::JsonObject => Some(json!({"type": "object"})),
+            ResponseFormat::JsonSchema { json_schema } => Some(
+                json_schema
+                    .schema
+                    .unwrap_or_else(|| json!({"type": "object"})),
+            ),
+        }
+    }
 }
 
 /// The assistant's message.
@@ -238,6 +290,8 @@ pub async fn chat(
         .map(|m| text_of(&m.content))
         .filter(|q| !q.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("messages need a non-empty user message"))?;
+    let schema = body.response_format.and_then(ResponseFormat::schema);
+    let structured = schema.is_some();
     let request = AskBody {
         question,
         k: None,
@@ -247,8 +301,21 @@ pub async fn chat(
         top_p: body.top_p,
         seed: body.seed,
         stream: body.stream,
+        schema,
+        choices: None,
+        regex: None,
+        grammar: None,
+        techniques: Default::default(),
     }
     .into_request(max_answer_tokens(&state))?;
+    // Structured content is the JSON alone: a sources list would break it.
+    let sources = move |r: &AskResponse| {
+        if structured {
+            String::new()
+        } else {
+            sources(r)
+        }
+    };
     let model = body.model.unwrap_or_else(|| MODEL.into());
     let created = now();
     let id = format!("chatcmpl-{}", crate::types::random_id());
@@ -299,7 +366,12 @@ pub async fn chat(
             chunk(delta, Value::Null, None)
         }
         Event::Done(r) => {
-            let sources = chunk(json!({"content": sources(&r)}), Value::Null, None);
+            let list = sources(&r);
+            let sources = if list.is_empty() {
+                String::new()
+            } else {
+                chunk(json!({"content": list}), Value::Null, None)
+            };
             let last = chunk(json!({}), json!("stop"), Some(LoreExtra::of(&r)));
             format!("{sources}{last}data: [DONE]\n\n")
         }

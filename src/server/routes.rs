@@ -10,7 +10,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
@@ -18,7 +18,10 @@ use super::auth::{self, Access, Scope};
 use super::error::ApiError;
 use super::openapi::ErrorResponses;
 use super::{Permits, State};
-use crate::engine::{AskRequest, AskResponse, IngestReport, NoProgress, RemoveReport, Status};
+use crate::engine::{
+    AskRequest, AskResponse, ConstraintOptions, IngestReport, MAX_SAMPLES, NoProgress,
+    RemoveReport, Status, Techniques,
+};
 use crate::generate::Sampling;
 use crate::search::{Filter, Mode, SearchRequest, SearchResponse};
 use crate::types::{DocRecord, Metadata};
@@ -324,6 +327,23 @@ pub struct AskBody {
     /// event with the whole answer object.
     #[serde(default)]
     pub stream: bool,
+    /// The answer is JSON valid against this JSON Schema; the string
+    /// `"cited"` selects the built-in `{answer, citations}` schema.
+    #[serde(default)]
+    pub schema: Option<Value>,
+    /// The answer is exactly one of these strings.
+    #[serde(default)]
+    pub choices: Option<Vec<String>>,
+    /// The whole answer matches this regular expression.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// The answer follows this Lark grammar (llguidance's dialect).
+    #[serde(default)]
+    pub grammar: Option<String>,
+    /// Prompting techniques: chain of thought, self-consistency samples,
+    /// reflection, few-shot examples, the expert prompt.
+    #[serde(default)]
+    pub techniques: Techniques,
 }
 
 impl AskBody {
@@ -349,12 +369,27 @@ impl AskBody {
         if self.question.trim().is_empty() {
             return Err(ApiError::bad_request("question is empty"));
         }
-        Ok(AskRequest {
-            question: self.question,
+        check_range(
+            "techniques.samples",
+            self.techniques.samples,
+            0,
+            MAX_SAMPLES,
+        )?;
+        let mut request = AskRequest {
             k,
             filter: self.filter,
             sampling,
-        })
+            techniques: self.techniques,
+            ..AskRequest::new(self.question)
+        };
+        let constraint = ConstraintOptions {
+            schema: self.schema,
+            choices: self.choices,
+            regex: self.regex,
+            grammar: self.grammar,
+        };
+        constraint.apply(&mut request)?;
+        Ok(request)
     }
 }
 

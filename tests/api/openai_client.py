@@ -1,9 +1,12 @@
 """The official `openai` Python client against `lore serve`: a grounded
-answer from chat.completions.create, streaming and not, plus models and
-embeddings. Usage: python openai_client.py BASE_URL API_KEY"""
+answer from chat.completions.create, streaming and not, structured output
+parsed into a Pydantic model, plus models and embeddings.
+Usage: python openai_client.py BASE_URL API_KEY"""
 import sys
+from typing import Literal
 
 from openai import OpenAI
+from pydantic import BaseModel
 
 base_url, key = sys.argv[1], sys.argv[2]
 client = OpenAI(base_url=base_url, api_key=key)
@@ -29,6 +32,22 @@ assert len(parts) > 3, parts
 assert final is not None and final.model_extra["lore"]["citations"], final
 assert "brewing.md" in streamed, streamed
 print("streaming:", streamed.replace("\n", " ")[:160])
+
+class Brew(BaseModel):
+    method: Literal["espresso", "pour-over", "cold brew"]
+    grams: int
+    note: str
+
+
+# The structured-output helper moved out of `beta` in newer clients.
+parse = getattr(client.chat.completions, "parse", None) or client.beta.chat.completions.parse
+for seed in (1, 2, 3):
+    reply = parse(model="lore", messages=messages, response_format=Brew, max_tokens=96, seed=seed,
+                  temperature=0.8)
+    brew = reply.choices[0].message.parsed
+    assert isinstance(brew, Brew), reply
+    assert brew.method in ("espresso", "pour-over", "cold brew"), brew
+print("structured:", brew)
 
 ids = [m.id for m in client.models.list().data]
 assert "lore" in ids, ids

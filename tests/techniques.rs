@@ -1,0 +1,377 @@
+//! The talk's techniques with the light generator (SmolLM2-135M) through
+//! the CLI: constrained output (JSON Schema, choices, regex, grammar, the
+//! cited schema, the default citation grammar) at high temperature, chain
+//! of thought, self-consistency, reflection, few-shot and the expert
+//! prompt, and `lore eval --answers`.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::util::{fails, ingested, json, lore, root};
+
+const QUESTION: &str = "How many grams of coffee go into an espresso?";
+
+fn ask(index: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "ask",
+        QUESTION,
+        "--generator",
+        "light",
+        "--max-tokens",
+        "48",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json(lore(index).args(&args))
+}
+
+fn answer(out: &Value) -> &str {
+    out["answer"].as_str().unwrap_or_else(|| panic!("{out}"))
+}
+
+#[test]
+fn choices_and_regex_hold_at_any_temperature() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    for seed in ["1", "2", "3"] {
+        let out = ask(
+            &index,
+            &[
+                "--choices",
+                "yes,no,maybe",
+                "--temperature",
+                "1.5",
+                "--seed",
+                seed,
+            ],
+        );
+        assert!(["yes", "no", "maybe"].contains(&answer(&out)), "{out}");
+        let out = ask(
+            &index,
+            &[
+                "--regex",
+                "[0-9]{1,3} grams",
+                "--temperature",
+                "1.5",
+                "--seed",
+                seed,
+            ],
+        );
+        let text = answer(&out);
+        let (number, unit) = text.split_once(' ').unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            number.len() <= 3 && number.chars().all(|c| c.is_ascii_digit()),
+            "{out}"
+        );
+        assert_eq!(unit, "grams", "{out}");
+    }
+}
+
+#[test]
+fn json_schema_and_grammar_hold_at_any_temperature() {
+    let (tmp, index) = ingested("corpora/tiny");
+    let schema = tmp.path().join("schema.json");
+    std::fs::write(&schema, lore::bench::bench_schema().to_string()).unwrap();
+    let grammar = tmp.path().join("answer.lark");
+    std::fs::write(
+        &grammar,
+        "start: \"Dose: \" NUM \" g\"\nNUM: /[1-9][0-9]?/\n",
+    )
+    .unwrap();
+    for seed in ["1", "2", "3", "4"] {
+        let out = ask(
+            &index,
+            &[
+                "--schema",
+                schema.to_str().unwrap(),
+                "--temperature",
+                "1.2",
+                "--seed",
+                seed,
+            ],
+        );
+        lore::bench::check_bench_output(answer(&out)).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert!(out["json"].is_object(), "{out}");
+        let out = ask(
+            &index,
+            &[
+                "--grammar",
+                grammar.to_str().unwrap(),
+                "--temperature",
+                "1.2",
+                "--seed",
+                seed,
+            ],
+        );
+        let dose = answer(&out)
+            .strip_prefix("Dose: ")
+            .and_then(|r| r.strip_suffix(" g"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            dose.parse::<u32>().is_ok_and(|n| (1..100).contains(&n)),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn the_cited_schema_cites_only_given_sources() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    for seed in ["1", "2"] {
+        let out = ask(
+            &index,
+            &["--schema", "cited", "--temperature", "1.0", "--seed", seed],
+        );
+        let parsed = &out["json"];
+        assert!(parsed["answer"].is_string(), "{out}");
+        let sources = out["retrieved"].as_array().unwrap().len() as u64;
+        for n in parsed["citations"].as_array().unwrap() {
+            assert!((1..=sources).contains(&n.as_u64().unwrap()), "{out}");
+        }
+        assert!(
+            out["invalid_citations"].as_array().unwrap().is_empty(),
+            "{out}"
+        );
+    }
+}
+
+/// Every bracket of a default answer is a citation of a given source, even
+/// when sampling wildly: the grammar allows nothing else.
+#[test]
+fn default_answers_cite_only_given_sources_in_brackets() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    for seed in ["1", "2", "3"] {
+        let out = ask(&index, &["--temperature", "1.5", "--seed", seed]);
+        let text = answer(&out);
+        assert!(
+            out["invalid_citations"].as_array().unwrap().is_empty(),
+            "{out}"
+        );
+        let sources = out["retrieved"].as_array().unwrap().len();
+        let mut rest = text;
+        while let Some(open) = rest.find('[') {
+            let close = rest[open..]
+                .find(']')
+                .unwrap_or_else(|| panic!("unclosed: {text}"));
+            let inside = &rest[open + 1..open + close];
+            for n in inside.split(", ") {
+                let n: usize = n.parse().unwrap_or_else(|_| panic!("[{inside}] in {text}"));
+                assert!((1..=sources).contains(&n), "{text}");
+            }
+            rest = &rest[open + close + 1..];
+        }
+        assert!(
+            text.starts_with("According to [") || out["abstained"] == true,
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn chain_of_thought_returns_its_reasoning_apart() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let out = ask(&index, &["--technique", "cot", "--choices", "yes,no"]);
+    assert!(["yes", "no"].contains(&answer(&out)), "{out}");
+    assert!(out["reasoning"].is_string(), "{out}");
+    let out = ask(&index, &["--technique", "cot"]);
+    let text = answer(&out);
+    assert!(!text.contains("Answer:"), "{out}");
+    assert!(out["reasoning"].is_string(), "{out}");
+}
+
+#[test]
+fn self_consistency_votes_over_samples() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let out = ask(&index, &["--samples", "3", "--choices", "yes,no,maybe"]);
+    let votes = out["votes"].as_array().unwrap_or_else(|| panic!("{out}"));
+    let total: u64 = votes.iter().map(|v| v["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 3, "{out}");
+    assert_eq!(answer(&out), votes[0]["answer"].as_str().unwrap(), "{out}");
+    let counts: Vec<u64> = votes.iter().map(|v| v["count"].as_u64().unwrap()).collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{out}");
+    // The same seed gives the same vote.
+    let again = ask(&index, &["--samples", "3", "--choices", "yes,no,maybe"]);
+    assert_eq!(out["votes"], again["votes"]);
+}
+
+#[test]
+fn reflection_reports_its_verdict() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let out = ask(&index, &["--reflect"]);
+    let reflection = &out["reflection"];
+    let verdict = reflection["verdict"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(["keep", "revise", "abstain"].contains(&verdict), "{out}");
+    assert!(reflection["draft"].is_string(), "{out}");
+    if verdict == "abstain" {
+        assert_eq!(out["abstained"], true, "{out}");
+    }
+    let out = ask(&index, &["--reflect", "--choices", "yes,no"]);
+    assert!(["yes", "no"].contains(&answer(&out)), "{out}");
+    assert_ne!(out["reflection"]["verdict"], "abstain", "{out}");
+}
+
+#[test]
+fn few_shot_and_expert_prompts_answer() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let out = ask(
+        &index,
+        &["--technique", "few-shot", "--technique", "expert"],
+    );
+    assert!(!answer(&out).is_empty(), "{out}");
+    assert!(
+        out["invalid_citations"].as_array().unwrap().is_empty(),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_constraints_are_clear_errors() {
+    let (tmp, index) = ingested("corpora/tiny");
+    let grammar = tmp.path().join("bad.lark");
+    std::fs::write(&grammar, "start: (((").unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--regex", "(unclosed"],
+        vec!["--grammar", grammar.to_str().unwrap()],
+        vec!["--choices", "yes", "--regex", "no"],
+        vec!["--schema", "no-such-file.json"],
+        vec!["--samples", "99"],
+    ];
+    for case in cases {
+        let mut args = vec!["ask", QUESTION, "--generator", "light"];
+        args.extend(case.iter().copied());
+        let (code, stderr) = fails(lore(&index).args(&args));
+        assert_eq!(code, Some(2), "{case:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{case:?}: {stderr}");
+    }
+}
+
+#[test]
+fn eval_answers_scores_every_technique() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let data = root().join("tests/fixtures/coffee-answers");
+    let out = crate::util::run_ok(lore(&index).args([
+        "eval",
+        data.to_str().unwrap(),
+        "--answers",
+        "--generator",
+        "light",
+        "--technique",
+        "plain",
+        "--technique",
+        "choices",
+        "--technique",
+        "sc3+choices",
+        "--max-tokens",
+        "32",
+        "--json",
+    ]));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l["technique"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["plain", "choices", "sc3+choices"]);
+    for line in &lines {
+        assert_eq!(line["n"], 3, "{line}");
+        for key in ["accuracy", "macro_f1", "seconds"] {
+            let v = line[key].as_f64().unwrap();
+            assert!(v >= 0.0 && (key == "seconds" || v <= 1.0), "{line}");
+        }
+    }
+    // Constrained to the choices, every answer names one.
+    assert_eq!(lines[1]["unanswered"], 0, "{}", lines[1]);
+}
+
+/// Every option over HTTP: `/v1/ask` takes the CLI's constraint fields and
+/// the techniques; chat completions take OpenAI's `response_format`; bad
+/// constraints are 400s with a JSON error, never a 5xx.
+#[test]
+fn every_option_is_reachable_over_http() {
+    use crate::serve::{error_code, http, start_with};
+    let (_tmp, index) = ingested("corpora/tiny");
+    let server = start_with(&index, "", &[]);
+    let post = |path: &str, body: Value| {
+        let (status, _, reply) = http(
+            &server.addr,
+            "POST",
+            path,
+            Some("r-key"),
+            Some(&body.to_string()),
+        );
+        (status, reply)
+    };
+    let (status, reply) = post(
+        "/v1/ask",
+        serde_json::json!({
+            "question": QUESTION, "max_tokens": 32, "choices": ["yes", "no"],
+            "techniques": {"cot": true, "samples": 2, "reflect": true, "few_shot": true, "expert": true}
+        }),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let out: Value = serde_json::from_str(&reply).unwrap();
+    assert!(["yes", "no"].contains(&answer(&out)), "{out}");
+    let total: u64 = out["votes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"))
+        .iter()
+        .map(|v| v["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2, "{out}");
+    assert!(
+        out["reasoning"].is_string() && out["reflection"]["verdict"].is_string(),
+        "{out}"
+    );
+
+    let schema = lore::bench::bench_schema();
+    let (status, reply) = post(
+        "/v1/ask",
+        serde_json::json!({"question": QUESTION, "max_tokens": 96, "schema": schema, "temperature": 1.0}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let out: Value = serde_json::from_str(&reply).unwrap();
+    lore::bench::check_bench_output(answer(&out)).unwrap_or_else(|e| panic!("{e}: {out}"));
+
+    let (status, reply) = post(
+        "/v1/chat/completions",
+        serde_json::json!({
+            "model": "lore", "max_tokens": 96, "temperature": 0.8,
+            "messages": [{"role": "user", "content": QUESTION}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "triage", "strict": true, "schema": schema}}
+        }),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let out: Value = serde_json::from_str(&reply).unwrap();
+    let content = out["choices"][0]["message"]["content"].as_str().unwrap();
+    lore::bench::check_bench_output(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+    let (status, reply) = post(
+        "/v1/chat/completions",
+        serde_json::json!({
+            "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 48,
+            "response_format": {"type": "json_object"}
+        }),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let out: Value = serde_json::from_str(&reply).unwrap();
+    let content = out["choices"][0]["message"]["content"].as_str().unwrap();
+    // Within 48 tokens the object may be cut short, but it starts as one.
+    assert!(content.starts_with('{'), "{content}");
+
+    for bad in [
+        serde_json::json!({"question": QUESTION, "regex": "(unclosed"}),
+        serde_json::json!({"question": QUESTION, "schema": "no-such-builtin"}),
+        serde_json::json!({"question": QUESTION, "schema": {"type": "object"}, "choices": ["a"]}),
+        serde_json::json!({"question": QUESTION, "choices": []}),
+        serde_json::json!({"question": QUESTION, "grammar": "start: ((("}),
+        serde_json::json!({"question": QUESTION, "techniques": {"samples": 999}}),
+        serde_json::json!({"question": QUESTION, "techniques": {"magic": true}}),
+    ] {
+        let (status, reply) = post("/v1/ask", bad.clone());
+        assert_eq!(status, 400, "{bad}: {reply}");
+        assert!(!error_code(&reply).is_empty(), "{bad}: {reply}");
+    }
+}
