@@ -295,15 +295,18 @@ fn every_option_is_reachable_over_http() {
     use crate::serve::{error_code, http, start_with};
     let (_tmp, index) = ingested("corpora/tiny");
     let server = start_with(&index, "", &[]);
+    // One generation at a time and no queue: the previous request's turn
+    // may still be closing, so retry a 429 as a client would.
     let post = |path: &str, body: Value| {
-        let (status, _, reply) = http(
-            &server.addr,
-            "POST",
-            path,
-            Some("r-key"),
-            Some(&body.to_string()),
-        );
-        (status, reply)
+        for _ in 0..40 {
+            let body = body.to_string();
+            let (status, _, reply) = http(&server.addr, "POST", path, Some("r-key"), Some(&body));
+            if status != 429 {
+                return (status, reply);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        panic!("{path} stayed busy");
     };
     let (status, reply) = post(
         "/v1/ask",

@@ -327,15 +327,20 @@ impl TechniqueArgs {
 
 impl ConstraintArgs {
     fn options(&self) -> anyhow::Result<lore::ConstraintOptions> {
+        // A file that cannot be read is a usage error (exit code 2).
         let read = |path: &std::path::Path| {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::InvalidRequest(format!("cannot read {}: {e}", path.display())))
         };
         let schema = match self.schema.as_deref() {
             None => None,
             Some("cited") => Some(serde_json::Value::String("cited".into())),
             Some(path) => {
                 let text = read(std::path::Path::new(path))?;
-                Some(serde_json::from_str(&text).with_context(|| format!("{path} is not JSON"))?)
+                Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| Error::InvalidRequest(format!("{path} is not JSON: {e}")))?,
+                )
             }
         };
         Ok(lore::ConstraintOptions {
