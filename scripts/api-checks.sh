@@ -25,7 +25,11 @@ fi
 
 "$lore" --index "$work/index" ingest "$root/corpora/tiny" --json > /dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-LORE_API_KEYS="read:read-key,write:write-key" "$lore" --index "$work/index" serve \
+# Generated cases may ask for many samples, long answers and reflection at
+# once: a lower per-request token budget keeps each one well inside the
+# request timeout (bigger requests get a 400 that says why).
+printf '[generator]\nmax_request_tokens = 256\n' > "$work/lore.toml"
+LORE_API_KEYS="read:read-key,write:write-key" "$lore" --config "$work/lore.toml" --index "$work/index" serve \
     --addr "127.0.0.1:$port" --generator default --ingest-root "$root/corpora" &
 server=$!
 for _ in $(seq 1 120); do

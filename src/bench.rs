@@ -573,7 +573,7 @@ pub fn samples(
         })
         .collect();
     let one = generator.generate(&prompt, &samplings[0], None, &mut |_| true)?;
-    let many = generator.generate_each(&prompt, &samplings, None)?;
+    let many = generator.generate_each(&prompt, &samplings, None, &mut || true)?;
     let many_prompt_ms: f64 = many.iter().map(|g| g.prompt_ms).sum();
     let many_decode_ms: f64 = many.iter().map(|g| g.gen_ms).sum();
     Ok(SamplesBench {

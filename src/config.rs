@@ -98,6 +98,10 @@ pub struct GeneratorConfig {
     /// Calibrated on corpora/handbook with all-MiniLM-L6-v2: answerable
     /// questions scored 0.35–0.78, out-of-corpus ones 0.07–0.32.
     pub min_score: f32,
+    /// Most tokens one `ask` may generate in all: `max_tokens` × samples,
+    /// twice with chain of thought, plus one answer for reflection. Bounds
+    /// the time one request can hold the model.
+    pub max_request_tokens: usize,
     /// Worked examples shown before the sources with `--technique few-shot`
     /// (`[[generator.examples]]` with `source`, `question`, `answer`).
     pub examples: Vec<Example>,
@@ -139,6 +143,7 @@ impl Default for GeneratorConfig {
             model: None,
             context_tokens: 2048,
             min_score: 0.30,
+            max_request_tokens: 4096,
             examples: default_examples(),
         }
     }

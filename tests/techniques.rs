@@ -237,6 +237,15 @@ fn bad_constraints_are_clear_errors() {
         vec!["--choices", "yes", "--regex", "no"],
         vec!["--schema", "no-such-file.json"],
         vec!["--samples", "99"],
+        // 16 × 2 × 256 tokens: past generator.max_request_tokens.
+        vec![
+            "--samples",
+            "16",
+            "--technique",
+            "cot",
+            "--max-tokens",
+            "256",
+        ],
     ];
     for case in cases {
         let mut args = vec!["ask", QUESTION, "--generator", "light"];
@@ -372,6 +381,7 @@ fn every_option_is_reachable_over_http() {
         serde_json::json!({"question": QUESTION, "grammar": "start: ((("}),
         serde_json::json!({"question": QUESTION, "techniques": {"samples": 999}}),
         serde_json::json!({"question": QUESTION, "techniques": {"magic": true}}),
+        serde_json::json!({"question": QUESTION, "max_tokens": 256, "techniques": {"samples": 16, "cot": true}}),
     ] {
         let (status, reply) = post("/v1/ask", bad.clone());
         assert_eq!(status, 400, "{bad}: {reply}");

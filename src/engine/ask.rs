@@ -14,7 +14,7 @@ use crate::answer::{
     text_grammar, verify, vote_key,
 };
 use crate::error::{Error, Result};
-use crate::generate::{Constraint, Generated, Generator, Sampling};
+use crate::generate::{Constraint, Generated, Generator, Sampling, StopReason};
 use crate::prompt::{self, ANSWER_MARKER, NOT_IN_DOCUMENTS, Source, Style};
 use crate::search::{Filter, Hit, Mode, SearchRequest};
 
@@ -153,6 +153,7 @@ pub struct Techniques {
     pub cot: bool,
     /// Self-consistency: answers sampled (at temperature > 0) for a
     /// majority vote; 0 or 1 = one answer.
+    #[schema(maximum = 16)]
     pub samples: usize,
     /// Reflection: a second pass checks the draft against the sources and
     /// keeps, revises or abstains.
@@ -161,6 +162,16 @@ pub struct Techniques {
     pub few_shot: bool,
     /// The system prompt that tells the model it is a careful expert.
     pub expert: bool,
+}
+
+impl Techniques {
+    /// The most tokens a request with these techniques may generate, for
+    /// answers of at most `max_tokens`.
+    pub fn tokens(&self, max_tokens: usize) -> usize {
+        let per_answer = max_tokens * if self.cot { 2 } else { 1 };
+        let reflection = if self.reflect { max_tokens } else { 0 };
+        per_answer * self.samples.max(1) + reflection
+    }
 }
 
 /// Where the time went.
@@ -225,6 +236,10 @@ pub struct AskResponse {
     /// The answer parsed, when it is JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json: Option<Value>,
+    /// The answer stopped at `max_tokens` (or the context window) before
+    /// its end: under a constraint it may be incomplete.
+    #[serde(default)]
+    pub truncated: bool,
     /// Chain of thought's reasoning (never part of the answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
@@ -275,6 +290,8 @@ impl Shape {
 /// One generated answer, read back.
 struct Draft {
     answer: String,
+    /// Generation ended at the token limit, not at the answer's end.
+    truncated: bool,
     reasoning: Option<String>,
     json: Option<Value>,
     citations: Vec<Citation>,
@@ -286,7 +303,8 @@ struct Draft {
 impl Engine {
     /// Answers `request` from the documents, streaming the answer's text
     /// to `on_text` (return `false` to stop). With several samples or
-    /// reflection, the final answer arrives in one piece at the end.
+    /// reflection, the final answer arrives in one piece at the end; while
+    /// nothing can be shown, `on_text("")` asks whether to go on.
     pub fn ask(
         &self,
         request: &AskRequest,
@@ -298,6 +316,15 @@ impl Engine {
         if request.techniques.samples > MAX_SAMPLES {
             return Err(Error::InvalidRequest(format!(
                 "at most {MAX_SAMPLES} samples"
+            )));
+        }
+        let most = self.config.generator.max_request_tokens;
+        let tokens = request.techniques.tokens(request.sampling.max_tokens);
+        if tokens > most {
+            return Err(Error::InvalidRequest(format!(
+                "this request may generate {tokens} tokens (max_tokens × samples, twice with \
+                 chain of thought, once more to reflect); the limit is {most} \
+                 (generator.max_request_tokens)"
             )));
         }
         let shape = Shape::of(request)?;
@@ -359,17 +386,23 @@ impl Engine {
             let mut stream = Stream::new(techniques.cot, streams, on_text);
             let generated = pass.generate(&rendered, &answer_constraint, &mut stream)?;
             timings.add(&generated);
-            (pass.read(&generated.text), Vec::new())
+            (pass.read(&generated), Vec::new())
         } else {
-            let generated =
-                pass.generate_votes(&rendered, &answer_constraint, techniques.samples)?;
+            let generated = pass.generate_votes(
+                &rendered,
+                &answer_constraint,
+                techniques.samples,
+                &mut || on_text(""),
+            )?;
             generated.iter().for_each(|g| timings.add(g));
-            let drafts: Vec<Draft> = generated.iter().map(|g| pass.read(&g.text)).collect();
+            let drafts: Vec<Draft> = generated.iter().map(|g| pass.read(g)).collect();
             vote(drafts)
         };
         let reflection = if techniques.reflect {
             let (reflected, generated) =
-                pass.reflect(&request.question, &draft, &answer_constraint)?;
+                pass.reflect(&request.question, &draft, &answer_constraint, &mut || {
+                    on_text("")
+                })?;
             timings.add(&generated);
             let verdict = reflected.verdict;
             if let Some(revised) = reflected.revised {
@@ -403,6 +436,7 @@ impl Engine {
             invalid_citations: draft.invalid_citations,
             corrected_citations: draft.corrected_citations,
             json: draft.json,
+            truncated: draft.truncated,
             reasoning: draft.reasoning,
             votes,
             reflection,
@@ -425,6 +459,7 @@ fn abstention(
         invalid_citations: Vec::new(),
         corrected_citations: Vec::new(),
         json: None,
+        truncated: false,
         reasoning: None,
         votes: Vec::new(),
         reflection,
@@ -463,7 +498,7 @@ impl<'a> Stream<'a> {
 
     fn push(&mut self, text: &str) -> bool {
         if !self.live {
-            return true;
+            return (self.on_text)("");
         }
         if !self.hold_until_marker {
             return (self.on_text)(text);
@@ -473,9 +508,9 @@ impl<'a> Stream<'a> {
             Some(at) => {
                 self.hold_until_marker = false;
                 let after = self.seen[at + ANSWER_MARKER.len()..].to_string();
-                after.is_empty() || (self.on_text)(&after)
+                (self.on_text)(&after)
             }
-            None => true,
+            None => (self.on_text)(""),
         }
     }
 }
@@ -547,6 +582,7 @@ impl Pass<'_> {
         rendered: &str,
         answer: &Constraint,
         n: usize,
+        go_on: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<Generated>> {
         let base = self.sampling();
         let samplings: Vec<Sampling> = (0..n as u64)
@@ -561,12 +597,23 @@ impl Pass<'_> {
             })
             .collect();
         self.generator
-            .generate_each(rendered, &samplings, Some(&self.constraint(answer)))
+            .generate_each(rendered, &samplings, Some(&self.constraint(answer)), go_on)
     }
 
     /// Reads a generated output: reasoning apart, citations resolved and
     /// checked, JSON parsed.
-    fn read(&self, text: &str) -> Draft {
+    fn read(&self, generated: &Generated) -> Draft {
+        let truncated = matches!(
+            generated.stop,
+            StopReason::MaxTokens | StopReason::ContextFull
+        );
+        Draft {
+            truncated,
+            ..self.read_text(&generated.text)
+        }
+    }
+
+    fn read_text(&self, text: &str) -> Draft {
         let (reasoning, answer) = match text.find(ANSWER_MARKER).filter(|_| self.cot) {
             Some(at) => (
                 Some(text[..at].trim().to_string()),
@@ -581,6 +628,7 @@ impl Pass<'_> {
                 let (answer, corrected_citations) = verify(answer, self.sources);
                 let (citations, invalid_citations) = resolve(&answer, self.sources);
                 Draft {
+                    truncated: false,
                     key: vote_key(&answer),
                     answer: answer.trim().to_string(),
                     reasoning,
@@ -604,6 +652,7 @@ impl Pass<'_> {
                     _ => answer.to_string(),
                 };
                 Draft {
+                    truncated: false,
                     key,
                     answer: answer.to_string(),
                     reasoning,
@@ -624,6 +673,7 @@ impl Pass<'_> {
         question: &str,
         draft: &Draft,
         answer: &Constraint,
+        go_on: &mut dyn FnMut() -> bool,
     ) -> Result<(Reflected, Generated)> {
         let messages = prompt::reflection(question, self.sources, &draft.answer);
         let rendered = self.generator.render(&messages);
@@ -638,7 +688,7 @@ impl Pass<'_> {
         };
         let generated =
             self.generator
-                .generate(&rendered, self.sampling, Some(&verdicts), &mut |_| true)?;
+                .generate(&rendered, self.sampling, Some(&verdicts), &mut |_| go_on())?;
         let text = generated.text.trim();
         let reflected = if let Some(revised) = text.strip_prefix("REVISE:") {
             let plain = Pass {
@@ -650,7 +700,8 @@ impl Pass<'_> {
                 draft: draft.answer.clone(),
                 revised: Some(Draft {
                     reasoning: draft.reasoning.clone(),
-                    ..plain.read(revised)
+                    truncated: generated.stop == StopReason::MaxTokens,
+                    ..plain.read_text(revised)
                 }),
             }
         } else {
@@ -719,6 +770,7 @@ mod tests {
             answer: answer.into(),
             reasoning: None,
             json: None,
+            truncated: false,
             citations: Vec::new(),
             invalid_citations: Vec::new(),
             corrected_citations: Vec::new(),
@@ -742,6 +794,19 @@ mod tests {
         assert_eq!(votes[1].answer, "No [1].");
         let (winner, _) = vote(vec![draft("a"), draft("b")]);
         assert_eq!(winner.answer, "a");
+    }
+
+    #[test]
+    fn a_request_counts_every_token_its_techniques_may_generate() {
+        let t = |cot, samples, reflect| Techniques {
+            cot,
+            samples,
+            reflect,
+            ..Techniques::default()
+        };
+        assert_eq!(t(false, 0, false).tokens(100), 100);
+        assert_eq!(t(false, 5, false).tokens(100), 500);
+        assert_eq!(t(true, 5, true).tokens(100), 1100);
     }
 
     #[test]

@@ -223,6 +223,7 @@ impl Generator for GgufGenerator {
         prompt: &str,
         samplings: &[Sampling],
         constraint: Option<&Constraint>,
+        go_on: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<Generated>> {
         let prompt_ids = self.prompt_ids(prompt)?;
         let guide = self.guide(constraint)?;
@@ -238,10 +239,14 @@ impl Generator for GgufGenerator {
                 &prompt_ids,
                 sampling,
                 guide.clone(),
-                &mut |_| true,
+                &mut |_| go_on(),
             )?;
             generated.prompt_ms = if i == 0 { prompt_ms } else { 0.0 };
+            let cancelled = generated.stop == StopReason::Cancelled;
             out.push(generated);
+            if cancelled {
+                break;
+            }
         }
         Ok(out)
     }

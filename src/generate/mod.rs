@@ -170,16 +170,24 @@ pub trait Generator: Send + Sync {
     /// One continuation of `prompt` per entry of `samplings`, each what
     /// `generate` would give, with the prompt processed once: every sample
     /// starts from the same cached keys and values. Only the first reports
-    /// prompt time.
+    /// prompt time. `go_on` is asked at every token; `false` ends the
+    /// sample (`Cancelled`) and skips the rest.
     fn generate_each(
         &self,
         prompt: &str,
         samplings: &[Sampling],
         constraint: Option<&Constraint>,
+        go_on: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<Generated>> {
-        samplings
-            .iter()
-            .map(|s| self.generate(prompt, s, constraint, &mut |_| true))
-            .collect()
+        let mut out = Vec::with_capacity(samplings.len());
+        for sampling in samplings {
+            let generated = self.generate(prompt, sampling, constraint, &mut |_| go_on())?;
+            let cancelled = generated.stop == StopReason::Cancelled;
+            out.push(generated);
+            if cancelled {
+                break;
+            }
+        }
+        Ok(out)
     }
 }

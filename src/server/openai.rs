@@ -261,6 +261,11 @@ fn text_of(content: &Value) -> String {
     }
 }
 
+/// OpenAI's `finish_reason`: `length` when the answer hit `max_tokens`.
+fn finish_reason(response: &AskResponse) -> &'static str {
+    if response.truncated { "length" } else { "stop" }
+}
+
 /// The `Sources:` list that follows the answer ("" when nothing is cited).
 fn sources(response: &AskResponse) -> String {
     let lines: Vec<String> = response
@@ -335,7 +340,7 @@ pub async fn chat(
                     role: "assistant".into(),
                     content: format!("{}{}", response.answer, sources(&response)),
                 },
-                finish_reason: "stop".into(),
+                finish_reason: finish_reason(&response).into(),
             }],
             usage: Usage {
                 prompt_tokens: timings.prompt_tokens,
@@ -372,7 +377,7 @@ pub async fn chat(
             } else {
                 chunk(json!({"content": list}), Value::Null, None)
             };
-            let last = chunk(json!({}), json!("stop"), Some(LoreExtra::of(&r)));
+            let last = chunk(json!({}), json!(finish_reason(&r)), Some(LoreExtra::of(&r)));
             format!("{sources}{last}data: [DONE]\n\n")
         }
         Event::Failed(err) => format!("data: {}\n\ndata: [DONE]\n\n", json!(err.body())),

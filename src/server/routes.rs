@@ -430,7 +430,13 @@ pub fn start_ask(
     let (tx, rx) = mpsc::channel(256);
     actix_web::rt::task::spawn_blocking(move || {
         let _permits = permits;
-        let mut on_text = |text: &str| tx.blocking_send(Event::Token(text.to_string())).is_ok();
+        // "" asks whether anyone still listens: nothing is sent for it.
+        let mut on_text = |text: &str| {
+            if text.is_empty() {
+                return !tx.is_closed();
+            }
+            tx.blocking_send(Event::Token(text.to_string())).is_ok()
+        };
         let event = match state.engine.ask(&request, &mut on_text) {
             Ok(response) => {
                 state.metrics.tokens.fetch_add(
