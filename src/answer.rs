@@ -31,15 +31,17 @@ fn source_numbers(sources: usize) -> String {
         .join(" | ")
 }
 
-/// The grammar of a default answer: either the abstention, or
-/// "According to [n]" and text in which `[` only opens a citation of given
-/// sources (`[2]`, `[1, 3]`), never a link, a file name or a bracket of the
-/// document's own syntax.
+/// The grammar of a default answer: "According to [n]" and text in which
+/// `[` only opens a citation of given sources (`[2]`, `[1, 3]`), never a
+/// link, a file name or a bracket of the document's own syntax. The
+/// abstention is not an alternative at the start: offered one, the default
+/// model abstained on a third of answerable questions of a manual it had
+/// not seen (50 % gold facts against 72 %); abstaining is left to
+/// retrieval's `min_score` and to reflection.
 pub fn text_grammar(sources: usize) -> Constraint {
     let prefix = serde_json::to_string(ANSWER_PREFIX).unwrap_or_default();
-    let abstain = serde_json::to_string(NOT_IN_DOCUMENTS).unwrap_or_default();
     Constraint::lark(format!(
-        "start: {prefix} cites \"]\" body | {abstain}\n\
+        "start: {prefix} cites \"]\" body\n\
          body: (TEXT | \"[\" cites \"]\")*\n\
          cites: N (\", \" N)*\n\
          N: {}\n\
