@@ -70,6 +70,42 @@ pub fn cited_schema(sources: usize) -> Constraint {
     }
 }
 
+/// The spellings a choice list is decoded through: each choice as given,
+/// and also capitalised and in lower case, unless another choice is spelt
+/// that way. A model starts a reply with "Yes" far more readily than with
+/// "yes": forced to lower case, the default model answered "no" to most
+/// yes/no questions.
+pub fn choice_spellings(choices: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = choices.to_vec();
+    for choice in choices {
+        let mut chars = choice.chars();
+        let capital = chars
+            .next()
+            .map(|c| c.to_uppercase().chain(chars).collect::<String>())
+            .unwrap_or_default();
+        for variant in [capital, choice.to_lowercase()] {
+            let taken = choices
+                .iter()
+                .any(|c| c != choice && c.to_lowercase() == variant.to_lowercase());
+            if !taken && !out.contains(&variant) {
+                out.push(variant);
+            }
+        }
+    }
+    out
+}
+
+/// The choice `answer` spells (exactly, else ignoring case).
+pub fn canonical_choice<'a>(answer: &str, choices: &'a [String]) -> Option<&'a String> {
+    let answer = answer.trim();
+    choices.iter().find(|c| c.as_str() == answer).or_else(|| {
+        let lower = answer.to_lowercase();
+        let mut matching = choices.iter().filter(|c| c.to_lowercase() == lower);
+        let first = matching.next();
+        first.filter(|_| matching.next().is_none())
+    })
+}
+
 /// The cited numbers of a cited-JSON answer, in order, without repeats.
 pub fn json_citations(value: &Value) -> Vec<usize> {
     let mut found = Vec::new();
@@ -304,6 +340,22 @@ mod tests {
         let (text, moved) = verify("It listens on port 8443 [2].", &sources);
         assert!(moved.is_empty());
         assert_eq!(text, "It listens on port 8443 [2].");
+    }
+
+    #[test]
+    fn choices_are_decoded_in_natural_case_and_read_back_as_given() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let choices = s(&["yes", "no", "maybe"]);
+        assert_eq!(
+            choice_spellings(&choices),
+            s(&["yes", "no", "maybe", "Yes", "No", "Maybe"])
+        );
+        assert_eq!(canonical_choice("Maybe", &choices), Some(&choices[2]));
+        assert_eq!(canonical_choice("perhaps", &choices), None);
+        // Choices that differ only in case keep their exact spellings.
+        let cased = s(&["A", "a"]);
+        assert_eq!(choice_spellings(&cased), cased);
+        assert_eq!(canonical_choice("a", &cased), Some(&cased[1]));
     }
 
     #[test]

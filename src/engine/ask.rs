@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::Engine;
 use crate::answer::{
-    Citation, Correction, cited_schema, is_abstention, json_citations, resolve, resolve_numbers,
-    text_grammar, verify, vote_key,
+    Citation, Correction, canonical_choice, choice_spellings, cited_schema, is_abstention,
+    json_citations, resolve, resolve_numbers, text_grammar, verify, vote_key,
 };
 use crate::error::{Error, Result};
 use crate::generate::{Constraint, Generated, Generator, Sampling, StopReason};
@@ -280,6 +280,9 @@ impl Shape {
     /// The constraint of the answer itself.
     fn constraint(&self, request: &AskRequest, sources: usize) -> Constraint {
         match (self, &request.constraint) {
+            (Shape::Custom, Some(Constraint::Choices { choices })) => Constraint::Choices {
+                choices: choice_spellings(choices),
+            },
             (Shape::Custom, Some(custom)) => custom.clone(),
             (Shape::CitedJson, _) => cited_schema(sources),
             _ => text_grammar(sources),
@@ -380,6 +383,10 @@ impl Engine {
             sources: &built.sources,
             sampling: &request.sampling,
             cot: techniques.cot,
+            choices: match &request.constraint {
+                Some(Constraint::Choices { choices }) => Some(choices),
+                _ => None,
+            },
         };
         let streams = techniques.samples <= 1 && !techniques.reflect;
         let (mut draft, votes) = if techniques.samples <= 1 {
@@ -522,6 +529,8 @@ struct Pass<'a> {
     sources: &'a [Source],
     sampling: &'a Sampling,
     cot: bool,
+    /// The caller's choices, which answers are read back as.
+    choices: Option<&'a [String]>,
 }
 
 /// Reflection's outcome.
@@ -639,6 +648,12 @@ impl Pass<'_> {
                 }
             }
             Shape::CitedJson | Shape::Custom => {
+                let answer = match self.choices {
+                    Some(choices) => {
+                        canonical_choice(answer, choices).map_or(answer, String::as_str)
+                    }
+                    None => answer,
+                };
                 let json: Option<Value> = serde_json::from_str(answer).ok();
                 let numbers = match (&json, self.shape) {
                     (Some(value), Shape::CitedJson) => json_citations(value),

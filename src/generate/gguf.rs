@@ -394,6 +394,69 @@ fn score(
 mod tests {
     use super::*;
 
+    fn light() -> GgufGenerator {
+        let mut config = crate::config::Config::default();
+        config.generator.model = Some("light".into());
+        GgufGenerator::load(&config.generator_path()).unwrap()
+    }
+
+    /// Hostile constraints are refused with a clear error (never a panic,
+    /// never unbounded work): llguidance's limits bound compilation, ours
+    /// bound the size.
+    #[test]
+    fn hostile_constraints_are_refused_quickly() {
+        let generator = light();
+        let deep = |n: usize| {
+            serde_json::from_str::<serde_json::Value>(&format!(
+                "{}{{}}{}",
+                r#"{"type":"array","items":"#.repeat(n),
+                "}".repeat(n)
+            ))
+        };
+        let cases = vec![
+            Constraint::Regex {
+                pattern: format!("{}a{}", "(".repeat(5000), ")".repeat(5000)),
+            },
+            Constraint::Regex {
+                pattern: "(unclosed".into(),
+            },
+            Constraint::Regex {
+                pattern: "x".repeat(70_000),
+            },
+            Constraint::lark("start: start\n"),
+            Constraint::lark("start: ((("),
+            Constraint::Choices {
+                choices: vec!["a".into(); 300],
+            },
+            Constraint::Choices {
+                choices: vec![String::new()],
+            },
+            Constraint::JsonSchema {
+                schema: serde_json::json!("not a schema"),
+            },
+            Constraint::JsonSchema {
+                schema: serde_json::json!({"type": "no-such-type"}),
+            },
+            Constraint::JsonSchema {
+                schema: serde_json::json!({"$ref": "#/definitions/missing"}),
+            },
+        ];
+        let started = Instant::now();
+        for case in cases {
+            match generator.guide(Some(&case)) {
+                Err(Error::InvalidRequest(_)) => {}
+                Err(other) => panic!("{case:?}: {other}"),
+                Ok(_) => panic!("accepted: {:?}", case),
+            }
+        }
+        // A deeply nested but valid schema compiles, or is refused: either
+        // way promptly.
+        if let Ok(schema) = deep(200) {
+            let _ = generator.guide(Some(&Constraint::JsonSchema { schema }));
+        }
+        assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+    }
+
     #[test]
     fn control_tokens_in_content_cannot_forge_turns() {
         let mut config = crate::config::Config::default();

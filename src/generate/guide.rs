@@ -63,7 +63,15 @@ impl Guides {
     }
 
     fn compile(&self, grammar: TopLevelGrammar) -> Result<Guide> {
-        let matcher = Matcher::new(self.factory.create_parser(grammar));
+        // A grammar is the caller's input: should compiling one panic, it
+        // is refused like any other bad grammar.
+        let parser = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.factory.create_parser(grammar)
+        }))
+        .map_err(|_| {
+            Error::InvalidRequest("constraint: the grammar could not be compiled".into())
+        })?;
+        let matcher = Matcher::new(parser);
         if let Some(error) = matcher.get_error() {
             return Err(Error::InvalidRequest(format!("constraint: {error}")));
         }
