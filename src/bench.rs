@@ -360,6 +360,28 @@ pub struct GenerateBench {
     pub time_to_first_token_ms: f64,
 }
 
+/// A one-message chat: about `prompt_tokens` tokens cut from `text`, then
+/// `request`, rendered in `generator`'s template.
+fn chat_prompt(
+    generator: &dyn crate::generate::Generator,
+    text: &str,
+    prompt_tokens: usize,
+    request: &str,
+) -> Result<String> {
+    use crate::generate::{Message, Role};
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut take = prompt_tokens.min(words.len());
+    let mut body = words[..take].join(" ");
+    while take > 1 && generator.count_tokens(&body)? > prompt_tokens {
+        take = take * 9 / 10;
+        body = words[..take].join(" ");
+    }
+    Ok(generator.render(&[Message {
+        role: Role::User,
+        content: format!("{body}\n\n{request}"),
+    }]))
+}
+
 /// Prompt and decode speed of `generator` on a prompt of about
 /// `prompt_tokens` tokens cut from `text`, generating `gen_tokens`.
 pub fn generate(
@@ -368,18 +390,13 @@ pub fn generate(
     prompt_tokens: usize,
     gen_tokens: usize,
 ) -> Result<GenerateBench> {
-    use crate::generate::{Message, Role, Sampling};
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let mut take = prompt_tokens.min(words.len());
-    let mut body = words[..take].join(" ");
-    while take > 1 && generator.count_tokens(&body)? > prompt_tokens {
-        take = take * 9 / 10;
-        body = words[..take].join(" ");
-    }
-    let prompt = generator.render(&[Message {
-        role: Role::User,
-        content: format!("{body}\n\nSummarise the text above in detail."),
-    }]);
+    use crate::generate::Sampling;
+    let prompt = chat_prompt(
+        generator,
+        text,
+        prompt_tokens,
+        "Summarise the text above in detail.",
+    )?;
     let sampling = Sampling {
         max_tokens: gen_tokens,
         ..Sampling::default()
@@ -552,18 +569,13 @@ pub fn samples(
     prompt_tokens: usize,
     samples: usize,
 ) -> Result<SamplesBench> {
-    use crate::generate::{Message, Role, Sampling};
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let mut take = prompt_tokens.min(words.len());
-    let mut body = words[..take].join(" ");
-    while take > 1 && generator.count_tokens(&body)? > prompt_tokens {
-        take = take * 9 / 10;
-        body = words[..take].join(" ");
-    }
-    let prompt = generator.render(&[Message {
-        role: Role::User,
-        content: format!("{body}\n\nWhat is the text above about? Answer in one sentence."),
-    }]);
+    use crate::generate::Sampling;
+    let prompt = chat_prompt(
+        generator,
+        text,
+        prompt_tokens,
+        "What is the text above about? Answer in one sentence.",
+    )?;
     let samplings: Vec<Sampling> = (0..samples as u64)
         .map(|seed| Sampling {
             temperature: 0.7,
