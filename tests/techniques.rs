@@ -379,6 +379,7 @@ fn every_option_is_reachable_over_http() {
         serde_json::json!({"question": QUESTION, "schema": {"type": "object"}, "choices": ["a"]}),
         serde_json::json!({"question": QUESTION, "choices": []}),
         serde_json::json!({"question": QUESTION, "grammar": "start: ((("}),
+        serde_json::json!({"question": QUESTION, "grammar": "start: start"}),
         serde_json::json!({"question": QUESTION, "techniques": {"samples": 999}}),
         serde_json::json!({"question": QUESTION, "techniques": {"magic": true}}),
         serde_json::json!({"question": QUESTION, "max_tokens": 256, "techniques": {"samples": 16, "cot": true}}),

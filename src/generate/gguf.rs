@@ -423,7 +423,6 @@ mod tests {
             Constraint::Regex {
                 pattern: "x".repeat(70_000),
             },
-            Constraint::lark("start: start\n"),
             Constraint::lark("start: ((("),
             Constraint::Choices {
                 choices: vec!["a".into(); 300],
@@ -455,6 +454,15 @@ mod tests {
             let _ = generator.guide(Some(&Constraint::JsonSchema { schema }));
         }
         assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+        // A grammar that compiles but derives nothing is the caller's error.
+        let empty = Constraint::lark("start: start\n");
+        let sampling = Sampling::default();
+        match generator.generate("<|im_start|>user\nhi", &sampling, Some(&empty), &mut |_| {
+            true
+        }) {
+            Err(Error::InvalidRequest(_)) => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

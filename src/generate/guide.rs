@@ -75,7 +75,10 @@ impl Guides {
         if let Some(error) = matcher.get_error() {
             return Err(Error::InvalidRequest(format!("constraint: {error}")));
         }
-        Ok(Guide { matcher })
+        Ok(Guide {
+            matcher,
+            accepted: 0,
+        })
     }
 }
 
@@ -173,24 +176,36 @@ fn choice_grammar(choices: &[String]) -> Result<String> {
     Ok(format!("start: {}\n", literals.join(" | ")))
 }
 
+fn no_output(why: &str) -> Error {
+    Error::InvalidRequest(format!("the constraint admits no output ({why})"))
+}
+
 /// One output's matcher: masks logits, follows the sampled tokens.
 #[derive(Clone)]
 pub struct Guide {
     matcher: Matcher,
+    /// Tokens accepted so far.
+    accepted: usize,
 }
 
 impl Guide {
     /// Sets every token the constraint does not allow next to −∞.
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
-        let allowed: SimpleVob = self
-            .matcher
-            .compute_mask_or_eos()
-            .map_err(|e| self.error(e))?;
-        if allowed.num_set() == 0 {
-            return Err(Error::Inference(
-                "the constraint allows no token here".into(),
-            ));
-        }
+        let allowed: SimpleVob = match self.matcher.compute_mask_or_eos() {
+            Ok(allowed) if allowed.num_set() > 0 => allowed,
+            // Before the first token: a grammar that derives no string at
+            // all (`start: start`), the caller's error.
+            Ok(_) if self.accepted == 0 => return Err(no_output("no token can start it")),
+            Ok(_) => {
+                return Err(Error::Inference(
+                    "the constraint allows no token here".into(),
+                ));
+            }
+            Err(e) if self.accepted == 0 => {
+                return Err(no_output(e.to_string().lines().next().unwrap_or_default()));
+            }
+            Err(e) => return Err(self.error(e)),
+        };
         allowed.iter_unset_entries(|i| {
             if let Some(l) = logits.get_mut(i) {
                 *l = f32::NEG_INFINITY;
@@ -201,6 +216,7 @@ impl Guide {
 
     /// Advances past the sampled `token`.
     pub fn accept(&mut self, token: u32) -> Result<()> {
+        self.accepted += 1;
         self.matcher
             .consume_token(token as TokenId)
             .map_err(|e| self.error(e))
