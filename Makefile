@@ -2,7 +2,8 @@
 #
 #   make demo   install models, build, ingest the sample handbook, search it and ask it
 #   make test   install models, run the whole test suite (cargo tests, then
-#               the HTTP API checks: openai client + schemathesis)
+#               the HTTP API checks: openai client + schemathesis, then the
+#               web page in headless Chromium)
 #
 # Builds go to a persistent target directory under the user's cache so that
 # repeated runs (and CI on the same machine) reuse compiled dependencies.
@@ -13,7 +14,7 @@ LORE := $(CARGO_TARGET_DIR)/release/lore
 DEMO_INDEX ?= index
 QUESTION ?= How quickly must a SEV1 page be acknowledged?
 
-.PHONY: demo test api-checks models build lint bench-embed load
+.PHONY: demo test api-checks browser-checks screenshots models build lint bench-embed load
 
 demo: models build
 	$(LORE) --index $(DEMO_INDEX) ingest corpora/handbook/docs
@@ -24,9 +25,18 @@ demo: models build
 test: models
 	cargo test --release
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh
+	LORE_BIN=$(LORE) bash scripts/browser-checks.sh
 
 api-checks: models build
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh
+
+browser-checks: models build
+	LORE_BIN=$(LORE) bash scripts/browser-checks.sh
+
+# The README's screenshots of the web page, answered by the default model.
+screenshots: models build
+	LORE_BIN=$(LORE) LORE_SCREENSHOTS=$(CURDIR)/docs LORE_BROWSER_GENERATOR=default \
+		bash scripts/browser-checks.sh
 
 load: models build
 	LORE_BIN=$(LORE) bash scripts/load.sh

@@ -13,18 +13,12 @@ work=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill $server 2>/dev/null && wait $server; rm -rf "$work"' EXIT
 
-need() { command -v "$1" > /dev/null || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
+. "$root/scripts/serve-lib.sh"
 need curl curl
-if ! "$venv/bin/python" -c "import openai, schemathesis" 2>/dev/null; then
-    rm -rf "$venv"
-    python3 -m venv "$venv" 2>/dev/null || {
-        apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv "$venv"
-    }
-    "$venv/bin/pip" install -q "openai>=1.40" "schemathesis>=4,<5"
-fi
+python_env "$venv" "openai, schemathesis" "openai>=1.40" "schemathesis>=4,<5"
 
 "$lore" --index "$work/index" ingest "$root/corpora/tiny" --json > /dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 # Generated cases may ask for many samples, long answers and reflection at
 # once: a lower per-request token budget keeps each one well inside the
 # request timeout (bigger requests get a 400 that says why).
@@ -32,10 +26,7 @@ printf '[generator]\nmax_request_tokens = 256\n' > "$work/lore.toml"
 LORE_API_KEYS="read:read-key,write:write-key" "$lore" --config "$work/lore.toml" --index "$work/index" serve \
     --addr "127.0.0.1:$port" --generator default --ingest-root "$root/corpora" &
 server=$!
-for _ in $(seq 1 120); do
-    curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break
-    sleep 0.5
-done
+wait_up "$port"
 
 echo "== openai client"
 "$venv/bin/python" "$root/tests/api/openai_client.py" "http://127.0.0.1:$port/v1" read-key

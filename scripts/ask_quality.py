@@ -5,6 +5,9 @@ spellings) and optional out-of-corpus.jsonl ({question}).
 
     python3 scripts/ask_quality.py LORE_BINARY INDEX corpora/handbook [extra lore ask flags...]
 
+LIMIT=N (environment) asks only the first N questions of each file, for
+quick per-technique comparisons.
+
 Reports: share of answers containing the gold fact (case- and
 punctuation-insensitive), share citing the gold source, abstention rate on
 out-of-corpus questions.
@@ -16,6 +19,7 @@ import subprocess
 import sys
 
 lore, index, corpus, *flags = sys.argv[1:]
+limit = int(os.environ.get("LIMIT", "0")) or None
 
 
 def norm(s):
@@ -29,7 +33,7 @@ def ask(question):
 
 
 fact = cited = n = 0
-for line in open(os.path.join(corpus, "questions.jsonl")):
+for line in open(os.path.join(corpus, "questions.jsonl")).readlines()[:limit]:
     q = json.loads(line)
     r = ask(q["question"])
     n += 1
@@ -42,6 +46,6 @@ for line in open(os.path.join(corpus, "questions.jsonl")):
 print(f"gold fact in answer: {fact}/{n} = {fact / n:.0%}; gold source cited: {cited}/{n} = {cited / n:.0%}")
 ooc_path = os.path.join(corpus, "out-of-corpus.jsonl")
 if os.path.exists(ooc_path):
-    qs = [json.loads(l)["question"] for l in open(ooc_path)]
+    qs = [json.loads(l)["question"] for l in open(ooc_path).readlines()[:limit]]
     abstained = sum(ask(q)["abstained"] for q in qs)
     print(f"out-of-corpus abstained: {abstained}/{len(qs)} = {abstained / len(qs):.0%}")

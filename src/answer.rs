@@ -317,6 +317,7 @@ mod tests {
                 byte_range: 0..1,
                 heading: Vec::new(),
                 text: text.into(),
+                found_by: Vec::new(),
             },
         }
     }

@@ -65,6 +65,10 @@ pub struct ServerConfig {
     /// Origins (`https://tool.example.com`) whose pages may send writes
     /// (POST, DELETE). A browser request from any other origin is refused.
     pub allowed_origins: Vec<String>,
+    /// Origins (`https://tool.example.com`) whose pages may call the API
+    /// across sites (CORS), writes included. Empty: no CORS headers, so
+    /// only the server's own page can read its responses.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             body_timeout_s: 60,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -394,6 +399,14 @@ impl Config {
                 }
             }
         }
+        for origin in &self.server.cors_origins {
+            if !is_origin(origin) {
+                return bad(format!(
+                    "server.cors_origins: '{origin}' is not an origin like https://host[:port] \
+                     (no path, no wildcard)"
+                ));
+            }
+        }
         if self.embedder.batch_size == 0 {
             return bad("embedder.batch_size must be at least 1".into());
         }
@@ -440,6 +453,18 @@ impl Config {
     }
 }
 
+/// `scheme://host[:port]` with an http(s) scheme, nothing after.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +489,28 @@ mod tests {
         let mut config = Config::default();
         config.hnsw.max_connections = 300;
         assert!(matches!(config.validate(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn cors_origins_must_be_origins() {
+        for ok in [
+            "https://tool.example.com",
+            "http://localhost:3000",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_origin(ok), "{ok}");
+        }
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "tool.example.com",
+            "https://a.com/path",
+            "ftp://a.com",
+        ] {
+            let mut config = Config::default();
+            config.server.cors_origins = vec![bad.into()];
+            assert!(matches!(config.validate(), Err(Error::Config(_))), "{bad}");
+        }
     }
 
     #[test]

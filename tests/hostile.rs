@@ -51,9 +51,11 @@ fn keys_hold_for_every_spelling_of_every_route() {
         ("POST", "/v1/chat/completions", "read"),
         ("GET", "/v1/models", "read"),
         ("POST", "/v1/embeddings", "read"),
-        ("GET", "/v1/documents", "write"),
+        ("GET", "/v1/whoami", "read"),
+        ("GET", "/v1/chunks/abc", "read"),
+        ("GET", "/v1/documents", "read"),
         ("POST", "/v1/documents", "write"),
-        ("GET", "/v1/documents/abc", "write"),
+        ("GET", "/v1/documents/abc", "read"),
         ("DELETE", "/v1/documents/abc", "write"),
         ("POST", "/v1/ingest", "write"),
         ("POST", "/v1/remove", "write"),
@@ -95,6 +97,126 @@ fn keys_hold_for_every_spelling_of_every_route() {
     let (code, _, reply) = send(addr, &with_headers("POST", "/v1/search", odd, search));
     assert_eq!(code, 401);
     assert!(!reply.contains("zq-"), "{reply}");
+}
+
+/// The value of header `name` in a response head, if present.
+fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
+}
+
+#[test]
+fn the_page_and_every_response_carry_a_strict_policy_and_no_cors_by_default() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let server = start_with(&index, "", &[]);
+    let addr = server.addr.as_str();
+    let (code, head, page) = http(addr, "GET", "/", None, None);
+    assert_eq!(code, 200, "{head}");
+    assert!(page.contains("/page/app.js"), "{page}");
+    for (method, path, key) in [
+        ("GET", "/", None),
+        ("GET", "/page/app.js", None),
+        ("GET", "/v1/status", Some("r-key")),
+        ("GET", "/v1/status", None),
+        ("GET", "/nowhere", None),
+        ("DELETE", "/v1/documents/abc", Some("r-key")),
+    ] {
+        let (code, head, _) = http(addr, method, path, key, None);
+        let csp = header_value(&head, "content-security-policy")
+            .unwrap_or_else(|| panic!("{method} {path} ({code}) has no CSP: {head}"));
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(
+            header_value(&head, "x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{method} {path}: {head}"
+        );
+        assert_eq!(
+            header_value(&head, "access-control-allow-origin"),
+            None,
+            "{head}"
+        );
+    }
+    // A read key reads documents but cannot change them.
+    let (code, _, _) = http(addr, "GET", "/v1/documents?limit=1", Some("r-key"), None);
+    assert_eq!(code, 200);
+    // Another site's page asking to read: no CORS grant, so its browser
+    // keeps the response from it.
+    let preflight = "Host: 127.0.0.1\r\nOrigin: https://evil.example\r\n\
+                     Access-Control-Request-Method: POST\r\n\
+                     Access-Control-Request-Headers: authorization\r\n";
+    let (_, head, _) = send(addr, &with_headers("OPTIONS", "/v1/search", preflight, ""));
+    assert_eq!(
+        header_value(&head, "access-control-allow-origin"),
+        None,
+        "{head}"
+    );
+    let (_, head, _) = send(
+        addr,
+        &with_headers(
+            "GET",
+            "/v1/status",
+            "Host: 127.0.0.1\r\nOrigin: https://evil.example\r\nAuthorization: Bearer r-key\r\n",
+            "",
+        ),
+    );
+    assert_eq!(
+        header_value(&head, "access-control-allow-origin"),
+        None,
+        "{head}"
+    );
+}
+
+#[test]
+fn configured_cors_origins_alone_are_granted() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let server = start_with(&index, "cors_origins = [\"https://tool.example.com\"]", &[]);
+    let addr = server.addr.as_str();
+    let preflight = |origin: &str| {
+        let headers = format!(
+            "Host: 127.0.0.1\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: authorization, content-type\r\n"
+        );
+        send(
+            addr,
+            &with_headers("OPTIONS", "/v1/documents", &headers, ""),
+        )
+    };
+    let (code, head, _) = preflight("https://tool.example.com");
+    assert_eq!(code, 200, "{head}");
+    assert_eq!(
+        header_value(&head, "access-control-allow-origin").as_deref(),
+        Some("https://tool.example.com")
+    );
+    let (_, head, _) = preflight("https://evil.example");
+    assert_eq!(
+        header_value(&head, "access-control-allow-origin"),
+        None,
+        "{head}"
+    );
+    // The configured origin may write; others are refused as before.
+    let body = r#"{"path": "cors.md", "text": "written from the tool's page"}"#;
+    let write = |origin: &str| {
+        let headers = format!(
+            "Host: 127.0.0.1\r\nOrigin: {origin}\r\nAuthorization: Bearer w-key\r\n\
+             Content-Type: application/json\r\n"
+        );
+        send(addr, &with_headers("POST", "/v1/documents", &headers, body))
+    };
+    let (code, head, reply) = write("https://tool.example.com");
+    assert_eq!(code, 201, "{reply}");
+    assert_eq!(
+        header_value(&head, "access-control-allow-origin").as_deref(),
+        Some("https://tool.example.com")
+    );
+    let (code, _, reply) = write("https://evil.example");
+    assert_eq!(code, 403, "{reply}");
+    assert_eq!(error_code(&reply), "cross_origin");
 }
 
 #[test]

@@ -26,7 +26,7 @@ use crate::generate::gguf::GgufGenerator;
 use crate::search::{SearchRequest, SearchResponse};
 use crate::store::Index;
 use crate::store::manifest::Manifest;
-use crate::types::{DocId, DocRecord};
+use crate::types::{ChunkId, ChunkRecord, DocId, DocRecord};
 
 type Loader = Box<dyn Fn() -> Result<Arc<dyn Embedder>> + Send + Sync>;
 
@@ -41,6 +41,29 @@ pub struct Engine {
     generator: OnceLock<Arc<dyn Generator>>,
     /// Held by every writer (ingest, remove, add): one change set at a time.
     writes: Mutex<()>,
+}
+
+/// A chunk with the text around it in its document: what a reader opens
+/// to check a citation.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Passage {
+    /// Chunk id.
+    pub chunk_id: ChunkId,
+    /// Document id.
+    pub doc_id: DocId,
+    /// Source path.
+    pub path: String,
+    /// Heading path.
+    pub heading: Vec<String>,
+    /// Byte range in the source.
+    #[schema(schema_with = crate::types::byte_range_schema)]
+    pub byte_range: std::ops::Range<usize>,
+    /// The chunk's text (the passage itself).
+    pub text: String,
+    /// The text just before it (the previous chunk, less any overlap).
+    pub before: String,
+    /// The text just after it (the next chunk, less any overlap).
+    pub after: String,
 }
 
 /// What `lore status` reports.
@@ -149,12 +172,28 @@ impl Engine {
             .map_err(|_| Error::store("docs", "an earlier write panicked"))
     }
 
-    /// Documents in id order: `limit` of them after the first `offset`,
-    /// and how many there are in all.
-    pub fn documents(&self, offset: usize, limit: usize) -> Result<(Vec<DocRecord>, usize)> {
-        let all = self.index.docs().all_docs()?;
-        let total = all.len();
-        Ok((all.into_iter().skip(offset).take(limit).collect(), total))
+    /// Documents in id order whose path contains `path_contains` (any
+    /// case; all when empty): `limit` of them after the first `offset`, and
+    /// how many match in all.
+    pub fn documents(
+        &self,
+        path_contains: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<DocRecord>, usize)> {
+        let needle = path_contains.to_lowercase();
+        let matching: Vec<DocRecord> = self
+            .index
+            .docs()
+            .all_docs()?
+            .into_iter()
+            .filter(|d| d.path.to_lowercase().contains(&needle))
+            .collect();
+        let total = matching.len();
+        Ok((
+            matching.into_iter().skip(offset).take(limit).collect(),
+            total,
+        ))
     }
 
     /// One document by id.
@@ -163,6 +202,39 @@ impl Engine {
             .docs()
             .doc(&DocId(id.to_string()))?
             .ok_or_else(|| Error::NotFound(format!("document {id}")))
+    }
+
+    /// A chunk and the chunks either side of it in its document.
+    pub fn passage(&self, id: &str) -> Result<Passage> {
+        let docs = self.index.docs();
+        let chunk = docs
+            .chunk(&ChunkId(id.to_string()))?
+            .ok_or_else(|| Error::NotFound(format!("chunk {id}")))?;
+        let doc = docs
+            .doc(&chunk.doc_id)?
+            .ok_or_else(|| Error::NotFound(format!("document {}", chunk.doc_id.0)))?;
+        let at = doc.chunks.iter().position(|c| *c == chunk.id);
+        let neighbour = |offset: isize| -> Result<Option<ChunkRecord>> {
+            let Some(i) = at.and_then(|i| i.checked_add_signed(offset)) else {
+                return Ok(None);
+            };
+            match doc.chunks.get(i) {
+                Some(id) => docs.chunk(id),
+                None => Ok(None),
+            }
+        };
+        let before = neighbour(-1)?.map_or_else(String::new, |c| text_before(&c, &chunk));
+        let after = neighbour(1)?.map_or_else(String::new, |c| text_after(&chunk, &c));
+        Ok(Passage {
+            chunk_id: chunk.id,
+            doc_id: chunk.doc_id,
+            path: doc.path,
+            heading: chunk.heading,
+            byte_range: chunk.byte_range,
+            text: chunk.text,
+            before,
+            after,
+        })
     }
 
     /// The embedder, loading it on first use.
@@ -225,5 +297,64 @@ impl Engine {
             index_bytes: s.index_bytes,
             consistent: s.consistent,
         })
+    }
+}
+
+/// `previous`'s text up to where `chunk` starts, when its text is exactly
+/// its byte range of the source (else all of it).
+fn text_before(previous: &ChunkRecord, chunk: &ChunkRecord) -> String {
+    let keep = chunk
+        .byte_range
+        .start
+        .saturating_sub(previous.byte_range.start);
+    let exact = previous.text.len() == previous.byte_range.len();
+    match previous.text.get(..keep) {
+        Some(text) if exact => text.to_string(),
+        _ => previous.text.clone(),
+    }
+}
+
+/// `next`'s text from where `chunk` ends, when its text is exactly its byte
+/// range of the source (else all of it).
+fn text_after(chunk: &ChunkRecord, next: &ChunkRecord) -> String {
+    let skip = chunk.byte_range.end.saturating_sub(next.byte_range.start);
+    let exact = next.text.len() == next.byte_range.len();
+    match next.text.get(skip..) {
+        Some(text) if exact => text.to_string(),
+        _ => next.text.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Slot;
+
+    fn chunk(range: std::ops::Range<usize>, text: &str) -> ChunkRecord {
+        ChunkRecord {
+            id: ChunkId(format!("c{}", range.start)),
+            doc_id: DocId("d".into()),
+            slot: Slot(0),
+            byte_range: range,
+            heading: Vec::new(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn neighbours_lose_their_overlap_with_the_passage() {
+        let source = "alpha beta gamma delta";
+        let previous = chunk(0..10, &source[0..10]);
+        let cited = chunk(6..16, &source[6..16]);
+        let next = chunk(11..22, &source[11..22]);
+        assert_eq!(text_before(&previous, &cited), "alpha ");
+        assert_eq!(text_after(&cited, &next), " delta");
+    }
+
+    #[test]
+    fn neighbours_whose_text_is_not_the_source_are_kept_whole() {
+        let previous = chunk(0..40, "converted text");
+        let cited = chunk(20..60, "more");
+        assert_eq!(text_before(&previous, &cited), "converted text");
     }
 }

@@ -273,6 +273,7 @@ mod tests {
             byte_range: 0..text.len(),
             heading: vec!["Guide".into(), format!("Part {n}")],
             text: text.into(),
+            found_by: Vec::new(),
         }
     }
 

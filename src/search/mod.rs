@@ -68,6 +68,16 @@ impl SearchRequest {
     }
 }
 
+/// A retriever that found a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Retriever {
+    /// Vector search.
+    Dense,
+    /// BM25.
+    Bm25,
+}
+
 /// One ranked chunk.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Hit {
@@ -88,6 +98,9 @@ pub struct Hit {
     pub heading: Vec<String>,
     /// Chunk text.
     pub text: String,
+    /// The retrievers whose candidates held this chunk.
+    #[serde(default)]
+    pub found_by: Vec<Retriever>,
 }
 
 /// Time spent per stage, in milliseconds.
@@ -170,6 +183,8 @@ pub fn search(
         hits
     };
     let best_dense = dense.first().map(|(_, score)| *score);
+    let dense_slots: HashSet<Slot> = dense.iter().map(|(slot, _)| *slot).collect();
+    let keyword_slots: HashSet<Slot> = keyword.iter().map(|(slot, _)| *slot).collect();
     let ranked = match (request.mode, config.fusion) {
         (Mode::Dense, _) => dense,
         (Mode::Bm25, _) => keyword,
@@ -178,7 +193,11 @@ pub fn search(
             fusion::linear(&dense, &keyword, config.dense_weight)
         }
     };
-    let hits = resolve(index, &ranked, request.k, request.collapse)?;
+    let found = Found {
+        dense: dense_slots,
+        bm25: keyword_slots,
+    };
+    let hits = resolve(index, &ranked, &found, request.k, request.collapse)?;
     timings.total_ms = ms_since(start);
     Ok(SearchResponse {
         hits,
@@ -218,9 +237,34 @@ fn dense_search(
     Ok(exact)
 }
 
+/// The candidates each retriever returned.
+struct Found {
+    dense: HashSet<Slot>,
+    bm25: HashSet<Slot>,
+}
+
+impl Found {
+    fn by(&self, slot: Slot) -> Vec<Retriever> {
+        let mut by = Vec::with_capacity(2);
+        if self.dense.contains(&slot) {
+            by.push(Retriever::Dense);
+        }
+        if self.bm25.contains(&slot) {
+            by.push(Retriever::Bm25);
+        }
+        by
+    }
+}
+
 /// Turns ranked slots into hits, skipping slots whose chunk is gone and,
 /// with `collapse`, chunks of documents already listed.
-fn resolve(index: &Index, ranked: &[(Slot, f32)], k: usize, collapse: bool) -> Result<Vec<Hit>> {
+fn resolve(
+    index: &Index,
+    ranked: &[(Slot, f32)],
+    found: &Found,
+    k: usize,
+    collapse: bool,
+) -> Result<Vec<Hit>> {
     let mut paths: HashMap<DocId, String> = HashMap::new();
     let mut hits = Vec::with_capacity(k);
     for &(slot, score) in ranked {
@@ -254,6 +298,7 @@ fn resolve(index: &Index, ranked: &[(Slot, f32)], k: usize, collapse: bool) -> R
             byte_range: chunk.byte_range,
             heading: chunk.heading,
             text: chunk.text,
+            found_by: found.by(slot),
         });
     }
     Ok(hits)

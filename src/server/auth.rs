@@ -3,9 +3,11 @@
 //! keys configured every request is let in (and `lore serve` refuses to
 //! bind a non-loopback address).
 
+use actix_web::HttpRequest;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderMap;
 use actix_web::middleware::Next;
 
 use super::State;
@@ -72,13 +74,39 @@ pub enum Access {
     Open,
     /// A key of at least this scope.
     Key(Scope),
+    /// Reading (`GET`, `HEAD`) needs a read key, anything else a write key.
+    ReadWrite,
+}
+
+impl Access {
+    /// The scope a request with `method` needs, if any.
+    fn needs(self, method: &actix_web::http::Method) -> Option<Scope> {
+        use actix_web::http::Method;
+        match self {
+            Access::Open => None,
+            Access::Key(scope) => Some(scope),
+            Access::ReadWrite if *method == Method::GET || *method == Method::HEAD => {
+                Some(Scope::Read)
+            }
+            Access::ReadWrite => Some(Scope::Write),
+        }
+    }
 }
 
 /// The bearer token of `req`: the scheme is case-insensitive (RFC 9110).
-fn bearer(req: &ServiceRequest) -> Option<&str> {
-    let value = req.headers().get("authorization")?.to_str().ok()?;
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// What `req` may do: everything when no keys are configured or it comes
+/// from the local CLI, else its key's scope (`None`: no valid key).
+pub fn scope_of_request(state: &State, req: &HttpRequest) -> Option<Scope> {
+    if state.keys.is_empty() || state.is_local(req) {
+        return Some(Scope::Write);
+    }
+    bearer(req.headers()).and_then(|t| state.keys.scope_of(t))
 }
 
 /// Route middleware: lets the request through when `access` allows it.
@@ -88,25 +116,25 @@ pub async fn check(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = State::of(&req);
-    if let Access::Key(need) = access
-        && !state.keys.is_empty()
-        && !state.is_local(req.request())
-    {
-        let Some(scope) = bearer(&req).and_then(|t| state.keys.scope_of(t)) else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid API key is required (Authorization: Bearer KEY)",
-            )
-            .into());
-        };
-        if scope < need {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this key is read-only; documents and ingest need a write key",
-            )
-            .into());
+    if let Some(need) = access.needs(req.method()) {
+        match scope_of_request(state, req.request()) {
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid API key is required (Authorization: Bearer KEY)",
+                )
+                .into());
+            }
+            Some(scope) if scope < need => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this key is read-only; documents and ingest need a write key",
+                )
+                .into());
+            }
+            Some(_) => {}
         }
     }
     next.call(req).await
@@ -131,11 +159,11 @@ mod tests {
             let req = TestRequest::default()
                 .insert_header(("authorization", header))
                 .to_srv_request();
-            assert_eq!(bearer(&req), Some("k"), "{header}");
+            assert_eq!(bearer(req.headers()), Some("k"), "{header}");
         }
         let req = TestRequest::default()
             .insert_header(("authorization", "Basic k"))
             .to_srv_request();
-        assert_eq!(bearer(&req), None);
+        assert_eq!(bearer(req.headers()), None);
     }
 }

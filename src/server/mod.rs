@@ -10,6 +10,7 @@ mod guard;
 mod metrics;
 mod openai;
 mod openapi;
+mod page;
 mod routes;
 
 use std::net::SocketAddr;
@@ -216,11 +217,12 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         uploads: Semaphore::new(UPLOADS_AT_ONCE),
         guard: guard::Policy {
             hosts: allowed_hosts(config, loopback),
-            origins: config.allowed_origins.clone(),
+            origins: [&config.allowed_origins[..], &config.cors_origins[..]].concat(),
             body_timeout: Duration::from_secs(config.body_timeout_s),
         },
     });
     let body_limit = config.max_body_bytes;
+    let cors_origins = config.cors_origins.clone();
     let addr = config.addr.clone();
     let dir = index_dir.clone();
     let system = actix_web::rt::System::new();
@@ -232,8 +234,11 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
                 .app_data(routes::query_config())
                 .app_data(routes::path_config())
                 .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(page::cors(&cors_origins))
                 .wrap(from_fn(guard::check))
                 .wrap(from_fn(metrics::record))
+                .wrap(from_fn(page::secure_headers))
+                .configure(page::configure)
                 .configure(routes::configure)
                 .configure(openai::configure)
                 .default_service(web::to(routes::not_found))

@@ -91,6 +91,8 @@ impl Modify for BearerKeys {
         routes::ingest,
         routes::remove,
         routes::status,
+        routes::whoami,
+        routes::get_chunk,
         openai::chat,
         openai::models,
         openai::embeddings,

@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::openapi::ErrorResponses;
 use super::{Permits, State};
 use crate::engine::{
-    AskRequest, AskResponse, ConstraintOptions, IngestReport, MAX_SAMPLES, NoProgress,
+    AskRequest, AskResponse, ConstraintOptions, IngestReport, MAX_SAMPLES, NoProgress, Passage,
     RemoveReport, Status, Techniques,
 };
 use crate::generate::Sampling;
@@ -44,13 +44,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/search", "POST", READ).route(web::post().to(search)))
         .service(resource("/v1/ask", "POST", READ).route(web::post().to(ask)))
         .service(resource("/v1/status", "GET", READ).route(web::get().to(status)))
+        .service(resource("/v1/whoami", "GET", READ).route(web::get().to(whoami)))
+        .service(resource("/v1/chunks/{id}", "GET", READ).route(web::get().to(get_chunk)))
         .service(
-            resource("/v1/documents", "GET, POST", WRITE)
+            resource("/v1/documents", "GET, POST", READ_WRITE)
                 .route(web::post().to(add_document))
                 .route(web::get().to(list_documents)),
         )
         .service(
-            resource("/v1/documents/{id}", "GET, DELETE", WRITE)
+            resource("/v1/documents/{id}", "GET, DELETE", READ_WRITE)
                 .route(web::get().to(get_document))
                 .route(web::delete().to(delete_document)),
         )
@@ -64,6 +66,8 @@ pub const OPEN: Access = Access::Open;
 pub const READ: Access = Access::Key(Scope::Read);
 /// A write key.
 pub const WRITE: Access = Access::Key(Scope::Write);
+/// A read key to read, a write key to change.
+pub const READ_WRITE: Access = Access::ReadWrite;
 
 /// A route at `path` that needs `access` (checked after routing, so on
 /// the route that matched), whose other methods get 405 with
@@ -685,6 +689,9 @@ pub struct Page {
     #[serde(default = "default_page")]
     #[param(default = 100, minimum = 1, maximum = 1000)]
     limit: usize,
+    /// Only documents whose path contains this (any case).
+    #[serde(default)]
+    path: String,
 }
 
 /// `GET /v1/documents` body.
@@ -692,7 +699,7 @@ pub struct Page {
 pub struct DocumentList {
     /// Documents in id order.
     documents: Vec<DocRecord>,
-    /// Documents in the index.
+    /// Documents matching (all of them without a path filter).
     total: usize,
     /// As requested.
     offset: usize,
@@ -704,16 +711,25 @@ fn default_page() -> usize {
     100
 }
 
-/// Lists documents, paged, in id order.
+/// Lists documents, paged, in id order, optionally only those whose path
+/// contains a string.
 #[utoipa::path(get, path = "/v1/documents", params(Page), security(("api_key" = [])), responses((status = 200, body = DocumentList), ErrorResponses))]
 pub async fn list_documents(
     state: web::Data<State>,
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
-    let Page { offset, limit } = page.into_inner();
+    let Page {
+        offset,
+        limit,
+        path,
+    } = page.into_inner();
     check_range("limit", limit, 1, MAX_PAGE)?;
+    if path.len() > crate::search::MAX_QUERY_BYTES {
+        return Err(ApiError::bad_request("path filter too long"));
+    }
     let engine = state.engine.clone();
-    let (documents, total) = blocking(&state, move || engine.documents(offset, limit)).await?;
+    let (documents, total) =
+        blocking(&state, move || engine.documents(&path, offset, limit)).await?;
     Ok(HttpResponse::Ok().json(DocumentList {
         documents,
         total,
@@ -732,6 +748,41 @@ pub async fn get_document(
     let id = id.into_inner();
     let doc = blocking(&state, move || engine.document(&id)).await?;
     Ok(HttpResponse::Ok().json(doc))
+}
+
+/// A chunk (a cited passage) with the text either side of it.
+#[utoipa::path(get, path = "/v1/chunks/{id}", params(("id" = String, Path, description = "Chunk id")), security(("api_key" = [])), responses((status = 200, body = Passage), ErrorResponses))]
+pub async fn get_chunk(
+    state: web::Data<State>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine.clone();
+    let id = id.into_inner();
+    let passage = blocking(&state, move || engine.passage(&id)).await?;
+    Ok(HttpResponse::Ok().json(passage))
+}
+
+/// `GET /v1/whoami` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// What this request's key may do: `read` or `write`.
+    scope: String,
+    /// True when the server requires keys.
+    keys_required: bool,
+}
+
+/// What the caller's key may do (the web page shows write actions only
+/// to write keys).
+#[utoipa::path(get, path = "/v1/whoami", security(("api_key" = [])), responses((status = 200, body = WhoAmI), ErrorResponses))]
+pub async fn whoami(state: web::Data<State>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let scope = match auth::scope_of_request(&state, &req) {
+        Some(Scope::Write) => "write",
+        _ => "read",
+    };
+    Ok(HttpResponse::Ok().json(WhoAmI {
+        scope: scope.into(),
+        keys_required: !state.keys.is_empty(),
+    }))
 }
 
 /// Removes a document from every store.
