@@ -22,7 +22,9 @@ python_env "$venv" selenium "selenium>=4.20,<5"
 
 "$lore" --index "$work/index" ingest "$root/corpora/handbook/docs" --json > /dev/null
 port=$(free_port)
-LORE_API_KEYS="read:page-read-key,write:page-write-key" "$lore" --index "$work/index" serve \
+# One generation at a time and no queue: the test makes the page meet a 429.
+printf '[server]\ngenerations = 1\nqueue = 0\n' > "$work/lore.toml"
+LORE_API_KEYS="read:page-read-key,write:page-write-key" "$lore" --config "$work/lore.toml" --index "$work/index" serve \
     --addr "127.0.0.1:$port" --generator "${LORE_BROWSER_GENERATOR:-light}" &
 server=$!
 wait_up "$port"

@@ -433,7 +433,6 @@ pub fn start_ask(
 ) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(256);
     actix_web::rt::task::spawn_blocking(move || {
-        let _permits = permits;
         // "" asks whether anyone still listens: nothing is sent for it.
         let mut on_text = |text: &str| {
             if text.is_empty() {
@@ -451,6 +450,9 @@ pub fn start_ask(
             }
             Err(err) => Event::Failed(err.into()),
         };
+        // The turn is free before the client hears the end: one that asks
+        // again at once is not told "busy".
+        drop(permits);
         // A client that went away no longer listens; nothing to report.
         let _ = tx.blocking_send(event);
     });
