@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use lore::search::{Filter, Mode, SearchRequest, SearchResponse};
+use lore::search::{Filter, Mode, Retriever, SearchRequest, SearchResponse};
 use lore::{Config, Engine, Error};
 
 /// lore: ask questions of your documents, offline.
@@ -1121,9 +1121,23 @@ fn print_hits(response: &SearchResponse) {
         } else {
             format!(" › {}", hit.heading.join(" › "))
         };
+        let found_by: Vec<&str> = hit
+            .found_by
+            .iter()
+            .map(|r| match r {
+                Retriever::Dense => "dense",
+                Retriever::Bm25 => "bm25",
+            })
+            .collect();
         println!(
-            "{}. {}{} [{}..{}] score {:.4}",
-            hit.rank, hit.path, heading, hit.byte_range.start, hit.byte_range.end, hit.score
+            "{}. {}{} [{}..{}] score {:.4} ({})",
+            hit.rank,
+            hit.path,
+            heading,
+            hit.byte_range.start,
+            hit.byte_range.end,
+            hit.score,
+            found_by.join("+")
         );
         let snippet: String = hit.text.split_whitespace().collect::<Vec<_>>().join(" ");
         let snippet: String = snippet.chars().take(200).collect();
