@@ -43,8 +43,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to bind (`--addr`).
     pub addr: String,
-    /// API keys as `scope:key` (`read` or `write`); env `LORE_API_KEYS`
-    /// (comma-separated). Empty: no keys, allowed on loopback only.
+    /// API keys as `role:key` (`read`, `write` or `admin`); env
+    /// `LORE_API_KEYS` (comma-separated). Keys made with `lore key create`
+    /// are accepted too. No keys at all: allowed on loopback only.
     pub api_keys: Vec<String>,
     /// Generations running at once (each holds the model).
     pub generations: usize,
@@ -388,12 +389,12 @@ impl Config {
         }
         for key in &self.server.api_keys {
             match key.split_once(':') {
-                Some(("read" | "write", secret)) if !secret.is_empty() => {}
+                Some(("read" | "write" | "admin", secret)) if !secret.is_empty() => {}
                 _ => {
                     // The key itself is a secret: never echo any of it.
                     return bad(
-                        "every API key must be 'read:KEY' or 'write:KEY' (server.api_keys, \
-                         LORE_API_KEYS)"
+                        "every API key must be 'read:KEY', 'write:KEY' or 'admin:KEY' \
+                         (server.api_keys, LORE_API_KEYS)"
                             .into(),
                     );
                 }

@@ -5,10 +5,12 @@
 //! [`chunk`] → [`embed`] → [`store`] (docs, vectors, keywords, manifest) →
 //! [`search`] → [`prompt`] → [`generate`] → [`answer`] → [`engine`], the
 //! façade that embedding programs call → [`eval`] and [`bench`], which
-//! measure it → [`client`] (how a process reaches a server that holds the
+//! measure it → [`keys`] (the API key store) and [`audit`] (the trail of
+//! writes) → [`client`] (how a process reaches a server that holds the
 //! index) → [`server`], the HTTP front end; the CLI sits on top. See ARCHITECTURE.md for the invariants.
 
 pub mod answer;
+pub mod audit;
 pub mod bench;
 pub mod chunk;
 pub mod client;
@@ -19,6 +21,7 @@ pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod ingest;
+pub mod keys;
 pub mod prompt;
 pub mod search;
 pub mod server;

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::serve::{error_code, http, request, send, start_with};
+use crate::serve::{error_code, http, request, send, start_keyed, start_with};
 use crate::util::{fails, ingested, json, lore, run_ok, status};
 
 /// A request with extra header lines.
@@ -217,6 +217,66 @@ fn configured_cors_origins_alone_are_granted() {
     let (code, _, reply) = write("https://evil.example");
     assert_eq!(code, 403, "{reply}");
     assert_eq!(error_code(&reply), "cross_origin");
+}
+
+/// `lore key create` on `index`: the secret.
+fn create_key(index: &Path, args: &[&str]) -> String {
+    let out = run_ok(lore(index).args(["key", "create"]).args(args).arg("--json"));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    created["secret"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn stored_keys_hold_their_role_and_collections_and_revoking_never_opens_the_server() {
+    let (tmp, index) = ingested("corpora/tiny");
+    let reader = create_key(&index, &["--role", "read", "--collections", "default"]);
+    let writer = create_key(&index, &["--role", "write"]);
+    let elsewhere = create_key(&index, &["--role", "admin", "--collections", "hr"]);
+    let audit = tmp.path().join("audit.jsonl");
+    // No LORE_API_KEYS: the key store alone makes keys required.
+    let server = start_keyed(&index, "", &["--audit-log", audit.to_str().unwrap()], None);
+    let addr = server.addr.as_str();
+    let search = r#"{"query": "coffee", "k": 1}"#;
+    let doc = r#"{"path": "audited.md", "text": "Audited: a write the audit log must show."}"#;
+    assert_eq!(http(addr, "POST", "/v1/search", None, Some(search)).0, 401);
+    assert_eq!(
+        http(addr, "POST", "/v1/search", Some(&reader), Some(search)).0,
+        200
+    );
+    let (code, _, reply) = http(addr, "POST", "/v1/documents", Some(&reader), Some(doc));
+    assert_eq!(code, 403, "{reply}");
+    // A key for other collections reaches nothing here, admin or not.
+    let (code, _, reply) = http(addr, "POST", "/v1/search", Some(&elsewhere), Some(search));
+    assert_eq!(code, 403, "{reply}");
+    let (code, _, reply) = http(addr, "POST", "/v1/documents", Some(&writer), Some(doc));
+    assert_eq!(code, 201, "{reply}");
+    // A near miss of a real secret is not a key.
+    let near = format!("{}0", &writer[..writer.len() - 1]);
+    assert_eq!(
+        http(addr, "POST", "/v1/search", Some(&near), Some(search)).0,
+        401
+    );
+    // The audit trail names the key by id, never by secret.
+    let trail = std::fs::read_to_string(&audit).unwrap();
+    let line = trail
+        .lines()
+        .find(|l| l.contains("\"upload\""))
+        .unwrap_or_else(|| panic!("no upload in the audit log: {trail}"));
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    let id = writer.split('_').nth(1).unwrap();
+    assert_eq!(event["fields"]["actor"], id, "{line}");
+    assert_eq!(event["fields"]["documents"], 1, "{line}");
+    assert!(!trail.contains(&writer), "a secret reached the audit log");
+    // Revoke every stored key: the server stays closed, not open.
+    let keys = json(lore(&index).args(["key", "list", "--json"]));
+    for key in keys.as_array().unwrap() {
+        run_ok(lore(&index).args(["key", "revoke", key["id"].as_str().unwrap()]));
+    }
+    assert_eq!(
+        http(addr, "POST", "/v1/search", Some(&reader), Some(search)).0,
+        401
+    );
+    assert_eq!(http(addr, "POST", "/v1/search", None, Some(search)).0, 401);
 }
 
 #[test]

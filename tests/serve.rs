@@ -39,6 +39,11 @@ fn start(index: &Path) -> Server {
 /// light model, read and write keys, `server` lines added to the
 /// `[server]` section of its config and `args` to its command line.
 pub fn start_with(index: &Path, server: &str, args: &[&str]) -> Server {
+    start_keyed(index, server, args, Some("read:r-key,write:w-key"))
+}
+
+/// [`start_with`] with `keys` as `LORE_API_KEYS` (none: unset).
+pub fn start_keyed(index: &Path, server: &str, args: &[&str], keys: Option<&str>) -> Server {
     let config = index.parent().unwrap().join("lore.toml");
     std::fs::write(
         &config,
@@ -56,7 +61,7 @@ pub fn start_with(index: &Path, server: &str, args: &[&str]) -> Server {
         ])
         .args(["--generator", "light"])
         .args(args)
-        .env("LORE_API_KEYS", "read:r-key,write:w-key")
+        .env("LORE_API_KEYS", keys.unwrap_or_default())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -4,13 +4,19 @@
 mod progress;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lore::keys::{KeyStore, Role};
 use lore::search::{Filter, Mode, Retriever, SearchRequest, SearchResponse};
 use lore::{Config, Engine, Error};
+
+/// The audit trail's actor for writes made by this CLI on its own.
+const CLI_ACTOR: &str = "cli";
+/// The one collection an index holds until collections can be named.
+const DEFAULT_COLLECTION: &str = "default";
 
 /// lore: ask questions of your documents, offline.
 ///
@@ -86,12 +92,49 @@ enum Command {
         /// `server.ingest_roots`).
         #[arg(long = "ingest-root", value_name = "DIR")]
         ingest_roots: Vec<std::path::PathBuf>,
+        /// Append the audit trail (one JSON line per write: time, key id,
+        /// collection, action, counts) to this file as well as the log.
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
     },
+    /// Manage API keys (kept hashed in the index directory's keys.json).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Show what the index holds and whether its stores agree.
     Status {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key and print its secret (shown this once only).
+    Create {
+        /// What it may do.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Collections it may use, comma-separated, or `*` for all.
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        collections: Vec<String>,
+        /// Groups it belongs to (documents with an access list), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Print the key (secret included) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (ids, roles, collections, groups; never secrets).
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id; a running server stops accepting it at once.
+    Revoke {
+        /// The key id (from `lore key list`).
+        id: String,
     },
 }
 
@@ -418,7 +461,18 @@ impl From<ModeArg> for Mode {
 /// Parses the command line, runs it and maps the outcome to an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.verbose, cli.global.log_json);
+    let audit_log = match &cli.command {
+        Command::Serve { audit_log, .. } => audit_log.clone(),
+        _ => None,
+    };
+    if let Err(err) = init_logging(
+        cli.global.verbose,
+        cli.global.log_json,
+        audit_log.as_deref(),
+    ) {
+        eprintln!("lore: error: {err:#}");
+        return ExitCode::from(2);
+    }
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -438,23 +492,54 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, json: bool) {
+/// Logs to stderr (filtered by -v / `LORE_LOG`; audit events always),
+/// and the audit trail to `audit_log` as JSON lines when given.
+fn init_logging(verbose: u8, json: bool, audit_log: Option<&Path>) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LORE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{default},hnsw_rs=warn,tantivy=warn"))
+        tracing_subscriber::EnvFilter::new(format!(
+            "{default},{}=info,hnsw_rs=warn,tantivy=warn",
+            lore::audit::TARGET
+        ))
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let stderr = if json {
+        stderr.json().with_filter(filter).boxed()
     } else {
-        builder.init();
-    }
+        stderr.with_filter(filter).boxed()
+    };
+    let audit = match audit_log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+            let only_audit = tracing_subscriber::filter::Targets::new()
+                .with_target(lore::audit::TARGET, tracing::Level::INFO);
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(only_audit),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(audit)
+        .init();
+    Ok(())
 }
 
 /// Layers flags over file and environment, validates, and sets the thread
@@ -488,7 +573,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest(global, args),
         Command::Remove { target, json } => {
             let report = match open_backend(config(global, |_| {})?, true)? {
-                Backend::Local(engine) => engine.remove(&target),
+                Backend::Local(engine) => engine.remove(&target).inspect(|report| {
+                    let documents = report.documents as usize;
+                    lore::audit::record(CLI_ACTOR, DEFAULT_COLLECTION, "remove", documents, 0);
+                }),
                 Backend::Server(remote) => remote.remove(&target),
             }
             .with_context(|| format!("while removing {target}"))?;
@@ -536,10 +624,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             scale,
             json,
         }) => bench_search(global, &queries, limit, scale, json),
+        Command::Key(command) => key(global, command),
         Command::Serve {
             addr,
             generator,
             ingest_roots,
+            audit_log: _,
         } => {
             let config = config(global, |c| {
                 if let Some(addr) = addr {
@@ -640,6 +730,14 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
                 .ingest(&args.paths, &progress)
                 .context("while ingesting")?;
             progress.finish();
+            let documents = report.added + report.updated + report.removed;
+            lore::audit::record(
+                CLI_ACTOR,
+                DEFAULT_COLLECTION,
+                "ingest",
+                documents as usize,
+                report.chunks_embedded as usize,
+            );
             report
         }
         Backend::Server(remote) => {
@@ -1144,6 +1242,70 @@ fn print_hits(response: &SearchResponse) {
         println!("   {snippet}");
     }
     println!("({:.1} ms)", response.timings.total_ms);
+}
+
+/// `lore key`: the key store of the index directory (no index lock
+/// needed, so it works while a server runs; the server sees changes at once).
+fn key(global: &Global, command: KeyCommand) -> anyhow::Result<()> {
+    let config = config(global, |_| {})?;
+    let store = KeyStore::open(&config.index);
+    match command {
+        KeyCommand::Create {
+            role,
+            collections,
+            groups,
+            json,
+        } => {
+            let (key, secret) = store.create(role, collections, groups)?;
+            lore::audit::record(CLI_ACTOR, "*", "key-create", 0, 0);
+            if json {
+                return print_json(&serde_json::json!({ "key": key, "secret": secret }));
+            }
+            println!("{secret}");
+            eprintln!(
+                "lore: created key {} ({}; collections {}; groups {}). The secret above is \
+                 shown only this once.",
+                key.id,
+                key.role,
+                key.collections.join(","),
+                if key.groups.is_empty() {
+                    "-".into()
+                } else {
+                    key.groups.join(",")
+                }
+            );
+            Ok(())
+        }
+        KeyCommand::List { json } => {
+            let keys = store.list()?;
+            if json {
+                return print_json(&keys);
+            }
+            if keys.is_empty() {
+                println!("no keys (LORE_API_KEYS may still configure some)");
+            }
+            for key in keys {
+                println!(
+                    "{}  {:<5}  collections {}  groups {}",
+                    key.id,
+                    key.role.to_string(),
+                    key.collections.join(","),
+                    if key.groups.is_empty() {
+                        "-".into()
+                    } else {
+                        key.groups.join(",")
+                    }
+                );
+            }
+            Ok(())
+        }
+        KeyCommand::Revoke { id } => {
+            let key = store.revoke(&id)?;
+            lore::audit::record(CLI_ACTOR, "*", "key-revoke", 0, 0);
+            println!("revoked key {} ({})", key.id, key.role);
+            Ok(())
+        }
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

@@ -1,62 +1,76 @@
-//! API keys and scopes. `read` keys may search, ask, chat, list models and
-//! embed; `write` keys may also add, delete and ingest documents. With no
-//! keys configured every request is let in (and `lore serve` refuses to
-//! bind a non-loopback address).
+//! API keys and roles. `read` keys may search, ask, chat, list models,
+//! embed and read documents; `write` keys may also add, delete and ingest
+//! documents; `admin` keys may do everything. Keys come from the
+//! configuration and from the index's key store ([`crate::keys`]). With no
+//! keys at all every request is let in (and `lore serve` refuses to bind a
+//! non-loopback address).
 
-use actix_web::HttpRequest;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest};
 
 use super::State;
 use super::error::ApiError;
+use crate::keys::{KeyStore, Principal, Role};
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    /// Search, ask, chat, models, embeddings.
-    Read,
-    /// Everything, documents and ingest included.
-    Write,
+/// The collection every route serves until collections can be named.
+pub const DEFAULT_COLLECTION: &str = "default";
+
+/// The keys a server accepts: those configured (`LORE_API_KEYS`,
+/// `server.api_keys`: every collection, no groups) and those of the
+/// index's key store (`lore key create`).
+pub struct Keys {
+    configured: Vec<(Role, String)>,
+    store: KeyStore,
 }
 
-/// The configured keys.
-#[derive(Debug, Clone, Default)]
-pub struct Keys(Vec<(Scope, String)>);
-
 impl Keys {
-    /// Parses `scope:key` entries (validated by `Config::validate`).
-    pub fn parse(entries: &[String]) -> Keys {
-        Keys(
-            entries
-                .iter()
-                .filter_map(|e| e.split_once(':'))
-                .map(|(scope, key)| {
-                    let scope = if scope == "write" {
-                        Scope::Write
-                    } else {
-                        Scope::Read
-                    };
-                    (scope, key.to_string())
-                })
-                .collect(),
-        )
+    /// `role:key` entries (validated by `Config::validate`) and the store.
+    pub fn new(entries: &[String], store: KeyStore) -> Keys {
+        let configured = entries
+            .iter()
+            .filter_map(|e| e.split_once(':'))
+            .map(|(role, key)| {
+                let role = match role {
+                    "admin" => Role::Admin,
+                    "write" => Role::Write,
+                    _ => Role::Read,
+                };
+                (role, key.to_string())
+            })
+            .collect();
+        Keys { configured, store }
     }
 
-    /// True when no key is configured.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// True when no key is configured and the store holds none.
+    pub fn is_empty(&self) -> crate::error::Result<bool> {
+        Ok(self.configured.is_empty() && self.store.is_empty()?)
     }
 
-    /// The scope of `token`, if it is a key.
-    fn scope_of(&self, token: &str) -> Option<Scope> {
-        self.0
+    /// True when requests need a key: keys are configured, or the index has
+    /// a key store, even one whose last key was revoked (deny by default:
+    /// revoking keys never opens the server).
+    pub fn required(&self) -> bool {
+        !self.configured.is_empty() || self.store.exists()
+    }
+
+    /// Who `token` stands for, if it is a key.
+    fn principal_of(&self, token: &str) -> crate::error::Result<Option<Principal>> {
+        let configured = self
+            .configured
             .iter()
             .filter(|(_, key)| constant_time_eq(key.as_bytes(), token.as_bytes()))
-            .map(|(scope, _)| *scope)
-            .max()
+            .map(|(role, key)| (*role, key))
+            .max_by_key(|(role, _)| *role);
+        if let Some((role, key)) = configured {
+            // An id that names the key without revealing it.
+            let id = format!("env-{}", &blake3::hash(key.as_bytes()).to_hex()[..8]);
+            return Ok(Some(Principal::everywhere(id, role)));
+        }
+        self.store.verify(token)
     }
 }
 
@@ -72,23 +86,23 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub enum Access {
     /// Probes, metrics and the API document: no key.
     Open,
-    /// A key of at least this scope.
-    Key(Scope),
+    /// A key of at least this role.
+    Key(Role),
     /// Reading (`GET`, `HEAD`) needs a read key, anything else a write key.
     ReadWrite,
 }
 
 impl Access {
-    /// The scope a request with `method` needs, if any.
-    fn needs(self, method: &actix_web::http::Method) -> Option<Scope> {
+    /// The role a request with `method` needs, if any.
+    fn needs(self, method: &actix_web::http::Method) -> Option<Role> {
         use actix_web::http::Method;
         match self {
             Access::Open => None,
-            Access::Key(scope) => Some(scope),
+            Access::Key(role) => Some(role),
             Access::ReadWrite if *method == Method::GET || *method == Method::HEAD => {
-                Some(Scope::Read)
+                Some(Role::Read)
             }
-            Access::ReadWrite => Some(Scope::Write),
+            Access::ReadWrite => Some(Role::Write),
         }
     }
 }
@@ -100,42 +114,66 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// What `req` may do: everything when no keys are configured or it comes
-/// from the local CLI, else its key's scope (`None`: no valid key).
-pub fn scope_of_request(state: &State, req: &HttpRequest) -> Option<Scope> {
-    if state.keys.is_empty() || state.is_local(req) {
-        return Some(Scope::Write);
+/// Who `req` acts as: everything when no keys are configured or it comes
+/// from the local CLI, else its key (`None`: no valid key).
+pub fn principal_of_request(
+    state: &State,
+    req: &HttpRequest,
+) -> Result<Option<Principal>, ApiError> {
+    if state.is_local(req) {
+        return Ok(Some(Principal::everywhere("local", Role::Admin)));
     }
-    bearer(req.headers()).and_then(|t| state.keys.scope_of(t))
+    if !state.keys.required() {
+        return Ok(Some(Principal::everywhere("anonymous", Role::Admin)));
+    }
+    match bearer(req.headers()) {
+        Some(token) => Ok(state.keys.principal_of(token)?),
+        None => Ok(None),
+    }
 }
 
-/// Route middleware: lets the request through when `access` allows it.
+/// The principal the auth middleware let in (`anonymous` on open routes).
+pub fn principal(req: &HttpRequest) -> Principal {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(|| Principal::everywhere("anonymous", Role::Read))
+}
+
+/// Route middleware: lets the request through when `access` allows it,
+/// and records who it acts as.
 pub async fn check(
     access: Access,
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = State::of(&req);
     if let Some(need) = access.needs(req.method()) {
-        match scope_of_request(state, req.request()) {
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "a valid API key is required (Authorization: Bearer KEY)",
-                )
-                .into());
-            }
-            Some(scope) if scope < need => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "this key is read-only; documents and ingest need a write key",
-                )
-                .into());
-            }
-            Some(_) => {}
+        let state = State::of(&req);
+        let Some(principal) = principal_of_request(state, req.request())? else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid API key is required (Authorization: Bearer KEY)",
+            )
+            .into());
+        };
+        if principal.role < need {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key's role is {}; this needs {need}", principal.role),
+            )
+            .into());
         }
+        if !principal.may_use(DEFAULT_COLLECTION) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key may not use the collection '{DEFAULT_COLLECTION}'"),
+            )
+            .into());
+        }
+        req.extensions_mut().insert(principal);
     }
     next.call(req).await
 }
@@ -145,11 +183,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_have_scopes() {
-        let keys = Keys::parse(&["read:r1".into(), "write:w1".into()]);
-        assert_eq!(keys.scope_of("r1"), Some(Scope::Read));
-        assert_eq!(keys.scope_of("w1"), Some(Scope::Write));
-        assert_eq!(keys.scope_of("w2"), None);
+    fn configured_keys_have_roles_and_ids_that_do_not_reveal_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new(
+            &["read:r1".into(), "write:w1".into(), "admin:a1".into()],
+            KeyStore::open(dir.path()),
+        );
+        let role = |t: &str| keys.principal_of(t).unwrap().map(|p| p.role);
+        assert_eq!(role("r1"), Some(Role::Read));
+        assert_eq!(role("w1"), Some(Role::Write));
+        assert_eq!(role("a1"), Some(Role::Admin));
+        assert_eq!(role("w2"), None);
+        let id = keys.principal_of("w1").unwrap().unwrap().id;
+        assert!(id.starts_with("env-") && !id.contains("w1"), "{id}");
+    }
+
+    #[test]
+    fn stored_keys_are_accepted_next_to_configured_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path());
+        let (_, secret) = store
+            .create(Role::Write, vec!["default".into()], vec![])
+            .unwrap();
+        let keys = Keys::new(&["read:r1".into()], KeyStore::open(dir.path()));
+        assert_eq!(
+            keys.principal_of(&secret).unwrap().map(|p| p.role),
+            Some(Role::Write)
+        );
+        assert!(!keys.is_empty().unwrap());
+        assert!(keys.required());
     }
 
     #[test]

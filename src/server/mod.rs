@@ -182,11 +182,15 @@ fn allowed_hosts(config: &ServerConfig, loopback: bool) -> Vec<String> {
 /// Serves `engine` at `config.addr` until SIGINT/SIGTERM, then drains
 /// in-flight requests and flushes the index.
 pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
-    let keys = auth::Keys::parse(&config.api_keys);
+    let keys = auth::Keys::new(
+        &config.api_keys,
+        crate::keys::KeyStore::open(engine.index().dir()),
+    );
     let loopback = is_loopback(&config.addr)?;
-    if keys.is_empty() && !loopback {
+    if keys.is_empty()? && !loopback {
         return Err(Error::Config(format!(
-            "refusing to serve {} without API keys: set LORE_API_KEYS (e.g. read:KEY,write:KEY) \
+            "refusing to serve {} without API keys: create one (lore key create) or set \
+             LORE_API_KEYS (e.g. read:KEY,write:KEY) \
              or bind a loopback address",
             config.addr
         )));

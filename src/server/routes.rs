@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{self, Access, Scope};
+use super::auth::{self, Access};
 use super::error::ApiError;
 use super::openapi::ErrorResponses;
 use super::{Permits, State};
@@ -23,6 +23,7 @@ use crate::engine::{
     RemoveReport, Status, Techniques,
 };
 use crate::generate::Sampling;
+use crate::keys::Role;
 use crate::search::{Filter, Mode, SearchRequest, SearchResponse};
 use crate::types::{DocRecord, Metadata};
 
@@ -63,9 +64,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// No key needed.
 pub const OPEN: Access = Access::Open;
 /// A read (or write) key.
-pub const READ: Access = Access::Key(Scope::Read);
+pub const READ: Access = Access::Key(Role::Read);
 /// A write key.
-pub const WRITE: Access = Access::Key(Scope::Write);
+pub const WRITE: Access = Access::Key(Role::Write);
 /// A read key to read, a write key to change.
 pub const READ_WRITE: Access = Access::ReadWrite;
 
@@ -615,6 +616,8 @@ pub async fn add_document(
         engine.add_document(&path, &bytes, &metadata)
     })
     .await?;
+    let chunks = docs.iter().map(|d| d.chunks.len()).sum();
+    audit(&req, "upload", docs.len(), chunks);
     Ok(HttpResponse::Created().json(DocumentsAdded { documents: docs }))
 }
 
@@ -752,6 +755,12 @@ pub async fn get_document(
     Ok(HttpResponse::Ok().json(doc))
 }
 
+/// Records a write in the audit trail under the request's key id.
+fn audit(req: &HttpRequest, action: &str, documents: usize, chunks: usize) {
+    let actor = auth::principal(req).id;
+    crate::audit::record(&actor, auth::DEFAULT_COLLECTION, action, documents, chunks);
+}
+
 /// A chunk (a cited passage) with the text either side of it.
 #[utoipa::path(get, path = "/v1/chunks/{id}", params(("id" = String, Path, description = "Chunk id")), security(("api_key" = [])), responses((status = 200, body = Passage), ErrorResponses))]
 pub async fn get_chunk(
@@ -767,23 +776,29 @@ pub async fn get_chunk(
 /// `GET /v1/whoami` body.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WhoAmI {
-    /// What this request's key may do: `read` or `write`.
-    scope: String,
+    /// Key id (never the secret).
+    id: String,
+    /// What this key may do: `read`, `write` or `admin`.
+    role: String,
+    /// Collections it may use (`*`: all).
+    collections: Vec<String>,
+    /// Groups it belongs to.
+    groups: Vec<String>,
     /// True when the server requires keys.
     keys_required: bool,
 }
 
 /// What the caller's key may do (the web page shows write actions only
-/// to write keys).
+/// to keys that may write).
 #[utoipa::path(get, path = "/v1/whoami", security(("api_key" = [])), responses((status = 200, body = WhoAmI), ErrorResponses))]
 pub async fn whoami(state: web::Data<State>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let scope = match auth::scope_of_request(&state, &req) {
-        Some(Scope::Write) => "write",
-        _ => "read",
-    };
+    let principal = auth::principal(&req);
     Ok(HttpResponse::Ok().json(WhoAmI {
-        scope: scope.into(),
-        keys_required: !state.keys.is_empty(),
+        id: principal.id,
+        role: principal.role.to_string(),
+        collections: principal.collections,
+        groups: principal.groups,
+        keys_required: state.keys.required(),
     }))
 }
 
@@ -791,6 +806,7 @@ pub async fn whoami(state: web::Data<State>, req: HttpRequest) -> Result<HttpRes
 #[utoipa::path(delete, path = "/v1/documents/{id}", params(("id" = String, Path, description = "Document id")), security(("api_key" = [])), responses((status = 200, body = RemoveReport), ErrorResponses))]
 pub async fn delete_document(
     state: web::Data<State>,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
@@ -799,6 +815,7 @@ pub async fn delete_document(
         engine.remove_document(&crate::types::DocId(id))
     })
     .await?;
+    audit(&req, "delete", report.documents as usize, 0);
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -824,6 +841,13 @@ pub async fn ingest(
         .ok_or_else(|| ApiError::bad_request(format!("{} does not exist", requested.display())))?;
     let engine = state.engine.clone();
     let report = blocking(&state, move || engine.ingest(&[path], &NoProgress)).await?;
+    let documents = report.added + report.updated + report.removed;
+    audit(
+        &req,
+        "ingest",
+        documents as usize,
+        report.chunks_embedded as usize,
+    );
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -857,6 +881,7 @@ pub async fn remove(
     };
     let engine = state.engine.clone();
     let report = blocking(&state, move || engine.remove(&target)).await?;
+    audit(&req, "remove", report.documents as usize, 0);
     Ok(HttpResponse::Ok().json(report))
 }
 

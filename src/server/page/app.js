@@ -68,16 +68,16 @@ function showKeyForm(show) {
   if (show) $("key-input").focus();
 }
 
-let scope = "read";
+let scope = "read"; // "write" when the key may add and delete documents
 
 /** Asks the server what the current key may do; shows write actions. */
 async function refreshScope() {
   const response = await api("/v1/whoami");
   if (!response) return false;
   const who = await response.json();
-  scope = who.scope;
+  scope = who.role === "read" ? "read" : "write";
   $("upload").hidden = scope !== "write";
-  $("key-button").textContent = who.keys_required ? `API key (${scope})` : "API key";
+  $("key-button").textContent = who.keys_required ? `API key (${who.role})` : "API key";
   return true;
 }
 

@@ -1,0 +1,384 @@
+//! The key store: API keys with a role, the collections they may use and
+//! the groups they belong to, kept in `<index>/keys.json` (mode 0600).
+//! Only a salted argon2id hash of each secret is stored, next to a public
+//! key id. A secret names its key (`lore_<id>_<random>`), so checking one
+//! costs one hash; secrets already checked are remembered by their BLAKE3
+//! hash, so a request does not pay argon2's deliberate cost every time.
+//! The file is re-read when it changes: `lore key create` and `revoke`
+//! take effect on a running server.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The key store's file inside the index directory.
+pub const KEYS_FILE: &str = "keys.json";
+/// Random bytes in a secret.
+const SECRET_BYTES: usize = 24;
+
+/// What a key may do, each role including the ones before it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Search, ask, chat, models, embeddings; read documents.
+    Read,
+    /// Also add, delete, ingest and remove documents.
+    Write,
+    /// Also manage collections and keys.
+    Admin,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// One key as stored (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Public id (appears in logs and the audit trail).
+    pub id: String,
+    /// What it may do.
+    pub role: Role,
+    /// Collections it may use; `*` for all.
+    pub collections: Vec<String>,
+    /// Groups it belongs to (for documents with an access list).
+    pub groups: Vec<String>,
+    /// Unix seconds when it was created.
+    pub created: u64,
+    /// argon2id hash of the secret (PHC string, salt included).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub hash: String,
+}
+
+/// Who a request acts as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// Key id (`local` for the local CLI, `env-…` for configured keys).
+    pub id: String,
+    /// What it may do.
+    pub role: Role,
+    /// Collections it may use; `*` for all.
+    pub collections: Vec<String>,
+    /// Groups it belongs to.
+    pub groups: Vec<String>,
+}
+
+impl Principal {
+    /// A principal with every collection and no groups.
+    pub fn everywhere(id: impl Into<String>, role: Role) -> Principal {
+        Principal {
+            id: id.into(),
+            role,
+            collections: vec!["*".into()],
+            groups: Vec::new(),
+        }
+    }
+
+    /// True when it may use `collection`.
+    pub fn may_use(&self, collection: &str) -> bool {
+        self.collections.iter().any(|c| c == "*" || c == collection)
+    }
+}
+
+impl From<&KeyRecord> for Principal {
+    fn from(key: &KeyRecord) -> Principal {
+        Principal {
+            id: key.id.clone(),
+            role: key.role,
+            collections: key.collections.clone(),
+            groups: key.groups.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Loaded {
+    /// True once the file was read.
+    read: bool,
+    /// Modification time of the file when read (None: no file).
+    modified: Option<SystemTime>,
+    keys: Vec<KeyRecord>,
+    /// BLAKE3 of secrets already verified → key id.
+    verified: HashMap<[u8; 32], String>,
+}
+
+/// The keys of one index.
+pub struct KeyStore {
+    path: PathBuf,
+    loaded: Mutex<Loaded>,
+}
+
+impl KeyStore {
+    /// The store of the index at `index_dir` (empty when it has no file).
+    pub fn open(index_dir: &Path) -> KeyStore {
+        KeyStore {
+            path: index_dir.join(KEYS_FILE),
+            loaded: Mutex::new(Loaded::default()),
+        }
+    }
+
+    /// Every key, without hashes.
+    pub fn list(&self) -> Result<Vec<KeyRecord>> {
+        let keys = self.read()?;
+        Ok(keys
+            .into_iter()
+            .map(|k| KeyRecord {
+                hash: String::new(),
+                ..k
+            })
+            .collect())
+    }
+
+    /// True once a key was ever created here (the file stays, empty, when
+    /// the last key is revoked: a server that required keys keeps doing so).
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
+    /// True when the store holds no key.
+    pub fn is_empty(&self) -> Result<bool> {
+        self.with_fresh(|loaded| loaded.keys.is_empty())
+    }
+
+    /// Creates a key; returns its record and its secret (shown once).
+    pub fn create(
+        &self,
+        role: Role,
+        collections: Vec<String>,
+        groups: Vec<String>,
+    ) -> Result<(KeyRecord, String)> {
+        check_names("collection", &collections, true)?;
+        check_names("group", &groups, false)?;
+        if collections.is_empty() {
+            return Err(Error::InvalidRequest(
+                "a key needs at least one collection (or *)".into(),
+            ));
+        }
+        let id = hex(&random_bytes::<6>()?);
+        let secret = format!("lore_{id}_{}", hex(&random_bytes::<SECRET_BYTES>()?));
+        let salt = SaltString::encode_b64(&random_bytes::<16>()?)
+            .map_err(|e| Error::InvalidRequest(format!("salt: {e}")))?;
+        let hash = Argon2::default()
+            .hash_password(secret.as_bytes(), &salt)
+            .map_err(|e| Error::InvalidRequest(format!("hashing the key: {e}")))?
+            .to_string();
+        let record = KeyRecord {
+            id,
+            role,
+            collections,
+            groups,
+            created: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            hash,
+        };
+        let mut keys = self.read()?;
+        keys.push(record.clone());
+        self.write(&keys)?;
+        Ok((
+            KeyRecord {
+                hash: String::new(),
+                ..record
+            },
+            secret,
+        ))
+    }
+
+    /// Revokes the key with `id`; returns its record.
+    pub fn revoke(&self, id: &str) -> Result<KeyRecord> {
+        let mut keys = self.read()?;
+        let at = keys
+            .iter()
+            .position(|k| k.id == id)
+            .ok_or_else(|| Error::NotFound(format!("key {id}")))?;
+        let removed = keys.remove(at);
+        self.write(&keys)?;
+        Ok(KeyRecord {
+            hash: String::new(),
+            ..removed
+        })
+    }
+
+    /// The principal `secret` stands for, if it is a live key.
+    pub fn verify(&self, secret: &str) -> Result<Option<Principal>> {
+        let fingerprint = *blake3::hash(secret.as_bytes()).as_bytes();
+        let (key, known) = self.with_fresh(|loaded| {
+            let id = secret.strip_prefix("lore_").and_then(|s| s.split_once('_'));
+            let key = id.and_then(|(id, _)| loaded.keys.iter().find(|k| k.id == id).cloned());
+            let known = key
+                .as_ref()
+                .is_some_and(|k| loaded.verified.get(&fingerprint) == Some(&k.id));
+            (key, known)
+        })?;
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        if known {
+            return Ok(Some(Principal::from(&key)));
+        }
+        let parsed = PasswordHash::new(&key.hash)
+            .map_err(|e| Error::store("keys", format!("key {}: bad hash: {e}", key.id)))?;
+        if Argon2::default()
+            .verify_password(secret.as_bytes(), &parsed)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        self.with_fresh(|loaded| loaded.verified.insert(fingerprint, key.id.clone()))?;
+        Ok(Some(Principal::from(&key)))
+    }
+
+    /// Runs `f` on the keys as they are on disk now (re-read when the file
+    /// changed, which also forgets every verified secret).
+    fn with_fresh<T>(&self, f: impl FnOnce(&mut Loaded) -> T) -> Result<T> {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| Error::store("keys", "an earlier check panicked"))?;
+        if !loaded.read || loaded.modified != modified {
+            *loaded = Loaded {
+                read: true,
+                modified,
+                keys: self.read()?,
+                verified: HashMap::new(),
+            };
+        }
+        Ok(f(&mut loaded))
+    }
+
+    fn read(&self) -> Result<Vec<KeyRecord>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::store("keys", format!("{}: {e}", self.path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io(&self.path, e)),
+        }
+    }
+
+    /// Replaces the file atomically, readable by its owner only.
+    fn write(&self, keys: &[KeyRecord]) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let temp = self.path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(keys)
+            .map_err(|e| Error::store("keys", format!("serialize: {e}")))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| Error::io(&temp, e))?;
+        file.write_all(&json)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(&temp, e))?;
+        std::fs::rename(&temp, &self.path).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Names are plain words: letters, digits, `-`, `_`, `.` (and `*` alone
+/// for "all collections" where `star` allows it).
+fn check_names(what: &str, names: &[String], star: bool) -> Result<()> {
+    for name in names {
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !(plain || star && name == "*") {
+            return Err(Error::InvalidRequest(format!(
+                "{what} name '{name}' must be letters, digits, '-', '_' or '.' (at most 64)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::InvalidRequest(format!("no randomness from the OS: {e}")))?;
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_key_verifies_until_revoked_and_only_its_hash_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path());
+        assert!(store.is_empty().unwrap());
+        let (key, secret) = store
+            .create(Role::Read, vec!["handbook".into()], vec!["sre".into()])
+            .unwrap();
+        assert!(secret.starts_with(&format!("lore_{}_", key.id)));
+        let on_disk = std::fs::read_to_string(dir.path().join(KEYS_FILE)).unwrap();
+        assert!(!on_disk.contains(&secret), "the secret was stored");
+        assert!(on_disk.contains("$argon2id$"), "{on_disk}");
+        let principal = store.verify(&secret).unwrap().unwrap();
+        assert_eq!(principal.role, Role::Read);
+        assert!(principal.may_use("handbook") && !principal.may_use("hr"));
+        // Remembered: the second check is answered without argon2.
+        assert_eq!(store.verify(&secret).unwrap(), Some(principal));
+        let mut wrong = secret.clone();
+        wrong.pop();
+        wrong.push('x');
+        assert_eq!(store.verify(&wrong).unwrap(), None);
+        assert_eq!(store.verify("lore_nokey_abc").unwrap(), None);
+        assert_eq!(store.verify("").unwrap(), None);
+        // Revoked in another process: the file changes, the key is gone.
+        let other = KeyStore::open(dir.path());
+        other.revoke(&key.id).unwrap();
+        assert_eq!(store.verify(&secret).unwrap(), None);
+        assert!(store.list().unwrap().is_empty());
+        assert!(
+            store.exists(),
+            "the emptied store still says keys are required"
+        );
+    }
+
+    #[test]
+    fn names_are_plain_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path());
+        assert!(store.create(Role::Admin, vec!["*".into()], vec![]).is_ok());
+        for bad in ["", "a b", "../x", "x\n"] {
+            assert!(
+                store.create(Role::Read, vec![bad.into()], vec![]).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(store.create(Role::Read, vec![], vec![]).is_err());
+        assert!(
+            store
+                .create(Role::Read, vec!["a".into()], vec!["*".into()])
+                .is_err()
+        );
+    }
+}
