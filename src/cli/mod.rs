@@ -1263,16 +1263,9 @@ fn key(global: &Global, command: KeyCommand) -> anyhow::Result<()> {
             }
             println!("{secret}");
             eprintln!(
-                "lore: created key {} ({}; collections {}; groups {}). The secret above is \
-                 shown only this once.",
+                "lore: created key {}: {}. The secret above is shown only this once.",
                 key.id,
-                key.role,
-                key.collections.join(","),
-                if key.groups.is_empty() {
-                    "-".into()
-                } else {
-                    key.groups.join(",")
-                }
+                key_summary(&key)
             );
             Ok(())
         }
@@ -1285,17 +1278,7 @@ fn key(global: &Global, command: KeyCommand) -> anyhow::Result<()> {
                 println!("no keys (LORE_API_KEYS may still configure some)");
             }
             for key in keys {
-                println!(
-                    "{}  {:<5}  collections {}  groups {}",
-                    key.id,
-                    key.role.to_string(),
-                    key.collections.join(","),
-                    if key.groups.is_empty() {
-                        "-".into()
-                    } else {
-                        key.groups.join(",")
-                    }
-                );
+                println!("{}  {}", key.id, key_summary(&key));
             }
             Ok(())
         }
@@ -1306,6 +1289,20 @@ fn key(global: &Global, command: KeyCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// "write, collections a,b, groups sre" (groups "-" when none).
+fn key_summary(key: &lore::keys::KeyRecord) -> String {
+    let groups = if key.groups.is_empty() {
+        "-".to_string()
+    } else {
+        key.groups.join(",")
+    };
+    format!(
+        "{}, collections {}, groups {groups}",
+        key.role,
+        key.collections.join(",")
+    )
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
