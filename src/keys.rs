@@ -17,6 +17,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::search::Readers;
 
 /// The key store's file inside the index directory.
 pub const KEYS_FILE: &str = "keys.json";
@@ -76,6 +77,9 @@ pub struct Principal {
     pub collections: Vec<String>,
     /// Groups it belongs to.
     pub groups: Vec<String>,
+    /// Reads every document, access lists regardless (the local CLI, a
+    /// server without keys).
+    pub reads_everything: bool,
 }
 
 impl Principal {
@@ -86,6 +90,24 @@ impl Principal {
             role,
             collections: vec!["*".into()],
             groups: Vec::new(),
+            reads_everything: false,
+        }
+    }
+
+    /// The machine's own user: every role, collection and document.
+    pub fn owner(id: impl Into<String>) -> Principal {
+        Principal {
+            reads_everything: true,
+            ..Principal::everywhere(id, Role::Admin)
+        }
+    }
+
+    /// Who reads, for retrieval and every other way to see a document.
+    pub fn readers(&self) -> Readers {
+        if self.reads_everything {
+            Readers::Everyone
+        } else {
+            Readers::Groups(self.groups.clone())
         }
     }
 
@@ -102,6 +124,7 @@ impl From<&KeyRecord> for Principal {
             role: key.role,
             collections: key.collections.clone(),
             groups: key.groups.clone(),
+            reads_everything: false,
         }
     }
 }

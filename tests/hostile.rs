@@ -280,6 +280,117 @@ fn stored_keys_hold_their_role_and_collections_and_revoking_never_opens_the_serv
 }
 
 #[test]
+fn documents_with_an_access_list_reach_only_their_groups_on_every_path() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let sre = create_key(&index, &["--role", "read", "--groups", "sre"]);
+    let plain = create_key(&index, &["--role", "read"]);
+    let writer = create_key(&index, &["--role", "write", "--groups", "sre,hr"]);
+    let server = start_keyed(&index, "", &[], None);
+    let addr = server.addr.as_str();
+    let mut ids = std::collections::HashMap::new();
+    for (name, access, text) in [
+        (
+            "sre-only.md",
+            r#"["sre"]"#,
+            "The zebrafalcon rotation is run by SRE.",
+        ),
+        (
+            "hr-only.md",
+            r#""hr""#,
+            "The zebrafalcon bonus is paid by HR.",
+        ),
+        ("open.md", "[]", "The zebrafalcon lunch is open to all."),
+    ] {
+        let body = format!(
+            r#"{{"path": "{name}", "text": "{text}", "metadata": {{"access": {access}}}}}"#
+        );
+        let (code, _, reply) = http(addr, "POST", "/v1/documents", Some(&writer), Some(&body));
+        assert_eq!(code, 201, "{reply}");
+        let doc: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        let doc = &doc["documents"][0];
+        ids.insert(
+            name,
+            (
+                doc["id"].as_str().unwrap().to_string(),
+                doc["chunks"][0].as_str().unwrap().to_string(),
+            ),
+        );
+    }
+    let paths = |value: &serde_json::Value, list: &str| -> Vec<String> {
+        value[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (key, visible, hidden) in [
+        (&sre, vec!["sre-only.md", "open.md"], vec!["hr-only.md"]),
+        (&plain, vec!["open.md"], vec!["sre-only.md", "hr-only.md"]),
+    ] {
+        let found = |p: &[String], name: &str| p.iter().any(|p| p.ends_with(name));
+        // Search: hidden documents are never hits, and k fills from the rest.
+        let (code, _, reply) = http(
+            addr,
+            "POST",
+            "/v1/search",
+            Some(key),
+            Some(r#"{"query": "zebrafalcon", "k": 50}"#),
+        );
+        assert_eq!(code, 200, "{reply}");
+        let hits = paths(&serde_json::from_str(&reply).unwrap(), "hits");
+        assert!(visible.iter().all(|v| found(&hits, v)), "{hits:?}");
+        assert!(hidden.iter().all(|h| !found(&hits, h)), "{hits:?}");
+        let tiny_docs = hits.len() - visible.len();
+        let k = visible.len() + tiny_docs.min(1);
+        let body = format!(r#"{{"query": "zebrafalcon", "k": {k}}}"#);
+        let (_, _, reply) = http(addr, "POST", "/v1/search", Some(key), Some(&body));
+        assert_eq!(
+            paths(&serde_json::from_str(&reply).unwrap(), "hits").len(),
+            k
+        );
+        // Ask: the prompt's sources and the citations.
+        let ask = r#"{"question": "Who runs the zebrafalcon rotation, pays its bonus, hosts its lunch?", "k": 5, "max_tokens": 24}"#;
+        let (code, _, reply) = http(addr, "POST", "/v1/ask", Some(key), Some(ask));
+        assert_eq!(code, 200, "{reply}");
+        let answer: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        for list in ["retrieved", "citations"] {
+            let p = paths(&answer, list);
+            assert!(hidden.iter().all(|h| !found(&p, h)), "{list}: {p:?}");
+        }
+        // Chat completions: the answer's sources.
+        let chat = r#"{"messages": [{"role": "user", "content": "Who pays the zebrafalcon bonus?"}], "max_tokens": 24}"#;
+        let (code, _, reply) = http(addr, "POST", "/v1/chat/completions", Some(key), Some(chat));
+        assert_eq!(code, 200, "{reply}");
+        assert!(hidden.iter().all(|h| !reply.contains(h)), "{reply}");
+        // Listing, fetching a document or a passage: as if it did not exist.
+        let (_, _, reply) = http(addr, "GET", "/v1/documents?limit=1000", Some(key), None);
+        assert!(hidden.iter().all(|h| !reply.contains(h)), "{reply}");
+        for name in &hidden {
+            let (doc, chunk) = &ids[name];
+            let (code, _, reply) = http(
+                addr,
+                "GET",
+                &format!("/v1/documents/{doc}"),
+                Some(key),
+                None,
+            );
+            assert_eq!(code, 404, "{reply}");
+            let (code, _, reply) =
+                http(addr, "GET", &format!("/v1/chunks/{chunk}"), Some(key), None);
+            assert_eq!(code, 404, "{reply}");
+            assert!(!reply.contains("zebrafalcon"), "{reply}");
+        }
+        for name in &visible {
+            let (_, chunk) = &ids[name];
+            let (code, _, reply) =
+                http(addr, "GET", &format!("/v1/chunks/{chunk}"), Some(key), None);
+            assert_eq!(code, 200, "{reply}");
+        }
+    }
+}
+
+#[test]
 fn browsers_of_other_sites_and_slow_or_huge_requests_are_refused() {
     let (tmp, index) = ingested("corpora/tiny");
     let docs_root = tmp.path().join("served");

@@ -16,7 +16,7 @@ use crate::answer::{
 use crate::error::{Error, Result};
 use crate::generate::{Constraint, Generated, Generator, Sampling, StopReason};
 use crate::prompt::{self, ANSWER_MARKER, NOT_IN_DOCUMENTS, Source, Style};
-use crate::search::{Filter, Hit, Mode, SearchRequest};
+use crate::search::{Filter, Hit, Mode, Readers, SearchRequest};
 
 /// Most samples one self-consistency vote may draw.
 pub const MAX_SAMPLES: usize = 16;
@@ -47,6 +47,9 @@ pub struct AskRequest {
     /// The prompting techniques to apply.
     #[serde(default)]
     pub techniques: Techniques,
+    /// Who reads: the answer is built only from documents they may read.
+    #[serde(skip)]
+    pub readers: Readers,
 }
 
 impl AskRequest {
@@ -64,6 +67,7 @@ impl AskRequest {
             constraint: None,
             cited_json: false,
             techniques: Techniques::default(),
+            readers: Readers::Everyone,
         }
     }
 }
@@ -334,6 +338,7 @@ impl Engine {
         let start = Instant::now();
         let search = SearchRequest {
             filter: request.filter.clone(),
+            readers: request.readers.clone(),
             ..SearchRequest::new(request.question.clone(), request.k, Mode::Hybrid)
         };
         let found = self.search(&search)?;

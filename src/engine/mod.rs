@@ -23,7 +23,7 @@ use crate::embed::{Embedder, EmbedderInfo};
 use crate::error::{Error, Result};
 use crate::generate::Generator;
 use crate::generate::gguf::GgufGenerator;
-use crate::search::{SearchRequest, SearchResponse};
+use crate::search::{Readers, SearchRequest, SearchResponse};
 use crate::store::Index;
 use crate::store::manifest::Manifest;
 use crate::types::{ChunkId, ChunkRecord, DocId, DocRecord};
@@ -172,11 +172,12 @@ impl Engine {
             .map_err(|_| Error::store("docs", "an earlier write panicked"))
     }
 
-    /// Documents in id order whose path contains `path_contains` (any
-    /// case; all when empty): `limit` of them after the first `offset`, and
-    /// how many match in all.
+    /// Documents in id order that `readers` may read and whose path
+    /// contains `path_contains` (any case; all when empty): `limit` of them
+    /// after the first `offset`, and how many match in all.
     pub fn documents(
         &self,
+        readers: &Readers,
         path_contains: &str,
         offset: usize,
         limit: usize,
@@ -187,7 +188,7 @@ impl Engine {
             .docs()
             .all_docs()?
             .into_iter()
-            .filter(|d| d.path.to_lowercase().contains(&needle))
+            .filter(|d| readers.may_read(d) && d.path.to_lowercase().contains(&needle))
             .collect();
         let total = matching.len();
         Ok((
@@ -196,23 +197,26 @@ impl Engine {
         ))
     }
 
-    /// One document by id.
-    pub fn document(&self, id: &str) -> Result<DocRecord> {
+    /// One document by id, if `readers` may read it (else not found, the
+    /// same as a document that does not exist).
+    pub fn document(&self, readers: &Readers, id: &str) -> Result<DocRecord> {
         self.index
             .docs()
             .doc(&DocId(id.to_string()))?
+            .filter(|d| readers.may_read(d))
             .ok_or_else(|| Error::NotFound(format!("document {id}")))
     }
 
-    /// A chunk and the chunks either side of it in its document.
-    pub fn passage(&self, id: &str) -> Result<Passage> {
+    /// A chunk and the chunks either side of it in its document, if
+    /// `readers` may read the document (else not found).
+    pub fn passage(&self, readers: &Readers, id: &str) -> Result<Passage> {
         let docs = self.index.docs();
-        let chunk = docs
-            .chunk(&ChunkId(id.to_string()))?
-            .ok_or_else(|| Error::NotFound(format!("chunk {id}")))?;
+        let missing = || Error::NotFound(format!("chunk {id}"));
+        let chunk = docs.chunk(&ChunkId(id.to_string()))?.ok_or_else(missing)?;
         let doc = docs
             .doc(&chunk.doc_id)?
-            .ok_or_else(|| Error::NotFound(format!("document {}", chunk.doc_id.0)))?;
+            .filter(|d| readers.may_read(d))
+            .ok_or_else(missing)?;
         let at = doc.chunks.iter().position(|c| *c == chunk.id);
         let neighbour = |offset: isize| -> Result<Option<ChunkRecord>> {
             let Some(i) = at.and_then(|i| i.checked_add_signed(offset)) else {

@@ -130,12 +130,51 @@ fn value_matches(have: &serde_json::Value, want: &str) -> bool {
     }
 }
 
-/// The slots of the chunks of every document `filter` lets through.
-pub fn allowed_slots(docs: &dyn DocStore, filter: &Filter) -> Result<HashSet<Slot>> {
+/// The metadata key that lists the groups who may read a document.
+pub const ACCESS_KEY: &str = "access";
+
+/// Who is reading: what decides which documents with an access list
+/// (metadata `access`, e.g. front matter `access: [sre, eng]`) they see.
+/// Documents without one are visible to everyone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Readers {
+    /// Every document (the local CLI; a server without keys).
+    #[default]
+    Everyone,
+    /// Documents without an access list, or sharing a group with these.
+    Groups(Vec<String>),
+}
+
+impl Readers {
+    /// True when they may read `doc`.
+    pub fn may_read(&self, doc: &DocRecord) -> bool {
+        let Readers::Groups(groups) = self else {
+            return true;
+        };
+        match doc.metadata.get(ACCESS_KEY) {
+            None | Some(serde_json::Value::Null) => true,
+            Some(serde_json::Value::Array(items)) if items.is_empty() => true,
+            Some(list) => groups.iter().any(|g| value_matches(list, g)),
+        }
+    }
+
+    /// True when some documents may be hidden from them.
+    pub fn restricted(&self) -> bool {
+        matches!(self, Readers::Groups(_))
+    }
+}
+
+/// The slots of the chunks of every document `filter` lets through and
+/// `readers` may read.
+pub fn allowed_slots(
+    docs: &dyn DocStore,
+    filter: &Filter,
+    readers: &Readers,
+) -> Result<HashSet<Slot>> {
     let compiled = filter.compile()?;
     let mut slots = HashSet::new();
     for doc in docs.all_docs()? {
-        if !compiled.matches(&doc) {
+        if !compiled.matches(&doc) || !readers.may_read(&doc) {
             continue;
         }
         for id in &doc.chunks {
@@ -192,5 +231,33 @@ mod tests {
     fn malformed_pairs_are_rejected() {
         assert!(Filter::parse(&["novalue".to_string()]).is_err());
         assert!(Filter::parse(&["=x".to_string()]).is_err());
+    }
+
+    #[test]
+    fn access_lists_hide_documents_from_other_groups_only() {
+        let open = doc("/a.md", DocKind::Markdown, serde_json::json!({}));
+        let empty = doc(
+            "/b.md",
+            DocKind::Markdown,
+            serde_json::json!({"access": []}),
+        );
+        let sre = doc(
+            "/c.md",
+            DocKind::Markdown,
+            serde_json::json!({"access": ["sre", "eng"]}),
+        );
+        let hr = doc(
+            "/d.md",
+            DocKind::Markdown,
+            serde_json::json!({"access": "hr"}),
+        );
+        let sre_key = Readers::Groups(vec!["sre".into()]);
+        let no_groups = Readers::Groups(Vec::new());
+        for d in [&open, &empty] {
+            assert!(sre_key.may_read(d) && no_groups.may_read(d));
+        }
+        assert!(sre_key.may_read(&sre) && !sre_key.may_read(&hr));
+        assert!(!no_groups.may_read(&sre) && !no_groups.may_read(&hr));
+        assert!(Readers::Everyone.may_read(&hr));
     }
 }

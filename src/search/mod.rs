@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-pub use filter::Filter;
+pub use filter::{Filter, Readers};
 
 use crate::config::{FusionMethod, SearchConfig};
 use crate::embed::Embedder;
@@ -53,6 +53,10 @@ pub struct SearchRequest {
     /// At most one hit per document (its best chunk).
     #[serde(default)]
     pub collapse: bool,
+    /// Who reads: documents they may not read are never searched. Set by
+    /// the front end from the caller's key, never from a request body.
+    #[serde(skip)]
+    pub readers: Readers,
 }
 
 impl SearchRequest {
@@ -64,6 +68,7 @@ impl SearchRequest {
             mode,
             filter: Filter::default(),
             collapse: false,
+            readers: Readers::Everyone,
         }
     }
 }
@@ -153,10 +158,14 @@ pub fn search(
     if request.k == 0 {
         return Err(Error::InvalidRequest("k must be at least 1".into()));
     }
-    let allowed = if request.filter.is_empty() {
+    let allowed = if request.filter.is_empty() && !request.readers.restricted() {
         None
     } else {
-        Some(filter::allowed_slots(index.docs(), &request.filter)?)
+        Some(filter::allowed_slots(
+            index.docs(),
+            &request.filter,
+            &request.readers,
+        )?)
     };
     let mut timings = Timings::default();
     // Look deeper than k so fusion and collapsing have candidates to work on.

@@ -121,10 +121,10 @@ pub fn principal_of_request(
     req: &HttpRequest,
 ) -> Result<Option<Principal>, ApiError> {
     if state.is_local(req) {
-        return Ok(Some(Principal::everywhere("local", Role::Admin)));
+        return Ok(Some(Principal::owner("local")));
     }
     if !state.keys.required() {
-        return Ok(Some(Principal::everywhere("anonymous", Role::Admin)));
+        return Ok(Some(Principal::owner("anonymous")));
     }
     match bearer(req.headers()) {
         Some(token) => Ok(state.keys.principal_of(token)?),
@@ -132,7 +132,8 @@ pub fn principal_of_request(
     }
 }
 
-/// The principal the auth middleware let in (`anonymous` on open routes).
+/// The principal the auth middleware let in. On open routes, which hold
+/// no documents: an anonymous reader of nothing restricted.
 pub fn principal(req: &HttpRequest) -> Principal {
     req.extensions()
         .get::<Principal>()

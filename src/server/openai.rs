@@ -5,7 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -17,7 +17,7 @@ use super::routes::{
     AskBody, Event, READ, blocking, finish, max_answer_tokens, resource, sse, start_ask,
 };
 use crate::answer::Citation;
-use crate::engine::{AskResponse, AskTimings};
+use crate::engine::{AskRequest, AskResponse, AskTimings};
 use crate::search::Hit;
 
 /// Most inputs one embeddings request may carry.
@@ -284,6 +284,7 @@ fn sources(response: &AskResponse) -> String {
 #[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatBody, security(("api_key" = [])), responses((status = 200, content((ChatCompletion = "application/json"), (super::routes::SseEvent = "text/event-stream"))), ErrorResponses))]
 pub async fn chat(
     state: web::Data<State>,
+    req: HttpRequest,
     body: web::Json<ChatBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -313,6 +314,10 @@ pub async fn chat(
         techniques: Default::default(),
     }
     .into_request(max_answer_tokens(&state))?;
+    let request = AskRequest {
+        readers: super::auth::principal(&req).readers(),
+        ..request
+    };
     // Structured content is the JSON alone: a sources list would break it.
     let sources = move |r: &AskResponse| {
         if structured {

@@ -283,6 +283,7 @@ fn check_range<T: PartialOrd + std::fmt::Display>(
 #[utoipa::path(post, path = "/v1/search", request_body = SearchBody, security(("api_key" = [])), responses((status = 200, body = SearchResponse), ErrorResponses))]
 pub async fn search(
     state: web::Data<State>,
+    req: HttpRequest,
     body: web::Json<SearchBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -293,6 +294,7 @@ pub async fn search(
         mode: body.mode,
         filter: body.filter,
         collapse: body.collapse,
+        readers: auth::principal(&req).readers(),
     };
     let engine = state.engine.clone();
     let response = blocking(&state, move || engine.search(&request)).await?;
@@ -513,11 +515,13 @@ fn sse_event(name: &str, data: &impl Serialize) -> String {
 #[utoipa::path(post, path = "/v1/ask", request_body = AskBody, security(("api_key" = [])), responses((status = 200, content((AskResponse = "application/json"), (SseEvent = "text/event-stream"))), ErrorResponses))]
 pub async fn ask(
     state: web::Data<State>,
+    req: HttpRequest,
     body: web::Json<AskBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let stream = body.stream;
-    let request = body.into_request(max_answer_tokens(&state))?;
+    let mut request = body.into_request(max_answer_tokens(&state))?;
+    request.readers = auth::principal(&req).readers();
     let permits = state.gate.enter().await?;
     let events = start_ask(state.clone(), request, permits);
     if !stream {
@@ -721,6 +725,7 @@ fn default_page() -> usize {
 #[utoipa::path(get, path = "/v1/documents", params(Page), security(("api_key" = [])), responses((status = 200, body = DocumentList), ErrorResponses))]
 pub async fn list_documents(
     state: web::Data<State>,
+    req: HttpRequest,
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     let Page {
@@ -732,9 +737,12 @@ pub async fn list_documents(
     if path.len() > crate::search::MAX_QUERY_BYTES {
         return Err(ApiError::bad_request("path filter too long"));
     }
+    let readers = auth::principal(&req).readers();
     let engine = state.engine.clone();
-    let (documents, total) =
-        blocking(&state, move || engine.documents(&path, offset, limit)).await?;
+    let (documents, total) = blocking(&state, move || {
+        engine.documents(&readers, &path, offset, limit)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(DocumentList {
         documents,
         total,
@@ -747,11 +755,13 @@ pub async fn list_documents(
 #[utoipa::path(get, path = "/v1/documents/{id}", params(("id" = String, Path, description = "Document id")), security(("api_key" = [])), responses((status = 200, body = DocRecord), ErrorResponses))]
 pub async fn get_document(
     state: web::Data<State>,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
     let id = id.into_inner();
-    let doc = blocking(&state, move || engine.document(&id)).await?;
+    let readers = auth::principal(&req).readers();
+    let doc = blocking(&state, move || engine.document(&readers, &id)).await?;
     Ok(HttpResponse::Ok().json(doc))
 }
 
@@ -765,11 +775,13 @@ fn audit(req: &HttpRequest, action: &str, documents: usize, chunks: usize) {
 #[utoipa::path(get, path = "/v1/chunks/{id}", params(("id" = String, Path, description = "Chunk id")), security(("api_key" = [])), responses((status = 200, body = Passage), ErrorResponses))]
 pub async fn get_chunk(
     state: web::Data<State>,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
     let id = id.into_inner();
-    let passage = blocking(&state, move || engine.passage(&id)).await?;
+    let readers = auth::principal(&req).readers();
+    let passage = blocking(&state, move || engine.passage(&readers, &id)).await?;
     Ok(HttpResponse::Ok().json(passage))
 }
 
