@@ -135,6 +135,27 @@ fn the_cited_schema_cites_only_given_sources() {
     }
 }
 
+/// A question the documents cannot answer gets the abstention in the cited
+/// JSON's own shape, without asking the model.
+#[test]
+fn the_cited_schema_abstains_in_its_own_shape() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let out = json(lore(&index).args([
+        "ask",
+        "Who won the 1998 FIFA World Cup?",
+        "--generator",
+        "light",
+        "--schema",
+        "cited",
+        "--json",
+    ]));
+    assert_eq!(out["abstained"], true, "{out}");
+    assert!(out["json"]["answer"].is_string(), "{out}");
+    assert_eq!(out["json"]["citations"], serde_json::json!([]), "{out}");
+    let parsed: Value = serde_json::from_str(answer(&out)).unwrap();
+    assert_eq!(parsed, out["json"], "{out}");
+}
+
 /// Every bracket of a default answer is a citation of a given source, even
 /// when sampling wildly: the grammar allows nothing else.
 #[test]

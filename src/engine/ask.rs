@@ -348,11 +348,12 @@ impl Engine {
             retrieve_ms: start.elapsed().as_secs_f64() * 1000.0,
             ..AskTimings::default()
         };
-        // A constrained answer must match its constraint, so only a text
-        // answer abstains before the model is asked.
-        if matches!(shape, Shape::Text) && (!relevant || retrieved.is_empty()) {
-            on_text(NOT_IN_DOCUMENTS);
-            return Ok(abstention(retrieved, timings, None));
+        // A caller's constraint must be matched, so only lore's own shapes
+        // (text, cited JSON) abstain before the model is asked.
+        if !matches!(shape, Shape::Custom) && (!relevant || retrieved.is_empty()) {
+            let response = abstention(&shape, retrieved, timings, None);
+            on_text(&response.answer);
+            return Ok(response);
         }
         let generator = self.generator()?;
         let context = self
@@ -432,8 +433,8 @@ impl Engine {
             .as_ref()
             .is_some_and(|r| r.verdict == Verdict::Abstain)
         {
-            on_text(NOT_IN_DOCUMENTS);
-            let mut response = abstention(retrieved, timings, reflection);
+            let mut response = abstention(&shape, retrieved, timings, reflection);
+            on_text(&response.answer);
             response.reasoning = draft.reasoning;
             response.votes = votes;
             return Ok(response);
@@ -442,7 +443,14 @@ impl Engine {
             on_text(&draft.answer);
         }
         Ok(AskResponse {
-            abstained: matches!(shape, Shape::Text) && is_abstention(&draft.answer),
+            abstained: match shape {
+                Shape::Text => is_abstention(&draft.answer),
+                Shape::CitedJson => draft.json.as_ref().is_some_and(|v| {
+                    v["answer"].as_str().is_some_and(is_abstention)
+                        && v["citations"].as_array().is_some_and(Vec::is_empty)
+                }),
+                Shape::Custom => false,
+            },
             answer: draft.answer,
             citations: draft.citations,
             invalid_citations: draft.invalid_citations,
@@ -458,19 +466,25 @@ impl Engine {
     }
 }
 
-/// The answer "not in the documents".
+/// The answer "not in the documents", in the answer's shape (cited JSON:
+/// that sentence with no citations).
 fn abstention(
+    shape: &Shape,
     retrieved: Vec<Hit>,
     timings: AskTimings,
     reflection: Option<Reflection>,
 ) -> AskResponse {
+    let json = matches!(shape, Shape::CitedJson)
+        .then(|| serde_json::json!({ "answer": NOT_IN_DOCUMENTS, "citations": [] }));
     AskResponse {
-        answer: NOT_IN_DOCUMENTS.to_string(),
+        answer: json
+            .as_ref()
+            .map_or_else(|| NOT_IN_DOCUMENTS.to_string(), Value::to_string),
         abstained: true,
         citations: Vec::new(),
         invalid_citations: Vec::new(),
         corrected_citations: Vec::new(),
-        json: None,
+        json,
         truncated: false,
         reasoning: None,
         votes: Vec::new(),
