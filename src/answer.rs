@@ -138,6 +138,8 @@ pub fn vote_key(text: &str) -> String {
 pub struct Citation {
     /// The number used in the answer.
     pub n: usize,
+    /// The collection of the cited chunk.
+    pub collection: String,
     /// Source path.
     pub path: String,
     /// Chunk id.
@@ -190,6 +192,7 @@ pub fn resolve_numbers(numbers: &[usize], sources: &[Source]) -> (Vec<Citation>,
         match sources.iter().find(|s| s.n == n) {
             Some(s) => citations.push(Citation {
                 n,
+                collection: s.hit.collection.clone(),
                 path: s.hit.path.clone(),
                 chunk_id: s.hit.chunk_id.clone(),
                 byte_range: s.hit.byte_range.clone(),
@@ -310,6 +313,7 @@ mod tests {
             n,
             hit: crate::search::Hit {
                 rank: n,
+                collection: "default".into(),
                 score: 1.0,
                 doc_id: crate::types::DocId(format!("d{n}")),
                 path: format!("/d{n}.md"),

@@ -288,8 +288,9 @@ fn synthetic(base: &[(Slot, Vec<f32>)], n: usize) -> Vec<(Slot, Vec<f32>)> {
 /// Search latency and graph quality on `engine`'s index, plus (when
 /// `scale` > 0) a synthetic graph of `scale` vectors.
 pub fn search(engine: &Engine, queries: &[String], scale: usize) -> Result<SearchBench> {
-    let index = engine.index();
-    let embedder = engine.embedder()?;
+    let collection = engine.collection(crate::types::DEFAULT_COLLECTION)?;
+    let index = collection.index();
+    let embedder = collection.embedder()?;
     let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
     let vectors = embedder.embed(&refs)?;
     for q in queries.iter().take(10) {
@@ -601,4 +602,197 @@ pub fn samples(
         prompt_ratio: many_prompt_ms / one.prompt_ms.max(1e-9),
         decode_ratio: many_decode_ms / one.gen_ms.max(1e-9),
     })
+}
+
+/// Search latency of one kind of request in `lore bench filter`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterCase {
+    /// What was searched.
+    pub name: String,
+    /// Share of the chunks it may return.
+    pub visible: f64,
+    /// Latency, query embedding included.
+    pub latency: Latency,
+    /// Its p50 over the unfiltered p50 measured in the same run.
+    pub ratio: f64,
+    /// Mean hits returned (k is 10).
+    pub mean_hits: f64,
+}
+
+/// Result of `lore bench filter`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterBench {
+    /// Chunks in the synthetic collection.
+    pub chunks: u64,
+    /// Documents (ten chunks each).
+    pub documents: u64,
+    /// Real chunks its text and vectors were derived from.
+    pub base_chunks: usize,
+    /// Seconds to write and index the collection.
+    pub build_seconds: f64,
+    /// Queries, each run once per case, cases interleaved.
+    pub queries: usize,
+    /// Unfiltered first, then a metadata filter and an access list.
+    pub cases: Vec<FilterCase>,
+}
+
+/// Chunks per synthetic document.
+const CHUNKS_PER_DOC: usize = 10;
+
+/// Filtered against unfiltered hybrid search on a synthetic collection of
+/// `chunks` chunks derived from the real chunks (text and vectors) of
+/// `source`'s default collection: every tenth document carries the
+/// metadata `team: blue`, and every document but those tenth ones an
+/// access list `[red]`, so a metadata filter and a key without groups
+/// each see 10 % of the chunks. Queries are embedded for real, every time.
+pub fn filter(source: &Engine, chunks: usize, queries: &[String]) -> Result<FilterBench> {
+    let base_collection = source.collection(crate::types::DEFAULT_COLLECTION)?;
+    let base_index = base_collection.index();
+    let base = base_index.docs().vectors_from(Slot(0))?;
+    if base.is_empty() || queries.is_empty() {
+        return Err(Error::InvalidRequest(
+            "bench filter needs an index with chunks (lore ingest first) and queries".into(),
+        ));
+    }
+    let mut texts = Vec::with_capacity(base.len());
+    for (slot, _) in &base {
+        texts.push(
+            base_index
+                .chunk_at(*slot)?
+                .map(|c| c.text)
+                .unwrap_or_default(),
+        );
+    }
+    let dir = tempfile_dir()?.join("filter");
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = Config {
+        index: dir.clone(),
+        ..source.config().clone()
+    };
+    let engine = Engine::open(config)?;
+    let collection = engine.collection(crate::types::DEFAULT_COLLECTION)?;
+    let start = Instant::now();
+    let vectors = synthetic(&base, chunks);
+    for batch in vectors.chunks(CHUNKS_PER_DOC * 500) {
+        collection.index().apply(synthetic_docs(batch, &texts))?;
+    }
+    collection.index().checkpoint()?;
+    let build_seconds = start.elapsed().as_secs_f64();
+    let blue = crate::search::Filter {
+        metadata: [("team".to_string(), "blue".to_string())].into(),
+        ..crate::search::Filter::default()
+    };
+    let cases: [(&str, crate::search::Filter, crate::search::Readers); 3] = [
+        (
+            "unfiltered",
+            Default::default(),
+            crate::search::Readers::Everyone,
+        ),
+        (
+            "metadata filter (10%)",
+            blue,
+            crate::search::Readers::Everyone,
+        ),
+        (
+            "access list (10% visible)",
+            Default::default(),
+            crate::search::Readers::Groups(Vec::new()),
+        ),
+    ];
+    let request =
+        |q: &str, case: &(&str, crate::search::Filter, crate::search::Readers)| SearchRequest {
+            filter: case.1.clone(),
+            readers: case.2.clone(),
+            ..SearchRequest::new(q, 10, Mode::Hybrid)
+        };
+    // Warm every path (the doc table is built on the first filtered search).
+    for q in queries.iter().take(5) {
+        for case in &cases {
+            engine.search(&request(q, case))?;
+        }
+    }
+    let mut samples = vec![Vec::with_capacity(queries.len()); cases.len()];
+    let mut hits = vec![0usize; cases.len()];
+    for q in queries {
+        for (n, case) in cases.iter().enumerate() {
+            let (ms, found) = time_ms(|| engine.search(&request(q, case)))?;
+            samples[n].push(ms);
+            hits[n] += found.hits.len();
+        }
+    }
+    let latencies: Vec<Latency> = samples.into_iter().map(Latency::of).collect();
+    let baseline = latencies[0].p50_ms.max(1e-9);
+    let results = cases
+        .iter()
+        .zip(latencies)
+        .zip(hits)
+        .enumerate()
+        .map(|(n, ((case, latency), hits))| FilterCase {
+            name: case.0.to_string(),
+            visible: if n == 0 { 1.0 } else { 0.1 },
+            ratio: latency.p50_ms / baseline,
+            latency,
+            mean_hits: hits as f64 / queries.len() as f64,
+        })
+        .collect();
+    drop(collection);
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(FilterBench {
+        chunks: chunks as u64,
+        documents: chunks.div_ceil(CHUNKS_PER_DOC) as u64,
+        base_chunks: base.len(),
+        build_seconds,
+        queries: queries.len(),
+        cases: results,
+    })
+}
+
+/// Documents of ten chunks each for `batch` (slots from the synthetic
+/// vectors), text taken from the real chunks in turn.
+fn synthetic_docs(batch: &[(Slot, Vec<f32>)], texts: &[String]) -> crate::store::Change {
+    use crate::types::{Chunk, ChunkId, DocId, DocKind, DocRecord};
+    let mut change = crate::store::Change::default();
+    for group in batch.chunks(CHUNKS_PER_DOC) {
+        let n = group[0].0.0 as usize / CHUNKS_PER_DOC;
+        let path = format!("/synthetic/doc-{n:07}.md");
+        let id = DocId::from_path(&path);
+        let mut metadata = crate::types::Metadata::new();
+        if n.is_multiple_of(10) {
+            metadata.insert("team".into(), "blue".into());
+        } else {
+            metadata.insert(
+                crate::search::filter::ACCESS_KEY.into(),
+                serde_json::json!(["red"]),
+            );
+        }
+        let chunks = group
+            .iter()
+            .map(|(slot, vector)| {
+                let text = format!("Part {}. {}", slot.0, texts[slot.0 as usize % texts.len()]);
+                let range = 0..text.len();
+                let chunk = Chunk {
+                    id: ChunkId::new(&id, &range, &text),
+                    byte_range: range,
+                    heading: Vec::new(),
+                    text,
+                };
+                (chunk, Some(vector.clone()))
+            })
+            .collect();
+        change.put_docs.push(crate::store::DocUpdate {
+            record: DocRecord {
+                id,
+                path: path.clone(),
+                file: path,
+                title: Some(format!("Document {n}")),
+                kind: DocKind::Markdown,
+                metadata,
+                hash: format!("synthetic-{n}"),
+                chunks: Vec::new(),
+            },
+            chunks,
+        });
+    }
+    change
 }

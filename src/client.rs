@@ -139,24 +139,34 @@ impl Remote {
     }
 
     /// `lore ingest` through the server, one path at a time.
-    pub fn ingest(&self, path: &Path) -> Result<IngestReport> {
+    pub fn ingest(&self, collection: &str, path: &Path) -> Result<IngestReport> {
         let path = path.canonicalize().map_err(|e| Error::io(path, e))?;
-        self.json(self.post("/v1/ingest", &serde_json::json!({ "path": path }))?)
+        self.json(self.post(
+            &in_collections("/v1/ingest", &[collection]),
+            &serde_json::json!({ "path": path }),
+        )?)
     }
 
     /// `lore remove` through the server.
-    pub fn remove(&self, target: &str) -> Result<RemoveReport> {
+    pub fn remove(&self, collection: &str, target: &str) -> Result<RemoveReport> {
         let target = Path::new(target)
             .canonicalize()
             .map_or_else(|_| target.to_string(), |p| p.display().to_string());
-        self.json(self.post("/v1/remove", &serde_json::json!({ "target": target }))?)
+        self.json(self.post(
+            &in_collections("/v1/remove", &[collection]),
+            &serde_json::json!({ "target": target }),
+        )?)
     }
 
     /// `lore status` through the server.
-    pub fn status(&self) -> Result<Status> {
+    pub fn status(&self, collection: &str) -> Result<Status> {
         let sent = self
             .agent
-            .get(format!("{}/v1/status", self.base))
+            .get(format!(
+                "{}{}",
+                self.base,
+                in_collections("/v1/status", &[collection])
+            ))
             .header(LOCAL_TOKEN_HEADER, &self.token)
             .call();
         self.json(self.checked(sent)?)
@@ -164,7 +174,12 @@ impl Remote {
 
     /// `lore search` through the server.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
-        self.json(self.post("/v1/search", request)?)
+        let names = request.collection_names();
+        let body = SearchRequest {
+            collections: Vec::new(),
+            ..request.clone()
+        };
+        self.json(self.post(&in_collections("/v1/search", &names), &body)?)
     }
 
     /// `lore ask` through the server, streaming the answer's text to
@@ -192,7 +207,12 @@ impl Remote {
             "grammar": constraint.grammar,
             "techniques": request.techniques,
         });
-        let mut response = self.post("/v1/ask", &body)?;
+        let names = if request.collections.is_empty() {
+            vec![crate::types::DEFAULT_COLLECTION.to_string()]
+        } else {
+            request.collections.clone()
+        };
+        let mut response = self.post(&in_collections("/v1/ask", &names), &body)?;
         let reader = std::io::BufReader::new(response.body_mut().as_reader());
         let mut event = String::new();
         for line in std::io::BufRead::lines(reader) {
@@ -221,4 +241,11 @@ impl Remote {
         }
         Err(self.failed("the answer stream ended early"))
     }
+}
+
+/// `path` with the `collection` query parameter naming `names` (which are
+/// checked names: letters, digits, `-`, `_`, `.`, nothing to escape).
+fn in_collections(path: &str, names: &[impl AsRef<str>]) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    format!("{path}?collection={}", names.join(","))
 }

@@ -17,6 +17,9 @@ pub const CONFIG_FILE: &str = "lore.toml";
 pub struct Config {
     /// Index directory (`--index`, `LORE_INDEX`).
     pub index: PathBuf,
+    /// The collection commands use (`--collection`, `LORE_COLLECTION`);
+    /// search and ask take several, comma-separated.
+    pub collection: String,
     /// Directory of installed models (`LORE_MODELS`).
     pub models: PathBuf,
     /// Worker threads for embedding and parsing; `None` = all cores (`LORE_THREADS`).
@@ -248,6 +251,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             index: PathBuf::from("index"),
+            collection: crate::types::DEFAULT_COLLECTION.into(),
             models: default_models_dir(),
             threads: None,
             embedder: EmbedderConfig::default(),
@@ -330,10 +334,13 @@ impl Config {
         toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
-    /// Applies `LORE_INDEX`, `LORE_MODELS`, `LORE_EMBEDDER`, `LORE_THREADS`.
+    /// Applies `LORE_INDEX`, `LORE_COLLECTION`, `LORE_MODELS`, `LORE_EMBEDDER`, `LORE_THREADS`.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
         if let Some(dir) = var("LORE_INDEX") {
             self.index = PathBuf::from(dir);
+        }
+        if let Some(collection) = var("LORE_COLLECTION") {
+            self.collection = collection;
         }
         if let Some(dir) = var("LORE_MODELS") {
             self.models = PathBuf::from(dir);
@@ -361,6 +368,17 @@ impl Config {
         Ok(())
     }
 
+    /// The collections named by `collection`, in order, without repeats.
+    pub fn collections(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for name in self.collection.split(',').map(str::trim) {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+        names
+    }
+
     /// The embedder's model directory.
     pub fn embedder_dir(&self) -> PathBuf {
         self.embedder
@@ -383,6 +401,9 @@ impl Config {
         let bad = |msg: String| Err(Error::Config(msg));
         if self.threads == Some(0) {
             return bad("threads must be at least 1".into());
+        }
+        for name in self.collections() {
+            crate::types::check_collection_name(&name).or_else(|e| bad(e.to_string()))?;
         }
         if self.server.generations == 0 {
             return bad("server.generations must be at least 1".into());

@@ -104,6 +104,9 @@ pub enum Error {
     /// A request is malformed (bad filter, empty query, ...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// What a request would create already exists (a collection).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl Error {

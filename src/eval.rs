@@ -172,6 +172,7 @@ pub fn evaluate(engine: &Engine, data: &Dataset, mode: Mode, depth: usize) -> Re
     for (id, text) in &data.queries {
         let request = SearchRequest {
             collapse: true,
+            collections: engine.config().collections(),
             ..SearchRequest::new(text.clone(), depth, mode)
         };
         let ranked: Vec<String> = engine
@@ -359,6 +360,7 @@ pub fn evaluate_answers(
                 choices: item.choices.clone(),
             }),
             techniques: technique.techniques.clone(),
+            collections: engine.config().collections(),
             ..AskRequest::new(question_with_choices(item))
         };
         let response = engine.ask(&request, &mut |_| true)?;

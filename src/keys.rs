@@ -185,8 +185,10 @@ impl KeyStore {
         collections: Vec<String>,
         groups: Vec<String>,
     ) -> Result<(KeyRecord, String)> {
-        check_names("collection", &collections, true)?;
-        check_names("group", &groups, false)?;
+        for name in collections.iter().filter(|c| *c != "*") {
+            crate::types::check_collection_name(name)?;
+        }
+        check_names("group", &groups)?;
         if collections.is_empty() {
             return Err(Error::InvalidRequest(
                 "a key needs at least one collection (or *)".into(),
@@ -319,16 +321,15 @@ impl KeyStore {
     }
 }
 
-/// Names are plain words: letters, digits, `-`, `_`, `.` (and `*` alone
-/// for "all collections" where `star` allows it).
-fn check_names(what: &str, names: &[String], star: bool) -> Result<()> {
+/// Group names are plain words: letters, digits, `-`, `_`, `.`.
+fn check_names(what: &str, names: &[String]) -> Result<()> {
     for name in names {
         let plain = !name.is_empty()
             && name.len() <= 64
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !(plain || star && name == "*") {
+        if !plain {
             return Err(Error::InvalidRequest(format!(
                 "{what} name '{name}' must be letters, digits, '-', '_' or '.' (at most 64)"
             )));

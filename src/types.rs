@@ -9,6 +9,8 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
 /// Hex digest of `parts`, 16 bytes of BLAKE3: short enough for keys, wide
 /// enough that collisions do not happen in practice.
 fn short_hash(parts: &[&[u8]]) -> String {
@@ -281,8 +283,57 @@ pub fn random_id() -> String {
     format!("{:016x}{:016x}", random(), random())
 }
 
+/// The collection every index has, and that requests name when they name none.
+pub const DEFAULT_COLLECTION: &str = "default";
+/// Longest collection name.
+const MAX_COLLECTION_NAME: usize = 64;
+
+/// Checks a collection name: letters, digits, `-`, `_` and `.`, starting
+/// with a letter or digit, at most 64 bytes (so it is a safe directory
+/// name and never a list separator).
+pub fn check_collection_name(name: &str) -> Result<()> {
+    let ok = name.len() <= MAX_COLLECTION_NAME
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "collection name '{name}' must start with a letter or digit and hold only letters, \
+             digits, '-', '_' or '.' (at most {MAX_COLLECTION_NAME})"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn collection_names_are_safe_directory_names() {
+        for good in ["default", "handbook", "on-call_2", "a.b", "X9"] {
+            assert!(super::check_collection_name(good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(65);
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a,b",
+            "a b",
+            "*",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(super::check_collection_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

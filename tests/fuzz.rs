@@ -173,7 +173,7 @@ fn small_index(dir: &Path) -> PathBuf {
     let index = dir.join("index");
     let engine = engine(&index).unwrap();
     engine
-        .ingest(&[root().join("corpora/tiny")], &NoProgress)
+        .ingest("default", &[root().join("corpora/tiny")], &NoProgress)
         .unwrap();
     drop(engine);
     index
@@ -241,7 +241,7 @@ proptest! {
             }
         }
         let engine = engine(&index).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let status = engine.status().unwrap();
+        let status = engine.status("default").unwrap();
         prop_assert!(status.consistent, "{status:?}");
         for mode in [Mode::Dense, Mode::Bm25, Mode::Hybrid] {
             let found = engine.search(&SearchRequest::new("coffee beans", 3, mode)).unwrap();

@@ -220,7 +220,7 @@ fn configured_cors_origins_alone_are_granted() {
 }
 
 /// `lore key create` on `index`: the secret.
-fn create_key(index: &Path, args: &[&str]) -> String {
+pub fn create_key(index: &Path, args: &[&str]) -> String {
     let out = run_ok(lore(index).args(["key", "create"]).args(args).arg("--json"));
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     created["secret"].as_str().unwrap().to_string()

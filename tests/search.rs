@@ -29,9 +29,9 @@ fn hnsw_recall_against_exact_search_on_real_embeddings() {
     let embedder: Arc<dyn Embedder> =
         Arc::new(BertEmbedder::load(&config.embedder_dir(), 256, 16).unwrap());
     let engine = Engine::with_embedder(config, embedder.clone()).unwrap();
-    engine.ingest(&[file], &NoProgress).unwrap();
-
-    let items = engine.index().docs().vectors_from(Slot(0)).unwrap();
+    engine.ingest("default", &[file], &NoProgress).unwrap();
+    let collection = engine.collection("default").unwrap();
+    let items = collection.index().docs().vectors_from(Slot(0)).unwrap();
     assert!(items.len() > 1500, "{}", items.len());
     let oracle = FlatVectorIndex::new(384);
     oracle.insert(&items).unwrap();
@@ -45,7 +45,11 @@ fn hnsw_recall_against_exact_search_on_real_embeddings() {
             .iter()
             .map(|h| h.0)
             .collect();
-        let found = engine.index().vectors().search(&query, 10, None).unwrap();
+        let found = collection
+            .index()
+            .vectors()
+            .search(&query, 10, None)
+            .unwrap();
         recall += found.iter().filter(|(s, _)| truth.contains(s)).count() as f64 / 10.0;
     }
     recall /= queries.len() as f64;

@@ -3,6 +3,7 @@
 mod util;
 
 mod ask;
+mod collections;
 mod crash;
 mod embedding;
 mod fuzz;

@@ -15,8 +15,6 @@ use lore::{Config, Engine, Error};
 
 /// The audit trail's actor for writes made by this CLI on its own.
 const CLI_ACTOR: &str = "cli";
-/// The one collection an index holds until collections can be named.
-const DEFAULT_COLLECTION: &str = "default";
 
 /// lore: ask questions of your documents, offline.
 ///
@@ -42,6 +40,10 @@ struct Global {
     /// Index directory (default ./index; env LORE_INDEX).
     #[arg(long, global = true, value_name = "DIR")]
     index: Option<PathBuf>,
+    /// Collection to work on (default `default`; env LORE_COLLECTION);
+    /// search, ask and eval take several, comma-separated, fused.
+    #[arg(long, global = true, value_name = "NAME[,NAME..]")]
+    collection: Option<String>,
     /// Worker threads (default: all cores; env LORE_THREADS).
     #[arg(long, global = true)]
     threads: Option<usize>,
@@ -100,11 +102,41 @@ enum Command {
     /// Manage API keys (kept hashed in the index directory's keys.json).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage the collections of the index (each with its own documents,
+    /// vectors, keyword index and embedder).
+    #[command(subcommand)]
+    Collection(CollectionCommand),
     /// Show what the index holds and whether its stores agree.
     Status {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CollectionCommand {
+    /// Create an empty collection.
+    Create {
+        /// Its name: letters, digits, '-', '_', '.'.
+        name: String,
+        /// The embedder's model directory (default: the configured embedder).
+        #[arg(long, value_name = "DIR")]
+        embedder: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the collections with their sizes and embedders.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop a collection and everything in it.
+    Drop {
+        /// Its name.
+        name: String,
     },
 }
 
@@ -205,6 +237,23 @@ enum BenchCommand {
         /// Tokens to generate.
         #[arg(long, default_value_t = 64)]
         gen_tokens: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Filtered against unfiltered hybrid search on a synthetic collection
+    /// of N chunks derived from this index's own (text and vectors): a
+    /// metadata filter and an access list each let 10% of the chunks through.
+    Filter {
+        /// Queries: BEIR queries.jsonl, JSON lines with "question", or plain lines.
+        #[arg(long, default_value = "corpora/handbook/questions.jsonl")]
+        queries: PathBuf,
+        /// At most this many queries.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        /// Chunks in the synthetic collection.
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -485,9 +534,12 @@ pub fn run() -> ExitCode {
 /// 2 for problems the user fixes in flags or config, 1 for the rest.
 fn exit_code(err: &anyhow::Error) -> ExitCode {
     match err.downcast_ref::<Error>() {
-        Some(Error::Config(_) | Error::InvalidRequest(_) | Error::EmbedderMismatch { .. }) => {
-            ExitCode::from(2)
-        }
+        Some(
+            Error::Config(_)
+            | Error::InvalidRequest(_)
+            | Error::Conflict(_)
+            | Error::EmbedderMismatch { .. },
+        ) => ExitCode::from(2),
         _ => ExitCode::from(1),
     }
 }
@@ -549,6 +601,9 @@ fn config(global: &Global, edit: impl FnOnce(&mut Config)) -> anyhow::Result<Con
     if let Some(index) = &global.index {
         config.index = index.clone();
     }
+    if let Some(collection) = &global.collection {
+        config.collection = collection.clone();
+    }
     if let Some(threads) = global.threads {
         config.threads = Some(threads);
     }
@@ -572,12 +627,14 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest(global, args),
         Command::Remove { target, json } => {
-            let report = match open_backend(config(global, |_| {})?, true)? {
-                Backend::Local(engine) => engine.remove(&target).inspect(|report| {
+            let config = config(global, |_| {})?;
+            let collection = one_collection(&config)?;
+            let report = match open_backend(config, true)? {
+                Backend::Local(engine) => engine.remove(&collection, &target).inspect(|report| {
                     let documents = report.documents as usize;
-                    lore::audit::record(CLI_ACTOR, DEFAULT_COLLECTION, "remove", documents, 0);
+                    lore::audit::record(CLI_ACTOR, &collection, "remove", documents, 0);
                 }),
-                Backend::Server(remote) => remote.remove(&target),
+                Backend::Server(remote) => remote.remove(&collection, &target),
             }
             .with_context(|| format!("while removing {target}"))?;
             if json {
@@ -624,7 +681,14 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             scale,
             json,
         }) => bench_search(global, &queries, limit, scale, json),
+        Command::Bench(BenchCommand::Filter {
+            queries,
+            limit,
+            chunks,
+            json,
+        }) => bench_filter(global, &queries, limit, chunks, json),
         Command::Key(command) => key(global, command),
+        Command::Collection(command) => collection(global, command),
         Command::Serve {
             addr,
             generator,
@@ -645,14 +709,17 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { json } => {
-            let status = match open_backend(config(global, |_| {})?, true)? {
-                Backend::Local(engine) => engine.status()?,
-                Backend::Server(remote) => remote.status()?,
+            let config = config(global, |_| {})?;
+            let collection = one_collection(&config)?;
+            let status = match open_backend(config, true)? {
+                Backend::Local(engine) => engine.status(&collection)?,
+                Backend::Server(remote) => remote.status(&collection)?,
             };
             if json {
                 return print_json(&status);
             }
             println!("index        {}", status.index.display());
+            println!("collection   {}", status.collection);
             println!("documents    {}", status.documents);
             println!("chunks       {}", status.chunks);
             println!("vectors      {}", status.vectors);
@@ -723,17 +790,18 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
             c.chunk.overlap_tokens = overlap;
         }
     })?;
+    let collection = one_collection(&config)?;
     let report = match open_backend(config, false).context("while opening the index")? {
         Backend::Local(engine) => {
             let progress = progress::IngestProgress::new();
             let report = engine
-                .ingest(&args.paths, &progress)
+                .ingest(&collection, &args.paths, &progress)
                 .context("while ingesting")?;
             progress.finish();
             let documents = report.added + report.updated + report.removed;
             lore::audit::record(
                 CLI_ACTOR,
-                DEFAULT_COLLECTION,
+                &collection,
                 "ingest",
                 documents as usize,
                 report.chunks_embedded as usize,
@@ -743,7 +811,7 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
         Backend::Server(remote) => {
             let mut total = lore::engine::IngestReport::default();
             for path in &args.paths {
-                total.absorb(remote.ingest(path)?);
+                total.absorb(remote.ingest(&collection, path)?);
             }
             total
         }
@@ -766,10 +834,13 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
 }
 
 fn search(global: &Global, args: SearchArgs) -> anyhow::Result<()> {
-    let backend = open_backend(config(global, |_| {})?, true)?;
+    let config = config(global, |_| {})?;
+    let collections = config.collections();
+    let backend = open_backend(config, true)?;
     let request = SearchRequest {
         filter: Filter::parse(&args.filter)?,
         collapse: args.collapse,
+        collections,
         ..SearchRequest::new(args.query, args.k, args.mode.into())
     };
     let response = match backend {
@@ -789,10 +860,12 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
             c.generator.model = args.generator.clone();
         }
     })?;
+    let collections = config.collections();
     let backend = open_backend(config, true)?;
     let defaults = lore::generate::Sampling::default();
     let mut request = lore::AskRequest {
         k: args.k,
+        collections,
         filter: Filter::parse(&args.filter)?,
         sampling: lore::generate::Sampling {
             temperature: args.temperature.unwrap_or(defaults.temperature),
@@ -891,12 +964,7 @@ fn eval(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
             c.index = eval_index_dir(&args.dir);
         }
     })?;
-    let engine = Engine::open(config).context("while opening the evaluation index")?;
-    let progress = progress::IngestProgress::new();
-    engine
-        .ingest(std::slice::from_ref(&data.corpus), &progress)
-        .context("while ingesting the corpus")?;
-    progress.finish();
+    let engine = eval_engine(config, std::slice::from_ref(&data.corpus))?;
     let modes = match args.mode {
         EvalMode::Hybrid => vec![Mode::Hybrid],
         EvalMode::Dense => vec![Mode::Dense],
@@ -949,12 +1017,7 @@ fn eval_answers(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
             c.generator.model = args.generator.clone();
         }
     })?;
-    let engine = Engine::open(config).context("while opening the evaluation index")?;
-    let progress = progress::IngestProgress::new();
-    engine
-        .ingest(&[args.dir.join("corpus.jsonl")], &progress)
-        .context("while ingesting the corpus")?;
-    progress.finish();
+    let engine = eval_engine(config, &[args.dir.join("corpus.jsonl")])?;
     let mut results = Vec::new();
     for technique in &techniques {
         let bar = indicatif::ProgressBar::new(items.len() as u64).with_style(
@@ -993,6 +1056,85 @@ fn eval_answers(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The evaluation index with `corpus` ingested into each configured
+/// collection (created when missing), so reruns reuse it.
+fn eval_engine(config: Config, corpus: &[PathBuf]) -> anyhow::Result<Engine> {
+    let collections = config.collections();
+    let engine = Engine::open(config).context("while opening the evaluation index")?;
+    for name in &collections {
+        if !engine.has_collection(name) {
+            engine.create_collection(name, None)?;
+        }
+        let progress = progress::IngestProgress::new();
+        engine
+            .ingest(name, corpus, &progress)
+            .context("while ingesting the corpus")?;
+        progress.finish();
+    }
+    Ok(engine)
+}
+
+/// The one collection a command that changes or counts documents works on.
+fn one_collection(config: &Config) -> anyhow::Result<String> {
+    match config.collections().as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(Error::InvalidRequest(format!(
+            "this command works on one collection; --collection names {}",
+            config.collection
+        ))
+        .into()),
+    }
+}
+
+/// `lore collection`: create, list and drop the index's collections.
+fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()> {
+    let engine = Engine::open(config(global, |_| {})?).context("while opening the index")?;
+    match command {
+        CollectionCommand::Create {
+            name,
+            embedder,
+            json,
+        } => {
+            let embedder = embedder
+                .map(|dir| {
+                    dir.canonicalize()
+                        .with_context(|| format!("embedder {}", dir.display()))
+                })
+                .transpose()?;
+            let info = engine.create_collection(&name, embedder.as_deref())?;
+            lore::audit::record(CLI_ACTOR, &name, "collection_create", 0, 0);
+            if json {
+                return print_json(&info);
+            }
+            println!(
+                "created collection {} ({}, dim {})",
+                info.name, info.embedder, info.dim
+            );
+            Ok(())
+        }
+        CollectionCommand::List { json } => {
+            let all = engine.collections()?;
+            if json {
+                return print_json(&all);
+            }
+            for c in all {
+                println!(
+                    "{:<24} {:>9} chunks  {} (dim {})",
+                    c.name, c.chunks, c.embedder, c.dim
+                );
+            }
+            Ok(())
+        }
+        CollectionCommand::Drop { name } => {
+            let chunks = engine.collection(&name)?.index().sizes()?.vectors;
+            engine.drop_collection(&name)?;
+            lore::audit::record(CLI_ACTOR, &name, "collection_drop", 0, chunks as usize);
+            println!("dropped collection {name} ({chunks} chunks)");
+            Ok(())
+        }
+    }
 }
 
 /// A per-dataset index in the user's cache, so `lore eval` never writes
@@ -1168,6 +1310,33 @@ fn bench_search(
     Ok(())
 }
 
+fn bench_filter(
+    global: &Global,
+    queries: &std::path::Path,
+    limit: usize,
+    chunks: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let engine = Engine::open_existing(config(global, |_| {})?)?;
+    let queries = lore::bench::read_queries(queries, limit)?;
+    let result = lore::bench::filter(&engine, chunks, &queries)?;
+    if json {
+        return print_json(&result);
+    }
+    println!(
+        "{} chunks in {} documents from {} real chunks, built in {:.1}s; {} queries, hybrid, k = 10",
+        result.chunks, result.documents, result.base_chunks, result.build_seconds, result.queries
+    );
+    for case in &result.cases {
+        let l = &case.latency;
+        println!(
+            "{:<28} p50 {:>8.3} ms  p99 {:>8.3} ms  {:>5.2}x unfiltered  {:.1} hits",
+            case.name, l.p50_ms, l.p99_ms, case.ratio, case.mean_hits
+        );
+    }
+    Ok(())
+}
+
 fn bench_embed(
     global: &Global,
     corpus: &std::path::Path,
@@ -1257,7 +1426,7 @@ fn key(global: &Global, command: KeyCommand) -> anyhow::Result<()> {
             json,
         } => {
             let (key, secret) = store.create(role, collections, groups)?;
-            lore::audit::record(CLI_ACTOR, "*", "key-create", 0, 0);
+            lore::audit::record(CLI_ACTOR, "*", "key_create", 0, 0);
             if json {
                 return print_json(&serde_json::json!({ "key": key, "secret": secret }));
             }
@@ -1284,7 +1453,7 @@ fn key(global: &Global, command: KeyCommand) -> anyhow::Result<()> {
         }
         KeyCommand::Revoke { id } => {
             let key = store.revoke(&id)?;
-            lore::audit::record(CLI_ACTOR, "*", "key-revoke", 0, 0);
+            lore::audit::record(CLI_ACTOR, "*", "key_revoke", 0, 0);
             println!("revoked key {} ({})", key.id, key.role);
             Ok(())
         }

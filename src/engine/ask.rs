@@ -47,6 +47,9 @@ pub struct AskRequest {
     /// The prompting techniques to apply.
     #[serde(default)]
     pub techniques: Techniques,
+    /// Collections to answer from (none: `default`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<String>,
     /// Who reads: the answer is built only from documents they may read.
     #[serde(skip)]
     pub readers: Readers,
@@ -67,6 +70,7 @@ impl AskRequest {
             constraint: None,
             cited_json: false,
             techniques: Techniques::default(),
+            collections: Vec::new(),
             readers: Readers::Everyone,
         }
     }
@@ -338,6 +342,7 @@ impl Engine {
         let start = Instant::now();
         let search = SearchRequest {
             filter: request.filter.clone(),
+            collections: request.collections.clone(),
             readers: request.readers.clone(),
             ..SearchRequest::new(request.question.clone(), request.k, Mode::Hybrid)
         };

@@ -11,7 +11,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::Engine;
+use super::{Collection, Engine};
 use crate::chunk::embedding_input;
 use crate::error::{Error, Result};
 use crate::ingest::walk::{FoundFile, walk};
@@ -115,6 +115,7 @@ type Loaded = std::result::Result<(String, Vec<Document>), String>;
 /// State of one ingest run.
 struct Run<'a> {
     engine: &'a Engine,
+    collection: &'a Collection,
     progress: &'a dyn Progress,
     report: IngestReport,
     queue: Vec<DocWork>,
@@ -126,18 +127,32 @@ struct Run<'a> {
 }
 
 impl Engine {
-    /// Ingests files and folders: new and changed files are (re)indexed,
-    /// unchanged ones skipped, files gone from an ingested folder removed.
-    /// Per-file problems are reported in [`IngestReport::skipped`]; only
-    /// failures of the index itself are errors.
-    pub fn ingest(&self, paths: &[PathBuf], progress: &dyn Progress) -> Result<IngestReport> {
+    /// Ingests files and folders into `collection`: new and changed files
+    /// are (re)indexed, unchanged ones skipped, files gone from an ingested
+    /// folder removed. Per-file problems are reported in
+    /// [`IngestReport::skipped`]; only failures of the index itself are
+    /// errors.
+    pub fn ingest(
+        &self,
+        collection: &str,
+        paths: &[PathBuf],
+        progress: &dyn Progress,
+    ) -> Result<IngestReport> {
+        let collection = self.collection(collection)?;
         let _writer = self.writer()?;
         let start = Instant::now();
-        let index_dir = self.index.dir().canonicalize().ok();
+        let index_dir = self.dir().canonicalize().ok();
         let found = walk(paths, &self.config.ingest, index_dir.as_deref())?;
-        let _span = tracing::info_span!("ingest", files = found.files.len()).entered();
+        let _span = tracing::info_span!(
+            "ingest",
+            collection = collection.name(),
+            files = found.files.len()
+        )
+        .entered();
+        let index = collection.index();
         let mut run = Run::new(
             self,
+            &collection,
             progress,
             (found.files.len() + found.skipped.len()) as u64,
         );
@@ -172,7 +187,7 @@ impl Engine {
         }
         run.flush()?;
         if run.changed {
-            self.index.checkpoint()?;
+            index.checkpoint()?;
         }
         run.report.seconds = start.elapsed().as_secs_f64();
         tracing::info!(
@@ -187,8 +202,9 @@ impl Engine {
     }
 
     /// Removes a file, every file under a folder, or one document (by id)
-    /// from all stores.
-    pub fn remove(&self, target: &str) -> Result<RemoveReport> {
+    /// from all stores of `collection`.
+    pub fn remove(&self, collection: &str, target: &str) -> Result<RemoveReport> {
+        let collection = self.collection(collection)?;
         if target.trim().is_empty() {
             return Err(Error::InvalidRequest(
                 "nothing to remove: name a file, a folder or a document id".into(),
@@ -205,13 +221,14 @@ impl Engine {
             )));
         }
         let _writer = self.writer()?;
-        let docs = self.index.docs();
+        let index = collection.index();
+        let docs = index.docs();
         let mut files = docs.file(&path)?.into_iter().collect::<Vec<_>>();
         if files.is_empty() {
             files = docs.files_with_prefix(&format!("{}/", path.trim_end_matches('/')))?;
         }
         if files.is_empty() {
-            return self.remove_document_locked(&DocId(target.to_string()));
+            return remove_document_locked(&collection, &DocId(target.to_string()));
         }
         let mut change = Change::default();
         for file in &files {
@@ -222,43 +239,47 @@ impl Engine {
             files: files.len() as u64,
             documents: change.delete_docs.len() as u64,
         };
-        self.index.apply(change)?;
-        self.index.checkpoint()?;
+        index.apply(change)?;
+        index.checkpoint()?;
         Ok(report)
     }
 
-    /// Removes one document by id (never read as a path).
-    pub fn remove_document(&self, id: &DocId) -> Result<RemoveReport> {
+    /// Removes one document of `collection` by id (never read as a path).
+    pub fn remove_document(&self, collection: &str, id: &DocId) -> Result<RemoveReport> {
+        let collection = self.collection(collection)?;
         let _writer = self.writer()?;
-        self.remove_document_locked(id)
-    }
-
-    fn remove_document_locked(&self, id: &DocId) -> Result<RemoveReport> {
-        let docs = self.index.docs();
-        let record = docs.doc(id)?.ok_or_else(|| Error::NotFound(id.0.clone()))?;
-        let mut change = Change::default();
-        if let Some(mut file) = docs.file(&record.file)? {
-            file.docs.retain(|d| d != id);
-            // A changed hash makes the next ingest look at the file again.
-            file.hash.clear();
-            change.put_files.push(file);
-        }
-        change.delete_docs.push(id.clone());
-        self.index.apply(change)?;
-        self.index.checkpoint()?;
-        Ok(RemoveReport {
-            files: 0,
-            documents: 1,
-        })
+        remove_document_locked(&collection, id)
     }
 }
 
+fn remove_document_locked(collection: &Collection, id: &DocId) -> Result<RemoveReport> {
+    let index = collection.index();
+    let docs = index.docs();
+    let record = docs.doc(id)?.ok_or_else(|| Error::NotFound(id.0.clone()))?;
+    let mut change = Change::default();
+    if let Some(mut file) = docs.file(&record.file)? {
+        file.docs.retain(|d| d != id);
+        // A changed hash makes the next ingest look at the file again.
+        file.hash.clear();
+        change.put_files.push(file);
+    }
+    change.delete_docs.push(id.clone());
+    index.apply(change)?;
+    index.checkpoint()?;
+    Ok(RemoveReport {
+        files: 0,
+        documents: 1,
+    })
+}
+
 impl Engine {
-    /// Ingests one document sent as bytes (the HTTP API): `path` names it
-    /// and picks the loader by extension; `metadata` is added to what the
-    /// file itself carries. Sending the same path again replaces it.
+    /// Ingests one document sent as bytes (the HTTP API) into
+    /// `collection`: `path` names it and picks the loader by extension;
+    /// `metadata` is added to what the file itself carries. Sending the
+    /// same path again replaces it.
     pub fn add_document(
         &self,
+        collection: &str,
         path: &str,
         bytes: &[u8],
         metadata: &crate::types::Metadata,
@@ -296,14 +317,16 @@ impl Engine {
             size: bytes.len() as u64,
             mtime_ns: 0,
         };
+        let collection = self.collection(collection)?;
         let _writer = self.writer()?;
-        let mut run = Run::new(self, &NoProgress, 1);
+        let mut run = Run::new(self, &collection, &NoProgress, 1);
         run.process_group(&[&file], vec![Ok((hash, docs))])?;
         run.flush()?;
-        self.index.checkpoint()?;
+        let index = collection.index();
+        index.checkpoint()?;
         ids.iter()
             .map(|id| {
-                self.index.docs().doc(id)?.ok_or_else(|| {
+                index.docs().doc(id)?.ok_or_else(|| {
                     Error::store("docs", format!("document {} missing after ingest", id.0))
                 })
             })
@@ -329,9 +352,15 @@ fn dedup_last(docs: &mut Vec<Document>) {
 }
 
 impl<'a> Run<'a> {
-    fn new(engine: &'a Engine, progress: &'a dyn Progress, files_seen: u64) -> Self {
+    fn new(
+        engine: &'a Engine,
+        collection: &'a Collection,
+        progress: &'a dyn Progress,
+        files_seen: u64,
+    ) -> Self {
         Run {
             engine,
+            collection,
             progress,
             report: IngestReport {
                 files_seen,
@@ -355,7 +384,7 @@ impl<'a> Run<'a> {
 
     fn is_unchanged(&self, file: &FoundFile) -> Result<bool> {
         let path = path_key(&file.path);
-        Ok(match self.engine.index.docs().file(&path)? {
+        Ok(match self.collection.index().docs().file(&path)? {
             Some(record) => {
                 record.size == file.size
                     && record.mtime_ns == file.mtime_ns
@@ -371,7 +400,7 @@ impl<'a> Run<'a> {
         let mut change = Change::default();
         for root in roots.iter().filter(|r| r.is_dir()) {
             let prefix = format!("{}/", path_key(root));
-            for record in self.engine.index.docs().files_with_prefix(&prefix)? {
+            for record in self.collection.index().docs().files_with_prefix(&prefix)? {
                 if !present.contains(&record.path) && !Path::new(&record.path).exists() {
                     change.delete_docs.extend(record.docs.iter().cloned());
                     change.delete_files.push(record.path.clone());
@@ -380,7 +409,7 @@ impl<'a> Run<'a> {
             }
         }
         if !change.is_empty() {
-            self.engine.index.apply(change)?;
+            self.collection.index().apply(change)?;
             self.changed = true;
         }
         Ok(())
@@ -389,7 +418,7 @@ impl<'a> Run<'a> {
     /// Compares loaded files with the index, chunks what changed (in
     /// parallel) and queues it for embedding.
     fn process_group(&mut self, group: &[&FoundFile], loaded: Vec<Loaded>) -> Result<()> {
-        let store = self.engine.index.docs();
+        let store = self.collection.index().docs();
         let mut to_chunk: Vec<(usize, Document, HashSet<ChunkId>)> = Vec::new();
         let mut records: Vec<Option<FileRecord>> = Vec::with_capacity(group.len());
         for (n, (file, outcome)) in group.iter().zip(loaded).enumerate() {
@@ -434,7 +463,7 @@ impl<'a> Run<'a> {
                 docs: docs.iter().map(|d| d.id.clone()).collect(),
             }));
         }
-        let chunker = self.engine.chunker()?;
+        let chunker = self.collection.chunker(&self.engine.config)?;
         let mut works: Vec<(usize, DocWork)> = to_chunk
             .into_par_iter()
             .map(|(n, doc, existing)| {
@@ -487,7 +516,7 @@ impl<'a> Run<'a> {
         let mut vectors = if refs.is_empty() {
             Vec::new()
         } else {
-            self.engine.embedder()?.embed(&refs)?
+            self.collection.embedder()?.embed(&refs)?
         }
         .into_iter();
         let mut change = Change {
@@ -516,14 +545,14 @@ impl<'a> Run<'a> {
         if change.is_empty() {
             return Ok(());
         }
-        self.engine.index.apply(change)?;
+        self.collection.index().apply(change)?;
         self.changed = true;
         let embedded = std::mem::take(&mut self.queued_chunks);
         self.report.chunks_embedded += embedded as u64;
         self.progress.embedded(embedded as u64);
         self.since_checkpoint += embedded;
         if self.since_checkpoint >= self.engine.config.ingest.checkpoint_chunks {
-            self.engine.index.checkpoint()?;
+            self.collection.index().checkpoint()?;
             self.since_checkpoint = 0;
         }
         Ok(())
@@ -558,6 +587,7 @@ mod tests {
     use crate::config::Config;
     use crate::embed::hash::HashEmbedder;
     use crate::search::{Mode, SearchRequest};
+    use crate::types::DEFAULT_COLLECTION;
 
     fn engine(dir: &Path, rebuild_ratio: f64) -> Engine {
         let mut config = Config {
@@ -586,19 +616,19 @@ mod tests {
         write_docs(&docs, 5, "v1");
         let engine = engine(tmp.path(), 0.25);
         let first = engine
-            .ingest(std::slice::from_ref(&docs), &NoProgress)
+            .ingest(DEFAULT_COLLECTION, std::slice::from_ref(&docs), &NoProgress)
             .unwrap();
         assert_eq!(first.added, 5);
         let again = engine
-            .ingest(std::slice::from_ref(&docs), &NoProgress)
+            .ingest(DEFAULT_COLLECTION, std::slice::from_ref(&docs), &NoProgress)
             .unwrap();
         assert_eq!((again.unchanged, again.chunks_embedded), (5, 0));
         std::fs::write(docs.join("d0.md"), "# Doc 0\n\nzeta\n").unwrap();
         let changed = engine
-            .ingest(std::slice::from_ref(&docs), &NoProgress)
+            .ingest(DEFAULT_COLLECTION, std::slice::from_ref(&docs), &NoProgress)
             .unwrap();
         assert_eq!((changed.updated, changed.unchanged), (1, 4));
-        let status = engine.status().unwrap();
+        let status = engine.status(DEFAULT_COLLECTION).unwrap();
         assert!(status.consistent, "{status:?}");
         let hits = engine
             .search(&SearchRequest::new("zeta", 3, Mode::Bm25))
@@ -613,13 +643,13 @@ mod tests {
         write_docs(&docs, 20, "v1");
         let engine = engine(tmp.path(), 0.25);
         engine
-            .ingest(std::slice::from_ref(&docs), &NoProgress)
+            .ingest(DEFAULT_COLLECTION, std::slice::from_ref(&docs), &NoProgress)
             .unwrap();
         write_docs(&docs, 20, "v2");
         engine
-            .ingest(std::slice::from_ref(&docs), &NoProgress)
+            .ingest(DEFAULT_COLLECTION, std::slice::from_ref(&docs), &NoProgress)
             .unwrap();
-        let status = engine.status().unwrap();
+        let status = engine.status(DEFAULT_COLLECTION).unwrap();
         assert!(status.consistent, "{status:?}");
         assert_eq!(
             status.tombstones, 0,
@@ -641,8 +671,9 @@ mod tests {
                 let bytes = std::fs::read(&path).unwrap();
                 run_docs.extend(load::load(&path, &bytes, 1 << 20).unwrap());
             }
-            let chunker = engine.chunker().unwrap();
-            let embedder = engine.embedder().unwrap().clone();
+            let collection = engine.collection(DEFAULT_COLLECTION).unwrap();
+            let chunker = collection.chunker(engine.config()).unwrap();
+            let embedder = collection.embedder().unwrap().clone();
             let mut change = Change::default();
             for doc in &run_docs {
                 let chunks = chunker.chunk(doc);
@@ -658,10 +689,10 @@ mod tests {
             }
             // Applied (and flushed by sled on drop) but never checkpointed:
             // the keyword index never committed, the graph never dumped.
-            engine.index.apply(change).unwrap();
+            collection.index().apply(change).unwrap();
         }
         let engine = engine(tmp.path(), 1.0);
-        let status = engine.status().unwrap();
+        let status = engine.status(DEFAULT_COLLECTION).unwrap();
         assert!(status.consistent, "{status:?}");
         assert_eq!(status.documents, 4);
         assert_eq!(status.keyword_docs, status.chunks);

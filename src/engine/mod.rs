@@ -1,45 +1,45 @@
 //! [`Engine`]: the one façade the CLI, the HTTP server and embedding
-//! programs call — `ingest`, `remove`, `search`, `ask`, `status`. It owns
-//! the configuration, the index and the (lazily loaded) models.
+//! programs call — collections, `ingest`, `remove`, `search`, `ask`,
+//! `status`. It owns the configuration, the collections of the index
+//! directory and the (lazily loaded) models.
 
 mod ask;
+mod collection;
 mod ingest;
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
+pub use crate::types::DEFAULT_COLLECTION;
 pub use ask::{
     AskRequest, AskResponse, AskTimings, ConstraintOptions, MAX_SAMPLES, Reflection, Techniques,
     Verdict, Vote,
 };
+pub use collection::Collection;
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport};
 
-use crate::chunk::Chunker;
 use crate::config::Config;
+use crate::embed::Embedder;
 use crate::embed::bert::BertEmbedder;
-use crate::embed::{Embedder, EmbedderInfo};
 use crate::error::{Error, Result};
 use crate::generate::Generator;
 use crate::generate::gguf::GgufGenerator;
 use crate::search::{Readers, SearchRequest, SearchResponse};
-use crate::store::Index;
 use crate::store::manifest::Manifest;
 use crate::types::{ChunkId, ChunkRecord, DocId, DocRecord};
+use collection::{Collections, Model, Resolve};
 
-type Loader = Box<dyn Fn() -> Result<Arc<dyn Embedder>> + Send + Sync>;
-
-/// An open index plus the models that serve it.
+/// An open index directory (its collections) plus the models that serve it.
 pub struct Engine {
     config: Config,
-    index: Index,
-    embedder_info: EmbedderInfo,
-    embedder: OnceLock<Arc<dyn Embedder>>,
-    loader: Loader,
-    chunker: OnceLock<Chunker>,
+    collections: Collections,
+    resolve: Box<Resolve>,
     generator: OnceLock<Arc<dyn Generator>>,
-    /// Held by every writer (ingest, remove, add): one change set at a time.
+    /// Held by every writer (ingest, remove, add, collection changes): one
+    /// change set at a time.
     writes: Mutex<()>,
 }
 
@@ -47,6 +47,8 @@ pub struct Engine {
 /// to check a citation.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Passage {
+    /// The collection it is in.
+    pub collection: String,
     /// Chunk id.
     pub chunk_id: ChunkId,
     /// Document id.
@@ -72,6 +74,8 @@ pub struct Status {
     /// Index directory.
     #[schema(value_type = String)]
     pub index: PathBuf,
+    /// The collection counted.
+    pub collection: String,
     /// Documents.
     pub documents: u64,
     /// Chunks.
@@ -82,7 +86,7 @@ pub struct Status {
     pub keyword_docs: u64,
     /// Removed vectors still in the graph.
     pub tombstones: u64,
-    /// The embedder the index was built with.
+    /// The embedder the collection was built with.
     pub embedder: EmbedderStatus,
     /// Bytes on disk.
     pub index_bytes: u64,
@@ -97,24 +101,63 @@ pub struct EmbedderStatus {
     pub id: String,
     /// Vector dimension.
     pub dim: usize,
-    /// Model directory configured.
+    /// Model directory.
     #[schema(value_type = String)]
     pub path: PathBuf,
 }
 
+/// One collection, as `lore collection list` and `GET /v1/collections`
+/// show it (read without scanning any store).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct CollectionInfo {
+    /// Its name.
+    pub name: String,
+    /// Chunks searchable (live vectors).
+    pub chunks: u64,
+    /// Embedder id.
+    pub embedder: String,
+    /// Vector dimension.
+    pub dim: usize,
+}
+
+impl CollectionInfo {
+    fn of(collection: &Collection) -> Result<CollectionInfo> {
+        Ok(CollectionInfo {
+            name: collection.name().to_string(),
+            chunks: collection.index().sizes()?.vectors,
+            embedder: collection.embedder_info().id.clone(),
+            dim: collection.embedder_info().dim,
+        })
+    }
+}
+
 impl Engine {
-    /// Opens the configured index with the configured BERT embedder. The
-    /// model's identity is checked against the index at once; its weights are
-    /// loaded on first use, so `status` stays fast.
+    /// Opens the configured index with the configured BERT embedder (and,
+    /// for a collection that recorded another model directory, that one).
+    /// Each model's identity is checked against its collection at once; its
+    /// weights are loaded on first use, so `status` stays fast.
     pub fn open(config: Config) -> Result<Engine> {
         config.validate()?;
-        let dir = config.embedder_dir();
-        let info = BertEmbedder::identify(&dir)?;
+        let configured = config.embedder_dir();
         let (max_tokens, batch) = (config.embedder.max_tokens, config.embedder.batch_size);
-        let loader: Loader = Box::new(move || {
-            Ok(Arc::new(BertEmbedder::load(&dir, max_tokens, batch)?) as Arc<dyn Embedder>)
-        });
-        Self::build(config, info, loader)
+        let cache: Mutex<HashMap<PathBuf, Arc<Model>>> = Mutex::default();
+        let resolve = move |spec: Option<&Path>| -> Result<Arc<Model>> {
+            let dir = spec.map_or_else(|| configured.clone(), Path::to_path_buf);
+            let mut cache = cache
+                .lock()
+                .map_err(|_| Error::store("models", "an earlier load panicked"))?;
+            if let Some(model) = cache.get(&dir) {
+                return Ok(model.clone());
+            }
+            let info = BertEmbedder::identify(&dir)?;
+            let path = dir.clone();
+            let model = Arc::new(Model::lazy(info, dir.clone(), move || {
+                Ok(Arc::new(BertEmbedder::load(&path, max_tokens, batch)?) as Arc<dyn Embedder>)
+            }));
+            cache.insert(dir, model.clone());
+            Ok(model)
+        };
+        Self::build(config, Box::new(resolve))
     }
 
     /// Like [`Engine::open`] for commands that only use an index: a missing
@@ -130,26 +173,47 @@ impl Engine {
     }
 
     /// Opens the configured index with an embedder the caller built (a fake
-    /// in tests, a remote model in other programs).
+    /// in tests, a remote model in other programs), for every collection.
     pub fn with_embedder(config: Config, embedder: Arc<dyn Embedder>) -> Result<Engine> {
-        config.validate()?;
-        let info = EmbedderInfo {
-            id: embedder.id().to_string(),
-            dim: embedder.dim(),
-        };
-        let shared = embedder.clone();
-        Self::build(config, info, Box::new(move || Ok(shared.clone())))
+        Self::with_embedders(config, move |spec| match spec {
+            None => Ok(embedder.clone()),
+            Some(dir) => Err(Error::Config(format!(
+                "this engine was built with one embedder; it cannot load {}",
+                dir.display()
+            ))),
+        })
     }
 
-    fn build(config: Config, info: EmbedderInfo, loader: Loader) -> Result<Engine> {
-        let index = Index::open(&config.index, &info, &config.hnsw)?;
+    /// Opens the configured index with embedders the caller builds: `make`
+    /// gets a collection's recorded model directory (`None`: the default
+    /// embedder) and is asked once per directory.
+    pub fn with_embedders(
+        config: Config,
+        make: impl Fn(Option<&Path>) -> Result<Arc<dyn Embedder>> + Send + Sync + 'static,
+    ) -> Result<Engine> {
+        config.validate()?;
+        let cache: Mutex<HashMap<Option<PathBuf>, Arc<Model>>> = Mutex::default();
+        let resolve = move |spec: Option<&Path>| -> Result<Arc<Model>> {
+            let key = spec.map(Path::to_path_buf);
+            let mut cache = cache
+                .lock()
+                .map_err(|_| Error::store("models", "an earlier load panicked"))?;
+            if let Some(model) = cache.get(&key) {
+                return Ok(model.clone());
+            }
+            let model = Arc::new(Model::ready(make(spec)?));
+            cache.insert(key, model.clone());
+            Ok(model)
+        };
+        Self::build(config, Box::new(resolve))
+    }
+
+    fn build(config: Config, resolve: Box<Resolve>) -> Result<Engine> {
+        let collections = Collections::open(&config.index, &config, resolve.as_ref())?;
         Ok(Engine {
             config,
-            index,
-            embedder_info: info,
-            embedder: OnceLock::new(),
-            loader,
-            chunker: OnceLock::new(),
+            collections,
+            resolve,
             generator: OnceLock::new(),
             writes: Mutex::new(()),
         })
@@ -160,10 +224,63 @@ impl Engine {
         &self.config
     }
 
-    /// The index (for benchmarks, tools, and the server's probes and
-    /// shutdown; front ends go through the methods above).
-    pub fn index(&self) -> &Index {
-        &self.index
+    /// The index directory (which holds every collection).
+    pub fn dir(&self) -> &Path {
+        &self.config.index
+    }
+
+    /// The collection `name` (not found: [`Error::NotFound`]).
+    pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collections
+            .get(name, &self.config, self.resolve.as_ref())
+    }
+
+    /// True when the collection `name` exists.
+    pub fn has_collection(&self, name: &str) -> bool {
+        self.collections.exists(name)
+    }
+
+    /// The names of every collection, `default` first (nothing is opened).
+    pub fn collection_names(&self) -> Result<Vec<String>> {
+        self.collections.names()
+    }
+
+    /// Every collection, `default` first.
+    pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
+        self.collections
+            .names()?
+            .iter()
+            .map(|name| self.collection(name).and_then(|c| CollectionInfo::of(&c)))
+            .collect()
+    }
+
+    /// Creates the collection `name`, embedded with the model in
+    /// `embedder` (a model directory; none: the configured embedder).
+    pub fn create_collection(&self, name: &str, embedder: Option<&Path>) -> Result<CollectionInfo> {
+        let _writer = self.writer()?;
+        let created =
+            self.collections
+                .create(name, embedder, &self.config, self.resolve.as_ref())?;
+        CollectionInfo::of(&created)
+    }
+
+    /// Drops the collection `name` with all its documents.
+    pub fn drop_collection(&self, name: &str) -> Result<()> {
+        let _writer = self.writer()?;
+        self.collections.drop_collection(name)
+    }
+
+    /// The collections opened so far (each is opened on first use).
+    pub fn open_collections(&self) -> Result<Vec<Arc<Collection>>> {
+        self.collections.opened()
+    }
+
+    /// Makes every change durable in every open collection.
+    pub fn checkpoint(&self) -> Result<()> {
+        for collection in self.collections.opened()? {
+            collection.index().checkpoint()?;
+        }
+        Ok(())
     }
 
     fn writer(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
@@ -172,11 +289,12 @@ impl Engine {
             .map_err(|_| Error::store("docs", "an earlier write panicked"))
     }
 
-    /// Documents in id order that `readers` may read and whose path
-    /// contains `path_contains` (any case; all when empty): `limit` of them
-    /// after the first `offset`, and how many match in all.
+    /// Documents of `collection` in id order that `readers` may read and
+    /// whose path contains `path_contains` (any case; all when empty):
+    /// `limit` of them after the first `offset`, and how many match in all.
     pub fn documents(
         &self,
+        collection: &str,
         readers: &Readers,
         path_contains: &str,
         offset: usize,
@@ -184,7 +302,8 @@ impl Engine {
     ) -> Result<(Vec<DocRecord>, usize)> {
         let needle = path_contains.to_lowercase();
         let matching: Vec<DocRecord> = self
-            .index
+            .collection(collection)?
+            .index()
             .docs()
             .all_docs()?
             .into_iter()
@@ -197,20 +316,22 @@ impl Engine {
         ))
     }
 
-    /// One document by id, if `readers` may read it (else not found, the
-    /// same as a document that does not exist).
-    pub fn document(&self, readers: &Readers, id: &str) -> Result<DocRecord> {
-        self.index
+    /// One document of `collection` by id, if `readers` may read it (else
+    /// not found, the same as a document that does not exist).
+    pub fn document(&self, collection: &str, readers: &Readers, id: &str) -> Result<DocRecord> {
+        self.collection(collection)?
+            .index()
             .docs()
             .doc(&DocId(id.to_string()))?
             .filter(|d| readers.may_read(d))
             .ok_or_else(|| Error::NotFound(format!("document {id}")))
     }
 
-    /// A chunk and the chunks either side of it in its document, if
-    /// `readers` may read the document (else not found).
-    pub fn passage(&self, readers: &Readers, id: &str) -> Result<Passage> {
-        let docs = self.index.docs();
+    /// A chunk of `collection` and the chunks either side of it in its
+    /// document, if `readers` may read the document (else not found).
+    pub fn passage(&self, collection: &str, readers: &Readers, id: &str) -> Result<Passage> {
+        let collection = self.collection(collection)?;
+        let docs = collection.index().docs();
         let missing = || Error::NotFound(format!("chunk {id}"));
         let chunk = docs.chunk(&ChunkId(id.to_string()))?.ok_or_else(missing)?;
         let doc = docs
@@ -230,6 +351,7 @@ impl Engine {
         let before = neighbour(-1)?.map_or_else(String::new, |c| text_before(&c, &chunk));
         let after = neighbour(1)?.map_or_else(String::new, |c| text_after(&chunk, &c));
         Ok(Passage {
+            collection: collection.name().to_string(),
             chunk_id: chunk.id,
             doc_id: chunk.doc_id,
             path: doc.path,
@@ -239,15 +361,6 @@ impl Engine {
             before,
             after,
         })
-    }
-
-    /// The embedder, loading it on first use.
-    pub fn embedder(&self) -> Result<&Arc<dyn Embedder>> {
-        if let Some(embedder) = self.embedder.get() {
-            return Ok(embedder);
-        }
-        let loaded = (self.loader)()?;
-        Ok(self.embedder.get_or_init(|| loaded))
     }
 
     /// The generator, loading it on first use.
@@ -260,43 +373,48 @@ impl Engine {
         Ok(self.generator.get_or_init(|| loaded))
     }
 
-    fn chunker(&self) -> Result<&Chunker> {
-        if let Some(chunker) = self.chunker.get() {
-            return Ok(chunker);
-        }
-        let sizer = self.embedder()?.sizer()?;
-        let chunker = Chunker::new(
-            sizer,
-            self.config.chunk.max_tokens,
-            self.config.chunk.overlap_tokens,
-        )?;
-        Ok(self.chunker.get_or_init(|| chunker))
-    }
-
-    /// Searches the index.
+    /// Searches the request's collections (results fused across them).
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
-        crate::search::search(
-            &self.index,
-            self.embedder()?.as_ref(),
-            &self.config.search,
-            request,
-        )
+        let collections = request
+            .collection_names()
+            .iter()
+            .map(|name| self.collection(name))
+            .collect::<Result<Vec<_>>>()?;
+        let embedders = collections
+            .iter()
+            .map(|c| match request.mode {
+                crate::search::Mode::Bm25 => Ok(None),
+                _ => c.embedder().map(|e| Some(e.as_ref())),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let targets: Vec<crate::search::Target<'_>> = collections
+            .iter()
+            .zip(embedders)
+            .map(|(c, embedder)| crate::search::Target {
+                name: c.name(),
+                index: c.index(),
+                embedder,
+            })
+            .collect();
+        crate::search::search(&targets, &self.config.search, request)
     }
 
-    /// Counts and consistency of the index.
-    pub fn status(&self) -> Result<Status> {
-        let s = self.index.status()?;
+    /// Counts and consistency of `collection`.
+    pub fn status(&self, collection: &str) -> Result<Status> {
+        let collection = self.collection(collection)?;
+        let s = collection.index().status()?;
         Ok(Status {
             index: self.config.index.clone(),
+            collection: collection.name().to_string(),
             documents: s.documents,
             chunks: s.chunks,
             vectors: s.vectors,
             keyword_docs: s.keyword_docs,
             tombstones: s.tombstones,
             embedder: EmbedderStatus {
-                id: self.embedder_info.id.clone(),
-                dim: self.embedder_info.dim,
-                path: self.config.embedder_dir(),
+                id: collection.embedder_info().id.clone(),
+                dim: collection.embedder_info().dim,
+                path: collection.embedder_path().to_path_buf(),
             },
             index_bytes: s.index_bytes,
             consistent: s.consistent,

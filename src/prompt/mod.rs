@@ -266,6 +266,7 @@ mod tests {
     fn hit(n: usize, text: &str) -> Hit {
         Hit {
             rank: n,
+            collection: "default".into(),
             score: 1.0 / n as f32,
             doc_id: DocId(format!("d{n}")),
             path: format!("/docs/file{n}.md"),

@@ -10,7 +10,7 @@ use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::store::DocStore;
+use crate::store::Index;
 use crate::types::{DocRecord, Slot};
 
 /// Conditions a document must meet, all of them.
@@ -152,9 +152,8 @@ impl Readers {
             return true;
         };
         match doc.metadata.get(ACCESS_KEY) {
-            None | Some(serde_json::Value::Null) => true,
-            Some(serde_json::Value::Array(items)) if items.is_empty() => true,
-            Some(list) => groups.iter().any(|g| value_matches(list, g)),
+            Some(list) if has_access_list(doc) => groups.iter().any(|g| value_matches(list, g)),
+            _ => true,
         }
     }
 
@@ -164,26 +163,40 @@ impl Readers {
     }
 }
 
-/// The slots of the chunks of every document `filter` lets through and
-/// `readers` may read.
-pub fn allowed_slots(
-    docs: &dyn DocStore,
-    filter: &Filter,
-    readers: &Readers,
-) -> Result<HashSet<Slot>> {
+/// True when `doc` carries a non-empty access list.
+pub fn has_access_list(doc: &DocRecord) -> bool {
+    match doc.metadata.get(ACCESS_KEY) {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Array(items)) => !items.is_empty(),
+        Some(_) => true,
+    }
+}
+
+/// The slots both retrievers must search inside: those of every document
+/// `filter` lets through and `readers` may read, or `None` when that is
+/// every slot (no filter, and no document is hidden from them — checked
+/// on the documents with an access list alone).
+pub fn allowed(index: &Index, filter: &Filter, readers: &Readers) -> Result<Option<HashSet<Slot>>> {
+    if filter.is_empty() && !readers.restricted() {
+        return Ok(None);
+    }
     let compiled = filter.compile()?;
+    let table = index.doc_table()?;
+    let hides_some = readers.restricted()
+        && table
+            .restricted
+            .iter()
+            .any(|&at| !readers.may_read(&table.docs[at].0));
+    if filter.is_empty() && !hides_some {
+        return Ok(None);
+    }
     let mut slots = HashSet::new();
-    for doc in docs.all_docs()? {
-        if !compiled.matches(&doc) || !readers.may_read(&doc) {
-            continue;
-        }
-        for id in &doc.chunks {
-            if let Some(chunk) = docs.chunk(id)? {
-                slots.insert(chunk.slot);
-            }
+    for (doc, doc_slots) in &table.docs {
+        if compiled.matches(doc) && (!hides_some || readers.may_read(doc)) {
+            slots.extend(doc_slots.iter().copied());
         }
     }
-    Ok(slots)
+    Ok(Some(slots))
 }
 
 #[cfg(test)]

@@ -3,22 +3,21 @@
 //! ARCHITECTURE.md record the numbers that chose the default.
 
 use std::collections::HashMap;
-
-use crate::types::Slot;
+use std::hash::Hash;
 
 /// Reciprocal rank fusion constant (Cormack et al., 2009).
 pub const RRF_K: f32 = 60.0;
 
 /// Reciprocal rank fusion: each list contributes `1 / (RRF_K + rank)` per
-/// item. Ties break on the slot, so the result is deterministic.
-pub fn reciprocal_rank(lists: &[&[(Slot, f32)]]) -> Vec<(Slot, f32)> {
-    let mut scores: HashMap<Slot, f32> = HashMap::new();
+/// item. Ties break on the key, so the result is deterministic.
+pub fn reciprocal_rank<K: Copy + Eq + Hash + Ord>(lists: &[&[(K, f32)]]) -> Vec<(K, f32)> {
+    let mut scores: HashMap<K, f32> = HashMap::new();
     for list in lists {
         for (rank, (slot, _)) in list.iter().enumerate() {
             *scores.entry(*slot).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
         }
     }
-    let mut fused: Vec<(Slot, f32)> = scores.into_iter().collect();
+    let mut fused: Vec<(K, f32)> = scores.into_iter().collect();
     fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     fused
 }
@@ -26,8 +25,12 @@ pub fn reciprocal_rank(lists: &[&[(Slot, f32)]]) -> Vec<(Slot, f32)> {
 /// Linear fusion: each list's scores are min-max normalised to [0, 1],
 /// then combined as `dense_weight * dense + (1 - dense_weight) * bm25`; an
 /// item missing from a list gets 0 there.
-pub fn linear(dense: &[(Slot, f32)], bm25: &[(Slot, f32)], dense_weight: f32) -> Vec<(Slot, f32)> {
-    let mut scores: HashMap<Slot, f32> = HashMap::new();
+pub fn linear<K: Copy + Eq + Hash + Ord>(
+    dense: &[(K, f32)],
+    bm25: &[(K, f32)],
+    dense_weight: f32,
+) -> Vec<(K, f32)> {
+    let mut scores: HashMap<K, f32> = HashMap::new();
     for (list, weight) in [(dense, dense_weight), (bm25, 1.0 - dense_weight)] {
         let max = list
             .iter()
@@ -39,7 +42,7 @@ pub fn linear(dense: &[(Slot, f32)], bm25: &[(Slot, f32)], dense_weight: f32) ->
             *scores.entry(*slot).or_default() += weight * (score - min) / span;
         }
     }
-    let mut fused: Vec<(Slot, f32)> = scores.into_iter().collect();
+    let mut fused: Vec<(K, f32)> = scores.into_iter().collect();
     fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     fused
 }
@@ -47,6 +50,7 @@ pub fn linear(dense: &[(Slot, f32)], bm25: &[(Slot, f32)], dense_weight: f32) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Slot;
 
     #[test]
     fn items_in_both_lists_rank_first() {

@@ -18,7 +18,25 @@ use crate::config::{FusionMethod, SearchConfig};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::store::Index;
-use crate::types::{ChunkId, DocId, Slot};
+use crate::types::{ChunkId, DEFAULT_COLLECTION, DocId, Slot};
+
+/// Most collections one search may span.
+pub const MAX_COLLECTIONS: usize = 16;
+
+/// A candidate: which of the searched collections (by position) and which
+/// slot in it.
+type Key = (usize, Slot);
+
+/// One collection to search: its name, its stores, and its embedder
+/// (needed unless the mode is BM25 alone).
+pub struct Target<'a> {
+    /// The collection's name (reported on its hits).
+    pub name: &'a str,
+    /// Its stores.
+    pub index: &'a Index,
+    /// Its embedder: the query is embedded once per embedder id.
+    pub embedder: Option<&'a dyn Embedder>,
+}
 
 /// Longest query (or question) accepted, in bytes: checked before any
 /// tokenizing, so a huge query costs nothing.
@@ -53,6 +71,9 @@ pub struct SearchRequest {
     /// At most one hit per document (its best chunk).
     #[serde(default)]
     pub collapse: bool,
+    /// Collections to search, results fused across them (none: `default`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<String>,
     /// Who reads: documents they may not read are never searched. Set by
     /// the front end from the caller's key, never from a request body.
     #[serde(skip)]
@@ -68,7 +89,17 @@ impl SearchRequest {
             mode,
             filter: Filter::default(),
             collapse: false,
+            collections: Vec::new(),
             readers: Readers::Everyone,
+        }
+    }
+
+    /// The collections it names, `default` when none.
+    pub fn collection_names(&self) -> Vec<String> {
+        if self.collections.is_empty() {
+            vec![DEFAULT_COLLECTION.to_string()]
+        } else {
+            self.collections.clone()
         }
     }
 }
@@ -88,6 +119,8 @@ pub enum Retriever {
 pub struct Hit {
     /// 1-based rank.
     pub rank: usize,
+    /// The collection it came from.
+    pub collection: String,
     /// Score of the mode used (fused, cosine or BM25).
     pub score: f32,
     /// Document id.
@@ -138,14 +171,75 @@ fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
 }
 
-/// Runs `request` against `index`.
+/// Runs `request` against `collections`; with several, their candidates
+/// are pooled before fusion, so hits are ranked across collections exactly
+/// as they would be within one.
 pub fn search(
-    index: &Index,
-    embedder: &dyn Embedder,
+    collections: &[Target<'_>],
     config: &SearchConfig,
     request: &SearchRequest,
 ) -> Result<SearchResponse> {
     let start = Instant::now();
+    check(request, collections.len())?;
+    let mut timings = Timings::default();
+    // Look deeper than k so fusion and collapsing have candidates to work on.
+    let depth = (request.k * config.depth_factor).max(50);
+    let mut dense: Vec<(Key, f32)> = Vec::new();
+    let mut keyword: Vec<(Key, f32)> = Vec::new();
+    // One query vector per embedder, shared by collections that use it.
+    let mut queries: HashMap<String, Vec<f32>> = HashMap::new();
+    for (at, collection) in collections.iter().enumerate() {
+        let index = collection.index;
+        let allowed = filter::allowed(index, &request.filter, &request.readers)?;
+        if let (Some(embedder), false) = (collection.embedder, request.mode == Mode::Bm25) {
+            let id = embedder.id().to_string();
+            if !queries.contains_key(&id) {
+                let t = Instant::now();
+                let vector = embedder.embed(&[request.query.as_str()])?.remove(0);
+                timings.embed_ms += ms_since(t);
+                queries.insert(id.clone(), vector);
+            }
+            let t = Instant::now();
+            let hits = dense_search(index, &queries[&id], depth, allowed.as_ref())?;
+            timings.dense_ms += ms_since(t);
+            dense.extend(hits.into_iter().map(|(slot, s)| ((at, slot), s)));
+        }
+        if request.mode != Mode::Dense {
+            let t = Instant::now();
+            let hits = index
+                .keywords()
+                .search(&request.query, depth, allowed.as_ref())?;
+            timings.bm25_ms += ms_since(t);
+            keyword.extend(hits.into_iter().map(|(slot, s)| ((at, slot), s)));
+        }
+    }
+    let by_score = |a: &(Key, f32), b: &(Key, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    dense.sort_by(by_score);
+    keyword.sort_by(by_score);
+    let best_dense = dense.first().map(|(_, score)| *score);
+    let found = Found {
+        dense: dense.iter().map(|(key, _)| *key).collect(),
+        bm25: keyword.iter().map(|(key, _)| *key).collect(),
+    };
+    let ranked = match (request.mode, config.fusion) {
+        (Mode::Dense, _) => dense,
+        (Mode::Bm25, _) => keyword,
+        (Mode::Hybrid, FusionMethod::Rrf) => fusion::reciprocal_rank(&[&dense, &keyword]),
+        (Mode::Hybrid, FusionMethod::Linear) => {
+            fusion::linear(&dense, &keyword, config.dense_weight)
+        }
+    };
+    let hits = resolve(collections, &ranked, &found, request.k, request.collapse)?;
+    timings.total_ms = ms_since(start);
+    Ok(SearchResponse {
+        hits,
+        timings,
+        best_dense,
+    })
+}
+
+/// Refuses requests that cannot be answered, before any work.
+fn check(request: &SearchRequest, collections: usize) -> Result<()> {
     if request.query.trim().is_empty() {
         return Err(Error::InvalidRequest("empty query".into()));
     }
@@ -158,61 +252,12 @@ pub fn search(
     if request.k == 0 {
         return Err(Error::InvalidRequest("k must be at least 1".into()));
     }
-    let allowed = if request.filter.is_empty() && !request.readers.restricted() {
-        None
-    } else {
-        Some(filter::allowed_slots(
-            index.docs(),
-            &request.filter,
-            &request.readers,
-        )?)
-    };
-    let mut timings = Timings::default();
-    // Look deeper than k so fusion and collapsing have candidates to work on.
-    let depth = (request.k * config.depth_factor).max(50);
-    let dense = if request.mode == Mode::Bm25 {
-        Vec::new()
-    } else {
-        let t = Instant::now();
-        let query = embedder.embed(&[request.query.as_str()])?.remove(0);
-        timings.embed_ms = ms_since(t);
-        let t = Instant::now();
-        let hits = dense_search(index, &query, depth, allowed.as_ref())?;
-        timings.dense_ms = ms_since(t);
-        hits
-    };
-    let keyword = if request.mode == Mode::Dense {
-        Vec::new()
-    } else {
-        let t = Instant::now();
-        let hits = index
-            .keywords()
-            .search(&request.query, depth, allowed.as_ref())?;
-        timings.bm25_ms = ms_since(t);
-        hits
-    };
-    let best_dense = dense.first().map(|(_, score)| *score);
-    let dense_slots: HashSet<Slot> = dense.iter().map(|(slot, _)| *slot).collect();
-    let keyword_slots: HashSet<Slot> = keyword.iter().map(|(slot, _)| *slot).collect();
-    let ranked = match (request.mode, config.fusion) {
-        (Mode::Dense, _) => dense,
-        (Mode::Bm25, _) => keyword,
-        (Mode::Hybrid, FusionMethod::Rrf) => fusion::reciprocal_rank(&[&dense, &keyword]),
-        (Mode::Hybrid, FusionMethod::Linear) => {
-            fusion::linear(&dense, &keyword, config.dense_weight)
-        }
-    };
-    let found = Found {
-        dense: dense_slots,
-        bm25: keyword_slots,
-    };
-    let hits = resolve(index, &ranked, &found, request.k, request.collapse)?;
-    timings.total_ms = ms_since(start);
-    Ok(SearchResponse {
-        hits,
-        timings,
-        best_dense,
-    })
+    if collections == 0 || collections > MAX_COLLECTIONS {
+        return Err(Error::InvalidRequest(format!(
+            "search 1 to {MAX_COLLECTIONS} collections at once"
+        )));
+    }
+    Ok(())
 }
 
 /// Vector search, inside `allowed` when given. The graph search may come
@@ -248,45 +293,47 @@ fn dense_search(
 
 /// The candidates each retriever returned.
 struct Found {
-    dense: HashSet<Slot>,
-    bm25: HashSet<Slot>,
+    dense: HashSet<Key>,
+    bm25: HashSet<Key>,
 }
 
 impl Found {
-    fn by(&self, slot: Slot) -> Vec<Retriever> {
+    fn by(&self, key: Key) -> Vec<Retriever> {
         let mut by = Vec::with_capacity(2);
-        if self.dense.contains(&slot) {
+        if self.dense.contains(&key) {
             by.push(Retriever::Dense);
         }
-        if self.bm25.contains(&slot) {
+        if self.bm25.contains(&key) {
             by.push(Retriever::Bm25);
         }
         by
     }
 }
 
-/// Turns ranked slots into hits, skipping slots whose chunk is gone and,
-/// with `collapse`, chunks of documents already listed.
+/// Turns ranked candidates into hits, skipping slots whose chunk is gone
+/// and, with `collapse`, chunks of documents already listed.
 fn resolve(
-    index: &Index,
-    ranked: &[(Slot, f32)],
+    collections: &[Target<'_>],
+    ranked: &[(Key, f32)],
     found: &Found,
     k: usize,
     collapse: bool,
 ) -> Result<Vec<Hit>> {
-    let mut paths: HashMap<DocId, String> = HashMap::new();
+    let mut paths: HashMap<(usize, DocId), String> = HashMap::new();
     let mut hits = Vec::with_capacity(k);
-    for &(slot, score) in ranked {
+    for &((at, slot), score) in ranked {
         if hits.len() == k {
             break;
         }
+        let index = collections[at].index;
         let Some(chunk) = index.chunk_at(slot)? else {
             continue;
         };
-        if collapse && paths.contains_key(&chunk.doc_id) {
+        let doc = (at, chunk.doc_id.clone());
+        if collapse && paths.contains_key(&doc) {
             continue;
         }
-        let path = match paths.get(&chunk.doc_id) {
+        let path = match paths.get(&doc) {
             Some(path) => path.clone(),
             None => {
                 let path = index
@@ -294,12 +341,13 @@ fn resolve(
                     .doc(&chunk.doc_id)?
                     .map(|d| d.path)
                     .unwrap_or_default();
-                paths.insert(chunk.doc_id.clone(), path.clone());
+                paths.insert(doc, path.clone());
                 path
             }
         };
         hits.push(Hit {
             rank: hits.len() + 1,
+            collection: collections[at].name.to_string(),
             score,
             doc_id: chunk.doc_id,
             path,
@@ -307,7 +355,7 @@ fn resolve(
             byte_range: chunk.byte_range,
             heading: chunk.heading,
             text: chunk.text,
-            found_by: found.by(slot),
+            found_by: found.by((at, slot)),
         });
     }
     Ok(hits)

@@ -1,6 +1,12 @@
-//! API keys and roles. `read` keys may search, ask, chat, list models,
-//! embed and read documents; `write` keys may also add, delete and ingest
-//! documents; `admin` keys may do everything. Keys come from the
+//! API keys, roles and collections. `read` keys may search, ask, chat,
+//! list models, embed and read documents; `write` keys may also add,
+//! delete and ingest documents; `admin` keys may also create and drop
+//! collections. Every key names the collections it may use, and every
+//! route declares which collections a request works on ([`Scope`]): the
+//! `collection` query parameter (one convention on every endpoint), the
+//! `{name}` of a collection's own path, or none. Both are checked after
+//! routing, on the route that matched, before any handler runs; handlers
+//! read the checked names back with [`collections`]. Keys come from the
 //! configuration and from the index's key store ([`crate::keys`]). With no
 //! keys at all every request is let in (and `lore serve` refuses to bind a
 //! non-loopback address).
@@ -16,8 +22,11 @@ use super::State;
 use super::error::ApiError;
 use crate::keys::{KeyStore, Principal, Role};
 
-/// The collection every route serves until collections can be named.
-pub const DEFAULT_COLLECTION: &str = "default";
+use crate::search::MAX_COLLECTIONS;
+use crate::types::{DEFAULT_COLLECTION, check_collection_name};
+
+/// The query parameter that names a request's collections.
+pub const COLLECTION_PARAM: &str = "collection";
 
 /// The keys a server accepts: those configured (`LORE_API_KEYS`,
 /// `server.api_keys`: every collection, no groups) and those of the
@@ -90,6 +99,8 @@ pub enum Access {
     Key(Role),
     /// Reading (`GET`, `HEAD`) needs a read key, anything else a write key.
     ReadWrite,
+    /// Reading needs a read key, anything else an admin key.
+    ReadAdmin,
 }
 
 impl Access {
@@ -103,8 +114,107 @@ impl Access {
                 Some(Role::Read)
             }
             Access::ReadWrite => Some(Role::Write),
+            Access::ReadAdmin if *method == Method::GET || *method == Method::HEAD => {
+                Some(Role::Read)
+            }
+            Access::ReadAdmin => Some(Role::Admin),
         }
     }
+}
+
+/// Which collections a route works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// None (probes, whoami, the collection list, the OpenAI models; chat
+    /// and embeddings name theirs in the body's `model` and check it with
+    /// [`authorize`]).
+    None,
+    /// One, from `?collection=NAME` (`default` when absent).
+    One,
+    /// One or more, from `?collection=A,B` (search and ask).
+    Many,
+    /// The `{name}` segment of the path (a collection's own resource).
+    Path,
+}
+
+/// The collections a request was checked for (in the request's extensions).
+#[derive(Debug, Clone)]
+struct Checked(Vec<String>);
+
+/// The names `req` gives for `scope`, before any check of the key.
+fn requested(req: &ServiceRequest, scope: Scope) -> Result<Vec<String>, ApiError> {
+    let named = match scope {
+        Scope::None => return Ok(Vec::new()),
+        Scope::Path => req.match_info().get("name").map(str::to_string),
+        Scope::One | Scope::Many => {
+            let pairs =
+                actix_web::web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+                    .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+            let mut values = pairs.0.into_iter().filter(|(k, _)| k == COLLECTION_PARAM);
+            let first = values.next().map(|(_, v)| v);
+            if values.next().is_some() {
+                return Err(ApiError::bad_request(
+                    "name the collections once: ?collection=A,B",
+                ));
+            }
+            first
+        }
+    };
+    let named = named.unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
+    let mut names: Vec<String> = Vec::new();
+    for name in named.split(',').map(str::trim) {
+        check_collection_name(name).map_err(ApiError::from)?;
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    if names.len() > 1 && scope != Scope::Many {
+        return Err(ApiError::bad_request(
+            "this endpoint works on one collection",
+        ));
+    }
+    if names.len() > MAX_COLLECTIONS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_COLLECTIONS} collections at once"
+        )));
+    }
+    Ok(names)
+}
+
+/// Lets `principal` use `names`: 403 for one it may not use (whether it
+/// exists or not, so the answer reveals nothing), then 404 for one that
+/// does not exist.
+pub fn authorize(state: &State, principal: &Principal, names: &[String]) -> Result<(), ApiError> {
+    if let Some(name) = names.iter().find(|n| !principal.may_use(n)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this key may not use the collection '{name}'"),
+        ));
+    }
+    if let Some(name) = names.iter().find(|n| !state.engine.has_collection(n)) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no collection '{name}'"),
+        ));
+    }
+    Ok(())
+}
+
+/// The collections the auth middleware checked for this request (the
+/// route's [`Scope`]); `default` on routes that name none.
+pub fn collections(req: &HttpRequest) -> Vec<String> {
+    req.extensions()
+        .get::<Checked>()
+        .map(|c| c.0.clone())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| vec![DEFAULT_COLLECTION.to_string()])
+}
+
+/// The one collection the auth middleware checked for this request.
+pub fn collection(req: &HttpRequest) -> String {
+    collections(req).swap_remove(0)
 }
 
 /// The bearer token of `req`: the scheme is case-insensitive (RFC 9110).
@@ -141,10 +251,12 @@ pub fn principal(req: &HttpRequest) -> Principal {
         .unwrap_or_else(|| Principal::everywhere("anonymous", Role::Read))
 }
 
-/// Route middleware: lets the request through when `access` allows it,
-/// and records who it acts as.
+/// Route middleware: lets the request through when `access` allows it
+/// and the key may use the collections of `scope`, and records who it acts
+/// as and for which collections.
 pub async fn check(
     access: Access,
+    scope: Scope,
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -166,15 +278,10 @@ pub async fn check(
             )
             .into());
         }
-        if !principal.may_use(DEFAULT_COLLECTION) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("this key may not use the collection '{DEFAULT_COLLECTION}'"),
-            )
-            .into());
-        }
+        let names = requested(&req, scope)?;
+        authorize(state, &principal, &names)?;
         req.extensions_mut().insert(principal);
+        req.extensions_mut().insert(Checked(names));
     }
     next.call(req).await
 }

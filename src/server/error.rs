@@ -108,6 +108,7 @@ impl From<Error> for ApiError {
                 message,
             ),
             Error::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            Error::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
             Error::IndexLocked { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "index_locked",

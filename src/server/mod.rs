@@ -182,10 +182,7 @@ fn allowed_hosts(config: &ServerConfig, loopback: bool) -> Vec<String> {
 /// Serves `engine` at `config.addr` until SIGINT/SIGTERM, then drains
 /// in-flight requests and flushes the index.
 pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
-    let keys = auth::Keys::new(
-        &config.api_keys,
-        crate::keys::KeyStore::open(engine.index().dir()),
-    );
+    let keys = auth::Keys::new(&config.api_keys, crate::keys::KeyStore::open(engine.dir()));
     let loopback = is_loopback(&config.addr)?;
     if keys.is_empty()? && !loopback {
         return Err(Error::Config(format!(
@@ -200,13 +197,16 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         .iter()
         .map(|r| r.canonicalize().map_err(|e| Error::io(r, e)))
         .collect::<Result<Vec<_>>>()?;
-    // Load the embedder now so the first search is not slow and /readyz is honest.
-    engine.embedder()?;
+    // Load the default embedder now so the first search is not slow and
+    // /readyz is honest.
+    engine
+        .collection(crate::types::DEFAULT_COLLECTION)?
+        .embedder()?;
     let cores = engine.config().threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let local_token = crate::types::random_id();
-    let index_dir = engine.index().dir().to_path_buf();
+    let index_dir = engine.dir().to_path_buf();
     let engine = Arc::new(engine);
     let state = web::Data::new(State {
         engine: engine.clone(),
@@ -275,5 +275,5 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
     crate::client::Announcement::remove(&index_dir);
     served?;
     tracing::info!("server stopped; flushing the index");
-    engine.index().checkpoint()
+    engine.checkpoint()
 }

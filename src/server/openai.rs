@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::State;
+use super::auth::{self, Scope};
 use super::error::ApiError;
 use super::openapi::ErrorResponses;
 use super::routes::{
@@ -19,16 +20,49 @@ use super::routes::{
 use crate::answer::Citation;
 use crate::engine::{AskRequest, AskResponse, AskTimings};
 use crate::search::Hit;
+use crate::types::DEFAULT_COLLECTION;
 
 /// Most inputs one embeddings request may carry.
 const MAX_EMBED_INPUTS: usize = 256;
-/// The model name lore answers as.
+/// The model name lore answers as from the `default` collection.
 const MODEL: &str = "lore";
+/// Model names `lore:NAME` answer from the collection `NAME`.
+const MODEL_PREFIX: &str = "lore:";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/v1/chat/completions", "POST", READ).route(web::post().to(chat)))
-        .service(resource("/v1/models", "GET", READ).route(web::get().to(models)))
-        .service(resource("/v1/embeddings", "POST", READ).route(web::post().to(embeddings)));
+    // The collection is the body's `model`, checked by the handlers.
+    let none = Scope::None;
+    cfg.service(resource("/v1/chat/completions", "POST", READ, none).route(web::post().to(chat)))
+        .service(resource("/v1/models", "GET", READ, none).route(web::get().to(models)))
+        .service(resource("/v1/embeddings", "POST", READ, none).route(web::post().to(embeddings)));
+}
+
+/// The collection a model name picks: `lore` (or none) is `default`,
+/// `lore:NAME` is `NAME`; anything else is not a model here (404).
+/// Checked against the caller's key like any named collection.
+fn collection_of(
+    state: &State,
+    req: &HttpRequest,
+    model: Option<&str>,
+) -> Result<String, ApiError> {
+    let name = match model {
+        None | Some(MODEL) => DEFAULT_COLLECTION.to_string(),
+        Some(model) => match model.strip_prefix(MODEL_PREFIX) {
+            Some(name) => name.to_string(),
+            None => {
+                return Err(ApiError::new(
+                    actix_web::http::StatusCode::NOT_FOUND,
+                    "model_not_found",
+                    format!(
+                        "no model '{model}': use {MODEL} or {MODEL_PREFIX}COLLECTION (GET /v1/models)"
+                    ),
+                ));
+            }
+        },
+    };
+    crate::types::check_collection_name(&name)?;
+    auth::authorize(state, &auth::principal(req), std::slice::from_ref(&name))?;
+    Ok(name)
 }
 
 fn now() -> u64 {
@@ -62,17 +96,25 @@ fn card(id: String) -> ModelCard {
     }
 }
 
-/// The models: `lore` (answers from the documents) and the embedder.
+/// The models: `lore:NAME` for every collection the key may use (an
+/// OpenAI client picks a collection by picking a model; `lore` is
+/// `default`'s other name).
 #[utoipa::path(get, path = "/v1/models", security(("api_key" = [])), responses((status = 200, body = ModelList), ErrorResponses))]
-pub async fn models(state: web::Data<State>) -> HttpResponse {
-    let embedder = state.engine.config().embedder_dir();
-    let embedder = embedder
-        .file_name()
-        .map_or_else(|| "embedder".into(), |n| n.to_string_lossy().into_owned());
-    HttpResponse::Ok().json(ModelList {
+pub async fn models(state: web::Data<State>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let principal = auth::principal(&req);
+    let engine = state.engine.clone();
+    let names = blocking(&state, move || engine.collection_names()).await?;
+    let mut data = Vec::new();
+    for name in names.into_iter().filter(|n| principal.may_use(n)) {
+        if name == DEFAULT_COLLECTION {
+            data.push(card(MODEL.into()));
+        }
+        data.push(card(format!("{MODEL_PREFIX}{name}")));
+    }
+    Ok(HttpResponse::Ok().json(ModelList {
         object: "list".into(),
-        data: vec![card(MODEL.into()), card(embedder)],
-    })
+        data,
+    }))
 }
 
 /// A chat message; `content` is a string or an array of `{type, text}`
@@ -89,6 +131,8 @@ pub struct ChatMessage {
 /// as OpenAI clients send many.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatBody {
+    /// `lore` (the `default` collection) or `lore:NAME` (the collection
+    /// NAME), as `GET /v1/models` lists them.
     #[serde(default)]
     model: Option<String>,
     messages: Vec<ChatMessage>,
@@ -288,6 +332,7 @@ pub async fn chat(
     body: web::Json<ChatBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let collection = collection_of(&state, &req, body.model.as_deref())?;
     let question = body
         .messages
         .iter()
@@ -314,8 +359,10 @@ pub async fn chat(
         techniques: Default::default(),
     }
     .into_request(max_answer_tokens(&state))?;
+    let model = body.model.unwrap_or_else(|| MODEL.into());
     let request = AskRequest {
-        readers: super::auth::principal(&req).readers(),
+        readers: auth::principal(&req).readers(),
+        collections: vec![collection],
         ..request
     };
     // Structured content is the JSON alone: a sources list would break it.
@@ -326,7 +373,6 @@ pub async fn chat(
             sources(r)
         }
     };
-    let model = body.model.unwrap_or_else(|| MODEL.into());
     let created = now();
     let id = format!("chatcmpl-{}", crate::types::random_id());
     let permits = state.gate.enter().await?;
@@ -395,6 +441,7 @@ pub struct EmbeddingsBody {
     /// A string or an array of 1..=256 strings.
     #[schema(schema_with = embedding_input)]
     input: Value,
+    /// `lore` or `lore:NAME`: the embedder of that collection.
     #[serde(default)]
     model: Option<String>,
 }
@@ -441,19 +488,22 @@ fn inputs_of(input: &Value) -> Result<Vec<String>, ApiError> {
     Ok(inputs)
 }
 
-/// Embeds texts with the index's embedder (unit vectors).
+/// Embeds texts with the embedder of the collection the model names
+/// (`lore:NAME`; `lore` or none: `default`), as unit vectors.
 #[utoipa::path(post, path = "/v1/embeddings", request_body = EmbeddingsBody, security(("api_key" = [])), responses((status = 200, body = EmbeddingList), ErrorResponses))]
 pub async fn embeddings(
     state: web::Data<State>,
+    req: HttpRequest,
     body: web::Json<EmbeddingsBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let collection = collection_of(&state, &req, body.model.as_deref())?;
     let inputs = inputs_of(&body.input)?;
     let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
     let engine = state.engine.clone();
     let vectors = blocking(&state, move || {
         let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        engine.embedder()?.embed(&refs)
+        engine.collection(&collection)?.embedder()?.embed(&refs)
     })
     .await?;
     Ok(HttpResponse::Ok().json(EmbeddingList {
@@ -467,7 +517,7 @@ pub async fn embeddings(
                 embedding,
             })
             .collect(),
-        model: body.model.unwrap_or_else(|| "lore-embedder".into()),
+        model: body.model.unwrap_or_else(|| MODEL.into()),
         usage: EmbeddingUsage {
             prompt_tokens: tokens,
             total_tokens: tokens,

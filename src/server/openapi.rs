@@ -22,10 +22,14 @@ impl IntoResponses for ErrorResponses {
             ("401", "A valid API key is required."),
             (
                 "403",
-                "The key's scope does not allow this, the path is outside the ingest roots, \
-                 or a page of another site sent a write.",
+                "The key's role or collections do not allow this, the path is outside the \
+                 ingest roots, or a page of another site sent a write.",
             ),
-            ("404", "No such document or endpoint."),
+            (
+                "404",
+                "No such document, collection, model or endpoint (a collection the key \
+                 may not use is a 403 whether it exists or not).",
+            ),
             ("405", "The endpoint does not support this method."),
             ("408", "The request body did not arrive in time."),
             ("413", "The request body is too large."),
@@ -93,6 +97,9 @@ impl Modify for BearerKeys {
         routes::status,
         routes::whoami,
         routes::get_chunk,
+        routes::list_collections,
+        routes::create_collection,
+        routes::drop_collection,
         openai::chat,
         openai::models,
         openai::embeddings,

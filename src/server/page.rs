@@ -45,13 +45,15 @@ const ASSETS: [(&str, &str, &str); 4] = [
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for (path, content_type, body) in ASSETS {
         cfg.service(
-            resource(path, "GET", OPEN).route(web::get().to(move || async move {
-                HttpResponse::Ok()
-                    .content_type(content_type)
-                    // Always revalidate: a new binary serves a new page.
-                    .insert_header((header::CACHE_CONTROL, "no-cache"))
-                    .body(body)
-            })),
+            resource(path, "GET", OPEN, super::auth::Scope::None).route(web::get().to(
+                move || async move {
+                    HttpResponse::Ok()
+                        .content_type(content_type)
+                        // Always revalidate: a new binary serves a new page.
+                        .insert_header((header::CACHE_CONTROL, "no-cache"))
+                        .body(body)
+                },
+            )),
         );
     }
 }

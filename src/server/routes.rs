@@ -14,13 +14,13 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{self, Access};
+use super::auth::{self, Access, Scope};
 use super::error::ApiError;
 use super::openapi::ErrorResponses;
 use super::{Permits, State};
 use crate::engine::{
-    AskRequest, AskResponse, ConstraintOptions, IngestReport, MAX_SAMPLES, NoProgress, Passage,
-    RemoveReport, Status, Techniques,
+    AskRequest, AskResponse, CollectionInfo, ConstraintOptions, IngestReport, MAX_SAMPLES,
+    NoProgress, Passage, RemoveReport, Status, Techniques,
 };
 use crate::generate::Sampling;
 use crate::keys::Role;
@@ -38,27 +38,39 @@ const PROMPT_ROOM: usize = 256;
 const MAX_PAGE: usize = 1000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz", "GET", OPEN).route(web::get().to(healthz)))
-        .service(resource("/readyz", "GET", OPEN).route(web::get().to(readyz)))
-        .service(resource("/metrics", "GET", OPEN).route(web::get().to(metrics)))
-        .service(resource("/openapi.json", "GET", OPEN).route(web::get().to(openapi_json)))
-        .service(resource("/v1/search", "POST", READ).route(web::post().to(search)))
-        .service(resource("/v1/ask", "POST", READ).route(web::post().to(ask)))
-        .service(resource("/v1/status", "GET", READ).route(web::get().to(status)))
-        .service(resource("/v1/whoami", "GET", READ).route(web::get().to(whoami)))
-        .service(resource("/v1/chunks/{id}", "GET", READ).route(web::get().to(get_chunk)))
+    use Scope::{Many, One, Path};
+    cfg.service(resource("/healthz", "GET", OPEN, Scope::None).route(web::get().to(healthz)))
+        .service(resource("/readyz", "GET", OPEN, Scope::None).route(web::get().to(readyz)))
+        .service(resource("/metrics", "GET", OPEN, Scope::None).route(web::get().to(metrics)))
         .service(
-            resource("/v1/documents", "GET, POST", READ_WRITE)
+            resource("/openapi.json", "GET", OPEN, Scope::None).route(web::get().to(openapi_json)),
+        )
+        .service(resource("/v1/search", "POST", READ, Many).route(web::post().to(search)))
+        .service(resource("/v1/ask", "POST", READ, Many).route(web::post().to(ask)))
+        .service(resource("/v1/status", "GET", READ, One).route(web::get().to(status)))
+        .service(resource("/v1/whoami", "GET", READ, Scope::None).route(web::get().to(whoami)))
+        .service(resource("/v1/chunks/{id}", "GET", READ, One).route(web::get().to(get_chunk)))
+        .service(
+            resource("/v1/documents", "GET, POST", READ_WRITE, One)
                 .route(web::post().to(add_document))
                 .route(web::get().to(list_documents)),
         )
         .service(
-            resource("/v1/documents/{id}", "GET, DELETE", READ_WRITE)
+            resource("/v1/documents/{id}", "GET, DELETE", READ_WRITE, One)
                 .route(web::get().to(get_document))
                 .route(web::delete().to(delete_document)),
         )
-        .service(resource("/v1/ingest", "POST", WRITE).route(web::post().to(ingest)))
-        .service(resource("/v1/remove", "POST", WRITE).route(web::post().to(remove)));
+        .service(resource("/v1/ingest", "POST", WRITE, One).route(web::post().to(ingest)))
+        .service(resource("/v1/remove", "POST", WRITE, One).route(web::post().to(remove)))
+        .service(
+            resource("/v1/collections", "GET, POST", LIST_CREATE, Scope::None)
+                .route(web::get().to(list_collections))
+                .route(web::post().to(create_collection)),
+        )
+        .service(
+            resource("/v1/collections/{name}", "DELETE", ADMIN, Path)
+                .route(web::delete().to(drop_collection)),
+        );
 }
 
 /// No key needed.
@@ -69,14 +81,19 @@ pub const READ: Access = Access::Key(Role::Read);
 pub const WRITE: Access = Access::Key(Role::Write);
 /// A read key to read, a write key to change.
 pub const READ_WRITE: Access = Access::ReadWrite;
+/// An admin key.
+pub const ADMIN: Access = Access::Key(Role::Admin);
+/// A read key to list, an admin key to create.
+pub const LIST_CREATE: Access = Access::ReadAdmin;
 
-/// A route at `path` that needs `access` (checked after routing, so on
-/// the route that matched), whose other methods get 405 with
-/// `Allow: allowed`.
+/// A route at `path` that needs `access` for the collections of `scope`
+/// (checked after routing, so on the route that matched), whose other
+/// methods get 405 with `Allow: allowed`.
 pub fn resource(
     path: &str,
     allowed: &'static str,
     access: Access,
+    scope: Scope,
 ) -> actix_web::Resource<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -100,7 +117,9 @@ pub fn resource(
             err.allow = Some(allowed);
             Err::<HttpResponse, _>(err)
         }))
-        .wrap(from_fn(move |req, next| auth::check(access, req, next)))
+        .wrap(from_fn(move |req, next| {
+            auth::check(access, scope, req, next)
+        }))
 }
 
 pub fn json_config(limit: usize) -> web::JsonConfig {
@@ -176,6 +195,30 @@ pub async fn blocking<T: Send + 'static>(
     }
 }
 
+/// `?collection=NAME`: the collection a request works on (the one
+/// convention of every endpoint that reads or changes documents).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // describes the parameter for OpenAPI; read by `auth::check`
+pub struct InCollection {
+    /// The collection (default `default`).
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    collection: Option<String>,
+}
+
+/// `?collection=A,B`: the collections a search or an answer draws on.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // describes the parameter for OpenAPI; read by `auth::check`
+pub struct InCollections {
+    /// One or more collections, comma-separated (at most 16; default
+    /// `default`); hits are ranked across them.
+    #[param(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(,[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,15}$"
+    )]
+    collection: Option<String>,
+}
+
 /// `GET /healthz` body.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -204,7 +247,11 @@ pub struct Ready {
 /// before the server accepts connections). Cheap: no store is scanned.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Ready), (status = 503, description = "Not ready.", body = super::error::ErrorBody)))]
 pub async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let sizes = state.engine.index().sizes()?;
+    let sizes = state
+        .engine
+        .collection(crate::types::DEFAULT_COLLECTION)?
+        .index()
+        .sizes()?;
     Ok(HttpResponse::Ok().json(Ready {
         status: "ready".into(),
         chunks: sizes.vectors,
@@ -225,14 +272,21 @@ pub async fn openapi_json() -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String), (status = 503, description = "The index could not be read.", body = super::error::ErrorBody)))]
 pub async fn metrics(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     // Sizes read without scanning a store, so scrapes stay cheap at any
-    // index size (`/v1/status` has the full counts).
-    let sizes = state.engine.index().sizes()?;
+    // index size (`/v1/status` has the full counts). Summed over the open
+    // collections: an unauthenticated scrape learns no collection's name.
+    let (mut vectors, mut keyword_docs, mut tombstones) = (0, 0, 0);
+    for collection in state.engine.open_collections()? {
+        let sizes = collection.index().sizes()?;
+        vectors += sizes.vectors;
+        keyword_docs += sizes.keyword_docs;
+        tombstones += sizes.tombstones;
+    }
     let body = state.metrics.render(
         state.gate.depth(),
         &[
-            ("vectors", sizes.vectors),
-            ("keyword_docs", sizes.keyword_docs),
-            ("tombstones", sizes.tombstones),
+            ("vectors", vectors),
+            ("keyword_docs", keyword_docs),
+            ("tombstones", tombstones),
         ],
     );
     Ok(HttpResponse::Ok()
@@ -280,7 +334,7 @@ fn check_range<T: PartialOrd + std::fmt::Display>(
 }
 
 /// Searches the index (the hits of `lore search --json`).
-#[utoipa::path(post, path = "/v1/search", request_body = SearchBody, security(("api_key" = [])), responses((status = 200, body = SearchResponse), ErrorResponses))]
+#[utoipa::path(post, path = "/v1/search", params(InCollections), request_body = SearchBody, security(("api_key" = [])), responses((status = 200, body = SearchResponse), ErrorResponses))]
 pub async fn search(
     state: web::Data<State>,
     req: HttpRequest,
@@ -294,6 +348,7 @@ pub async fn search(
         mode: body.mode,
         filter: body.filter,
         collapse: body.collapse,
+        collections: auth::collections(&req),
         readers: auth::principal(&req).readers(),
     };
     let engine = state.engine.clone();
@@ -512,7 +567,7 @@ fn sse_event(name: &str, data: &impl Serialize) -> String {
 
 /// Answers a question from the documents, citing them as [n] (the object
 /// of `lore ask --json`, or SSE with `stream: true`).
-#[utoipa::path(post, path = "/v1/ask", request_body = AskBody, security(("api_key" = [])), responses((status = 200, content((AskResponse = "application/json"), (SseEvent = "text/event-stream"))), ErrorResponses))]
+#[utoipa::path(post, path = "/v1/ask", params(InCollections), request_body = AskBody, security(("api_key" = [])), responses((status = 200, content((AskResponse = "application/json"), (SseEvent = "text/event-stream"))), ErrorResponses))]
 pub async fn ask(
     state: web::Data<State>,
     req: HttpRequest,
@@ -522,6 +577,7 @@ pub async fn ask(
     let stream = body.stream;
     let mut request = body.into_request(max_answer_tokens(&state))?;
     request.readers = auth::principal(&req).readers();
+    request.collections = auth::collections(&req);
     let permits = state.gate.enter().await?;
     let events = start_ask(state.clone(), request, permits);
     if !stream {
@@ -570,7 +626,7 @@ pub struct DocumentsAdded {
 }
 
 /// Adds or replaces one document (JSON or a multipart upload).
-#[utoipa::path(post, path = "/v1/documents", request_body(content((DocumentBody = "application/json"), (UploadForm = "multipart/form-data"))), security(("api_key" = [])), responses((status = 201, body = DocumentsAdded), ErrorResponses))]
+#[utoipa::path(post, path = "/v1/documents", params(InCollection), request_body(content((DocumentBody = "application/json"), (UploadForm = "multipart/form-data"))), security(("api_key" = [])), responses((status = 201, body = DocumentsAdded), ErrorResponses))]
 pub async fn add_document(
     state: web::Data<State>,
     req: HttpRequest,
@@ -616,8 +672,9 @@ pub async fn add_document(
         (doc.path, doc.text.into_bytes(), doc.metadata)
     };
     let engine = state.engine.clone();
+    let collection = auth::collection(&req);
     let docs = blocking(&state, move || {
-        engine.add_document(&path, &bytes, &metadata)
+        engine.add_document(&collection, &path, &bytes, &metadata)
     })
     .await?;
     let chunks = docs.iter().map(|d| d.chunks.len()).sum();
@@ -701,6 +758,11 @@ pub struct Page {
     /// Only documents whose path contains this (any case).
     #[serde(default)]
     path: String,
+    /// The collection (`?collection=NAME`; read and checked by the auth
+    /// middleware, which is why the handler ignores it).
+    #[serde(default, rename = "collection")]
+    #[param(ignore)]
+    _collection: Option<serde::de::IgnoredAny>,
 }
 
 /// `GET /v1/documents` body.
@@ -722,7 +784,7 @@ fn default_page() -> usize {
 
 /// Lists documents, paged, in id order, optionally only those whose path
 /// contains a string.
-#[utoipa::path(get, path = "/v1/documents", params(Page), security(("api_key" = [])), responses((status = 200, body = DocumentList), ErrorResponses))]
+#[utoipa::path(get, path = "/v1/documents", params(Page, InCollection), security(("api_key" = [])), responses((status = 200, body = DocumentList), ErrorResponses))]
 pub async fn list_documents(
     state: web::Data<State>,
     req: HttpRequest,
@@ -732,6 +794,7 @@ pub async fn list_documents(
         offset,
         limit,
         path,
+        ..
     } = page.into_inner();
     check_range("limit", limit, 1, MAX_PAGE)?;
     if path.len() > crate::search::MAX_QUERY_BYTES {
@@ -739,8 +802,9 @@ pub async fn list_documents(
     }
     let readers = auth::principal(&req).readers();
     let engine = state.engine.clone();
+    let collection = auth::collection(&req);
     let (documents, total) = blocking(&state, move || {
-        engine.documents(&readers, &path, offset, limit)
+        engine.documents(&collection, &readers, &path, offset, limit)
     })
     .await?;
     Ok(HttpResponse::Ok().json(DocumentList {
@@ -752,7 +816,7 @@ pub async fn list_documents(
 }
 
 /// One document by id.
-#[utoipa::path(get, path = "/v1/documents/{id}", params(("id" = String, Path, description = "Document id")), security(("api_key" = [])), responses((status = 200, body = DocRecord), ErrorResponses))]
+#[utoipa::path(get, path = "/v1/documents/{id}", params(("id" = String, Path, description = "Document id"), InCollection), security(("api_key" = [])), responses((status = 200, body = DocRecord), ErrorResponses))]
 pub async fn get_document(
     state: web::Data<State>,
     req: HttpRequest,
@@ -761,18 +825,19 @@ pub async fn get_document(
     let engine = state.engine.clone();
     let id = id.into_inner();
     let readers = auth::principal(&req).readers();
-    let doc = blocking(&state, move || engine.document(&readers, &id)).await?;
+    let collection = auth::collection(&req);
+    let doc = blocking(&state, move || engine.document(&collection, &readers, &id)).await?;
     Ok(HttpResponse::Ok().json(doc))
 }
 
 /// Records a write in the audit trail under the request's key id.
 fn audit(req: &HttpRequest, action: &str, documents: usize, chunks: usize) {
     let actor = auth::principal(req).id;
-    crate::audit::record(&actor, auth::DEFAULT_COLLECTION, action, documents, chunks);
+    crate::audit::record(&actor, &auth::collection(req), action, documents, chunks);
 }
 
 /// A chunk (a cited passage) with the text either side of it.
-#[utoipa::path(get, path = "/v1/chunks/{id}", params(("id" = String, Path, description = "Chunk id")), security(("api_key" = [])), responses((status = 200, body = Passage), ErrorResponses))]
+#[utoipa::path(get, path = "/v1/chunks/{id}", params(("id" = String, Path, description = "Chunk id"), InCollection), security(("api_key" = [])), responses((status = 200, body = Passage), ErrorResponses))]
 pub async fn get_chunk(
     state: web::Data<State>,
     req: HttpRequest,
@@ -781,7 +846,8 @@ pub async fn get_chunk(
     let engine = state.engine.clone();
     let id = id.into_inner();
     let readers = auth::principal(&req).readers();
-    let passage = blocking(&state, move || engine.passage(&readers, &id)).await?;
+    let collection = auth::collection(&req);
+    let passage = blocking(&state, move || engine.passage(&collection, &readers, &id)).await?;
     Ok(HttpResponse::Ok().json(passage))
 }
 
@@ -815,7 +881,7 @@ pub async fn whoami(state: web::Data<State>, req: HttpRequest) -> Result<HttpRes
 }
 
 /// Removes a document from every store.
-#[utoipa::path(delete, path = "/v1/documents/{id}", params(("id" = String, Path, description = "Document id")), security(("api_key" = [])), responses((status = 200, body = RemoveReport), ErrorResponses))]
+#[utoipa::path(delete, path = "/v1/documents/{id}", params(("id" = String, Path, description = "Document id"), InCollection), security(("api_key" = [])), responses((status = 200, body = RemoveReport), ErrorResponses))]
 pub async fn delete_document(
     state: web::Data<State>,
     req: HttpRequest,
@@ -823,8 +889,9 @@ pub async fn delete_document(
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
     let id = id.into_inner();
+    let collection = auth::collection(&req);
     let report = blocking(&state, move || {
-        engine.remove_document(&crate::types::DocId(id))
+        engine.remove_document(&collection, &crate::types::DocId(id))
     })
     .await?;
     audit(&req, "delete", report.documents as usize, 0);
@@ -841,7 +908,7 @@ pub struct IngestBody {
 }
 
 /// Ingests a file or folder on the server (incremental, like `lore ingest`).
-#[utoipa::path(post, path = "/v1/ingest", request_body = IngestBody, security(("api_key" = [])), responses((status = 200, body = IngestReport), ErrorResponses))]
+#[utoipa::path(post, path = "/v1/ingest", params(InCollection), request_body = IngestBody, security(("api_key" = [])), responses((status = 200, body = IngestReport), ErrorResponses))]
 pub async fn ingest(
     state: web::Data<State>,
     req: HttpRequest,
@@ -852,7 +919,11 @@ pub async fn ingest(
         .resolve(&req, &requested)?
         .ok_or_else(|| ApiError::bad_request(format!("{} does not exist", requested.display())))?;
     let engine = state.engine.clone();
-    let report = blocking(&state, move || engine.ingest(&[path], &NoProgress)).await?;
+    let collection = auth::collection(&req);
+    let report = blocking(&state, move || {
+        engine.ingest(&collection, &[path], &NoProgress)
+    })
+    .await?;
     let documents = report.added + report.updated + report.removed;
     audit(
         &req,
@@ -873,7 +944,7 @@ pub struct RemoveBody {
 }
 
 /// Removes a file, a folder or a document (like `lore remove`).
-#[utoipa::path(post, path = "/v1/remove", request_body = RemoveBody, security(("api_key" = [])), responses((status = 200, body = RemoveReport), ErrorResponses))]
+#[utoipa::path(post, path = "/v1/remove", params(InCollection), request_body = RemoveBody, security(("api_key" = [])), responses((status = 200, body = RemoveReport), ErrorResponses))]
 pub async fn remove(
     state: web::Data<State>,
     req: HttpRequest,
@@ -892,16 +963,18 @@ pub async fn remove(
         target
     };
     let engine = state.engine.clone();
-    let report = blocking(&state, move || engine.remove(&target)).await?;
+    let collection = auth::collection(&req);
+    let report = blocking(&state, move || engine.remove(&collection, &target)).await?;
     audit(&req, "remove", report.documents as usize, 0);
     Ok(HttpResponse::Ok().json(report))
 }
 
 /// What the index holds and whether its stores agree (`lore status`).
-#[utoipa::path(get, path = "/v1/status", security(("api_key" = [])), responses((status = 200, body = Status), ErrorResponses))]
+#[utoipa::path(get, path = "/v1/status", params(InCollection), security(("api_key" = [])), responses((status = 200, body = Status), ErrorResponses))]
 pub async fn status(state: web::Data<State>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
-    let mut status = blocking(&state, move || engine.status()).await?;
+    let collection = auth::collection(&req);
+    let mut status = blocking(&state, move || engine.status(&collection)).await?;
     if !state.is_local(&req) {
         // Where the server keeps its files is none of a client's business.
         status.index = file_name(&status.index);
@@ -912,4 +985,112 @@ pub async fn status(state: web::Data<State>, req: HttpRequest) -> Result<HttpRes
 
 fn file_name(path: &std::path::Path) -> PathBuf {
     path.file_name().map_or_else(PathBuf::new, PathBuf::from)
+}
+
+/// `GET /v1/collections` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollectionList {
+    /// The collections this key may use, `default` first.
+    collections: Vec<CollectionInfo>,
+}
+
+/// The collections the caller's key may use.
+#[utoipa::path(get, path = "/v1/collections", security(("api_key" = [])), responses((status = 200, body = CollectionList), ErrorResponses))]
+pub async fn list_collections(
+    state: web::Data<State>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth::principal(&req);
+    let engine = state.engine.clone();
+    let all = blocking(&state, move || engine.collections()).await?;
+    Ok(HttpResponse::Ok().json(CollectionList {
+        collections: all
+            .into_iter()
+            .filter(|c| principal.may_use(&c.name))
+            .collect(),
+    }))
+}
+
+/// `POST /v1/collections` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCollection {
+    /// Letters, digits, `-`, `_`, `.`; starts with a letter or digit.
+    name: String,
+    /// The embedder: the name of a model directory in the server's models
+    /// folder (default: the configured embedder).
+    #[serde(default)]
+    embedder: Option<String>,
+}
+
+/// Creates a collection (admin keys whose collections include it).
+#[utoipa::path(post, path = "/v1/collections", request_body = NewCollection, security(("api_key" = [])), responses((status = 201, body = CollectionInfo), (status = 409, description = "It exists already.", body = super::error::ErrorBody), ErrorResponses))]
+pub async fn create_collection(
+    state: web::Data<State>,
+    req: HttpRequest,
+    body: web::Json<NewCollection>,
+) -> Result<HttpResponse, ApiError> {
+    let NewCollection { name, embedder } = body.into_inner();
+    crate::types::check_collection_name(&name)?;
+    let principal = auth::principal(&req);
+    if !principal.may_use(&name) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this key may not use the collection '{name}'"),
+        ));
+    }
+    let models = state.engine.config().models.clone();
+    let embedder = match embedder {
+        // A name in the models folder, never a path a client picks.
+        Some(model) => {
+            crate::types::check_collection_name(&model).map_err(|_| {
+                ApiError::bad_request(format!("embedder '{model}' is not a model directory name"))
+            })?;
+            Some(models.join(model))
+        }
+        None => None,
+    };
+    let engine = state.engine.clone();
+    let created = {
+        let name = name.clone();
+        blocking(&state, move || {
+            engine.create_collection(&name, embedder.as_deref())
+        })
+        .await?
+    };
+    crate::audit::record(&principal.id, &name, "collection_create", 0, 0);
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// Drops a collection and everything in it (admin keys whose collections
+/// include it).
+#[utoipa::path(delete, path = "/v1/collections/{name}", params(("name" = String, Path, description = "Collection name", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")), security(("api_key" = [])), responses((status = 200, body = Dropped), ErrorResponses))]
+pub async fn drop_collection(
+    state: web::Data<State>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let name = auth::collection(&req);
+    let engine = state.engine.clone();
+    let info = {
+        let name = name.clone();
+        blocking(&state, move || {
+            let info = engine.collection(&name)?;
+            let chunks = info.index().sizes()?.vectors;
+            engine.drop_collection(&name)?;
+            Ok(chunks)
+        })
+        .await?
+    };
+    audit(&req, "collection_drop", 0, info as usize);
+    Ok(HttpResponse::Ok().json(Dropped { name, chunks: info }))
+}
+
+/// `DELETE /v1/collections/{name}` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Dropped {
+    /// The collection dropped.
+    name: String,
+    /// Chunks it held.
+    chunks: u64,
 }

@@ -14,6 +14,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
@@ -24,7 +26,18 @@ use super::vectors::HnswVectorIndex;
 use super::{Change, DocStore, KeywordDoc, KeywordIndex, Owner, VectorIndex};
 use crate::config::HnswConfig;
 use crate::error::{Error, Result};
-use crate::types::{ChunkRecord, DocId, Slot};
+use crate::types::{ChunkRecord, DocId, DocRecord, Slot};
+
+/// Every document with the slots of its chunks: what filters and access
+/// lists are evaluated on, held in memory between writes so a filtered
+/// search does not read every record from sled.
+#[derive(Debug, Default)]
+pub struct DocTable {
+    /// Documents (their `chunks` lists emptied: `slots` replaces them).
+    pub docs: Vec<(DocRecord, Vec<Slot>)>,
+    /// Positions in `docs` of the documents that carry an access list.
+    pub restricted: Vec<usize>,
+}
 
 /// The store sizes that cost nothing to read.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -65,6 +78,9 @@ pub struct Index {
     vectors: Box<dyn VectorIndex>,
     keywords: Box<dyn KeywordIndex>,
     rebuild_ratio: f64,
+    /// Bumped by every write; the doc table is valid for one generation.
+    generation: AtomicU64,
+    table: RwLock<Option<(u64, Arc<DocTable>)>>,
 }
 
 impl Index {
@@ -97,6 +113,8 @@ impl Index {
             vectors: Box::new(vectors),
             keywords: Box::new(keywords),
             rebuild_ratio: hnsw.rebuild_ratio,
+            generation: AtomicU64::new(0),
+            table: RwLock::new(None),
         };
         index.recover(watermark)?;
         Ok(index)
@@ -217,7 +235,9 @@ impl Index {
                 )
             })
             .collect();
-        let applied = self.docs.apply(change)?;
+        let applied = self.docs.apply(change);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let applied = applied?;
         self.vectors.remove(&applied.removed);
         self.keywords.delete(&applied.removed)?;
         let keyword_docs: Vec<KeywordDoc> = applied
@@ -280,7 +300,7 @@ impl Index {
             keyword_docs,
             tombstones,
             pending: counts.pending_keywords,
-            index_bytes: dir_size(&self.dir),
+            index_bytes: dir_size(&self.dir, true),
             consistent,
         })
     }
@@ -293,6 +313,39 @@ impl Index {
             keyword_docs: self.keywords.count()?,
             tombstones: self.vectors.tombstone_count(),
         })
+    }
+
+    /// The doc table as of now: built from sled on the first call after a
+    /// write (a scan of every document and chunk), then shared.
+    pub fn doc_table(&self) -> Result<Arc<DocTable>> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Ok(cached) = self.table.read()
+            && let Some((at, table)) = cached.as_ref()
+            && *at == generation
+        {
+            return Ok(table.clone());
+        }
+        let mut table = DocTable::default();
+        for mut doc in self.docs.all_docs()? {
+            let mut slots = Vec::with_capacity(doc.chunks.len());
+            for id in std::mem::take(&mut doc.chunks) {
+                if let Some(chunk) = self.docs.chunk(&id)? {
+                    slots.push(chunk.slot);
+                }
+            }
+            if crate::search::filter::has_access_list(&doc) {
+                table.restricted.push(table.docs.len());
+            }
+            table.docs.push((doc, slots));
+        }
+        let table = Arc::new(table);
+        // Kept only if no write happened meanwhile (else the next call rebuilds).
+        if self.generation.load(Ordering::SeqCst) == generation
+            && let Ok(mut cached) = self.table.write()
+        {
+            *cached = Some((generation, table.clone()));
+        }
+        Ok(table)
     }
 
     /// The chunk in `slot`, if live.
@@ -310,15 +363,17 @@ fn keyword_doc(chunk: &ChunkRecord, title: String) -> KeywordDoc {
     }
 }
 
-/// Total size of the files under `dir` (unreadable entries count as 0).
-fn dir_size(dir: &Path) -> u64 {
+/// Total size of the files under `dir` (unreadable entries count as 0);
+/// at the `top` of an index, other collections' folders are not its own.
+fn dir_size(dir: &Path, top: bool) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     entries
         .flatten()
+        .filter(|entry| !(top && entry.file_name() == "collections"))
         .map(|entry| match entry.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&entry.path()),
+            Ok(t) if t.is_dir() => dir_size(&entry.path(), false),
             Ok(_) => entry.metadata().map_or(0, |m| m.len()),
             Err(_) => 0,
         })

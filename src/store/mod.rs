@@ -18,7 +18,7 @@ pub mod vectors;
 
 mod index;
 
-pub use index::{Index, IndexSizes, IndexStatus};
+pub use index::{DocTable, Index, IndexSizes, IndexStatus};
 
 use std::collections::HashSet;
 

@@ -50,7 +50,9 @@ for seed in (1, 2, 3):
 print("structured:", brew)
 
 ids = [m.id for m in client.models.list().data]
-assert "lore" in ids, ids
+# One model per collection the key may use: an unmodified client picks a
+# collection by picking a model ("lore" is "lore:default").
+assert "lore" in ids and "lore:default" in ids, ids
 vectors = client.embeddings.create(model="lore", input=["espresso", "pour-over"]).data
 assert len(vectors) == 2 and len(vectors[0].embedding) == 384, len(vectors[0].embedding)
 print("models:", ids, "embeddings:", len(vectors), "x", len(vectors[0].embedding))

@@ -5,6 +5,7 @@
 "use strict";
 
 const KEY_STORAGE = "lore-api-key";
+const COLLECTION_STORAGE = "lore-collection";
 const PAGE_SIZE = 20;
 const MAX_BUSY_RETRIES = 5;
 
@@ -78,7 +79,39 @@ async function refreshScope() {
   scope = who.role === "read" ? "read" : "write";
   $("upload").hidden = scope !== "write";
   $("key-button").textContent = who.keys_required ? `API key (${who.role})` : "API key";
+  await refreshCollections();
   return true;
+}
+
+// ------------------------------------------------------------ collections
+
+/** The collection every request works on (the server checks the key). */
+function collection() {
+  return sessionStorage.getItem(COLLECTION_STORAGE) || "default";
+}
+
+/** `path` with `?collection=` for the routes that work on one. */
+function inCollection(path) {
+  if (!path.startsWith("/v1/") || path.startsWith("/v1/whoami") || path.startsWith("/v1/collections")) {
+    return path;
+  }
+  const separator = path.includes("?") ? "&" : "?";
+  return `${path}${separator}collection=${encodeURIComponent(collection())}`;
+}
+
+/** Fills the picker with the collections this key may use. */
+async function refreshCollections() {
+  const response = await api("/v1/collections");
+  if (!response) return;
+  const names = (await response.json()).collections.map((c) => c.name);
+  const picker = $("collection");
+  clear(picker);
+  for (const name of names) picker.append(el("option", { value: name }, name));
+  if (!names.includes(collection()) && names.length > 0) {
+    sessionStorage.setItem(COLLECTION_STORAGE, names[0]);
+  }
+  picker.value = collection();
+  $("collection-picker").hidden = names.length < 2;
 }
 
 // -------------------------------------------------------------------- API
@@ -101,7 +134,7 @@ async function errorMessage(response) {
  */
 async function api(path, init = {}, { signal } = {}) {
   for (let attempt = 0; ; attempt++) {
-    const response = await fetch(path, {
+    const response = await fetch(inCollection(path), {
       ...init,
       signal,
       headers: headers(init.headers || {}),
@@ -510,7 +543,7 @@ function upload(file) {
   form.append("file", file, file.name);
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/v1/documents");
+    xhr.open("POST", inCollection("/v1/documents"));
     const key = apiKey();
     if (key) xhr.setRequestHeader("Authorization", `Bearer ${key}`);
     xhr.upload.addEventListener("progress", (e) => {
@@ -570,6 +603,12 @@ function wire() {
     sessionStorage.removeItem(KEY_STORAGE);
     notice("Key forgotten.", "info");
     refreshScope();
+  });
+  $("collection").addEventListener("change", (event) => {
+    sessionStorage.setItem(COLLECTION_STORAGE, event.target.value);
+    offset = 0;
+    notice(`Working on the collection ${event.target.value}.`, "info");
+    if (!$("view-docs").hidden) loadDocuments();
   });
   $("ask-form").addEventListener("submit", ask);
   $("question").addEventListener("keydown", (event) => {
