@@ -617,6 +617,8 @@ pub struct FilterCase {
     pub ratio: f64,
     /// Mean hits returned (k is 10).
     pub mean_hits: f64,
+    /// Mean time per stage.
+    pub stages: crate::search::Timings,
 }
 
 /// Result of `lore bench filter`.
@@ -713,11 +715,18 @@ pub fn filter(source: &Engine, chunks: usize, queries: &[String]) -> Result<Filt
     }
     let mut samples = vec![Vec::with_capacity(queries.len()); cases.len()];
     let mut hits = vec![0usize; cases.len()];
+    let mut stages = vec![crate::search::Timings::default(); cases.len()];
+    let share = 1.0 / queries.len() as f64;
     for q in queries {
         for (n, case) in cases.iter().enumerate() {
             let (ms, found) = time_ms(|| engine.search(&request(q, case)))?;
             samples[n].push(ms);
             hits[n] += found.hits.len();
+            let (t, s) = (&found.timings, &mut stages[n]);
+            s.embed_ms += t.embed_ms * share;
+            s.dense_ms += t.dense_ms * share;
+            s.bm25_ms += t.bm25_ms * share;
+            s.total_ms += t.total_ms * share;
         }
     }
     let latencies: Vec<Latency> = samples.into_iter().map(Latency::of).collect();
@@ -726,13 +735,15 @@ pub fn filter(source: &Engine, chunks: usize, queries: &[String]) -> Result<Filt
         .iter()
         .zip(latencies)
         .zip(hits)
+        .zip(stages)
         .enumerate()
-        .map(|(n, ((case, latency), hits))| FilterCase {
+        .map(|(n, (((case, latency), hits), stages))| FilterCase {
             name: case.0.to_string(),
             visible: if n == 0 { 1.0 } else { 0.1 },
             ratio: latency.p50_ms / baseline,
             latency,
             mean_hits: hits as f64 / queries.len() as f64,
+            stages,
         })
         .collect();
     drop(collection);

@@ -1,7 +1,7 @@
 //! Talking to a running `lore serve` that holds an index, so the CLI works
 //! while a server runs: the index directory is locked by the server's
-//! process, and `lore ingest`, `remove`, `search`, `ask` and `status` go
-//! through its HTTP API.
+//! process, and `lore ingest`, `remove`, `search`, `ask`, `status` and
+//! `collection` go through its HTTP API.
 //!
 //! The server announces itself in `<index>/server.json` (address and a
 //! random local token, readable by the owner only). A request carrying the
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use ureq::http::Response as HttpResponse;
 
 use crate::engine::{
-    AskRequest, AskResponse, ConstraintOptions, IngestReport, RemoveReport, Status,
+    AskRequest, AskResponse, CollectionInfo, ConstraintOptions, IngestReport, RemoveReport, Status,
 };
 use crate::error::{Error, Result};
 use crate::search::{SearchRequest, SearchResponse};
@@ -170,6 +170,46 @@ impl Remote {
             .header(LOCAL_TOKEN_HEADER, &self.token)
             .call();
         self.json(self.checked(sent)?)
+    }
+
+    /// `lore collection list` through the server.
+    pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
+        #[derive(Deserialize)]
+        struct List {
+            collections: Vec<CollectionInfo>,
+        }
+        let sent = self
+            .agent
+            .get(format!("{}/v1/collections", self.base))
+            .header(LOCAL_TOKEN_HEADER, &self.token)
+            .call();
+        Ok(self.json::<List>(self.checked(sent)?)?.collections)
+    }
+
+    /// `lore collection create` through the server (the embedder must be a
+    /// model directory of the server's models folder, named by its name).
+    pub fn create_collection(&self, name: &str, embedder: Option<&Path>) -> Result<CollectionInfo> {
+        let embedder = embedder
+            .and_then(|dir| dir.file_name())
+            .map(|n| n.to_string_lossy());
+        self.json(self.post(
+            "/v1/collections",
+            &serde_json::json!({ "name": name, "embedder": embedder }),
+        )?)
+    }
+
+    /// `lore collection drop` through the server; returns the chunks it held.
+    pub fn drop_collection(&self, name: &str) -> Result<u64> {
+        #[derive(Deserialize)]
+        struct Dropped {
+            chunks: u64,
+        }
+        let sent = self
+            .agent
+            .delete(format!("{}/v1/collections/{name}", self.base))
+            .header(LOCAL_TOKEN_HEADER, &self.token)
+            .call();
+        Ok(self.json::<Dropped>(self.checked(sent)?)?.chunks)
     }
 
     /// `lore search` through the server.

@@ -1088,9 +1088,11 @@ fn one_collection(config: &Config) -> anyhow::Result<String> {
     }
 }
 
-/// `lore collection`: create, list and drop the index's collections.
+/// `lore collection`: create, list and drop the index's collections
+/// (through a running server when one holds the index).
 fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()> {
-    let engine = Engine::open(config(global, |_| {})?).context("while opening the index")?;
+    let backend =
+        open_backend(config(global, |_| {})?, false).context("while opening the index")?;
     match command {
         CollectionCommand::Create {
             name,
@@ -1103,8 +1105,14 @@ fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()>
                         .with_context(|| format!("embedder {}", dir.display()))
                 })
                 .transpose()?;
-            let info = engine.create_collection(&name, embedder.as_deref())?;
-            lore::audit::record(CLI_ACTOR, &name, "collection_create", 0, 0);
+            let info = match &backend {
+                Backend::Local(engine) => {
+                    let info = engine.create_collection(&name, embedder.as_deref())?;
+                    lore::audit::record(CLI_ACTOR, &name, "collection_create", 0, 0);
+                    info
+                }
+                Backend::Server(remote) => remote.create_collection(&name, embedder.as_deref())?,
+            };
             if json {
                 return print_json(&info);
             }
@@ -1115,7 +1123,10 @@ fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()>
             Ok(())
         }
         CollectionCommand::List { json } => {
-            let all = engine.collections()?;
+            let all = match &backend {
+                Backend::Local(engine) => engine.collections()?,
+                Backend::Server(remote) => remote.collections()?,
+            };
             if json {
                 return print_json(&all);
             }
@@ -1128,9 +1139,15 @@ fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()>
             Ok(())
         }
         CollectionCommand::Drop { name } => {
-            let chunks = engine.collection(&name)?.index().sizes()?.vectors;
-            engine.drop_collection(&name)?;
-            lore::audit::record(CLI_ACTOR, &name, "collection_drop", 0, chunks as usize);
+            let chunks = match &backend {
+                Backend::Local(engine) => {
+                    let chunks = engine.collection(&name)?.index().sizes()?.vectors;
+                    engine.drop_collection(&name)?;
+                    lore::audit::record(CLI_ACTOR, &name, "collection_drop", 0, chunks as usize);
+                    chunks
+                }
+                Backend::Server(remote) => remote.drop_collection(&name)?,
+            };
             println!("dropped collection {name} ({chunks} chunks)");
             Ok(())
         }
@@ -1329,9 +1346,19 @@ fn bench_filter(
     );
     for case in &result.cases {
         let l = &case.latency;
+        let t = &case.stages;
         println!(
-            "{:<28} p50 {:>8.3} ms  p99 {:>8.3} ms  {:>5.2}x unfiltered  {:.1} hits",
-            case.name, l.p50_ms, l.p99_ms, case.ratio, case.mean_hits
+            "{:<28} p50 {:>8.3} ms  p99 {:>8.3} ms  {:>5.2}x unfiltered  {:.1} hits  \
+             (mean: embed {:.1}, dense {:.1}, bm25 {:.1}, total {:.1} ms)",
+            case.name,
+            l.p50_ms,
+            l.p99_ms,
+            case.ratio,
+            case.mean_hits,
+            t.embed_ms,
+            t.dense_ms,
+            t.bm25_ms,
+            t.total_ms
         );
     }
     Ok(())

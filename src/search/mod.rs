@@ -17,9 +17,12 @@ pub use filter::{Filter, Readers};
 use crate::config::{FusionMethod, SearchConfig};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
-use crate::store::Index;
+use crate::store::{Index, SlotSet};
 use crate::types::{ChunkId, DEFAULT_COLLECTION, DocId, Slot};
 
+/// A filter letting at most one chunk in this many through is searched
+/// exactly rather than through the graph.
+pub const EXACT_SHARE: u64 = 5;
 /// Most collections one search may span.
 pub const MAX_COLLECTIONS: usize = 16;
 
@@ -190,7 +193,8 @@ pub fn search(
     let mut queries: HashMap<String, Vec<f32>> = HashMap::new();
     for (at, collection) in collections.iter().enumerate() {
         let index = collection.index;
-        let allowed = filter::allowed(index, &request.filter, &request.readers)?;
+        let allowed =
+            filter::allowed(index, &request.filter, &request.readers)?.map(std::sync::Arc::new);
         if let (Some(embedder), false) = (collection.embedder, request.mode == Mode::Bm25) {
             let id = embedder.id().to_string();
             if !queries.contains_key(&id) {
@@ -260,35 +264,30 @@ fn check(request: &SearchRequest, collections: usize) -> Result<()> {
     Ok(())
 }
 
-/// Vector search, inside `allowed` when given. The graph search may come
-/// back short when the filter is very selective; then the allowed vectors
-/// are scored exactly, so `k` hits come back whenever `k` exist.
+/// Vector search, inside `allowed` when given. A filter that leaves at
+/// most one chunk in [`EXACT_SHARE`] is searched exactly (a graph search
+/// would have to explore most of the graph to find its few candidates);
+/// a wider one goes through the graph, and falls back to exact scoring
+/// should the graph search come back short. So `k` hits come back whenever
+/// `k` exist.
 fn dense_search(
     index: &Index,
     query: &[f32],
     k: usize,
-    allowed: Option<&HashSet<Slot>>,
+    allowed: Option<&SlotSet>,
 ) -> Result<Vec<(Slot, f32)>> {
     let Some(allowed) = allowed else {
         return index.vectors().search(query, k, None);
     };
     let keep = |slot: Slot| allowed.contains(&slot);
-    let hits = index.vectors().search(query, k, Some(&keep))?;
-    if hits.len() >= k.min(allowed.len()) {
-        return Ok(hits);
-    }
-    let mut exact = Vec::with_capacity(allowed.len());
-    for &slot in allowed {
-        if let Some(vector) = index.docs().vector(slot)? {
-            exact.push((
-                slot,
-                vector.iter().zip(query).map(|(a, b)| a * b).sum::<f32>(),
-            ));
+    let vectors = index.vectors();
+    if allowed.len() as u64 * EXACT_SHARE > vectors.len() {
+        let hits = vectors.search(query, k, Some(&keep))?;
+        if hits.len() >= k.min(allowed.len()) {
+            return Ok(hits);
         }
     }
-    exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    exact.truncate(k);
-    Ok(exact)
+    vectors.search_among(query, k, allowed)
 }
 
 /// The candidates each retriever returned.

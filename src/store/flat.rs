@@ -55,14 +55,21 @@ impl VectorIndex for FlatVectorIndex {
     ) -> Result<Vec<(Slot, f32)>> {
         check_dims(self.dim, [query])?;
         let vectors = self.vectors.read().map_err(|_| Self::lock_err())?;
-        let mut scored: Vec<(Slot, f32)> = vectors
+        let scored: Vec<(Slot, f32)> = vectors
             .iter()
             .filter(|(slot, _)| filter.is_none_or(|f| f(**slot)))
             .map(|(slot, v)| (*slot, dot(query, v)))
             .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(k);
-        Ok(scored)
+        Ok(super::top_k(scored, k))
+    }
+
+    fn search_among(
+        &self,
+        query: &[f32],
+        k: usize,
+        slots: &HashSet<Slot>,
+    ) -> Result<Vec<(Slot, f32)>> {
+        self.search(query, k, Some(&|slot| slots.contains(&slot)))
     }
 
     fn len(&self) -> u64 {
@@ -142,6 +149,32 @@ pub(crate) mod conformance {
         let hits = index.search(&unit(7, dim), 10, Some(&even)).unwrap();
         assert_eq!(hits.len(), 10);
         assert!(hits.iter().all(|(s, _)| s.0.is_multiple_of(2)));
+        // Exact search among a few slots: exactly the best of them, and
+        // it follows later inserts and removals.
+        let few: HashSet<Slot> = (0..300).step_by(7).map(Slot).collect();
+        let query = unit(1000, dim);
+        let best = |index: &dyn VectorIndex, few: &HashSet<Slot>| {
+            let mut truth: Vec<(Slot, f32)> = few
+                .iter()
+                .filter(|s| s.0 != 42)
+                .map(|s| (*s, dot(&query, &unit(s.0, dim))))
+                .collect();
+            truth.sort_by(|a, b| b.1.total_cmp(&a.1));
+            truth.truncate(5);
+            let found = index.search_among(&query, 5, few).unwrap();
+            let ids = |v: &[(Slot, f32)]| v.iter().map(|(s, _)| *s).collect::<Vec<_>>();
+            assert_eq!(ids(&found), ids(&truth));
+        };
+        best(index, &few);
+        index.insert(&[(Slot(300), unit(300, dim))]).unwrap();
+        let mut more = few.clone();
+        more.insert(Slot(300));
+        best(index, &more);
+        index.remove(&[Slot(7)]);
+        let found = index.search_among(&unit(7, dim), 5, &more).unwrap();
+        assert!(found.iter().all(|(s, _)| *s != Slot(7)));
+        index.rebuild(&items).unwrap();
+        index.remove(&[Slot(42)]);
         // Wrong dimensions are errors, not panics.
         assert!(index.search(&[1.0; 3], 1, None).is_err());
         assert!(index.insert(&[(Slot(999), vec![1.0; 3])]).is_err());

@@ -8,13 +8,12 @@
 //! Each entry is keyed by its slot (an indexed fast field), so upserts are
 //! delete-then-add and replaying a pending entry twice is harmless.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
-use tantivy::collector::TopDocs;
+use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::directory::Directory;
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, TermSetQuery};
+use tantivy::query::QueryParser;
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, Schema, TextFieldIndexing, TextOptions,
 };
@@ -23,7 +22,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
 
-use super::{KeywordDoc, KeywordIndex, Owner};
+use super::{KeywordDoc, KeywordIndex, Owner, SlotSet};
 use crate::error::{Error, Result};
 use crate::types::Slot;
 
@@ -208,29 +207,27 @@ impl KeywordIndex for TantivyKeywordIndex {
         Ok(())
     }
 
-    fn search(
-        &self,
-        query: &str,
-        k: usize,
-        allowed: Option<&HashSet<Slot>>,
-    ) -> Result<Vec<(Slot, f32)>> {
+    fn search(&self, query: &str, k: usize, allowed: Option<&SlotSet>) -> Result<Vec<(Slot, f32)>> {
         let f = self.fields;
         let parser = QueryParser::for_index(&self.index, vec![f.text]);
         // Lenient: a user's quotes or colons never make a query fail.
-        let (parsed, _ignored_syntax_errors) = parser.parse_query_lenient(query);
-        let query: Box<dyn Query> = match allowed {
-            None => parsed,
+        let (query, _ignored_syntax_errors) = parser.parse_query_lenient(query);
+        let searcher = self.reader.searcher();
+        let best = TopDocs::with_limit(k.max(1)).order_by_score();
+        let top = match allowed {
+            None => searcher.search(&query, &best)?,
+            // Matches are checked against the set by their slot column as
+            // they are collected: no query term per allowed slot.
             Some(slots) => {
-                let terms = slots.iter().map(|s| Term::from_field_u64(f.slot, s.0));
-                let only = ConstScoreQuery::new(Box::new(TermSetQuery::new(terms)), 0.0);
-                Box::new(BooleanQuery::new(vec![
-                    (Occur::Must, parsed),
-                    (Occur::Must, Box::new(only)),
-                ]))
+                let slots = slots.clone();
+                let only = FilterCollector::new(
+                    "slot".to_string(),
+                    move |slot: u64| slots.contains(&Slot(slot)),
+                    best,
+                );
+                searcher.search(&query, &only)?
             }
         };
-        let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score())?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
             let column = searcher

@@ -25,6 +25,22 @@ use std::collections::HashSet;
 use crate::error::Result;
 use crate::types::{Chunk, ChunkId, ChunkRecord, DocId, DocRecord, FileRecord, Slot};
 
+/// A set of slots that searches are restricted to, shared (the keyword
+/// index's collector holds it for the length of a search).
+pub type SlotSet = std::sync::Arc<HashSet<Slot>>;
+
+/// The best `k` of `scored`, highest first, ties broken by slot.
+pub fn top_k(mut scored: Vec<(Slot, f32)>, k: usize) -> Vec<(Slot, f32)> {
+    let order = |a: &(Slot, f32), b: &(Slot, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if scored.len() > k && k > 0 {
+        scored.select_nth_unstable_by(k - 1, order);
+        scored.truncate(k);
+    }
+    scored.sort_by(order);
+    scored.truncate(k);
+    scored
+}
+
 /// One document to write: its record and its chunks. A chunk whose id the
 /// document already had keeps its slot and vector (`vector` is `None`); a new
 /// chunk brings its vector.
@@ -177,6 +193,15 @@ pub trait VectorIndex: Send + Sync {
         k: usize,
         filter: Option<&(dyn Fn(Slot) -> bool + Sync)>,
     ) -> Result<Vec<(Slot, f32)>>;
+    /// The `k` nearest to `query` among the live `slots`, each compared
+    /// exactly: for filters that leave few candidates, where a graph search
+    /// would explore most of the graph to find them.
+    fn search_among(
+        &self,
+        query: &[f32],
+        k: usize,
+        slots: &HashSet<Slot>,
+    ) -> Result<Vec<(Slot, f32)>>;
     /// Live vectors.
     fn len(&self) -> u64;
     /// True when no live vector is indexed.
@@ -222,12 +247,7 @@ pub trait KeywordIndex: Send + Sync {
     /// Deletes every entry (visible after the next commit).
     fn clear(&self) -> Result<()>;
     /// The best `k` slots for `query`, only among `allowed` when given.
-    fn search(
-        &self,
-        query: &str,
-        k: usize,
-        allowed: Option<&HashSet<Slot>>,
-    ) -> Result<Vec<(Slot, f32)>>;
+    fn search(&self, query: &str, k: usize, allowed: Option<&SlotSet>) -> Result<Vec<(Slot, f32)>>;
     /// Committed entries.
     fn count(&self) -> Result<u64>;
 }

@@ -140,6 +140,9 @@ struct Inner {
     generation: u64,
 }
 
+/// The graph's points, indexed by slot.
+type PointTable = Vec<Option<std::sync::Arc<hnsw_rs::hnsw::Point<'static, f32>>>>;
+
 /// hnsw_rs-backed vector index.
 pub struct HnswVectorIndex {
     dir: PathBuf,
@@ -147,6 +150,12 @@ pub struct HnswVectorIndex {
     owner: String,
     config: HnswConfig,
     inner: RwLock<Inner>,
+    /// Built for exact search among a few slots, valid for the number of
+    /// changes it was built at (a table built while an insert ran is never
+    /// reused after it).
+    points: RwLock<Option<(u64, std::sync::Arc<PointTable>)>>,
+    /// Bumped after every insert and rebuild.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 fn err(e: impl std::fmt::Display) -> Error {
@@ -204,6 +213,8 @@ impl HnswVectorIndex {
                 tombstones: HashSet::new(),
                 generation,
             }),
+            points: RwLock::new(None),
+            changes: std::sync::atomic::AtomicU64::new(0),
         };
         Ok((index, Slot(watermark)))
     }
@@ -227,6 +238,38 @@ impl HnswVectorIndex {
 
     fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Inner>> {
         self.inner.write().map_err(|_| err("lock poisoned"))
+    }
+
+    /// The graph's points by slot, built on the first call after a change
+    /// (one pass over the graph; the vectors are not copied).
+    fn points(&self, inner: &Inner) -> Result<std::sync::Arc<PointTable>> {
+        let now = self.changes.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((at, table)) = self
+            .points
+            .read()
+            .map_err(|_| err("lock poisoned"))?
+            .clone()
+            && at == now
+        {
+            return Ok(table);
+        }
+        let mut table: PointTable = Vec::new();
+        for point in inner.graph.get_point_indexation() {
+            let at = point.get_origin_id();
+            if table.len() <= at {
+                table.resize(at + 1, None);
+            }
+            table[at] = Some(point);
+        }
+        let table = std::sync::Arc::new(table);
+        *self.points.write().map_err(|_| err("lock poisoned"))? = Some((now, table.clone()));
+        Ok(table)
+    }
+
+    /// Marks the point table stale (the graph changed).
+    fn forget_points(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn check_items(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
@@ -323,6 +366,7 @@ impl VectorIndex for HnswVectorIndex {
             .map(|(s, v)| (v.as_slice(), s.0 as usize))
             .collect();
         inner.graph.parallel_insert_slice(&data);
+        self.forget_points();
         Ok(())
     }
 
@@ -353,6 +397,26 @@ impl VectorIndex for HnswVectorIndex {
             .into_iter()
             .map(|n| (Slot(n.d_id as u64), 1.0 - n.distance))
             .collect())
+    }
+
+    fn search_among(
+        &self,
+        query: &[f32],
+        k: usize,
+        slots: &HashSet<Slot>,
+    ) -> Result<Vec<(Slot, f32)>> {
+        check_dims(self.dim, [query])?;
+        let inner = self.read()?;
+        let points = self.points(&inner)?;
+        let scored = slots
+            .iter()
+            .filter(|slot| !inner.tombstones.contains(&slot.0))
+            .filter_map(|slot| {
+                let point = points.get(slot.0 as usize)?.as_ref()?;
+                Some((*slot, dot(query, point.get_v())))
+            })
+            .collect();
+        Ok(super::top_k(scored, k))
     }
 
     fn len(&self) -> u64 {
@@ -429,6 +493,7 @@ impl VectorIndex for HnswVectorIndex {
         let mut inner = self.write()?;
         inner.graph = graph;
         inner.tombstones.clear();
+        self.forget_points();
         Ok(())
     }
 }
