@@ -21,6 +21,9 @@ need chromedriver chromium-driver
 python_env "$venv" selenium "selenium>=4.20,<5"
 
 "$lore" --index "$work/index" ingest "$root/corpora/handbook/docs" --json > /dev/null
+# A second collection, for the page's collection picker.
+"$lore" --index "$work/index" collection create papers > /dev/null
+"$lore" --index "$work/index" --collection papers ingest "$root/corpora/tiny" --json > /dev/null
 port=$(free_port)
 # One generation at a time and no queue: the test makes the page meet a 429.
 printf '[server]\ngenerations = 1\nqueue = 0\n' > "$work/lore.toml"

@@ -252,11 +252,12 @@ pub fn principal(req: &HttpRequest) -> Principal {
 }
 
 /// Route middleware: lets the request through when `access` allows it
-/// and the key may use the collections of `scope`, and records who it acts
-/// as and for which collections.
+/// and the key may use the collections of `scope` (for the `methods` the
+/// route serves), and records who it acts as and for which collections.
 pub async fn check(
     access: Access,
     scope: Scope,
+    methods: &'static str,
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -278,7 +279,13 @@ pub async fn check(
             )
             .into());
         }
-        let names = requested(&req, scope)?;
+        // A method the route does not serve gets its 405 whatever it names.
+        let served = methods.split(", ").any(|m| m == req.method().as_str());
+        let names = if served {
+            requested(&req, scope)?
+        } else {
+            Vec::new()
+        };
         authorize(state, &principal, &names)?;
         req.extensions_mut().insert(principal);
         req.extensions_mut().insert(Checked(names));

@@ -134,6 +134,7 @@ pub struct ChatBody {
     /// `lore` (the `default` collection) or `lore:NAME` (the collection
     /// NAME), as `GET /v1/models` lists them.
     #[serde(default)]
+    #[schema(pattern = r"^lore(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")]
     model: Option<String>,
     messages: Vec<ChatMessage>,
     #[serde(default)]
@@ -443,6 +444,7 @@ pub struct EmbeddingsBody {
     input: Value,
     /// `lore` or `lore:NAME`: the embedder of that collection.
     #[serde(default)]
+    #[schema(pattern = r"^lore(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")]
     model: Option<String>,
 }
 

@@ -118,7 +118,7 @@ pub fn resource(
             Err::<HttpResponse, _>(err)
         }))
         .wrap(from_fn(move |req, next| {
-            auth::check(access, scope, req, next)
+            auth::check(access, scope, allowed, req, next)
         }))
 }
 

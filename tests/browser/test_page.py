@@ -28,7 +28,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 base, read_key, write_key, question, *rest = sys.argv[1:]
 screenshots = rest[0] if rest else None
@@ -237,6 +237,21 @@ try:
     badges = [b.text for b in d.find_elements(By.CSS_SELECTOR, "#hits .found-by")]
     check(badges and all(b in ("dense", "BM25", "dense + BM25") for b in badges),
           f"hits say which retriever found them: {badges[:3]}")
+
+    # -- collections: the picker scopes every request ------------------------
+    check(visible("collection-picker"), "the collection picker shows when the key has two")
+    hit_paths = lambda: [a.text for a in d.find_elements(By.CSS_SELECTOR, "#hits li.hit > a")]  # noqa: E731
+    Select(by_id("collection")).select_by_value("papers")
+    q = by_id("query")
+    q.clear()
+    q.send_keys("coffee beans", Keys.ENTER)
+    wait.until(lambda _: hit_paths() and all("/tiny/" in p for p in hit_paths()))
+    check(True, f"search in the picked collection finds only its documents: {hit_paths()[:2]}")
+    Select(by_id("collection")).select_by_value("default")
+    q.clear()
+    q.send_keys(question, Keys.ENTER)
+    wait.until(lambda _: hit_paths() and all("/tiny/" not in p for p in hit_paths()))
+    check(True, "back in default, its documents again")
 
     # -- documents: upload with a write key --------------------------------
     by_id("key-button").click()
