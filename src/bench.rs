@@ -636,10 +636,15 @@ pub struct FilterBench {
     pub queries: usize,
     /// Unfiltered first, then a metadata filter and an access list.
     pub cases: Vec<FilterCase>,
+    /// A filtered search right after a write (one new document), which
+    /// works out the documents' slots again: ms, median of the rounds.
+    pub after_write_ms: f64,
 }
 
 /// Chunks per synthetic document.
 const CHUNKS_PER_DOC: usize = 10;
+/// Writes, each followed by one filtered search, in `lore bench filter`.
+const AFTER_WRITE_ROUNDS: usize = 5;
 
 /// Filtered against unfiltered hybrid search on a synthetic collection of
 /// `chunks` chunks derived from the real chunks (text and vectors) of
@@ -723,6 +728,7 @@ pub fn filter(source: &Engine, chunks: usize, queries: &[String]) -> Result<Filt
             samples[n].push(ms);
             hits[n] += found.hits.len();
             let (t, s) = (&found.timings, &mut stages[n]);
+            s.filter_ms += t.filter_ms * share;
             s.embed_ms += t.embed_ms * share;
             s.dense_ms += t.dense_ms * share;
             s.bm25_ms += t.bm25_ms * share;
@@ -731,6 +737,15 @@ pub fn filter(source: &Engine, chunks: usize, queries: &[String]) -> Result<Filt
     }
     let latencies: Vec<Latency> = samples.into_iter().map(Latency::of).collect();
     let baseline = latencies[0].p50_ms.max(1e-9);
+    let mut after_write = Vec::new();
+    for (round, q) in queries.iter().take(AFTER_WRITE_ROUNDS).enumerate() {
+        let slot = Slot((chunks + round * CHUNKS_PER_DOC) as u64);
+        let one: Vec<(Slot, Vec<f32>)> = (0..CHUNKS_PER_DOC as u64)
+            .map(|i| (Slot(slot.0 + i), base[round % base.len()].1.clone()))
+            .collect();
+        collection.index().apply(synthetic_docs(&one, &texts))?;
+        after_write.push(time_ms(|| engine.search(&request(q, &cases[2])))?.0);
+    }
     let results = cases
         .iter()
         .zip(latencies)
@@ -756,6 +771,7 @@ pub fn filter(source: &Engine, chunks: usize, queries: &[String]) -> Result<Filt
         build_seconds,
         queries: queries.len(),
         cases: results,
+        after_write_ms: Latency::of(after_write).p50_ms,
     })
 }
 

@@ -1349,18 +1349,23 @@ fn bench_filter(
         let t = &case.stages;
         println!(
             "{:<28} p50 {:>8.3} ms  p99 {:>8.3} ms  {:>5.2}x unfiltered  {:.1} hits  \
-             (mean: embed {:.1}, dense {:.1}, bm25 {:.1}, total {:.1} ms)",
+             (mean: filter {:.1}, embed {:.1}, dense {:.1}, bm25 {:.1}, total {:.1} ms)",
             case.name,
             l.p50_ms,
             l.p99_ms,
             case.ratio,
             case.mean_hits,
+            t.filter_ms,
             t.embed_ms,
             t.dense_ms,
             t.bm25_ms,
             t.total_ms
         );
     }
+    println!(
+        "a filtered search right after a write: {:.1} ms (median)",
+        result.after_write_ms
+    );
     Ok(())
 }
 

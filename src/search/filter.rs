@@ -3,15 +3,16 @@
 //! into the set of allowed slots before searching, so both retrievers search
 //! inside the subset and still return `k` hits when `k` exist.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::store::Index;
-use crate::types::{DocRecord, Slot};
+use crate::store::{Index, SlotSet};
+use crate::types::DocRecord;
 
 /// Conditions a document must meet, all of them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -175,8 +176,10 @@ pub fn has_access_list(doc: &DocRecord) -> bool {
 /// The slots both retrievers must search inside: those of every document
 /// `filter` lets through and `readers` may read, or `None` when that is
 /// every slot (no filter, and no document is hidden from them — checked
-/// on the documents with an access list alone).
-pub fn allowed(index: &Index, filter: &Filter, readers: &Readers) -> Result<Option<HashSet<Slot>>> {
+/// on the documents with an access list alone). The set is worked out
+/// once per filter and readers until the next write (the doc table keeps
+/// it), so the same key searching again does not scan the documents.
+pub fn allowed(index: &Index, filter: &Filter, readers: &Readers) -> Result<Option<Arc<SlotSet>>> {
     if filter.is_empty() && !readers.restricted() {
         return Ok(None);
     }
@@ -186,17 +189,27 @@ pub fn allowed(index: &Index, filter: &Filter, readers: &Readers) -> Result<Opti
         && table
             .restricted
             .iter()
-            .any(|&at| !readers.may_read(&table.docs[at].0));
+            .any(|&at| !readers.may_read(&table.docs[at].record));
     if filter.is_empty() && !hides_some {
         return Ok(None);
     }
-    let mut slots = HashSet::new();
-    for (doc, doc_slots) in &table.docs {
-        if compiled.matches(doc) && (!hides_some || readers.may_read(doc)) {
-            slots.extend(doc_slots.iter().copied());
+    let key = format!(
+        "{}\u{0}{:?}",
+        serde_json::to_string(filter).unwrap_or_default(),
+        hides_some.then_some(readers)
+    );
+    Ok(Some(table.slot_set(key, || {
+        let mut slots = SlotSet::default();
+        for entry in &table.docs {
+            let doc = &entry.record;
+            if compiled.matches(doc) && (!hides_some || readers.may_read(doc)) {
+                for &slot in &entry.slots {
+                    slots.insert(slot);
+                }
+            }
         }
-    }
-    Ok(Some(slots))
+        slots
+    })))
 }
 
 #[cfg(test)]

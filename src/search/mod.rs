@@ -147,6 +147,9 @@ pub struct Hit {
 /// Time spent per stage, in milliseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Timings {
+    /// Resolving filters and access lists to the slots searched.
+    #[serde(default)]
+    pub filter_ms: f64,
     /// Query embedding.
     pub embed_ms: f64,
     /// Vector search.
@@ -193,8 +196,9 @@ pub fn search(
     let mut queries: HashMap<String, Vec<f32>> = HashMap::new();
     for (at, collection) in collections.iter().enumerate() {
         let index = collection.index;
-        let allowed =
-            filter::allowed(index, &request.filter, &request.readers)?.map(std::sync::Arc::new);
+        let t = Instant::now();
+        let allowed = filter::allowed(index, &request.filter, &request.readers)?;
+        timings.filter_ms += ms_since(t);
         if let (Some(embedder), false) = (collection.embedder, request.mode == Mode::Bm25) {
             let id = embedder.id().to_string();
             if !queries.contains_key(&id) {
@@ -274,12 +278,12 @@ fn dense_search(
     index: &Index,
     query: &[f32],
     k: usize,
-    allowed: Option<&SlotSet>,
+    allowed: Option<&std::sync::Arc<SlotSet>>,
 ) -> Result<Vec<(Slot, f32)>> {
     let Some(allowed) = allowed else {
         return index.vectors().search(query, k, None);
     };
-    let keep = |slot: Slot| allowed.contains(&slot);
+    let keep = |slot: Slot| allowed.contains(slot);
     let vectors = index.vectors();
     if allowed.len() as u64 * EXACT_SHARE > vectors.len() {
         let hits = vectors.search(query, k, Some(&keep))?;

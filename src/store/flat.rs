@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::RwLock;
 
 use super::vectors::dot;
-use super::{VectorIndex, check_dims};
+use super::{SlotSet, VectorIndex, check_dims};
 use crate::error::{Error, Result};
 use crate::types::Slot;
 
@@ -63,13 +63,8 @@ impl VectorIndex for FlatVectorIndex {
         Ok(super::top_k(scored, k))
     }
 
-    fn search_among(
-        &self,
-        query: &[f32],
-        k: usize,
-        slots: &HashSet<Slot>,
-    ) -> Result<Vec<(Slot, f32)>> {
-        self.search(query, k, Some(&|slot| slots.contains(&slot)))
+    fn search_among(&self, query: &[f32], k: usize, slots: &SlotSet) -> Result<Vec<(Slot, f32)>> {
+        self.search(query, k, Some(&|slot| slots.contains(slot)))
     }
 
     fn len(&self) -> u64 {
@@ -151,13 +146,13 @@ pub(crate) mod conformance {
         assert!(hits.iter().all(|(s, _)| s.0.is_multiple_of(2)));
         // Exact search among a few slots: exactly the best of them, and
         // it follows later inserts and removals.
-        let few: HashSet<Slot> = (0..300).step_by(7).map(Slot).collect();
+        let few: SlotSet = (0..300).step_by(7).map(Slot).collect();
         let query = unit(1000, dim);
-        let best = |index: &dyn VectorIndex, few: &HashSet<Slot>| {
+        let best = |index: &dyn VectorIndex, few: &SlotSet| {
             let mut truth: Vec<(Slot, f32)> = few
                 .iter()
                 .filter(|s| s.0 != 42)
-                .map(|s| (*s, dot(&query, &unit(s.0, dim))))
+                .map(|s| (s, dot(&query, &unit(s.0, dim))))
                 .collect();
             truth.sort_by(|a, b| b.1.total_cmp(&a.1));
             truth.truncate(5);

@@ -14,30 +14,19 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::docs::SledDocStore;
 use super::keywords::TantivyKeywordIndex;
 use super::manifest::{EmbedderInfo, Manifest};
+use super::table::{DocTable, Tables};
 use super::vectors::HnswVectorIndex;
 use super::{Change, DocStore, KeywordDoc, KeywordIndex, Owner, VectorIndex};
 use crate::config::HnswConfig;
 use crate::error::{Error, Result};
-use crate::types::{ChunkRecord, DocId, DocRecord, Slot};
-
-/// Every document with the slots of its chunks: what filters and access
-/// lists are evaluated on, held in memory between writes so a filtered
-/// search does not read every record from sled.
-#[derive(Debug, Default)]
-pub struct DocTable {
-    /// Documents (their `chunks` lists emptied: `slots` replaces them).
-    pub docs: Vec<(DocRecord, Vec<Slot>)>,
-    /// Positions in `docs` of the documents that carry an access list.
-    pub restricted: Vec<usize>,
-}
+use crate::types::{ChunkRecord, DocId, Slot};
 
 /// The store sizes that cost nothing to read.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -78,9 +67,8 @@ pub struct Index {
     vectors: Box<dyn VectorIndex>,
     keywords: Box<dyn KeywordIndex>,
     rebuild_ratio: f64,
-    /// Bumped by every write; the doc table is valid for one generation.
-    generation: AtomicU64,
-    table: RwLock<Option<(u64, Arc<DocTable>)>>,
+    /// Every document with its slots, kept in step with writes.
+    tables: Tables,
 }
 
 impl Index {
@@ -113,8 +101,7 @@ impl Index {
             vectors: Box::new(vectors),
             keywords: Box::new(keywords),
             rebuild_ratio: hnsw.rebuild_ratio,
-            generation: AtomicU64::new(0),
-            table: RwLock::new(None),
+            tables: Tables::default(),
         };
         index.recover(watermark)?;
         Ok(index)
@@ -235,8 +222,14 @@ impl Index {
                 )
             })
             .collect();
+        let touched: Vec<DocId> = change
+            .put_docs
+            .iter()
+            .map(|d| d.record.id.clone())
+            .chain(change.delete_docs.iter().cloned())
+            .collect();
         let applied = self.docs.apply(change);
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.tables.changed(touched)?;
         let applied = applied?;
         self.vectors.remove(&applied.removed);
         self.keywords.delete(&applied.removed)?;
@@ -315,37 +308,10 @@ impl Index {
         })
     }
 
-    /// The doc table as of now: built from sled on the first call after a
-    /// write (a scan of every document and chunk), then shared.
+    /// Every document with its slots, as of now (built from sled once,
+    /// then brought up to date with the documents each write touched).
     pub fn doc_table(&self) -> Result<Arc<DocTable>> {
-        let generation = self.generation.load(Ordering::SeqCst);
-        if let Ok(cached) = self.table.read()
-            && let Some((at, table)) = cached.as_ref()
-            && *at == generation
-        {
-            return Ok(table.clone());
-        }
-        let mut table = DocTable::default();
-        for mut doc in self.docs.all_docs()? {
-            let mut slots = Vec::with_capacity(doc.chunks.len());
-            for id in std::mem::take(&mut doc.chunks) {
-                if let Some(chunk) = self.docs.chunk(&id)? {
-                    slots.push(chunk.slot);
-                }
-            }
-            if crate::search::filter::has_access_list(&doc) {
-                table.restricted.push(table.docs.len());
-            }
-            table.docs.push((doc, slots));
-        }
-        let table = Arc::new(table);
-        // Kept only if no write happened meanwhile (else the next call rebuilds).
-        if self.generation.load(Ordering::SeqCst) == generation
-            && let Ok(mut cached) = self.table.write()
-        {
-            *cached = Some((generation, table.clone()));
-        }
-        Ok(table)
+        self.tables.current(self.docs.as_ref())
     }
 
     /// The chunk in `slot`, if live.

@@ -207,7 +207,12 @@ impl KeywordIndex for TantivyKeywordIndex {
         Ok(())
     }
 
-    fn search(&self, query: &str, k: usize, allowed: Option<&SlotSet>) -> Result<Vec<(Slot, f32)>> {
+    fn search(
+        &self,
+        query: &str,
+        k: usize,
+        allowed: Option<&std::sync::Arc<SlotSet>>,
+    ) -> Result<Vec<(Slot, f32)>> {
         let f = self.fields;
         let parser = QueryParser::for_index(&self.index, vec![f.text]);
         // Lenient: a user's quotes or colons never make a query fail.
@@ -222,7 +227,7 @@ impl KeywordIndex for TantivyKeywordIndex {
                 let slots = slots.clone();
                 let only = FilterCollector::new(
                     "slot".to_string(),
-                    move |slot: u64| slots.contains(&Slot(slot)),
+                    move |slot: u64| slots.contains(Slot(slot)),
                     best,
                 );
                 searcher.search(&query, &only)?

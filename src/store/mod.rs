@@ -17,17 +17,73 @@ pub mod manifest;
 pub mod vectors;
 
 mod index;
+mod table;
 
-pub use index::{DocTable, Index, IndexSizes, IndexStatus};
-
-use std::collections::HashSet;
+pub use index::{Index, IndexSizes, IndexStatus};
+pub use table::{DocEntry, DocTable};
 
 use crate::error::Result;
 use crate::types::{Chunk, ChunkId, ChunkRecord, DocId, DocRecord, FileRecord, Slot};
 
-/// A set of slots that searches are restricted to, shared (the keyword
-/// index's collector holds it for the length of a search).
-pub type SlotSet = std::sync::Arc<HashSet<Slot>>;
+/// The slots a search is restricted to: a bitmap over the slot range
+/// (slots are allocated densely and never reused), so building one is a
+/// bit set per slot and a lookup is a bit test.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotSet {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl SlotSet {
+    /// Adds `slot`; false when it was there already.
+    pub fn insert(&mut self, slot: Slot) -> bool {
+        let (word, bit) = ((slot.0 / 64) as usize, slot.0 % 64);
+        if self.words.len() <= word {
+            self.words.resize(word + 1, 0);
+        }
+        let fresh = self.words[word] & (1 << bit) == 0;
+        self.words[word] |= 1 << bit;
+        self.len += usize::from(fresh);
+        fresh
+    }
+
+    /// True when `slot` is in the set.
+    pub fn contains(&self, slot: Slot) -> bool {
+        let word = (slot.0 / 64) as usize;
+        self.words
+            .get(word)
+            .is_some_and(|w| w & (1 << (slot.0 % 64)) != 0)
+    }
+
+    /// Slots in the set.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The slots, in increasing order.
+    pub fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.words.iter().enumerate().flat_map(|(at, &word)| {
+            (0..64)
+                .filter(move |bit| word & (1 << bit) != 0)
+                .map(move |bit| Slot(at as u64 * 64 + bit))
+        })
+    }
+}
+
+impl FromIterator<Slot> for SlotSet {
+    fn from_iter<I: IntoIterator<Item = Slot>>(slots: I) -> Self {
+        let mut set = SlotSet::default();
+        for slot in slots {
+            set.insert(slot);
+        }
+        set
+    }
+}
 
 /// The best `k` of `scored`, highest first, ties broken by slot.
 pub fn top_k(mut scored: Vec<(Slot, f32)>, k: usize) -> Vec<(Slot, f32)> {
@@ -196,12 +252,7 @@ pub trait VectorIndex: Send + Sync {
     /// The `k` nearest to `query` among the live `slots`, each compared
     /// exactly: for filters that leave few candidates, where a graph search
     /// would explore most of the graph to find them.
-    fn search_among(
-        &self,
-        query: &[f32],
-        k: usize,
-        slots: &HashSet<Slot>,
-    ) -> Result<Vec<(Slot, f32)>>;
+    fn search_among(&self, query: &[f32], k: usize, slots: &SlotSet) -> Result<Vec<(Slot, f32)>>;
     /// Live vectors.
     fn len(&self) -> u64;
     /// True when no live vector is indexed.
@@ -247,7 +298,12 @@ pub trait KeywordIndex: Send + Sync {
     /// Deletes every entry (visible after the next commit).
     fn clear(&self) -> Result<()>;
     /// The best `k` slots for `query`, only among `allowed` when given.
-    fn search(&self, query: &str, k: usize, allowed: Option<&SlotSet>) -> Result<Vec<(Slot, f32)>>;
+    fn search(
+        &self,
+        query: &str,
+        k: usize,
+        allowed: Option<&std::sync::Arc<SlotSet>>,
+    ) -> Result<Vec<(Slot, f32)>>;
     /// Committed entries.
     fn count(&self) -> Result<u64>;
 }

@@ -17,7 +17,7 @@ use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::{Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 
-use super::{Owner, VectorIndex, check_dims};
+use super::{Owner, SlotSet, VectorIndex, check_dims};
 use crate::config::HnswConfig;
 use crate::error::{Error, Result};
 use crate::types::Slot;
@@ -399,12 +399,7 @@ impl VectorIndex for HnswVectorIndex {
             .collect())
     }
 
-    fn search_among(
-        &self,
-        query: &[f32],
-        k: usize,
-        slots: &HashSet<Slot>,
-    ) -> Result<Vec<(Slot, f32)>> {
+    fn search_among(&self, query: &[f32], k: usize, slots: &SlotSet) -> Result<Vec<(Slot, f32)>> {
         check_dims(self.dim, [query])?;
         let inner = self.read()?;
         let points = self.points(&inner)?;
@@ -413,7 +408,7 @@ impl VectorIndex for HnswVectorIndex {
             .filter(|slot| !inner.tombstones.contains(&slot.0))
             .filter_map(|slot| {
                 let point = points.get(slot.0 as usize)?.as_ref()?;
-                Some((*slot, dot(query, point.get_v())))
+                Some((slot, dot(query, point.get_v())))
             })
             .collect();
         Ok(super::top_k(scored, k))
