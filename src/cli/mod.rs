@@ -1091,8 +1091,11 @@ fn one_collection(config: &Config) -> anyhow::Result<String> {
 /// `lore collection`: create, list and drop the index's collections
 /// (through a running server when one holds the index).
 fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()> {
+    // Creating a collection may create the index; listing and dropping
+    // need one.
+    let existing = !matches!(command, CollectionCommand::Create { .. });
     let backend =
-        open_backend(config(global, |_| {})?, false).context("while opening the index")?;
+        open_backend(config(global, |_| {})?, existing).context("while opening the index")?;
     match command {
         CollectionCommand::Create {
             name,
