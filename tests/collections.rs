@@ -80,7 +80,13 @@ fn an_index_written_before_collections_opens_as_default_with_nothing_reembedded(
 #[test]
 fn collections_are_created_filled_searched_together_and_dropped() {
     let (_tmp, index) = ingested("corpora/tiny");
-    run_ok(lore(&index).args(["collection", "create", "oncall"]));
+    let created = run_ok(lore(&index).args(["collection", "create", "oncall"]));
+    // Collection changes are in the audit trail like every write.
+    let trail = String::from_utf8_lossy(&created.stderr);
+    assert!(
+        trail.contains("collection=\"oncall\"") && trail.contains("action=\"collection_create\""),
+        "{trail}"
+    );
     let report = json(
         lore(&index)
             .args(["--collection", "oncall", "ingest", "--json"])
@@ -148,7 +154,9 @@ fn collections_are_created_filled_searched_together_and_dropped() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("collection nope"), "{stderr}");
 
-    run_ok(lore(&index).args(["collection", "drop", "oncall"]));
+    let dropped = run_ok(lore(&index).args(["collection", "drop", "oncall"]));
+    let trail = String::from_utf8_lossy(&dropped.stderr);
+    assert!(trail.contains("action=\"collection_drop\""), "{trail}");
     let listed = json(lore(&index).args(["collection", "list", "--json"]));
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert!(!index.join("collections/oncall").exists());

@@ -59,6 +59,9 @@ fn keys_hold_for_every_spelling_of_every_route() {
         ("DELETE", "/v1/documents/abc", "write"),
         ("POST", "/v1/ingest", "write"),
         ("POST", "/v1/remove", "write"),
+        ("GET", "/v1/collections", "read"),
+        ("POST", "/v1/collections", "admin"),
+        ("DELETE", "/v1/collections/abc", "admin"),
     ];
     let body = r#"{"path": "x.md", "text": "planted", "query": "x"}"#;
     let mut tried = 0;
@@ -70,11 +73,16 @@ fn keys_hold_for_every_spelling_of_every_route() {
                 matches!(code, 401 | 404),
                 "{method} {variant} without a key -> {code}: {reply}"
             );
-            if needs == "write" {
-                let (code, _, reply) = http(addr, method, &variant, Some("r-key"), Some(body));
+            let weaker: &[&str] = match needs {
+                "write" => &["r-key"],
+                "admin" => &["r-key", "w-key"],
+                _ => &[],
+            };
+            for key in weaker {
+                let (code, _, reply) = http(addr, method, &variant, Some(key), Some(body));
                 assert!(
                     matches!(code, 403 | 404),
-                    "{method} {variant} with a read key -> {code}: {reply}"
+                    "{method} {variant} with {key} -> {code}: {reply}"
                 );
             }
         }

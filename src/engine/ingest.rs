@@ -138,8 +138,9 @@ impl Engine {
         paths: &[PathBuf],
         progress: &dyn Progress,
     ) -> Result<IngestReport> {
-        let collection = self.collection(collection)?;
+        // The writer first: a collection dropped meanwhile is not written to.
         let _writer = self.writer()?;
+        let collection = self.collection(collection)?;
         let start = Instant::now();
         let index_dir = self.dir().canonicalize().ok();
         let found = walk(paths, &self.config.ingest, index_dir.as_deref())?;
@@ -204,7 +205,6 @@ impl Engine {
     /// Removes a file, every file under a folder, or one document (by id)
     /// from all stores of `collection`.
     pub fn remove(&self, collection: &str, target: &str) -> Result<RemoveReport> {
-        let collection = self.collection(collection)?;
         if target.trim().is_empty() {
             return Err(Error::InvalidRequest(
                 "nothing to remove: name a file, a folder or a document id".into(),
@@ -221,6 +221,7 @@ impl Engine {
             )));
         }
         let _writer = self.writer()?;
+        let collection = self.collection(collection)?;
         let index = collection.index();
         let docs = index.docs();
         let mut files = docs.file(&path)?.into_iter().collect::<Vec<_>>();
@@ -246,8 +247,8 @@ impl Engine {
 
     /// Removes one document of `collection` by id (never read as a path).
     pub fn remove_document(&self, collection: &str, id: &DocId) -> Result<RemoveReport> {
-        let collection = self.collection(collection)?;
         let _writer = self.writer()?;
+        let collection = self.collection(collection)?;
         remove_document_locked(&collection, id)
     }
 }
@@ -317,8 +318,8 @@ impl Engine {
             size: bytes.len() as u64,
             mtime_ns: 0,
         };
-        let collection = self.collection(collection)?;
         let _writer = self.writer()?;
+        let collection = self.collection(collection)?;
         let mut run = Run::new(self, &collection, &NoProgress, 1);
         run.process_group(&[&file], vec![Ok((hash, docs))])?;
         run.flush()?;

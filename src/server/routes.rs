@@ -1072,18 +1072,17 @@ pub async fn drop_collection(
 ) -> Result<HttpResponse, ApiError> {
     let name = auth::collection(&req);
     let engine = state.engine.clone();
-    let info = {
+    let chunks = {
         let name = name.clone();
         blocking(&state, move || {
-            let info = engine.collection(&name)?;
-            let chunks = info.index().sizes()?.vectors;
+            let chunks = engine.collection(&name)?.index().sizes()?.vectors;
             engine.drop_collection(&name)?;
             Ok(chunks)
         })
         .await?
     };
-    audit(&req, "collection_drop", 0, info as usize);
-    Ok(HttpResponse::Ok().json(Dropped { name, chunks: info }))
+    audit(&req, "collection_drop", 0, chunks as usize);
+    Ok(HttpResponse::Ok().json(Dropped { name, chunks }))
 }
 
 /// `DELETE /v1/collections/{name}` body.
