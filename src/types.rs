@@ -147,6 +147,8 @@ pub enum DocKind {
     Code,
     /// One record of a BEIR-style `corpus.jsonl`.
     Record,
+    /// Chunks imported with their vectors (`lore import`).
+    Imported,
 }
 
 impl DocKind {
@@ -159,6 +161,7 @@ impl DocKind {
             DocKind::Pdf => "pdf",
             DocKind::Code => "code",
             DocKind::Record => "record",
+            DocKind::Imported => "imported",
         }
     }
 }

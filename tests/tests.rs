@@ -8,6 +8,7 @@ mod crash;
 mod embedding;
 mod fuzz;
 mod hostile;
+mod import;
 mod ingest;
 mod search;
 mod serve;

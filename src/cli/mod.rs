@@ -60,6 +60,20 @@ enum Command {
     /// Index files and folders (incremental: unchanged files are skipped,
     /// vanished files removed).
     Ingest(IngestArgs),
+    /// Import chunks embedded elsewhere: JSON lines, one chunk per line
+    /// ({"path", "text", "vector", optional "chunk_id", "doc_id",
+    /// "byte_range", "heading", "title", "metadata"}), a document's rows
+    /// consecutive. Every row is checked first; a bad one fails the import
+    /// with its line number and nothing is written. Unchanged documents
+    /// are skipped.
+    Import {
+        /// JSONL files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a file, a folder or a document id from the index.
     Remove {
         /// Path of an ingested file or folder, or a document id.
@@ -689,6 +703,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }) => bench_filter(global, &queries, limit, chunks, json),
         Command::Key(command) => key(global, command),
         Command::Collection(command) => collection(global, command),
+        Command::Import { files, json } => import(global, &files, json),
         Command::Serve {
             addr,
             generator,
@@ -1086,6 +1101,50 @@ fn one_collection(config: &Config) -> anyhow::Result<String> {
         ))
         .into()),
     }
+}
+
+/// `lore import`: chunks with their vectors, file by file.
+fn import(global: &Global, files: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    let config = config(global, |_| {})?;
+    let collection = one_collection(&config)?;
+    let engine = Engine::open(config).context("while opening the index")?;
+    let mut reports = Vec::new();
+    for file in files {
+        let open = || -> lore::Result<Box<dyn std::io::BufRead>> {
+            let opened = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+            Ok(Box::new(std::io::BufReader::new(opened)))
+        };
+        let progress = progress::IngestProgress::new();
+        let report = engine
+            .import(&collection, &open, &progress)
+            .with_context(|| format!("while importing {}", file.display()))?;
+        progress.finish();
+        let documents = report.added + report.updated;
+        lore::audit::record(
+            CLI_ACTOR,
+            &collection,
+            "import",
+            documents as usize,
+            report.chunks_written as usize,
+        );
+        if !json {
+            println!(
+                "{}: {} rows: {} documents added, {} updated, {} unchanged; {} chunks written in {:.1}s",
+                file.display(),
+                report.rows,
+                report.added,
+                report.updated,
+                report.unchanged,
+                report.chunks_written,
+                report.seconds
+            );
+        }
+        reports.push(report);
+    }
+    if json {
+        return print_json(&reports);
+    }
+    Ok(())
 }
 
 /// `lore collection`: create, list and drop the index's collections

@@ -5,6 +5,7 @@
 
 mod ask;
 mod collection;
+mod import;
 mod ingest;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ pub use ask::{
     Verdict, Vote,
 };
 pub use collection::Collection;
+pub use import::{ImportReport, ImportRow};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport};
 
 use crate::config::Config;

@@ -1,0 +1,156 @@
+//! `lore import`: chunks embedded elsewhere become searchable as they are;
+//! unchanged documents are skipped; a bad row or a vector of another
+//! dimension fails the import with its line number and writes nothing.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use lore::embed::Embedder;
+use lore::embed::hash::HashEmbedder;
+use lore::search::{Mode, SearchRequest};
+use lore::{Config, Engine, NoProgress};
+use serde_json::json;
+
+use crate::util::{fails, ingested, lore, status};
+
+/// One import row for `text` of `path`, embedded with `embedder`.
+fn row(embedder: &dyn Embedder, path: &str, text: &str, start: usize) -> String {
+    let vector = embedder.embed(&[text]).unwrap().remove(0);
+    json!({
+        "path": path,
+        "text": text,
+        "vector": vector,
+        "byte_range": [start, start + text.len()],
+        "metadata": {"team": "import"},
+    })
+    .to_string()
+}
+
+fn import(engine: &Engine, lines: &[String]) -> lore::Result<lore::engine::ImportReport> {
+    let text = lines.join("\n") + "\n";
+    let open = move || -> lore::Result<Box<dyn std::io::BufRead>> {
+        Ok(Box::new(std::io::Cursor::new(text.clone().into_bytes())))
+    };
+    engine.import("default", &open, &NoProgress)
+}
+
+#[test]
+fn imported_chunks_are_searchable_and_a_second_import_changes_only_what_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        index: tmp.path().join("index"),
+        ..Config::default()
+    };
+    let embedder: Arc<dyn Embedder> = Arc::new(HashEmbedder::new(64));
+    let engine = Engine::with_embedder(config, embedder.clone()).unwrap();
+    let mut lines = vec![
+        row(
+            embedder.as_ref(),
+            "a.md",
+            "Kettles are descaled monthly.",
+            0,
+        ),
+        row(
+            embedder.as_ref(),
+            "a.md",
+            "The kettle lives in the kitchen.",
+            40,
+        ),
+        row(
+            embedder.as_ref(),
+            "b.md",
+            "A zebrafalcon guards the server room.",
+            0,
+        ),
+        row(
+            embedder.as_ref(),
+            "c.md",
+            "Invoices are paid on Fridays.",
+            0,
+        ),
+    ];
+    let report = import(&engine, &lines).unwrap();
+    assert_eq!(
+        (report.rows, report.added, report.chunks_written),
+        (4, 3, 4)
+    );
+    for mode in [Mode::Dense, Mode::Bm25, Mode::Hybrid] {
+        let found = engine
+            .search(&SearchRequest::new("zebrafalcon server room", 1, mode))
+            .unwrap();
+        assert_eq!(found.hits[0].path, "b.md", "{mode:?}");
+    }
+    let filtered = engine
+        .search(&SearchRequest {
+            filter: lore::search::Filter::parse(&["team=import".into(), "type=imported".into()])
+                .unwrap(),
+            ..SearchRequest::new("kettle", 10, Mode::Hybrid)
+        })
+        .unwrap();
+    assert_eq!(filtered.hits.len(), 4);
+    // The same rows again: nothing to do.
+    let again = import(&engine, &lines).unwrap();
+    assert_eq!((again.unchanged, again.chunks_written), (3, 0));
+    // One chunk of one document changed: that chunk alone is written.
+    lines[1] = row(
+        embedder.as_ref(),
+        "a.md",
+        "The kettle moved to the office.",
+        40,
+    );
+    let changed = import(&engine, &lines).unwrap();
+    assert_eq!(
+        (changed.updated, changed.unchanged, changed.chunks_written),
+        (1, 2, 1)
+    );
+    let status = engine.status("default").unwrap();
+    assert!(status.consistent, "{status:?}");
+    assert_eq!((status.documents, status.chunks), (3, 4));
+
+    // Bad rows: every one named by its line, and nothing written.
+    let mut bad = lines.clone();
+    bad.push(row(embedder.as_ref(), "d.md", "A new document.", 0));
+    bad.push("{not json".into());
+    bad.push(json!({"path": "e.md", "text": "short", "vector": [1.0, 0.0]}).to_string());
+    bad.push(json!({"path": "f.md", "vector": vec![0.1; 64]}).to_string());
+    bad.push(row(
+        embedder.as_ref(),
+        "a.md",
+        "a.md again, after other documents",
+        90,
+    ));
+    let err = import(&engine, &bad).unwrap_err().to_string();
+    for expected in [
+        "line 6: not an import row",
+        "line 7: the vector has 2 dimensions; this collection's embedder has 64",
+        "line 8: not an import row: missing field `text`",
+        "line 9: document a.md continues here after other documents",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in {err}");
+    }
+    let after = engine.status("default").unwrap();
+    assert_eq!(
+        (after.documents, after.chunks),
+        (3, 4),
+        "a failed import wrote"
+    );
+}
+
+#[test]
+fn the_cli_refuses_a_vector_of_another_dimension_naming_the_line() {
+    let (tmp, index) = ingested("corpora/tiny");
+    let before = status(&index);
+    let file = tmp.path().join("rows.jsonl");
+    let mut out = std::fs::File::create(&file).unwrap();
+    let good = json!({"path": "x.md", "text": "fine", "vector": vec![0.05; 384]});
+    let short = json!({"path": "y.md", "text": "too short", "vector": vec![0.1; 3]});
+    writeln!(out, "{good}\n\n{short}").unwrap();
+    drop(out);
+    let (code, stderr) = fails(lore(&index).arg("import").arg(&file));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 3: the vector has 3 dimensions; this collection's embedder has 384"),
+        "{stderr}"
+    );
+    assert_eq!(status(&index)["chunks"], before["chunks"]);
+}
