@@ -153,4 +153,33 @@ fn the_cli_refuses_a_vector_of_another_dimension_naming_the_line() {
         "{stderr}"
     );
     assert_eq!(status(&index)["chunks"], before["chunks"]);
+    // From standard input (the rows of another tool, piped in).
+    let mut child = lore(&index)
+        .args(["import", "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{good}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reports[0]["added"], 1, "{reports}");
+    let after = status(&index);
+    assert_eq!(
+        after["chunks"].as_u64(),
+        before["chunks"].as_u64().map(|c| c + 1)
+    );
+    assert_eq!(after["consistent"], true);
+    let leftovers: Vec<_> = std::fs::read_dir(&index)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("import-stdin"))
+        .collect();
+    assert!(leftovers.is_empty(), "the spooled input was left behind");
 }

@@ -67,7 +67,8 @@ enum Command {
     /// with its line number and nothing is written. Unchanged documents
     /// are skipped.
     Import {
-        /// JSONL files.
+        /// JSONL files (`-`: standard input, spooled to a temporary file
+        /// in the index directory, as rows are read twice).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Print the result as JSON.
@@ -1107,9 +1108,22 @@ fn one_collection(config: &Config) -> anyhow::Result<String> {
 fn import(global: &Global, files: &[PathBuf], json: bool) -> anyhow::Result<()> {
     let config = config(global, |_| {})?;
     let collection = one_collection(&config)?;
+    let spool = config
+        .index
+        .join(format!("import-stdin-{}.jsonl", std::process::id()));
     let engine = Engine::open(config).context("while opening the index")?;
     let mut reports = Vec::new();
     for file in files {
+        let _spooled = if file.as_os_str() == "-" {
+            Some(Spool::stdin(&spool)?)
+        } else {
+            None
+        };
+        let file = if file.as_os_str() == "-" {
+            &spool
+        } else {
+            file
+        };
         let open = || -> lore::Result<Box<dyn std::io::BufRead>> {
             let opened = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
             Ok(Box::new(std::io::BufReader::new(opened)))
@@ -1145,6 +1159,26 @@ fn import(global: &Global, files: &[PathBuf], json: bool) -> anyhow::Result<()> 
         return print_json(&reports);
     }
     Ok(())
+}
+
+/// Standard input copied to a file, removed when dropped.
+struct Spool(PathBuf);
+
+impl Spool {
+    fn stdin(path: &Path) -> anyhow::Result<Spool> {
+        let mut file = std::fs::File::create(path)
+            .with_context(|| format!("while spooling standard input to {}", path.display()))?;
+        let spool = Spool(path.to_path_buf());
+        std::io::copy(&mut std::io::stdin().lock(), &mut file)
+            .context("while reading standard input")?;
+        Ok(spool)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// `lore collection`: create, list and drop the index's collections
