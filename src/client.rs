@@ -158,18 +158,18 @@ impl Remote {
         )?)
     }
 
+    fn get(&self, path: &str) -> Result<Response> {
+        self.checked(
+            self.agent
+                .get(format!("{}{path}", self.base))
+                .header(LOCAL_TOKEN_HEADER, &self.token)
+                .call(),
+        )
+    }
+
     /// `lore status` through the server.
     pub fn status(&self, collection: &str) -> Result<Status> {
-        let sent = self
-            .agent
-            .get(format!(
-                "{}{}",
-                self.base,
-                in_collections("/v1/status", &[collection])
-            ))
-            .header(LOCAL_TOKEN_HEADER, &self.token)
-            .call();
-        self.json(self.checked(sent)?)
+        self.json(self.get(&in_collections("/v1/status", &[collection]))?)
     }
 
     /// `lore collection list` through the server.
@@ -178,12 +178,7 @@ impl Remote {
         struct List {
             collections: Vec<CollectionInfo>,
         }
-        let sent = self
-            .agent
-            .get(format!("{}/v1/collections", self.base))
-            .header(LOCAL_TOKEN_HEADER, &self.token)
-            .call();
-        Ok(self.json::<List>(self.checked(sent)?)?.collections)
+        Ok(self.json::<List>(self.get("/v1/collections")?)?.collections)
     }
 
     /// `lore collection create` through the server (the embedder must be a

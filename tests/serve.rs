@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{ingested, json, lore, status};
+use serde_json::json;
+
+use crate::util::{ingested, json, lore, run_ok, status};
 
 pub struct Server {
     pub child: Child,
@@ -258,6 +260,25 @@ fn keys_errors_documents_queue_and_shutdown() {
     assert_eq!(held["consistent"], true, "{held}");
     let removed = json(lore(&index).args(["remove", extra.to_str().unwrap(), "--json"]));
     assert_eq!(removed["documents"], 1, "{removed}");
+    // Collections too, through the server that holds the index.
+    json(lore(&index).args(["collection", "create", "held", "--json"]));
+    let listed = json(lore(&index).args(["collection", "list", "--json"]));
+    assert!(listed.to_string().contains("\"held\""), "{listed}");
+    let report = json(lore(&index).args([
+        "--collection",
+        "held",
+        "ingest",
+        extra.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(report["added"], 1, "{report}");
+    let held = json(lore(&index).args(["--collection", "held", "status", "--json"]));
+    assert_eq!(
+        (&held["collection"], &held["documents"]),
+        (&json!("held"), &json!(1)),
+        "{held}"
+    );
+    run_ok(lore(&index).args(["collection", "drop", "held"]));
 
     // SIGTERM: the server drains, exits 0, and the index is consistent.
     let mut server = server;
