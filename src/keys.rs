@@ -188,7 +188,7 @@ impl KeyStore {
         for name in collections.iter().filter(|c| *c != "*") {
             crate::types::check_collection_name(name)?;
         }
-        check_names("group", &groups)?;
+        check_groups(&groups)?;
         if collections.is_empty() {
             return Err(Error::InvalidRequest(
                 "a key needs at least one collection (or *)".into(),
@@ -322,7 +322,7 @@ impl KeyStore {
 }
 
 /// Group names are plain words: letters, digits, `-`, `_`, `.`.
-fn check_names(what: &str, names: &[String]) -> Result<()> {
+fn check_groups(names: &[String]) -> Result<()> {
     for name in names {
         let plain = !name.is_empty()
             && name.len() <= 64
@@ -331,7 +331,7 @@ fn check_names(what: &str, names: &[String]) -> Result<()> {
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !plain {
             return Err(Error::InvalidRequest(format!(
-                "{what} name '{name}' must be letters, digits, '-', '_' or '.' (at most 64)"
+                "group name '{name}' must be letters, digits, '-', '_' or '.' (at most 64)"
             )));
         }
     }

@@ -181,17 +181,23 @@ fn requested(req: &ServiceRequest, scope: Scope) -> Result<Vec<String>, ApiError
     Ok(names)
 }
 
+/// 403 for the first of `names` that `principal` may not use.
+pub fn permit(principal: &Principal, names: &[String]) -> Result<(), ApiError> {
+    match names.iter().find(|n| !principal.may_use(n)) {
+        Some(name) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this key may not use the collection '{name}'"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Lets `principal` use `names`: 403 for one it may not use (whether it
 /// exists or not, so the answer reveals nothing), then 404 for one that
 /// does not exist.
 pub fn authorize(state: &State, principal: &Principal, names: &[String]) -> Result<(), ApiError> {
-    if let Some(name) = names.iter().find(|n| !principal.may_use(n)) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this key may not use the collection '{name}'"),
-        ));
-    }
+    permit(principal, names)?;
     if let Some(name) = names.iter().find(|n| !state.engine.has_collection(n)) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

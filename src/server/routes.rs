@@ -1033,13 +1033,8 @@ pub async fn create_collection(
     let NewCollection { name, embedder } = body.into_inner();
     crate::types::check_collection_name(&name)?;
     let principal = auth::principal(&req);
-    if !principal.may_use(&name) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this key may not use the collection '{name}'"),
-        ));
-    }
+    // It does not exist yet: only the key's collections are checked.
+    auth::permit(&principal, std::slice::from_ref(&name))?;
     let models = state.engine.config().models.clone();
     let embedder = match embedder {
         // A name in the models folder, never a path a client picks.
