@@ -585,10 +585,13 @@ fn a_client_that_hangs_up_frees_its_generation() {
     let (_tmp, index) = ingested("corpora/tiny");
     let server = start_with(&index, "", &[]);
     let addr = server.addr.as_str();
-    // Hot sampling keeps the model from ending early: without the cancel
-    // this generation runs for well over ten seconds.
-    let long = r#"{"question": "How many grams of coffee go into a pour-over?", "max_tokens": 1700, "temperature": 2.0, "top_p": 1.0, "seed": 3}"#;
-    let chat = r#"{"messages": [{"role": "user", "content": "How many grams of coffee go into a pour-over?"}], "max_tokens": 1700, "temperature": 2.0, "top_p": 1.0, "seed": 3}"#;
+    // A constraint the model cannot end early under (3,000 letters, or a
+    // string of at least 3,000 characters): without the cancel each
+    // generation runs its full 1,700 tokens, well over ten seconds.
+    let long = r#"{"question": "How many grams of coffee go into a pour-over?", "max_tokens": 1700, "regex": "[a-z]{3000}"}"#;
+    let chat = r#"{"messages": [{"role": "user", "content": "How many grams of coffee go into a pour-over?"}], "max_tokens": 1700,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "long", "schema":
+        {"type": "object", "properties": {"a": {"type": "string", "minLength": 3000}}, "required": ["a"]}}}}"#;
     // The gate's depth (running + waiting) from /metrics: probing with
     // requests of our own would take the turn we are watching.
     let depth = || {
