@@ -3,7 +3,10 @@
 #   make demo   install models, build, ingest the sample handbook, search it and ask it
 #   make test   install models, run the whole test suite (cargo tests, then
 #               the HTTP API checks: openai client + schemathesis, then the
-#               web page in headless Chromium)
+#               web page in headless Chromium, then `lore bench all` on
+#               reduced inputs)
+#   make bench  the full benchmark report (`lore bench all`), to benches/all.json
+#   make bench-scale   the 10k / 100k / 1M scale runs (SIZES=...), to benches/
 #
 # Builds go to a persistent target directory under the user's cache so that
 # repeated runs (and CI on the same machine) reuse compiled dependencies.
@@ -14,7 +17,8 @@ LORE := $(CARGO_TARGET_DIR)/release/lore
 DEMO_INDEX ?= index
 QUESTION ?= How quickly must a SEV1 page be acknowledged?
 
-.PHONY: demo test api-checks browser-checks screenshots models build lint bench-embed load
+.PHONY: demo test api-checks browser-checks screenshots models build lint bench-embed load \
+	bench bench-scale
 
 demo: models build
 	$(LORE) --index $(DEMO_INDEX) ingest corpora/handbook/docs
@@ -26,6 +30,7 @@ test: models
 	cargo test --release
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh
 	LORE_BIN=$(LORE) bash scripts/browser-checks.sh
+	LORE_BIN=$(LORE) bash scripts/bench-smoke.sh
 
 api-checks: models build
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh
@@ -53,3 +58,18 @@ lint:
 
 bench-embed: models build
 	$(LORE) bench embed --corpus ../shared/eval/scifact-dev/corpus.jsonl --chunks 128
+
+bench: models build
+	$(LORE) bench all --json benches/all.json
+
+# The scale runs derive their collections from a real index of SciFact's
+# 5,183 abstracts (9,142 chunks; about six minutes to embed, once).
+SIZES ?= 10000 100000 1000000
+SCALE_BASE ?= $(HOME)/.cache/lore/scale-base
+SCALE_WORK ?= $(HOME)/.cache/lore/scale-work
+bench-scale: models build
+	test -d $(SCALE_BASE)/docs || $(LORE) --index $(SCALE_BASE) ingest ../shared/eval/scifact-dev/corpus.jsonl
+	for n in $(SIZES); do \
+		$(LORE) --index $(SCALE_BASE) bench scale --chunks $$n --work $(SCALE_WORK)/$$n \
+			--json benches/scale-$$n.json || exit 1; \
+	done

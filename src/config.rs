@@ -245,6 +245,10 @@ pub struct HnswConfig {
     pub ef_search: usize,
     /// Rebuild the graph when tombstones exceed this fraction of its points.
     pub rebuild_ratio: f64,
+    /// Map a loaded graph's vectors from its dump file instead of reading
+    /// them into memory: the kernel pages them in as searches touch them
+    /// and may drop them again (vectors inserted since stay in memory).
+    pub mmap_vectors: bool,
 }
 
 impl Default for Config {
@@ -302,6 +306,7 @@ impl Default for HnswConfig {
             ef_construction: 200,
             ef_search: 128,
             rebuild_ratio: 0.25,
+            mmap_vectors: false,
         }
     }
 }

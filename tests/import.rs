@@ -1,6 +1,7 @@
 //! `lore import`: chunks embedded elsewhere become searchable as they are;
 //! unchanged documents are skipped; a bad row or a vector of another
-//! dimension fails the import with its line number and writes nothing.
+//! dimension fails the import with its line number and writes nothing. And
+//! `lore bench scale`, which builds its large indexes through it.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use lore::search::{Mode, SearchRequest};
 use lore::{Config, Engine, NoProgress};
 use serde_json::json;
 
-use crate::util::{fails, ingested, lore, status};
+use crate::util::{fails, ingested, lore, root, status};
 
 /// One import row for `text` of `path`, embedded with `embedder`.
 fn row(embedder: &dyn Embedder, path: &str, text: &str, start: usize) -> String {
@@ -182,4 +183,123 @@ fn the_cli_refuses_a_vector_of_another_dimension_naming_the_line() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("import-stdin"))
         .collect();
     assert!(leftovers.is_empty(), "the spooled input was left behind");
+}
+
+#[test]
+fn synthetic_rows_are_the_same_every_run_and_import_as_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let embedder: Arc<dyn Embedder> = Arc::new(HashEmbedder::new(64));
+    let open = |name: &str| {
+        let config = Config {
+            index: tmp.path().join(name),
+            ..Config::default()
+        };
+        Engine::with_embedder(config, embedder.clone()).unwrap()
+    };
+    let source = open("source");
+    let texts = [
+        "Kettles are descaled monthly. The filter is rinsed weekly. Limescale dulls the taste.",
+        "Pagers are answered within five minutes. A second page escalates.",
+        "Invoices are paid in thirty days. Late fees apply after that.",
+    ];
+    let lines: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(n, t)| row(embedder.as_ref(), &format!("{n}.md"), t, 0))
+        .collect();
+    import(&source, &lines).unwrap();
+    let write = || {
+        let mut out = Vec::new();
+        let collection = source.collection("default").unwrap();
+        let report = lore::bench::scale::rows(collection.index(), 250, &mut out).unwrap();
+        (report, out)
+    };
+    let (report, first) = write();
+    let (_, second) = write();
+    assert_eq!(first, second, "the rows differ between runs");
+    assert_eq!(
+        (report.rows, report.documents, report.base_chunks),
+        (250, 25, 3)
+    );
+    let target = open("target");
+    let text = String::from_utf8(first).unwrap();
+    let rows: Vec<String> = text.lines().map(str::to_string).collect();
+    let imported = import(&target, &rows).unwrap();
+    assert_eq!((imported.added, imported.chunks_written), (25, 250));
+    // Every tenth document is blue: a filtered search finds only those.
+    let request = SearchRequest {
+        filter: lore::bench::scale::blue(),
+        ..SearchRequest::new("kettles descaled", 10, Mode::Hybrid)
+    };
+    let hits = target.search(&request).unwrap().hits;
+    assert_eq!(hits.len(), 10);
+    for hit in &hits {
+        let n: usize = hit
+            .path
+            .trim_start_matches("synthetic/doc-")
+            .trim_end_matches(".md")
+            .parse()
+            .unwrap();
+        assert_eq!(n % 10, 0, "{} is not blue", hit.path);
+    }
+}
+
+#[test]
+fn bench_scale_measures_every_phase_in_its_own_process() {
+    let (tmp, index) = ingested("corpora/tiny");
+    let work = tmp.path().join("scale");
+    let report = tmp.path().join("scale.json");
+    let out = lore(&index)
+        .args(["bench", "scale", "--chunks", "1200", "--limit", "10"])
+        .arg("--work")
+        .arg(&work)
+        .arg("--queries")
+        .arg(root().join("corpora/handbook/questions.jsonl"))
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("recall@10"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["import"]["report"][0]["chunks_written"], 1200, "{r}");
+    assert!(
+        r["import"]["report"][0]["stores"]["graph"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let measured = &r["index"]["report"];
+    assert_eq!(
+        (measured["chunks"].as_u64(), measured["documents"].as_u64()),
+        (Some(1200), Some(120))
+    );
+    assert!(
+        measured["recall_at_10"].as_f64().unwrap() >= 0.95,
+        "{measured}"
+    );
+    let searches = measured["searches"].as_array().unwrap();
+    assert_eq!(searches.len(), 6, "{measured}");
+    for case in searches {
+        // BM25 finds only what shares a word with the query.
+        if case["mode"] != "bm25" {
+            assert_eq!(case["mean_hits"], 10.0, "{case}");
+        }
+        assert!(case["latency"]["p50_ms"].as_f64().unwrap() > 0.0, "{case}");
+    }
+    for phase in ["import", "index", "add_100", "change_100"] {
+        let peak = r[phase]["peak_rss_bytes"].as_u64().unwrap();
+        assert!(peak > 10 << 20, "{phase}: {peak}");
+    }
+    assert_eq!(r["add_100"]["report"]["added"], 100);
+    assert_eq!(r["change_100"]["report"]["updated"], 100);
+    assert!(
+        !work.join("rows.jsonl").exists(),
+        "the rows were left behind"
+    );
 }

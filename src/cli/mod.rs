@@ -1,6 +1,7 @@
 //! Command-line front end: flags (clap), configuration layering, logging
 //! and rendering. Everything it does goes through [`lore::Engine`].
 
+mod bench;
 mod progress;
 
 use std::io::Write;
@@ -187,6 +188,81 @@ enum KeyCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Everything at once, on real inputs: chunking, embedding (against
+    /// candle's stock BERT), ingest cold and unchanged, dense / BM25 /
+    /// hybrid search, the graph against exact search, both generators,
+    /// memory and disk. Prints a table; --json FILE writes the report.
+    All {
+        /// Folder of documents to chunk, embed and ingest.
+        #[arg(long, default_value = "corpora")]
+        corpus: PathBuf,
+        /// BEIR folder: its first --beir-docs documents are ingested too,
+        /// its queries searched.
+        #[arg(long, default_value = "../shared/eval/scifact-dev")]
+        beir: PathBuf,
+        /// Documents of the BEIR corpus to ingest.
+        #[arg(long, default_value_t = 500)]
+        beir_docs: usize,
+        /// Queries to search.
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        /// Vectors in the synthetic graph for recall at the configured ef
+        /// (0: none).
+        #[arg(long, default_value_t = 50_000)]
+        graph_vectors: usize,
+        /// Generators: `default`, `light` or GGUF paths, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "light,default")]
+        generators: Vec<String>,
+        /// Write the JSON report to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Scale runs at one size: N synthetic chunks derived from this
+    /// index's chunks (text and vectors), imported into a fresh index under
+    /// --work, then measured: import, open, memory, searches with and
+    /// without a filter, recall@10, and ingesting 100 changed documents.
+    /// Each phase runs in its own process, so its peak memory is its own.
+    Scale {
+        /// Chunks in the synthetic collection.
+        #[arg(long)]
+        chunks: usize,
+        /// Scratch folder for the rows and the index (replaced).
+        #[arg(long, value_name = "DIR")]
+        work: PathBuf,
+        /// Queries: BEIR queries.jsonl, JSON lines with "question", or plain lines.
+        #[arg(long, default_value = "../shared/eval/scifact-dev/queries.jsonl")]
+        queries: PathBuf,
+        /// At most this many queries.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        /// Write the JSON report to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Writes N synthetic chunks in the import format (`lore import`),
+    /// derived from this index's chunks: the first phase of `bench scale`.
+    Rows {
+        /// Chunks to write.
+        #[arg(long)]
+        chunks: usize,
+        /// Output file (`-`: standard output).
+        #[arg(long, value_name = "FILE", default_value = "-")]
+        out: PathBuf,
+    },
+    /// Measures this index where it lies: open time, memory at rest and
+    /// under search, dense / BM25 / hybrid with and without the synthetic
+    /// rows' filter, recall@10 against an exact scan, disk.
+    Index {
+        /// Queries: BEIR queries.jsonl, JSON lines with "question", or plain lines.
+        #[arg(long, default_value = "../shared/eval/scifact-dev/queries.jsonl")]
+        queries: PathBuf,
+        /// At most this many queries.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Embedding throughput (chunks/s, tokens/s) of full-size chunks, lore's
     /// encoder against candle's stock BERT on the same chunks.
     Embed {
@@ -665,6 +741,53 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => search(global, args),
         Command::Eval(args) => eval(global, args),
         Command::Ask(args) => ask(global, args),
+        Command::Bench(BenchCommand::All {
+            corpus,
+            beir,
+            beir_docs,
+            queries,
+            graph_vectors,
+            generators,
+            json,
+        }) => {
+            let options = lore::bench::all::AllOptions {
+                corpus,
+                beir,
+                beir_docs,
+                queries,
+                graph_vectors,
+                generators: Vec::new(),
+                work: std::env::temp_dir().join(format!("lore-bench-all-{}", std::process::id())),
+            };
+            bench::all(
+                &config(global, |_| {})?,
+                options,
+                &generators,
+                json.as_deref(),
+            )
+        }
+        Command::Bench(BenchCommand::Scale {
+            chunks,
+            work,
+            queries,
+            limit,
+            json,
+        }) => bench::scale(
+            &config(global, |_| {})?,
+            chunks,
+            &work,
+            &queries,
+            limit,
+            json.as_deref(),
+        ),
+        Command::Bench(BenchCommand::Rows { chunks, out }) => {
+            bench::rows(config(global, |_| {})?, chunks, &out)
+        }
+        Command::Bench(BenchCommand::Index {
+            queries,
+            limit,
+            json,
+        }) => bench::index(config(global, |_| {})?, &queries, limit, json),
         Command::Bench(BenchCommand::Embed {
             corpus,
             chunks,

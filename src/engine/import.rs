@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Collection, Engine, Progress};
 use crate::error::{Error, Result};
-use crate::store::{Change, DocUpdate};
+use crate::store::{Change, DocUpdate, StoreSeconds};
 use crate::types::{Chunk, ChunkId, DocId, DocKind, DocRecord, Metadata, content_hash};
 
 /// Longest row accepted, in bytes (text and vector of one chunk).
@@ -83,6 +83,9 @@ pub struct ImportReport {
     pub chunks_written: u64,
     /// Wall time.
     pub seconds: f64,
+    /// What the writes' time went to, store by store (the rest is reading
+    /// and checking the rows).
+    pub stores: StoreSeconds,
 }
 
 /// One document gathered from its rows.
@@ -104,6 +107,7 @@ impl Engine {
         let _writer = self.writer()?;
         let collection = self.collection(collection)?;
         let dim = collection.embedder_info().dim;
+        let spent_before = collection.index().store_seconds();
         let rows = check_all(open()?, dim)?;
         progress.started(1);
         progress.planned(rows);
@@ -141,6 +145,7 @@ impl Engine {
         collection.index().checkpoint()?;
         progress.file_done("import");
         report.seconds = start.elapsed().as_secs_f64();
+        report.stores = collection.index().store_seconds().since(spent_before);
         Ok(report)
     }
 }

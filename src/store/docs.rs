@@ -37,6 +37,10 @@ const PENDING: u8 = b'k';
 const TOMBSTONE: u8 = b't';
 const NEXT_SLOT: &[u8] = b"n";
 const INSTANCE: &[u8] = b"i";
+/// sled's page cache (its default is 1 GiB). Searches read a few records
+/// each; bulk writes stream past it. What it does not hold, the kernel's
+/// page cache usually does.
+const CACHE_BYTES: u64 = 128 << 20;
 
 /// sled-backed document store.
 pub struct SledDocStore {
@@ -84,17 +88,21 @@ fn vector_of(bytes: &[u8]) -> Vec<f32> {
 impl SledDocStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                Error::IndexLocked {
-                    index: dir.parent().unwrap_or(dir).to_path_buf(),
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    Error::IndexLocked {
+                        index: dir.parent().unwrap_or(dir).to_path_buf(),
+                    }
                 }
-            }
-            other => Error::from(other),
-        })?;
+                other => Error::from(other),
+            })?;
         let next = match db.get(NEXT_SLOT)? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()
@@ -240,13 +248,24 @@ impl DocStore for SledDocStore {
     }
 
     fn vectors_from(&self, from: Slot) -> Result<Vec<(Slot, Vec<f32>)>> {
-        self.db
-            .range(slot_key(VECTOR, from)..key(VECTOR + 1, &[]))
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((slot_of(&k), vector_of(&v)))
-            })
-            .collect()
+        let mut all = Vec::new();
+        self.scan_vectors(from, &mut |slot, vector| {
+            all.push((slot, vector));
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    fn scan_vectors(
+        &self,
+        from: Slot,
+        each: &mut dyn FnMut(Slot, Vec<f32>) -> Result<()>,
+    ) -> Result<()> {
+        for kv in self.db.range(slot_key(VECTOR, from)..key(VECTOR + 1, &[])) {
+            let (k, v) = kv?;
+            each(slot_of(&k), vector_of(&v))?;
+        }
+        Ok(())
     }
 
     fn apply(&self, change: Change) -> Result<Applied> {

@@ -15,8 +15,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::docs::SledDocStore;
 use super::keywords::TantivyKeywordIndex;
@@ -60,6 +62,45 @@ pub struct IndexStatus {
     pub consistent: bool,
 }
 
+/// Seconds spent writing each store (writes and checkpoints), since the
+/// index was opened: what a bulk write's time went to.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct StoreSeconds {
+    /// sled: records, vectors, flushes.
+    pub docs: f64,
+    /// tantivy: adds, deletes, commits.
+    pub keywords: f64,
+    /// hnsw_rs: inserts, rebuilds, dumps.
+    pub graph: f64,
+}
+
+impl StoreSeconds {
+    /// What was spent since `earlier`.
+    pub fn since(self, earlier: StoreSeconds) -> StoreSeconds {
+        StoreSeconds {
+            docs: self.docs - earlier.docs,
+            keywords: self.keywords - earlier.keywords,
+            graph: self.graph - earlier.graph,
+        }
+    }
+}
+
+/// Nanoseconds per store, added to as writes run.
+#[derive(Default)]
+struct Spent {
+    docs: AtomicU64,
+    keywords: AtomicU64,
+    graph: AtomicU64,
+}
+
+/// Runs `f`, adding its wall time to `counter`.
+fn timed<T>(counter: &AtomicU64, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let value = f();
+    counter.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    value
+}
+
 /// The stores of one index directory.
 pub struct Index {
     dir: PathBuf,
@@ -69,6 +110,7 @@ pub struct Index {
     rebuild_ratio: f64,
     /// Every document with its slots, kept in step with writes.
     tables: Tables,
+    spent: Spent,
 }
 
 impl Index {
@@ -102,6 +144,7 @@ impl Index {
             keywords: Box::new(keywords),
             rebuild_ratio: hnsw.rebuild_ratio,
             tables: Tables::default(),
+            spent: Spent::default(),
         };
         index.recover(watermark)?;
         Ok(index)
@@ -228,11 +271,10 @@ impl Index {
             .map(|d| d.record.id.clone())
             .chain(change.delete_docs.iter().cloned())
             .collect();
-        let applied = self.docs.apply(change);
+        let applied = timed(&self.spent.docs, || self.docs.apply(change));
         self.tables.changed(touched)?;
         let applied = applied?;
         self.vectors.remove(&applied.removed);
-        self.keywords.delete(&applied.removed)?;
         let keyword_docs: Vec<KeywordDoc> = applied
             .added
             .iter()
@@ -243,35 +285,50 @@ impl Index {
                 )
             })
             .collect();
-        self.keywords.upsert(&keyword_docs)?;
+        timed(&self.spent.keywords, || {
+            self.keywords.delete(&applied.removed)?;
+            self.keywords.upsert(&keyword_docs)
+        })?;
         let vectors: Vec<(Slot, Vec<f32>)> = applied
             .added
             .into_iter()
             .map(|(c, v)| (c.slot, v))
             .collect();
-        self.vectors.insert(&vectors)
+        timed(&self.spent.graph, || self.vectors.insert(&vectors))
     }
 
     /// Makes everything applied so far durable in every store: sled first,
     /// then the keyword commit, then the graph dump (rebuilt first when
     /// tombstones pass the threshold).
     pub fn checkpoint(&self) -> Result<()> {
-        self.docs.flush()?;
+        timed(&self.spent.docs, || self.docs.flush())?;
         let pending = self.docs.pending_keywords()?;
-        self.keywords.commit()?;
+        timed(&self.spent.keywords, || self.keywords.commit())?;
         self.docs.clear_pending_keywords(&pending)?;
         let tombstones = self.vectors.tombstone_count();
         let points = self.vectors.len() + tombstones;
         let rebuild = tombstones > 0 && tombstones as f64 > self.rebuild_ratio * points as f64;
-        if rebuild {
-            tracing::info!(tombstones, points, "rebuilding the vector graph");
-            self.vectors.rebuild(&self.docs.vectors_from(Slot(0))?)?;
-        }
-        self.vectors.persist(self.docs.next_slot())?;
+        timed(&self.spent.graph, || {
+            if rebuild {
+                tracing::info!(tombstones, points, "rebuilding the vector graph");
+                self.vectors.rebuild(&self.docs.vectors_from(Slot(0))?)?;
+            }
+            self.vectors.persist(self.docs.next_slot())
+        })?;
         if rebuild {
             self.docs.clear_tombstones(&self.docs.tombstones()?)?;
         }
-        self.docs.flush()
+        timed(&self.spent.docs, || self.docs.flush())
+    }
+
+    /// Seconds spent writing each store since the index was opened.
+    pub fn store_seconds(&self) -> StoreSeconds {
+        let seconds = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / 1e9;
+        StoreSeconds {
+            docs: seconds(&self.spent.docs),
+            keywords: seconds(&self.spent.keywords),
+            graph: seconds(&self.spent.graph),
+        }
     }
 
     /// Counts of every store and whether they agree.

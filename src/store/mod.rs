@@ -19,7 +19,7 @@ pub mod vectors;
 mod index;
 mod table;
 
-pub use index::{Index, IndexSizes, IndexStatus};
+pub use index::{Index, IndexSizes, IndexStatus, StoreSeconds};
 pub use table::{DocEntry, DocTable};
 
 use crate::error::Result;
@@ -200,6 +200,12 @@ pub trait DocStore: Send + Sync {
     fn vector(&self, slot: Slot) -> Result<Option<Vec<f32>>>;
     /// Live slots at or above `from`, with their vectors, in slot order.
     fn vectors_from(&self, from: Slot) -> Result<Vec<(Slot, Vec<f32>)>>;
+    /// The same, one at a time, without holding them all.
+    fn scan_vectors(
+        &self,
+        from: Slot,
+        each: &mut dyn FnMut(Slot, Vec<f32>) -> Result<()>,
+    ) -> Result<()>;
     /// Applies `change` atomically.
     fn apply(&self, change: Change) -> Result<Applied>;
     /// The next slot to be allocated: every live slot is below it.

@@ -197,7 +197,7 @@ impl HnswVectorIndex {
                             gen_dir.display()
                         )));
                     }
-                    load_graph(&gen_dir)?
+                    load_graph(&gen_dir, config.mmap_vectors)?
                 };
                 (generation, graph, meta.watermark)
             }
@@ -324,11 +324,13 @@ fn read_meta(gen_dir: &Path) -> Result<Meta> {
     Ok(meta)
 }
 
-/// Reloads a dump. hnsw_rs ties the graph's lifetime to its loader, so the
-/// loader is leaked: one small allocation per open. Its asserts on corrupt
-/// files are turned into errors.
-fn load_graph(gen_dir: &Path) -> Result<Graph> {
-    let loader = Box::new(HnswIo::new(gen_dir, BASENAME));
+/// Reloads a dump, its vectors mapped from the data file when `mmap`.
+/// hnsw_rs ties the graph's lifetime to its loader, so the loader is
+/// leaked: one small allocation per open (and the mapping, while the graph
+/// lives). Its asserts on corrupt files are turned into errors.
+fn load_graph(gen_dir: &Path, mmap: bool) -> Result<Graph> {
+    let options = hnsw_rs::hnswio::ReloadOptions::new(mmap);
+    let loader = Box::new(HnswIo::new_with_options(gen_dir, BASENAME, options));
     match std::panic::catch_unwind(AssertUnwindSafe(move || {
         Box::leak(loader).load_hnsw::<f32, UnitCosine>()
     })) {
@@ -455,7 +457,13 @@ impl VectorIndex for HnswVectorIndex {
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let points = inner.graph.get_nb_point();
         if points > 0 {
-            inner.graph.file_dump(&tmp, BASENAME).map_err(err)?;
+            // A graph with mapped vectors never overwrites: hnsw_rs would
+            // pick another name if the files existed (in a fresh tmp dir
+            // they never do).
+            let name = inner.graph.file_dump(&tmp, BASENAME).map_err(err)?;
+            if name != BASENAME {
+                return Err(err(format!("the graph was dumped as {name}")));
+            }
         }
         let mut meta = Meta {
             watermark: watermark.0,

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chunk::{Chunker, embedding_input};
 use crate::config::Config;
@@ -20,6 +20,9 @@ use crate::store::flat::FlatVectorIndex;
 use crate::store::vectors::HnswVectorIndex;
 use crate::store::{Owner, VectorIndex};
 use crate::types::Slot;
+
+pub mod all;
+pub mod scale;
 
 /// Throughput of one embedder on the benchmark chunks.
 #[derive(Debug, Clone, Serialize)]
@@ -137,8 +140,36 @@ pub fn embed(config: &Config, chunks: &[String], baseline: bool) -> Result<Embed
     })
 }
 
+/// Resident memory of this process (`/proc/self/status`; zeros where
+/// there is none).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Memory {
+    /// Resident now.
+    pub rss_bytes: u64,
+    /// The most resident so far.
+    pub peak_bytes: u64,
+}
+
+impl Memory {
+    /// Reads it now.
+    pub fn now() -> Memory {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kib| kib * 1024)
+        };
+        Memory {
+            rss_bytes: field("VmRSS:"),
+            peak_bytes: field("VmHWM:"),
+        }
+    }
+}
+
 /// Latency distribution of a repeated operation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     /// Median, ms.
     pub p50_ms: f64,
@@ -310,24 +341,9 @@ pub fn search(engine: &Engine, queries: &[String], scale: usize) -> Result<Searc
     }
     let items = index.docs().vectors_from(Slot(0))?;
     let graph = graph_vs_exact(index.vectors(), &items, &vectors, 0.0)?;
-    let scaled = if scale > 0 && !items.is_empty() {
-        let dir = tempfile_dir()?;
-        let big = synthetic(&items, scale);
-        let scratch = Owner {
-            id: "bench".into(),
-            adopt_unowned: false,
-        };
-        let (graph_index, _) =
-            HnswVectorIndex::open(&dir, embedder.dim(), &engine.config().hnsw, &scratch)?;
-        let start = Instant::now();
-        graph_index.insert(&big)?;
-        let built = start.elapsed().as_secs_f64();
-        let result = graph_vs_exact(&graph_index, &big, &vectors, built);
-        let _ = std::fs::remove_dir_all(&dir);
-        Some(result?)
-    } else {
-        None
-    };
+    let scaled = (scale > 0 && !items.is_empty())
+        .then(|| scaled_graph(engine, &items, &vectors, scale))
+        .transpose()?;
     Ok(SearchBench {
         queries: queries.len(),
         search: Latency::of(samples),
@@ -335,6 +351,30 @@ pub fn search(engine: &Engine, queries: &[String], scale: usize) -> Result<Searc
         graph,
         scaled,
     })
+}
+
+/// A synthetic graph of `n` vectors near `items` (built in a scratch
+/// directory, then removed) against exact search for `queries`.
+fn scaled_graph(
+    engine: &Engine,
+    items: &[(Slot, Vec<f32>)],
+    queries: &[Vec<f32>],
+    n: usize,
+) -> Result<GraphBench> {
+    let dir = tempfile_dir()?;
+    let big = synthetic(items, n);
+    let scratch = Owner {
+        id: "bench".into(),
+        adopt_unowned: false,
+    };
+    let dim = queries.first().map_or(0, Vec::len);
+    let (graph, _) = HnswVectorIndex::open(&dir, dim, &engine.config().hnsw, &scratch)?;
+    let start = Instant::now();
+    graph.insert(&big)?;
+    let built = start.elapsed().as_secs_f64();
+    let result = graph_vs_exact(&graph, &big, queries, built);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// A fresh scratch directory under the system temp dir.
