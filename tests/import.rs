@@ -32,7 +32,7 @@ fn import(engine: &Engine, lines: &[String]) -> lore::Result<lore::engine::Impor
     let open = move || -> lore::Result<Box<dyn std::io::BufRead>> {
         Ok(Box::new(std::io::Cursor::new(text.clone().into_bytes())))
     };
-    engine.import("default", &open, &NoProgress)
+    engine.import("default", &open, false, &NoProgress)
 }
 
 #[test]
@@ -302,4 +302,109 @@ fn bench_scale_measures_every_phase_in_its_own_process() {
         !work.join("rows.jsonl").exists(),
         "the rows were left behind"
     );
+}
+
+/// `lore search --json` hits of `index` for `query`: (chunk id, score).
+fn hits(index: &std::path::Path, query: &str) -> Vec<(String, f64)> {
+    let out = crate::util::json(lore(index).args(["search", query, "-k", "5", "--json"]));
+    out["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["chunk_id"].as_str().unwrap().to_string(),
+                h["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn embedded_rows_import_to_the_index_ingest_builds_and_prune_removes_what_left() {
+    let (tmp, ingested_index) = ingested("corpora/tiny");
+    // The documents as a distributed job hands them over: the path ingest
+    // would name, and the text.
+    let corpus = root().join("corpora/tiny").canonicalize().unwrap();
+    let mut paths: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let mut docs = String::new();
+    for path in &paths {
+        let text = std::fs::read_to_string(path).unwrap();
+        docs += &format!(
+            "{}\n",
+            json!({"path": path.display().to_string(), "text": text})
+        );
+    }
+    docs += "{\"path\": \"\", \"text\": \"orphan\"}\n";
+    let index = tmp.path().join("imported");
+    let mut child = lore(&index)
+        .arg("embed")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(docs.as_bytes()).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let bad_line = paths.len() + 1;
+    assert!(
+        stderr.contains(&format!("line {bad_line}: \"path\" is empty")),
+        "{stderr}"
+    );
+    let rows = tmp.path().join("rows.jsonl");
+    std::fs::write(&rows, &out.stdout).unwrap();
+    crate::util::json(lore(&index).arg("import").arg(&rows).arg("--json"));
+    let (a, b) = (status(&ingested_index), status(&index));
+    assert_eq!(
+        (a["documents"].clone(), a["chunks"].clone()),
+        (b["documents"].clone(), b["chunks"].clone())
+    );
+    for query in [
+        "coffee grams",
+        "loyalty points",
+        "roasting temperature",
+        "who supplies the beans",
+    ] {
+        let (want, got) = (hits(&ingested_index, query), hits(&index, query));
+        assert_eq!(want.len(), got.len(), "{query}");
+        for ((wid, ws), (gid, gs)) in want.iter().zip(&got) {
+            assert_eq!(wid, gid, "{query}");
+            assert!((ws - gs).abs() < 1e-5, "{query}: {ws} vs {gs}");
+        }
+    }
+    // The next run's rows lack one document: --prune removes it, and only it.
+    let text = String::from_utf8(out.stdout).unwrap();
+    let fewer: String = text
+        .lines()
+        .filter(|l| !l.contains("staff.md"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&rows, fewer).unwrap();
+    let report = crate::util::json(
+        lore(&index)
+            .args(["import", "--prune", "--json"])
+            .arg(&rows),
+    );
+    assert_eq!(
+        (
+            report[0]["removed"].as_u64(),
+            report[0]["unchanged"].as_u64()
+        ),
+        (Some(1), Some(paths.len() as u64 - 1)),
+        "{report}"
+    );
+    let after = status(&index);
+    assert_eq!(
+        after["documents"].as_u64(),
+        b["documents"].as_u64().map(|d| d - 1)
+    );
+    assert_eq!(after["consistent"], true);
 }

@@ -148,6 +148,9 @@ pub struct Memory {
     pub rss_bytes: u64,
     /// The most resident so far.
     pub peak_bytes: u64,
+    /// Resident now and not backed by a file (what the kernel cannot drop
+    /// under pressure without swap).
+    pub anon_bytes: u64,
 }
 
 impl Memory {
@@ -164,6 +167,7 @@ impl Memory {
         Memory {
             rss_bytes: field("VmRSS:"),
             peak_bytes: field("VmHWM:"),
+            anon_bytes: field("RssAnon:"),
         }
     }
 }

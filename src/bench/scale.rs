@@ -283,6 +283,8 @@ pub struct IndexBench {
     pub open_ms: f64,
     /// Resident memory right after opening.
     pub rss_open_bytes: u64,
+    /// The part of it not backed by a file (mapped vectors are).
+    pub anon_open_bytes: u64,
     /// Peak resident memory through opening and every search.
     pub rss_peak_bytes: u64,
     /// Bytes on disk.
@@ -308,7 +310,7 @@ pub fn index(config: Config, queries: &[String]) -> Result<IndexBench> {
     let engine = Engine::open(config)?;
     let collection = engine.collection(DEFAULT_COLLECTION)?;
     let open_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let rss_open_bytes = Memory::now().rss_bytes;
+    let opened = Memory::now();
     let searches = search_cases(&engine, queries, Some(&blue()))?;
     let rss_peak_bytes = Memory::now().peak_bytes;
     let index = collection.index();
@@ -328,7 +330,8 @@ pub fn index(config: Config, queries: &[String]) -> Result<IndexBench> {
         documents: status.documents,
         chunks: status.chunks,
         open_ms,
-        rss_open_bytes,
+        rss_open_bytes: opened.rss_bytes,
+        anon_open_bytes: opened.anon_bytes,
         rss_peak_bytes,
         disk_bytes: status.index_bytes,
         queries: queries.len(),

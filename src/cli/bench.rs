@@ -196,11 +196,12 @@ fn print_scale(r: &ScaleBench) {
 
 fn print_index(r: &IndexBench) {
     println!(
-        "index: {} chunks, {} documents; opened in {:.0} ms; {:.0} MiB at rest, {:.0} MiB peak under search; {:.0} MiB on disk",
+        "index: {} chunks, {} documents; opened in {:.0} ms; {:.0} MiB at rest ({:.0} MiB anonymous), {:.0} MiB peak under search; {:.0} MiB on disk",
         r.chunks,
         r.documents,
         r.open_ms,
         r.rss_open_bytes as f64 / MIB,
+        r.anon_open_bytes as f64 / MIB,
         r.rss_peak_bytes as f64 / MIB,
         r.disk_bytes as f64 / MIB
     );

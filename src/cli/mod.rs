@@ -23,7 +23,8 @@ const CLI_ACTOR: &str = "cli";
 /// built-in defaults, then `lore.toml` (or --config), then LORE_* environment
 /// variables, then flags.
 ///
-/// Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+/// Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration,
+/// 3 done but some input lines skipped (`embed`).
 #[derive(Parser)]
 #[command(name = "lore", version, about, long_about)]
 struct Cli {
@@ -72,10 +73,22 @@ enum Command {
         /// in the index directory, as rows are read twice).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The rows are everything imported: remove imported documents
+        /// they no longer hold (ingested documents are never touched).
+        /// Needs a single input.
+        #[arg(long)]
+        prune: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Chunk and embed documents exactly as `ingest` would, without an
+    /// index: JSON lines on standard input ({"path", "text", optional "id",
+    /// "metadata"}; `path` as ingest names the file, for the same ids),
+    /// `import` rows on standard output. The worker of distributed ingest
+    /// (scripts/spark/). A bad line is reported on stderr with its number
+    /// and skipped; the exit code is then 3.
+    Embed,
     /// Remove a file, a folder or a document id from the index.
     Remove {
         /// Path of an ingested file or folder, or a document id.
@@ -622,8 +635,24 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// 2 for problems the user fixes in flags or config, 1 for the rest.
+/// Some input lines were skipped (each reported), the rest done: exit 3.
+#[derive(Debug)]
+struct SomeSkipped(u64);
+
+impl std::fmt::Display for SomeSkipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} input lines were skipped", self.0)
+    }
+}
+
+impl std::error::Error for SomeSkipped {}
+
+/// 3 when some input was skipped, 2 for problems the user fixes in flags
+/// or config, 1 for the rest.
 fn exit_code(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<SomeSkipped>().is_some() {
+        return ExitCode::from(3);
+    }
     match err.downcast_ref::<Error>() {
         Some(
             Error::Config(_)
@@ -827,7 +856,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }) => bench_filter(global, &queries, limit, chunks, json),
         Command::Key(command) => key(global, command),
         Command::Collection(command) => collection(global, command),
-        Command::Import { files, json } => import(global, &files, json),
+        Command::Import { files, prune, json } => import(global, &files, prune, json),
+        Command::Embed => embed(global),
         Command::Serve {
             addr,
             generator,
@@ -1228,7 +1258,14 @@ fn one_collection(config: &Config) -> anyhow::Result<String> {
 }
 
 /// `lore import`: chunks with their vectors, file by file.
-fn import(global: &Global, files: &[PathBuf], json: bool) -> anyhow::Result<()> {
+fn import(global: &Global, files: &[PathBuf], prune: bool, json: bool) -> anyhow::Result<()> {
+    if prune && files.len() != 1 {
+        return Err(Error::InvalidRequest(
+            "--prune needs the rows in one input (concatenate the shards, or pipe them to `-`)"
+                .into(),
+        )
+        .into());
+    }
     let config = config(global, |_| {})?;
     let collection = one_collection(&config)?;
     let spool = config
@@ -1253,10 +1290,10 @@ fn import(global: &Global, files: &[PathBuf], json: bool) -> anyhow::Result<()> 
         };
         let progress = progress::IngestProgress::new();
         let report = engine
-            .import(&collection, &open, &progress)
+            .import(&collection, &open, prune, &progress)
             .with_context(|| format!("while importing {}", file.display()))?;
         progress.finish();
-        let documents = report.added + report.updated;
+        let documents = report.added + report.updated + report.removed;
         lore::audit::record(
             CLI_ACTOR,
             &collection,
@@ -1266,12 +1303,13 @@ fn import(global: &Global, files: &[PathBuf], json: bool) -> anyhow::Result<()> 
         );
         if !json {
             println!(
-                "{}: {} rows: {} documents added, {} updated, {} unchanged; {} chunks written in {:.1}s",
+                "{}: {} rows: {} documents added, {} updated, {} unchanged, {} removed; {} chunks written in {:.1}s",
                 file.display(),
                 report.rows,
                 report.added,
                 report.updated,
                 report.unchanged,
+                report.removed,
                 report.chunks_written,
                 report.seconds
             );
@@ -1280,6 +1318,39 @@ fn import(global: &Global, files: &[PathBuf], json: bool) -> anyhow::Result<()> 
     }
     if json {
         return print_json(&reports);
+    }
+    Ok(())
+}
+
+fn embed(global: &Global) -> anyhow::Result<()> {
+    let config = config(global, |_| {})?;
+    let embedder = lore::embed::bert::BertEmbedder::load(
+        &config.embedder_dir(),
+        config.embedder.max_tokens,
+        config.embedder.batch_size,
+    )
+    .context("while loading the embedder")?;
+    let chunker = lore::chunk::Chunker::new(
+        lore::embed::Embedder::sizer(&embedder)?,
+        config.chunk.max_tokens,
+        config.chunk.overlap_tokens,
+    )?;
+    let mut input = std::io::stdin().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let report = lore::engine::embed_documents(
+        &embedder,
+        &chunker,
+        config.ingest.max_file_bytes as usize,
+        &mut input,
+        &mut out,
+        &mut |line, reason| eprintln!("lore: embed: line {line}: {reason}"),
+    )?;
+    eprintln!(
+        "lore: embed: {} documents, {} chunks in {:.1}s; {} lines skipped",
+        report.documents, report.chunks, report.seconds, report.skipped
+    );
+    if report.skipped > 0 {
+        return Err(SomeSkipped(report.skipped).into());
     }
     Ok(())
 }

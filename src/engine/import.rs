@@ -81,6 +81,8 @@ pub struct ImportReport {
     pub unchanged: u64,
     /// Chunks written with their vectors.
     pub chunks_written: u64,
+    /// Imported documents absent from the input, removed (`prune`).
+    pub removed: u64,
     /// Wall time.
     pub seconds: f64,
     /// What the writes' time went to, store by store (the rest is reading
@@ -96,11 +98,14 @@ struct Doc {
 
 impl Engine {
     /// Imports the chunks `open` reads (called twice: once to check every
-    /// row, once to write) into `collection`.
+    /// row, once to write) into `collection`. With `prune`, the input is
+    /// the whole of what was imported: imported documents it no longer
+    /// holds are removed (ingested ones are never touched).
     pub fn import(
         &self,
         collection: &str,
         open: &dyn Fn() -> Result<Box<dyn BufRead>>,
+        prune: bool,
         progress: &dyn Progress,
     ) -> Result<ImportReport> {
         let start = std::time::Instant::now();
@@ -108,7 +113,7 @@ impl Engine {
         let collection = self.collection(collection)?;
         let dim = collection.embedder_info().dim;
         let spent_before = collection.index().store_seconds();
-        let rows = check_all(open()?, dim)?;
+        let (rows, seen) = check_all(open()?, dim)?;
         progress.started(1);
         progress.planned(rows);
         let every = self.config.ingest.checkpoint_chunks as u64;
@@ -142,6 +147,9 @@ impl Engine {
         }
         batch.extend(current);
         write(&collection, batch, &mut report, progress)?;
+        if prune {
+            report.removed = remove_unseen(&collection, &seen)?;
+        }
         collection.index().checkpoint()?;
         progress.file_done("import");
         report.seconds = start.elapsed().as_secs_f64();
@@ -150,8 +158,28 @@ impl Engine {
     }
 }
 
-/// Checks every row; counts them, or fails naming the bad lines.
-fn check_all(reader: Box<dyn BufRead>, dim: usize) -> Result<u64> {
+/// Removes the imported documents of `collection` not in `seen`.
+fn remove_unseen(collection: &Collection, seen: &HashSet<DocId>) -> Result<u64> {
+    let gone: Vec<DocId> = collection
+        .index()
+        .docs()
+        .all_docs()?
+        .into_iter()
+        .filter(|d| d.kind == DocKind::Imported && !seen.contains(&d.id))
+        .map(|d| d.id)
+        .collect();
+    for batch in gone.chunks(DOCS_PER_CHANGE) {
+        collection.index().apply(Change {
+            delete_docs: batch.to_vec(),
+            ..Change::default()
+        })?;
+    }
+    Ok(gone.len() as u64)
+}
+
+/// Checks every row; counts them and the documents they name, or fails
+/// naming the bad lines.
+fn check_all(reader: Box<dyn BufRead>, dim: usize) -> Result<(u64, HashSet<DocId>)> {
     let mut rows = 0;
     let mut bad = Vec::new();
     let mut seen_docs: HashSet<DocId> = HashSet::new();
@@ -191,7 +219,7 @@ fn check_all(reader: Box<dyn BufRead>, dim: usize) -> Result<u64> {
         }
     }
     if bad.is_empty() {
-        Ok(rows)
+        Ok((rows, seen_docs))
     } else {
         Err(Error::InvalidRequest(format!(
             "nothing imported; bad rows:\n  {}",

@@ -560,7 +560,8 @@ impl<'a> Run<'a> {
     }
 }
 
-fn doc_record(doc: &Document) -> DocRecord {
+/// A document's stored metadata: its own, and the detected language.
+pub(crate) fn record_metadata(doc: &Document) -> crate::types::Metadata {
     let mut metadata = doc.metadata.clone();
     if let Some(language) = &doc.language {
         metadata.insert(
@@ -568,13 +569,17 @@ fn doc_record(doc: &Document) -> DocRecord {
             serde_json::Value::String(language.clone()),
         );
     }
+    metadata
+}
+
+fn doc_record(doc: &Document) -> DocRecord {
     DocRecord {
         id: doc.id.clone(),
         path: doc.path.clone(),
         file: doc.file.clone(),
         title: doc.title.clone(),
         kind: doc.kind,
-        metadata,
+        metadata: record_metadata(doc),
         hash: doc.hash.clone(),
         chunks: Vec::new(),
     }

@@ -5,6 +5,7 @@
 
 mod ask;
 mod collection;
+mod embed_rows;
 mod import;
 mod ingest;
 
@@ -20,6 +21,7 @@ pub use ask::{
     Verdict, Vote,
 };
 pub use collection::Collection;
+pub use embed_rows::{EmbedReport, embed_documents};
 pub use import::{ImportReport, ImportRow};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport};
 
