@@ -18,7 +18,7 @@ DEMO_INDEX ?= index
 QUESTION ?= How quickly must a SEV1 page be acknowledged?
 
 .PHONY: demo test api-checks browser-checks screenshots models build lint bench-embed load \
-	bench bench-scale
+	bench bench-scale spark
 
 demo: models build
 	$(LORE) --index $(DEMO_INDEX) ingest corpora/handbook/docs
@@ -26,7 +26,7 @@ demo: models build
 	$(LORE) --index $(DEMO_INDEX) search "$(QUESTION)" -k 3
 	$(LORE) --index $(DEMO_INDEX) ask "$(QUESTION)"
 
-test: models
+test: models spark
 	cargo test --release
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh
 	LORE_BIN=$(LORE) bash scripts/browser-checks.sh
@@ -48,6 +48,9 @@ load: models build
 
 models:
 	bash scripts/install-models.sh
+
+spark:
+	bash scripts/install-spark.sh
 
 build:
 	cargo build --release

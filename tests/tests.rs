@@ -12,4 +12,5 @@ mod import;
 mod ingest;
 mod search;
 mod serve;
+mod spark;
 mod techniques;

@@ -1,5 +1,7 @@
 //! [`embed_documents`], the worker behind `lore embed`: documents in as JSON
-//! lines (`{"path", "text", "id"?, "metadata"?}`), chunked and embedded
+//! lines (`{"path", "text" or "base64", "id"?, "metadata"?}`; `base64`
+//! carries a file's raw bytes, for PDFs and other binary formats), chunked
+//! and embedded
 //! exactly as `lore ingest` would, out as the rows [`Engine::import`]
 //! reads. It needs no index, so any number of workers (a Spark job's
 //! executors) can run it side by side.
@@ -33,7 +35,10 @@ const BATCH: usize = 64;
 #[serde(deny_unknown_fields)]
 struct Input {
     path: String,
-    text: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    base64: Option<String>,
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
@@ -116,13 +121,26 @@ fn documents(line: &str, max_bytes: usize) -> std::result::Result<Vec<Document>,
     if input.path.trim().is_empty() {
         return Err("\"path\" is empty".into());
     }
-    if input.text.len() > max_bytes {
+    let bytes = match (input.text, input.base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => {
+            use base64::Engine as _;
+            if encoded.len() / 4 * 3 > max_bytes {
+                return Err(format!("the file is over the limit of {max_bytes} bytes"));
+            }
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|e| format!("\"base64\" is not base64: {e}"))?
+        }
+        _ => return Err("give the document as one of \"text\" or \"base64\"".into()),
+    };
+    if bytes.len() > max_bytes {
         return Err(format!(
-            "the text is {} bytes, over the limit of {max_bytes}",
-            input.text.len()
+            "the document is {} bytes, over the limit of {max_bytes}",
+            bytes.len()
         ));
     }
-    let mut docs = load::load(Path::new(&input.path), input.text.as_bytes(), max_bytes)
+    let mut docs = load::load(Path::new(&input.path), &bytes, max_bytes)
         .map_err(|reason| format!("{}: {reason}", input.path))?;
     for doc in &mut docs {
         if let Some(id) = &input.id {
