@@ -3,7 +3,8 @@
 #   make demo   install models, build, ingest the sample handbook, search it and ask it
 #   make test   install models, run the whole test suite (cargo tests, then
 #               the HTTP API checks: openai client + schemathesis, then the
-#               web page in headless Chromium, then `lore bench all` on
+#               web page in headless Chromium, then two read replicas behind
+#               HAProxy through a rolling restart, then `lore bench all` on
 #               reduced inputs)
 #   make bench  the full benchmark report (`lore bench all`), to benches/all.json
 #   make bench-scale   the 10k / 100k / 1M scale runs (SIZES=...), to benches/
@@ -18,7 +19,7 @@ DEMO_INDEX ?= index
 QUESTION ?= How quickly must a SEV1 page be acknowledged?
 
 .PHONY: demo test api-checks browser-checks screenshots models build lint bench-embed load \
-	bench bench-scale spark
+	bench bench-scale spark replica-checks
 
 demo: models build
 	$(LORE) --index $(DEMO_INDEX) ingest corpora/handbook/docs
@@ -30,7 +31,11 @@ test: models spark
 	cargo test --release
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh
 	LORE_BIN=$(LORE) bash scripts/browser-checks.sh
+	LORE_BIN=$(LORE) bash scripts/replica-checks.sh
 	LORE_BIN=$(LORE) bash scripts/bench-smoke.sh
+
+replica-checks: models build
+	LORE_BIN=$(LORE) bash scripts/replica-checks.sh
 
 api-checks: models build
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh

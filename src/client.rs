@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::search::{SearchRequest, SearchResponse};
 
 /// File name of the announcement inside the index directory.
-const ANNOUNCEMENT: &str = "server.json";
+pub const ANNOUNCEMENT: &str = "server.json";
 /// Header carrying the local token.
 pub const LOCAL_TOKEN_HEADER: &str = "x-lore-local-token";
 

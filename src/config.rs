@@ -73,6 +73,14 @@ pub struct ServerConfig {
     /// across sites (CORS), writes included. Empty: no CORS headers, so
     /// only the server's own page can read its responses.
     pub cors_origins: Vec<String>,
+    /// Serve reads only (a replica of a snapshot): every write is a 403
+    /// `read_only`, and nothing is written to the index on shutdown.
+    pub read_only: bool,
+    /// Publish a snapshot of the index into this folder (`current` links
+    /// the newest; three are kept) at start and every `snapshot_every_s`.
+    pub snapshot_dir: Option<PathBuf>,
+    /// Seconds between published snapshots.
+    pub snapshot_every_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +97,9 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             cors_origins: Vec::new(),
+            read_only: false,
+            snapshot_dir: None,
+            snapshot_every_s: 300,
         }
     }
 }

@@ -10,6 +10,7 @@ mod fuzz;
 mod hostile;
 mod import;
 mod ingest;
+mod replicas;
 mod search;
 mod serve;
 mod spark;

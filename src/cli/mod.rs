@@ -127,6 +127,29 @@ enum Command {
         /// collection, action, counts) to this file as well as the log.
         #[arg(long, value_name = "FILE")]
         audit_log: Option<PathBuf>,
+        /// Serve reads only (a replica of a snapshot): writes get a 403
+        /// `read_only` (config `server.read_only`).
+        #[arg(long)]
+        read_only: bool,
+        /// Publish a snapshot of the index into DIR at start and every
+        /// --snapshot-every seconds (`DIR/current` links the newest, three
+        /// are kept), for read replicas to copy.
+        #[arg(long, value_name = "DIR")]
+        snapshot_dir: Option<PathBuf>,
+        /// Seconds between snapshots (config `server.snapshot_every_s`).
+        #[arg(long, value_name = "SECS")]
+        snapshot_every: Option<u64>,
+    },
+    /// Write a consistent, self-contained copy of the index (every
+    /// collection, the key store) to a new directory. Writes wait while it
+    /// is copied. When a server holds the index, use `lore serve
+    /// --snapshot-dir` instead.
+    Snapshot {
+        /// The new directory.
+        dir: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage API keys (kept hashed in the index directory's keys.json).
     #[command(subcommand)]
@@ -863,10 +886,20 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             generator,
             ingest_roots,
             audit_log: _,
+            read_only,
+            snapshot_dir,
+            snapshot_every,
         } => {
             let config = config(global, |c| {
                 if let Some(addr) = addr {
                     c.server.addr = addr;
+                }
+                c.server.read_only |= read_only;
+                if snapshot_dir.is_some() {
+                    c.server.snapshot_dir = snapshot_dir;
+                }
+                if let Some(every) = snapshot_every {
+                    c.server.snapshot_every_s = every;
                 }
                 if let Some(generator) = generator {
                     c.generator.model = Some(generator);
@@ -875,6 +908,21 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             })?;
             let server = config.server.clone();
             lore::server::serve(Engine::open(config)?, &server)?;
+            Ok(())
+        }
+        Command::Snapshot { dir, json } => {
+            let engine = Engine::open_existing(config(global, |_| {})?)?;
+            let report = engine.snapshot(&dir)?;
+            if json {
+                return print_json(&report);
+            }
+            println!(
+                "{}: {} files, {:.1} MB in {:.1}s",
+                report.path.display(),
+                report.files,
+                report.bytes as f64 / 1e6,
+                report.seconds
+            );
             Ok(())
         }
         Command::Status { json } => {

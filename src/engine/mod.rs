@@ -8,6 +8,7 @@ mod collection;
 mod embed_rows;
 mod import;
 mod ingest;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use collection::Collection;
 pub use embed_rows::{EmbedReport, embed_documents};
 pub use import::{ImportReport, ImportRow};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport};
+pub use snapshot::{CURRENT, SnapshotReport};
 
 use crate::config::Config;
 use crate::embed::Embedder;

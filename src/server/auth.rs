@@ -277,6 +277,14 @@ pub async fn check(
             )
             .into());
         };
+        if state.read_only && need > Role::Read {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "read_only",
+                "this server is a read-only replica: send writes to the writer",
+            )
+            .into());
+        }
         if principal.role < need {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

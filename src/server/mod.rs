@@ -57,6 +57,8 @@ pub struct State {
     uploads: Semaphore,
     /// Host, origin and body-deadline checks.
     guard: guard::Policy,
+    /// A replica: writes are refused.
+    read_only: bool,
 }
 
 impl State {
@@ -224,7 +226,11 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
             origins: [&config.allowed_origins[..], &config.cors_origins[..]].concat(),
             body_timeout: Duration::from_secs(config.body_timeout_s),
         },
+        read_only: config.read_only,
     });
+    if let Some(dir) = &config.snapshot_dir {
+        publish_snapshots(engine.clone(), dir.clone(), config.snapshot_every_s);
+    }
     let body_limit = config.max_body_bytes;
     let cors_origins = config.cors_origins.clone();
     let addr = config.addr.clone();
@@ -274,6 +280,29 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
     });
     crate::client::Announcement::remove(&index_dir);
     served?;
+    if config.read_only {
+        return Ok(());
+    }
     tracing::info!("server stopped; flushing the index");
     engine.checkpoint()
+}
+
+/// Publishes a snapshot into `dir` now and every `every_s` seconds, on a
+/// thread of its own (writes wait while one is copied; reads go on).
+fn publish_snapshots(engine: Arc<Engine>, dir: PathBuf, every_s: u64) {
+    std::thread::spawn(move || {
+        loop {
+            match engine.publish_snapshot(&dir) {
+                Ok(report) => tracing::info!(
+                    path = %report.path.display(),
+                    files = report.files,
+                    bytes = report.bytes,
+                    seconds = report.seconds,
+                    "snapshot published"
+                ),
+                Err(e) => tracing::error!(error = %e, dir = %dir.display(), "snapshot failed"),
+            }
+            std::thread::sleep(Duration::from_secs(every_s.max(1)));
+        }
+    });
 }
