@@ -148,10 +148,7 @@ pub struct AllBench {
 pub fn all(config: &Config, options: &AllOptions, progress: &dyn Fn(&str)) -> Result<AllBench> {
     let start = Instant::now();
     let work = &options.work;
-    if work.exists() {
-        std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;
-    }
-    std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
+    super::fresh_dir(work)?;
     let beir = beir_subset(&options.beir, options.beir_docs, work)?;
     let queries = super::read_queries(&options.beir.join("queries.jsonl"), options.queries)?;
     let roots = vec![options.corpus.clone(), beir];

@@ -381,6 +381,14 @@ fn scaled_graph(
     result
 }
 
+/// Empties `dir` (created when missing).
+fn fresh_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
 /// A fresh scratch directory under the system temp dir.
 fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("lore-bench-{}", std::process::id()));

@@ -402,10 +402,7 @@ pub fn scale(
     limit: usize,
     progress: &dyn Fn(&str),
 ) -> Result<ScaleBench> {
-    if work.exists() {
-        std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;
-    }
-    std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
+    super::fresh_dir(work)?;
     let rows_path = work.join("rows.jsonl");
     progress(&format!("writing {chunks} rows to {}", rows_path.display()));
     let (rows, texts) = {
