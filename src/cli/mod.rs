@@ -911,7 +911,17 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Snapshot { dir, json } => {
-            let engine = Engine::open_existing(config(global, |_| {})?)?;
+            let engine = match Engine::open_existing(config(global, |_| {})?) {
+                Err(Error::IndexLocked { index }) => {
+                    return Err(Error::Conflict(format!(
+                        "another lore process holds {}: a server publishes snapshots itself \
+                         (lore serve --snapshot-dir DIR --snapshot-every SECS)",
+                        index.display()
+                    ))
+                    .into());
+                }
+                opened => opened?,
+            };
             let report = engine.snapshot(&dir)?;
             if json {
                 return print_json(&report);
