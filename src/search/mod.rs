@@ -21,8 +21,12 @@ use crate::store::{Index, SlotSet};
 use crate::types::{ChunkId, DEFAULT_COLLECTION, DocId, Slot};
 
 /// A filter letting at most one chunk in this many through is searched
-/// exactly rather than through the graph.
+/// exactly rather than through the graph...
 pub const EXACT_SHARE: u64 = 5;
+/// ...unless it lets more than this many through: scoring them all costs
+/// more than a filtered graph search (at a million chunks, a 10 % filter
+/// is 100k dot products).
+pub const EXACT_MAX: usize = 50_000;
 /// Most collections one search may span.
 pub const MAX_COLLECTIONS: usize = 16;
 
@@ -190,37 +194,27 @@ pub fn search(
     let mut timings = Timings::default();
     // Look deeper than k so fusion and collapsing have candidates to work on.
     let depth = (request.k * config.depth_factor).max(50);
-    let mut dense: Vec<(Key, f32)> = Vec::new();
-    let mut keyword: Vec<(Key, f32)> = Vec::new();
-    // One query vector per embedder, shared by collections that use it.
-    let mut queries: HashMap<String, Vec<f32>> = HashMap::new();
-    for (at, collection) in collections.iter().enumerate() {
-        let index = collection.index;
-        let t = Instant::now();
-        let allowed = filter::allowed(index, &request.filter, &request.readers)?;
-        timings.filter_ms += ms_since(t);
-        if let (Some(embedder), false) = (collection.embedder, request.mode == Mode::Bm25) {
-            let id = embedder.id().to_string();
-            if !queries.contains_key(&id) {
-                let t = Instant::now();
-                let vector = embedder.embed(&[request.query.as_str()])?.remove(0);
-                timings.embed_ms += ms_since(t);
-                queries.insert(id.clone(), vector);
-            }
-            let t = Instant::now();
-            let hits = dense_search(index, &queries[&id], depth, allowed.as_ref())?;
-            timings.dense_ms += ms_since(t);
-            dense.extend(hits.into_iter().map(|(slot, s)| ((at, slot), s)));
-        }
-        if request.mode != Mode::Dense {
-            let t = Instant::now();
-            let hits = index
-                .keywords()
-                .search(&request.query, depth, allowed.as_ref())?;
-            timings.bm25_ms += ms_since(t);
-            keyword.extend(hits.into_iter().map(|(slot, s)| ((at, slot), s)));
-        }
-    }
+    let t = Instant::now();
+    let allowed = collections
+        .iter()
+        .map(|c| filter::allowed(c.index, &request.filter, &request.readers))
+        .collect::<Result<Vec<_>>>()?;
+    timings.filter_ms = ms_since(t);
+    // The dense side (embed the query, search the graph) and BM25 need
+    // nothing of each other: on two cores they run side by side.
+    let (dense, keyword) = rayon::join(
+        || match request.mode {
+            Mode::Bm25 => Ok((Vec::new(), 0.0, 0.0)),
+            _ => dense_all(collections, &allowed, &request.query, depth),
+        },
+        || match request.mode {
+            Mode::Dense => Ok((Vec::new(), 0.0)),
+            _ => keyword_all(collections, &allowed, &request.query, depth),
+        },
+    );
+    let (mut dense, embed_ms, dense_ms) = dense?;
+    let (mut keyword, bm25_ms) = keyword?;
+    (timings.embed_ms, timings.dense_ms, timings.bm25_ms) = (embed_ms, dense_ms, bm25_ms);
     let by_score = |a: &(Key, f32), b: &(Key, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     dense.sort_by(by_score);
     keyword.sort_by(by_score);
@@ -246,6 +240,54 @@ pub fn search(
     })
 }
 
+/// Dense candidates from every collection (the query embedded once per
+/// embedder), with the time spent embedding and searching.
+fn dense_all(
+    collections: &[Target<'_>],
+    allowed: &[Option<std::sync::Arc<SlotSet>>],
+    query: &str,
+    depth: usize,
+) -> Result<(Vec<(Key, f32)>, f64, f64)> {
+    let (mut found, mut embed_ms, mut dense_ms) = (Vec::new(), 0.0, 0.0);
+    let mut queries: HashMap<String, Vec<f32>> = HashMap::new();
+    for (at, (collection, allowed)) in collections.iter().zip(allowed).enumerate() {
+        let Some(embedder) = collection.embedder else {
+            continue;
+        };
+        let id = embedder.id().to_string();
+        if !queries.contains_key(&id) {
+            let t = Instant::now();
+            let vector = embedder.embed(&[query])?.remove(0);
+            embed_ms += ms_since(t);
+            queries.insert(id.clone(), vector);
+        }
+        let t = Instant::now();
+        let hits = dense_search(collection.index, &queries[&id], depth, allowed.as_ref())?;
+        dense_ms += ms_since(t);
+        found.extend(hits.into_iter().map(|(slot, s)| ((at, slot), s)));
+    }
+    Ok((found, embed_ms, dense_ms))
+}
+
+/// BM25 candidates from every collection, with the time spent.
+fn keyword_all(
+    collections: &[Target<'_>],
+    allowed: &[Option<std::sync::Arc<SlotSet>>],
+    query: &str,
+    depth: usize,
+) -> Result<(Vec<(Key, f32)>, f64)> {
+    let t = Instant::now();
+    let mut found = Vec::new();
+    for (at, (collection, allowed)) in collections.iter().zip(allowed).enumerate() {
+        let hits = collection
+            .index
+            .keywords()
+            .search(query, depth, allowed.as_ref())?;
+        found.extend(hits.into_iter().map(|(slot, s)| ((at, slot), s)));
+    }
+    Ok((found, ms_since(t)))
+}
+
 /// Refuses requests that cannot be answered, before any work.
 fn check(request: &SearchRequest, collections: usize) -> Result<()> {
     if request.query.trim().is_empty() {
@@ -269,7 +311,8 @@ fn check(request: &SearchRequest, collections: usize) -> Result<()> {
 }
 
 /// Vector search, inside `allowed` when given. A filter that leaves at
-/// most one chunk in [`EXACT_SHARE`] is searched exactly (a graph search
+/// most one chunk in [`EXACT_SHARE`], and at most [`EXACT_MAX`] chunks, is
+/// searched exactly (a graph search
 /// would have to explore most of the graph to find its few candidates);
 /// a wider one goes through the graph, and falls back to exact scoring
 /// should the graph search come back short. So `k` hits come back whenever
@@ -285,7 +328,7 @@ fn dense_search(
     };
     let keep = |slot: Slot| allowed.contains(slot);
     let vectors = index.vectors();
-    if allowed.len() as u64 * EXACT_SHARE > vectors.len() {
+    if allowed.len() as u64 * EXACT_SHARE > vectors.len() || allowed.len() > EXACT_MAX {
         let hits = vectors.search(query, k, Some(&keep))?;
         if hits.len() >= k.min(allowed.len()) {
             return Ok(hits);
