@@ -5,7 +5,7 @@ set -euo pipefail
 LORE_BIN=${LORE_BIN:-lore}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$LORE_BIN" --index "$out/unused" bench all --beir-docs 100 --queries 50 \
+"$LORE_BIN" bench all --beir corpora/pubmedqa --beir-docs 100 --queries 50 \
   --graph-vectors 5000 --generators light --json "$out/all.json" | tee "$out/table.txt"
 python3 - "$out/all.json" <<'PY'
 import json, sys

@@ -1,6 +1,6 @@
 //! Distributed ingest: the Spark job (`scripts/spark/lore_spark.py`, in
 //! `local[2]` mode) runs `lore embed` on every partition of `corpora/` plus
-//! 2,000 records, `lore import --prune` loads its rows, and the index
+//! 2,000 records (sentences of the PubMedQA abstracts, a file each), `lore import --prune` loads its rows, and the index
 //! equals the one `lore ingest` builds from the same folder: the same chunk
 //! ids, vectors within 1e-6, the same hits for 20 queries. Then 5 documents
 //! change and 2 disappear, both paths run again, and they still agree.
@@ -20,7 +20,8 @@ use lore::{Config, Engine};
 
 use crate::util::{copy_dir, json, lore, models_dir, root, run_ok};
 
-/// Records added to the corpus: SciFact titles with their first sentence.
+/// Records added to the corpus: sentences of the PubMedQA abstracts (up
+/// to three of each), a file each.
 const RECORDS: usize = 2000;
 
 fn spark_python() -> PathBuf {
@@ -38,15 +39,28 @@ fn corpus(dir: &Path) -> PathBuf {
     copy_dir(&root().join("corpora"), &corpus);
     let records = corpus.join("records");
     std::fs::create_dir_all(&records).unwrap();
-    let scifact = root().join("../shared/eval/scifact-dev/corpus.jsonl");
-    let text = std::fs::read_to_string(&scifact).unwrap();
-    for (n, line) in text.lines().take(RECORDS).enumerate() {
+    let pubmedqa = root().join("corpora/pubmedqa/corpus.jsonl");
+    let text = std::fs::read_to_string(&pubmedqa).unwrap();
+    let mut written = 0;
+    for line in text.lines() {
         let record: serde_json::Value = serde_json::from_str(line).unwrap();
-        let abstract_ = record["text"].as_str().unwrap();
-        let first = abstract_.split(". ").next().unwrap_or(abstract_);
-        let body = format!("# {}\n\n{first}.\n", record["title"].as_str().unwrap());
-        std::fs::write(records.join(format!("rec-{n:04}.md")), body).unwrap();
+        let id = record["_id"].as_str().unwrap();
+        for (n, sentence) in record["text"]
+            .as_str()
+            .unwrap()
+            .split(". ")
+            .take(3)
+            .enumerate()
+        {
+            if written == RECORDS {
+                break;
+            }
+            let body = format!("# Abstract {id}, part {n}\n\n{sentence}.\n");
+            std::fs::write(records.join(format!("rec-{written:04}.md")), body).unwrap();
+            written += 1;
+        }
     }
+    assert_eq!(written, RECORDS);
     corpus.canonicalize().unwrap()
 }
 
@@ -167,8 +181,7 @@ fn the_spark_job_builds_the_index_ingest_builds_and_keeps_it_equal_incrementally
     let mut queries =
         lore::bench::read_queries(&root().join("corpora/handbook/questions.jsonl"), 10).unwrap();
     queries.extend(
-        lore::bench::read_queries(&root().join("../shared/eval/scifact-dev/queries.jsonl"), 10)
-            .unwrap(),
+        lore::bench::read_queries(&root().join("corpora/pubmedqa/queries.jsonl"), 10).unwrap(),
     );
     json(lore(&ingested).arg("ingest").arg(&corpus).arg("--json"));
     let first = spark_ingest(&corpus, &imported, &tmp.path().join("rows-1"));

@@ -233,9 +233,10 @@ enum BenchCommand {
         #[arg(long, default_value = "corpora")]
         corpus: PathBuf,
         /// BEIR folder: its first --beir-docs documents are ingested too,
-        /// its queries searched.
-        #[arg(long, default_value = "../shared/eval/scifact-dev")]
-        beir: PathBuf,
+        /// its queries searched (default: ../shared/eval/scifact-dev, or
+        /// corpora/pubmedqa where there is no ../shared).
+        #[arg(long)]
+        beir: Option<PathBuf>,
         /// Documents of the BEIR corpus to ingest.
         #[arg(long, default_value_t = 500)]
         beir_docs: usize,
@@ -802,6 +803,18 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             generators,
             json,
         }) => {
+            let beir = beir.unwrap_or_else(|| {
+                let shared = PathBuf::from("../shared/eval/scifact-dev");
+                if shared.is_dir() {
+                    shared
+                } else {
+                    eprintln!(
+                        "lore: bench: no {}; using corpora/pubmedqa",
+                        shared.display()
+                    );
+                    PathBuf::from("corpora/pubmedqa")
+                }
+            });
             let options = lore::bench::all::AllOptions {
                 corpus,
                 beir,
