@@ -64,11 +64,7 @@ impl Machine {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
                 .unwrap_or_default(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            memory_bytes: meminfo
-                .lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .map_or(0, |kib| kib * 1024),
+            memory_bytes: super::kib_field(&meminfo, "MemTotal:"),
         }
     }
 }

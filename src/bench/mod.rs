@@ -157,19 +157,21 @@ impl Memory {
     /// Reads it now.
     pub fn now() -> Memory {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .map_or(0, |kib| kib * 1024)
-        };
+        let field = |name: &str| kib_field(&status, name);
         Memory {
             rss_bytes: field("VmRSS:"),
             peak_bytes: field("VmHWM:"),
             anon_bytes: field("RssAnon:"),
         }
     }
+}
+
+/// The `NAME: 123 kB` line of a /proc file, in bytes (0 when absent).
+fn kib_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// Latency distribution of a repeated operation.

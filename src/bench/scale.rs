@@ -161,6 +161,16 @@ impl Write for Counted<'_> {
 pub fn rows(source: &Index, chunks: usize, out: &mut dyn Write) -> Result<RowsReport> {
     let start = Instant::now();
     let base = base_chunks(source)?;
+    derived_rows(&base, chunks, out, start)
+}
+
+/// Writes `chunks` rows derived from `base`; `start` is when reading it began.
+fn derived_rows(
+    base: &[Base],
+    chunks: usize,
+    out: &mut dyn Write,
+    start: Instant,
+) -> Result<RowsReport> {
     let mut mix = Mix(0x5eed);
     let mut out = Counted {
         inner: out,
@@ -177,7 +187,7 @@ pub fn rows(source: &Index, chunks: usize, out: &mut dyn Write) -> Result<RowsRe
         // same text (a small base) are still two chunks.
         let mut offset = 0;
         for i in n * CHUNKS_PER_DOC..((n + 1) * CHUNKS_PER_DOC).min(chunks) {
-            let (text, heading, vector) = derive(i, &base, &mut mix);
+            let (text, heading, vector) = derive(i, base, &mut mix);
             let range = offset..offset + text.len();
             offset = range.end + 1;
             let row = ImportRow {
@@ -406,16 +416,17 @@ pub fn scale(
     let rows_path = work.join("rows.jsonl");
     progress(&format!("writing {chunks} rows to {}", rows_path.display()));
     let (rows, texts) = {
+        let start = Instant::now();
         let source = Engine::open(config.clone())?;
-        let collection = source.collection(DEFAULT_COLLECTION)?;
+        let base = base_chunks(source.collection(DEFAULT_COLLECTION)?.index())?;
         let file = std::fs::File::create(&rows_path).map_err(|e| Error::io(&rows_path, e))?;
         let mut out = std::io::BufWriter::new(file);
-        let rows = rows(collection.index(), chunks, &mut out)?;
-        let texts = base_chunks(collection.index())?
+        let rows = derived_rows(&base, chunks, &mut out, start)?;
+        let texts: Vec<String> = base
             .into_iter()
             .map(|b| b.text)
             .take(CHANGED_DOCS * 3)
-            .collect::<Vec<_>>();
+            .collect();
         (rows, texts)
     };
     let index = work.join("index");

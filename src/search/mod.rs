@@ -240,6 +240,9 @@ pub fn search(
     })
 }
 
+/// One retriever's scored candidates.
+type Candidates = Vec<(Key, f32)>;
+
 /// Dense candidates from every collection (the query embedded once per
 /// embedder), with the time spent embedding and searching.
 fn dense_all(
@@ -247,7 +250,7 @@ fn dense_all(
     allowed: &[Option<std::sync::Arc<SlotSet>>],
     query: &str,
     depth: usize,
-) -> Result<(Vec<(Key, f32)>, f64, f64)> {
+) -> Result<(Candidates, f64, f64)> {
     let (mut found, mut embed_ms, mut dense_ms) = (Vec::new(), 0.0, 0.0);
     let mut queries: HashMap<String, Vec<f32>> = HashMap::new();
     for (at, (collection, allowed)) in collections.iter().zip(allowed).enumerate() {
@@ -275,7 +278,7 @@ fn keyword_all(
     allowed: &[Option<std::sync::Arc<SlotSet>>],
     query: &str,
     depth: usize,
-) -> Result<(Vec<(Key, f32)>, f64)> {
+) -> Result<(Candidates, f64)> {
     let t = Instant::now();
     let mut found = Vec::new();
     for (at, (collection, allowed)) in collections.iter().zip(allowed).enumerate() {
