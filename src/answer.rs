@@ -134,7 +134,8 @@ pub fn vote_key(text: &str) -> String {
 }
 
 /// A citation resolved to its chunk.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Citation {
     /// The number used in the answer.
     pub n: usize,
@@ -145,7 +146,7 @@ pub struct Citation {
     /// Chunk id.
     pub chunk_id: ChunkId,
     /// Byte range in the source.
-    #[schema(schema_with = crate::types::byte_range_schema)]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::types::byte_range_schema))]
     pub byte_range: Range<usize>,
     /// Heading path.
     pub heading: Vec<String>,
@@ -205,7 +206,8 @@ pub fn resolve_numbers(numbers: &[usize], sources: &[Source]) -> (Vec<Citation>,
 }
 
 /// A citation moved to the source that supports its sentence.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Correction {
     /// The number the model wrote.
     pub from: usize,

@@ -38,6 +38,8 @@ pub struct Config {
     pub generator: GeneratorConfig,
     /// HTTP server settings (`lore serve`).
     pub server: ServerConfig,
+    /// `--watch` timing (`lore ingest --watch`, `lore serve --watch`).
+    pub watch: WatchConfig,
 }
 
 /// `lore serve`: address, keys, limits.
@@ -81,6 +83,9 @@ pub struct ServerConfig {
     pub snapshot_dir: Option<PathBuf>,
     /// Seconds between published snapshots.
     pub snapshot_every_s: u64,
+    /// Folders (inside `ingest_roots`) whose changes are ingested as they
+    /// happen (`--watch`).
+    pub watch: Vec<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +105,30 @@ impl Default for ServerConfig {
             read_only: false,
             snapshot_dir: None,
             snapshot_every_s: 300,
+            watch: Vec::new(),
+        }
+    }
+}
+
+/// When `--watch` applies what it saw (`[watch]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Quiet time after the last event before a batch is applied.
+    pub debounce_ms: u64,
+    /// Longest a batch waits after its first event while events keep
+    /// coming (a long copy): bounds the lag.
+    pub max_delay_ms: u64,
+    /// Seconds between full rescans (0: never), for events the OS dropped.
+    pub rescan_s: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            debounce_ms: 300,
+            max_delay_ms: 2_000,
+            rescan_s: 60,
         }
     }
 }
@@ -125,6 +154,10 @@ pub struct GeneratorConfig {
     /// Worked examples shown before the sources with `--technique few-shot`
     /// (`[[generator.examples]]` with `source`, `question`, `answer`).
     pub examples: Vec<Example>,
+    /// Most tokens of earlier conversation turns shown to the pass that
+    /// rewrites a follow-up into a standalone question; older turns are
+    /// dropped first. Bounds that pass's prompt time.
+    pub history_tokens: usize,
 }
 
 /// A worked example for few-shot prompting: one source, a question, and
@@ -165,6 +198,7 @@ impl Default for GeneratorConfig {
             min_score: 0.30,
             max_request_tokens: 4096,
             examples: default_examples(),
+            history_tokens: 384,
         }
     }
 }
@@ -276,6 +310,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             generator: GeneratorConfig::default(),
             server: ServerConfig::default(),
+            watch: WatchConfig::default(),
         }
     }
 }
@@ -420,6 +455,9 @@ impl Config {
         }
         for name in self.collections() {
             crate::types::check_collection_name(&name).or_else(|e| bad(e.to_string()))?;
+        }
+        if self.server.read_only && !self.server.watch.is_empty() {
+            return bad("a read-only server cannot watch folders (server.watch)".into());
         }
         if self.server.generations == 0 {
             return bad("server.generations must be at least 1".into());

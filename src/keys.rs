@@ -25,9 +25,8 @@ pub const KEYS_FILE: &str = "keys.json";
 const SECRET_BYTES: usize = 24;
 
 /// What a key may do, each role including the ones before it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Search, ask, chat, models, embeddings; read documents.

@@ -1,18 +1,117 @@
 //! lore: a self-hosted retrieval-augmented generation engine.
 //!
+//! lore ingests a folder of documents (chunks them, embeds them with a
+//! local BERT-family encoder, indexes them in an HNSW graph, a BM25 index
+//! and a document store), searches them (dense, BM25 or both fused) and
+//! answers questions from the best chunks with a local GGUF model, with
+//! numbered citations checked against the sources. The `lore` binary and
+//! its HTTP server are thin layers over the [`Engine`] this crate exports;
+//! a program can link the crate and do everything they do.
+//!
+//! # Open an index, ingest, search
+//!
+//! [`Config::default`] points at `./index` and the models installed by
+//! `scripts/install-models.sh` (`~/.cache/lore/models`, or `$LORE_MODELS`).
+//!
+//! ```no_run
+//! use lore::search::{Mode, SearchRequest};
+//! use lore::{Config, Engine, NoProgress, DEFAULT_COLLECTION};
+//!
+//! # fn main() -> lore::Result<()> {
+//! let config = Config { index: "my-index".into(), ..Config::default() };
+//! let engine = Engine::open(config)?;
+//! let report = engine.ingest(DEFAULT_COLLECTION, &["docs".into()], &NoProgress)?;
+//! println!("{} added, {} chunks", report.added, report.chunks_embedded);
+//!
+//! let found = engine.search(&SearchRequest::new("how are pages escalated?", 5, Mode::Hybrid))?;
+//! for hit in &found.hits {
+//!     println!("{:.3} {} {}", hit.score, hit.path, hit.text);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Ask, streaming the answer
+//!
+//! [`Engine::ask`] hands the answer's text to a callback as it is
+//! generated (return `false` to stop) and returns the whole
+//! [`AskResponse`]: the answer, its resolved [`answer::Citation`]s, the
+//! retrieved chunks and timings. [`AskRequest::history`] carries earlier
+//! turns of a conversation: the question is then rewritten into a
+//! standalone one before retrieval ([`AskResponse::standalone_question`]).
+//!
+//! ```no_run
+//! # fn main() -> lore::Result<()> {
+//! # let engine = lore::Engine::open(lore::Config::default())?;
+//! use std::io::Write;
+//! let request = lore::AskRequest::new("How quickly must a SEV1 page be acknowledged?");
+//! let response = engine.ask(&request, &mut |text| {
+//!     print!("{text}");
+//!     std::io::stdout().flush().is_ok()
+//! })?;
+//! for c in &response.citations {
+//!     println!("\n[{}] {}", c.n, c.path);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Your own embedder or generator
+//!
+//! The model seams are traits: [`embed::Embedder`] (text → unit vectors)
+//! and [`generate::Generator`] (a chat model that continues a prompt under
+//! an optional constraint). [`Engine::with_embedder`] opens an index with
+//! an embedder you built (a remote embedding service, another encoder);
+//! [`Engine::with_generator`] answers with a generator you built.
+//! `examples/remote_embedder.rs` puts an embedding service behind the
+//! trait; `examples/shared_engine.rs` shares one engine across the threads
+//! of a web service; `examples/ask.rs` is the smallest ingest + ask.
+//!
+//! # Keeping an index fresh
+//!
+//! [`watch::Watcher`] follows folders' file-system events and applies
+//! them to a collection incrementally, like a repeated ingest of just the
+//! changed paths.
+//!
+//! # Cargo features
+//!
+//! - `server` — the HTTP front end ([`server`]; actix-web, utoipa).
+//! - `cli` (default; takes `server`) — the `lore` binary and [`client`].
+//!
+//! `default-features = false` builds the engine alone.
+//!
+//! # API stability
+//!
+//! Covered by semver from 1.0 (until then, breaking changes bump the minor
+//! version and are listed in the changelog of the release): the items
+//! re-exported here at the crate root, the [`embed::Embedder`] and
+//! [`generate::Generator`] traits, the request and response types of
+//! [`engine`] and [`search`], [`Config`] and its file format, the on-disk
+//! index format (a newer lore opens an older index) and the HTTP API of
+//! `api/openapi.json`. Not covered: the other public modules' internals
+//! ([`store`], [`chunk`], [`ingest`], [`prompt`], [`bench`], [`server`]'s
+//! Rust items), which are public so that lore's own binary, tests and
+//! benchmarks can reach them; prompts and default tuning values, which
+//! change when measurements say so.
+//!
+//! # Layout
+//!
 //! Data flows through the modules in this order (each uses only those above
 //! it): [`error`], [`types`], [`config`] → [`ingest`] (walk, load formats) →
 //! [`chunk`] → [`embed`] → [`store`] (docs, vectors, keywords, manifest) →
 //! [`search`] → [`prompt`] → [`generate`] → [`answer`] → [`engine`], the
-//! façade that embedding programs call → [`eval`] and [`bench`], which
-//! measure it → [`keys`] (the API key store) and [`audit`] (the trail of
-//! writes) → [`client`] (how a process reaches a server that holds the
-//! index) → [`server`], the HTTP front end; the CLI sits on top. See ARCHITECTURE.md for the invariants.
+//! façade that embedding programs call → [`watch`], which keeps it fresh →
+//! [`eval`] and [`bench`], which measure it → [`keys`] (the API key store)
+//! and [`audit`] (the trail of writes) → [`announce`] and [`client`] (how a
+//! process reaches a server that holds the index) → [`server`], the HTTP
+//! front end; the CLI sits on top. See ARCHITECTURE.md for the invariants.
 
+#![warn(missing_docs)]
+
+pub mod announce;
 pub mod answer;
 pub mod audit;
 pub mod bench;
 pub mod chunk;
+#[cfg(feature = "cli")]
 pub mod client;
 pub mod config;
 pub mod embed;
@@ -24,13 +123,15 @@ pub mod ingest;
 pub mod keys;
 pub mod prompt;
 pub mod search;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod store;
 pub mod types;
+pub mod watch;
 
 pub use config::Config;
 pub use engine::{
-    AskRequest, AskResponse, ConstraintOptions, Engine, IngestReport, MAX_SAMPLES, NoProgress,
-    Progress, RemoveReport, Status, Techniques,
+    AskRequest, AskResponse, ConstraintOptions, DEFAULT_COLLECTION, Engine, IngestReport,
+    MAX_SAMPLES, NoProgress, Progress, RemoveReport, Status, Techniques, Turn,
 };
 pub use error::{Error, Result};

@@ -83,8 +83,9 @@ pub fn content_hash(bytes: &[u8]) -> String {
 /// Identity of a document: derived from its normalized source path (plus the
 /// record id for documents that live inside a corpus file).
 #[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct DocId(pub String);
 
 impl DocId {
@@ -102,8 +103,9 @@ impl fmt::Display for DocId {
 
 /// Identity of a chunk: (document, byte range, content hash).
 #[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ChunkId(pub String);
 
 impl ChunkId {
@@ -132,7 +134,8 @@ impl fmt::Display for ChunkId {
 pub struct Slot(pub u64);
 
 /// What kind of source a document came from; decides how it is chunked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DocKind {
     /// Plain text.
@@ -226,7 +229,8 @@ pub struct ChunkRecord {
 }
 
 /// A document as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct DocRecord {
     /// Stable id.
     pub id: DocId,
@@ -239,7 +243,7 @@ pub struct DocRecord {
     /// Kind.
     pub kind: DocKind,
     /// Metadata.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub metadata: Metadata,
     /// Content hash; unchanged hash ⇒ nothing to do.
     pub hash: String,
@@ -263,6 +267,7 @@ pub struct FileRecord {
 }
 
 /// OpenAPI schema of a byte range as serde writes it: `{start, end}`.
+#[cfg(feature = "server")]
 pub fn byte_range_schema() -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     let offset = || {

@@ -46,6 +46,17 @@ pub fn start_with(index: &Path, server: &str, args: &[&str]) -> Server {
 
 /// [`start_with`] with `keys` as `LORE_API_KEYS` (none: unset).
 pub fn start_keyed(index: &Path, server: &str, args: &[&str], keys: Option<&str>) -> Server {
+    start_full(index, server, args, keys, "light")
+}
+
+/// [`start_keyed`] answering with `generator` (`light`, `default`).
+pub fn start_full(
+    index: &Path,
+    server: &str,
+    args: &[&str],
+    keys: Option<&str>,
+    generator: &str,
+) -> Server {
     let config = index.parent().unwrap().join("lore.toml");
     std::fs::write(
         &config,
@@ -61,7 +72,7 @@ pub fn start_keyed(index: &Path, server: &str, args: &[&str], keys: Option<&str>
             "--addr",
             &addr,
         ])
-        .args(["--generator", "light"])
+        .args(["--generator", generator])
         .args(args)
         .env("LORE_API_KEYS", keys.unwrap_or_default())
         .stdout(Stdio::null())

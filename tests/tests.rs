@@ -15,3 +15,5 @@ mod search;
 mod serve;
 mod spark;
 mod techniques;
+mod watch;
+mod conversation;

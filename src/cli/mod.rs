@@ -2,7 +2,9 @@
 //! and rendering. Everything it does goes through [`lore::Engine`].
 
 mod bench;
+mod chat;
 mod progress;
+mod watch;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -139,7 +141,17 @@ enum Command {
         /// Seconds between snapshots (config `server.snapshot_every_s`).
         #[arg(long, value_name = "SECS")]
         snapshot_every: Option<u64>,
+        /// Follow this folder (inside an --ingest-root) and ingest its
+        /// changes as they happen, into --collection (repeatable; config
+        /// `server.watch`; timing `[watch]`). `/metrics` reports the lag.
+        #[arg(long, value_name = "DIR")]
+        watch: Vec<PathBuf>,
     },
+    /// Talk with the documents: an interactive session where follow-up
+    /// questions ("and for SEV2?") are understood from the earlier turns.
+    /// Type /sources for the last answer's retrieved chunks, /reset to
+    /// start over, /quit (or Ctrl-D) to leave.
+    Chat(ChatArgs),
     /// Write a consistent, self-contained copy of the index (every
     /// collection, the key store) to a new directory. Writes wait while it
     /// is copied. When a server holds the index, use `lore serve
@@ -408,8 +420,13 @@ enum BenchCommand {
 #[derive(Args)]
 struct IngestArgs {
     /// Files or folders to ingest.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "watch")]
     paths: Vec<PathBuf>,
+    /// After ingesting, follow this folder's changes and apply them as
+    /// they happen, until Ctrl-C (repeatable; ingested first too). Timing:
+    /// config `[watch]`.
+    #[arg(long, value_name = "DIR")]
+    watch: Vec<PathBuf>,
     /// Only ingest files matching this glob (repeatable).
     #[arg(long, value_name = "GLOB")]
     include: Vec<String>,
@@ -487,6 +504,23 @@ struct AskArgs {
     constraint: ConstraintArgs,
     #[command(flatten)]
     techniques: TechniqueArgs,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// Chunks given to the model for each answer.
+    #[arg(short, default_value_t = 3)]
+    k: usize,
+    /// `default`, `light`, or a GGUF path (env LORE_GENERATOR).
+    #[arg(long)]
+    generator: Option<String>,
+    /// Longest answer in tokens.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Keep the typed lines here between sessions (default
+    /// ~/.cache/lore/chat-history; `-` keeps none).
+    #[arg(long, value_name = "FILE")]
+    history_file: Option<PathBuf>,
 }
 
 /// What the answer must match (at most one; decoded under it, so the
@@ -794,6 +828,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => search(global, args),
         Command::Eval(args) => eval(global, args),
         Command::Ask(args) => ask(global, args),
+        Command::Chat(args) => chat::run(global, args),
         Command::Bench(BenchCommand::All {
             corpus,
             beir,
@@ -902,6 +937,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             read_only,
             snapshot_dir,
             snapshot_every,
+            watch,
         } => {
             let config = config(global, |c| {
                 if let Some(addr) = addr {
@@ -918,6 +954,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                     c.generator.model = Some(generator);
                 }
                 c.server.ingest_roots.extend(ingest_roots);
+                c.server.watch.extend(watch);
             })?;
             let server = config.server.clone();
             lore::server::serve(Engine::open(config)?, &server)?;
@@ -1017,6 +1054,9 @@ fn open_backend(config: Config, existing: bool) -> anyhow::Result<Backend> {
 }
 
 fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
+    if !args.watch.is_empty() {
+        watch::hold_stop_signals();
+    }
     let config = config(global, |c| {
         c.ingest.include.extend(args.include.iter().cloned());
         c.ingest.exclude.extend(args.exclude.iter().cloned());
@@ -1031,11 +1071,14 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
         }
     })?;
     let collection = one_collection(&config)?;
-    let report = match open_backend(config, false).context("while opening the index")? {
+    let (index, watching) = (config.index.clone(), config.watch.clone());
+    let paths = [&args.paths[..], &args.watch[..]].concat();
+    let backend = open_backend(config, false).context("while opening the index")?;
+    let report = match &backend {
         Backend::Local(engine) => {
             let progress = progress::IngestProgress::new();
             let report = engine
-                .ingest(&collection, &args.paths, &progress)
+                .ingest(&collection, &paths, &progress)
                 .context("while ingesting")?;
             progress.finish();
             let documents = report.added + report.updated + report.removed;
@@ -1050,14 +1093,27 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
         }
         Backend::Server(remote) => {
             let mut total = lore::engine::IngestReport::default();
-            for path in &args.paths {
+            for path in &paths {
                 total.absorb(remote.ingest(&collection, path)?);
             }
             total
         }
     };
+    if args.watch.is_empty() {
+        print_ingest(&report, args.json)?;
+        return Ok(());
+    }
     if args.json {
-        return print_json(&report);
+        print_line(&serde_json::json!({ "ingest": report }))?;
+    } else {
+        print_ingest(&report, false)?;
+    }
+    watch::follow(backend, collection, &args.watch, index, &watching, args.json)
+}
+
+fn print_ingest(report: &lore::IngestReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(report);
     }
     println!(
         "{} files: {} added, {} updated, {} unchanged, {} removed, {} skipped; {} chunks embedded in {:.1}s",
@@ -1141,20 +1197,7 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
         print!("{}", response.answer);
     }
     println!();
-    if !response.citations.is_empty() {
-        println!("\nSources:");
-        for c in &response.citations {
-            let heading = if c.heading.is_empty() {
-                String::new()
-            } else {
-                format!(" › {}", c.heading.join(" › "))
-            };
-            println!(
-                "  [{}] {}{heading} [{}..{}]",
-                c.n, c.path, c.byte_range.start, c.byte_range.end
-            );
-        }
-    }
+    print_sources(&response);
     if response.abstained {
         println!("(not in the documents)");
     }
@@ -1166,6 +1209,25 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The cited sources, after an answer.
+fn print_sources(response: &lore::AskResponse) {
+    if response.citations.is_empty() {
+        return;
+    }
+    println!("\nSources:");
+    for c in &response.citations {
+        let heading = if c.heading.is_empty() {
+            String::new()
+        } else {
+            format!(" › {}", c.heading.join(" › "))
+        };
+        println!(
+            "  [{}] {}{heading} [{}..{}]",
+            c.n, c.path, c.byte_range.start, c.byte_range.end
+        );
+    }
 }
 
 /// What the techniques report, after the answer: reasoning, the vote,
@@ -1865,6 +1927,15 @@ fn key_summary(key: &lore::keys::KeyRecord) -> String {
         key.role,
         key.collections.join(",")
     )
+}
+
+/// One compact JSON line (a stream of events, `--watch --json`), flushed.
+fn print_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Engine;
+use super::conversation::Turn;
 use crate::answer::{
     Citation, Correction, canonical_choice, choice_spellings, cited_schema, is_abstention,
     json_citations, resolve, resolve_numbers, text_grammar, verify, vote_key,
@@ -50,6 +51,10 @@ pub struct AskRequest {
     /// Collections to answer from (none: `default`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub collections: Vec<String>,
+    /// Earlier turns of the conversation, oldest first: the question is
+    /// rewritten to stand alone before retrieval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Turn>,
     /// Who reads: the answer is built only from documents they may read.
     #[serde(skip)]
     pub readers: Readers,
@@ -71,6 +76,7 @@ impl AskRequest {
             cited_json: false,
             techniques: Techniques::default(),
             collections: Vec::new(),
+            history: Vec::new(),
             readers: Readers::Everyone,
         }
     }
@@ -153,7 +159,8 @@ impl ConstraintOptions {
 }
 
 /// The talk's techniques, each off by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Techniques {
     /// Chain of thought: reason step by step first; the reasoning is
@@ -161,7 +168,7 @@ pub struct Techniques {
     pub cot: bool,
     /// Self-consistency: answers sampled (at temperature > 0) for a
     /// majority vote; 0 or 1 = one answer.
-    #[schema(maximum = 16)]
+    #[cfg_attr(feature = "server", schema(maximum = 16))]
     pub samples: usize,
     /// Reflection: a second pass checks the draft against the sources and
     /// keeps, revises or abstains.
@@ -183,8 +190,16 @@ impl Techniques {
 }
 
 /// Where the time went.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct AskTimings {
+    /// Rewriting a follow-up into a standalone question (0 without a
+    /// history).
+    #[serde(default)]
+    pub rewrite_ms: f64,
+    /// Prompt tokens of that rewrite.
+    #[serde(default)]
+    pub rewrite_prompt_tokens: usize,
     /// Retrieval.
     pub retrieve_ms: f64,
     /// Prompt tokens.
@@ -198,7 +213,8 @@ pub struct AskTimings {
 }
 
 /// One distinct answer of a self-consistency vote.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Vote {
     /// The answer (the first sample that gave it).
     pub answer: String,
@@ -207,7 +223,8 @@ pub struct Vote {
 }
 
 /// What reflection decided about the draft.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// The draft follows from its sources.
@@ -219,7 +236,8 @@ pub enum Verdict {
 }
 
 /// Reflection's report.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Reflection {
     /// The decision.
     pub verdict: Verdict,
@@ -228,7 +246,8 @@ pub struct Reflection {
 }
 
 /// An answer with its evidence (`lore ask --json`).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct AskResponse {
     /// The answer text (JSON text under a JSON constraint).
     pub answer: String,
@@ -257,6 +276,10 @@ pub struct AskResponse {
     /// Reflection's verdict on the draft.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reflection: Option<Reflection>,
+    /// The question as retrieved and answered, when a history made lore
+    /// rewrite it to stand alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standalone_question: Option<String>,
     /// The retrieved chunks, best first.
     pub retrieved: Vec<Hit>,
     /// Timings.
@@ -339,24 +362,33 @@ impl Engine {
             )));
         }
         let shape = Shape::of(request)?;
+        let rewrite =
+            self.standalone_question(&request.question, &request.history, &mut || on_text(""))?;
+        let question = rewrite
+            .as_ref()
+            .map_or(request.question.as_str(), |r| r.question.as_str());
+        let standalone_question = rewrite.as_ref().map(|r| r.question.clone());
         let start = Instant::now();
         let search = SearchRequest {
             filter: request.filter.clone(),
             collections: request.collections.clone(),
             readers: request.readers.clone(),
-            ..SearchRequest::new(request.question.clone(), request.k, Mode::Hybrid)
+            ..SearchRequest::new(question, request.k, Mode::Hybrid)
         };
         let found = self.search(&search)?;
         let relevant = found.best_dense.unwrap_or(0.0) >= self.config.generator.min_score;
         let retrieved = found.hits;
         let mut timings = AskTimings {
             retrieve_ms: start.elapsed().as_secs_f64() * 1000.0,
+            rewrite_ms: rewrite.as_ref().map_or(0.0, |r| r.ms),
+            rewrite_prompt_tokens: rewrite.as_ref().map_or(0, |r| r.generated.prompt_tokens),
             ..AskTimings::default()
         };
         // A caller's constraint must be matched, so only lore's own shapes
         // (text, cited JSON) abstain before the model is asked.
         if !matches!(shape, Shape::Custom) && (!relevant || retrieved.is_empty()) {
-            let response = abstention(&shape, retrieved, timings, None);
+            let mut response = abstention(&shape, retrieved, timings, None);
+            response.standalone_question = standalone_question;
             on_text(&response.answer);
             return Ok(response);
         }
@@ -380,7 +412,7 @@ impl Engine {
         };
         let built = prompt::build(
             generator.as_ref(),
-            &request.question,
+            question,
             &retrieved,
             context,
             reserve,
@@ -418,7 +450,7 @@ impl Engine {
         };
         let reflection = if techniques.reflect {
             let (reflected, generated) =
-                pass.reflect(&request.question, &draft, &answer_constraint, &mut || {
+                pass.reflect(question, &draft, &answer_constraint, &mut || {
                     on_text("")
                 })?;
             timings.add(&generated);
@@ -440,6 +472,7 @@ impl Engine {
         {
             let mut response = abstention(&shape, retrieved, timings, reflection);
             on_text(&response.answer);
+            response.standalone_question = standalone_question;
             response.reasoning = draft.reasoning;
             response.votes = votes;
             return Ok(response);
@@ -465,6 +498,7 @@ impl Engine {
             reasoning: draft.reasoning,
             votes,
             reflection,
+            standalone_question,
             retrieved,
             timings,
         })
@@ -494,6 +528,7 @@ fn abstention(
         reasoning: None,
         votes: Vec::new(),
         reflection,
+        standalone_question: None,
         retrieved,
         timings,
     }

@@ -50,7 +50,8 @@ pub struct NoProgress;
 impl Progress for NoProgress {}
 
 /// Summary of an ingest run (`lore ingest --json`).
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct IngestReport {
     /// Files the walk found (skipped ones included).
     pub files_seen: u64,
@@ -85,7 +86,8 @@ impl IngestReport {
 }
 
 /// Summary of `lore remove`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct RemoveReport {
     /// File records removed.
     pub files: u64,

@@ -5,6 +5,7 @@
 
 mod ask;
 mod collection;
+mod conversation;
 mod embed_rows;
 mod import;
 mod ingest;
@@ -22,6 +23,7 @@ pub use ask::{
     Verdict, Vote,
 };
 pub use collection::Collection;
+pub use conversation::{MAX_TURN_CHARS, REWRITE_TOKENS, Rewrite, Speaker, Turn};
 pub use embed_rows::{EmbedReport, embed_documents};
 pub use import::{ImportReport, ImportRow};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport};
@@ -51,7 +53,8 @@ pub struct Engine {
 
 /// A chunk with the text around it in its document: what a reader opens
 /// to check a citation.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Passage {
     /// The collection it is in.
     pub collection: String,
@@ -64,7 +67,7 @@ pub struct Passage {
     /// Heading path.
     pub heading: Vec<String>,
     /// Byte range in the source.
-    #[schema(schema_with = crate::types::byte_range_schema)]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::types::byte_range_schema))]
     pub byte_range: std::ops::Range<usize>,
     /// The chunk's text (the passage itself).
     pub text: String,
@@ -75,10 +78,11 @@ pub struct Passage {
 }
 
 /// What `lore status` reports.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Status {
     /// Index directory.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub index: PathBuf,
     /// The collection counted.
     pub collection: String,
@@ -101,20 +105,22 @@ pub struct Status {
 }
 
 /// Embedder part of [`Status`].
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct EmbedderStatus {
     /// Embedder id.
     pub id: String,
     /// Vector dimension.
     pub dim: usize,
     /// Model directory.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "server", schema(value_type = String))]
     pub path: PathBuf,
 }
 
 /// One collection, as `lore collection list` and `GET /v1/collections`
 /// show it (read without scanning any store).
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct CollectionInfo {
     /// Its name.
     pub name: String,
@@ -212,6 +218,17 @@ impl Engine {
             Ok(model)
         };
         Self::build(config, Box::new(resolve))
+    }
+
+    /// Answers with `generator` instead of loading the configured GGUF file
+    /// (another model file, a remote model, a fake in tests).
+    pub fn with_generator(self, generator: Arc<dyn Generator>) -> Engine {
+        let cell = OnceLock::new();
+        let _ = cell.set(generator);
+        Engine {
+            generator: cell,
+            ..self
+        }
     }
 
     fn build(config: Config, resolve: Box<Resolve>) -> Result<Engine> {

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 /// Files of the index directory a snapshot leaves out: the running
 /// server's address and token, and spooled standard input.
 fn left_out(name: &str) -> bool {
-    name == crate::client::ANNOUNCEMENT || name.starts_with("import-stdin-")
+    name == crate::announce::ANNOUNCEMENT || name.starts_with("import-stdin-")
 }
 
 /// Snapshots [`Engine::publish_snapshot`] keeps.

@@ -68,7 +68,8 @@ impl Default for Sampling {
 
 /// What an output must match, enforced token by token while decoding
 /// (never by validating and retrying).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Constraint {
     /// JSON valid against this JSON Schema.
@@ -93,7 +94,7 @@ pub enum Constraint {
         lark: String,
         /// What `@answer` must match (itself without an `answer`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        #[schema(no_recursion)]
+        #[cfg_attr(feature = "server", schema(no_recursion))]
         answer: Option<Box<Constraint>>,
     },
 }

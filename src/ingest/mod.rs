@@ -10,7 +10,8 @@ pub mod walk;
 use serde::Serialize;
 
 /// A file left out of an ingest run, with the reason in words.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Skipped {
     /// The file (or directory) that was skipped.
     pub path: String,

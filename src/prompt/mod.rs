@@ -5,8 +5,9 @@
 //! answer. The wording lives in the `.txt` files beside this file
 //! (golden-tested): `system.txt` (or `system_expert.txt`, the "you are an
 //! expert" variant), `user.txt`, `examples.txt` (few-shot), `reasoning.txt`
-//! (chain of thought) and the reflection pair `system_reflect.txt` /
-//! `reflect.txt`.
+//! (chain of thought), the reflection pair `system_reflect.txt` /
+//! `reflect.txt`, and the conversation rewrite `system_rewrite.txt`,
+//! `rewrite.txt` with its worked examples `rewrite_examples.txt`.
 
 use serde::Serialize;
 
@@ -33,6 +34,14 @@ pub const SYSTEM_REFLECT: &str = include_str!("system_reflect.txt");
 /// The reflection pass's request; `{sources}`, `{question}` and `{draft}`
 /// are filled in.
 pub const REFLECT: &str = include_str!("reflect.txt");
+/// The question-rewriting pass's system prompt.
+pub const SYSTEM_REWRITE: &str = include_str!("system_rewrite.txt");
+/// The question-rewriting request; `{history}` and `{question}` are
+/// filled in.
+pub const REWRITE: &str = include_str!("rewrite.txt");
+/// Worked rewrites: blocks separated by a blank line, each the earlier
+/// turns, then `Last question: …`, then `Rewritten question: …`.
+pub const REWRITE_EXAMPLES: &str = include_str!("rewrite_examples.txt");
 /// The start of a default answer: the model continues with a source
 /// number, so every answer carries at least one citation in the format
 /// lore parses (a small model skips the instruction otherwise).
@@ -227,6 +236,34 @@ pub fn reflection(question: &str, sources: &[Source], draft: &str) -> Vec<Messag
     ]
 }
 
+/// The question-rewriting pass's chat: the worked examples as earlier
+/// exchanges, then `history` (`User: …` / `Assistant: …` lines, oldest
+/// first) and the last `question`.
+pub fn rewrite(history: &str, question: &str) -> Vec<Message> {
+    let ask = |history: &str, question: &str| Message {
+        role: Role::User,
+        content: fill(
+            REWRITE.trim(),
+            &[("history", history.trim()), ("question", question.trim())],
+        ),
+    };
+    let mut messages = vec![Message {
+        role: Role::System,
+        content: SYSTEM_REWRITE.trim().to_string(),
+    }];
+    for block in REWRITE_EXAMPLES.split("\n\n") {
+        let (before, answer) = block.rsplit_once("\nRewritten question: ").unwrap_or((block, ""));
+        let (turns, asked) = before.rsplit_once("\nLast question: ").unwrap_or(("", before));
+        messages.push(ask(turns, asked));
+        messages.push(Message {
+            role: Role::Assistant,
+            content: answer.trim().to_string(),
+        });
+    }
+    messages.push(ask(history, question));
+    messages
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +382,17 @@ mod tests {
             "According to [1], pages are acknowledged within 10 minutes.",
         );
         assert_golden("golden_reflect.txt", &Words.render(&messages));
+    }
+
+    #[test]
+    fn rewrite_prompt_matches_its_golden_file() {
+        let messages = rewrite(
+            "User: How fast is a SEV1 page acknowledged?\nAssistant: Within 5 minutes.",
+            "And for SEV2?",
+        );
+        assert_eq!(messages.len(), 2 + 2 * REWRITE_EXAMPLES.split("\n\n").count());
+        assert!(messages.iter().all(|m| !m.content.is_empty()));
+        assert_golden("golden_rewrite.txt", &Words.render(&messages));
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::store::{Index, SlotSet};
 use crate::types::DocRecord;
 
 /// Conditions a document must meet, all of them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Filter {
     /// Path prefix, or a glob when it contains `*`, `?`, `[` or `{`.

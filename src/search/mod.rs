@@ -50,7 +50,8 @@ pub struct Target<'a> {
 pub const MAX_QUERY_BYTES: usize = 16 * 1024;
 
 /// Which retriever(s) to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Dense and BM25, fused.
@@ -112,7 +113,8 @@ impl SearchRequest {
 }
 
 /// A retriever that found a hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Retriever {
     /// Vector search.
@@ -122,7 +124,8 @@ pub enum Retriever {
 }
 
 /// One ranked chunk.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Hit {
     /// 1-based rank.
     pub rank: usize,
@@ -137,7 +140,7 @@ pub struct Hit {
     /// Chunk id.
     pub chunk_id: ChunkId,
     /// Byte range in the source.
-    #[schema(schema_with = crate::types::byte_range_schema)]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::types::byte_range_schema))]
     pub byte_range: Range<usize>,
     /// Heading path.
     pub heading: Vec<String>,
@@ -149,7 +152,8 @@ pub struct Hit {
 }
 
 /// Time spent per stage, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Timings {
     /// Resolving filters and access lists to the slots searched.
     #[serde(default)]
@@ -165,7 +169,8 @@ pub struct Timings {
 }
 
 /// Ranked hits and timings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct SearchResponse {
     /// Best first.
     pub hits: Vec<Hit>,

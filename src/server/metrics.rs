@@ -1,5 +1,6 @@
 //! Prometheus text metrics: requests and latency per route, tokens
-//! generated, generation queue depth, index sizes.
+//! generated, generation queue depth, index sizes, and for `--watch`
+//! the lag between a file changing and the index having it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -13,6 +14,7 @@ use actix_web::middleware::Next;
 use actix_web::web;
 
 use super::State;
+use crate::watch::WatchReading;
 
 /// Latency bucket bounds, seconds.
 const BUCKETS: [f64; 12] = [
@@ -52,7 +54,12 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges passed in.
-    pub fn render(&self, queue_depth: usize, index: &[(&str, u64)]) -> String {
+    pub fn render(
+        &self,
+        queue_depth: usize,
+        index: &[(&str, u64)],
+        watching: &[WatchReading],
+    ) -> String {
         let mut out = String::new();
         out.push_str("# TYPE lore_http_requests_total counter\n");
         let routes = self.routes.lock().map(|r| {
@@ -100,8 +107,35 @@ impl Metrics {
         for (what, n) in index {
             let _ = writeln!(out, "lore_index_size{{kind=\"{what}\"}} {n}");
         }
+        if !watching.is_empty() {
+            render_watch(&mut out, watching);
+        }
         out
     }
+}
+
+/// The watchers' gauges and counters, summed (lags: the largest).
+fn render_watch(out: &mut String, watching: &[WatchReading]) {
+    let most = |f: fn(&WatchReading) -> f64| watching.iter().map(f).fold(0.0, f64::max);
+    let sum = |f: fn(&WatchReading) -> u64| watching.iter().map(f).sum::<u64>();
+    let _ = writeln!(
+        out,
+        "# HELP lore_watch_lag_seconds How long the oldest file change not yet in the index has waited.\n\
+         # TYPE lore_watch_lag_seconds gauge\nlore_watch_lag_seconds {}\n\
+         # TYPE lore_watch_last_lag_seconds gauge\nlore_watch_last_lag_seconds {}\n\
+         # TYPE lore_watch_max_lag_seconds gauge\nlore_watch_max_lag_seconds {}\n\
+         # TYPE lore_watch_events_total counter\nlore_watch_events_total {}\n\
+         # TYPE lore_watch_batches_total counter\nlore_watch_batches_total {}\n\
+         # TYPE lore_watch_rescans_total counter\nlore_watch_rescans_total {}\n\
+         # TYPE lore_watch_errors_total counter\nlore_watch_errors_total {}",
+        most(|w| w.lag_s),
+        most(|w| w.last_lag_s),
+        most(|w| w.max_lag_s),
+        sum(|w| w.events),
+        sum(|w| w.batches),
+        sum(|w| w.rescans),
+        sum(|w| w.errors),
+    );
 }
 
 /// Middleware: counts every request under its route pattern.

@@ -49,7 +49,7 @@ pub struct State {
     ingest_roots: Vec<PathBuf>,
     timeout: Duration,
     body_limit: usize,
-    /// Token of local processes (see [`crate::client`]).
+    /// Token of local processes (see [`crate::announce`]).
     local_token: String,
     /// Turns for blocking work other than generation, one per core.
     cpu: Semaphore,
@@ -59,6 +59,8 @@ pub struct State {
     guard: guard::Policy,
     /// A replica: writes are refused.
     read_only: bool,
+    /// Counters of the `--watch` folders' watchers.
+    watching: Vec<Arc<crate::watch::WatchStats>>,
 }
 
 impl State {
@@ -71,7 +73,7 @@ impl State {
     /// True when `req` carries the local token.
     fn is_local(&self, req: &actix_web::HttpRequest) -> bool {
         req.headers()
-            .get(crate::client::LOCAL_TOKEN_HEADER)
+            .get(crate::announce::LOCAL_TOKEN_HEADER)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| auth::constant_time_eq(t.as_bytes(), self.local_token.as_bytes()))
     }
@@ -210,6 +212,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
     let local_token = crate::types::random_id();
     let index_dir = engine.dir().to_path_buf();
     let engine = Arc::new(engine);
+    let watchers = watch(&engine, &config.watch, &ingest_roots)?;
     let state = web::Data::new(State {
         engine: engine.clone(),
         keys,
@@ -227,6 +230,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
             body_timeout: Duration::from_secs(config.body_timeout_s),
         },
         read_only: config.read_only,
+        watching: watchers.iter().map(crate::watch::Watcher::stats).collect(),
     });
     if let Some(dir) = &config.snapshot_dir {
         publish_snapshots(engine.clone(), dir.clone(), config.snapshot_every_s);
@@ -266,7 +270,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
             .addrs()
             .first()
             .map_or_else(|| addr.clone(), ToString::to_string);
-        let announcement = crate::client::Announcement {
+        let announcement = crate::announce::Announcement {
             addr: bound.clone(),
             token: local_token,
         };
@@ -278,13 +282,46 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
             .await
             .map_err(|e| Error::io(PathBuf::from(&addr), e))
     });
-    crate::client::Announcement::remove(&index_dir);
+    crate::announce::Announcement::remove(&index_dir);
+    drop(watchers);
     served?;
     if config.read_only {
         return Ok(());
     }
     tracing::info!("server stopped; flushing the index");
     engine.checkpoint()
+}
+
+/// Watchers of the `--watch` folders, each inside an ingest root, into the
+/// configured collection (an initial rescan catches what changed while
+/// the server was down).
+fn watch(
+    engine: &Arc<Engine>,
+    folders: &[PathBuf],
+    ingest_roots: &[PathBuf],
+) -> Result<Vec<crate::watch::Watcher>> {
+    let collection = engine.config().collection.clone();
+    let config = engine.config().watch.clone();
+    folders
+        .iter()
+        .map(|folder| {
+            let canonical = folder.canonicalize().map_err(|e| Error::io(folder, e))?;
+            if !ingest_roots.iter().any(|root| canonical.starts_with(root)) {
+                return Err(Error::Config(format!(
+                    "--watch {}: not inside an ingest root (server.ingest_roots, --ingest-root)",
+                    folder.display()
+                )));
+            }
+            crate::watch::Watcher::for_engine(
+                engine.clone(),
+                &collection,
+                &[canonical],
+                true,
+                &config,
+                Box::new(|_| {}),
+            )
+        })
+        .collect()
 }
 
 /// Publishes a snapshot into `dir` now and every `every_s` seconds, on a

@@ -18,7 +18,7 @@ use super::routes::{
     AskBody, Event, READ, blocking, finish, max_answer_tokens, resource, sse, start_ask,
 };
 use crate::answer::Citation;
-use crate::engine::{AskRequest, AskResponse, AskTimings};
+use crate::engine::{AskRequest, AskResponse, AskTimings, Turn};
 use crate::search::Hit;
 use crate::types::DEFAULT_COLLECTION;
 
@@ -235,6 +235,10 @@ pub struct Usage {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoreExtra {
     abstained: bool,
+    /// The question as retrieved and answered, rewritten from the earlier
+    /// messages (absent with a single user message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    standalone_question: Option<String>,
     citations: Vec<Citation>,
     retrieved: Vec<Hit>,
     timings: AskTimings,
@@ -244,6 +248,7 @@ impl LoreExtra {
     fn of(response: &AskResponse) -> Self {
         LoreExtra {
             abstained: response.abstained,
+            standalone_question: response.standalone_question.clone(),
             citations: response.citations.clone(),
             retrieved: response.retrieved.clone(),
             timings: response.timings.clone(),
@@ -306,6 +311,19 @@ fn text_of(content: &Value) -> String {
     }
 }
 
+/// The user and assistant turns of `messages` (system and other roles are
+/// not part of the conversation lore rewrites from).
+fn history_of(messages: &[ChatMessage]) -> Vec<Turn> {
+    messages
+        .iter()
+        .filter_map(|m| match m.role.as_str() {
+            "user" => Some(Turn::user(text_of(&m.content))),
+            "assistant" => Some(Turn::assistant(text_of(&m.content))),
+            _ => None,
+        })
+        .collect()
+}
+
 /// OpenAI's `finish_reason`: `length` when the answer hit `max_tokens`.
 fn finish_reason(response: &AskResponse) -> &'static str {
     if response.truncated { "length" } else { "stop" }
@@ -334,14 +352,14 @@ pub async fn chat(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let collection = collection_of(&state, &req, body.model.as_deref())?;
-    let question = body
+    let last = body
         .messages
         .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| text_of(&m.content))
-        .filter(|q| !q.trim().is_empty())
+        .rposition(|m| m.role == "user")
+        .filter(|i| !text_of(&body.messages[*i].content).trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("messages need a non-empty user message"))?;
+    let question = text_of(&body.messages[last].content);
+    let history = history_of(&body.messages[..last]);
     let schema = body.response_format.and_then(ResponseFormat::schema);
     let structured = schema.is_some();
     let request = AskBody {
@@ -358,6 +376,7 @@ pub async fn chat(
         regex: None,
         grammar: None,
         techniques: Default::default(),
+        history,
     }
     .into_request(max_answer_tokens(&state))?;
     let model = body.model.unwrap_or_else(|| MODEL.into());

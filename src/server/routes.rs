@@ -20,7 +20,7 @@ use super::openapi::ErrorResponses;
 use super::{Permits, State};
 use crate::engine::{
     AskRequest, AskResponse, CollectionInfo, ConstraintOptions, IngestReport, MAX_SAMPLES,
-    NoProgress, Passage, RemoveReport, Status, Techniques,
+    NoProgress, Passage, RemoveReport, Status, Techniques, Turn,
 };
 use crate::generate::Sampling;
 use crate::keys::Role;
@@ -268,7 +268,7 @@ pub async fn openapi_json() -> HttpResponse {
 }
 
 /// Prometheus metrics: requests and latency per route, tokens generated,
-/// generation queue depth, index sizes.
+/// generation queue depth, index sizes, the `--watch` lag.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String), (status = 503, description = "The index could not be read.", body = super::error::ErrorBody)))]
 pub async fn metrics(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     // Sizes read without scanning a store, so scrapes stay cheap at any
@@ -281,6 +281,7 @@ pub async fn metrics(state: web::Data<State>) -> Result<HttpResponse, ApiError> 
         keyword_docs += sizes.keyword_docs;
         tombstones += sizes.tombstones;
     }
+    let watching: Vec<_> = state.watching.iter().map(|w| w.read()).collect();
     let body = state.metrics.render(
         state.gate.depth(),
         &[
@@ -288,6 +289,7 @@ pub async fn metrics(state: web::Data<State>) -> Result<HttpResponse, ApiError> 
             ("keyword_docs", keyword_docs),
             ("tombstones", tombstones),
         ],
+        &watching,
     );
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -406,6 +408,12 @@ pub struct AskBody {
     /// reflection, few-shot examples, the expert prompt.
     #[serde(default)]
     pub techniques: Techniques,
+    /// Earlier turns of the conversation, oldest first: the question is
+    /// rewritten from them into a standalone one (reported as
+    /// `standalone_question`) before retrieval. Only the newest turns that
+    /// fit `generator.history_tokens` are used.
+    #[serde(default)]
+    pub history: Vec<Turn>,
 }
 
 impl AskBody {
@@ -442,6 +450,7 @@ impl AskBody {
             filter: self.filter,
             sampling,
             techniques: self.techniques,
+            history: self.history,
             ..AskRequest::new(self.question)
         };
         let constraint = ConstraintOptions {

@@ -1,0 +1,317 @@
+//! Conversations: a follow-up ("and for SEV2?") means nothing to the
+//! retriever without the turns before it, so [`Engine::ask`] with a
+//! history first has the generator rewrite the question into a standalone
+//! one, then retrieves and answers that. The history shown to the rewrite
+//! is bounded by `generator.history_tokens` and by the context window:
+//! turns are taken newest first, each clipped, until the budget is spent,
+//! so the oldest are dropped first and no history overflows the context.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::generate::{Constraint, Generated, Generator, Sampling};
+use crate::prompt;
+
+/// Most characters of one turn shown to the rewrite (its start: a
+/// question, or the statement an answer opens with).
+pub const MAX_TURN_CHARS: usize = 1_000;
+/// Most tokens the rewritten question may take.
+pub const REWRITE_TOKENS: usize = 64;
+
+/// Who said a turn of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Speaker {
+    /// The person asking.
+    User,
+    /// lore's answer.
+    Assistant,
+}
+
+/// One earlier turn of a conversation, oldest first in a history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    /// Who said it.
+    pub role: Speaker,
+    /// What was said (an answer's `Sources:` list and `[n]` marks are
+    /// ignored).
+    pub content: String,
+}
+
+impl Turn {
+    /// A turn of the person asking.
+    pub fn user(content: impl Into<String>) -> Turn {
+        Turn {
+            role: Speaker::User,
+            content: content.into(),
+        }
+    }
+
+    /// A turn of lore's.
+    pub fn assistant(content: impl Into<String>) -> Turn {
+        Turn {
+            role: Speaker::Assistant,
+            content: content.into(),
+        }
+    }
+
+    /// The turn as the rewrite prompt shows it: one line, clipped.
+    fn line(&self) -> String {
+        let text = match self.role {
+            Speaker::User => self.content.as_str(),
+            Speaker::Assistant => strip_sources(&self.content),
+        };
+        let mut words = clip(&drop_marks(text), MAX_TURN_CHARS)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if words.is_empty() {
+            words.push('…');
+        }
+        let who = match self.role {
+            Speaker::User => "User",
+            Speaker::Assistant => "Assistant",
+        };
+        format!("{who}: {words}")
+    }
+}
+
+/// The rewrite of a follow-up into a standalone question.
+pub struct Rewrite {
+    /// The standalone question.
+    pub question: String,
+    /// Turns of the history shown to the rewrite (the newest ones).
+    pub turns_used: usize,
+    /// The generation, for timings.
+    pub generated: Generated,
+    /// Wall time of the whole rewrite, milliseconds.
+    pub ms: f64,
+}
+
+impl Engine {
+    /// `question` rewritten to stand alone given `history` (oldest turn
+    /// first); `None` when no turn has text. `go_on` is asked at every
+    /// token (`false` cancels).
+    pub fn standalone_question(
+        &self,
+        question: &str,
+        history: &[Turn],
+        go_on: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<Rewrite>> {
+        if history.iter().all(|t| t.content.trim().is_empty()) {
+            return Ok(None);
+        }
+        let start = Instant::now();
+        let generator = self.generator()?;
+        let context = self
+            .config
+            .generator
+            .context_tokens
+            .min(generator.context_length());
+        let (lines, turns_used) = fit_history(
+            generator.as_ref(),
+            question,
+            history,
+            self.config.generator.history_tokens,
+            context,
+        )?;
+        if turns_used == 0 {
+            return Ok(None);
+        }
+        let rendered = generator.render(&prompt::rewrite(&lines, question));
+        let sampling = Sampling {
+            temperature: 0.0,
+            max_tokens: REWRITE_TOKENS,
+            ..Sampling::default()
+        };
+        let one_line = Constraint::Regex {
+            pattern: r"[^\n\[\]]{1,400}".into(),
+        };
+        let generated =
+            generator.generate(&rendered, &sampling, Some(&one_line), &mut |_| go_on())?;
+        let rewritten = generated.text.trim();
+        // An empty rewrite, or one cut off at the token limit, is worth
+        // less than the question as asked.
+        let question = if rewritten.len() < 3 || generated.gen_tokens >= REWRITE_TOKENS {
+            question.trim().to_string()
+        } else {
+            rewritten.to_string()
+        };
+        Ok(Some(Rewrite {
+            question,
+            turns_used,
+            generated,
+            ms: start.elapsed().as_secs_f64() * 1000.0,
+        }))
+    }
+}
+
+/// The newest turns of `history` that fit, as prompt lines oldest first,
+/// and how many there are. The budget is the smaller of `history_tokens`
+/// and what the context has left after the rewrite's own prompt (with the
+/// question) and its answer.
+fn fit_history(
+    generator: &dyn Generator,
+    question: &str,
+    history: &[Turn],
+    history_tokens: usize,
+    context: usize,
+) -> Result<(String, usize)> {
+    let question = clip(question, MAX_TURN_CHARS);
+    let frame = generator.count_tokens(&generator.render(&prompt::rewrite("", question)))?;
+    let room = context.saturating_sub(frame + REWRITE_TOKENS);
+    let budget = history_tokens.min(room);
+    let mut kept: Vec<String> = Vec::new();
+    let mut used = 0;
+    for turn in history.iter().rev() {
+        if turn.content.trim().is_empty() {
+            continue;
+        }
+        let line = turn.line();
+        let cost = generator.count_tokens(&line)? + 1;
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        kept.push(line);
+    }
+    kept.reverse();
+    let lines = kept.join("\n");
+    let total = generator.count_tokens(&generator.render(&prompt::rewrite(&lines, question)))?;
+    if !kept.is_empty() && total + REWRITE_TOKENS > context {
+        return Err(Error::store(
+            "conversation",
+            format!("the rewrite prompt took {total} tokens of a {context}-token context"),
+        ));
+    }
+    Ok((lines, kept.len()))
+}
+
+/// The start of `text`, at most `max` bytes, cut at a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// An answer without the `Sources:` list lore appends to it.
+fn strip_sources(answer: &str) -> &str {
+    answer.split("\n\nSources:").next().unwrap_or(answer)
+}
+
+/// `text` without citation marks like `[2]`.
+fn drop_marks(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        out.push_str(&rest[..open]);
+        if digits > 0 && after[digits..].starts_with(']') {
+            rest = &after[digits + 1..];
+        } else {
+            out.push('[');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{Message, StopReason};
+
+    /// Counts words as tokens; never generates.
+    struct Words(usize);
+
+    impl Generator for Words {
+        fn id(&self) -> &str {
+            "words"
+        }
+        fn context_length(&self) -> usize {
+            self.0
+        }
+        fn count_tokens(&self, text: &str) -> Result<usize> {
+            Ok(text.split_whitespace().count())
+        }
+        fn render(&self, messages: &[Message]) -> String {
+            messages.iter().map(|m| format!("{}\n", m.content)).collect()
+        }
+        fn generate(
+            &self,
+            _: &str,
+            _: &Sampling,
+            _: Option<&Constraint>,
+            _: &mut dyn FnMut(&str) -> bool,
+        ) -> Result<Generated> {
+            Ok(Generated {
+                text: String::new(),
+                prompt_tokens: 0,
+                prompt_ms: 0.0,
+                gen_tokens: 0,
+                gen_ms: 0.0,
+                stop: StopReason::EndToken,
+            })
+        }
+    }
+
+    fn long_history(turns: usize) -> Vec<Turn> {
+        (0..turns)
+            .map(|i| {
+                let text = format!("turn{i} ") + &"word ".repeat(300);
+                if i % 2 == 0 {
+                    Turn::user(text)
+                } else {
+                    Turn::assistant(text)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_newest_turns_are_kept_and_the_oldest_dropped() {
+        let history = long_history(40);
+        let (lines, used) = fit_history(&Words(2048), "and then?", &history, 500, 2048).unwrap();
+        assert!((1..40).contains(&used), "{used}");
+        assert!(lines.contains("turn39"), "the newest turn is kept");
+        assert!(!lines.contains("turn0 "), "the oldest is dropped");
+        assert!(Words(0).count_tokens(&lines).unwrap() <= 500);
+    }
+
+    #[test]
+    fn no_history_overflows_a_small_context() {
+        let history = long_history(500);
+        for context in [200, 400, 1000] {
+            let (lines, _) = fit_history(&Words(context), "and?", &history, 10_000, context).unwrap();
+            let rendered = Words(context).render(&prompt::rewrite(&lines, "and?"));
+            let total = Words(context).count_tokens(&rendered).unwrap();
+            assert!(total + REWRITE_TOKENS <= context, "{total} in {context}");
+        }
+    }
+
+    #[test]
+    fn an_answer_loses_its_sources_and_marks() {
+        let turn = Turn::assistant("Within 5 minutes [1][2].\n\nSources:\n[1] a.md\n[2] b.md");
+        assert_eq!(turn.line(), "Assistant: Within 5 minutes .");
+        assert_eq!(drop_marks("a [x] b [12] c"), "a [x] b  c");
+    }
+
+    #[test]
+    fn a_long_turn_is_clipped_at_a_character_boundary() {
+        let turn = Turn::user("é".repeat(MAX_TURN_CHARS));
+        assert!(turn.line().len() <= MAX_TURN_CHARS + "User: ".len());
+    }
+}
