@@ -2,6 +2,8 @@
 #
 #   make demo   install models, build, ingest the sample handbook, search it and ask it
 #   make test   install models, run the whole test suite (cargo tests, then
+#               the library checks: the engine alone without default
+#               features, cargo doc with warnings denied, the examples; then
 #               the HTTP API checks: openai client + schemathesis, then the
 #               web page in headless Chromium, then two read replicas behind
 #               HAProxy through a rolling restart, then `lore bench all` on
@@ -18,7 +20,7 @@ LORE := $(CARGO_TARGET_DIR)/release/lore
 DEMO_INDEX ?= index
 QUESTION ?= How quickly must a SEV1 page be acknowledged?
 
-.PHONY: demo test api-checks browser-checks screenshots models build lint bench-embed load \
+.PHONY: demo test lib-checks api-checks browser-checks screenshots models build lint bench-embed load \
 	bench bench-scale spark replica-checks
 
 demo: models build
@@ -29,10 +31,14 @@ demo: models build
 
 test: models spark
 	cargo test --release
+	bash scripts/examples.sh
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh
 	LORE_BIN=$(LORE) bash scripts/browser-checks.sh
 	LORE_BIN=$(LORE) bash scripts/replica-checks.sh
 	LORE_BIN=$(LORE) bash scripts/bench-smoke.sh
+
+lib-checks: models
+	bash scripts/examples.sh
 
 replica-checks: models build
 	LORE_BIN=$(LORE) bash scripts/replica-checks.sh

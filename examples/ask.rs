@@ -23,7 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let engine = lore::Engine::open(config)?;
 
-    let report = engine.ingest(lore::DEFAULT_COLLECTION, &[folder.into()], &lore::NoProgress)?;
+    let report = engine.ingest(
+        lore::DEFAULT_COLLECTION,
+        &[folder.into()],
+        &lore::NoProgress,
+    )?;
     eprintln!(
         "ingested {} files ({} chunks) in {:.1}s",
         report.added + report.updated + report.unchanged,

@@ -81,7 +81,9 @@ impl Embedder for RemoteEmbedder {
         let vectors: Vec<Vec<f32>> = serde_json::from_value(reply["vectors"].clone())
             .map_err(|e| Error::Inference(format!("embedding service: {e}")))?;
         if vectors.len() != texts.len() || vectors.iter().any(|v| v.len() != self.dim) {
-            return Err(Error::Inference("embedding service: wrong number or size of vectors".into()));
+            return Err(Error::Inference(
+                "embedding service: wrong number or size of vectors".into(),
+            ));
         }
         Ok(vectors)
     }
@@ -140,13 +142,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let service = BertEmbedder::load(&config.embedder_dir(), 256, 16)?;
     let addr = start_service(service)?;
     let embedder = Arc::new(RemoteEmbedder::connect(&addr)?);
-    eprintln!("embedding service at {addr}: {} ({} dims)", embedder.id(), embedder.dim());
+    eprintln!(
+        "embedding service at {addr}: {} ({} dims)",
+        embedder.id(),
+        embedder.dim()
+    );
 
-    config.index =
-        std::env::temp_dir().join(format!("lore-example-remote-{}", std::process::id()));
+    config.index = std::env::temp_dir().join(format!("lore-example-remote-{}", std::process::id()));
     let engine = Engine::with_embedder(config.clone(), embedder)?;
     let report = engine.ingest(lore::DEFAULT_COLLECTION, &[folder.into()], &NoProgress)?;
-    eprintln!("ingested {} chunks through the service", report.chunks_embedded);
+    eprintln!(
+        "ingested {} chunks through the service",
+        report.chunks_embedded
+    );
 
     let found = engine.search(&SearchRequest::new(query, 3, Mode::Dense))?;
     for hit in &found.hits {

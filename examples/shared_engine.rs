@@ -97,7 +97,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One engine for every worker: web::Data is an Arc.
     let shared = web::Data::new(engine);
 
-    let bind = if keep_serving { "127.0.0.1:8090" } else { "127.0.0.1:0" };
+    let bind = if keep_serving {
+        "127.0.0.1:8090"
+    } else {
+        "127.0.0.1:0"
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let app_data = shared.clone();
     let server = std::thread::spawn(move || {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP API checks against a real `lore serve` (part of `make test`):
 #   1. the official `openai` Python client (chat streaming and not, models,
-#      embeddings) gets a grounded answer;
+#      embeddings, a follow-up answered from the conversation) gets grounded
+#      answers;
 #   2. schemathesis fuzzes every endpoint from the served OpenAPI document:
 #      no 5xx, no response that violates the schema.
 # Needs: python3 with venv, a built lore (LORE_BIN), installed models.
@@ -18,6 +19,9 @@ need curl curl
 python_env "$venv" "openai, schemathesis" "openai>=1.40" "schemathesis>=4,<5"
 
 "$lore" --index "$work/index" ingest "$root/corpora/tiny" --json > /dev/null
+# A second collection for the conversation check (a follow-up about paging).
+"$lore" --index "$work/index" collection create handbook > /dev/null
+"$lore" --index "$work/index" --collection handbook ingest "$root/corpora/handbook/docs" --json > /dev/null
 port=$(free_port)
 # Generated cases may ask for many samples, long answers and reflection at
 # once: a lower per-request token budget keeps each one well inside the

@@ -2,7 +2,7 @@
 //! is: `<index>/server.json` holds its address and a random local token,
 //! readable by the owner only. A request carrying the token acts with write
 //! scope and may ingest any path: whoever can read the index directory can
-//! change the index anyway. The server writes it; [`crate::client`] reads it.
+//! change the index anyway. The server writes it; the CLI's client reads it.
 
 use std::path::{Path, PathBuf};
 

@@ -31,7 +31,7 @@ fn source_numbers(sources: usize) -> String {
         .join(" | ")
 }
 
-/// The grammar of a default answer: "According to [n]" and text in which
+/// The grammar of a default answer: "According to \[n\]" and text in which
 /// `[` only opens a citation of given sources (`[2]`, `[1, 3]`), never a
 /// link, a file name or a bracket of the document's own syntax. The
 /// abstention is not an alternative at the start: offered one, the default

@@ -73,8 +73,8 @@
 //!
 //! # Cargo features
 //!
-//! - `server` — the HTTP front end ([`server`]; actix-web, utoipa).
-//! - `cli` (default; takes `server`) — the `lore` binary and [`client`].
+//! - `server` — the HTTP front end (`server`; actix-web, utoipa).
+//! - `cli` (default; takes `server`) — the `lore` binary and `client`.
 //!
 //! `default-features = false` builds the engine alone.
 //!
@@ -87,7 +87,7 @@
 //! [`engine`] and [`search`], [`Config`] and its file format, the on-disk
 //! index format (a newer lore opens an older index) and the HTTP API of
 //! `api/openapi.json`. Not covered: the other public modules' internals
-//! ([`store`], [`chunk`], [`ingest`], [`prompt`], [`bench`], [`server`]'s
+//! ([`store`], [`chunk`], [`ingest`], [`prompt`], [`bench`](mod@bench), `server`'s
 //! Rust items), which are public so that lore's own binary, tests and
 //! benchmarks can reach them; prompts and default tuning values, which
 //! change when measurements say so.
@@ -99,9 +99,9 @@
 //! [`chunk`] → [`embed`] → [`store`] (docs, vectors, keywords, manifest) →
 //! [`search`] → [`prompt`] → [`generate`] → [`answer`] → [`engine`], the
 //! façade that embedding programs call → [`watch`], which keeps it fresh →
-//! [`eval`] and [`bench`], which measure it → [`keys`] (the API key store)
-//! and [`audit`] (the trail of writes) → [`announce`] and [`client`] (how a
-//! process reaches a server that holds the index) → [`server`], the HTTP
+//! [`eval`] and [`bench`](mod@bench), which measure it → [`keys`] (the API key store)
+//! and [`audit`] (the trail of writes) → [`announce`] and `client` (how a
+//! process reaches a server that holds the index) → `server`, the HTTP
 //! front end; the CLI sits on top. See ARCHITECTURE.md for the invariants.
 
 #![warn(missing_docs)]

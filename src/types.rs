@@ -82,9 +82,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 /// Identity of a document: derived from its normalized source path (plus the
 /// record id for documents that live inside a corpus file).
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct DocId(pub String);
 
@@ -102,9 +100,7 @@ impl fmt::Display for DocId {
 }
 
 /// Identity of a chunk: (document, byte range, content hash).
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ChunkId(pub String);
 

@@ -122,7 +122,9 @@ impl WatchStats {
 }
 
 enum Message {
-    Fs(notify::Result<notify::Event>),
+    /// An event, with when it arrived (the lag counts from there, not from
+    /// when this thread got to it).
+    Fs(Instant, notify::Result<notify::Event>),
     Stop,
 }
 
@@ -153,7 +155,7 @@ impl Watcher {
         let (tx, rx) = channel();
         let events = tx.clone();
         let mut fs = notify::recommended_watcher(move |event| {
-            let _ = events.send(Message::Fs(event));
+            let _ = events.send(Message::Fs(Instant::now(), event));
         })
         .map_err(|e| Error::Config(format!("cannot watch files: {e}")))?;
         for root in &roots {
@@ -177,7 +179,7 @@ impl Watcher {
             dirty: Vec::new(),
         };
         if scan_first {
-            lane.mark_all(true);
+            lane.mark_all(Instant::now(), true);
         }
         let thread = std::thread::Builder::new()
             .name("lore-watch".into())
@@ -205,7 +207,14 @@ impl Watcher {
         let index = engine.dir().to_path_buf();
         let name = collection.to_string();
         let apply = move |roots: &[PathBuf]| engine.ingest(&name, roots, &NoProgress);
-        Self::start(roots, Some(&index), scan_first, config, Box::new(apply), on_batch)
+        Self::start(
+            roots,
+            Some(&index),
+            scan_first,
+            config,
+            Box::new(apply),
+            on_batch,
+        )
     }
 
     /// The watcher's counters.
@@ -282,11 +291,11 @@ impl Lane {
             });
             match rx.recv_timeout(wait) {
                 Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(Message::Fs(Ok(event))) => self.event(&event),
-                Ok(Message::Fs(Err(err))) => {
+                Ok(Message::Fs(at, Ok(event))) => self.event(at, &event),
+                Ok(Message::Fs(at, Err(err))) => {
                     tracing::warn!(error = %err, "file-system events were lost; rescanning");
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    self.mark_all(true);
+                    self.mark_all(at, true);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -295,7 +304,7 @@ impl Lane {
                 && now >= at
             {
                 self.stats.rescans.fetch_add(1, Ordering::Relaxed);
-                self.mark_all(true);
+                self.mark_all(now, true);
                 next_rescan = Some(now + every);
             }
             let ready = self
@@ -308,11 +317,11 @@ impl Lane {
         }
     }
 
-    fn event(&mut self, event: &notify::Event) {
+    fn event(&mut self, at: Instant, event: &notify::Event) {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
         if event.need_rescan() {
             self.stats.rescans.fetch_add(1, Ordering::Relaxed);
-            self.mark_all(true);
+            self.mark_all(at, true);
             return;
         }
         if matches!(event.kind, notify::EventKind::Access(_)) {
@@ -323,34 +332,35 @@ impl Lane {
                 continue;
             }
             if let Some(root) = self.roots.iter().position(|r| path.starts_with(r)) {
-                self.mark(root, false);
+                self.mark(root, at, false);
             }
         }
     }
 
-    fn mark_all(&mut self, rescan: bool) {
+    fn mark_all(&mut self, at: Instant, rescan: bool) {
         for root in 0..self.roots.len() {
-            self.mark(root, rescan);
+            self.mark(root, at, rescan);
         }
     }
 
-    fn mark(&mut self, root: usize, rescan: bool) {
-        let now = Instant::now();
+    /// Root `root` changed at `at`.
+    fn mark(&mut self, root: usize, at: Instant, rescan: bool) {
         if let Some(dirty) = self.dirty.iter_mut().find(|d| d.root == root) {
             dirty.events += 1;
-            dirty.last = now;
+            dirty.first = dirty.first.min(at);
+            dirty.last = dirty.last.max(at);
             dirty.rescan |= rescan;
             return;
         }
         if self.dirty.is_empty() {
-            let since = self.stats.micros(now);
+            let since = self.stats.micros(at);
             self.stats.pending_since_us.store(since, Ordering::Relaxed);
         }
         self.dirty.push(Dirty {
             root,
             events: 1,
-            first: now,
-            last: now,
+            first: at,
+            last: at,
             rescan,
         });
     }
@@ -359,7 +369,11 @@ impl Lane {
     fn apply_dirty(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         let roots: Vec<PathBuf> = dirty.iter().map(|d| self.roots[d.root].clone()).collect();
-        let first = dirty.iter().map(|d| d.first).min().unwrap_or_else(Instant::now);
+        let first = dirty
+            .iter()
+            .map(|d| d.first)
+            .min()
+            .unwrap_or_else(Instant::now);
         let outcome = (self.apply)(&roots);
         let lag = first.elapsed();
         self.stats.applied(lag);
@@ -414,9 +428,15 @@ mod tests {
             log.lock().unwrap().push(roots.to_vec());
             Ok(IngestReport::default())
         };
-        let watcher =
-            Watcher::start(&[root.to_path_buf()], None, false, config, Box::new(apply), Box::new(|_| {}))
-                .unwrap();
+        let watcher = Watcher::start(
+            &[root.to_path_buf()],
+            None,
+            false,
+            config,
+            Box::new(apply),
+            Box::new(|_| {}),
+        )
+        .unwrap();
         (watcher, seen)
     }
 
@@ -447,7 +467,12 @@ mod tests {
         assert_eq!(reading.lag_s, 0.0);
         assert!(reading.last_lag_s > 0.0);
         let root = dir.path().canonicalize().unwrap();
-        assert!(seen.lock().unwrap().iter().all(|b| b == &vec![root.clone()]));
+        assert!(
+            seen.lock()
+                .unwrap()
+                .iter()
+                .all(|b| b == &vec![root.clone()])
+        );
     }
 
     #[test]
@@ -495,7 +520,14 @@ mod tests {
         let file = dir.path().join("a.txt");
         std::fs::write(&file, "x").unwrap();
         let apply = |_: &[PathBuf]| Ok(IngestReport::default());
-        let err = Watcher::start(&[file], None, false, &fast(), Box::new(apply), Box::new(|_| {}));
+        let err = Watcher::start(
+            &[file],
+            None,
+            false,
+            &fast(),
+            Box::new(apply),
+            Box::new(|_| {}),
+        );
         assert!(matches!(err, Err(Error::InvalidRequest(_))));
     }
 }

@@ -22,7 +22,13 @@ fn server() -> (tempfile::TempDir, Server) {
 }
 
 fn post(server: &Server, path: &str, body: &Value) -> Value {
-    let (code, _, reply) = http(&server.addr, "POST", path, Some(KEY), Some(&body.to_string()));
+    let (code, _, reply) = http(
+        &server.addr,
+        "POST",
+        path,
+        Some(KEY),
+        Some(&body.to_string()),
+    );
     assert_eq!(code, 200, "{path}: {reply}");
     serde_json::from_str(&reply).unwrap()
 }
@@ -37,7 +43,10 @@ const FOLLOW_UP: &str = "And how fast for SEV2?";
 fn assert_answered_from_history(standalone: &str, retrieved: &Value, cited: &Value, answer: &str) {
     assert!(standalone.to_uppercase().contains("SEV2"), "{standalone}");
     assert!(
-        retrieved[0]["path"].as_str().unwrap().ends_with("paging-policy.md"),
+        retrieved[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("paging-policy.md"),
         "{retrieved}"
     );
     assert!(
@@ -125,7 +134,10 @@ fn a_long_history_never_overflows_the_context() {
         rewrite_tokens > 0 && rewrite_tokens + 64 <= 2048,
         "{timings}"
     );
-    assert!(timings["prompt_tokens"].as_u64().unwrap() <= 2048, "{timings}");
+    assert!(
+        timings["prompt_tokens"].as_u64().unwrap() <= 2048,
+        "{timings}"
+    );
     // The newest turns were kept: the rewrite still knows it is about paging.
     let standalone = asked["standalone_question"].as_str().unwrap();
     assert!(standalone.to_uppercase().contains("SEV2"), "{standalone}");
@@ -151,10 +163,18 @@ fn lore_chat_keeps_the_conversation() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{FIRST}\n{FOLLOW_UP}\n/sources\n/reset\n/bogus\n/quit").unwrap();
+    writeln!(
+        stdin,
+        "{FIRST}\n{FOLLOW_UP}\n/sources\n/reset\n/bogus\n/quit"
+    )
+    .unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("(searched for:"), "{stdout}");
     assert!(stdout.to_uppercase().contains("SEV2"), "{stdout}");

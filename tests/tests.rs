@@ -4,6 +4,7 @@ mod util;
 
 mod ask;
 mod collections;
+mod conversation;
 mod crash;
 mod embedding;
 mod fuzz;
@@ -16,4 +17,3 @@ mod serve;
 mod spark;
 mod techniques;
 mod watch;
-mod conversation;

@@ -127,7 +127,9 @@ fn served_folder_changes_are_searchable_within_seconds() {
             _ => {
                 let (file, word) = live.remove(0);
                 std::fs::remove_file(docs.join(&file)).unwrap();
-                until(&format!("{file} deleted"), || found(&server, &word).is_empty())
+                until(&format!("{file} deleted"), || {
+                    found(&server, &word).is_empty()
+                })
             }
         };
         lags.push((kind.to_string(), lag));
@@ -135,7 +137,11 @@ fn served_folder_changes_are_searchable_within_seconds() {
     let mut all: Vec<f64> = lags.iter().map(|(_, l)| *l).collect();
     all.sort_by(f64::total_cmp);
     for kind in ["create", "edit", "rename", "delete"] {
-        let mut of: Vec<f64> = lags.iter().filter(|(k, _)| k == kind).map(|(_, l)| *l).collect();
+        let mut of: Vec<f64> = lags
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, l)| *l)
+            .collect();
         of.sort_by(f64::total_cmp);
         eprintln!(
             "watch {kind}: {} changes, p50 {:.2}s, max {:.2}s",
@@ -185,7 +191,11 @@ fn a_burst_of_two_thousand_files_settles_consistent() {
     }
     for n in 200..300 {
         let folder = docs.join(format!("part{}", n % 20));
-        std::fs::rename(folder.join(format!("f{n}.md")), folder.join(format!("r{n}.md"))).unwrap();
+        std::fs::rename(
+            folder.join(format!("f{n}.md")),
+            folder.join(format!("r{n}.md")),
+        )
+        .unwrap();
     }
     let expected = 1 + 2000 - 200;
     let status = || -> Value {
@@ -206,7 +216,10 @@ fn a_burst_of_two_thousand_files_settles_consistent() {
         start.elapsed().as_secs_f64()
     );
     assert_eq!(status()["chunks"], expected);
-    assert!(found(&server, "burst5q").is_empty(), "a deleted file remains");
+    assert!(
+        found(&server, "burst5q").is_empty(),
+        "a deleted file remains"
+    );
     assert_eq!(found(&server, "burst250q"), ["r250.md"]);
     assert_eq!(found(&server, "burst1999q"), ["f1999.md"]);
 }
@@ -241,7 +254,10 @@ fn ingest_watch_applies_changes_and_stops_cleanly() {
     assert!(status.success(), "{status:?}");
     let hits = json(lore(&index).args(["search", "narwhal", "--mode", "bm25", "--json"]));
     assert!(
-        hits["hits"][0]["path"].as_str().unwrap().ends_with("second.md"),
+        hits["hits"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("second.md"),
         "{hits}"
     );
 }

@@ -15,7 +15,7 @@ use super::{EmbedBench, GenerateBench, GraphBench, Memory};
 use crate::chunk::Chunker;
 use crate::config::Config;
 use crate::embed::Embedder;
-use crate::engine::{Engine, IngestReport, NoProgress};
+use crate::engine::{AskRequest, Engine, IngestReport, NoProgress, Turn};
 use crate::error::{Error, Result};
 use crate::generate::Generator;
 use crate::generate::gguf::GgufGenerator;
@@ -38,6 +38,9 @@ pub struct AllOptions {
     pub graph_vectors: usize,
     /// GGUF generators to measure.
     pub generators: Vec<PathBuf>,
+    /// Two-turn conversations per generator (a question, then a follow-up
+    /// that needs it), for the cost of the standalone rewrite.
+    pub conversations: usize,
     /// Scratch directory (replaced).
     pub work: PathBuf,
 }
@@ -130,6 +133,8 @@ pub struct AllBench {
     pub graph_scaled: Option<GraphBench>,
     /// Prompt and decode speed of each generator.
     pub generators: Vec<GenerateBench>,
+    /// What rewriting a follow-up costs next to answering it, per generator.
+    pub conversations: Vec<ConversationBench>,
     /// Bytes on disk per 1,000 chunks.
     pub disk_bytes_per_1k_chunks: f64,
     /// Resident memory after the searches (before any generator loads).
@@ -180,13 +185,26 @@ pub fn all(config: &Config, options: &AllOptions, progress: &dyn Fn(&str)) -> Re
     drop(items);
     let status = index.status()?;
     let search_rss_bytes = Memory::now().rss_bytes;
+    // Closes the index: the conversations open it again with each model.
+    drop(collection);
     drop(engine);
     let text = texts.join("\n\n");
     let mut generators = Vec::new();
+    let mut conversations = Vec::new();
     for path in &options.generators {
         progress(&format!("generator {}", path.display()));
         let model: Arc<dyn Generator> = Arc::new(GgufGenerator::load(path)?);
         generators.push(super::generate(model.as_ref(), &text, 512, 64)?);
+        if options.conversations > 0 {
+            progress(&format!("conversations with {}", path.display()));
+            let engine = Engine::open(Config {
+                index: work.join("index"),
+                ..config.clone()
+            })?
+            .with_generator(model);
+            let asked = &queries[..options.conversations.min(queries.len())];
+            conversations.push(conversation(&engine, asked)?);
+        }
     }
     let _ = std::fs::remove_dir_all(work);
     Ok(AllBench {
@@ -200,10 +218,81 @@ pub fn all(config: &Config, options: &AllOptions, progress: &dyn Fn(&str)) -> Re
         graph,
         graph_scaled,
         generators,
+        conversations,
         disk_bytes_per_1k_chunks: status.index_bytes as f64 * 1000.0 / status.chunks.max(1) as f64,
         search_rss_bytes,
         peak_rss_bytes: Memory::now().peak_bytes,
         seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The cost of a conversation's rewrite on one generator.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationBench {
+    /// The model.
+    pub model: String,
+    /// Conversations run.
+    pub conversations: usize,
+    /// Mean time of the rewrite, ms.
+    pub rewrite_ms: f64,
+    /// Mean prompt tokens of the rewrite.
+    pub rewrite_prompt_tokens: f64,
+    /// Mean time of answering the rewritten follow-up (retrieval, prompt,
+    /// decoding), ms: the baseline the rewrite is added to.
+    pub answer_ms: f64,
+    /// `rewrite_ms / answer_ms`.
+    pub ratio: f64,
+    /// Follow-ups whose best hit is the first question's best document:
+    /// the rewrite kept the topic.
+    pub same_top_document: f64,
+}
+
+/// The follow-up every benchmark conversation asks: it means nothing
+/// without the first question.
+const FOLLOW_UP: &str = "Can you say more about that?";
+
+/// Each question asked, then [`FOLLOW_UP`] with it as the history.
+fn conversation(engine: &Engine, questions: &[String]) -> Result<ConversationBench> {
+    let short = crate::generate::Sampling {
+        max_tokens: 48,
+        ..Default::default()
+    };
+    let (mut rewrite_ms, mut tokens, mut answer_ms, mut same) = (0.0, 0.0, 0.0, 0);
+    for question in questions {
+        let first = engine.ask(
+            &AskRequest {
+                sampling: short.clone(),
+                ..AskRequest::new(question.clone())
+            },
+            &mut |_| true,
+        )?;
+        let history = vec![Turn::user(question.clone()), Turn::assistant(first.answer)];
+        let follow = engine.ask(
+            &AskRequest {
+                sampling: short.clone(),
+                history,
+                ..AskRequest::new(FOLLOW_UP)
+            },
+            &mut |_| true,
+        )?;
+        let t = &follow.timings;
+        rewrite_ms += t.rewrite_ms;
+        tokens += t.rewrite_prompt_tokens as f64;
+        answer_ms += t.retrieve_ms + t.prompt_ms + t.gen_ms;
+        let top = |hits: &[crate::search::Hit]| hits.first().map(|h| h.doc_id.clone());
+        if top(&first.retrieved).is_some() && top(&first.retrieved) == top(&follow.retrieved) {
+            same += 1;
+        }
+    }
+    let n = questions.len().max(1) as f64;
+    Ok(ConversationBench {
+        model: engine.generator()?.id().to_string(),
+        conversations: questions.len(),
+        rewrite_ms: rewrite_ms / n,
+        rewrite_prompt_tokens: tokens / n,
+        answer_ms: answer_ms / n,
+        ratio: rewrite_ms / answer_ms.max(1e-9),
+        same_top_document: same as f64 / n,
     })
 }
 

@@ -31,7 +31,7 @@ pub struct Throughput {
     pub backend: String,
     /// Chunks embedded.
     pub chunks: usize,
-    /// Tokens embedded ([CLS]/[SEP] included).
+    /// Tokens embedded (`[CLS]`/`[SEP]` included).
     pub tokens: usize,
     /// Wall time.
     pub seconds: f64,

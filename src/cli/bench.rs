@@ -130,6 +130,18 @@ fn print_all(r: &AllBench) {
             g.time_to_first_token_ms
         );
     }
+    for c in &r.conversations {
+        println!(
+            "conversation {}: rewrite {:.0} ms ({:.0} prompt tokens) = {:.2}x of answering ({:.0} ms), {} conversations, same top document {:.0}%",
+            c.model,
+            c.rewrite_ms,
+            c.rewrite_prompt_tokens,
+            c.ratio,
+            c.answer_ms,
+            c.conversations,
+            c.same_top_document * 100.0
+        );
+    }
     println!(
         "disk: {:.0} KiB per 1k chunks; memory: {:.0} MiB after search, {:.0} MiB peak; {:.0}s in all",
         r.disk_bytes_per_1k_chunks / 1024.0,

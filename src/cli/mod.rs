@@ -262,6 +262,10 @@ enum BenchCommand {
         /// Generators: `default`, `light` or GGUF paths, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "light,default")]
         generators: Vec<String>,
+        /// Two-turn conversations per generator (a BEIR query, then a
+        /// follow-up that needs it): the rewrite's cost next to the answer.
+        #[arg(long, default_value_t = 5)]
+        conversations: usize,
         /// Write the JSON report to this file.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -836,6 +840,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             queries,
             graph_vectors,
             generators,
+            conversations,
             json,
         }) => {
             let beir = beir.unwrap_or_else(|| {
@@ -857,6 +862,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 queries,
                 graph_vectors,
                 generators: Vec::new(),
+                conversations,
                 work: std::env::temp_dir().join(format!("lore-bench-all-{}", std::process::id())),
             };
             bench::all(
@@ -1108,7 +1114,14 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
     } else {
         print_ingest(&report, false)?;
     }
-    watch::follow(backend, collection, &args.watch, index, &watching, args.json)
+    watch::follow(
+        backend,
+        collection,
+        &args.watch,
+        index,
+        &watching,
+        args.json,
+    )
 }
 
 fn print_ingest(report: &lore::IngestReport, json: bool) -> anyhow::Result<()> {

@@ -53,8 +53,7 @@ pub fn follow(
             let engine: Arc<lore::Engine> = Arc::from(engine);
             let held = engine.clone();
             let name = collection.clone();
-            let apply =
-                move |roots: &[PathBuf]| held.ingest(&name, roots, &lore::NoProgress);
+            let apply = move |roots: &[PathBuf]| held.ingest(&name, roots, &lore::NoProgress);
             (Box::new(apply), Some(engine))
         }
         Backend::Server(remote) => {
@@ -70,7 +69,14 @@ pub fn follow(
         }
     };
     let on_batch = move |batch: &Batch| print_batch(batch, json);
-    let watcher = Watcher::start(folders, Some(&index), false, config, apply, Box::new(on_batch))?;
+    let watcher = Watcher::start(
+        folders,
+        Some(&index),
+        false,
+        config,
+        apply,
+        Box::new(on_batch),
+    )?;
     if !json {
         eprintln!(
             "lore: watching {} folder(s) into '{collection}'; Ctrl-C stops",

@@ -6,7 +6,7 @@
 //!   end with no padding; the dense layers run as one large GEMM over all
 //!   tokens, Q/K/V as one fused projection (Q pre-scaled), attention per
 //!   sequence, and erf-GELU through the vectorised kernel in
-//!   [`super::kernels`].
+//!   `kernels`.
 //! - [`Backend::Reference`]: candle-transformers' `BertModel` on padded,
 //!   length-sorted batches, as in candle's example. Kept as the baseline for
 //!   `lore bench` and as a parity oracle in tests.

@@ -450,9 +450,7 @@ impl Engine {
         };
         let reflection = if techniques.reflect {
             let (reflected, generated) =
-                pass.reflect(question, &draft, &answer_constraint, &mut || {
-                    on_text("")
-                })?;
+                pass.reflect(question, &draft, &answer_constraint, &mut || on_text(""))?;
             timings.add(&generated);
             let verdict = reflected.verdict;
             if let Some(revised) = reflected.revised {

@@ -248,7 +248,10 @@ mod tests {
             Ok(text.split_whitespace().count())
         }
         fn render(&self, messages: &[Message]) -> String {
-            messages.iter().map(|m| format!("{}\n", m.content)).collect()
+            messages
+                .iter()
+                .map(|m| format!("{}\n", m.content))
+                .collect()
         }
         fn generate(
             &self,
@@ -295,7 +298,8 @@ mod tests {
     fn no_history_overflows_a_small_context() {
         let history = long_history(500);
         for context in [200, 400, 1000] {
-            let (lines, _) = fit_history(&Words(context), "and?", &history, 10_000, context).unwrap();
+            let (lines, _) =
+                fit_history(&Words(context), "and?", &history, 10_000, context).unwrap();
             let rendered = Words(context).render(&prompt::rewrite(&lines, "and?"));
             let total = Words(context).count_tokens(&rendered).unwrap();
             assert!(total + REWRITE_TOKENS <= context, "{total} in {context}");

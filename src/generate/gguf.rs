@@ -2,7 +2,7 @@
 //! `general.architecture`: `qwen2` (the default Qwen2.5-Coder) and `llama`
 //! (SmolLM2 and other Llama-family models). The tokenizer is built from the
 //! GGUF's own vocabulary; the chat template is the ChatML both families use.
-//! The forward pass is [`super::decoder`].
+//! The forward pass is `decoder`.
 
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};

@@ -191,10 +191,16 @@ fn limit(command: &mut Command) {
             Err(std::io::Error::last_os_error())
         }
     };
-    // SAFETY: the closure only calls setrlimit (async-signal-safe) between
-    // fork and exec, and allocates nothing.
+    // SAFETY: the closure only calls setrlimit, sigemptyset and
+    // pthread_sigmask (async-signal-safe) between fork and exec, and
+    // allocates nothing. The child gets an empty signal mask: a parent
+    // that holds SIGINT/SIGTERM for `sigwait` (`lore ingest --watch`)
+    // must not pass that on.
     unsafe {
         command.pre_exec(move || {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             set(libc::RLIMIT_AS, MEMORY_LIMIT)?;
             set(libc::RLIMIT_CPU, CPU_LIMIT_S)?;
             set(libc::RLIMIT_CORE, 0)

@@ -1,5 +1,5 @@
 //! Retrieved chunks + question → a chat [`Prompt`] for the generator. The
-//! chunks are numbered [1]..[n] with their source paths and packed, best
+//! chunks are numbered `[1]`..`[n]` with their source paths and packed, best
 //! first, into a token budget: the context window minus the system prompt,
 //! the question, any worked examples and the tokens reserved for the
 //! answer. The wording lives in the `.txt` files beside this file
@@ -252,8 +252,12 @@ pub fn rewrite(history: &str, question: &str) -> Vec<Message> {
         content: SYSTEM_REWRITE.trim().to_string(),
     }];
     for block in REWRITE_EXAMPLES.split("\n\n") {
-        let (before, answer) = block.rsplit_once("\nRewritten question: ").unwrap_or((block, ""));
-        let (turns, asked) = before.rsplit_once("\nLast question: ").unwrap_or(("", before));
+        let (before, answer) = block
+            .rsplit_once("\nRewritten question: ")
+            .unwrap_or((block, ""));
+        let (turns, asked) = before
+            .rsplit_once("\nLast question: ")
+            .unwrap_or(("", before));
         messages.push(ask(turns, asked));
         messages.push(Message {
             role: Role::Assistant,
@@ -390,7 +394,10 @@ mod tests {
             "User: How fast is a SEV1 page acknowledged?\nAssistant: Within 5 minutes.",
             "And for SEV2?",
         );
-        assert_eq!(messages.len(), 2 + 2 * REWRITE_EXAMPLES.split("\n\n").count());
+        assert_eq!(
+            messages.len(),
+            2 + 2 * REWRITE_EXAMPLES.split("\n\n").count()
+        );
         assert!(messages.iter().all(|m| !m.content.is_empty()));
         assert_golden("golden_rewrite.txt", &Words.render(&messages));
     }

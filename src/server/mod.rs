@@ -1,8 +1,8 @@
 //! `lore serve`: the HTTP front end (actix-web). Handlers only translate:
 //! JSON in, one call to the shared [`Engine`], JSON or Server-Sent Events
 //! out. Model work runs on blocking threads, never on the reactor;
-//! generations pass a bounded [`Gate`] (429 when it is full); keys and
-//! metrics are middleware; every error is a JSON body ([`error::ApiError`]).
+//! generations pass a bounded `Gate` (429 when it is full); keys and
+//! metrics are middleware; every error is a JSON body (`ApiError`).
 
 mod auth;
 mod error;

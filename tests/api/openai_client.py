@@ -1,6 +1,7 @@
 """The official `openai` Python client against `lore serve`: a grounded
 answer from chat.completions.create, streaming and not, structured output
-parsed into a Pydantic model, plus models and embeddings.
+parsed into a Pydantic model, models and embeddings, and a follow-up
+question answered from the conversation before it.
 Usage: python openai_client.py BASE_URL API_KEY"""
 import sys
 from typing import Literal
@@ -56,4 +57,20 @@ assert "lore" in ids and "lore:default" in ids, ids
 vectors = client.embeddings.create(model="lore", input=["espresso", "pour-over"]).data
 assert len(vectors) == 2 and len(vectors[0].embedding) == 384, len(vectors[0].embedding)
 print("models:", ids, "embeddings:", len(vectors), "x", len(vectors[0].embedding))
+# A conversation: the follow-up means nothing alone; lore rewrites it from
+# the earlier messages before retrieval and reports the rewrite.
+first = [{"role": "user", "content": "How quickly must a SEV1 page be acknowledged?"}]
+reply = client.chat.completions.create(model="lore:handbook", messages=first, max_tokens=64)
+follow_up = first + [
+    {"role": "assistant", "content": reply.choices[0].message.content},
+    {"role": "user", "content": "And how fast for SEV2?"},
+]
+reply = client.chat.completions.create(model="lore:handbook", messages=follow_up, max_tokens=64)
+extra = reply.model_extra["lore"]
+text = reply.choices[0].message.content
+assert "SEV2" in extra["standalone_question"].upper(), extra["standalone_question"]
+assert extra["retrieved"][0]["path"].endswith("paging-policy.md"), extra["retrieved"]
+assert any(c["path"].endswith("paging-policy.md") for c in extra["citations"]), extra["citations"]
+assert "15" in text, text
+print("conversation:", extra["standalone_question"], "->", text.replace("\n", " ")[:120])
 print("1 passed, 0 failed")
