@@ -167,7 +167,11 @@ fn keys_errors_documents_queue_and_shutdown() {
         ("POST", "/v1/ask", r#"{"question": "   "}"#),
         ("POST", "/v1/ask", r#"{"question": "x", "temperature": -1}"#),
         ("POST", "/v1/chat/completions", r#"{"messages": []}"#),
-        ("POST", "/v1/ask", r#"{"question": "x", "history": "earlier"}"#),
+        (
+            "POST",
+            "/v1/ask",
+            r#"{"question": "x", "history": "earlier"}"#,
+        ),
         (
             "POST",
             "/v1/ask",

@@ -13,7 +13,7 @@ use lore::{AskRequest, AskResponse};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-use super::{Backend, ChatArgs, Global, config, open_backend, print_sources};
+use super::{Backend, ChatArgs, Global, open_backend, print_sources, with_generator};
 
 const HELP: &str = "Ask anything about the documents; follow-ups use the conversation.\n\
   /sources  the chunks the last answer was given\n\
@@ -22,11 +22,7 @@ const HELP: &str = "Ask anything about the documents; follow-ups use the convers
 
 /// Runs the session until /quit or end of input.
 pub fn run(global: &Global, args: ChatArgs) -> anyhow::Result<()> {
-    let config = config(global, |c| {
-        if args.generator.is_some() {
-            c.generator.model = args.generator.clone();
-        }
-    })?;
+    let config = with_generator(global, args.generator.as_ref())?;
     let collections = config.collections();
     let backend = open_backend(config, true)?;
     let mut editor = DefaultEditor::new().context("while starting the line editor")?;

@@ -1163,12 +1163,17 @@ fn search(global: &Global, args: SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
-    let config = config(global, |c| {
-        if args.generator.is_some() {
-            c.generator.model = args.generator.clone();
+/// The configuration with `--generator`, when given, as the model.
+fn with_generator(global: &Global, generator: Option<&String>) -> anyhow::Result<Config> {
+    config(global, |c| {
+        if let Some(model) = generator {
+            c.generator.model = Some(model.clone());
         }
-    })?;
+    })
+}
+
+fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
+    let config = with_generator(global, args.generator.as_ref())?;
     let collections = config.collections();
     let backend = open_backend(config, true)?;
     let defaults = lore::generate::Sampling::default();

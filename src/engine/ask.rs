@@ -393,11 +393,7 @@ impl Engine {
             return Ok(response);
         }
         let generator = self.generator()?;
-        let context = self
-            .config
-            .generator
-            .context_tokens
-            .min(generator.context_length());
+        let context = self.context_tokens(generator.as_ref());
         let techniques = &request.techniques;
         let reserve = request.sampling.max_tokens * if techniques.cot { 2 } else { 1 };
         let examples = if techniques.few_shot {

@@ -109,11 +109,7 @@ impl Engine {
         }
         let start = Instant::now();
         let generator = self.generator()?;
-        let context = self
-            .config
-            .generator
-            .context_tokens
-            .min(generator.context_length());
+        let context = self.context_tokens(generator.as_ref());
         let (lines, turns_used) = fit_history(
             generator.as_ref(),
             question,
@@ -135,20 +131,44 @@ impl Engine {
         };
         let generated =
             generator.generate(&rendered, &sampling, Some(&one_line), &mut |_| go_on())?;
-        let rewritten = generated.text.trim();
-        // An empty rewrite, or one cut off at the token limit, is worth
-        // less than the question as asked.
-        let question = if rewritten.len() < 3 || generated.gen_tokens >= REWRITE_TOKENS {
-            question.trim().to_string()
-        } else {
-            rewritten.to_string()
-        };
+        let question = standalone_or_fallback(&generated, question, history);
         Ok(Some(Rewrite {
             question,
             turns_used,
             generated,
             ms: start.elapsed().as_secs_f64() * 1000.0,
         }))
+    }
+}
+
+/// The model's rewrite, unless it is empty, cut off at the token limit, or
+/// the follow-up repeated as it was: then the last earlier user turn
+/// followed by the follow-up, which at least gives retrieval the words the
+/// follow-up refers to.
+fn standalone_or_fallback(generated: &Generated, question: &str, history: &[Turn]) -> String {
+    let rewritten = generated
+        .text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let asked = question.split_whitespace().collect::<Vec<_>>().join(" ");
+    let usable = rewritten.len() >= 3
+        && generated.gen_tokens < REWRITE_TOKENS
+        && !rewritten.eq_ignore_ascii_case(&asked);
+    if usable {
+        return rewritten;
+    }
+    let before = history
+        .iter()
+        .rev()
+        .find(|t| t.role == Speaker::User && !t.content.trim().is_empty());
+    match before {
+        Some(turn) => {
+            let earlier = clip(&turn.content, MAX_TURN_CHARS);
+            let earlier = earlier.split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("{earlier} {asked}")
+        }
+        None => asked,
     }
 }
 
@@ -297,13 +317,58 @@ mod tests {
     #[test]
     fn no_history_overflows_a_small_context() {
         let history = long_history(500);
-        for context in [200, 400, 1000] {
-            let (lines, _) =
+        // Too small for the rewrite's own prompt: no turn, so no rewrite.
+        let (_, used) = fit_history(&Words(150), "and?", &history, 10_000, 150).unwrap();
+        assert_eq!(used, 0);
+        for context in [600, 1000, 2048] {
+            let (lines, used) =
                 fit_history(&Words(context), "and?", &history, 10_000, context).unwrap();
+            assert!(used > 0, "{context}");
             let rendered = Words(context).render(&prompt::rewrite(&lines, "and?"));
             let total = Words(context).count_tokens(&rendered).unwrap();
             assert!(total + REWRITE_TOKENS <= context, "{total} in {context}");
         }
+    }
+
+    fn generated(text: &str, tokens: usize) -> Generated {
+        Generated {
+            text: text.into(),
+            prompt_tokens: 10,
+            prompt_ms: 0.0,
+            gen_tokens: tokens,
+            gen_ms: 0.0,
+            stop: StopReason::EndToken,
+        }
+    }
+
+    #[test]
+    fn a_useless_rewrite_falls_back_to_the_earlier_question() {
+        let history = [
+            Turn::user("Where is form X sent?"),
+            Turn::assistant("To the office."),
+        ];
+        let ask = "and  why?";
+        let fallback = "Where is form X sent? and why?";
+        assert_eq!(
+            standalone_or_fallback(&generated("Why is form X sent there?", 8), ask, &history),
+            "Why is form X sent there?"
+        );
+        assert_eq!(
+            standalone_or_fallback(&generated(" And why? ", 4), ask, &history),
+            fallback
+        );
+        assert_eq!(
+            standalone_or_fallback(&generated("", 0), ask, &history),
+            fallback
+        );
+        assert_eq!(
+            standalone_or_fallback(&generated("cut off", REWRITE_TOKENS), ask, &history),
+            fallback
+        );
+        assert_eq!(
+            standalone_or_fallback(&generated("", 0), ask, &[Turn::assistant("hi")]),
+            "and why?"
+        );
     }
 
     #[test]

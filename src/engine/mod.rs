@@ -396,6 +396,15 @@ impl Engine {
         Ok(self.generator.get_or_init(|| loaded))
     }
 
+    /// The context window prompts are built for: the configured
+    /// `generator.context_tokens`, capped by the model's own.
+    fn context_tokens(&self, generator: &dyn Generator) -> usize {
+        self.config
+            .generator
+            .context_tokens
+            .min(generator.context_length())
+    }
+
     /// Searches the request's collections (results fused across them).
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
         let collections = request
