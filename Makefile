@@ -69,6 +69,7 @@ build:
 lint:
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --no-default-features -- -D warnings
 
 bench-embed: models build
 	$(LORE) bench embed --corpus ../shared/eval/scifact-dev/corpus.jsonl --chunks 128
