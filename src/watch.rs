@@ -5,7 +5,8 @@
 //! the index, re-embeds only new and changed files and removes what is
 //! gone. So the watcher keeps ingest's guarantees by construction: ignore
 //! rules, size limits, symlinks that never leave the folder, broken files
-//! skipped with a message, one atomic change set per batch.
+//! skipped with a message, and the same crash safety (a killed process
+//! leaves an index that opens, consistent, at its last checkpoint).
 //!
 //! Why whole folders rather than the paths the events name: an editor's
 //! save-by-rename, a move, a `git checkout` of thousands of files and a

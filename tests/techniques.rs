@@ -127,8 +127,12 @@ fn json_schema_and_grammar_hold_at_any_temperature() {
 fn the_cited_schema_cites_only_given_sources() {
     let (_tmp, index) = ingested("corpora/tiny");
     for seed in ["1", "2"] {
-        let out = ask(
+        // Room for the longest answer the schema admits (1,000 characters,
+        // which a wild sample may spend a token each on): the check is on
+        // what the constraint allows, not on where a budget cut the JSON.
+        let out = ask_within(
             &index,
+            "1100",
             &["--schema", "cited", "--temperature", "1.0", "--seed", seed],
         );
         let parsed = &out["json"];

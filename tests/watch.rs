@@ -261,3 +261,41 @@ fn ingest_watch_applies_changes_and_stops_cleanly() {
         "{hits}"
     );
 }
+
+#[test]
+fn kill_nine_during_a_watched_burst_leaves_a_consistent_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("lore.toml"),
+        "[ingest]\ncheckpoint_chunks = 16\n",
+    )
+    .unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("first.md"), text("walrus")).unwrap();
+    let index = tmp.path().join("index");
+    let mut child = lore(&index)
+        .args(["ingest", "--json", "--watch"])
+        .arg(&docs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("\"ingest\""));
+    for n in 0..400 {
+        let body = text(&format!("orca{n}z")).repeat(20);
+        std::fs::write(docs.join(format!("burst{n}.md")), body).unwrap();
+    }
+    // Into the batch: past the debounce, while it embeds.
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after_kill = json(lore(&index).args(["status", "--json"]));
+    assert_eq!(after_kill["consistent"], true, "{after_kill}");
+    // What the batch did not finish, the next ingest does.
+    json(lore(&index).args(["ingest", "--json"]).arg(&docs));
+    let settled = json(lore(&index).args(["status", "--json"]));
+    assert_eq!(settled["documents"], 401, "{settled}");
+    assert_eq!(settled["consistent"], true, "{settled}");
+}
