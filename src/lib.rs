@@ -67,9 +67,10 @@
 //!
 //! # Keeping an index fresh
 //!
-//! [`watch::Watcher`] follows folders' file-system events and applies
-//! them to a collection incrementally, like a repeated ingest of just the
-//! changed paths.
+//! [`watch::Watcher::for_engine`] follows folders' file-system events and,
+//! once they quiet down, ingests each folder that changed into a
+//! collection: only new and changed files are embedded, vanished ones
+//! removed. Drop the watcher to stop it.
 //!
 //! # Cargo features
 //!
