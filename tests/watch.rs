@@ -224,13 +224,20 @@ fn a_burst_of_two_thousand_files_settles_consistent() {
     assert_eq!(found(&server, "burst1999q"), ["f1999.md"]);
 }
 
-#[test]
-fn ingest_watch_applies_changes_and_stops_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let docs = tmp.path().join("docs");
+/// `lore ingest --json --watch` on `tmp/docs` (one file in it), into
+/// `tmp/index`, with its JSON lines.
+fn ingest_watching(
+    tmp: &Path,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let docs = tmp.join("docs");
     std::fs::create_dir_all(&docs).unwrap();
     std::fs::write(docs.join("first.md"), text("walrus")).unwrap();
-    let index = tmp.path().join("index");
+    let index = tmp.join("index");
     let mut child = lore(&index)
         .args(["ingest", "--json", "--watch"])
         .arg(&docs)
@@ -238,7 +245,14 @@ fn ingest_watch_applies_changes_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (docs, index, child, lines)
+}
+
+#[test]
+fn ingest_watch_applies_changes_and_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (docs, index, mut child, mut lines) = ingest_watching(tmp.path());
     let mut next = || -> Value {
         let line = lines.next().expect("a JSON line").unwrap();
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
@@ -270,18 +284,7 @@ fn kill_nine_during_a_watched_burst_leaves_a_consistent_index() {
         "[ingest]\ncheckpoint_chunks = 16\n",
     )
     .unwrap();
-    let docs = tmp.path().join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    std::fs::write(docs.join("first.md"), text("walrus")).unwrap();
-    let index = tmp.path().join("index");
-    let mut child = lore(&index)
-        .args(["ingest", "--json", "--watch"])
-        .arg(&docs)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (docs, index, mut child, mut lines) = ingest_watching(tmp.path());
     assert!(lines.next().unwrap().unwrap().contains("\"ingest\""));
     for n in 0..400 {
         let body = text(&format!("orca{n}z")).repeat(20);
