@@ -107,6 +107,14 @@ pub enum Error {
     /// What a request would create already exists (a collection).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller may not do this (a path outside the ingest roots, a
+    /// document it may not read).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Something a decision depends on (the key store) cannot be read
+    /// right now, so the request is refused rather than let in.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -116,6 +124,11 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// Builds an [`Error::Unavailable`].
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Error::Unavailable(reason.into())
     }
 
     /// Builds an [`Error::Store`] from any displayable error.

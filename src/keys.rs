@@ -5,12 +5,23 @@
 //! costs one hash; secrets already checked are remembered by their BLAKE3
 //! hash, so a request does not pay argon2's deliberate cost every time.
 //! The file is re-read when it changes: `lore key create` and `revoke`
-//! take effect on a running server.
+//! take effect on a running server. Changes are read-modify-write under
+//! an exclusive lock on `keys.json.lock`, each writer through its own
+//! temporary file, synced, then renamed: concurrent changes never lose a
+//! key or bring back a revoked one.
+//!
+//! The store fails closed. Once the file has been seen (at open or any
+//! time after), a missing, unreadable or malformed file is an error
+//! ([`Error::Unavailable`]), never "no keys". Secrets that fail are
+//! remembered per key id: after a failure that id's next unverified
+//! secrets are refused without hashing for a while ([`BACKOFF_MAX`]), so
+//! guessing costs the guesser time, not the server's cores.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -21,8 +32,17 @@ use crate::search::Readers;
 
 /// The key store's file inside the index directory.
 pub const KEYS_FILE: &str = "keys.json";
+/// The lock file that serialises changes to the key store.
+const LOCK_FILE: &str = "keys.json.lock";
 /// Random bytes in a secret.
 const SECRET_BYTES: usize = 24;
+/// Longest wait a key id is given after failed secrets (it doubles per
+/// failure from [`BACKOFF_FIRST`]).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Wait after the first failed secret of a key id.
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+/// Key ids whose failures are remembered; past that the oldest go.
+const MAX_FAILING_IDS: usize = 4096;
 
 /// What a key may do, each role including the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,18 +159,41 @@ struct Loaded {
     verified: HashMap<[u8; 32], String>,
 }
 
+/// Failed secrets of one key id.
+struct Failures {
+    count: u32,
+    /// Unverified secrets of this id are refused until then.
+    until: Instant,
+}
+
+/// What the fast part of a check found.
+enum Lookup {
+    /// The secret names no key (or was refused during a back-off).
+    Refused,
+    /// Verified before.
+    Known(Principal),
+    /// Needs argon2: the key and the secret's fingerprint.
+    Hash(Box<KeyRecord>, [u8; 32]),
+}
+
 /// The keys of one index.
 pub struct KeyStore {
     path: PathBuf,
+    /// The file has existed: from now on it must (fail closed).
+    seen: AtomicBool,
     loaded: Mutex<Loaded>,
+    failures: Mutex<HashMap<String, Failures>>,
 }
 
 impl KeyStore {
     /// The store of the index at `index_dir` (empty when it has no file).
     pub fn open(index_dir: &Path) -> KeyStore {
+        let path = index_dir.join(KEYS_FILE);
         KeyStore {
-            path: index_dir.join(KEYS_FILE),
+            seen: AtomicBool::new(path.exists()),
+            path,
             loaded: Mutex::new(Loaded::default()),
+            failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -166,10 +209,15 @@ impl KeyStore {
             .collect())
     }
 
-    /// True once a key was ever created here (the file stays, empty, when
-    /// the last key is revoked: a server that required keys keeps doing so).
+    /// True once the store's file was seen, by this value or on disk (it
+    /// stays, empty, when the last key is revoked: a server that required
+    /// keys keeps doing so). Only ever turns from false to true: a file
+    /// that disappears later makes checks fail, it never opens anything.
     pub fn exists(&self) -> bool {
-        self.path.exists()
+        if !self.seen.load(Ordering::SeqCst) && self.path.exists() {
+            self.seen.store(true, Ordering::SeqCst);
+        }
+        self.seen.load(Ordering::SeqCst)
     }
 
     /// True when the store holds no key.
@@ -211,9 +259,10 @@ impl KeyStore {
                 .map_or(0, |d| d.as_secs()),
             hash,
         };
-        let mut keys = self.read()?;
-        keys.push(record.clone());
-        self.write(&keys)?;
+        self.modify(|keys| {
+            keys.push(record.clone());
+            Ok(())
+        })?;
         Ok((
             KeyRecord {
                 hash: String::new(),
@@ -225,21 +274,48 @@ impl KeyStore {
 
     /// Revokes the key with `id`; returns its record.
     pub fn revoke(&self, id: &str) -> Result<KeyRecord> {
-        let mut keys = self.read()?;
-        let at = keys
-            .iter()
-            .position(|k| k.id == id)
-            .ok_or_else(|| Error::NotFound(format!("key {id}")))?;
-        let removed = keys.remove(at);
-        self.write(&keys)?;
+        let removed = self.modify(|keys| {
+            let at = keys
+                .iter()
+                .position(|k| k.id == id)
+                .ok_or_else(|| Error::NotFound(format!("key {id}")))?;
+            Ok(keys.remove(at))
+        })?;
         Ok(KeyRecord {
             hash: String::new(),
             ..removed
         })
     }
 
-    /// The principal `secret` stands for, if it is a live key.
+    /// The principal `secret` stands for, if it is a live key. Costs one
+    /// argon2 hash for a secret not verified before (none during its key
+    /// id's back-off); an unreadable store is [`Error::Unavailable`].
     pub fn verify(&self, secret: &str) -> Result<Option<Principal>> {
+        let (key, fingerprint) = match self.lookup(secret)? {
+            Lookup::Refused => return Ok(None),
+            Lookup::Known(principal) => return Ok(Some(principal)),
+            Lookup::Hash(key, fingerprint) => (key, fingerprint),
+        };
+        let parsed = PasswordHash::new(&key.hash)
+            .map_err(|e| Error::unavailable(format!("key {}: bad hash: {e}", key.id)))?;
+        if Argon2::default()
+            .verify_password(secret.as_bytes(), &parsed)
+            .is_err()
+        {
+            self.failed(&key.id)?;
+            return Ok(None);
+        }
+        self.with_fresh(|loaded| loaded.verified.insert(fingerprint, key.id.clone()))?;
+        self.failures
+            .lock()
+            .map_err(|_| Error::unavailable("an earlier key check panicked"))?
+            .remove(&key.id);
+        Ok(Some(Principal::from(&*key)))
+    }
+
+    /// The cheap part of [`KeyStore::verify`]: which key `secret` names,
+    /// and whether it was verified before.
+    fn lookup(&self, secret: &str) -> Result<Lookup> {
         let fingerprint = *blake3::hash(secret.as_bytes()).as_bytes();
         let (key, known) = self.with_fresh(|loaded| {
             let id = secret.strip_prefix("lore_").and_then(|s| s.split_once('_'));
@@ -249,52 +325,111 @@ impl KeyStore {
                 .is_some_and(|k| loaded.verified.get(&fingerprint) == Some(&k.id));
             (key, known)
         })?;
-        let Some(key) = key else {
-            return Ok(None);
-        };
-        if known {
-            return Ok(Some(Principal::from(&key)));
+        Ok(match key {
+            None => Lookup::Refused,
+            Some(key) if known => Lookup::Known(Principal::from(&key)),
+            Some(key) if self.backing_off(&key.id)? => Lookup::Refused,
+            Some(key) => Lookup::Hash(Box::new(key), fingerprint),
+        })
+    }
+
+    fn backing_off(&self, id: &str) -> Result<bool> {
+        let failures = self
+            .failures
+            .lock()
+            .map_err(|_| Error::unavailable("an earlier key check panicked"))?;
+        Ok(failures.get(id).is_some_and(|f| Instant::now() < f.until))
+    }
+
+    /// Records a failed secret for key `id`: its back-off doubles.
+    fn failed(&self, id: &str) -> Result<()> {
+        let mut failures = self
+            .failures
+            .lock()
+            .map_err(|_| Error::unavailable("an earlier key check panicked"))?;
+        if failures.len() >= MAX_FAILING_IDS && !failures.contains_key(id) {
+            let now = Instant::now();
+            failures.retain(|_, f| f.until > now);
+            if failures.len() >= MAX_FAILING_IDS {
+                failures.clear();
+            }
         }
-        let parsed = PasswordHash::new(&key.hash)
-            .map_err(|e| Error::store("keys", format!("key {}: bad hash: {e}", key.id)))?;
-        if Argon2::default()
-            .verify_password(secret.as_bytes(), &parsed)
-            .is_err()
-        {
-            return Ok(None);
-        }
-        self.with_fresh(|loaded| loaded.verified.insert(fingerprint, key.id.clone()))?;
-        Ok(Some(Principal::from(&key)))
+        let entry = failures.entry(id.to_string()).or_insert(Failures {
+            count: 0,
+            until: Instant::now(),
+        });
+        entry.count = entry.count.saturating_add(1);
+        let wait = BACKOFF_FIRST
+            .saturating_mul(1u32 << entry.count.min(16).saturating_sub(1))
+            .min(BACKOFF_MAX);
+        entry.until = Instant::now() + wait;
+        Ok(())
     }
 
     /// Runs `f` on the keys as they are on disk now (re-read when the file
-    /// changed, which also forgets every verified secret).
+    /// changed, which also forgets every verified secret). Once the file
+    /// was seen, its absence is an error: keys never silently vanish.
     fn with_fresh<T>(&self, f: impl FnOnce(&mut Loaded) -> T) -> Result<T> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
+        let modified = match std::fs::metadata(&self.path) {
+            Ok(meta) => Some(meta.modified().map_err(|e| self.unreadable(e))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.exists() => None,
+            Err(e) => return Err(self.unreadable(e)),
+        };
         let mut loaded = self
             .loaded
             .lock()
-            .map_err(|_| Error::store("keys", "an earlier check panicked"))?;
+            .map_err(|_| Error::unavailable("an earlier key check panicked"))?;
         if !loaded.read || loaded.modified != modified {
+            let keys = self.read().map_err(|e| self.unreadable(e))?;
             *loaded = Loaded {
                 read: true,
                 modified,
-                keys: self.read()?,
+                keys,
                 verified: HashMap::new(),
             };
         }
         Ok(f(&mut loaded))
     }
 
+    fn unreadable(&self, err: impl std::fmt::Display) -> Error {
+        Error::unavailable(format!(
+            "the key store {} cannot be read, so no stored key is accepted: {err}",
+            self.path.display()
+        ))
+    }
+
+    /// The keys on disk: none when the file was never created.
     fn read(&self) -> Result<Vec<KeyRecord>> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::store("keys", format!("{}: {e}", self.path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Ok(bytes) => {
+                self.seen.store(true, Ordering::SeqCst);
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::store("keys", format!("{}: {e}", self.path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.exists() => Ok(Vec::new()),
             Err(e) => Err(Error::io(&self.path, e)),
         }
+    }
+
+    /// Read-modify-write of the key list under the store's lock: `change`
+    /// sees the keys as they are now and its result is written (each
+    /// writer through its own temporary, synced, renamed, directory
+    /// synced). Returns what `change` returned.
+    fn modify<T>(&self, change: impl FnOnce(&mut Vec<KeyRecord>) -> Result<T>) -> Result<T> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+        let mut keys = self.read()?;
+        let result = change(&mut keys)?;
+        self.write(&keys)?;
+        Ok(result)
     }
 
     /// Replaces the file atomically, readable by its owner only.
@@ -302,39 +437,41 @@ impl KeyStore {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let temp = self.path.with_extension("json.tmp");
+        let temp = dir.join(format!(
+            "{KEYS_FILE}.tmp-{}-{}",
+            std::process::id(),
+            hex(&random_bytes::<4>()?)
+        ));
         let json = serde_json::to_vec_pretty(keys)
             .map_err(|e| Error::store("keys", format!("serialize: {e}")))?;
-        let mut file = std::fs::OpenOptions::new()
+        let written = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&temp)
-            .map_err(|e| Error::io(&temp, e))?;
-        file.write_all(&json)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(&temp, e))?;
-        std::fs::rename(&temp, &self.path).map_err(|e| Error::io(&self.path, e))
+            .and_then(|mut file| {
+                file.write_all(&json)?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&temp, &self.path))
+            .and_then(|()| std::fs::File::open(dir)?.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(Error::io(&self.path, e));
+        }
+        self.seen.store(true, Ordering::SeqCst);
+        Ok(())
     }
 }
 
 /// Group names are plain words: letters, digits, `-`, `_`, `.`.
 fn check_groups(names: &[String]) -> Result<()> {
-    for name in names {
-        let plain = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !plain {
-            return Err(Error::InvalidRequest(format!(
-                "group name '{name}' must be letters, digits, '-', '_' or '.' (at most 64)"
-            )));
-        }
+    match names.iter().find(|name| !crate::types::is_group_name(name)) {
+        Some(name) => Err(Error::InvalidRequest(format!(
+            "group name '{name}' must be letters, digits, '-', '_' or '.' (at most 64)"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N]> {

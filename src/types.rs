@@ -314,8 +314,76 @@ pub fn check_collection_name(name: &str) -> Result<()> {
     }
 }
 
+/// The metadata key that lists the groups who may read a document.
+pub const ACCESS_KEY: &str = "access";
+/// Longest group name.
+const MAX_GROUP_NAME: usize = 64;
+
+/// True for a group name: letters, digits, `-`, `_`, `.`, at most 64.
+pub fn is_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_GROUP_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Checks the access list in `metadata`, wherever it came from (front
+/// matter, an upload, an import row): absent, an empty list (readable by
+/// everyone), a group name, or a list of group names. Anything else is
+/// refused, so a list that cannot be read never makes a document public.
+pub fn check_access(metadata: &Metadata) -> std::result::Result<(), String> {
+    use serde_json::Value;
+    let Some(access) = metadata.get(ACCESS_KEY) else {
+        return Ok(());
+    };
+    let groups: Vec<&Value> = match access {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    for group in groups {
+        match group {
+            Value::String(name) if is_group_name(name) => {}
+            other => {
+                return Err(format!(
+                    "its access list holds {other}, which is not a group name (letters, \
+                     digits, '-', '_', '.'); write `access: [group, ...]`, or `access: []` \
+                     for everyone"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn access_lists_are_group_names_or_refused() {
+        let meta = |v: serde_json::Value| {
+            let mut m = super::Metadata::new();
+            m.insert(super::ACCESS_KEY.into(), v);
+            m
+        };
+        use serde_json::json;
+        assert!(super::check_access(&super::Metadata::new()).is_ok());
+        for good in [json!([]), json!("hr"), json!(["sre", "eng-2", "a.b"])] {
+            assert!(super::check_access(&meta(good.clone())).is_ok(), "{good}");
+        }
+        for bad in [
+            json!(null),
+            json!(""),
+            json!({"hr": true}),
+            json!([["hr"]]),
+            json!([1]),
+            json!(true),
+            json!("HR team"),
+            json!(["hr", null]),
+        ] {
+            assert!(super::check_access(&meta(bad.clone())).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn collection_names_are_safe_directory_names() {
         for good in ["default", "handbook", "on-call_2", "a.b", "X9"] {

@@ -155,9 +155,14 @@ impl Watcher {
         let roots = canonical_roots(roots)?;
         let (tx, rx) = channel();
         let events = tx.clone();
-        let mut fs = notify::recommended_watcher(move |event| {
-            let _ = events.send(Message::Fs(Instant::now(), event));
-        })
+        // Symlinks are not followed, as the walk does not follow them: a
+        // link to `/usr` or `/` must not set a watch on every folder there.
+        let mut fs = notify::RecommendedWatcher::new(
+            move |event| {
+                let _ = events.send(Message::Fs(Instant::now(), event));
+            },
+            notify::Config::default().with_follow_symlinks(false),
+        )
         .map_err(|e| Error::Config(format!("cannot watch files: {e}")))?;
         for root in &roots {
             fs.watch(root, RecursiveMode::Recursive).map_err(|e| {
@@ -474,6 +479,35 @@ mod tests {
                 .iter()
                 .all(|b| b == &vec![root.clone()])
         );
+    }
+
+    /// The most watches any inotify instance of this process holds.
+    fn most_inotify_watches() -> usize {
+        let mut most = 0;
+        for fd in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+            let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+            most = most.max(
+                info.lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count(),
+            );
+        }
+        most
+    }
+
+    #[test]
+    fn a_symlink_to_a_big_tree_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        for i in 0..300 {
+            std::fs::create_dir_all(outside.join(format!("d{i}"))).unwrap();
+        }
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let (_watcher, _) = recording(&root, &fast());
+        let most = most_inotify_watches();
+        assert!(most < 300, "{most} watches: the link was followed");
     }
 
     #[test]

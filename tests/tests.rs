@@ -3,6 +3,7 @@
 mod util;
 
 mod ask;
+mod closed;
 mod collections;
 mod conversation;
 mod crash;

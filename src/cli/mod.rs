@@ -720,6 +720,7 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
             Error::Config(_)
             | Error::InvalidRequest(_)
             | Error::Conflict(_)
+            | Error::Forbidden(_)
             | Error::EmbedderMismatch { .. },
         ) => ExitCode::from(2),
         _ => ExitCode::from(1),
@@ -812,10 +813,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let config = config(global, |_| {})?;
             let collection = one_collection(&config)?;
             let report = match open_backend(config, true)? {
-                Backend::Local(engine) => engine.remove(&collection, &target).inspect(|report| {
-                    let documents = report.documents as usize;
-                    lore::audit::record(CLI_ACTOR, &collection, "remove", documents, 0);
-                }),
+                Backend::Local(engine) => engine
+                    .remove(&collection, &target, &lore::engine::WriteScope::owner())
+                    .inspect(|report| {
+                        let documents = report.documents as usize;
+                        lore::audit::record(CLI_ACTOR, &collection, "remove", documents, 0);
+                    }),
                 Backend::Server(remote) => remote.remove(&collection, &target),
             }
             .with_context(|| format!("while removing {target}"))?;

@@ -347,6 +347,14 @@ impl Engine {
         if request.question.trim().is_empty() {
             return Err(Error::InvalidRequest("empty question".into()));
         }
+        // Bounded before anything is tokenized, with or without history.
+        if request.question.len() > crate::search::MAX_QUERY_BYTES {
+            return Err(Error::InvalidRequest(format!(
+                "the question is {} bytes; at most {} are accepted",
+                request.question.len(),
+                crate::search::MAX_QUERY_BYTES
+            )));
+        }
         if request.techniques.samples > MAX_SAMPLES {
             return Err(Error::InvalidRequest(format!(
                 "at most {MAX_SAMPLES} samples"

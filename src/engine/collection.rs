@@ -271,7 +271,14 @@ impl Collections {
                 "this index already holds {MAX_COLLECTIONS} collections, the most it may"
             )));
         }
-        let model = resolve(embedder)?;
+        // A named embedder is the caller's input: one that is missing or
+        // does not load is their mistake, not the server's.
+        let model = resolve(embedder).map_err(|e| match (embedder, e) {
+            (Some(path), err @ (Error::Model { .. } | Error::Io { .. })) => {
+                Error::InvalidRequest(format!("embedder {} does not load: {err}", path.display()))
+            }
+            (_, err) => err,
+        })?;
         let parent = self.root.join(DIR);
         let temp = parent.join(format!(".new-{name}-{}", crate::types::random_id()));
         std::fs::create_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;

@@ -120,7 +120,9 @@ impl Engine {
         if turns_used == 0 {
             return Ok(None);
         }
-        let rendered = generator.render(&prompt::rewrite(&lines, question));
+        // The follow-up as fit_history counted it: the prompt stays inside
+        // the context whatever the follow-up's length.
+        let rendered = generator.render(&prompt::rewrite(&lines, clip(question, MAX_TURN_CHARS)));
         let sampling = Sampling {
             temperature: 0.0,
             max_tokens: REWRITE_TOKENS,

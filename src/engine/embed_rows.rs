@@ -21,6 +21,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::import::ImportRow;
+use super::lines::Line;
 use crate::chunk::{Chunker, embedding_input};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
@@ -29,6 +30,8 @@ use crate::types::{DocId, Document, Metadata};
 
 /// Chunks embedded per forward pass (as ingest batches them).
 const BATCH: usize = 64;
+/// Room on a line beyond its document: path, id, metadata, JSON syntax.
+const MAX_LINE_OVERHEAD: usize = 1 << 20;
 
 /// One input line.
 #[derive(Debug, Deserialize)]
@@ -75,22 +78,28 @@ pub fn embed_documents(
     let mut report = EmbedReport::default();
     let mut pending: Vec<(Document, Vec<crate::types::Chunk>)> = Vec::new();
     let mut queued = 0;
-    let mut line = String::new();
+    // A document may come as base64 (4 bytes per 3) or as escaped JSON
+    // text, with its metadata.
+    let max_line = max_bytes
+        .saturating_mul(2)
+        .saturating_add(MAX_LINE_OVERHEAD);
     let mut number = 0;
-    loop {
-        line.clear();
-        let read = input
-            .read_line(&mut line)
-            .map_err(|e| Error::io(Path::new("<input>"), e))?;
-        if read == 0 {
-            break;
-        }
+    while let Some(line) =
+        super::lines::next_line(input, max_line).map_err(|e| Error::io(Path::new("<input>"), e))?
+    {
         number += 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+        let parsed = match line {
+            Line::TooLong(bytes) => Err(format!(
+                "the line is {bytes} bytes, over the limit of {max_line} \
+                 (twice ingest.max_file_bytes, plus metadata)"
+            )),
+            Line::Whole(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
+            Line::Whole(bytes) => String::from_utf8(bytes)
+                .map_err(|_| "the line is not UTF-8".to_string())
+                .and_then(|line| documents(&line, max_bytes)),
+        };
         report.lines += 1;
-        match documents(&line, max_bytes) {
+        match parsed {
             Ok(docs) => {
                 for doc in docs {
                     let chunks = chunker.chunk(&doc);
@@ -147,6 +156,8 @@ fn documents(line: &str, max_bytes: usize) -> std::result::Result<Vec<Document>,
             doc.id = DocId(id.clone());
         }
         doc.metadata.extend(input.metadata.clone());
+        crate::types::check_access(&doc.metadata)
+            .map_err(|e| format!("{}: metadata: {e}", input.path))?;
     }
     Ok(docs)
 }

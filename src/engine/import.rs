@@ -26,6 +26,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use super::lines::Line;
 use super::{Collection, Engine, Progress};
 use crate::error::{Error, Result};
 use crate::store::{Change, DocUpdate, StoreSeconds};
@@ -250,27 +251,27 @@ fn check_row(row: &ImportRow, dim: usize) -> std::result::Result<(), String> {
     if row.byte_range.as_ref().is_some_and(|r| r.start > r.end) {
         return Err("byte_range ends before it starts".into());
     }
-    Ok(())
+    crate::types::check_access(&row.metadata).map_err(|e| format!("metadata: {e}"))
 }
 
-/// Rows with their 1-based line numbers; blank lines are skipped.
+/// Rows with their 1-based line numbers; blank lines are skipped. A row
+/// over [`MAX_ROW_BYTES`] is refused without being held in memory.
 fn read_rows(
-    reader: Box<dyn BufRead>,
+    mut reader: Box<dyn BufRead>,
 ) -> impl Iterator<Item = (usize, std::result::Result<ImportRow, String>)> {
-    let mut lines = reader.split(b'\n').enumerate();
+    let mut n = 0;
     std::iter::from_fn(move || {
         loop {
-            let (n, line) = lines.next()?;
+            let line = super::lines::next_line(&mut reader, MAX_ROW_BYTES).transpose()?;
+            n += 1;
             let row = match line {
                 Err(e) => Err(format!("cannot read: {e}")),
-                Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
-                Ok(bytes) if bytes.len() > MAX_ROW_BYTES => {
-                    Err(format!("the row is over {MAX_ROW_BYTES} bytes"))
-                }
-                Ok(bytes) => serde_json::from_slice::<ImportRow>(&bytes)
+                Ok(Line::TooLong(_)) => Err(format!("the row is over {MAX_ROW_BYTES} bytes")),
+                Ok(Line::Whole(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
+                Ok(Line::Whole(bytes)) => serde_json::from_slice::<ImportRow>(&bytes)
                     .map_err(|e| format!("not an import row: {e}")),
             };
-            return Some((n + 1, row));
+            return Some((n, row));
         }
     })
 }

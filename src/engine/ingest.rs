@@ -16,6 +16,7 @@ use crate::chunk::embedding_input;
 use crate::error::{Error, Result};
 use crate::ingest::walk::{FoundFile, walk};
 use crate::ingest::{Skipped, load};
+use crate::search::Readers;
 use crate::store::{Change, DocUpdate};
 use crate::types::{
     Chunk, ChunkId, DocId, DocRecord, Document, FileRecord, content_hash, normalize, path_key,
@@ -205,18 +206,28 @@ impl Engine {
     }
 
     /// Removes a file, every file under a folder, or one document (by id)
-    /// from all stores of `collection`.
-    pub fn remove(&self, collection: &str, target: &str) -> Result<RemoveReport> {
+    /// from all stores of `collection`, on behalf of `scope`. `target` is
+    /// resolved once, as a path (canonical, or normalized against the
+    /// working directory when it no longer exists): when the index holds
+    /// files there, that path must lie under `scope`'s roots; otherwise
+    /// `target` is a document id. Only documents `scope` may read are
+    /// removed or counted.
+    pub fn remove(
+        &self,
+        collection: &str,
+        target: &str,
+        scope: &WriteScope,
+    ) -> Result<RemoveReport> {
         if target.trim().is_empty() {
             return Err(Error::InvalidRequest(
                 "nothing to remove: name a file, a folder or a document id".into(),
             ));
         }
         // A path that no longer exists still names its records.
-        let path = Path::new(target).canonicalize().map_or_else(
-            |_| path_key(&normalize(Path::new(target))),
-            |p| path_key(&p),
-        );
+        let resolved = Path::new(target)
+            .canonicalize()
+            .unwrap_or_else(|_| normalize(Path::new(target)));
+        let path = path_key(&resolved);
         if path.trim_end_matches('/').is_empty() {
             return Err(Error::InvalidRequest(format!(
                 "refusing to remove everything under '{target}'"
@@ -231,34 +242,94 @@ impl Engine {
             files = docs.files_with_prefix(&format!("{}/", path.trim_end_matches('/')))?;
         }
         if files.is_empty() {
-            return remove_document_locked(&collection, &DocId(target.to_string()));
+            return remove_document_locked(&collection, &DocId(target.to_string()), scope);
         }
+        scope.check_path(&resolved)?;
         let mut change = Change::default();
-        for file in &files {
-            change.delete_docs.extend(file.docs.iter().cloned());
-            change.delete_files.push(file.path.clone());
+        let mut report = RemoveReport::default();
+        for mut file in files {
+            let (mut kept, mut gone) = (Vec::new(), Vec::new());
+            for id in std::mem::take(&mut file.docs) {
+                match docs.doc(&id)? {
+                    Some(doc) if !scope.readers.may_read(&doc) => kept.push(id),
+                    _ => gone.push(id),
+                }
+            }
+            if kept.is_empty() {
+                change.delete_files.push(file.path.clone());
+                report.files += 1;
+            } else if !gone.is_empty() {
+                // Part of the file stays: the next ingest looks again.
+                file.docs = kept;
+                file.hash.clear();
+                change.put_files.push(file);
+            }
+            change.delete_docs.extend(gone);
         }
-        let report = RemoveReport {
-            files: files.len() as u64,
-            documents: change.delete_docs.len() as u64,
-        };
+        report.documents = change.delete_docs.len() as u64;
         index.apply(change)?;
         index.checkpoint()?;
         Ok(report)
     }
 
-    /// Removes one document of `collection` by id (never read as a path).
-    pub fn remove_document(&self, collection: &str, id: &DocId) -> Result<RemoveReport> {
+    /// Removes one document of `collection` by id (never read as a path);
+    /// one `scope` may not read is as missing as one that does not exist.
+    pub fn remove_document(
+        &self,
+        collection: &str,
+        id: &DocId,
+        scope: &WriteScope,
+    ) -> Result<RemoveReport> {
         let _writer = self.writer()?;
         let collection = self.collection(collection)?;
-        remove_document_locked(&collection, id)
+        remove_document_locked(&collection, id, scope)
     }
 }
 
-fn remove_document_locked(collection: &Collection, id: &DocId) -> Result<RemoveReport> {
+/// On whose behalf a write runs: it may change only the documents its
+/// readers may read, and remove by path only under its roots.
+#[derive(Debug, Clone, Default)]
+pub struct WriteScope {
+    /// Whose documents these are (`Everyone`: any document).
+    pub readers: Readers,
+    /// Folders a remove may name by path (`None`: anywhere).
+    pub roots: Option<Vec<PathBuf>>,
+}
+
+impl WriteScope {
+    /// The machine's owner: every document, every path.
+    pub fn owner() -> WriteScope {
+        WriteScope::default()
+    }
+
+    fn check_path(&self, path: &Path) -> Result<()> {
+        match &self.roots {
+            Some(roots) if !roots.iter().any(|r| path.starts_with(r)) => {
+                Err(Error::Forbidden(if roots.is_empty() {
+                    "no ingest roots are configured (server.ingest_roots)".to_string()
+                } else {
+                    format!(
+                        "{} is not under the configured ingest roots",
+                        path.display()
+                    )
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn remove_document_locked(
+    collection: &Collection,
+    id: &DocId,
+    scope: &WriteScope,
+) -> Result<RemoveReport> {
     let index = collection.index();
     let docs = index.docs();
-    let record = docs.doc(id)?.ok_or_else(|| Error::NotFound(id.0.clone()))?;
+    let record = docs
+        .doc(id)?
+        .filter(|doc| scope.readers.may_read(doc))
+        .ok_or_else(|| Error::NotFound(id.0.clone()))?;
     let mut change = Change::default();
     if let Some(mut file) = docs.file(&record.file)? {
         file.docs.retain(|d| d != id);
@@ -279,13 +350,15 @@ impl Engine {
     /// Ingests one document sent as bytes (the HTTP API) into
     /// `collection`: `path` names it and picks the loader by extension;
     /// `metadata` is added to what the file itself carries. Sending the
-    /// same path again replaces it.
+    /// same path again replaces it, if every document there is one
+    /// `scope` may read.
     pub fn add_document(
         &self,
         collection: &str,
         path: &str,
         bytes: &[u8],
         metadata: &crate::types::Metadata,
+        scope: &WriteScope,
     ) -> Result<Vec<DocRecord>> {
         let path = path.trim().trim_start_matches('/');
         let extra = serde_json::to_string(metadata).unwrap_or_default();
@@ -300,6 +373,8 @@ impl Engine {
                 "document path '{path}' must be a non-empty relative name without '..'"
             )));
         }
+        crate::types::check_access(metadata)
+            .map_err(|e| Error::InvalidRequest(format!("metadata: {e}")))?;
         let max_bytes = self.config.ingest.max_file_bytes as usize;
         let mut docs = load::load(Path::new(path), bytes, max_bytes).map_err(|reason| {
             Error::UnsupportedFile {
@@ -322,6 +397,7 @@ impl Engine {
         };
         let _writer = self.writer()?;
         let collection = self.collection(collection)?;
+        check_replaceable(&collection, path, scope)?;
         let mut run = Run::new(self, &collection, &NoProgress, 1);
         run.process_group(&[&file], vec![Ok((hash, docs))])?;
         run.flush()?;
@@ -335,6 +411,26 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// Refuses an upload to `path` that would replace a document `scope` may
+/// not read (and so must not change).
+fn check_replaceable(collection: &Collection, path: &str, scope: &WriteScope) -> Result<()> {
+    let docs = collection.index().docs();
+    let Some(file) = docs.file(&path_key(Path::new(path)))? else {
+        return Ok(());
+    };
+    for id in &file.docs {
+        if docs
+            .doc(id)?
+            .is_some_and(|doc| !scope.readers.may_read(&doc))
+        {
+            return Err(Error::Forbidden(format!(
+                "'{path}' holds a document this key may not read, so it may not replace it"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a file and loads its documents; any failure is a reason.

@@ -9,6 +9,7 @@ mod conversation;
 mod embed_rows;
 mod import;
 mod ingest;
+mod lines;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ pub use collection::Collection;
 pub use conversation::{MAX_TURN_CHARS, REWRITE_TOKENS, Rewrite, Speaker, Turn};
 pub use embed_rows::{EmbedReport, embed_documents};
 pub use import::{ImportReport, ImportRow};
-pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport};
+pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport, WriteScope};
 pub use snapshot::{CURRENT, SnapshotReport};
 
 use crate::config::Config;

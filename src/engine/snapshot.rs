@@ -63,18 +63,35 @@ impl Engine {
             .into_owned();
         let parent = target.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let inside = |dir: &Path| {
+            let index = self
+                .dir()
+                .canonicalize()
+                .map_err(|e| Error::io(self.dir(), e))?;
+            let dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+            Ok::<_, Error>(dir.starts_with(index))
+        };
+        if inside(parent)? {
+            return Err(Error::InvalidRequest(format!(
+                "{} is inside the index directory; a snapshot goes elsewhere",
+                target.display()
+            )));
+        }
+        remove_abandoned_temporaries(self.dir());
+        remove_abandoned_temporaries(parent);
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
-        let (files, bytes) = {
-            let _writer = self.writer()?;
-            for name in self.collection_names()? {
-                self.collection(&name)?.index().checkpoint()?;
+        let copied = self.copy_into(&tmp);
+        let (files, bytes) = match copied {
+            Ok(counts) => counts,
+            Err(e) => {
+                // A full disk or a failed read leaves nothing behind.
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
             }
-            copy_tree(self.dir(), &tmp, true)?
         };
-        sync_dir(&tmp)?;
         std::fs::rename(&tmp, target).map_err(|e| Error::io(target, e))?;
         sync_dir(parent)?;
         Ok(SnapshotReport {
@@ -83,6 +100,20 @@ impl Engine {
             bytes,
             seconds: start.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Checkpoints every collection and copies the index directory to
+    /// `tmp`, under the writer lock; returns files and bytes.
+    fn copy_into(&self, tmp: &Path) -> Result<(u64, u64)> {
+        let counts = {
+            let _writer = self.writer()?;
+            for name in self.collection_names()? {
+                self.collection(&name)?.index().checkpoint()?;
+            }
+            copy_tree(self.dir(), tmp, true)?
+        };
+        sync_dir(tmp)?;
+        Ok(counts)
     }
 
     /// Writes a snapshot into `dir` as `snap-<unix ms>`, points
@@ -137,6 +168,49 @@ fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+/// Deletes the temporaries (`.NAME.tmp-PID`) of snapshots and links
+/// whose process is gone (killed mid-copy); failures only cost disk
+/// space, so they are logged.
+fn remove_abandoned_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        let Some(pid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| n.starts_with('.'))
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .and_then(|(_, pid)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid <= 0 || process_alive(pid) {
+            continue;
+        }
+        let removed = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed an abandoned snapshot temporary")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove an abandoned snapshot temporary")
+            }
+        }
+    }
+}
+
+/// True when process `pid` exists (ours or another user's).
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let sent = unsafe { libc::kill(pid, 0) };
+    sent == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Deletes published snapshots but the newest [`KEEP`]; failures only cost

@@ -24,7 +24,7 @@ use super::{Constraint, Generated, Generator, Message, Role, Sampling, StopReaso
 use crate::error::{Error, Result};
 
 /// Tokens of prompt fed to the model per forward pass.
-const PREFILL_CHUNK: usize = 512;
+const PREFILL_CHUNK: usize = 256;
 
 /// A GGUF model loaded for generation.
 pub struct GgufGenerator {
@@ -211,7 +211,10 @@ impl Generator for GgufGenerator {
         let prompt_ids = self.prompt_ids(prompt)?;
         let guide = self.guide(constraint)?;
         let mut decoder = self.lock()?;
-        let (logits, prompt_ms) = prefill(&mut decoder, &prompt_ids)?;
+        let Some((logits, prompt_ms)) = prefill(&mut decoder, &prompt_ids, &mut || on_text(""))?
+        else {
+            return Ok(cancelled_in_prefill(&prompt_ids));
+        };
         let mut generated =
             self.decode(&mut decoder, logits, &prompt_ids, sampling, guide, on_text)?;
         generated.prompt_ms = prompt_ms;
@@ -228,7 +231,9 @@ impl Generator for GgufGenerator {
         let prompt_ids = self.prompt_ids(prompt)?;
         let guide = self.guide(constraint)?;
         let mut decoder = self.lock()?;
-        let (logits, prompt_ms) = prefill(&mut decoder, &prompt_ids)?;
+        let Some((logits, prompt_ms)) = prefill(&mut decoder, &prompt_ids, go_on)? else {
+            return Ok(vec![cancelled_in_prefill(&prompt_ids)]);
+        };
         let mut out = Vec::with_capacity(samplings.len());
         for (i, sampling) in samplings.iter().enumerate() {
             // Fork: back to the prompt's cache, and its logits.
@@ -253,16 +258,36 @@ impl Generator for GgufGenerator {
 }
 
 /// Feeds the whole prompt from an empty cache; returns the logits after it
-/// and the time taken in ms.
-fn prefill(decoder: &mut Decoder, prompt_ids: &[u32]) -> Result<(Tensor, f64)> {
+/// and the time taken in ms, or `None` when `go_on` (asked before each
+/// piece) said stop: a cancelled request stops within one piece.
+fn prefill(
+    decoder: &mut Decoder,
+    prompt_ids: &[u32],
+    go_on: &mut dyn FnMut() -> bool,
+) -> Result<Option<(Tensor, f64)>> {
     decoder.reset();
     let start = Instant::now();
     let mut logits = None;
     for piece in prompt_ids.chunks(PREFILL_CHUNK) {
+        if !go_on() {
+            return Ok(None);
+        }
         logits = Some(decoder.forward(piece)?);
     }
     let logits = logits.ok_or_else(|| Error::Inference("no logits".into()))?;
-    Ok((logits, start.elapsed().as_secs_f64() * 1000.0))
+    Ok(Some((logits, start.elapsed().as_secs_f64() * 1000.0)))
+}
+
+/// What a generation cancelled before its first token reports.
+fn cancelled_in_prefill(prompt_ids: &[u32]) -> Generated {
+    Generated {
+        text: String::new(),
+        prompt_tokens: prompt_ids.len(),
+        prompt_ms: 0.0,
+        gen_tokens: 0,
+        gen_ms: 0.0,
+        stop: StopReason::Cancelled,
+    }
 }
 
 impl GgufGenerator {

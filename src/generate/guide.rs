@@ -227,7 +227,14 @@ impl Guide {
         self.matcher.is_stopped()
     }
 
+    /// A matcher failure mid-answer: the constraint is the caller's input,
+    /// and it grew past llguidance's limits (e.g. `(a{1000}){1000}`).
     fn error(&self, e: impl std::fmt::Display) -> Error {
-        Error::Inference(format!("constrained decoding: {e}"))
+        let first = e.to_string();
+        let first = first.lines().next().unwrap_or_default();
+        Error::InvalidRequest(format!(
+            "constraint: matching it went past the limits after {} tokens ({first})",
+            self.accepted
+        ))
     }
 }

@@ -160,7 +160,8 @@ pub trait Generator: Send + Sync {
     fn render(&self, messages: &[Message]) -> String;
     /// Continues `prompt`; with a `constraint`, only tokens that keep the
     /// output inside it are ever sampled, and generation ends when the
-    /// constraint is complete.
+    /// constraint is complete. While the prompt is processed `on_text("")`
+    /// is asked whether to go on, so a cancelled request stops early.
     fn generate(
         &self,
         prompt: &str,

@@ -94,6 +94,9 @@ pub fn load(path: &Path, bytes: &[u8], max_bytes: usize) -> Result<Vec<Document>
     let (text, encoding) = decode(bytes)?;
     let file = path_key(path);
     let mut docs = parse(format, &file, &text)?;
+    for doc in &docs {
+        crate::types::check_access(&doc.metadata).map_err(|e| format!("{}: {e}", doc.path))?;
+    }
     if let Some(encoding) = encoding {
         tracing::info!(file, encoding, "decoded a legacy encoding");
         for doc in &mut docs {
@@ -138,7 +141,7 @@ fn decode(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, Option<&'static st
 fn parse(format: Format, file: &str, text: &str) -> Result<Vec<Document>, Reason> {
     match format {
         Format::Corpus => load_corpus(file, text),
-        Format::Markdown => Ok(vec![load_markdown(file, text)]),
+        Format::Markdown => Ok(vec![load_markdown(file, text)?]),
         Format::Html => load_html(file, text).map(|doc| vec![doc]),
         Format::Code(language) => Ok(vec![
             Draft {
@@ -242,9 +245,10 @@ impl Draft {
 }
 
 /// Markdown: YAML front matter (`---` … `---`) becomes metadata; the title is
-/// the front matter's `title` or the first `# ` heading.
-fn load_markdown(file: &str, text: &str) -> Document {
-    let (metadata, body_offset) = front_matter(text).unwrap_or_default();
+/// the front matter's `title` or the first `# ` heading. Front matter that
+/// does not parse skips the file: it may carry an access list.
+fn load_markdown(file: &str, text: &str) -> Result<Document, Reason> {
+    let (metadata, body_offset) = front_matter(text)?.unwrap_or_default();
     let body = &text[body_offset..];
     let title = metadata
         .get("title")
@@ -254,38 +258,52 @@ fn load_markdown(file: &str, text: &str) -> Document {
             body.lines()
                 .find_map(|line| line.strip_prefix("# ").map(|t| t.trim().to_string()))
         });
-    Draft {
+    Ok(Draft {
         title,
         text_offset: body_offset,
         metadata,
         ..Draft::new(file, DocKind::Markdown, body)
     }
-    .finish(file)
+    .finish(file))
 }
 
-/// Parses leading YAML front matter; returns it and where the body starts.
-/// Malformed front matter is left in the text rather than guessed at.
-fn front_matter(text: &str) -> Option<(Metadata, usize)> {
-    let rest = text
-        .strip_prefix("---\n")
-        .or_else(|| text.strip_prefix("---\r\n"))?;
-    let header_len = text.len() - rest.len();
-    let mut offset = 0;
-    for line in rest.split_inclusive('\n') {
+/// Parses leading YAML front matter (after any blank lines); returns it
+/// and where the body starts, or `None` when the text opens with no `---`
+/// line. A block that is not closed, is not valid YAML or is not a
+/// mapping is an error, never ignored: it may hold an access list, and
+/// losing one would publish the document.
+fn front_matter(text: &str) -> Result<Option<(Metadata, usize)>, Reason> {
+    let start = text.len() - text.trim_start().len();
+    let start = text[..start].rfind('\n').map_or(0, |at| at + 1);
+    let mut lines = text[start..].split_inclusive('\n');
+    if lines.next().map(str::trim_end) != Some("---") {
+        return Ok(None);
+    }
+    let header_end = start
+        + text[start..]
+            .find('\n')
+            .map_or(text.len() - start, |at| at + 1);
+    let mut offset = header_end;
+    for line in lines {
         let trimmed = line.trim_end();
         if trimmed == "---" || trimmed == "..." {
-            let yaml = &rest[..offset];
-            let value: serde_json::Value = serde_yaml::from_str(yaml).ok()?;
+            let yaml = &text[header_end..offset];
+            let value: serde_json::Value = serde_yaml::from_str(yaml)
+                .map_err(|e| format!("front matter is not valid YAML: {e}"))?;
             let metadata = match value {
                 serde_json::Value::Object(map) => map.into_iter().collect(),
                 serde_json::Value::Null => Metadata::new(),
-                _ => return None,
+                other => {
+                    return Err(format!(
+                        "front matter must be a mapping of keys to values, not {other}"
+                    ));
+                }
             };
-            return Some((metadata, header_len + offset + line.len()));
+            return Ok(Some((metadata, offset + line.len())));
         }
         offset += line.len();
     }
-    None
+    Err("front matter opened with --- is never closed (no --- line after it)".into())
 }
 
 /// Elements whose content is never shown to a reader.
@@ -568,6 +586,37 @@ mod tests {
         assert_eq!(doc.metadata["tags"], serde_json::json!(["ops", "pager"]));
         assert_eq!(&text[doc.text_offset..], doc.text);
         assert!(doc.text.starts_with("# Paging"));
+    }
+
+    #[test]
+    fn front_matter_that_does_not_parse_skips_the_file_never_publishes_it() {
+        let reason = |text: &str| load(Path::new("/x/a.md"), text.as_bytes(), LIMIT).unwrap_err();
+        // Invalid YAML (a second colon), a block never closed, a list, and
+        // an access list that names no group: each is a reason, not text.
+        assert!(
+            reason("---\ntitle: HR: salaries 2025\naccess: [hr]\n---\nPay.\n").contains("YAML")
+        );
+        assert!(reason("---\naccess: [hr]\nPay.\n").contains("never closed"));
+        assert!(reason("---\n- hr\n---\nPay.\n").contains("mapping"));
+        assert!(reason("---\naccess: {hr: 1}\n---\nPay.\n").contains("access list"));
+        assert!(reason("---\naccess:\n---\nPay.\n").contains("access list"));
+        // Blank lines before the block do not hide it.
+        for text in [
+            "\n---\naccess: [hr]\n---\nPay.\n",
+            "  \r\n\n---\r\naccess: [hr]\r\n---\r\nPay.\n",
+        ] {
+            let doc = &load(Path::new("/x/a.md"), text.as_bytes(), LIMIT).unwrap()[0];
+            assert_eq!(
+                doc.metadata["access"],
+                serde_json::json!(["hr"]),
+                "{text:?}"
+            );
+            assert_eq!(doc.text.trim(), "Pay.");
+            assert_eq!(&text[doc.text_offset..], doc.text);
+        }
+        // No block at all: plain Markdown.
+        let doc = &load(Path::new("/x/a.md"), b"# Pay\n\n---\n", LIMIT).unwrap()[0];
+        assert!(doc.metadata.is_empty());
     }
 
     #[test]

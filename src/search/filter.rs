@@ -132,8 +132,7 @@ fn value_matches(have: &serde_json::Value, want: &str) -> bool {
     }
 }
 
-/// The metadata key that lists the groups who may read a document.
-pub const ACCESS_KEY: &str = "access";
+pub use crate::types::ACCESS_KEY;
 
 /// Who is reading: what decides which documents with an access list
 /// (metadata `access`, e.g. front matter `access: [sre, eng]`) they see.

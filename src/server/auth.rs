@@ -18,12 +18,18 @@ use actix_web::http::header::HeaderMap;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest};
 
+use actix_web::web;
+
 use super::State;
 use super::error::ApiError;
 use crate::keys::{KeyStore, Principal, Role};
 
 use crate::search::MAX_COLLECTIONS;
 use crate::types::{DEFAULT_COLLECTION, check_collection_name};
+
+/// Secrets checked with argon2 at once; more wait their turn (cached and
+/// configured keys do not wait).
+pub const VERIFYING_AT_ONCE: usize = 2;
 
 /// The query parameter that names a request's collections.
 pub const COLLECTION_PARAM: &str = "collection";
@@ -34,6 +40,7 @@ pub const COLLECTION_PARAM: &str = "collection";
 pub struct Keys {
     configured: Vec<(Role, String)>,
     store: KeyStore,
+    verifying: tokio::sync::Semaphore,
 }
 
 impl Keys {
@@ -51,7 +58,11 @@ impl Keys {
                 (role, key.to_string())
             })
             .collect();
-        Keys { configured, store }
+        Keys {
+            configured,
+            store,
+            verifying: tokio::sync::Semaphore::new(VERIFYING_AT_ONCE),
+        }
     }
 
     /// True when no key is configured and the store holds none.
@@ -60,26 +71,34 @@ impl Keys {
     }
 
     /// True when requests need a key: keys are configured, or the index has
-    /// a key store, even one whose last key was revoked (deny by default:
-    /// revoking keys never opens the server).
+    /// had a key store since this server started, even one whose last key
+    /// was revoked or whose file went missing (deny by default: neither
+    /// revoking keys nor losing the file ever opens the server).
     pub fn required(&self) -> bool {
         !self.configured.is_empty() || self.store.exists()
     }
 
-    /// Who `token` stands for, if it is a key.
-    fn principal_of(&self, token: &str) -> crate::error::Result<Option<Principal>> {
-        let configured = self
+    /// The configured key `token` is, if any (the highest role when
+    /// several match).
+    fn configured_principal(&self, token: &str) -> Option<Principal> {
+        let (role, key) = self
             .configured
             .iter()
             .filter(|(_, key)| constant_time_eq(key.as_bytes(), token.as_bytes()))
             .map(|(role, key)| (*role, key))
-            .max_by_key(|(role, _)| *role);
-        if let Some((role, key)) = configured {
-            // An id that names the key without revealing it.
-            let id = format!("env-{}", &blake3::hash(key.as_bytes()).to_hex()[..8]);
-            return Ok(Some(Principal::everywhere(id, role)));
+            .max_by_key(|(role, _)| *role)?;
+        // An id that names the key without revealing it.
+        let id = format!("env-{}", &blake3::hash(key.as_bytes()).to_hex()[..8]);
+        Some(Principal::everywhere(id, role))
+    }
+
+    /// Who `token` stands for, if it is a key.
+    #[cfg(test)]
+    fn principal_of(&self, token: &str) -> crate::error::Result<Option<Principal>> {
+        match self.configured_principal(token) {
+            Some(principal) => Ok(Some(principal)),
+            None => self.store.verify(token),
         }
-        self.store.verify(token)
     }
 }
 
@@ -231,9 +250,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Who `req` acts as: everything when no keys are configured or it comes
-/// from the local CLI, else its key (`None`: no valid key).
-pub fn principal_of_request(
-    state: &State,
+/// from the local CLI, else its key (`None`: no valid key). A stored key
+/// not checked before is verified on the blocking pool, at most
+/// [`VERIFYING_AT_ONCE`] at a time.
+pub async fn principal_of_request(
+    state: &web::Data<State>,
     req: &HttpRequest,
 ) -> Result<Option<Principal>, ApiError> {
     if state.is_local(req) {
@@ -242,10 +263,20 @@ pub fn principal_of_request(
     if !state.keys.required() {
         return Ok(Some(Principal::owner("anonymous")));
     }
-    match bearer(req.headers()) {
-        Some(token) => Ok(state.keys.principal_of(token)?),
-        None => Ok(None),
+    let Some(token) = bearer(req.headers()) else {
+        return Ok(None);
+    };
+    if let Some(principal) = state.keys.configured_principal(token) {
+        return Ok(Some(principal));
     }
+    let _turn = state
+        .keys
+        .verifying
+        .acquire()
+        .await
+        .map_err(|e| ApiError::from(crate::error::Error::unavailable(e.to_string())))?;
+    let (state, token) = (state.clone(), token.to_string());
+    Ok(web::block(move || state.keys.store.verify(&token)).await??)
 }
 
 /// The principal the auth middleware let in. On open routes, which hold
@@ -268,8 +299,8 @@ pub async fn check(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     if let Some(need) = access.needs(req.method()) {
-        let state = State::of(&req);
-        let Some(principal) = principal_of_request(state, req.request())? else {
+        let state = State::data(&req);
+        let Some(principal) = principal_of_request(&state, req.request()).await? else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -300,7 +331,7 @@ pub async fn check(
         } else {
             Vec::new()
         };
-        authorize(state, &principal, &names)?;
+        authorize(&state, &principal, &names)?;
         req.extensions_mut().insert(principal);
         req.extensions_mut().insert(Checked(names));
     }

@@ -109,6 +109,16 @@ impl From<Error> for ApiError {
             ),
             Error::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
             Error::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            Error::Forbidden(reason) => Self::new(StatusCode::FORBIDDEN, "forbidden", reason),
+            Error::Unavailable(_) => {
+                // Which file is missing stays in the server log.
+                tracing::error!(error = %message, "request refused");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the server cannot check keys right now; the request is refused",
+                )
+            }
             Error::IndexLocked { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "index_locked",

@@ -70,6 +70,13 @@ impl State {
             .expect("state is registered")
     }
 
+    /// The shared handle on that state (for middleware that awaits).
+    fn data(req: &actix_web::dev::ServiceRequest) -> web::Data<State> {
+        req.app_data::<web::Data<State>>()
+            .expect("state is registered")
+            .clone()
+    }
+
     /// True when `req` carries the local token.
     fn is_local(&self, req: &actix_web::HttpRequest) -> bool {
         req.headers()
@@ -78,8 +85,18 @@ impl State {
             .is_some_and(|t| auth::constant_time_eq(t.as_bytes(), self.local_token.as_bytes()))
     }
 
-    /// The canonical server path `requested` names, if `req` may ingest or
-    /// remove it: local processes may name any path, clients only paths
+    /// What a write by `req` may touch: the documents its key may read,
+    /// and (for clients other than local processes) paths under the
+    /// ingest roots.
+    fn write_scope(&self, req: &actix_web::HttpRequest) -> crate::engine::WriteScope {
+        crate::engine::WriteScope {
+            readers: auth::principal(req).readers(),
+            roots: (!self.is_local(req)).then(|| self.ingest_roots.clone()),
+        }
+    }
+
+    /// The canonical server path `requested` names, if `req` may ingest
+    /// it: local processes may name any path, clients only paths
     /// under the ingest roots. To a client every refusal reads the same,
     /// so it learns nothing of what exists outside the roots or where a
     /// symlink points. `Ok(None)`: the path does not exist (any more) but

@@ -682,8 +682,9 @@ pub async fn add_document(
     };
     let engine = state.engine.clone();
     let collection = auth::collection(&req);
+    let scope = state.write_scope(&req);
     let docs = blocking(&state, move || {
-        engine.add_document(&collection, &path, &bytes, &metadata)
+        engine.add_document(&collection, &path, &bytes, &metadata, &scope)
     })
     .await?;
     let chunks = docs.iter().map(|d| d.chunks.len()).sum();
@@ -899,8 +900,9 @@ pub async fn delete_document(
     let engine = state.engine.clone();
     let id = id.into_inner();
     let collection = auth::collection(&req);
+    let scope = state.write_scope(&req);
     let report = blocking(&state, move || {
-        engine.remove_document(&collection, &crate::types::DocId(id))
+        engine.remove_document(&collection, &crate::types::DocId(id), &scope)
     })
     .await?;
     audit(&req, "delete", report.documents as usize, 0);
@@ -960,20 +962,11 @@ pub async fn remove(
     body: web::Json<RemoveBody>,
 ) -> Result<HttpResponse, ApiError> {
     let target = body.into_inner().target;
-    // A document id names no path; anything with a `/` is a path.
-    let target = if target.contains('/') {
-        // A path that no longer exists is normalized by the engine, as it
-        // was by the check.
-        match state.resolve(&req, std::path::Path::new(&target))? {
-            Some(path) => crate::types::path_key(&path),
-            None => target,
-        }
-    } else {
-        target
-    };
+    // The engine resolves the target once and checks the roots on that.
     let engine = state.engine.clone();
     let collection = auth::collection(&req);
-    let report = blocking(&state, move || engine.remove(&collection, &target)).await?;
+    let scope = state.write_scope(&req);
+    let report = blocking(&state, move || engine.remove(&collection, &target, &scope)).await?;
     audit(&req, "remove", report.documents as usize, 0);
     Ok(HttpResponse::Ok().json(report))
 }

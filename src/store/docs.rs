@@ -85,9 +85,44 @@ fn vector_of(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// Deletes sled's half-written snapshots (`snap.*.generating`) in `dir`.
+/// sled writes a snapshot there, syncs it and renames it, but reads any
+/// file named `snap.*` back, so one left empty by a full disk or a kill
+/// would fail every later open. They are deleted only under sled's own
+/// lock on `db`: no other process is writing one.
+fn drop_half_written_snapshots(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let half_written: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
+        })
+        .collect();
+    if half_written.is_empty() {
+        return Ok(());
+    }
+    let db = dir.join("db");
+    let lock = std::fs::File::open(&db).map_err(|e| Error::io(&db, e))?;
+    if lock.try_lock().is_err() {
+        // The process holding the store owns them; opening will say so.
+        return Ok(());
+    }
+    for path in half_written {
+        tracing::warn!(path = %path.display(), "removing a half-written sled snapshot");
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
 impl SledDocStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
+        drop_half_written_snapshots(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)

@@ -13,14 +13,16 @@ use std::sync::Mutex;
 
 use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::directory::Directory;
-use tantivy::query::QueryParser;
+use tantivy::query::{Bm25StatisticsProvider, QueryParser};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term, doc};
+use tantivy::{
+    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TERMINATED, Term, doc,
+};
 
 use super::{KeywordDoc, KeywordIndex, Owner, SlotSet};
 use crate::error::{Error, Result};
@@ -174,6 +176,74 @@ fn open_checked(
     Ok((index, reader, fields))
 }
 
+/// BM25 statistics over the chunks in one slot set: document count,
+/// tokens and term frequencies count only those chunks.
+struct Visible<'a> {
+    searcher: &'a Searcher,
+    slots: &'a SlotSet,
+    docs: u64,
+    tokens: u64,
+}
+
+impl<'a> Visible<'a> {
+    fn new(searcher: &'a Searcher, slots: &'a SlotSet, text: Field) -> Result<Visible<'a>> {
+        let (mut docs, mut tokens) = (0, 0);
+        for segment in searcher.segment_readers() {
+            let column = segment.fast_fields().u64("slot")?;
+            let norms = segment.get_fieldnorms_reader(text)?;
+            for doc in segment.doc_ids_alive() {
+                if column.first(doc).is_some_and(|s| slots.contains(Slot(s))) {
+                    docs += 1;
+                    tokens += u64::from(norms.fieldnorm(doc));
+                }
+            }
+        }
+        Ok(Visible {
+            searcher,
+            slots,
+            docs,
+            tokens,
+        })
+    }
+}
+
+impl Bm25StatisticsProvider for Visible<'_> {
+    fn total_num_tokens(&self, _field: Field) -> tantivy::Result<u64> {
+        Ok(self.tokens)
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let mut count = 0;
+        for segment in self.searcher.segment_readers() {
+            let Some(mut postings) = segment
+                .inverted_index(term.field())?
+                .read_postings(term, IndexRecordOption::Basic)?
+            else {
+                continue;
+            };
+            let column = segment.fast_fields().u64("slot")?;
+            let alive = segment.alive_bitset();
+            let mut doc = postings.doc();
+            while doc != TERMINATED {
+                let live = alive.is_none_or(|a| a.is_alive(doc));
+                if live
+                    && column
+                        .first(doc)
+                        .is_some_and(|s| self.slots.contains(Slot(s)))
+                {
+                    count += 1;
+                }
+                doc = postings.advance();
+            }
+        }
+        Ok(count)
+    }
+}
+
 impl KeywordIndex for TantivyKeywordIndex {
     fn upsert(&self, docs: &[KeywordDoc]) -> Result<()> {
         let writer = self.writer()?;
@@ -222,15 +292,18 @@ impl KeywordIndex for TantivyKeywordIndex {
         let top = match allowed {
             None => searcher.search(&query, &best)?,
             // Matches are checked against the set by their slot column as
-            // they are collected: no query term per allowed slot.
+            // they are collected: no query term per allowed slot. Scores
+            // come from the statistics of the chunks in the set, so they
+            // say nothing of chunks left out (hidden documents).
             Some(slots) => {
+                let stats = Visible::new(&searcher, slots, f.text)?;
                 let slots = slots.clone();
                 let only = FilterCollector::new(
                     "slot".to_string(),
                     move |slot: u64| slots.contains(Slot(slot)),
                     best,
                 );
-                searcher.search(&query, &only)?
+                searcher.search_with_statistics_provider(&query, &only, &stats)?
             }
         };
         let mut hits = Vec::with_capacity(top.len());
@@ -248,5 +321,75 @@ impl KeywordIndex for TantivyKeywordIndex {
 
     fn count(&self) -> Result<u64> {
         Ok(self.reader.searcher().num_docs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_with(dir: &Path, texts: &[&str]) -> TantivyKeywordIndex {
+        let owner = Owner {
+            id: "test".into(),
+            adopt_unowned: false,
+        };
+        let index = TantivyKeywordIndex::open(dir, &owner).unwrap();
+        let docs: Vec<KeywordDoc> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| KeywordDoc {
+                slot: Slot(i as u64),
+                title: String::new(),
+                heading: String::new(),
+                text: (*text).to_string(),
+            })
+            .collect();
+        index.upsert(&docs).unwrap();
+        index.commit().unwrap();
+        index
+    }
+
+    #[test]
+    fn scores_inside_a_slot_set_do_not_depend_on_chunks_outside_it() {
+        // The same two visible chunks; hidden chunks that do or do not
+        // hold the guessed word must not move the visible scores.
+        let visible = [
+            "the probe mentions quartzite and basalt",
+            "basalt only here",
+        ];
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let with_word = index_with(
+            dirs[0].path(),
+            &[
+                visible[0],
+                visible[1],
+                "hidden quartzite codeword",
+                "hidden quartzite",
+            ],
+        );
+        let without = index_with(
+            dirs[1].path(),
+            &[
+                visible[0],
+                visible[1],
+                "hidden other words",
+                "hidden nothing",
+            ],
+        );
+        let mut slots = SlotSet::default();
+        slots.insert(Slot(0));
+        slots.insert(Slot(1));
+        let slots = std::sync::Arc::new(slots);
+        let a = with_word
+            .search("quartzite basalt", 5, Some(&slots))
+            .unwrap();
+        let b = without.search("quartzite basalt", 5, Some(&slots)).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a, b, "hidden chunks changed what a restricted reader sees");
+        // Without a slot set the whole index counts (and the hidden
+        // chunks do change the scores: the test can tell).
+        let a = with_word.search("quartzite", 5, None).unwrap();
+        let b = without.search("quartzite", 5, None).unwrap();
+        assert_ne!(a[0].1, b[0].1);
     }
 }
