@@ -524,6 +524,31 @@ mod tests {
     }
 
     #[test]
+    fn a_wrong_secret_backs_its_key_id_off_and_a_missing_store_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path());
+        let (key, secret) = store.create(Role::Read, vec!["*".into()], vec![]).unwrap();
+        let guess = format!("lore_{}_{}", key.id, "0".repeat(48));
+        assert_eq!(store.verify(&guess).unwrap(), None);
+        // During the back-off even the right secret is not hashed yet ...
+        assert_eq!(store.verify(&secret).unwrap(), None);
+        std::thread::sleep(BACKOFF_FIRST * 2);
+        // ... and afterwards it is, and then remembered.
+        assert!(store.verify(&secret).unwrap().is_some());
+        assert_eq!(store.verify(&guess).unwrap(), None);
+        assert!(
+            store.verify(&secret).unwrap().is_some(),
+            "a known secret is not backed off"
+        );
+        // The file goes: every check fails, none lets a key in.
+        std::fs::remove_file(dir.path().join(KEYS_FILE)).unwrap();
+        assert!(matches!(store.verify(&secret), Err(Error::Unavailable(_))));
+        assert!(store.exists(), "a store once seen stays required");
+        // A fresh view of the same directory that never saw it: no keys.
+        assert!(!KeyStore::open(dir.path()).exists());
+    }
+
+    #[test]
     fn names_are_plain_words() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::open(dir.path());

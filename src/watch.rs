@@ -212,7 +212,15 @@ impl Watcher {
         engine.collection(collection)?;
         let index = engine.dir().to_path_buf();
         let name = collection.to_string();
-        let apply = move |roots: &[PathBuf]| engine.ingest(&name, roots, &NoProgress);
+        let apply = move |roots: &[PathBuf]| {
+            let report = engine.ingest(&name, roots, &NoProgress)?;
+            let documents = report.added + report.updated + report.removed;
+            if documents > 0 {
+                let chunks = report.chunks_embedded as usize;
+                crate::audit::record(WATCH_ACTOR, &name, "ingest", documents as usize, chunks);
+            }
+            Ok(report)
+        };
         Self::start(
             roots,
             Some(&index),
@@ -228,6 +236,9 @@ impl Watcher {
         self.stats.clone()
     }
 }
+
+/// The audit trail's actor for batches a watcher applies.
+pub const WATCH_ACTOR: &str = "watch";
 
 impl Drop for Watcher {
     fn drop(&mut self) {

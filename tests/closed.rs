@@ -464,3 +464,28 @@ fn wait_with_peak(child: std::process::Child) -> (i32, i64) {
     assert_eq!(waited, pid);
     (libc::WEXITSTATUS(status), usage.ru_maxrss)
 }
+
+#[test]
+fn a_server_whose_trust_inputs_are_missing_or_malformed_does_not_start() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let serve = |addr: &str, keys: &str| {
+        let mut cmd = lore(&index);
+        cmd.args(["serve", "--addr", addr])
+            .env("LORE_API_KEYS", keys);
+        fails(&mut cmd)
+    };
+    let port = crate::serve::free_port();
+    // No key at all on a reachable address.
+    let (code, stderr) = serve(&format!("0.0.0.0:{port}"), "");
+    assert_eq!(code, Some(2), "{stderr}");
+    // A configured key with no role, or an unknown one.
+    for keys in ["justakey", "root:k", "read:"] {
+        let (code, stderr) = serve(&format!("127.0.0.1:{port}"), keys);
+        assert_eq!(code, Some(2), "{keys}: {stderr}");
+    }
+    // A key store that does not parse.
+    std::fs::write(index.join("keys.json"), b"{not json").unwrap();
+    let (code, stderr) = serve(&format!("127.0.0.1:{port}"), "");
+    assert!(code.is_some_and(|c| c != 0), "{stderr}");
+    assert!(stderr.contains("keys"), "{stderr}");
+}

@@ -8,6 +8,7 @@ mod collections;
 mod conversation;
 mod crash;
 mod embedding;
+mod faults;
 mod fuzz;
 mod hostile;
 mod import;

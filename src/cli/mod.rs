@@ -813,12 +813,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let config = config(global, |_| {})?;
             let collection = one_collection(&config)?;
             let report = match open_backend(config, true)? {
-                Backend::Local(engine) => engine
-                    .remove(&collection, &target, &lore::engine::WriteScope::owner())
-                    .inspect(|report| {
-                        let documents = report.documents as usize;
-                        lore::audit::record(CLI_ACTOR, &collection, "remove", documents, 0);
-                    }),
+                Backend::Local(engine) => {
+                    let scope = lore::engine::WriteScope::owner(CLI_ACTOR);
+                    engine.remove(&collection, &target, &scope)
+                }
                 Backend::Server(remote) => remote.remove(&collection, &target),
             }
             .with_context(|| format!("while removing {target}"))?;

@@ -267,8 +267,11 @@ impl Engine {
             change.delete_docs.extend(gone);
         }
         report.documents = change.delete_docs.len() as u64;
+        let ids = change.delete_docs.clone();
         index.apply(change)?;
         index.checkpoint()?;
+        let name = collection.name();
+        crate::audit::record_ids(&scope.actor, name, "remove", &ids, ids.len(), 0);
         Ok(report)
     }
 
@@ -290,6 +293,8 @@ impl Engine {
 /// readers may read, and remove by path only under its roots.
 #[derive(Debug, Clone, Default)]
 pub struct WriteScope {
+    /// Who writes, for the audit trail (a key id, `local`, `cli`).
+    pub actor: String,
     /// Whose documents these are (`Everyone`: any document).
     pub readers: Readers,
     /// Folders a remove may name by path (`None`: anywhere).
@@ -297,9 +302,12 @@ pub struct WriteScope {
 }
 
 impl WriteScope {
-    /// The machine's owner: every document, every path.
-    pub fn owner() -> WriteScope {
-        WriteScope::default()
+    /// The machine's owner, as `actor`: every document, every path.
+    pub fn owner(actor: impl Into<String>) -> WriteScope {
+        WriteScope {
+            actor: actor.into(),
+            ..WriteScope::default()
+        }
     }
 
     fn check_path(&self, path: &Path) -> Result<()> {
@@ -340,6 +348,8 @@ fn remove_document_locked(
     change.delete_docs.push(id.clone());
     index.apply(change)?;
     index.checkpoint()?;
+    let ids = std::slice::from_ref(id);
+    crate::audit::record_ids(&scope.actor, collection.name(), "delete", ids, 1, 0);
     Ok(RemoveReport {
         files: 0,
         documents: 1,
@@ -403,13 +413,18 @@ impl Engine {
         run.flush()?;
         let index = collection.index();
         index.checkpoint()?;
-        ids.iter()
+        let records = ids
+            .iter()
             .map(|id| {
                 index.docs().doc(id)?.ok_or_else(|| {
                     Error::store("docs", format!("document {} missing after ingest", id.0))
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let chunks = records.iter().map(|d| d.chunks.len()).sum();
+        let name = collection.name();
+        crate::audit::record_ids(&scope.actor, name, "upload", &ids, ids.len(), chunks);
+        Ok(records)
     }
 }
 

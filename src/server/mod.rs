@@ -89,8 +89,10 @@ impl State {
     /// and (for clients other than local processes) paths under the
     /// ingest roots.
     fn write_scope(&self, req: &actix_web::HttpRequest) -> crate::engine::WriteScope {
+        let principal = auth::principal(req);
         crate::engine::WriteScope {
-            readers: auth::principal(req).readers(),
+            readers: principal.readers(),
+            actor: principal.id,
             roots: (!self.is_local(req)).then(|| self.ingest_roots.clone()),
         }
     }

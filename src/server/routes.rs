@@ -687,8 +687,6 @@ pub async fn add_document(
         engine.add_document(&collection, &path, &bytes, &metadata, &scope)
     })
     .await?;
-    let chunks = docs.iter().map(|d| d.chunks.len()).sum();
-    audit(&req, "upload", docs.len(), chunks);
     Ok(HttpResponse::Created().json(DocumentsAdded { documents: docs }))
 }
 
@@ -905,7 +903,6 @@ pub async fn delete_document(
         engine.remove_document(&collection, &crate::types::DocId(id), &scope)
     })
     .await?;
-    audit(&req, "delete", report.documents as usize, 0);
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -967,7 +964,6 @@ pub async fn remove(
     let collection = auth::collection(&req);
     let scope = state.write_scope(&req);
     let report = blocking(&state, move || engine.remove(&collection, &target, &scope)).await?;
-    audit(&req, "remove", report.documents as usize, 0);
     Ok(HttpResponse::Ok().json(report))
 }
 
