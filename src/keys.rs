@@ -37,7 +37,7 @@ const LOCK_FILE: &str = "keys.json.lock";
 /// Random bytes in a secret.
 const SECRET_BYTES: usize = 24;
 /// Longest wait a key id is given after failed secrets (it doubles per
-/// failure from [`BACKOFF_FIRST`]).
+/// failure from 50 ms).
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Wait after the first failed secret of a key id.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
