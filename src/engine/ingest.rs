@@ -250,10 +250,12 @@ impl Engine {
         for mut file in files {
             let (mut kept, mut gone) = (Vec::new(), Vec::new());
             for id in std::mem::take(&mut file.docs) {
-                match docs.doc(&id)? {
-                    Some(doc) if !scope.readers.may_read(&doc) => kept.push(id),
-                    _ => gone.push(id),
-                }
+                // Only a restricted writer needs each record read.
+                let hidden = scope.readers.restricted()
+                    && docs
+                        .doc(&id)?
+                        .is_some_and(|doc| !scope.readers.may_read(&doc));
+                if hidden { kept.push(id) } else { gone.push(id) }
             }
             if kept.is_empty() {
                 change.delete_files.push(file.path.clone());
