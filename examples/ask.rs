@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = engine.ingest(
         lore::DEFAULT_COLLECTION,
         &[folder.into()],
+        &lore::WriteScope::owner("ask-example"),
         &lore::NoProgress,
     )?;
     eprintln!(

@@ -150,7 +150,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     config.index = std::env::temp_dir().join(format!("lore-example-remote-{}", std::process::id()));
     let engine = Engine::with_embedder(config.clone(), embedder)?;
-    let report = engine.ingest(lore::DEFAULT_COLLECTION, &[folder.into()], &NoProgress)?;
+    let me = lore::WriteScope::owner("remote-embedder-example");
+    let report = engine.ingest(lore::DEFAULT_COLLECTION, &[folder.into()], &me, &NoProgress)?;
     eprintln!(
         "ingested {} chunks through the service",
         report.chunks_embedded

@@ -93,7 +93,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.index = std::env::temp_dir().join(format!("lore-example-shared-{}", std::process::id()));
     let index = config.index.clone();
     let engine = Engine::open(config)?;
-    engine.ingest(lore::DEFAULT_COLLECTION, &[folder.into()], &NoProgress)?;
+    let me = lore::WriteScope::owner("shared-engine-example");
+    engine.ingest(lore::DEFAULT_COLLECTION, &[folder.into()], &me, &NoProgress)?;
     // One engine for every worker: web::Data is an Arc.
     let shared = web::Data::new(engine);
 

@@ -186,6 +186,14 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
+    fn audit(&self, actor: &str, action: &str, id: &str) {
+        if let Some(index) = self.path.parent() {
+            crate::audit::Event::new(actor, "*", action)
+                .object(id)
+                .record(index);
+        }
+    }
+
     /// The store of the index at `index_dir` (empty when it has no file).
     pub fn open(index_dir: &Path) -> KeyStore {
         let path = index_dir.join(KEYS_FILE);
@@ -225,9 +233,11 @@ impl KeyStore {
         self.with_fresh(|loaded| loaded.keys.is_empty())
     }
 
-    /// Creates a key; returns its record and its secret (shown once).
+    /// Creates a key on behalf of `actor` (audited); returns its record
+    /// and its secret (shown once).
     pub fn create(
         &self,
+        actor: &str,
         role: Role,
         collections: Vec<String>,
         groups: Vec<String>,
@@ -263,6 +273,7 @@ impl KeyStore {
             keys.push(record.clone());
             Ok(())
         })?;
+        self.audit(actor, "key_create", &record.id);
         Ok((
             KeyRecord {
                 hash: String::new(),
@@ -272,8 +283,9 @@ impl KeyStore {
         ))
     }
 
-    /// Revokes the key with `id`; returns its record.
-    pub fn revoke(&self, id: &str) -> Result<KeyRecord> {
+    /// Revokes the key with `id` on behalf of `actor` (audited); returns
+    /// its record.
+    pub fn revoke(&self, actor: &str, id: &str) -> Result<KeyRecord> {
         let removed = self.modify(|keys| {
             let at = keys
                 .iter()
@@ -281,6 +293,7 @@ impl KeyStore {
                 .ok_or_else(|| Error::NotFound(format!("key {id}")))?;
             Ok(keys.remove(at))
         })?;
+        self.audit(actor, "key_revoke", id);
         Ok(KeyRecord {
             hash: String::new(),
             ..removed
@@ -495,7 +508,12 @@ mod tests {
         let store = KeyStore::open(dir.path());
         assert!(store.is_empty().unwrap());
         let (key, secret) = store
-            .create(Role::Read, vec!["handbook".into()], vec!["sre".into()])
+            .create(
+                "test",
+                Role::Read,
+                vec!["handbook".into()],
+                vec!["sre".into()],
+            )
             .unwrap();
         assert!(secret.starts_with(&format!("lore_{}_", key.id)));
         let on_disk = std::fs::read_to_string(dir.path().join(KEYS_FILE)).unwrap();
@@ -514,7 +532,7 @@ mod tests {
         assert_eq!(store.verify("").unwrap(), None);
         // Revoked in another process: the file changes, the key is gone.
         let other = KeyStore::open(dir.path());
-        other.revoke(&key.id).unwrap();
+        other.revoke("test", &key.id).unwrap();
         assert_eq!(store.verify(&secret).unwrap(), None);
         assert!(store.list().unwrap().is_empty());
         assert!(
@@ -527,7 +545,9 @@ mod tests {
     fn a_wrong_secret_backs_its_key_id_off_and_a_missing_store_refuses() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::open(dir.path());
-        let (key, secret) = store.create(Role::Read, vec!["*".into()], vec![]).unwrap();
+        let (key, secret) = store
+            .create("test", Role::Read, vec!["*".into()], vec![])
+            .unwrap();
         let guess = format!("lore_{}_{}", key.id, "0".repeat(48));
         assert_eq!(store.verify(&guess).unwrap(), None);
         // During the back-off even the right secret is not hashed yet ...
@@ -552,17 +572,23 @@ mod tests {
     fn names_are_plain_words() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::open(dir.path());
-        assert!(store.create(Role::Admin, vec!["*".into()], vec![]).is_ok());
+        assert!(
+            store
+                .create("test", Role::Admin, vec!["*".into()], vec![])
+                .is_ok()
+        );
         for bad in ["", "a b", "../x", "x\n"] {
             assert!(
-                store.create(Role::Read, vec![bad.into()], vec![]).is_err(),
+                store
+                    .create("test", Role::Read, vec![bad.into()], vec![])
+                    .is_err(),
                 "{bad:?}"
             );
         }
-        assert!(store.create(Role::Read, vec![], vec![]).is_err());
+        assert!(store.create("test", Role::Read, vec![], vec![]).is_err());
         assert!(
             store
-                .create(Role::Read, vec!["a".into()], vec!["*".into()])
+                .create("test", Role::Read, vec!["a".into()], vec!["*".into()])
                 .is_err()
         );
     }

@@ -15,12 +15,14 @@
 //!
 //! ```no_run
 //! use lore::search::{Mode, SearchRequest};
-//! use lore::{Config, Engine, NoProgress, DEFAULT_COLLECTION};
+//! use lore::{Config, Engine, NoProgress, WriteScope, DEFAULT_COLLECTION};
 //!
 //! # fn main() -> lore::Result<()> {
 //! let config = Config { index: "my-index".into(), ..Config::default() };
 //! let engine = Engine::open(config)?;
-//! let report = engine.ingest(DEFAULT_COLLECTION, &["docs".into()], &NoProgress)?;
+//! // Who writes: named in the audit trail.
+//! let me = WriteScope::owner("my-tool");
+//! let report = engine.ingest(DEFAULT_COLLECTION, &["docs".into()], &me, &NoProgress)?;
 //! println!("{} added, {} chunks", report.added, report.chunks_embedded);
 //!
 //! let found = engine.search(&SearchRequest::new("how are pages escalated?", 5, Mode::Hybrid))?;
@@ -133,6 +135,6 @@ pub mod watch;
 pub use config::Config;
 pub use engine::{
     AskRequest, AskResponse, ConstraintOptions, DEFAULT_COLLECTION, Engine, IngestReport,
-    MAX_SAMPLES, NoProgress, Progress, RemoveReport, Status, Techniques, Turn,
+    MAX_SAMPLES, NoProgress, Progress, RemoveReport, Status, Techniques, Turn, WriteScope,
 };
 pub use error::{Error, Result};

@@ -29,7 +29,7 @@ use notify::{RecursiveMode, Watcher as _};
 use serde::Serialize;
 
 use crate::config::WatchConfig;
-use crate::engine::{Engine, IngestReport, NoProgress};
+use crate::engine::{Engine, IngestReport, NoProgress, WriteScope};
 use crate::error::{Error, Result};
 
 /// Ingests folders: what a watcher calls for each batch (an engine's
@@ -212,15 +212,8 @@ impl Watcher {
         engine.collection(collection)?;
         let index = engine.dir().to_path_buf();
         let name = collection.to_string();
-        let apply = move |roots: &[PathBuf]| {
-            let report = engine.ingest(&name, roots, &NoProgress)?;
-            let documents = report.added + report.updated + report.removed;
-            if documents > 0 {
-                let chunks = report.chunks_embedded as usize;
-                crate::audit::record(WATCH_ACTOR, &name, "ingest", documents as usize, chunks);
-            }
-            Ok(report)
-        };
+        let scope = WriteScope::owner(WATCH_ACTOR);
+        let apply = move |roots: &[PathBuf]| engine.ingest(&name, roots, &scope, &NoProgress);
         Self::start(
             roots,
             Some(&index),

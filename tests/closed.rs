@@ -489,3 +489,73 @@ fn a_server_whose_trust_inputs_are_missing_or_malformed_does_not_start() {
     assert!(code.is_some_and(|c| c != 0), "{stderr}");
     assert!(stderr.contains("keys"), "{stderr}");
 }
+
+#[test]
+fn every_write_reaches_the_audit_file_whoever_makes_it() {
+    let (tmp, index) = ingested("corpora/tiny");
+    let audit = tmp.path().join("audit.jsonl");
+    let watched = tmp.path().join("watched");
+    std::fs::create_dir(&watched).unwrap();
+    let admin = crate::hostile::create_key(&index, &["--role", "admin"]);
+    let root = watched.to_str().unwrap();
+    let args = [
+        "--audit-log",
+        audit.to_str().unwrap(),
+        "--ingest-root",
+        root,
+        "--watch",
+        root,
+    ];
+    let server = start_keyed(&index, "", &args, None);
+    let addr = server.addr.as_str();
+    // Key changes made by another process, next to the server.
+    let created = json(lore(&index).args(["key", "create", "--role", "read", "--json"]));
+    let key_id = created["key"]["id"].as_str().unwrap().to_string();
+    run_ok(lore(&index).args(["key", "revoke", &key_id]));
+    // An upload and a delete, by id.
+    let doc = r#"{"path": "traced.md", "text": "Traced: a document the audit names."}"#;
+    let (code, _, reply) = http(addr, "POST", "/v1/documents", Some(&admin), Some(doc));
+    assert_eq!(code, 201, "{reply}");
+    let added: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    let doc_id = added["documents"][0]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/documents/{doc_id}");
+    let (code, _, reply) = http(addr, "DELETE", &path, Some(&admin), None);
+    assert_eq!(code, 200, "{reply}");
+    // A batch the watcher applies.
+    std::fs::write(watched.join("watched-note.md"), "# Note\n\nWatched text.\n").unwrap();
+    let admin_id = admin.split('_').nth(1).unwrap();
+    let wanted = [
+        ("cli", "key_create", key_id.as_str()),
+        ("cli", "key_revoke", key_id.as_str()),
+        (admin_id, "upload", doc_id.as_str()),
+        (admin_id, "delete", doc_id.as_str()),
+        ("watch", "ingest", ""),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let trail = std::fs::read_to_string(&audit).unwrap_or_default();
+        let events: Vec<serde_json::Value> = trail
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let found = |(actor, action, id): &(&str, &str, &str)| {
+            events.iter().any(|e| {
+                e["actor"] == *actor
+                    && e["action"] == *action
+                    && e["ids"]
+                        .as_array()
+                        .is_some_and(|ids| ids.iter().any(|i| i.as_str().unwrap().starts_with(id)))
+            })
+        };
+        let missing: Vec<_> = wanted.iter().filter(|w| !found(w)).collect();
+        if missing.is_empty() {
+            assert!(!trail.contains(&admin), "a secret reached the audit log");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not in the audit file: {missing:?}\n{trail}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -187,16 +187,22 @@ fn collections_keep_their_own_embedder_across_reopening() {
         .unwrap()
     };
     let engine = open();
+    let owner = lore::WriteScope::owner("test");
     let created = engine
-        .create_collection("small", Some(Path::new("/models/small")))
+        .create_collection("small", Some(Path::new("/models/small")), &owner)
         .unwrap();
     assert_eq!(created.dim, 16);
     let corpus = root().join("corpora/tiny");
     engine
-        .ingest("default", std::slice::from_ref(&corpus), &NoProgress)
+        .ingest(
+            "default",
+            std::slice::from_ref(&corpus),
+            &owner,
+            &NoProgress,
+        )
         .unwrap();
     engine
-        .ingest("small", std::slice::from_ref(&corpus), &NoProgress)
+        .ingest("small", std::slice::from_ref(&corpus), &owner, &NoProgress)
         .unwrap();
     drop(engine);
     let engine = open();

@@ -173,7 +173,12 @@ fn small_index(dir: &Path) -> PathBuf {
     let index = dir.join("index");
     let engine = engine(&index).unwrap();
     engine
-        .ingest("default", &[root().join("corpora/tiny")], &NoProgress)
+        .ingest(
+            "default",
+            &[root().join("corpora/tiny")],
+            &lore::WriteScope::owner("test"),
+            &NoProgress,
+        )
         .unwrap();
     drop(engine);
     index

@@ -258,6 +258,7 @@ fn stored_keys_hold_their_role_and_collections_and_revoking_never_opens_the_serv
     assert_eq!(code, 403, "{reply}");
     let (code, _, reply) = http(addr, "POST", "/v1/documents", Some(&writer), Some(doc));
     assert_eq!(code, 201, "{reply}");
+    let added: serde_json::Value = serde_json::from_str(&reply).unwrap();
     // A near miss of a real secret is not a key.
     let near = format!("{}0", &writer[..writer.len() - 1]);
     assert_eq!(
@@ -272,8 +273,9 @@ fn stored_keys_hold_their_role_and_collections_and_revoking_never_opens_the_serv
         .unwrap_or_else(|| panic!("no upload in the audit log: {trail}"));
     let event: serde_json::Value = serde_json::from_str(line).unwrap();
     let id = writer.split('_').nth(1).unwrap();
-    assert_eq!(event["fields"]["actor"], id, "{line}");
-    assert_eq!(event["fields"]["documents"], 1, "{line}");
+    assert_eq!(event["actor"], id, "{line}");
+    assert_eq!(event["documents"], 1, "{line}");
+    assert_eq!(event["ids"][0], added["documents"][0]["id"], "{line}");
     assert!(!trail.contains(&writer), "a secret reached the audit log");
     // Revoke every stored key: the server stays closed, not open.
     let keys = json(lore(&index).args(["key", "list", "--json"]));

@@ -32,7 +32,13 @@ fn import(engine: &Engine, lines: &[String]) -> lore::Result<lore::engine::Impor
     let open = move || -> lore::Result<Box<dyn std::io::BufRead>> {
         Ok(Box::new(std::io::Cursor::new(text.clone().into_bytes())))
     };
-    engine.import("default", &open, false, &NoProgress)
+    engine.import(
+        "default",
+        &open,
+        false,
+        &lore::WriteScope::owner("test"),
+        &NoProgress,
+    )
 }
 
 #[test]

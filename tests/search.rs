@@ -29,7 +29,14 @@ fn hnsw_recall_against_exact_search_on_real_embeddings() {
     let embedder: Arc<dyn Embedder> =
         Arc::new(BertEmbedder::load(&config.embedder_dir(), 256, 16).unwrap());
     let engine = Engine::with_embedder(config, embedder.clone()).unwrap();
-    engine.ingest("default", &[file], &NoProgress).unwrap();
+    engine
+        .ingest(
+            "default",
+            &[file],
+            &lore::WriteScope::owner("test"),
+            &NoProgress,
+        )
+        .unwrap();
     let collection = engine.collection("default").unwrap();
     let items = collection.index().docs().vectors_from(Slot(0)).unwrap();
     assert!(items.len() > 1500, "{}", items.len());

@@ -165,9 +165,11 @@ pub fn all(config: &Config, options: &AllOptions, progress: &dyn Fn(&str)) -> Re
     let texts = super::bench_chunks(config, &options.corpus, 128, embedder.as_ref())?;
     let embedding = super::embed(config, &texts, true)?;
     progress("ingest into an empty index");
-    let ingest_cold = IngestRun::of(engine.ingest(DEFAULT_COLLECTION, &roots, &NoProgress)?);
+    let bench = crate::engine::WriteScope::owner("bench");
+    let ingest = || engine.ingest(DEFAULT_COLLECTION, &roots, &bench, &NoProgress);
+    let ingest_cold = IngestRun::of(ingest()?);
     progress("ingest again, nothing changed");
-    let ingest_unchanged = IngestRun::of(engine.ingest(DEFAULT_COLLECTION, &roots, &NoProgress)?);
+    let ingest_unchanged = IngestRun::of(ingest()?);
     progress("search: dense, BM25, hybrid");
     let search = search_cases(&engine, &queries, None)?;
     let index = collection.index();

@@ -19,6 +19,11 @@ use lore::{Config, Engine, Error};
 /// The audit trail's actor for writes made by this CLI on its own.
 const CLI_ACTOR: &str = "cli";
 
+/// Writes made by this CLI on its own: the machine's owner.
+fn cli_scope() -> lore::engine::WriteScope {
+    lore::engine::WriteScope::owner(CLI_ACTOR)
+}
+
 /// lore: ask questions of your documents, offline.
 ///
 /// Ingest a folder into a local index, then search it. Settings come from
@@ -125,8 +130,11 @@ enum Command {
         /// `server.ingest_roots`).
         #[arg(long = "ingest-root", value_name = "DIR")]
         ingest_roots: Vec<std::path::PathBuf>,
-        /// Append the audit trail (one JSON line per write: time, key id,
-        /// collection, action, counts) to this file as well as the log.
+        /// Make FILE this index's audit file: every write to the index,
+        /// by this server or any other lore process (key changes,
+        /// ingests, imports), is appended to it as one JSON line (time,
+        /// pid, key id, collection, action, counts, ids), from now on.
+        /// Recorded in `<index>/audit-log.path`; delete that to stop.
         #[arg(long, value_name = "FILE")]
         audit_log: Option<PathBuf>,
         /// Serve reads only (a replica of a snapshot): writes get a 403
@@ -676,18 +684,7 @@ impl From<ModeArg> for Mode {
 /// Parses the command line, runs it and maps the outcome to an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let audit_log = match &cli.command {
-        Command::Serve { audit_log, .. } => audit_log.clone(),
-        _ => None,
-    };
-    if let Err(err) = init_logging(
-        cli.global.verbose,
-        cli.global.log_json,
-        audit_log.as_deref(),
-    ) {
-        eprintln!("lore: error: {err:#}");
-        return ExitCode::from(2);
-    }
+    init_logging(cli.global.verbose, cli.global.log_json);
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -727,9 +724,8 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     }
 }
 
-/// Logs to stderr (filtered by -v / `LORE_LOG`; audit events always),
-/// and the audit trail to `audit_log` as JSON lines when given.
-fn init_logging(verbose: u8, json: bool, audit_log: Option<&Path>) -> anyhow::Result<()> {
+/// Logs to stderr (filtered by -v / `LORE_LOG`; audit events always).
+fn init_logging(verbose: u8, json: bool) {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -752,29 +748,7 @@ fn init_logging(verbose: u8, json: bool, audit_log: Option<&Path>) -> anyhow::Re
     } else {
         stderr.with_filter(filter).boxed()
     };
-    let audit = match audit_log {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open the audit log {}", path.display()))?;
-            let only_audit = tracing_subscriber::filter::Targets::new()
-                .with_target(lore::audit::TARGET, tracing::Level::INFO);
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::sync::Mutex::new(file))
-                    .with_filter(only_audit),
-            )
-        }
-        None => None,
-    };
-    tracing_subscriber::registry()
-        .with(stderr)
-        .with(audit)
-        .init();
-    Ok(())
+    tracing_subscriber::registry().with(stderr).init();
 }
 
 /// Layers flags over file and environment, validates, and sets the thread
@@ -813,10 +787,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let config = config(global, |_| {})?;
             let collection = one_collection(&config)?;
             let report = match open_backend(config, true)? {
-                Backend::Local(engine) => {
-                    let scope = lore::engine::WriteScope::owner(CLI_ACTOR);
-                    engine.remove(&collection, &target, &scope)
-                }
+                Backend::Local(engine) => engine.remove(&collection, &target, &cli_scope()),
                 Backend::Server(remote) => remote.remove(&collection, &target),
             }
             .with_context(|| format!("while removing {target}"))?;
@@ -940,7 +911,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             addr,
             generator,
             ingest_roots,
-            audit_log: _,
+            audit_log,
             read_only,
             snapshot_dir,
             snapshot_every,
@@ -964,7 +935,16 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 c.server.watch.extend(watch);
             })?;
             let server = config.server.clone();
-            lore::server::serve(Engine::open(config)?, &server)?;
+            let engine = Engine::open(config)?;
+            if let Some(file) = audit_log {
+                if server.read_only {
+                    anyhow::bail!("--audit-log: a read-only server writes nothing to audit");
+                }
+                let file = lore::audit::set_file(engine.dir(), &file)
+                    .with_context(|| format!("cannot use the audit log {}", file.display()))?;
+                tracing::info!(file = %file.display(), "audit file");
+            }
+            lore::server::serve(engine, &server)?;
             Ok(())
         }
         Command::Snapshot { dir, json } => {
@@ -1085,17 +1065,9 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
         Backend::Local(engine) => {
             let progress = progress::IngestProgress::new();
             let report = engine
-                .ingest(&collection, &paths, &progress)
+                .ingest(&collection, &paths, &cli_scope(), &progress)
                 .context("while ingesting")?;
             progress.finish();
-            let documents = report.added + report.updated + report.removed;
-            lore::audit::record(
-                CLI_ACTOR,
-                &collection,
-                "ingest",
-                documents as usize,
-                report.chunks_embedded as usize,
-            );
             report
         }
         Backend::Server(remote) => {
@@ -1386,11 +1358,11 @@ fn eval_engine(config: Config, corpus: &[PathBuf]) -> anyhow::Result<Engine> {
     let engine = Engine::open(config).context("while opening the evaluation index")?;
     for name in &collections {
         if !engine.has_collection(name) {
-            engine.create_collection(name, None)?;
+            engine.create_collection(name, None, &cli_scope())?;
         }
         let progress = progress::IngestProgress::new();
         engine
-            .ingest(name, corpus, &progress)
+            .ingest(name, corpus, &cli_scope(), &progress)
             .context("while ingesting the corpus")?;
         progress.finish();
     }
@@ -1442,17 +1414,9 @@ fn import(global: &Global, files: &[PathBuf], prune: bool, json: bool) -> anyhow
         };
         let progress = progress::IngestProgress::new();
         let report = engine
-            .import(&collection, &open, prune, &progress)
+            .import(&collection, &open, prune, &cli_scope(), &progress)
             .with_context(|| format!("while importing {}", file.display()))?;
         progress.finish();
-        let documents = report.added + report.updated + report.removed;
-        lore::audit::record(
-            CLI_ACTOR,
-            &collection,
-            "import",
-            documents as usize,
-            report.chunks_written as usize,
-        );
         if !json {
             println!(
                 "{}: {} rows: {} documents added, {} updated, {} unchanged, {} removed; {} chunks written in {:.1}s",
@@ -1549,9 +1513,7 @@ fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()>
                 .transpose()?;
             let info = match &backend {
                 Backend::Local(engine) => {
-                    let info = engine.create_collection(&name, embedder.as_deref())?;
-                    lore::audit::record(CLI_ACTOR, &name, "collection_create", 0, 0);
-                    info
+                    engine.create_collection(&name, embedder.as_deref(), &cli_scope())?
                 }
                 Backend::Server(remote) => remote.create_collection(&name, embedder.as_deref())?,
             };
@@ -1582,12 +1544,7 @@ fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()>
         }
         CollectionCommand::Drop { name } => {
             let chunks = match &backend {
-                Backend::Local(engine) => {
-                    let chunks = engine.collection(&name)?.index().sizes()?.vectors;
-                    engine.drop_collection(&name)?;
-                    lore::audit::record(CLI_ACTOR, &name, "collection_drop", 0, chunks as usize);
-                    chunks
-                }
+                Backend::Local(engine) => engine.drop_collection(&name, &cli_scope())?,
                 Backend::Server(remote) => remote.drop_collection(&name)?,
             };
             println!("dropped collection {name} ({chunks} chunks)");
@@ -1899,8 +1856,7 @@ fn key(global: &Global, command: KeyCommand) -> anyhow::Result<()> {
             groups,
             json,
         } => {
-            let (key, secret) = store.create(role, collections, groups)?;
-            lore::audit::record(CLI_ACTOR, "*", "key_create", 0, 0);
+            let (key, secret) = store.create(CLI_ACTOR, role, collections, groups)?;
             if json {
                 return print_json(&serde_json::json!({ "key": key, "secret": secret }));
             }
@@ -1926,8 +1882,7 @@ fn key(global: &Global, command: KeyCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KeyCommand::Revoke { id } => {
-            let key = store.revoke(&id)?;
-            lore::audit::record(CLI_ACTOR, "*", "key_revoke", 0, 0);
+            let key = store.revoke(CLI_ACTOR, &id)?;
             println!("revoked key {} ({})", key.id, key.role);
             Ok(())
         }

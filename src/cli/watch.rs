@@ -53,7 +53,9 @@ pub fn follow(
             let engine: Arc<lore::Engine> = Arc::from(engine);
             let held = engine.clone();
             let name = collection.clone();
-            let apply = move |roots: &[PathBuf]| held.ingest(&name, roots, &lore::NoProgress);
+            let scope = lore::engine::WriteScope::owner(lore::watch::WATCH_ACTOR);
+            let apply =
+                move |roots: &[PathBuf]| held.ingest(&name, roots, &scope, &lore::NoProgress);
             (Box::new(apply), Some(engine))
         }
         Backend::Server(remote) => {

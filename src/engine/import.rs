@@ -27,7 +27,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use super::lines::Line;
-use super::{Collection, Engine, Progress};
+use super::{Collection, Engine, Progress, WriteScope};
 use crate::error::{Error, Result};
 use crate::store::{Change, DocUpdate, StoreSeconds};
 use crate::types::{Chunk, ChunkId, DocId, DocKind, DocRecord, Metadata, content_hash};
@@ -101,12 +101,14 @@ impl Engine {
     /// Imports the chunks `open` reads (called twice: once to check every
     /// row, once to write) into `collection`. With `prune`, the input is
     /// the whole of what was imported: imported documents it no longer
-    /// holds are removed (ingested ones are never touched).
+    /// holds are removed (ingested ones are never touched). `scope` says
+    /// who writes, for the audit trail.
     pub fn import(
         &self,
         collection: &str,
         open: &dyn Fn() -> Result<Box<dyn BufRead>>,
         prune: bool,
+        scope: &WriteScope,
         progress: &dyn Progress,
     ) -> Result<ImportReport> {
         let start = std::time::Instant::now();
@@ -124,6 +126,7 @@ impl Engine {
             ..ImportReport::default()
         };
         let mut batch = Vec::new();
+        let mut touched = Vec::new();
         let mut current: Option<Doc> = None;
         for (line, row) in read_rows(open()?) {
             let row = row.map_err(|reason| bad_row(line, &reason))?;
@@ -134,12 +137,8 @@ impl Engine {
             let doc = current.get_or_insert_with(|| new_doc(&row, doc_id));
             doc.chunks.push(chunk(&doc.record.id, row));
             if batch.len() >= DOCS_PER_CHANGE {
-                write(
-                    &collection,
-                    std::mem::take(&mut batch),
-                    &mut report,
-                    progress,
-                )?;
+                let docs = std::mem::take(&mut batch);
+                touched.extend(write(&collection, docs, &mut report, progress)?);
                 if report.chunks_written - checkpointed >= every {
                     collection.index().checkpoint()?;
                     checkpointed = report.chunks_written;
@@ -147,11 +146,19 @@ impl Engine {
             }
         }
         batch.extend(current);
-        write(&collection, batch, &mut report, progress)?;
+        touched.extend(write(&collection, batch, &mut report, progress)?);
         if prune {
-            report.removed = remove_unseen(&collection, &seen)?;
+            let gone = remove_unseen(&collection, &seen)?;
+            report.removed = gone.len() as u64;
+            touched.extend(gone);
         }
         collection.index().checkpoint()?;
+        if !touched.is_empty() {
+            crate::audit::Event::new(&scope.actor, collection.name(), "import")
+                .documents(&touched)
+                .chunks(report.chunks_written as usize)
+                .record(self.dir());
+        }
         progress.file_done("import");
         report.seconds = start.elapsed().as_secs_f64();
         report.stores = collection.index().store_seconds().since(spent_before);
@@ -159,8 +166,9 @@ impl Engine {
     }
 }
 
-/// Removes the imported documents of `collection` not in `seen`.
-fn remove_unseen(collection: &Collection, seen: &HashSet<DocId>) -> Result<u64> {
+/// Removes the imported documents of `collection` not in `seen`; returns
+/// their ids.
+fn remove_unseen(collection: &Collection, seen: &HashSet<DocId>) -> Result<Vec<DocId>> {
     let gone: Vec<DocId> = collection
         .index()
         .docs()
@@ -175,7 +183,7 @@ fn remove_unseen(collection: &Collection, seen: &HashSet<DocId>) -> Result<u64> 
             ..Change::default()
         })?;
     }
-    Ok(gone.len() as u64)
+    Ok(gone)
 }
 
 /// Checks every row; counts them and the documents they name, or fails
@@ -327,7 +335,7 @@ fn write(
     docs: Vec<Doc>,
     report: &mut ImportReport,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<Vec<DocId>> {
     let store = collection.index().docs();
     let mut change = Change::default();
     let mut written = 0;
@@ -376,8 +384,13 @@ fn write(
         progress.embedded(rows);
     }
     report.chunks_written += written;
+    let ids = change
+        .put_docs
+        .iter()
+        .map(|d| d.record.id.clone())
+        .collect();
     if !change.is_empty() {
         collection.index().apply(change)?;
     }
-    Ok(())
+    Ok(ids)
 }

@@ -127,6 +127,8 @@ struct Run<'a> {
     files_ready: Vec<FileRecord>,
     since_checkpoint: usize,
     changed: bool,
+    /// Documents written or deleted, for the audit trail.
+    touched: Vec<DocId>,
 }
 
 impl Engine {
@@ -134,13 +136,19 @@ impl Engine {
     /// are (re)indexed, unchanged ones skipped, files gone from an ingested
     /// folder removed. Per-file problems are reported in
     /// [`IngestReport::skipped`]; only failures of the index itself are
-    /// errors.
+    /// errors. `scope` says who writes (for the audit trail) and where
+    /// (each path must lie under its roots).
     pub fn ingest(
         &self,
         collection: &str,
         paths: &[PathBuf],
+        scope: &WriteScope,
         progress: &dyn Progress,
     ) -> Result<IngestReport> {
+        for path in paths {
+            let resolved = path.canonicalize().unwrap_or_else(|_| normalize(path));
+            scope.check_path(&resolved)?;
+        }
         // The writer first: a collection dropped meanwhile is not written to.
         let _writer = self.writer()?;
         let collection = self.collection(collection)?;
@@ -194,6 +202,13 @@ impl Engine {
             index.checkpoint()?;
         }
         run.report.seconds = start.elapsed().as_secs_f64();
+        if run.changed {
+            let documents = run.touched();
+            crate::audit::Event::new(&scope.actor, collection.name(), "ingest")
+                .documents(&documents)
+                .chunks(run.report.chunks_embedded as usize)
+                .record(self.dir());
+        }
         tracing::info!(
             added = run.report.added,
             updated = run.report.updated,
@@ -242,7 +257,10 @@ impl Engine {
             files = docs.files_with_prefix(&format!("{}/", path.trim_end_matches('/')))?;
         }
         if files.is_empty() {
-            return remove_document_locked(&collection, &DocId(target.to_string()), scope);
+            let id = DocId(target.to_string());
+            let report = remove_document_locked(&collection, &id, scope)?;
+            self.audit_delete(&scope.actor, collection.name(), &id);
+            return Ok(report);
         }
         scope.check_path(&resolved)?;
         let mut change = Change::default();
@@ -272,8 +290,9 @@ impl Engine {
         let ids = change.delete_docs.clone();
         index.apply(change)?;
         index.checkpoint()?;
-        let name = collection.name();
-        crate::audit::record_ids(&scope.actor, name, "remove", &ids, ids.len(), 0);
+        crate::audit::Event::new(&scope.actor, collection.name(), "remove")
+            .documents(&ids)
+            .record(self.dir());
         Ok(report)
     }
 
@@ -287,7 +306,15 @@ impl Engine {
     ) -> Result<RemoveReport> {
         let _writer = self.writer()?;
         let collection = self.collection(collection)?;
-        remove_document_locked(&collection, id, scope)
+        let report = remove_document_locked(&collection, id, scope)?;
+        self.audit_delete(&scope.actor, collection.name(), id);
+        Ok(report)
+    }
+
+    fn audit_delete(&self, actor: &str, collection: &str, id: &DocId) {
+        crate::audit::Event::new(actor, collection, "delete")
+            .documents(std::slice::from_ref(id))
+            .record(self.dir());
     }
 }
 
@@ -350,8 +377,6 @@ fn remove_document_locked(
     change.delete_docs.push(id.clone());
     index.apply(change)?;
     index.checkpoint()?;
-    let ids = std::slice::from_ref(id);
-    crate::audit::record_ids(&scope.actor, collection.name(), "delete", ids, 1, 0);
     Ok(RemoveReport {
         files: 0,
         documents: 1,
@@ -424,8 +449,10 @@ impl Engine {
             })
             .collect::<Result<Vec<_>>>()?;
         let chunks = records.iter().map(|d| d.chunks.len()).sum();
-        let name = collection.name();
-        crate::audit::record_ids(&scope.actor, name, "upload", &ids, ids.len(), chunks);
+        crate::audit::Event::new(&scope.actor, collection.name(), "upload")
+            .documents(&ids)
+            .chunks(chunks)
+            .record(self.dir());
         Ok(records)
     }
 }
@@ -488,7 +515,16 @@ impl<'a> Run<'a> {
             files_ready: Vec::new(),
             since_checkpoint: 0,
             changed: false,
+            touched: Vec::new(),
         }
+    }
+
+    /// The documents this run wrote or deleted, each once, sorted.
+    fn touched(&mut self) -> Vec<DocId> {
+        let mut ids = std::mem::take(&mut self.touched);
+        ids.sort_by(|a, b| a.0.cmp(&b.0));
+        ids.dedup();
+        ids
     }
 
     fn skip(&mut self, skipped: Skipped) {
@@ -525,6 +561,7 @@ impl<'a> Run<'a> {
             }
         }
         if !change.is_empty() {
+            self.touched.extend(change.delete_docs.iter().cloned());
             self.collection.index().apply(change)?;
             self.changed = true;
         }
@@ -661,6 +698,9 @@ impl<'a> Run<'a> {
         if change.is_empty() {
             return Ok(());
         }
+        self.touched.extend(change.delete_docs.iter().cloned());
+        self.touched
+            .extend(change.put_docs.iter().map(|d| d.record.id.clone()));
         self.collection.index().apply(change)?;
         self.changed = true;
         let embedded = std::mem::take(&mut self.queued_chunks);
@@ -710,6 +750,10 @@ mod tests {
     use crate::search::{Mode, SearchRequest};
     use crate::types::DEFAULT_COLLECTION;
 
+    fn owner() -> WriteScope {
+        WriteScope::owner("test")
+    }
+
     fn engine(dir: &Path, rebuild_ratio: f64) -> Engine {
         let mut config = Config {
             index: dir.join("index"),
@@ -737,16 +781,31 @@ mod tests {
         write_docs(&docs, 5, "v1");
         let engine = engine(tmp.path(), 0.25);
         let first = engine
-            .ingest(DEFAULT_COLLECTION, std::slice::from_ref(&docs), &NoProgress)
+            .ingest(
+                DEFAULT_COLLECTION,
+                std::slice::from_ref(&docs),
+                &owner(),
+                &NoProgress,
+            )
             .unwrap();
         assert_eq!(first.added, 5);
         let again = engine
-            .ingest(DEFAULT_COLLECTION, std::slice::from_ref(&docs), &NoProgress)
+            .ingest(
+                DEFAULT_COLLECTION,
+                std::slice::from_ref(&docs),
+                &owner(),
+                &NoProgress,
+            )
             .unwrap();
         assert_eq!((again.unchanged, again.chunks_embedded), (5, 0));
         std::fs::write(docs.join("d0.md"), "# Doc 0\n\nzeta\n").unwrap();
         let changed = engine
-            .ingest(DEFAULT_COLLECTION, std::slice::from_ref(&docs), &NoProgress)
+            .ingest(
+                DEFAULT_COLLECTION,
+                std::slice::from_ref(&docs),
+                &owner(),
+                &NoProgress,
+            )
             .unwrap();
         assert_eq!((changed.updated, changed.unchanged), (1, 4));
         let status = engine.status(DEFAULT_COLLECTION).unwrap();
@@ -764,11 +823,21 @@ mod tests {
         write_docs(&docs, 20, "v1");
         let engine = engine(tmp.path(), 0.25);
         engine
-            .ingest(DEFAULT_COLLECTION, std::slice::from_ref(&docs), &NoProgress)
+            .ingest(
+                DEFAULT_COLLECTION,
+                std::slice::from_ref(&docs),
+                &owner(),
+                &NoProgress,
+            )
             .unwrap();
         write_docs(&docs, 20, "v2");
         engine
-            .ingest(DEFAULT_COLLECTION, std::slice::from_ref(&docs), &NoProgress)
+            .ingest(
+                DEFAULT_COLLECTION,
+                std::slice::from_ref(&docs),
+                &owner(),
+                &NoProgress,
+            )
             .unwrap();
         let status = engine.status(DEFAULT_COLLECTION).unwrap();
         assert!(status.consistent, "{status:?}");

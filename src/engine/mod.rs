@@ -279,19 +279,32 @@ impl Engine {
     }
 
     /// Creates the collection `name`, embedded with the model in
-    /// `embedder` (a model directory; none: the configured embedder).
-    pub fn create_collection(&self, name: &str, embedder: Option<&Path>) -> Result<CollectionInfo> {
+    /// `embedder` (a model directory; none: the configured embedder), on
+    /// behalf of `scope` (for the audit trail).
+    pub fn create_collection(
+        &self,
+        name: &str,
+        embedder: Option<&Path>,
+        scope: &WriteScope,
+    ) -> Result<CollectionInfo> {
         let _writer = self.writer()?;
         let created =
             self.collections
                 .create(name, embedder, &self.config, self.resolve.as_ref())?;
+        crate::audit::Event::new(&scope.actor, name, "collection_create").record(self.dir());
         CollectionInfo::of(&created)
     }
 
-    /// Drops the collection `name` with all its documents.
-    pub fn drop_collection(&self, name: &str) -> Result<()> {
+    /// Drops the collection `name` with all its documents, on behalf of
+    /// `scope`; returns how many chunks it held.
+    pub fn drop_collection(&self, name: &str, scope: &WriteScope) -> Result<u64> {
         let _writer = self.writer()?;
-        self.collections.drop_collection(name)
+        let chunks = self.collection(name)?.index().sizes()?.vectors;
+        self.collections.drop_collection(name)?;
+        crate::audit::Event::new(&scope.actor, name, "collection_drop")
+            .chunks(chunks as usize)
+            .record(self.dir());
+        Ok(chunks)
     }
 
     /// The collections opened so far (each is opened on first use).

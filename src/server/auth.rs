@@ -363,7 +363,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::open(dir.path());
         let (_, secret) = store
-            .create(Role::Write, vec!["default".into()], vec![])
+            .create("test", Role::Write, vec!["default".into()], vec![])
             .unwrap();
         let keys = Keys::new(&["read:r1".into()], KeyStore::open(dir.path()));
         assert_eq!(

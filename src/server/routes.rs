@@ -838,12 +838,6 @@ pub async fn get_document(
     Ok(HttpResponse::Ok().json(doc))
 }
 
-/// Records a write in the audit trail under the request's key id.
-fn audit(req: &HttpRequest, action: &str, documents: usize, chunks: usize) {
-    let actor = auth::principal(req).id;
-    crate::audit::record(&actor, &auth::collection(req), action, documents, chunks);
-}
-
 /// A chunk (a cited passage) with the text either side of it.
 #[utoipa::path(get, path = "/v1/chunks/{id}", params(("id" = String, Path, description = "Chunk id"), InCollection), security(("api_key" = [])), responses((status = 200, body = Passage), ErrorResponses))]
 pub async fn get_chunk(
@@ -928,17 +922,11 @@ pub async fn ingest(
         .ok_or_else(|| ApiError::bad_request(format!("{} does not exist", requested.display())))?;
     let engine = state.engine.clone();
     let collection = auth::collection(&req);
+    let scope = state.write_scope(&req);
     let report = blocking(&state, move || {
-        engine.ingest(&collection, &[path], &NoProgress)
+        engine.ingest(&collection, &[path], &scope, &NoProgress)
     })
     .await?;
-    let documents = report.added + report.updated + report.removed;
-    audit(
-        &req,
-        "ingest",
-        documents as usize,
-        report.chunks_embedded as usize,
-    );
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -1045,14 +1033,11 @@ pub async fn create_collection(
         None => None,
     };
     let engine = state.engine.clone();
-    let created = {
-        let name = name.clone();
-        blocking(&state, move || {
-            engine.create_collection(&name, embedder.as_deref())
-        })
-        .await?
-    };
-    crate::audit::record(&principal.id, &name, "collection_create", 0, 0);
+    let scope = state.write_scope(&req);
+    let created = blocking(&state, move || {
+        engine.create_collection(&name, embedder.as_deref(), &scope)
+    })
+    .await?;
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -1065,16 +1050,11 @@ pub async fn drop_collection(
 ) -> Result<HttpResponse, ApiError> {
     let name = auth::collection(&req);
     let engine = state.engine.clone();
+    let scope = state.write_scope(&req);
     let chunks = {
         let name = name.clone();
-        blocking(&state, move || {
-            let chunks = engine.collection(&name)?.index().sizes()?.vectors;
-            engine.drop_collection(&name)?;
-            Ok(chunks)
-        })
-        .await?
+        blocking(&state, move || engine.drop_collection(&name, &scope)).await?
     };
-    audit(&req, "collection_drop", 0, chunks as usize);
     Ok(HttpResponse::Ok().json(Dropped { name, chunks }))
 }
 
