@@ -40,9 +40,18 @@ def request(port, path, body=None, method=None, timeout=30):
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as reply:
-            return reply.status, json.loads(reply.read() or b"null")
+            return reply.status, parsed(reply.status, reply.headers, reply.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+        return e.code, parsed(e.code, e.headers, e.read())
+
+
+def parsed(status, headers, raw):
+    """The JSON body; a body that is not JSON fails naming what answered."""
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        raise ValueError(f"not JSON: status {status}, content-type {headers.get('Content-Type')}, "
+                         f"server {headers.get('Server')}, body {raw[:200]!r}") from None
 
 
 def wait_ready(port, what, seconds=120):
