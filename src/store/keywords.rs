@@ -108,6 +108,10 @@ impl TantivyKeywordIndex {
                 },
                 other => Error::from(other),
             })?;
+        // A writer killed mid-commit leaves files no commit names (a
+        // `.del` of the next opstamp): the next commit would collide with
+        // them, so they go before anything is written.
+        writer.garbage_collect_files().wait()?;
         Ok(TantivyKeywordIndex {
             index,
             writer: Mutex::new(writer),

@@ -254,7 +254,9 @@ impl HnswVectorIndex {
             return Ok(table);
         }
         let mut table: PointTable = Vec::new();
-        for point in inner.graph.get_point_indexation() {
+        // hnsw_rs's point iterator panics on a graph without points.
+        let points = (inner.graph.get_nb_point() > 0).then(|| inner.graph.get_point_indexation());
+        for point in points.into_iter().flatten() {
             let at = point.get_origin_id();
             if table.len() <= at {
                 table.resize(at + 1, None);
@@ -424,7 +426,8 @@ impl VectorIndex for HnswVectorIndex {
 
     fn restore_tombstones(&self, slots: &[Slot]) -> Result<Vec<Slot>> {
         let mut inner = self.write()?;
-        let present: HashSet<u64> = if slots.is_empty() {
+        // hnsw_rs's point iterator panics on a graph without points.
+        let present: HashSet<u64> = if slots.is_empty() || inner.graph.get_nb_point() == 0 {
             HashSet::new()
         } else {
             inner
@@ -588,6 +591,18 @@ pub(crate) mod tests {
         let mut data = std::fs::read(&path).unwrap();
         data[at..at + bytes.len()].copy_from_slice(bytes);
         std::fs::write(&path, data).unwrap();
+    }
+
+    #[test]
+    fn an_empty_graph_takes_tombstones_and_searches_without_panicking() {
+        // A kill after a remove of everything: the doc store holds
+        // tombstones, the graph holds no point (hnsw_rs's iterator panics).
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) =
+            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
+        assert_eq!(index.restore_tombstones(&[Slot(3)]).unwrap(), vec![Slot(3)]);
+        assert!(index.search(&unit(1, 8), 5, None).unwrap().is_empty());
+        assert_eq!(index.len(), 0);
     }
 
     #[test]
