@@ -182,23 +182,93 @@ fn default_answers_cite_only_given_sources_in_brackets() {
             "{out}"
         );
         let sources = out["retrieved"].as_array().unwrap().len();
-        let mut rest = text;
-        while let Some(open) = rest.find('[') {
-            let close = rest[open..]
-                .find(']')
-                .unwrap_or_else(|| panic!("unclosed: {text}"));
-            let inside = &rest[open + 1..open + close];
-            for n in inside.split(", ") {
-                let n: usize = n.parse().unwrap_or_else(|_| panic!("[{inside}] in {text}"));
-                assert!((1..=sources).contains(&n), "{text}");
-            }
-            rest = &rest[open + close + 1..];
+        for n in marks_outside_code(text).into_iter().flatten() {
+            assert!((1..=sources).contains(&n), "{text}");
         }
         assert!(
             text.starts_with("According to [") || out["abstained"] == true,
             "{out}"
         );
     }
+}
+
+/// The numbers of every citation mark outside code spans: each `[` that
+/// opens on a digit, read up to its `]` (the grammar allows nothing else
+/// there, so a mark that does not parse fails the test).
+fn marks_outside_code(text: &str) -> Vec<Vec<usize>> {
+    let mut marks = Vec::new();
+    for prose in text.split('`').step_by(2) {
+        let mut rest = prose;
+        while let Some(open) = rest.find('[') {
+            rest = &rest[open + 1..];
+            if !rest.starts_with(|c: char| c.is_ascii_digit()) {
+                continue;
+            }
+            let inside = &rest[..rest.find(']').unwrap_or(rest.len())];
+            let numbers = inside
+                .split(", ")
+                .map(|n| n.parse().unwrap_or_else(|_| panic!("[{inside}] in {text}")));
+            marks.push(numbers.collect());
+        }
+    }
+    marks
+}
+
+#[test]
+fn code_in_answers_survives_and_every_citation_is_a_given_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    json(
+        lore(&index)
+            .args(["ingest", "--json"])
+            .arg(root().join("tests/fixtures/code-docs")),
+    );
+    let code = [
+        "#[derive",
+        "#[cfg",
+        "[u8",
+        "[dependencies]",
+        "v[0]",
+        "[T; N]",
+    ];
+    let mut with_code = Vec::new();
+    for question in [
+        "Which attribute lets a struct be printed with {:?}?",
+        "How is an array of four bytes declared, and how is its first element read?",
+        "Under which table of Cargo.toml are dependencies listed?",
+    ] {
+        for seed in ["1", "2"] {
+            let out = json(lore(&index).args([
+                "ask",
+                question,
+                "--max-tokens",
+                "64",
+                "--temperature",
+                "1.2",
+                "--seed",
+                seed,
+                "--json",
+            ]));
+            let text = answer(&out);
+            assert!(
+                out["invalid_citations"].as_array().unwrap().is_empty(),
+                "{out}"
+            );
+            let sources = out["retrieved"].as_array().unwrap().len();
+            for n in marks_outside_code(text).into_iter().flatten() {
+                assert!((1..=sources).contains(&n), "{text}");
+            }
+            // An attribute is never turned into a citation.
+            assert!(!text.contains("#[1]") && !text.contains("#[2]"), "{text}");
+            if code.iter().any(|c| text.contains(c)) {
+                with_code.push(text.to_string());
+            }
+        }
+    }
+    assert!(
+        with_code.len() >= 2,
+        "the code of the sources should come through: {with_code:?}"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::Engine;
+use crate::answer::without_citations;
 use crate::error::{Error, Result};
 use crate::generate::{Constraint, Generated, Generator, Sampling};
 use crate::prompt;
@@ -67,7 +68,7 @@ impl Turn {
             Speaker::User => self.content.as_str(),
             Speaker::Assistant => strip_sources(&self.content),
         };
-        let mut words = clip(&drop_marks(text), MAX_TURN_CHARS)
+        let mut words = clip(&without_citations(text), MAX_TURN_CHARS)
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
@@ -232,25 +233,6 @@ fn strip_sources(answer: &str) -> &str {
     answer.split("\n\nSources:").next().unwrap_or(answer)
 }
 
-/// `text` without citation marks like `[2]`.
-fn drop_marks(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find('[') {
-        let after = &rest[open + 1..];
-        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-        out.push_str(&rest[..open]);
-        if digits > 0 && after[digits..].starts_with(']') {
-            rest = &after[digits + 1..];
-        } else {
-            out.push('[');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,7 +359,10 @@ mod tests {
     fn an_answer_loses_its_sources_and_marks() {
         let turn = Turn::assistant("Within 5 minutes [1][2].\n\nSources:\n[1] a.md\n[2] b.md");
         assert_eq!(turn.line(), "Assistant: Within 5 minutes .");
-        assert_eq!(drop_marks("a [x] b [12] c"), "a [x] b  c");
+        assert_eq!(
+            without_citations("a [x] b [12] c `v[0]`"),
+            "a [x] b  c `v[0]`"
+        );
     }
 
     #[test]

@@ -429,6 +429,36 @@ mod tests {
     /// never unbounded work): llguidance's limits bound compilation, ours
     /// bound the size.
     #[test]
+    fn the_answer_grammar_lets_code_through_and_only_given_sources_be_cited() {
+        let generator = light();
+        let grammar = crate::answer::text_grammar(3);
+        let accepts = |text: &str| {
+            let mut guide = generator.guide(Some(&grammar)).unwrap().unwrap();
+            guide.accepts_all(&generator.encode(text).unwrap())
+        };
+        for code in [
+            "According to [1], add `#[derive(Debug)]` above the struct.",
+            "According to [2], index with `v[0]`; a `[u8; 4]` array [1, 3].",
+            "According to [1], put it under [dependencies] in Cargo.toml [2].",
+            "According to [1], #[derive(Debug)] and #[cfg(test)] are attributes.",
+            "According to [1], see [the book](https://example.org) [3].",
+            "According to [3]:\n```toml\n[dependencies]\nserde = \"1\"\n```\nDone [1].",
+            "According to [2], - [ ] a task list item.",
+        ] {
+            assert!(accepts(code), "refused: {code}");
+        }
+        for forged in [
+            "According to [4], it is.",
+            "According to [1], see [7].",
+            "According to [1], v[0] is the first.",
+            "According to [1], see [[7]].",
+            "According to [1], see [1, 5].",
+        ] {
+            assert!(!accepts(forged), "accepted: {forged}");
+        }
+    }
+
+    #[test]
     fn hostile_constraints_are_refused_quickly() {
         let generator = light();
         let deep = |n: usize| {

@@ -227,6 +227,14 @@ impl Guide {
         self.matcher.is_stopped()
     }
 
+    /// True when `tokens`, fed one by one, are a whole output the
+    /// constraint accepts.
+    #[cfg(test)]
+    pub fn accepts_all(&mut self, tokens: &[u32]) -> bool {
+        tokens.iter().all(|&t| self.accept(t).is_ok())
+            && self.matcher.is_accepting().unwrap_or(false)
+    }
+
     /// A matcher failure mid-answer: the constraint is the caller's input,
     /// and it grew past llguidance's limits (e.g. `(a{1000}){1000}`).
     fn error(&self, e: impl std::fmt::Display) -> Error {

@@ -193,8 +193,24 @@ function showTab(name) {
 
 // -------------------------------------------------------------- citations
 
-/** The answer as text nodes with every [n] / [n, m] turned into links. */
+/**
+ * The answer as nodes: code between backticks as <code> (its brackets are
+ * code, never citations), every [n] / [n, m] elsewhere turned into links.
+ */
 function linkCitations(text, citations) {
+  const out = [];
+  const parts = text.split("`");
+  parts.forEach((part, i) => {
+    // Odd parts sit between backticks; an unclosed last one is code too.
+    if (i % 2 === 1) {
+      if (part) out.push(el("code", {}, part));
+    } else out.push(...linkProse(part, citations));
+  });
+  return out;
+}
+
+/** Prose as text nodes with every [n] / [n, m] turned into links. */
+function linkProse(text, citations) {
   const byNumber = new Map(citations.map((c) => [c.n, c]));
   const out = [];
   const pattern = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
