@@ -374,6 +374,37 @@ fn strip_citations(text: &str) -> String {
     without_citations(text).replace("According to", "")
 }
 
+/// Letters of a word compared by [`support_score`]: enough to match
+/// "rotated" with "rotation" without a stemmer.
+const STEM: usize = 5;
+
+fn stems(text: &str) -> std::collections::HashSet<String> {
+    content_words(text)
+        .into_iter()
+        .map(|w| w.chars().take(STEM).collect())
+        .collect()
+}
+
+/// How much of what `answer` adds to `question` the `cited` texts hold:
+/// the share of the answer's content words (citations, the "According
+/// to" and the question's own words left out) found among the sources'
+/// words, compared on their first letters. An answer that only restates
+/// the question scores 1. A fluent answer to a question the sources do
+/// not cover brings words they do not have, and scores low.
+pub fn support_score(question: &str, answer: &str, cited: &[&str]) -> f64 {
+    let asked = stems(question);
+    let added: Vec<String> = stems(&strip_citations(answer))
+        .into_iter()
+        .filter(|w| !asked.contains(w))
+        .collect();
+    if added.is_empty() {
+        return 1.0;
+    }
+    let held: std::collections::HashSet<String> =
+        cited.iter().flat_map(|text| stems(text)).collect();
+    added.iter().filter(|w| held.contains(*w)).count() as f64 / added.len() as f64
+}
+
 /// True when the model said the sources do not hold the answer.
 pub fn is_abstention(text: &str) -> bool {
     let t = text.trim().to_lowercase();
@@ -468,6 +499,31 @@ mod tests {
         let cased = s(&["A", "a"]);
         assert_eq!(choice_spellings(&cased), cased);
         assert_eq!(canonical_choice("a", &cased), Some(&cased[1]));
+    }
+
+    #[test]
+    fn support_is_the_share_of_added_words_the_cited_sources_hold() {
+        let source = "Third-party API keys are rotated every 90 days by the owning team.";
+        let question = "How often are third-party API keys rotated?";
+        let held = support_score(question, "According to [1], every 90 days.", &[source]);
+        assert!(held > 0.99, "{held}");
+        let made_up = support_score(
+            question,
+            "According to [1], keys are rotated weekly by the security bot.",
+            &[source],
+        );
+        assert!(made_up < 0.5, "{made_up}");
+        // Inflections match on their first letters; a restatement is held.
+        let inflected = support_score(
+            "Who rotates keys?",
+            "Rotation is by the owning team [1].",
+            &[source],
+        );
+        assert!(inflected > 0.6, "{inflected}");
+        assert_eq!(
+            support_score(question, "API keys are rotated [1].", &[source]),
+            1.0
+        );
     }
 
     #[test]

@@ -493,3 +493,50 @@ fn every_option_is_reachable_over_http() {
         assert!(!error_code(&reply).is_empty(), "{bad}: {reply}");
     }
 }
+
+#[test]
+fn eval_qa_scores_facts_sources_retrieval_and_abstention() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let qa = root().join("tests/fixtures/tiny-qa.jsonl");
+    let out = lore(&index)
+        .args([
+            "eval",
+            "--generator",
+            "light",
+            "--max-tokens",
+            "48",
+            "--json",
+            "--qa",
+        ])
+        .arg(&qa)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["technique"], "plain", "{report}");
+    assert_eq!(report["answerable"], 2, "{report}");
+    assert_eq!(report["far"], 1, "{report}");
+    assert_eq!(report["near"], 1, "{report}");
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    // Retrieval finds the staff handbook for both answerable questions.
+    assert_eq!(report["retrieved"], 1.0, "{report}");
+    // The far question is abstained on (nothing related is found).
+    assert_eq!(rows[2]["abstained"], true, "{report}");
+    // Each score agrees with its own answer's text.
+    for (row, fact) in rows[..2].iter().zip(["6:45", "two weeks"]) {
+        let answer = row["answer"].as_str().unwrap().to_lowercase();
+        let said = answer.contains(fact) && row["abstained"] == false;
+        assert_eq!(row["fact"], said, "{row}");
+    }
+    // A QA file with a bad line is refused, naming the line.
+    let bad = _tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"question\": \"ok?\"}\n{\"question\": 3}\n").unwrap();
+    let (code, stderr) = fails(lore(&index).args(["eval", "--qa"]).arg(&bad));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("bad.jsonl:2"), "{stderr}");
+}

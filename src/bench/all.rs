@@ -41,6 +41,11 @@ pub struct AllOptions {
     /// Two-turn conversations per generator (a question, then a follow-up
     /// that needs it), for the cost of the standalone rewrite.
     pub conversations: usize,
+    /// QA sets about `corpus` (`lore eval --qa` files), asked of each
+    /// generator.
+    pub qa: Vec<PathBuf>,
+    /// Questions of each QA file (all: `None`).
+    pub qa_limit: Option<usize>,
     /// Scratch directory (replaced).
     pub work: PathBuf,
 }
@@ -135,6 +140,8 @@ pub struct AllBench {
     pub generators: Vec<GenerateBench>,
     /// What rewriting a follow-up costs next to answering it, per generator.
     pub conversations: Vec<ConversationBench>,
+    /// Answer quality on the QA sets, per generator.
+    pub qa: Vec<QaBench>,
     /// Bytes on disk per 1,000 chunks.
     pub disk_bytes_per_1k_chunks: f64,
     /// Resident memory after the searches (before any generator loads).
@@ -193,19 +200,40 @@ pub fn all(config: &Config, options: &AllOptions, progress: &dyn Fn(&str)) -> Re
     let text = texts.join("\n\n");
     let mut generators = Vec::new();
     let mut conversations = Vec::new();
+    let mut qa = Vec::new();
+    let qa_items = match options.qa.as_slice() {
+        [] => Vec::new(),
+        files => crate::eval::qa::load_qa(files, options.qa_limit)?,
+    };
     for path in &options.generators {
         progress(&format!("generator {}", path.display()));
         let model: Arc<dyn Generator> = Arc::new(GgufGenerator::load(path)?);
         generators.push(super::generate(model.as_ref(), &text, 512, 64)?);
+        if options.conversations == 0 && qa_items.is_empty() {
+            continue;
+        }
+        let engine = Engine::open(Config {
+            index: work.join("index"),
+            ..config.clone()
+        })?
+        .with_generator(model);
         if options.conversations > 0 {
             progress(&format!("conversations with {}", path.display()));
-            let engine = Engine::open(Config {
-                index: work.join("index"),
-                ..config.clone()
-            })?
-            .with_generator(model);
             let asked = &queries[..options.conversations.min(queries.len())];
             conversations.push(conversation(&engine, asked)?);
+        }
+        if !qa_items.is_empty() {
+            progress(&format!(
+                "{} QA questions with {}",
+                qa_items.len(),
+                path.display()
+            ));
+            let plain = "plain".parse()?;
+            let report = crate::eval::qa::evaluate_qa(&engine, &qa_items, &plain, 96, &mut || {})?;
+            qa.push(QaBench {
+                generator: generator_name(path),
+                report,
+            });
         }
     }
     let _ = std::fs::remove_dir_all(work);
@@ -221,11 +249,28 @@ pub fn all(config: &Config, options: &AllOptions, progress: &dyn Fn(&str)) -> Re
         graph_scaled,
         generators,
         conversations,
+        qa,
         disk_bytes_per_1k_chunks: status.index_bytes as f64 * 1000.0 / status.chunks.max(1) as f64,
         search_rss_bytes,
         peak_rss_bytes: Memory::now().peak_bytes,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Answer quality of one generator on the QA sets (`lore eval --qa`).
+#[derive(Debug, Clone, Serialize)]
+pub struct QaBench {
+    /// The model file's name.
+    pub generator: String,
+    /// Fact, cited, retrieved, abstained, seconds.
+    pub report: crate::eval::qa::QaReport,
+}
+
+fn generator_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// The cost of a conversation's rewrite on one generator.

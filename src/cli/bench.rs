@@ -142,6 +142,23 @@ fn print_all(r: &AllBench) {
             c.same_top_document * 100.0
         );
     }
+    for q in &r.qa {
+        let r = &q.report;
+        println!(
+            "answers {}: fact {:.0}%, gold source cited {:.0}% (retrieved {:.0}%), wrongly abstained {:.0}% of {}; out of corpus abstained: far {:.0}% of {}, near {:.0}% of {}; median {:.1} s",
+            q.generator,
+            r.fact * 100.0,
+            r.cited * 100.0,
+            r.retrieved * 100.0,
+            r.wrongly_abstained * 100.0,
+            r.answerable,
+            r.far_abstained * 100.0,
+            r.far,
+            r.near_abstained * 100.0,
+            r.near,
+            r.median_seconds
+        );
+    }
     println!(
         "disk: {:.0} KiB per 1k chunks; memory: {:.0} MiB after search, {:.0} MiB peak; {:.0}s in all",
         r.disk_bytes_per_1k_chunks / 1024.0,

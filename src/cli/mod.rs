@@ -274,6 +274,17 @@ enum BenchCommand {
         /// follow-up that needs it): the rewrite's cost next to the answer.
         #[arg(long, default_value_t = 5)]
         conversations: usize,
+        /// QA sets about --corpus, asked of each generator (`lore eval
+        /// --qa` files, comma-separated; none: "").
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "corpora/handbook/questions.jsonl,corpora/handbook/out-of-corpus.jsonl"
+        )]
+        qa: Vec<PathBuf>,
+        /// Questions of each QA file (default: all).
+        #[arg(long, value_name = "N")]
+        qa_limit: Option<usize>,
         /// Write the JSON report to this file.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -620,8 +631,17 @@ impl ConstraintArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// The dataset folder.
-    dir: PathBuf,
+    /// The dataset folder (BEIR layout; not with --qa).
+    #[arg(required_unless_present = "qa", conflicts_with = "qa")]
+    dir: Option<PathBuf>,
+    /// Answer quality on your own questions, over this index: a JSON-lines
+    /// file of {question, answer, source} (answer: the fact, or a list of
+    /// accepted spellings; source: the end of the path that holds it) and
+    /// {question} alone (optionally "near": true) for questions the
+    /// documents do not answer. Repeatable. Prints fact, cited, retrieved
+    /// (gold source among the chunks given), abstained and seconds.
+    #[arg(long, value_name = "FILE")]
+    qa: Vec<PathBuf>,
     /// Which qrels split to use.
     #[arg(long, default_value = "test")]
     split: String,
@@ -640,18 +660,20 @@ struct EvalArgs {
     /// and macro-F1 over the choices.
     #[arg(long)]
     answers: bool,
-    /// With --answers: techniques to compare (repeatable): plain, or parts
-    /// joined by + among choices, cot, scN, reflect, fewshot, expert.
-    /// Default: plain, choices, cot+choices, sc5+choices, reflect.
+    /// With --answers or --qa: techniques to compare (repeatable): plain,
+    /// or parts joined by + among choices, cot, scN, reflect, fewshot,
+    /// expert. Default with --answers: plain, choices, cot+choices,
+    /// sc5+choices, reflect; with --qa: plain.
     #[arg(long, value_name = "T")]
     technique: Vec<lore::eval::Technique>,
-    /// With --answers: only the first N questions.
+    /// With --answers or --qa: only the first N questions (of each file).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// With --answers: longest answer in tokens (reasoning gets as many).
+    /// With --answers or --qa: longest answer in tokens (reasoning gets as
+    /// many).
     #[arg(long, default_value_t = 96)]
     max_tokens: usize,
-    /// With --answers: `default`, `light`, or a GGUF path.
+    /// With --answers or --qa: `default`, `light`, or a GGUF path.
     #[arg(long)]
     generator: Option<String>,
 }
@@ -813,6 +835,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             graph_vectors,
             generators,
             conversations,
+            qa,
+            qa_limit,
             json,
         }) => {
             let beir = beir.unwrap_or_else(|| {
@@ -835,6 +859,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 graph_vectors,
                 generators: Vec::new(),
                 conversations,
+                qa: qa
+                    .into_iter()
+                    .filter(|f| !f.as_os_str().is_empty())
+                    .collect(),
+                qa_limit,
                 work: std::env::temp_dir().join(format!("lore-bench-all-{}", std::process::id())),
             };
             bench::all(
@@ -1247,14 +1276,17 @@ fn print_techniques(response: &lore::AskResponse) {
 }
 
 fn eval(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
+    let Some(dir) = args.dir.clone() else {
+        return eval_qa(global, &args);
+    };
     if args.answers {
-        return eval_answers(global, args);
+        return eval_answers(global, &dir, args);
     }
-    let data = lore::eval::Dataset::load(&args.dir, &args.split)?;
+    let data = lore::eval::Dataset::load(&dir, &args.split)?;
     let explicit_index = global.index.is_some() || std::env::var_os("LORE_INDEX").is_some();
     let config = config(global, |c| {
         if !explicit_index {
-            c.index = eval_index_dir(&args.dir);
+            c.index = eval_index_dir(&dir);
         }
     })?;
     let engine = eval_engine(config, std::slice::from_ref(&data.corpus))?;
@@ -1291,8 +1323,128 @@ fn eval(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn eval_answers(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
-    let items = lore::eval::load_answers(&args.dir, args.limit)?;
+/// A progress bar over `len` questions, named after `technique`.
+fn questions_bar(len: usize, technique: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} questions, {elapsed} (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(technique.to_string());
+    bar
+}
+
+/// `lore eval --qa`: the user's questions over the user's index.
+fn eval_qa(global: &Global, args: &EvalArgs) -> anyhow::Result<()> {
+    let items = lore::eval::qa::load_qa(&args.qa, args.limit)?;
+    let techniques = if args.technique.is_empty() {
+        vec!["plain".parse()?]
+    } else {
+        args.technique.clone()
+    };
+    let config = config(global, |c| {
+        if args.generator.is_some() {
+            c.generator.model = args.generator.clone();
+        }
+    })?;
+    let engine = Engine::open_existing(config).context("while opening the index")?;
+    let mut reports = Vec::new();
+    for technique in &techniques {
+        let bar = questions_bar(items.len(), &technique.name);
+        let tick = &mut || bar.inc(1);
+        let report =
+            lore::eval::qa::evaluate_qa(&engine, &items, technique, args.max_tokens, tick)?;
+        bar.finish_and_clear();
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            for row in &report.rows {
+                print_qa_row(row);
+            }
+        }
+        reports.push(report);
+    }
+    if !args.json {
+        print_qa_table(&reports);
+    }
+    Ok(())
+}
+
+fn print_qa_row(row: &lore::eval::qa::QaRow) {
+    let mark = |on: bool, c: char| if on { c } else { '-' };
+    let marks: String = match row.kind.as_str() {
+        "answerable" => [
+            mark(row.fact, 'F'),
+            mark(row.cited, 'C'),
+            mark(row.retrieved, 'R'),
+        ]
+        .iter()
+        .collect(),
+        _ => format!("{}  ", mark(row.abstained, 'A')),
+    };
+    let answer: String = row.answer.split_whitespace().collect::<Vec<_>>().join(" ");
+    let answer: String = answer.chars().take(90).collect();
+    let support = row.support.map_or("    ".into(), |s| format!("{s:.2}"));
+    println!(
+        "{marks} {support} {:<10} {:?} -> {answer:?}",
+        row.kind, row.question
+    );
+}
+
+fn print_qa_table(reports: &[lore::eval::qa::QaReport]) {
+    println!(
+        "\n{:<14} {:>4} {:>6} {:>6} {:>9} {:>10} {:>4} {:>9} {:>4} {:>9} {:>8}",
+        "technique",
+        "n",
+        "fact",
+        "cited",
+        "retrieved",
+        "abst.wrong",
+        "far",
+        "abstained",
+        "near",
+        "abstained",
+        "median s"
+    );
+    for r in reports {
+        println!(
+            "{:<14} {:>4} {:>5.0}% {:>5.0}% {:>8.0}% {:>9.0}% {:>4} {:>8.0}% {:>4} {:>8.0}% {:>8.1}",
+            r.technique,
+            r.answerable,
+            r.fact * 100.0,
+            r.cited * 100.0,
+            r.retrieved * 100.0,
+            r.wrongly_abstained * 100.0,
+            r.far,
+            r.far_abstained * 100.0,
+            r.near,
+            r.near_abstained * 100.0,
+            r.median_seconds
+        );
+    }
+    for r in reports {
+        println!(
+            "\n{}: withdrawing answers whose support is under a threshold\n{:>9} {:>10} {:>6} {:>9} {:>9} {:>9}",
+            r.technique, "threshold", "abst.wrong", "fact", "far abst", "near abst", "precision"
+        );
+        for c in &r.calibration {
+            println!(
+                "{:>9.1} {:>9.0}% {:>5.0}% {:>8.0}% {:>8.0}% {:>8.0}%",
+                c.threshold,
+                c.wrongly_abstained * 100.0,
+                c.fact * 100.0,
+                c.far_abstained * 100.0,
+                c.near_abstained * 100.0,
+                c.precision * 100.0
+            );
+        }
+    }
+}
+
+fn eval_answers(global: &Global, dir: &Path, args: EvalArgs) -> anyhow::Result<()> {
+    let items = lore::eval::load_answers(dir, args.limit)?;
     let techniques = if args.technique.is_empty() {
         lore::eval::DEFAULT_TECHNIQUES
             .iter()
@@ -1304,23 +1456,16 @@ fn eval_answers(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
     let explicit_index = global.index.is_some() || std::env::var_os("LORE_INDEX").is_some();
     let config = config(global, |c| {
         if !explicit_index {
-            c.index = eval_index_dir(&args.dir);
+            c.index = eval_index_dir(dir);
         }
         if args.generator.is_some() {
             c.generator.model = args.generator.clone();
         }
     })?;
-    let engine = eval_engine(config, &[args.dir.join("corpus.jsonl")])?;
+    let engine = eval_engine(config, &[dir.join("corpus.jsonl")])?;
     let mut results = Vec::new();
     for technique in &techniques {
-        let bar = indicatif::ProgressBar::new(items.len() as u64).with_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>12} [{bar:30}] {pos}/{len} questions, {elapsed} (eta {eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(technique.name.clone());
+        let bar = questions_bar(items.len(), &technique.name);
         let result =
             lore::eval::evaluate_answers(&engine, &items, technique, args.max_tokens, &mut || {
                 bar.inc(1)

@@ -260,6 +260,11 @@ pub struct AskResponse {
     /// Citations moved to the source that supports their sentence (the
     /// answer text shows the corrected numbers).
     pub corrected_citations: Vec<Correction>,
+    /// How much of what the answer adds to the question its cited sources
+    /// hold, 0 to 1 ([`crate::answer::support_score`]); none for an
+    /// abstention or a caller's constraint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub support: Option<f64>,
     /// The answer parsed, when it is JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json: Option<Value>,
@@ -482,15 +487,19 @@ impl Engine {
         if !streams {
             on_text(&draft.answer);
         }
+        let abstained = match shape {
+            Shape::Text => is_abstention(&draft.answer),
+            Shape::CitedJson => draft.json.as_ref().is_some_and(|v| {
+                v["answer"].as_str().is_some_and(is_abstention)
+                    && v["citations"].as_array().is_some_and(Vec::is_empty)
+            }),
+            Shape::Custom => false,
+        };
+        let support = (!abstained && !matches!(shape, Shape::Custom))
+            .then(|| support(question, &draft, &built.sources));
         Ok(AskResponse {
-            abstained: match shape {
-                Shape::Text => is_abstention(&draft.answer),
-                Shape::CitedJson => draft.json.as_ref().is_some_and(|v| {
-                    v["answer"].as_str().is_some_and(is_abstention)
-                        && v["citations"].as_array().is_some_and(Vec::is_empty)
-                }),
-                Shape::Custom => false,
-            },
+            abstained,
+            support,
             answer: draft.answer,
             citations: draft.citations,
             invalid_citations: draft.invalid_citations,
@@ -505,6 +514,22 @@ impl Engine {
             timings,
         })
     }
+}
+
+/// [`crate::answer::support_score`] of `draft` against the sources it
+/// cites (all of them when it cites none).
+fn support(question: &str, draft: &Draft, sources: &[Source]) -> f64 {
+    let text = draft
+        .json
+        .as_ref()
+        .and_then(|v| v["answer"].as_str())
+        .unwrap_or(&draft.answer);
+    let cited: Vec<&str> = sources
+        .iter()
+        .filter(|s| draft.citations.is_empty() || draft.citations.iter().any(|c| c.n == s.n))
+        .map(|s| s.hit.text.as_str())
+        .collect();
+    crate::answer::support_score(question, text, &cited)
 }
 
 /// The answer "not in the documents", in the answer's shape (cited JSON:
@@ -522,6 +547,7 @@ fn abstention(
             .as_ref()
             .map_or_else(|| NOT_IN_DOCUMENTS.to_string(), Value::to_string),
         abstained: true,
+        support: None,
         citations: Vec::new(),
         invalid_citations: Vec::new(),
         corrected_citations: Vec::new(),

@@ -409,6 +409,9 @@ function showAnswer(answer, timing) {
     parts.push(`votes: ${answer.votes.map((v) => `${v.count}× ${v.answer.slice(0, 40)}`).join("; ")}`);
   }
   if (answer.reflection) parts.push(`reflection: ${answer.reflection.verdict}`);
+  if (typeof answer.support === "number") {
+    parts.push(`support ${Math.round(answer.support * 100)}% of its words in the cited sources`);
+  }
   if (answer.corrected_citations && answer.corrected_citations.length) {
     parts.push(`${answer.corrected_citations.length} citation(s) corrected`);
   }

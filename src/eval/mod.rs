@@ -8,6 +8,11 @@
 //! `answers.jsonl` (`{_id, question, answer, choices}`): every question is
 //! asked with retrieval over the folder's corpus under each named
 //! [`Technique`], and accuracy and macro-F1 over the choices are scored.
+//!
+//! `lore eval --qa FILE`: answer quality on a user's own questions, over
+//! the user's own index ([`qa`]).
+
+pub mod qa;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
