@@ -109,20 +109,8 @@ fn a_full_disk_at_any_write_step_loses_nothing_acknowledged() {
     .unwrap();
     // Import rows made once, outside the small disk.
     let rows = tmp.path().join("rows.jsonl");
-    let mut embed = lore(&tmp.path().join("scratch"));
-    embed
-        .arg("embed")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = embed.spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{}", serde_json::json!({"path": "rows/fault.md", "text": "Imported fault row about grinder burrs."})).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    std::fs::write(&rows, &out.stdout).unwrap();
+    let row = serde_json::json!({"path": "rows/fault.md", "text": "Imported fault row about grinder burrs."});
+    embed_rows(&tmp.path().join("scratch"), &[row], &rows);
 
     let disk = Disk::mount(&tmp.path().join("disk"), 160);
     let index = disk.path.join("index");
@@ -232,10 +220,8 @@ fn a_full_disk_at_any_write_step_loses_nothing_acknowledged() {
     );
 }
 
-/// Import rows for the Markdown files under `docs`, made by `lore embed`
-/// outside any index.
+/// Import rows for the Markdown files under `docs`.
 fn embedded_rows(scratch: &Path, docs: &Path, rows: &Path) {
-    use std::io::Write;
     fn markdown(dir: &Path, into: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -248,6 +234,21 @@ fn embedded_rows(scratch: &Path, docs: &Path, rows: &Path) {
     }
     let mut files = Vec::new();
     markdown(docs, &mut files);
+    let documents: Vec<serde_json::Value> = files
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            let name = path.strip_prefix(docs).unwrap().to_string_lossy();
+            serde_json::json!({"path": format!("rows/{name}"), "text": text})
+        })
+        .collect();
+    embed_rows(scratch, &documents, rows);
+}
+
+/// Import rows for `documents` (`{path, text}`), made by `lore embed`
+/// outside any index, written to `rows`.
+fn embed_rows(scratch: &Path, documents: &[serde_json::Value], rows: &Path) {
+    use std::io::Write;
     let mut embed = lore(scratch);
     embed
         .arg("embed")
@@ -256,11 +257,8 @@ fn embedded_rows(scratch: &Path, docs: &Path, rows: &Path) {
     let mut child = embed.spawn().unwrap();
     {
         let mut stdin = child.stdin.take().unwrap();
-        for path in files {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let name = path.strip_prefix(docs).unwrap().to_string_lossy();
-            let row = serde_json::json!({"path": format!("rows/{name}"), "text": text});
-            writeln!(stdin, "{row}").unwrap();
+        for document in documents {
+            writeln!(stdin, "{document}").unwrap();
         }
     }
     let out = child.wait_with_output().unwrap();
