@@ -25,6 +25,9 @@ pub const TARGET: &str = "lore::audit";
 
 /// The file in an index directory that names its audit file.
 const POINTER: &str = "audit-log.path";
+/// Ids an event shows in the log (the audit file holds them all): a big
+/// ingest must not print a megabyte line to stderr.
+const LOGGED_IDS: usize = 20;
 
 /// One write, as the trail records it.
 #[derive(Debug, Serialize)]
@@ -87,7 +90,7 @@ impl<'a> Event<'a> {
             action = self.action,
             documents = self.documents,
             chunks = self.chunks,
-            ids = self.ids.join(","),
+            ids = logged_ids(&self.ids),
             "audit"
         );
         if let Err(e) = self.append(index) {
@@ -113,6 +116,15 @@ impl<'a> Event<'a> {
         // One append per event: concurrent writers never interleave a line.
         let mut out = open(&file)?;
         out.write_all(&line).map_err(|e| Error::io(&file, e))
+    }
+}
+
+/// The first [`LOGGED_IDS`] of `ids`, and how many more there are.
+fn logged_ids(ids: &[&str]) -> String {
+    let shown = ids[..ids.len().min(LOGGED_IDS)].join(",");
+    match ids.len().saturating_sub(LOGGED_IDS) {
+        0 => shown,
+        more => format!("{shown},… {more} more (all in the audit file)"),
     }
 }
 
@@ -195,6 +207,15 @@ mod tests {
         assert_eq!(lines[1]["action"], "key_create");
         assert_eq!(lines[1]["ids"], serde_json::json!(["k2"]));
         assert!(lines[1]["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn the_log_shows_a_few_ids_and_the_file_all_of_them() {
+        let ids: Vec<String> = (0..25).map(|n| format!("d{n}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let logged = logged_ids(&ids);
+        assert!(logged.starts_with("d0,d1,") && logged.ends_with("5 more (all in the audit file)"));
+        assert_eq!(logged_ids(&ids[..2]), "d0,d1");
     }
 
     #[test]

@@ -496,7 +496,7 @@ impl Engine {
             Shape::Custom => false,
         };
         let support = (!abstained && !matches!(shape, Shape::Custom))
-            .then(|| support(question, &draft, &built.sources));
+            .then(|| support_of(question, &draft, &built.sources));
         Ok(AskResponse {
             abstained,
             support,
@@ -518,7 +518,7 @@ impl Engine {
 
 /// [`crate::answer::support_score`] of `draft` against the sources it
 /// cites (all of them when it cites none).
-fn support(question: &str, draft: &Draft, sources: &[Source]) -> f64 {
+fn support_of(question: &str, draft: &Draft, sources: &[Source]) -> f64 {
     let text = draft
         .json
         .as_ref()

@@ -246,22 +246,24 @@ pub struct QaReport {
 /// Thresholds [`QaReport::calibration`] tries.
 const THRESHOLDS: [f64; 9] = [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
+/// The share of the rows of `kind` for which `hit` holds.
+fn share(rows: &[QaRow], kind: &str, hit: &dyn Fn(&QaRow) -> bool) -> f64 {
+    let of: Vec<&QaRow> = rows.iter().filter(|r| r.kind == kind).collect();
+    of.iter().filter(|r| hit(r)).count() as f64 / of.len().max(1) as f64
+}
+
 fn calibration(rows: &[QaRow]) -> Vec<Cutoff> {
     THRESHOLDS
         .iter()
         .map(|&threshold| {
             let answered = |r: &QaRow| !r.abstained && r.support.is_some_and(|s| s >= threshold);
-            let share = |kind: &str, hit: &dyn Fn(&QaRow) -> bool| {
-                let of: Vec<&QaRow> = rows.iter().filter(|r| r.kind == kind).collect();
-                of.iter().filter(|r| hit(r)).count() as f64 / of.len().max(1) as f64
-            };
             let given: Vec<&QaRow> = rows.iter().filter(|r| answered(r)).collect();
             Cutoff {
                 threshold,
-                wrongly_abstained: share("answerable", &|r| !answered(r)),
-                fact: share("answerable", &|r| answered(r) && r.fact),
-                far_abstained: share("far", &|r| !answered(r)),
-                near_abstained: share("near", &|r| !answered(r)),
+                wrongly_abstained: share(rows, "answerable", &|r| !answered(r)),
+                fact: share(rows, "answerable", &|r| answered(r) && r.fact),
+                far_abstained: share(rows, "far", &|r| !answered(r)),
+                near_abstained: share(rows, "near", &|r| !answered(r)),
                 precision: given.iter().filter(|r| r.fact).count() as f64
                     / given.len().max(1) as f64,
             }
@@ -333,10 +335,6 @@ fn row(question: &str, answer: String, seconds: f64) -> QaRow {
 }
 
 fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
-    let share = |kind: &str, hit: &dyn Fn(&QaRow) -> bool| {
-        let of: Vec<&QaRow> = rows.iter().filter(|r| r.kind == kind).collect();
-        of.iter().filter(|r| hit(r)).count() as f64 / of.len().max(1) as f64
-    };
     let with_source: Vec<&QaRow> = items
         .iter()
         .zip(&rows)
@@ -360,14 +358,14 @@ fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
     QaReport {
         technique: technique.to_string(),
         answerable: count("answerable"),
-        fact: share("answerable", &|r| r.fact),
+        fact: share(&rows, "answerable", &|r| r.fact),
         cited: sourced(&|r| r.cited),
         retrieved: sourced(&|r| r.retrieved),
-        wrongly_abstained: share("answerable", &|r| r.abstained),
+        wrongly_abstained: share(&rows, "answerable", &|r| r.abstained),
         far: count("far"),
-        far_abstained: share("far", &|r| r.abstained),
+        far_abstained: share(&rows, "far", &|r| r.abstained),
         near: count("near"),
-        near_abstained: share("near", &|r| r.abstained),
+        near_abstained: share(&rows, "near", &|r| r.abstained),
         median_seconds: seconds.get(seconds.len() / 2).copied().unwrap_or(0.0),
         calibration: calibration(&rows),
         rows,
