@@ -43,9 +43,14 @@ fn source_numbers(sources: usize) -> String {
 /// facts against 72 %); abstaining is left to retrieval's `min_score` and
 /// to reflection.
 pub fn text_grammar(sources: usize) -> Constraint {
+    Constraint::lark(format!("start: answer\n{}", answer_rules(sources)))
+}
+
+/// The rules of [`text_grammar`], its whole answer the rule `answer`.
+fn answer_rules(sources: usize) -> String {
     let prefix = serde_json::to_string(ANSWER_PREFIX).unwrap_or_default();
-    Constraint::lark(format!(
-        "start: {prefix} cites \"]\" body\n\
+    format!(
+        "answer: {prefix} cites \"]\" body\n\
          body: (TEXT | CODE | LITERAL | \"[\" cites \"]\")*\n\
          cites: N (\", \" N)*\n\
          N: {}\n\
@@ -53,7 +58,106 @@ pub fn text_grammar(sources: usize) -> Constraint {
          CODE: /`[^`]*`/\n\
          LITERAL: /\\[[^0-9\\[`\\n]/\n",
         source_numbers(sources)
-    ))
+    )
+}
+
+/// What ends the quotes of a quote-first answer: the answer's start on
+/// the next line.
+pub const QUOTES_END: &str = "\nAccording to [";
+/// What starts a quote line of a quote-first answer.
+const QUOTE_LABEL: &str = "Quote [";
+/// Most quotes a quote-first answer holds.
+pub const MAX_QUOTES: usize = 3;
+
+/// The grammar of a quote-first answer: one to [`MAX_QUOTES`] lines
+/// `Quote [n]: …`, each a run of whole words copied from one line of
+/// source `n` (a quote that is not in that source cannot be decoded), then
+/// the answer of [`text_grammar`].
+pub fn quoted_grammar(sources: &[Source]) -> Constraint {
+    let mut lark = format!(
+        "start: quote{} answer\nquote: {}\n",
+        " quote?".repeat(MAX_QUOTES - 1),
+        sources
+            .iter()
+            .map(|s| format!("\"{QUOTE_LABEL}{}]: \" q{} \"\\n\"", s.n, s.n))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    for source in sources {
+        let lines = quotable_lines(&source.hit.text);
+        let names: Vec<String> = (0..lines.len().max(1))
+            .map(|i| format!("Q{}_{i}", source.n))
+            .collect();
+        lark.push_str(&format!("q{}: {}\n", source.n, names.join(" | ")));
+        for (name, line) in names.iter().zip(lines.iter().chain([&"-"])) {
+            let text = serde_json::to_string(line).unwrap_or_default();
+            lark.push_str(&format!(
+                "{name}: %regex {{ \"substring_words\": {text} }}\n"
+            ));
+        }
+    }
+    lark.push_str(&answer_rules(sources.len()));
+    Constraint::lark(lark)
+}
+
+/// The lines of a source a quote may come from: trimmed, with a letter
+/// or digit.
+fn quotable_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.chars().any(char::is_alphanumeric))
+        .collect()
+}
+
+/// A verbatim quote from a cited source, written before the answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Quote {
+    /// The number of the source it quotes.
+    pub n: usize,
+    /// The quoted chunk.
+    pub chunk_id: ChunkId,
+    /// Its source path.
+    pub path: String,
+    /// The quote, exactly as the chunk's text holds it.
+    pub text: String,
+    /// Its byte range in the chunk's text (the `text` of the retrieved
+    /// hit).
+    #[cfg_attr(feature = "server", schema(schema_with = crate::types::byte_range_schema))]
+    pub range: Range<usize>,
+}
+
+/// Splits a quote-first output into its quotes (each found in its source;
+/// one that is not, as after a cut-off, is dropped) and the answer after
+/// them.
+pub fn read_quotes<'a>(text: &'a str, sources: &[Source]) -> (Vec<Quote>, &'a str) {
+    let mut quotes = Vec::new();
+    let mut rest = text;
+    while let Some(line) = rest.strip_prefix(QUOTE_LABEL) {
+        let (line, after) = line.split_once('\n').unwrap_or((line, ""));
+        rest = after;
+        let Some((n, quoted)) = line.split_once("]: ") else {
+            continue;
+        };
+        let source = n
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| sources.iter().find(|s| s.n == n));
+        let quoted = quoted.trim();
+        if let Some((source, at)) = source
+            .filter(|_| !quoted.is_empty())
+            .and_then(|s| s.hit.text.find(quoted).map(|at| (s, at)))
+        {
+            quotes.push(Quote {
+                n: source.n,
+                chunk_id: source.hit.chunk_id.clone(),
+                path: source.hit.path.clone(),
+                text: quoted.to_string(),
+                range: at..at + quoted.len(),
+            });
+        }
+    }
+    (quotes, rest)
 }
 
 /// The built-in "answer with citations" schema: `{answer, citations}` with
@@ -374,37 +478,6 @@ fn strip_citations(text: &str) -> String {
     without_citations(text).replace("According to", "")
 }
 
-/// Letters of a word compared by [`support_score`]: enough to match
-/// "rotated" with "rotation" without a stemmer.
-const STEM: usize = 5;
-
-fn stems(text: &str) -> std::collections::HashSet<String> {
-    content_words(text)
-        .into_iter()
-        .map(|w| w.chars().take(STEM).collect())
-        .collect()
-}
-
-/// How much of what `answer` adds to `question` the `cited` texts hold:
-/// the share of the answer's content words (citations, the "According
-/// to" and the question's own words left out) found among the sources'
-/// words, compared on their first letters. An answer that only restates
-/// the question scores 1. A fluent answer to a question the sources do
-/// not cover brings words they do not have, and scores low.
-pub fn support_score(question: &str, answer: &str, cited: &[&str]) -> f64 {
-    let asked = stems(question);
-    let added: Vec<String> = stems(&strip_citations(answer))
-        .into_iter()
-        .filter(|w| !asked.contains(w))
-        .collect();
-    if added.is_empty() {
-        return 1.0;
-    }
-    let held: std::collections::HashSet<String> =
-        cited.iter().flat_map(|text| stems(text)).collect();
-    added.iter().filter(|w| held.contains(*w)).count() as f64 / added.len() as f64
-}
-
 /// True when the model said the sources do not hold the answer.
 pub fn is_abstention(text: &str) -> bool {
     let t = text.trim().to_lowercase();
@@ -502,27 +575,27 @@ mod tests {
     }
 
     #[test]
-    fn support_is_the_share_of_added_words_the_cited_sources_hold() {
-        let source = "Third-party API keys are rotated every 90 days by the owning team.";
-        let question = "How often are third-party API keys rotated?";
-        let held = support_score(question, "According to [1], every 90 days.", &[source]);
-        assert!(held > 0.99, "{held}");
-        let made_up = support_score(
-            question,
-            "According to [1], keys are rotated weekly by the security bot.",
-            &[source],
+    fn quotes_are_read_with_their_byte_ranges_and_a_quote_not_in_its_source_is_dropped() {
+        let sources = [
+            source(1, "Dose 18 grams.\nExtract 36 grams in 30 seconds."),
+            source(2, "Milk is delivered daily."),
+        ];
+        let (quotes, answer) = read_quotes(
+            "Quote [1]: Extract 36 grams\nQuote [2]: delivered weekly\nQuote [9]: x\nAccording to [1], 36 grams.",
+            &sources,
         );
-        assert!(made_up < 0.5, "{made_up}");
-        // Inflections match on their first letters; a restatement is held.
-        let inflected = support_score(
-            "Who rotates keys?",
-            "Rotation is by the owning team [1].",
-            &[source],
-        );
-        assert!(inflected > 0.6, "{inflected}");
+        assert_eq!(answer, "According to [1], 36 grams.");
+        assert_eq!(quotes.len(), 1);
+        assert_eq!(quotes[0].n, 1);
+        assert_eq!(quotes[0].text, "Extract 36 grams");
         assert_eq!(
-            support_score(question, "API keys are rotated [1].", &[source]),
-            1.0
+            &sources[0].hit.text[quotes[0].range.clone()],
+            "Extract 36 grams"
+        );
+        // Without quotes the text is the answer.
+        assert_eq!(
+            read_quotes("According to [2], daily.", &sources).1,
+            "According to [2], daily."
         );
     }
 

@@ -147,6 +147,12 @@ pub struct GeneratorConfig {
     /// Calibrated on corpora/handbook with all-MiniLM-L6-v2: answerable
     /// questions scored 0.35–0.78, out-of-corpus ones 0.07–0.32.
     pub min_score: f32,
+    /// Below this support (the share of the question's terms, weighted by
+    /// rarity, that the best source holds), lore abstains without asking
+    /// the model: the documents are on the subject but do not cover what
+    /// is asked. Calibrated with `lore eval --qa` on three corpora (see
+    /// BENCHMARKS.md); 0 turns the check off.
+    pub min_support: f64,
     /// Most tokens one `ask` may generate in all: `max_tokens` × samples,
     /// twice with chain of thought, plus one answer for reflection. Bounds
     /// the time one request can hold the model.
@@ -196,6 +202,7 @@ impl Default for GeneratorConfig {
             model: None,
             context_tokens: 2048,
             min_score: 0.30,
+            min_support: MIN_SUPPORT,
             max_request_tokens: 4096,
             examples: default_examples(),
             history_tokens: 384,
@@ -204,6 +211,9 @@ impl Default for GeneratorConfig {
 }
 
 /// File names of the installed generators.
+/// The default `generator.min_support`, calibrated on the dev halves of
+/// three corpora's questions (BENCHMARKS.md, "A support check").
+pub const MIN_SUPPORT: f64 = 0.5;
 const DEFAULT_GENERATOR: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 const LIGHT_GENERATOR: &str = "smollm2-135m-instruct-q4_1.gguf";
 
@@ -518,6 +528,12 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.search.dense_weight) {
             return bad("search.dense_weight must be between 0 and 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.generator.min_support) {
+            return bad(format!(
+                "generator.min_support = {} must be between 0 and 1",
+                self.generator.min_support
+            ));
         }
         if self.search.depth_factor == 0 {
             return bad("search.depth_factor must be at least 1".into());

@@ -69,3 +69,39 @@ fn out_of_corpus_question_abstains() {
     assert_eq!(out["abstained"], true, "{out}");
     assert!(out["citations"].as_array().unwrap().is_empty());
 }
+
+/// Questions on the corpus's subject that it does not cover are abstained
+/// on before any model runs, with either generator; a question it covers
+/// is still answered by both.
+#[test]
+fn a_near_domain_question_is_abstained_on_with_either_model() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let ask = |question: &str, generator: &str| {
+        json(lore(&index).args([
+            "ask",
+            question,
+            "--generator",
+            generator,
+            "--max-tokens",
+            "32",
+            "--json",
+        ]))
+    };
+    for generator in ["light", "default"] {
+        for question in [
+            "What is the price of a cappuccino at the shop?",
+            "Which grinder brand does the shop use for espresso?",
+        ] {
+            let out = ask(question, generator);
+            assert_eq!(out["abstained"], true, "{generator}: {out}");
+            assert_eq!(
+                out["abstained_because"], "unsupported",
+                "{generator}: {out}"
+            );
+            assert!(out["support"].as_f64().unwrap() < 0.5, "{out}");
+        }
+        let out = ask("How many grams of coffee go into an espresso?", generator);
+        assert_eq!(out["abstained"], false, "{generator}: {out}");
+        assert!(out["support"].as_f64().unwrap() >= 0.5, "{out}");
+    }
+}

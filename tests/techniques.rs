@@ -219,6 +219,44 @@ fn marks_outside_code(text: &str) -> Vec<Vec<usize>> {
     marks
 }
 
+/// Quote first, sampled hot: every quote is its source's own words at the
+/// byte range given, and the answer after the quotes still cites only
+/// given sources.
+#[test]
+fn quotes_are_substrings_of_their_sources() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let mut quotes = 0;
+    for seed in ["1", "2", "3"] {
+        let out = ask(
+            &index,
+            &[
+                "--technique",
+                "quote",
+                "--temperature",
+                "1.5",
+                "--seed",
+                seed,
+            ],
+        );
+        assert_citations_given(&out);
+        assert!(!answer(&out).contains("Quote ["), "{out}");
+        let retrieved = out["retrieved"].as_array().unwrap();
+        for quote in out["quotes"].as_array().into_iter().flatten() {
+            let n = quote["n"].as_u64().unwrap() as usize;
+            let source = &retrieved[n - 1];
+            assert_eq!(quote["chunk_id"], source["chunk_id"], "{out}");
+            let text = source["text"].as_str().unwrap();
+            let (start, end) = (
+                quote["range"]["start"].as_u64().unwrap() as usize,
+                quote["range"]["end"].as_u64().unwrap() as usize,
+            );
+            assert_eq!(&text[start..end], quote["text"].as_str().unwrap(), "{out}");
+            quotes += 1;
+        }
+    }
+    assert!(quotes > 0, "no quote in three answers");
+}
+
 #[test]
 fn code_in_answers_survives_and_every_citation_is_a_given_source() {
     let tmp = tempfile::tempdir().unwrap();

@@ -570,7 +570,9 @@ struct ConstraintArgs {
 struct TechniqueArgs {
     /// cot: reason step by step first (shown apart with --json);
     /// few-shot: worked examples from the config before the sources;
-    /// expert: the system prompt of a careful expert. Repeatable.
+    /// expert: the system prompt of a careful expert; quote: verbatim
+    /// quotes of the sources first, each checked by the grammar against
+    /// its source (shown after the answer). Repeatable.
     #[arg(long, value_enum, help_heading = "Techniques")]
     technique: Vec<TechniqueArg>,
     /// Self-consistency: sample N answers (seeds from --seed) and return
@@ -588,6 +590,7 @@ enum TechniqueArg {
     Cot,
     FewShot,
     Expert,
+    Quote,
 }
 
 impl TechniqueArgs {
@@ -598,6 +601,7 @@ impl TechniqueArgs {
             reflect: self.reflect,
             few_shot: self.technique.contains(&TechniqueArg::FewShot),
             expert: self.technique.contains(&TechniqueArg::Expert),
+            quote: self.technique.contains(&TechniqueArg::Quote),
         }
     }
 }
@@ -1250,9 +1254,18 @@ fn print_sources(response: &lore::AskResponse) {
     }
 }
 
-/// What the techniques report, after the answer: reasoning, the vote,
-/// reflection's verdict.
+/// What the techniques report, after the answer: quotes, reasoning, the
+/// vote, reflection's verdict.
 fn print_techniques(response: &lore::AskResponse) {
+    if !response.quotes.is_empty() {
+        println!("\nQuotes:");
+        for q in &response.quotes {
+            println!(
+                "  [{}] \"{}\" ({} bytes {}..{})",
+                q.n, q.text, q.path, q.range.start, q.range.end
+            );
+        }
+    }
     if let Some(reasoning) = &response.reasoning {
         println!("\nReasoning:\n  {}", reasoning.replace('\n', "\n  "));
     }

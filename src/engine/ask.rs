@@ -11,8 +11,9 @@ use serde_json::Value;
 use super::Engine;
 use super::conversation::Turn;
 use crate::answer::{
-    Citation, Correction, canonical_choice, choice_spellings, cited_schema, is_abstention,
-    json_citations, resolve, resolve_numbers, text_grammar, verify, vote_key,
+    Citation, Correction, QUOTES_END, Quote, canonical_choice, choice_spellings, cited_schema,
+    is_abstention, json_citations, quoted_grammar, read_quotes, resolve, resolve_numbers,
+    text_grammar, verify, vote_key,
 };
 use crate::error::{Error, Result};
 use crate::generate::{Constraint, Generated, Generator, Sampling, StopReason};
@@ -177,13 +178,24 @@ pub struct Techniques {
     pub few_shot: bool,
     /// The system prompt that tells the model it is a careful expert.
     pub expert: bool,
+    /// Quote first: before a text answer, up to three verbatim quotes
+    /// from the sources it cites, each held by the grammar to the words of
+    /// its source and returned with its byte range.
+    #[serde(default)]
+    pub quote: bool,
 }
 
 impl Techniques {
+    /// Room one output takes, in answers of `max_tokens`: one, and one
+    /// more each for reasoning and for quotes.
+    fn outputs_per_answer(&self) -> usize {
+        1 + usize::from(self.cot) + usize::from(self.quote)
+    }
+
     /// The most tokens a request with these techniques may generate, for
     /// answers of at most `max_tokens`.
     pub fn tokens(&self, max_tokens: usize) -> usize {
-        let per_answer = max_tokens * if self.cot { 2 } else { 1 };
+        let per_answer = max_tokens * self.outputs_per_answer();
         let reflection = if self.reflect { max_tokens } else { 0 };
         per_answer * self.samples.max(1) + reflection
     }
@@ -204,6 +216,10 @@ pub struct AskTimings {
     pub retrieve_ms: f64,
     /// Prompt tokens.
     pub prompt_tokens: usize,
+    /// Prompt tokens taken from the model's cache, not computed again: the
+    /// prompt began like the one before it.
+    #[serde(default)]
+    pub reused_tokens: usize,
     /// Prompt processing (all passes; self-consistency's samples share one).
     pub prompt_ms: f64,
     /// Tokens generated (all samples and passes).
@@ -257,12 +273,20 @@ pub struct AskResponse {
     pub citations: Vec<Citation>,
     /// Citation numbers that pointed at no source (dropped).
     pub invalid_citations: Vec<usize>,
+    /// Quote first: the verbatim quotes written before the answer, each
+    /// with its byte range in its source chunk's text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotes: Vec<Quote>,
     /// Citations moved to the source that supports their sentence (the
     /// answer text shows the corrected numbers).
     pub corrected_citations: Vec<Correction>,
-    /// How much of what the answer adds to the question its cited sources
-    /// hold, 0 to 1 ([`crate::answer::support_score`]); none for an
-    /// abstention or a caller's constraint.
+    /// Why lore abstained, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abstained_because: Option<Abstention>,
+    /// How much of what the question asks the best source covers, 0 to 1:
+    /// the share of its terms, weighted by rarity, that the source holds
+    /// (question words like "how" or "often" left out). Under
+    /// `generator.min_support` lore abstains. None when nothing was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub support: Option<f64>,
     /// The answer parsed, when it is JSON.
@@ -291,6 +315,34 @@ pub struct AskResponse {
     pub timings: AskTimings,
 }
 
+/// Why an answer is an abstention.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Abstention {
+    /// Nothing close enough was found (`generator.min_score`).
+    NoMatch,
+    /// What was found does not cover what is asked
+    /// (`generator.min_support`).
+    Unsupported,
+    /// The model said the sources do not hold the answer.
+    Model,
+    /// Reflection withdrew the draft.
+    Reflection,
+}
+
+impl Abstention {
+    /// Its name, as in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Abstention::NoMatch => "no_match",
+            Abstention::Unsupported => "unsupported",
+            Abstention::Model => "model",
+            Abstention::Reflection => "reflection",
+        }
+    }
+}
+
 /// What the answer must look like, for one prompt's sources.
 enum Shape {
     /// Text with `[n]` citations, through [`text_grammar`].
@@ -303,6 +355,12 @@ enum Shape {
 
 impl Shape {
     fn of(request: &AskRequest) -> Result<Shape> {
+        if request.techniques.quote && (request.constraint.is_some() || request.cited_json) {
+            return Err(Error::InvalidRequest(
+                "quotes come with the default text answer, not with cited JSON or a constraint"
+                    .into(),
+            ));
+        }
         match (&request.constraint, request.cited_json) {
             (Some(_), true) => Err(Error::InvalidRequest(
                 "cited JSON and a constraint exclude each other".into(),
@@ -314,14 +372,15 @@ impl Shape {
     }
 
     /// The constraint of the answer itself.
-    fn constraint(&self, request: &AskRequest, sources: usize) -> Constraint {
+    fn constraint(&self, request: &AskRequest, sources: &[Source]) -> Constraint {
         match (self, &request.constraint) {
             (Shape::Custom, Some(Constraint::Choices { choices })) => Constraint::Choices {
                 choices: choice_spellings(choices),
             },
             (Shape::Custom, Some(custom)) => custom.clone(),
-            (Shape::CitedJson, _) => cited_schema(sources),
-            _ => text_grammar(sources),
+            (Shape::CitedJson, _) => cited_schema(sources.len()),
+            _ if request.techniques.quote => quoted_grammar(sources),
+            _ => text_grammar(sources.len()),
         }
     }
 }
@@ -336,6 +395,7 @@ struct Draft {
     citations: Vec<Citation>,
     invalid_citations: Vec<usize>,
     corrected_citations: Vec<Correction>,
+    quotes: Vec<Quote>,
     key: String,
 }
 
@@ -345,6 +405,25 @@ impl Engine {
     /// reflection, the final answer arrives in one piece at the end; while
     /// nothing can be shown, `on_text("")` asks whether to go on.
     pub fn ask(
+        &self,
+        request: &AskRequest,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<AskResponse> {
+        let response = self.answer(request, on_text)?;
+        // The question is the caller's and may be private: its outcome only.
+        tracing::info!(
+            target: "lore::ask",
+            abstained = response.abstained,
+            because = response.abstained_because.map(Abstention::name),
+            support = response.support,
+            citations = response.citations.len(),
+            quotes = response.quotes.len(),
+            "answer"
+        );
+        Ok(response)
+    }
+
+    fn answer(
         &self,
         request: &AskRequest,
         on_text: &mut dyn FnMut(&str) -> bool,
@@ -386,10 +465,20 @@ impl Engine {
             filter: request.filter.clone(),
             collections: request.collections.clone(),
             readers: request.readers.clone(),
+            coverage: true,
             ..SearchRequest::new(question, request.k, Mode::Hybrid)
         };
         let found = self.search(&search)?;
-        let relevant = found.best_dense.unwrap_or(0.0) >= self.config.generator.min_score;
+        let support = found.coverage;
+        let unanswerable = if found.hits.is_empty()
+            || found.best_dense.unwrap_or(0.0) < self.config.generator.min_score
+        {
+            Some(Abstention::NoMatch)
+        } else if support.unwrap_or(0.0) < self.config.generator.min_support {
+            Some(Abstention::Unsupported)
+        } else {
+            None
+        };
         let retrieved = found.hits;
         let mut timings = AskTimings {
             retrieve_ms: start.elapsed().as_secs_f64() * 1000.0,
@@ -399,8 +488,9 @@ impl Engine {
         };
         // A caller's constraint must be matched, so only lore's own shapes
         // (text, cited JSON) abstain before the model is asked.
-        if !matches!(shape, Shape::Custom) && (!relevant || retrieved.is_empty()) {
-            let mut response = abstention(&shape, retrieved, timings, None);
+        if let Some(because) = unanswerable.filter(|_| !matches!(shape, Shape::Custom)) {
+            let mut response = abstention(&shape, retrieved, timings, because);
+            response.support = support;
             response.standalone_question = standalone_question;
             on_text(&response.answer);
             return Ok(response);
@@ -408,7 +498,7 @@ impl Engine {
         let generator = self.generator()?;
         let context = self.context_tokens(generator.as_ref());
         let techniques = &request.techniques;
-        let reserve = request.sampling.max_tokens * if techniques.cot { 2 } else { 1 };
+        let reserve = request.sampling.max_tokens * techniques.outputs_per_answer();
         let examples = if techniques.few_shot {
             self.config.generator.examples.as_slice()
         } else {
@@ -418,6 +508,7 @@ impl Engine {
             expert: techniques.expert,
             examples,
             reasoning: techniques.cot,
+            quotes: techniques.quote,
         };
         let built = prompt::build(
             generator.as_ref(),
@@ -427,7 +518,7 @@ impl Engine {
             reserve,
             style,
         )?;
-        let answer_constraint = shape.constraint(request, built.sources.len());
+        let answer_constraint = shape.constraint(request, &built.sources);
         let rendered = generator.render(&built.messages);
         let pass = Pass {
             generator: generator.as_ref(),
@@ -435,14 +526,22 @@ impl Engine {
             sources: &built.sources,
             sampling: &request.sampling,
             cot: techniques.cot,
+            quote: techniques.quote,
             choices: match &request.constraint {
                 Some(Constraint::Choices { choices }) => Some(choices),
                 _ => None,
             },
         };
-        let streams = techniques.samples <= 1 && !techniques.reflect;
+        let streams =
+            techniques.samples <= 1 && !techniques.reflect && !(techniques.cot && techniques.quote);
         let (mut draft, votes) = if techniques.samples <= 1 {
-            let mut stream = Stream::new(techniques.cot, streams, on_text);
+            let hold = match (techniques.cot, techniques.quote) {
+                (true, _) => Some((ANSWER_MARKER, ANSWER_MARKER.len())),
+                // The answer starts on the line after the quotes.
+                (false, true) => Some((QUOTES_END, 1)),
+                (false, false) => None,
+            };
+            let mut stream = Stream::new(hold, streams, on_text);
             let generated = pass.generate(&rendered, &answer_constraint, &mut stream)?;
             timings.add(&generated);
             (pass.read(&generated), Vec::new())
@@ -477,7 +576,9 @@ impl Engine {
             .as_ref()
             .is_some_and(|r| r.verdict == Verdict::Abstain)
         {
-            let mut response = abstention(&shape, retrieved, timings, reflection);
+            let mut response = abstention(&shape, retrieved, timings, Abstention::Reflection);
+            response.reflection = reflection;
+            response.support = support;
             on_text(&response.answer);
             response.standalone_question = standalone_question;
             response.reasoning = draft.reasoning;
@@ -495,15 +596,15 @@ impl Engine {
             }),
             Shape::Custom => false,
         };
-        let support = (!abstained && !matches!(shape, Shape::Custom))
-            .then(|| support_of(question, &draft, &built.sources));
         Ok(AskResponse {
             abstained,
+            abstained_because: abstained.then_some(Abstention::Model),
             support,
             answer: draft.answer,
             citations: draft.citations,
             invalid_citations: draft.invalid_citations,
             corrected_citations: draft.corrected_citations,
+            quotes: draft.quotes,
             json: draft.json,
             truncated: draft.truncated,
             reasoning: draft.reasoning,
@@ -516,29 +617,13 @@ impl Engine {
     }
 }
 
-/// [`crate::answer::support_score`] of `draft` against the sources it
-/// cites (all of them when it cites none).
-fn support_of(question: &str, draft: &Draft, sources: &[Source]) -> f64 {
-    let text = draft
-        .json
-        .as_ref()
-        .and_then(|v| v["answer"].as_str())
-        .unwrap_or(&draft.answer);
-    let cited: Vec<&str> = sources
-        .iter()
-        .filter(|s| draft.citations.is_empty() || draft.citations.iter().any(|c| c.n == s.n))
-        .map(|s| s.hit.text.as_str())
-        .collect();
-    crate::answer::support_score(question, text, &cited)
-}
-
 /// The answer "not in the documents", in the answer's shape (cited JSON:
 /// that sentence with no citations).
 fn abstention(
     shape: &Shape,
     retrieved: Vec<Hit>,
     timings: AskTimings,
-    reflection: Option<Reflection>,
+    because: Abstention,
 ) -> AskResponse {
     let json = matches!(shape, Shape::CitedJson)
         .then(|| serde_json::json!({ "answer": NOT_IN_DOCUMENTS, "citations": [] }));
@@ -547,15 +632,17 @@ fn abstention(
             .as_ref()
             .map_or_else(|| NOT_IN_DOCUMENTS.to_string(), Value::to_string),
         abstained: true,
+        abstained_because: Some(because),
         support: None,
         citations: Vec::new(),
         invalid_citations: Vec::new(),
         corrected_citations: Vec::new(),
+        quotes: Vec::new(),
         json,
         truncated: false,
         reasoning: None,
         votes: Vec::new(),
-        reflection,
+        reflection: None,
         standalone_question: None,
         retrieved,
         timings,
@@ -565,25 +652,33 @@ fn abstention(
 impl AskTimings {
     fn add(&mut self, generated: &Generated) {
         self.prompt_ms += generated.prompt_ms;
+        self.reused_tokens += generated.reused_tokens;
         self.gen_tokens += generated.gen_tokens;
         self.gen_ms += generated.gen_ms;
     }
 }
 
 /// Passes answer text on to the caller: with chain of thought only what
-/// follows the answer marker (the reasoning is not the answer); nothing at
-/// all when the final answer comes later in one piece.
+/// follows the answer marker (the reasoning is not the answer), with
+/// quotes only what follows them; nothing at all when the final answer
+/// comes later in one piece.
 struct Stream<'a> {
-    hold_until_marker: bool,
+    /// Text held back until this marker, and how many of its bytes are
+    /// not part of the answer.
+    hold: Option<(&'static str, usize)>,
     live: bool,
     seen: String,
     on_text: &'a mut dyn FnMut(&str) -> bool,
 }
 
 impl<'a> Stream<'a> {
-    fn new(cot: bool, live: bool, on_text: &'a mut dyn FnMut(&str) -> bool) -> Self {
+    fn new(
+        hold: Option<(&'static str, usize)>,
+        live: bool,
+        on_text: &'a mut dyn FnMut(&str) -> bool,
+    ) -> Self {
         Stream {
-            hold_until_marker: cot,
+            hold,
             live,
             seen: String::new(),
             on_text,
@@ -594,14 +689,14 @@ impl<'a> Stream<'a> {
         if !self.live {
             return (self.on_text)("");
         }
-        if !self.hold_until_marker {
+        let Some((marker, skip)) = self.hold else {
             return (self.on_text)(text);
-        }
+        };
         self.seen.push_str(text);
-        match self.seen.find(ANSWER_MARKER) {
+        match self.seen.find(marker) {
             Some(at) => {
-                self.hold_until_marker = false;
-                let after = self.seen[at + ANSWER_MARKER.len()..].to_string();
+                self.hold = None;
+                let after = self.seen[at + skip..].to_string();
                 (self.on_text)(&after)
             }
             None => (self.on_text)(""),
@@ -616,6 +711,8 @@ struct Pass<'a> {
     sources: &'a [Source],
     sampling: &'a Sampling,
     cot: bool,
+    /// Quotes come before a text answer.
+    quote: bool,
     /// The caller's choices, which answers are read back as.
     choices: Option<&'a [String]>,
 }
@@ -648,12 +745,10 @@ impl Pass<'_> {
         }
     }
 
-    /// Room for reasoning and answer.
+    /// Room for reasoning, quotes and answer.
     fn sampling(&self) -> Sampling {
         let mut sampling = self.sampling.clone();
-        if self.cot {
-            sampling.max_tokens *= 2;
-        }
+        sampling.max_tokens *= 1 + usize::from(self.cot) + usize::from(self.quote);
         sampling
     }
 
@@ -721,6 +816,11 @@ impl Pass<'_> {
         let answer = answer.trim();
         match self.shape {
             Shape::Text => {
+                let (quotes, answer) = if self.quote {
+                    read_quotes(answer, self.sources)
+                } else {
+                    (Vec::new(), answer)
+                };
                 let (answer, corrected_citations) = verify(answer, self.sources);
                 let (citations, invalid_citations) = resolve(&answer, self.sources);
                 Draft {
@@ -732,6 +832,7 @@ impl Pass<'_> {
                     citations,
                     invalid_citations,
                     corrected_citations,
+                    quotes,
                 }
             }
             Shape::CitedJson | Shape::Custom => {
@@ -762,6 +863,7 @@ impl Pass<'_> {
                     citations,
                     invalid_citations,
                     corrected_citations: Vec::new(),
+                    quotes: Vec::new(),
                 }
             }
         }
@@ -876,6 +978,7 @@ mod tests {
             citations: Vec::new(),
             invalid_citations: Vec::new(),
             corrected_citations: Vec::new(),
+            quotes: Vec::new(),
             key: vote_key(answer),
         }
     }
@@ -918,7 +1021,11 @@ mod tests {
             out.push_str(t);
             true
         };
-        let mut stream = Stream::new(true, true, &mut on_text);
+        let mut stream = Stream::new(
+            Some((ANSWER_MARKER, ANSWER_MARKER.len())),
+            true,
+            &mut on_text,
+        );
         for piece in [
             "Source 1 says",
             " five.\nAns",

@@ -267,6 +267,7 @@ mod tests {
             Ok(Generated {
                 text: String::new(),
                 prompt_tokens: 0,
+                reused_tokens: 0,
                 prompt_ms: 0.0,
                 gen_tokens: 0,
                 gen_ms: 0.0,
@@ -318,6 +319,7 @@ mod tests {
         Generated {
             text: text.into(),
             prompt_tokens: 10,
+            reused_tokens: 0,
             prompt_ms: 0.0,
             gen_tokens: tokens,
             gen_ms: 0.0,

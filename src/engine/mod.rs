@@ -20,8 +20,8 @@ use serde::Serialize;
 
 pub use crate::types::DEFAULT_COLLECTION;
 pub use ask::{
-    AskRequest, AskResponse, AskTimings, ConstraintOptions, MAX_SAMPLES, Reflection, Techniques,
-    Verdict, Vote,
+    Abstention, AskRequest, AskResponse, AskTimings, ConstraintOptions, MAX_SAMPLES, Reflection,
+    Techniques, Verdict, Vote,
 };
 pub use collection::Collection;
 pub use conversation::{MAX_TURN_CHARS, REWRITE_TOKENS, Rewrite, Speaker, Turn};

@@ -251,7 +251,8 @@ pub fn load_answers(dir: &Path, limit: Option<usize>) -> Result<Vec<AnswerItem>>
 
 /// A named combination of techniques: `plain`, or parts joined by `+`
 /// among `choices` (answer constrained to the choices), `cot`, `scN`
-/// (self-consistency over N samples), `reflect`, `fewshot`, `expert`.
+/// (self-consistency over N samples), `reflect`, `fewshot`, `expert`,
+/// `quote` (quote first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Technique {
     /// The name as given.
@@ -280,6 +281,7 @@ impl std::str::FromStr for Technique {
                 "reflect" => t.reflect = true,
                 "fewshot" | "few-shot" => t.few_shot = true,
                 "expert" => t.expert = true,
+                "quote" => t.quote = true,
                 sc if sc.starts_with("sc") => {
                     t.samples = sc[2..]
                         .parse()
@@ -291,7 +293,7 @@ impl std::str::FromStr for Technique {
                 }
                 other => {
                     return Err(Error::InvalidRequest(format!(
-                        "unknown technique '{other}' (plain, choices, cot, scN, reflect, fewshot, expert)"
+                        "unknown technique '{other}' (plain, choices, cot, scN, reflect, fewshot, expert, quote)"
                     )));
                 }
             }

@@ -187,7 +187,8 @@ pub struct QaRow {
     pub cited: bool,
     /// The gold source was among the chunks given to the model.
     pub retrieved: bool,
-    /// The answer's support score (none when it abstained).
+    /// The question's support: how much of it the best source covers (none
+    /// when nothing was found).
     pub support: Option<f64>,
     /// Seconds to answer.
     pub seconds: f64,

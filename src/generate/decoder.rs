@@ -142,13 +142,6 @@ struct Cache {
 }
 
 impl Cache {
-    fn reset(&mut self) {
-        self.keys
-            .iter_mut()
-            .chain(&mut self.values)
-            .for_each(Vec::clear);
-    }
-
     /// Keeps the first `positions` positions (`dim` floats each per head).
     fn truncate(&mut self, positions: usize, dim: usize) {
         self.keys
@@ -298,14 +291,6 @@ impl Decoder {
             sin,
             position: 0,
         })
-    }
-
-    /// Forgets every cached position.
-    pub fn reset(&mut self) {
-        self.position = 0;
-        for layer in &mut self.layers {
-            layer.cache.reset();
-        }
     }
 
     /// Forgets every cached position from `position` on: what follows is
@@ -474,7 +459,7 @@ mod tests {
         let mut model = light_model();
         let tokens: Vec<u32> = (0..40).map(|i| 100 + 37 * i).collect();
         let batched = model.forward(&tokens).unwrap();
-        model.reset();
+        model.truncate(0);
         model.forward(&tokens[..20]).unwrap();
         let mut stepped = None;
         for &t in &tokens[20..] {
@@ -492,11 +477,11 @@ mod tests {
     }
 
     #[test]
-    fn reset_forgets_the_cache() {
+    fn truncating_to_zero_forgets_the_cache() {
         let mut model = light_model();
         let first = model.forward(&[1, 2, 3]).unwrap();
         model.forward(&[4, 5]).unwrap();
-        model.reset();
+        model.truncate(0);
         let again = model.forward(&[1, 2, 3]).unwrap();
         assert_eq!(max_abs_diff(&first, &again), 0.0);
     }

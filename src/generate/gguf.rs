@@ -26,9 +26,80 @@ use crate::error::{Error, Result};
 /// Tokens of prompt fed to the model per forward pass.
 const PREFILL_CHUNK: usize = 256;
 
+/// The model with what its KV cache holds: the token ids of the cached
+/// positions, and how many of them were computed by a prefill from
+/// position 0 in [`PREFILL_CHUNK`] pieces (exactly what a fresh prefill of
+/// a prompt sharing them would compute, so reusing them changes nothing).
+struct Session {
+    decoder: Decoder,
+    ids: Vec<u32>,
+    exact: usize,
+}
+
+impl Session {
+    fn truncate(&mut self, position: usize) {
+        self.decoder.truncate(position);
+        self.ids.truncate(position);
+        self.exact = self.exact.min(position);
+    }
+
+    /// Runs `tokens` after the cache; returns the logits after the last.
+    fn forward(&mut self, tokens: &[u32]) -> Result<Tensor> {
+        let logits = self.decoder.forward(tokens)?;
+        self.ids.extend_from_slice(tokens);
+        Ok(logits)
+    }
+
+    /// Feeds `prompt_ids` after the longest cached prefix made of whole
+    /// prefill pieces (so the logits are bit for bit those of a fresh
+    /// prefill, as `generate`'s determinism needs; a prompt that repeats
+    /// or extends the last one skips most of its work). Returns what
+    /// followed, or `None` when `go_on` (asked before each piece) said
+    /// stop: a cancelled request stops within one piece.
+    fn prefill(
+        &mut self,
+        prompt_ids: &[u32],
+        go_on: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<Prefilled>> {
+        let start = Instant::now();
+        let shared = self
+            .ids
+            .iter()
+            .zip(prompt_ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt_ids.len() - 1);
+        let from = shared.min(self.exact) / PREFILL_CHUNK * PREFILL_CHUNK;
+        self.truncate(from);
+        let mut logits = None;
+        for piece in prompt_ids[from..].chunks(PREFILL_CHUNK) {
+            if !go_on() {
+                return Ok(None);
+            }
+            logits = Some(self.forward(piece)?);
+            self.exact = self.ids.len();
+        }
+        Ok(Some(Prefilled {
+            logits: logits.ok_or_else(|| Error::Inference("no logits".into()))?,
+            ms: start.elapsed().as_secs_f64() * 1000.0,
+            reused: from,
+        }))
+    }
+}
+
+/// A processed prompt.
+struct Prefilled {
+    /// The logits after its last token.
+    logits: Tensor,
+    /// Milliseconds taken.
+    ms: f64,
+    /// Its tokens taken from the cache.
+    reused: usize,
+}
+
 /// A GGUF model loaded for generation.
 pub struct GgufGenerator {
-    decoder: Mutex<Decoder>,
+    session: Mutex<Session>,
     tokenizer: Tokenizer,
     /// Constraint compiler over this vocabulary, built on first use.
     guides: OnceLock<Guides>,
@@ -123,7 +194,11 @@ impl GgufGenerator {
             .map(|t| t.content)
             .collect();
         Ok(GgufGenerator {
-            decoder: Mutex::new(decoder),
+            session: Mutex::new(Session {
+                decoder,
+                ids: Vec::new(),
+                exact: 0,
+            }),
             tokenizer,
             guides: OnceLock::new(),
             end_tokens,
@@ -210,14 +285,20 @@ impl Generator for GgufGenerator {
     ) -> Result<Generated> {
         let prompt_ids = self.prompt_ids(prompt)?;
         let guide = self.guide(constraint)?;
-        let mut decoder = self.lock()?;
-        let Some((logits, prompt_ms)) = prefill(&mut decoder, &prompt_ids, &mut || on_text(""))?
-        else {
+        let mut session = self.lock()?;
+        let Some(prefilled) = session.prefill(&prompt_ids, &mut || on_text(""))? else {
             return Ok(cancelled_in_prefill(&prompt_ids));
         };
-        let mut generated =
-            self.decode(&mut decoder, logits, &prompt_ids, sampling, guide, on_text)?;
-        generated.prompt_ms = prompt_ms;
+        let mut generated = self.decode(
+            &mut session,
+            prefilled.logits,
+            &prompt_ids,
+            sampling,
+            guide,
+            on_text,
+        )?;
+        generated.prompt_ms = prefilled.ms;
+        generated.reused_tokens = prefilled.reused;
         Ok(generated)
     }
 
@@ -230,23 +311,26 @@ impl Generator for GgufGenerator {
     ) -> Result<Vec<Generated>> {
         let prompt_ids = self.prompt_ids(prompt)?;
         let guide = self.guide(constraint)?;
-        let mut decoder = self.lock()?;
-        let Some((logits, prompt_ms)) = prefill(&mut decoder, &prompt_ids, go_on)? else {
+        let mut session = self.lock()?;
+        let Some(prefilled) = session.prefill(&prompt_ids, go_on)? else {
             return Ok(vec![cancelled_in_prefill(&prompt_ids)]);
         };
         let mut out = Vec::with_capacity(samplings.len());
         for (i, sampling) in samplings.iter().enumerate() {
             // Fork: back to the prompt's cache, and its logits.
-            decoder.truncate(prompt_ids.len());
+            session.truncate(prompt_ids.len());
             let mut generated = self.decode(
-                &mut decoder,
-                logits.clone(),
+                &mut session,
+                prefilled.logits.clone(),
                 &prompt_ids,
                 sampling,
                 guide.clone(),
                 &mut |_| go_on(),
             )?;
-            generated.prompt_ms = if i == 0 { prompt_ms } else { 0.0 };
+            if i == 0 {
+                generated.prompt_ms = prefilled.ms;
+                generated.reused_tokens = prefilled.reused;
+            }
             let cancelled = generated.stop == StopReason::Cancelled;
             out.push(generated);
             if cancelled {
@@ -257,32 +341,12 @@ impl Generator for GgufGenerator {
     }
 }
 
-/// Feeds the whole prompt from an empty cache; returns the logits after it
-/// and the time taken in ms, or `None` when `go_on` (asked before each
-/// piece) said stop: a cancelled request stops within one piece.
-fn prefill(
-    decoder: &mut Decoder,
-    prompt_ids: &[u32],
-    go_on: &mut dyn FnMut() -> bool,
-) -> Result<Option<(Tensor, f64)>> {
-    decoder.reset();
-    let start = Instant::now();
-    let mut logits = None;
-    for piece in prompt_ids.chunks(PREFILL_CHUNK) {
-        if !go_on() {
-            return Ok(None);
-        }
-        logits = Some(decoder.forward(piece)?);
-    }
-    let logits = logits.ok_or_else(|| Error::Inference("no logits".into()))?;
-    Ok(Some((logits, start.elapsed().as_secs_f64() * 1000.0)))
-}
-
 /// What a generation cancelled before its first token reports.
 fn cancelled_in_prefill(prompt_ids: &[u32]) -> Generated {
     Generated {
         text: String::new(),
         prompt_tokens: prompt_ids.len(),
+        reused_tokens: 0,
         prompt_ms: 0.0,
         gen_tokens: 0,
         gen_ms: 0.0,
@@ -291,8 +355,8 @@ fn cancelled_in_prefill(prompt_ids: &[u32]) -> Generated {
 }
 
 impl GgufGenerator {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Decoder>> {
-        self.decoder
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
+        self.session
             .lock()
             .map_err(|_| Error::Inference("model lock poisoned".into()))
     }
@@ -321,7 +385,7 @@ impl GgufGenerator {
         let guides = match self.guides.get() {
             Some(guides) => guides,
             None => {
-                let vocab = self.lock()?.vocab();
+                let vocab = self.lock()?.decoder.vocab();
                 let built = Guides::new(&self.tokenizer, &self.end_tokens, vocab)?;
                 self.guides.get_or_init(|| built)
             }
@@ -333,7 +397,7 @@ impl GgufGenerator {
     /// `max_tokens`, a full context or `on_text` says stop.
     fn decode(
         &self,
-        decoder: &mut Decoder,
+        session: &mut Session,
         mut logits: Tensor,
         prompt_ids: &[u32],
         sampling: &Sampling,
@@ -377,7 +441,7 @@ impl GgufGenerator {
             if guide.as_ref().is_some_and(Guide::is_done) {
                 break StopReason::EndToken;
             }
-            logits = decoder.forward(&[token])?;
+            logits = session.forward(&[token])?;
         };
         let text = self.decode_ids(&generated)?;
         if text.len() > emitted && text.is_char_boundary(emitted) {
@@ -386,6 +450,7 @@ impl GgufGenerator {
         Ok(Generated {
             text,
             prompt_tokens: prompt_ids.len(),
+            reused_tokens: 0,
             prompt_ms: 0.0,
             gen_tokens: generated.len(),
             gen_ms: start.elapsed().as_secs_f64() * 1000.0,
@@ -423,6 +488,97 @@ mod tests {
         let mut config = crate::config::Config::default();
         config.generator.model = Some("light".into());
         GgufGenerator::load(&config.generator_path()).unwrap()
+    }
+
+    /// A quote can only be words of the source it names, and the answer
+    /// after the quotes still cites only given sources.
+    #[test]
+    fn the_quote_grammar_holds_each_quote_to_its_source() {
+        let generator = light();
+        let source = |n: usize, text: &str| crate::prompt::Source {
+            n,
+            hit: crate::search::Hit {
+                rank: n,
+                collection: "default".into(),
+                score: 1.0,
+                doc_id: crate::types::DocId(format!("d{n}")),
+                path: format!("/d{n}.md"),
+                chunk_id: crate::types::ChunkId(format!("c{n}")),
+                byte_range: 0..text.len(),
+                heading: Vec::new(),
+                text: text.into(),
+                found_by: Vec::new(),
+            },
+        };
+        let sources = [
+            source(
+                1,
+                "# Espresso\nDose 18 grams and extract 36 grams of espresso.",
+            ),
+            source(
+                2,
+                "Milk is delivered daily by Green Valley Dairy before 6:00.",
+            ),
+        ];
+        let grammar = crate::answer::quoted_grammar(&sources);
+        let accepts = |text: &str| {
+            let mut guide = generator.guide(Some(&grammar)).unwrap().unwrap();
+            guide.accepts_all(&generator.encode(text).unwrap())
+        };
+        for good in [
+            "Quote [1]: extract 36 grams of espresso\nAccording to [1], 36 grams.",
+            "Quote [2]: Green Valley Dairy\nQuote [1]: Dose 18 grams\nAccording to [2], daily [1].",
+        ] {
+            assert!(accepts(good), "refused: {good}");
+        }
+        for bad in [
+            "Quote [1]: extract 40 grams\nAccording to [1], 40 grams.",
+            "Quote [1]: Green Valley Dairy\nAccording to [1], daily.",
+            "Quote [3]: Dose\nAccording to [1], 18.",
+            "Quote [1]: Dose 18 grams\nAccording to [3], 18.",
+            "Quote [1]: Espresso Dose\nAccording to [1], 18.",
+        ] {
+            assert!(!accepts(bad), "accepted: {bad}");
+        }
+    }
+
+    /// A prompt that begins like the last one takes whole prefill pieces
+    /// from the cache, and decodes exactly what a fresh model would.
+    #[test]
+    fn a_shared_prompt_prefix_is_reused_without_changing_the_output() {
+        let sampling = Sampling {
+            max_tokens: 12,
+            ..Sampling::default()
+        };
+        let run = |generator: &GgufGenerator, prompt: &str| {
+            generator
+                .generate(prompt, &sampling, None, &mut |_| true)
+                .unwrap()
+        };
+        let sources = "The office plant is watered on Tuesdays by the facilities team. ".repeat(40);
+        let ask = |question: &str| {
+            light().render(&[Message {
+                role: Role::User,
+                content: format!("{sources}\nQuestion: {question}"),
+            }])
+        };
+        let (first, second) = (ask("Who waters the plant?"), ask("When is it watered?"));
+        let fresh = run(&light(), &second);
+        assert_eq!(fresh.reused_tokens, 0);
+        let warm = light();
+        run(&warm, &first);
+        let reused = run(&warm, &second);
+        assert!(
+            reused.reused_tokens >= PREFILL_CHUNK && reused.reused_tokens % PREFILL_CHUNK == 0,
+            "{} of {} prompt tokens reused",
+            reused.reused_tokens,
+            reused.prompt_tokens
+        );
+        assert_eq!(reused.text, fresh.text);
+        // The same prompt again: everything but its last piece is reused.
+        let again = run(&warm, &second);
+        assert_eq!(again.text, fresh.text);
+        assert!(again.reused_tokens >= reused.reused_tokens);
     }
 
     /// Hostile constraints are refused with a clear error (never a panic,

@@ -130,6 +130,10 @@ pub struct Generated {
     pub text: String,
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
+    /// Of those, how many came from the cache of an earlier call whose
+    /// prompt began the same way (not computed again).
+    #[serde(default)]
+    pub reused_tokens: usize,
     /// Time to process the prompt.
     pub prompt_ms: f64,
     /// Tokens generated.

@@ -5,7 +5,7 @@
 //! answer. The wording lives in the `.txt` files beside this file
 //! (golden-tested): `system.txt` (or `system_expert.txt`, the "you are an
 //! expert" variant), `user.txt`, `examples.txt` (few-shot), `reasoning.txt`
-//! (chain of thought), the reflection pair `system_reflect.txt` /
+//! (chain of thought), `quote.txt` (quote first), the reflection pair `system_reflect.txt` /
 //! `reflect.txt`, and the conversation rewrite `system_rewrite.txt`,
 //! `rewrite.txt` with its worked examples `rewrite_examples.txt`.
 
@@ -27,6 +27,8 @@ pub const USER: &str = include_str!("user.txt");
 pub const EXAMPLE: &str = include_str!("examples.txt");
 /// The chain-of-thought instruction, after the question.
 pub const REASONING: &str = include_str!("reasoning.txt");
+/// The quote-first instruction, after the question.
+pub const QUOTE: &str = include_str!("quote.txt");
 /// What ends the reasoning and starts the answer.
 pub const ANSWER_MARKER: &str = "\nAnswer: ";
 /// The reflection pass's system prompt.
@@ -76,6 +78,8 @@ pub struct Style<'a> {
     pub examples: &'a [Example],
     /// Ask for step-by-step reasoning before the answer.
     pub reasoning: bool,
+    /// Ask for verbatim quotes of the sources before the answer.
+    pub quotes: bool,
 }
 
 fn render_source(n: usize, hit: &Hit) -> String {
@@ -148,11 +152,12 @@ pub fn build(
     style: Style<'_>,
 ) -> Result<Prompt> {
     let system = if style.expert { SYSTEM_EXPERT } else { SYSTEM };
-    let reasoning = if style.reasoning {
-        format!("\n\n{}", REASONING.trim())
-    } else {
-        String::new()
-    };
+    let mut reasoning = String::new();
+    for (wanted, text) in [(style.quotes, QUOTE), (style.reasoning, REASONING)] {
+        if wanted {
+            reasoning.push_str(&format!("\n\n{}", text.trim()));
+        }
+    }
     let frame = |examples: &str, sources: &str| {
         vec![
             Message {
@@ -361,6 +366,7 @@ mod tests {
             expert: true,
             examples: &examples,
             reasoning: true,
+            quotes: false,
         };
         let prompt = build(
             &Words,

@@ -86,6 +86,10 @@ pub struct SearchRequest {
     /// the front end from the caller's key, never from a request body.
     #[serde(skip)]
     pub readers: Readers,
+    /// Also measure how much of the query the best hit covers
+    /// ([`SearchResponse::coverage`]; `ask` sets it).
+    #[serde(skip)]
+    pub coverage: bool,
 }
 
 impl SearchRequest {
@@ -99,6 +103,7 @@ impl SearchRequest {
             collapse: false,
             collections: Vec::new(),
             readers: Readers::Everyone,
+            coverage: false,
         }
     }
 
@@ -180,6 +185,11 @@ pub struct SearchResponse {
     /// `ask` uses it to decide whether the documents can answer at all).
     #[serde(skip)]
     pub best_dense: Option<f32>,
+    /// With [`SearchRequest::coverage`]: the share of the query's terms,
+    /// weighted by rarity, that the best hit holds
+    /// ([`crate::store::KeywordIndex::coverage`]).
+    #[serde(skip)]
+    pub coverage: Option<f64>,
 }
 
 fn ms_since(start: Instant) -> f64 {
@@ -237,12 +247,42 @@ pub fn search(
         }
     };
     let hits = resolve(collections, &ranked, &found, request.k, request.collapse)?;
+    let coverage = match hits.first().filter(|_| request.coverage) {
+        Some(best) => Some(coverage(collections, &allowed, &request.query, best)?),
+        None => None,
+    };
     timings.total_ms = ms_since(start);
     Ok(SearchResponse {
         hits,
         timings,
         best_dense,
+        coverage,
     })
+}
+
+/// [`SearchResponse::coverage`] of `best`, weighed in its own collection
+/// among the chunks the request may see.
+fn coverage(
+    collections: &[Target<'_>],
+    allowed: &[Option<std::sync::Arc<SlotSet>>],
+    query: &str,
+    best: &Hit,
+) -> Result<f64> {
+    let at = collections
+        .iter()
+        .position(|c| c.name == best.collection)
+        .ok_or_else(|| Error::Store {
+            store: "keywords",
+            message: format!(
+                "a hit from collection {} that was not searched",
+                best.collection
+            ),
+        })?;
+    let text = format!("{}\n{}", best.heading.join("\n"), best.text);
+    collections[at]
+        .index
+        .keywords()
+        .coverage(query, &text, allowed[at].as_ref())
 }
 
 /// One retriever's scored candidates.

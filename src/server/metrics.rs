@@ -1,5 +1,6 @@
 //! Prometheus text metrics: requests and latency per route, tokens
-//! generated, generation queue depth, index sizes, and for `--watch`
+//! generated, answers by outcome (answered, or why lore abstained) and
+//! their support, generation queue depth, index sizes, and for `--watch`
 //! the lag between a file changing and the index having it.
 
 use std::collections::BTreeMap;
@@ -30,15 +31,74 @@ struct Route {
     sum: f64,
 }
 
+/// Upper bounds of the support histogram's buckets.
+const SUPPORT_BUCKETS: [f64; 10] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// Answers by outcome, and the support of those that had one.
+#[derive(Default)]
+struct Answers {
+    /// `answered`, or the reason of an abstention.
+    outcomes: BTreeMap<&'static str, u64>,
+    /// Counts per support bucket (not cumulative).
+    support: [u64; SUPPORT_BUCKETS.len()],
+    support_sum: f64,
+}
+
 /// Counters shared by all workers.
 #[derive(Default)]
 pub struct Metrics {
     routes: Mutex<BTreeMap<String, Route>>,
+    answers: Mutex<Answers>,
     /// Tokens generated since start.
     pub tokens: AtomicU64,
 }
 
 impl Metrics {
+    /// Counts one finished answer.
+    pub fn record_answer(&self, response: &crate::engine::AskResponse) {
+        self.tokens
+            .fetch_add(response.timings.gen_tokens as u64, Ordering::Relaxed);
+        let Ok(mut answers) = self.answers.lock() else {
+            return;
+        };
+        let outcome = response.abstained_because.map_or("answered", |a| a.name());
+        *answers.outcomes.entry(outcome).or_default() += 1;
+        if let Some(support) = response.support {
+            let bucket = SUPPORT_BUCKETS
+                .iter()
+                .position(|b| support <= *b)
+                .unwrap_or(SUPPORT_BUCKETS.len() - 1);
+            answers.support[bucket] += 1;
+            answers.support_sum += support;
+        }
+    }
+
+    fn render_answers(&self, out: &mut String) {
+        let Ok(answers) = self.answers.lock() else {
+            return;
+        };
+        out.push_str("# TYPE lore_answers_total counter\n");
+        for (outcome, n) in &answers.outcomes {
+            let _ = writeln!(out, "lore_answers_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        out.push_str("# TYPE lore_answer_support histogram\n");
+        let mut cumulative = 0;
+        for (bound, n) in SUPPORT_BUCKETS.iter().zip(answers.support) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "lore_answer_support_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "lore_answer_support_bucket{{le=\"+Inf\"}} {cumulative}\n\
+             lore_answer_support_sum {}\n\
+             lore_answer_support_count {cumulative}",
+            answers.support_sum
+        );
+    }
+
     fn record(&self, route: &str, status: u16, seconds: f64) {
         let Ok(mut routes) = self.routes.lock() else {
             return;
@@ -99,6 +159,7 @@ impl Metrics {
             "# TYPE lore_generated_tokens_total counter\nlore_generated_tokens_total {}",
             self.tokens.load(Ordering::Relaxed)
         );
+        self.render_answers(&mut out);
         let _ = writeln!(
             out,
             "# TYPE lore_generation_queue_depth gauge\nlore_generation_queue_depth {queue_depth}"

@@ -352,6 +352,7 @@ pub async fn search(
         collapse: body.collapse,
         collections: auth::collections(&req),
         readers: auth::principal(&req).readers(),
+        coverage: false,
     };
     let engine = state.engine.clone();
     let response = blocking(&state, move || engine.search(&request)).await?;
@@ -509,10 +510,7 @@ pub fn start_ask(
         };
         let event = match state.engine.ask(&request, &mut on_text) {
             Ok(response) => {
-                state.metrics.tokens.fetch_add(
-                    response.timings.gen_tokens as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                state.metrics.record_answer(&response);
                 Event::Done(Box::new(response))
             }
             Err(err) => Event::Failed(err.into()),

@@ -19,6 +19,7 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+    TokenStream,
 };
 use tantivy::{
     DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TERMINATED, Term, doc,
@@ -34,6 +35,52 @@ const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 const FOOTER_BYTES: u64 = 8;
 /// Lower-cased, English stop words removed, Snowball-stemmed.
 const TOKENIZER: &str = "lore_en";
+
+/// Words that frame a question or a request rather than name its subject,
+/// light verbs ("go", "use", "take") and words for the documents
+/// themselves: left out of
+/// [`KeywordIndex::coverage`]. Rare in documents, they would otherwise
+/// weigh as much as the subject ("How *often* are keys rotated?", "*Tell*
+/// me *everything* the *handbook* says about on-call").
+#[rustfmt::skip]
+const FRAME_WORDS: &[&str] = &[
+    "how", "what", "which", "who", "whom", "whose", "when", "where", "why", "do", "does",
+    "did", "can", "could", "should", "would", "may", "might", "must", "many", "much", "long",
+    "often", "big", "large", "fast", "quickly", "soon", "far", "old", "kind", "type", "i",
+    "me", "my", "we", "our", "you", "your", "please", "tell", "explain", "describe", "write",
+    "summarize", "summarise", "list", "give", "show", "say", "says", "said", "mean", "means",
+    "everything", "anything", "something", "detail", "details", "detailed", "documents",
+    "document", "docs", "documentation", "manual", "handbook", "guide", "go", "goes", "get",
+    "gets", "got", "use", "uses", "used", "using", "make", "makes", "made", "take", "takes",
+    "took", "need", "needs", "needed", "happen", "happens", "put", "puts", "come", "comes",
+    "keep", "keeps", "kept", "have", "has", "had", "done", "doing",
+];
+
+/// The analyzed terms of `text`, without repeats.
+fn terms(text: &str) -> std::collections::BTreeSet<String> {
+    let mut analyzer = analyzer();
+    let mut stream = analyzer.token_stream(text);
+    let mut out = std::collections::BTreeSet::new();
+    while stream.advance() {
+        out.insert(stream.token().text.clone());
+    }
+    out
+}
+
+/// The terms a question asks about: its words but the [`FRAME_WORDS`].
+fn asked_terms(question: &str) -> std::collections::BTreeSet<String> {
+    let subject: Vec<&str> = question
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !FRAME_WORDS.contains(&w.to_lowercase().as_str()))
+        .collect();
+    terms(&subject.join(" "))
+}
+
+/// BM25's inverse document frequency.
+fn idf(docs: u64, with_term: u64) -> f64 {
+    let (n, d) = (docs as f64, with_term.min(docs) as f64);
+    (1.0 + (n - d + 0.5) / (d + 0.5)).ln()
+}
 
 /// tantivy-backed keyword index.
 pub struct TantivyKeywordIndex {
@@ -326,6 +373,41 @@ impl KeywordIndex for TantivyKeywordIndex {
     fn count(&self) -> Result<u64> {
         Ok(self.reader.searcher().num_docs())
     }
+
+    fn coverage(
+        &self,
+        question: &str,
+        text: &str,
+        allowed: Option<&std::sync::Arc<SlotSet>>,
+    ) -> Result<f64> {
+        let asked = asked_terms(question);
+        if asked.is_empty() {
+            return Ok(0.0);
+        }
+        let held = terms(text);
+        let searcher = self.reader.searcher();
+        // Statistics of the chunks the caller may see only: a term's
+        // weight says nothing of hidden documents.
+        let visible;
+        let stats: &dyn Bm25StatisticsProvider = match allowed {
+            Some(slots) => {
+                visible = Visible::new(&searcher, slots, self.fields.text)?;
+                &visible
+            }
+            None => &searcher,
+        };
+        let docs = stats.total_num_docs()?;
+        let (mut all, mut found) = (0.0, 0.0);
+        for term in &asked {
+            let with = stats.doc_freq(&Term::from_field_text(self.fields.text, term))?;
+            let weight = idf(docs, with);
+            all += weight;
+            if held.contains(term) {
+                found += weight;
+            }
+        }
+        Ok(if all > 0.0 { found / all } else { 0.0 })
+    }
 }
 
 #[cfg(test)]
@@ -395,5 +477,64 @@ mod tests {
         let a = with_word.search("quartzite", 5, None).unwrap();
         let b = without.search("quartzite", 5, None).unwrap();
         assert_ne!(a[0].1, b[0].1);
+    }
+
+    #[test]
+    fn coverage_weighs_what_a_question_asks_by_rarity() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_with(
+            dir.path(),
+            &[
+                "Third-party API keys are rotated every 90 days by the owning team.",
+                "The team rotates the on-call schedule every Monday.",
+                "The team meets every Monday.",
+                "Keys for the office are kept by reception.",
+            ],
+        );
+        let source = "Third-party API keys are rotated every 90 days by the owning team.";
+        let covered = |q: &str| index.coverage(q, source, None).unwrap();
+        // Every term asked is in the source: question words do not count.
+        assert_eq!(covered("How often are third-party API keys rotated?"), 1.0);
+        // A rare term the source lacks weighs more than a common one.
+        let rare_missing = covered("How often are API keys rotated by the zebrafalcon?");
+        let common_missing = covered("How often are API keys rotated by the team on Monday?");
+        assert!(
+            rare_missing < common_missing,
+            "{rare_missing} vs {common_missing}"
+        );
+        assert!(rare_missing < 0.6, "{rare_missing}");
+        // On the subject, but not what the source covers.
+        assert!(covered("Which VPN client must employees install?") < 0.2);
+        // Nothing but question words: nothing is covered.
+        assert_eq!(covered("How and why?"), 0.0);
+    }
+
+    #[test]
+    fn coverage_inside_a_slot_set_does_not_depend_on_chunks_outside_it() {
+        let visible = ["alpha beta gamma", "beta only"];
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let with_word = index_with(
+            dirs[0].path(),
+            &[visible[0], visible[1], "hidden delta", "delta"],
+        );
+        let without = index_with(
+            dirs[1].path(),
+            &[visible[0], visible[1], "hidden other", "none"],
+        );
+        let mut slots = SlotSet::default();
+        slots.insert(Slot(0));
+        slots.insert(Slot(1));
+        let slots = std::sync::Arc::new(slots);
+        let question = "alpha delta beta";
+        let a = with_word
+            .coverage(question, visible[1], Some(&slots))
+            .unwrap();
+        let b = without
+            .coverage(question, visible[1], Some(&slots))
+            .unwrap();
+        assert_eq!(a, b, "hidden chunks changed a restricted reader's coverage");
+        let a = with_word.coverage(question, visible[1], None).unwrap();
+        let b = without.coverage(question, visible[1], None).unwrap();
+        assert_ne!(a, b);
     }
 }

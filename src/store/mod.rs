@@ -312,4 +312,15 @@ pub trait KeywordIndex: Send + Sync {
     ) -> Result<Vec<(Slot, f32)>>;
     /// Committed entries.
     fn count(&self) -> Result<u64>;
+    /// How much of what `question` asks about `text` mentions: the share
+    /// of the question's terms, each weighted by its inverse document
+    /// frequency among `allowed` (all entries when none), that `text`
+    /// holds. Words that only frame a question ("how", "which", "often")
+    /// are left out. 0 when nothing is left.
+    fn coverage(
+        &self,
+        question: &str,
+        text: &str,
+        allowed: Option<&std::sync::Arc<SlotSet>>,
+    ) -> Result<f64>;
 }

@@ -270,8 +270,11 @@ function renderSources(citations) {
   }
 }
 
-/** Opens a chunk's text with the passage highlighted, in its context. */
-async function openPassage(chunkId) {
+/**
+ * Opens a chunk's text with the passage highlighted, in its context; a
+ * quote's byte range (in the chunk's text) is highlighted inside it.
+ */
+async function openPassage(chunkId, quote = null) {
   const response = await api(`/v1/chunks/${encodeURIComponent(chunkId)}`);
   if (!response) return;
   const passage = await response.json();
@@ -279,11 +282,32 @@ async function openPassage(chunkId) {
   $("passage-where").textContent = where(passage);
   const box = $("passage");
   clear(box);
-  const mark = el("mark", { id: "passage-mark" }, passage.text);
+  const mark = el("mark", { id: "passage-mark" }, ...quoted(passage.text, quote));
   box.append(el("span", { class: "context" }, passage.before), mark, el("span", { class: "context" }, passage.after));
   $("passage-panel").hidden = false;
   mark.scrollIntoView({ block: "center" });
   box.focus({ preventScroll: true });
+}
+
+/** A chunk's text, with the quote's bytes (if any) in a <q class="quote">. */
+function quoted(text, quote) {
+  if (!quote) return [text];
+  const bytes = new TextEncoder().encode(text);
+  const decode = (a, b) => new TextDecoder().decode(bytes.slice(a, b));
+  const { start, end } = quote.range;
+  if (end > bytes.length || decode(start, end) !== quote.text) return [text];
+  return [decode(0, start), el("strong", { class: "quote" }, decode(start, end)), decode(end, bytes.length)];
+}
+
+function renderQuotes(quotes) {
+  const list = $("quotes");
+  clear(list);
+  $("quotes-fold").hidden = !quotes.length;
+  for (const q of quotes) {
+    const show = el("button", { type: "button", class: "open-passage" }, "Show in passage");
+    show.addEventListener("click", () => openPassage(q.chunk_id, q));
+    list.append(el("li", {}, `[${q.n}] `, el("q", {}, q.text), " ", show));
+  }
 }
 
 // -------------------------------------------------------------------- ask
@@ -402,6 +426,7 @@ function showAnswer(answer, timing) {
     $("reasoning-fold").hidden = false;
   }
   renderSources(answer.citations);
+  renderQuotes(answer.quotes || []);
   const parts = [];
   if (timing.first_token_ms !== null) parts.push(`first token ${Math.round(timing.first_token_ms)} ms`);
   parts.push(`answer ${Math.round(timing.done_ms)} ms`);
@@ -410,7 +435,16 @@ function showAnswer(answer, timing) {
   }
   if (answer.reflection) parts.push(`reflection: ${answer.reflection.verdict}`);
   if (typeof answer.support === "number") {
-    parts.push(`support ${Math.round(answer.support * 100)}% of its words in the cited sources`);
+    parts.push(`support ${Math.round(answer.support * 100)}%: the best source holds that much of what was asked`);
+  }
+  if (answer.abstained_because) {
+    const why = {
+      no_match: "nothing close enough was found",
+      unsupported: "what was found does not cover the question",
+      model: "the model found no answer in the sources",
+      reflection: "reflection withdrew the draft",
+    };
+    parts.push(why[answer.abstained_because] || answer.abstained_because);
   }
   if (answer.corrected_citations && answer.corrected_citations.length) {
     parts.push(`${answer.corrected_citations.length} citation(s) corrected`);
