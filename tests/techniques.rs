@@ -219,6 +219,36 @@ fn marks_outside_code(text: &str) -> Vec<Vec<usize>> {
     marks
 }
 
+/// The llama (SmolLM2) and gemma3 (Gemma 3 270M) families answer under
+/// the citation grammar too, with their own chat templates and stop
+/// tokens (qwen2, the default model, runs through the other tests).
+#[test]
+fn every_architecture_answers_under_the_citation_grammar() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    for generator in ["light", "gemma"] {
+        for seed in ["1", "2"] {
+            let out = json(lore(&index).args([
+                "ask",
+                QUESTION,
+                "--generator",
+                generator,
+                "--max-tokens",
+                "48",
+                "--temperature",
+                "1.2",
+                "--seed",
+                seed,
+                "--json",
+            ]));
+            assert_citations_given(&out);
+            assert!(
+                answer(&out).starts_with("According to ["),
+                "{generator}: {out}"
+            );
+        }
+    }
+}
+
 /// Quote first, sampled hot: every quote is its source's own words at the
 /// byte range given, and the answer after the quotes still cites only
 /// given sources.

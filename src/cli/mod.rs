@@ -123,7 +123,7 @@ enum Command {
         /// A non-loopback address needs API keys (LORE_API_KEYS).
         #[arg(long)]
         addr: Option<String>,
-        /// `default`, `light`, or a GGUF path (env LORE_GENERATOR).
+        /// `default`, `light`, `gemma`, or a GGUF path (env LORE_GENERATOR).
         #[arg(long)]
         generator: Option<String>,
         /// Folders `POST /v1/ingest` may read (repeatable; config
@@ -359,7 +359,7 @@ enum BenchCommand {
     /// an integer range, a bounded string) at a temperature, each checked,
     /// and decode speed against unconstrained decoding in the same run.
     Constrained {
-        /// `default`, `light`, or a GGUF path (default: config or `default`).
+        /// `default`, `light`, `gemma`, or a GGUF path (default: config or `default`).
         #[arg(long)]
         generator: Option<String>,
         /// Generations.
@@ -375,7 +375,7 @@ enum BenchCommand {
     /// Self-consistency's cost: N samples from one prompt against one
     /// answer (prompt and decode time).
     Samples {
-        /// `default`, `light`, or a GGUF path (default: config or `default`).
+        /// `default`, `light`, `gemma`, or a GGUF path (default: config or `default`).
         #[arg(long)]
         generator: Option<String>,
         /// Prompt length in tokens.
@@ -391,7 +391,7 @@ enum BenchCommand {
     /// Prompt-processing and generation speed of a GGUF generator, and time
     /// to first token.
     Generate {
-        /// `default`, `light`, or a GGUF path (default: config or `default`).
+        /// `default`, `light`, `gemma`, or a GGUF path (default: config or `default`).
         #[arg(long)]
         generator: Option<String>,
         /// Prompt length in tokens.
@@ -502,7 +502,7 @@ struct AskArgs {
     /// Only documents matching KEY=VALUE (as for search).
     #[arg(long, value_name = "KEY=VALUE")]
     filter: Vec<String>,
-    /// `default`, `light`, or a GGUF path (env LORE_GENERATOR).
+    /// `default`, `light`, `gemma`, or a GGUF path (env LORE_GENERATOR).
     #[arg(long)]
     generator: Option<String>,
     /// Sampling temperature (0 = greedy).
@@ -534,7 +534,7 @@ struct ChatArgs {
     /// Chunks given to the model for each answer.
     #[arg(short, default_value_t = 3)]
     k: usize,
-    /// `default`, `light`, or a GGUF path (env LORE_GENERATOR).
+    /// `default`, `light`, `gemma`, or a GGUF path (env LORE_GENERATOR).
     #[arg(long)]
     generator: Option<String>,
     /// Longest answer in tokens.
@@ -677,7 +677,7 @@ struct EvalArgs {
     /// many).
     #[arg(long, default_value_t = 96)]
     max_tokens: usize,
-    /// With --answers or --qa: `default`, `light`, or a GGUF path.
+    /// With --answers or --qa: `default`, `light`, `gemma`, or a GGUF path.
     #[arg(long)]
     generator: Option<String>,
 }

@@ -1,8 +1,11 @@
 //! Quantized GGUF models on candle. The architecture comes from the file's
-//! `general.architecture`: `qwen2` (the default Qwen2.5-Coder) and `llama`
-//! (SmolLM2 and other Llama-family models). The tokenizer is built from the
-//! GGUF's own vocabulary; the chat template is the ChatML both families use.
-//! The forward pass is `decoder`.
+//! `general.architecture`: [`ARCHITECTURES`] (`qwen2`: the default
+//! Qwen2.5-Coder; `llama`: SmolLM2 and the Llama family; `qwen3`; `gemma3`).
+//! The tokenizer is built from the GGUF's own vocabulary (byte-level BPE,
+//! or SentencePiece through `spm`); the chat template is the family the
+//! GGUF's `tokenizer.chat_template` is written for (ChatML, Gemma's turns,
+//! Llama 3's headers), and the stop tokens are the file's end of sequence
+//! and end of turn. The forward pass is `decoder`.
 
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -25,6 +28,39 @@ use crate::error::{Error, Result};
 
 /// Tokens of prompt fed to the model per forward pass.
 const PREFILL_CHUNK: usize = 256;
+
+/// The architectures lore runs (`general.architecture`).
+pub const ARCHITECTURES: [&str; 4] = ["qwen2", "qwen3", "llama", "gemma3"];
+
+/// How a chat is laid out for the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Template {
+    /// `<|im_start|>role\n…<|im_end|>` (Qwen, SmolLM).
+    ChatMl,
+    /// `<start_of_turn>user\n…<end_of_turn>`, the system prompt at the
+    /// start of the first user turn (Gemma).
+    Gemma,
+    /// `<|start_header_id|>role<|end_header_id|>\n\n…<|eot_id|>` (Llama 3).
+    Llama3,
+}
+
+impl Template {
+    /// The family of the GGUF's own template, else the one its
+    /// architecture or vocabulary implies.
+    fn of(template: Option<&str>, arch: &str, tokenizer: &Tokenizer) -> Option<Template> {
+        let has = |marker: &str| template.is_some_and(|t| t.contains(marker));
+        let knows = |token: &str| tokenizer.token_to_id(token).is_some();
+        if has("<start_of_turn>") || (template.is_none() && arch == "gemma3") {
+            Some(Template::Gemma)
+        } else if has("<|start_header_id|>") {
+            Some(Template::Llama3)
+        } else if has("<|im_start|>") || (template.is_none() && knows("<|im_start|>")) {
+            Some(Template::ChatMl)
+        } else {
+            None
+        }
+    }
+}
 
 /// The model with what its KV cache holds: the token ids of the cached
 /// positions, and how many of them were computed by a prefill from
@@ -108,6 +144,7 @@ pub struct GgufGenerator {
     /// message contents, which are untrusted.
     control: Vec<String>,
     context_length: usize,
+    template: Template,
     id: String,
 }
 
@@ -155,13 +192,26 @@ impl GgufGenerator {
         let context_length = meta(&format!("{arch}.context_length"))
             .and_then(|v| v.to_u32().ok())
             .map_or(2048, |n| n as usize);
-        let mut tokenizer = Tokenizer::from_gguf(&content)
-            .map_err(|e| model_error(path, format!("tokenizer: {e}")))?;
-        if meta("tokenizer.ggml.pre")
-            .and_then(|v| v.to_string().ok())
-            .map(String::as_str)
-            == Some("smollm")
-        {
+        if !ARCHITECTURES.contains(&arch.as_str()) {
+            return Err(model_error(
+                path,
+                format!(
+                    "unsupported architecture '{arch}' (lore runs {})",
+                    ARCHITECTURES.join(", ")
+                ),
+            ));
+        }
+        let text = |key: &str| {
+            meta(key)
+                .and_then(|v| v.to_string().ok())
+                .map(String::as_str)
+        };
+        let mut tokenizer = match text("tokenizer.ggml.model") {
+            Some("llama") => super::spm::tokenizer(&content),
+            _ => Tokenizer::from_gguf(&content).map_err(|e| e.to_string()),
+        }
+        .map_err(|e| model_error(path, format!("tokenizer: {e}")))?;
+        if text("tokenizer.ggml.pre") == Some("smollm") {
             // TokenizerFromGguf falls back to GPT-2 byte level with a prefix
             // space for this pre-tokenizer; SmolLM splits digits and adds none.
             tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
@@ -169,18 +219,26 @@ impl GgufGenerator {
                 ByteLevel::new(false, true, true).into(),
             ])));
         }
-        let mut end_tokens: Vec<u32> = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"]
-            .iter()
-            .filter_map(|t| tokenizer.token_to_id(t))
-            .collect();
+        let template = Template::of(text("tokenizer.chat_template"), &arch, &tokenizer)
+            .ok_or_else(|| {
+                model_error(
+                    path,
+                    "its chat template is none lore knows (ChatML, Gemma, Llama 3)",
+                )
+            })?;
+        let mut end_tokens: Vec<u32> = [
+            "<|im_end|>",
+            "<|endoftext|>",
+            "<|eot_id|>",
+            "</s>",
+            "<end_of_turn>",
+            "<eos>",
+        ]
+        .iter()
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .collect();
         if let Some(eos) = meta("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
             end_tokens.push(eos);
-        }
-        if !matches!(arch.as_str(), "qwen2" | "llama") {
-            return Err(model_error(
-                path,
-                format!("unsupported architecture '{arch}' (qwen2 and llama are)"),
-            ));
         }
         let decoder = Decoder::load(&content, &mut file, &arch, context_length)
             .map_err(|e| model_error(path, e))?;
@@ -204,6 +262,7 @@ impl GgufGenerator {
             end_tokens,
             control,
             context_length,
+            template,
             id: format!("{name} ({arch})"),
         })
     }
@@ -262,17 +321,50 @@ impl Generator for GgufGenerator {
     }
 
     fn render(&self, messages: &[Message]) -> String {
+        let role = |m: &Message| match m.role {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        };
         let mut out = String::new();
-        for m in messages {
-            let role = match m.role {
-                Role::System => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            };
-            let content = defuse(&m.content, &self.control);
-            out.push_str(&format!("<|im_start|>{role}\n{content}<|im_end|>\n"));
+        match self.template {
+            Template::ChatMl => {
+                for m in messages {
+                    let content = defuse(&m.content, &self.control);
+                    out.push_str(&format!("<|im_start|>{}\n{content}<|im_end|>\n", role(m)));
+                }
+                out.push_str("<|im_start|>assistant\n");
+            }
+            Template::Llama3 => {
+                out.push_str("<|begin_of_text|>");
+                for m in messages {
+                    let content = defuse(&m.content, &self.control);
+                    out.push_str(&format!(
+                        "<|start_header_id|>{}<|end_header_id|>\n\n{content}<|eot_id|>",
+                        role(m)
+                    ));
+                }
+                out.push_str("<|start_header_id|>assistant<|end_header_id|>\n\n");
+            }
+            Template::Gemma => {
+                out.push_str("<bos>");
+                let mut system = String::new();
+                for m in messages {
+                    let content = defuse(&m.content, &self.control);
+                    match m.role {
+                        Role::System => system = format!("{content}\n\n"),
+                        Role::User => out.push_str(&format!(
+                            "<start_of_turn>user\n{}{content}<end_of_turn>\n",
+                            std::mem::take(&mut system)
+                        )),
+                        Role::Assistant => {
+                            out.push_str(&format!("<start_of_turn>model\n{content}<end_of_turn>\n"))
+                        }
+                    }
+                }
+                out.push_str("<start_of_turn>model\n");
+            }
         }
-        out.push_str("<|im_start|>assistant\n");
         out
     }
 
@@ -488,6 +580,30 @@ mod tests {
         let mut config = crate::config::Config::default();
         config.generator.model = Some("light".into());
         GgufGenerator::load(&config.generator_path()).unwrap()
+    }
+
+    /// A GGUF of an architecture lore does not run is refused by name,
+    /// with the ones it does.
+    #[test]
+    fn an_unsupported_architecture_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mamba.gguf");
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend(3u32.to_le_bytes()); // version
+        bytes.extend(0u64.to_le_bytes()); // tensors
+        bytes.extend(1u64.to_le_bytes()); // metadata entries
+        let key = b"general.architecture";
+        bytes.extend((key.len() as u64).to_le_bytes());
+        bytes.extend(key);
+        bytes.extend(8u32.to_le_bytes()); // a string
+        bytes.extend(5u64.to_le_bytes());
+        bytes.extend(b"mamba");
+        std::fs::write(&path, bytes).unwrap();
+        let err = GgufGenerator::load(&path).err().unwrap().to_string();
+        assert!(err.contains("unsupported architecture 'mamba'"), "{err}");
+        for arch in ARCHITECTURES {
+            assert!(err.contains(arch), "{err}");
+        }
     }
 
     /// A quote can only be words of the source it names, and the answer
