@@ -43,19 +43,21 @@ fn source_numbers(sources: usize) -> String {
 /// facts against 72 %); abstaining is left to retrieval's `min_score` and
 /// to reflection.
 pub fn text_grammar(sources: usize) -> Constraint {
-    Constraint::lark(format!("start: answer\n{}", answer_rules(sources)))
+    Constraint::lark(format!("start: answer\n{}", answer_rules(sources, true)))
 }
 
-/// The rules of [`text_grammar`], its whole answer the rule `answer`.
-fn answer_rules(sources: usize) -> String {
+/// The rules of [`text_grammar`], its whole answer the rule `answer`;
+/// without `lines`, the answer is one line (code spans inline only).
+fn answer_rules(sources: usize, lines: bool) -> String {
     let prefix = serde_json::to_string(ANSWER_PREFIX).unwrap_or_default();
+    let newline = if lines { "" } else { "\\n" };
     format!(
         "answer: {prefix} cites \"]\" body\n\
          body: (TEXT | CODE | LITERAL | \"[\" cites \"]\")*\n\
          cites: N (\", \" N)*\n\
          N: {}\n\
-         TEXT: /[^\\[`]+/\n\
-         CODE: /`[^`]*`/\n\
+         TEXT: /[^\\[`{newline}]+/\n\
+         CODE: /`[^`{newline}]*`/\n\
          LITERAL: /\\[[^0-9\\[`\\n]/\n",
         source_numbers(sources)
     )
@@ -72,7 +74,8 @@ pub const MAX_QUOTES: usize = 3;
 /// The grammar of a quote-first answer: one to [`MAX_QUOTES`] lines
 /// `Quote [n]: …`, each a run of whole words copied from one line of
 /// source `n` (a quote that is not in that source cannot be decoded), then
-/// the answer of [`text_grammar`].
+/// the answer of [`text_grammar`] on one line (so no unchecked "quote"
+/// can follow it).
 pub fn quoted_grammar(sources: &[Source]) -> Constraint {
     let mut lark = format!(
         "start: quote{} answer\nquote: {}\n",
@@ -96,7 +99,7 @@ pub fn quoted_grammar(sources: &[Source]) -> Constraint {
             ));
         }
     }
-    lark.push_str(&answer_rules(sources.len()));
+    lark.push_str(&answer_rules(sources.len(), false));
     Constraint::lark(lark)
 }
 

@@ -245,7 +245,7 @@ pub struct QaReport {
 }
 
 /// Thresholds [`QaReport::calibration`] tries.
-const THRESHOLDS: [f64; 9] = [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+const THRESHOLDS: [f64; 11] = [0.0, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0];
 
 /// The share of the rows of `kind` for which `hit` holds.
 fn share(rows: &[QaRow], kind: &str, hit: &dyn Fn(&QaRow) -> bool) -> f64 {

@@ -653,6 +653,7 @@ mod tests {
             "Quote [3]: Dose\nAccording to [1], 18.",
             "Quote [1]: Dose 18 grams\nAccording to [3], 18.",
             "Quote [1]: Espresso Dose\nAccording to [1], 18.",
+            "Quote [1]: Dose 18 grams\nAccording to [1], 18.\nQuote [2]: made up",
         ] {
             assert!(!accepts(bad), "accepted: {bad}");
         }
