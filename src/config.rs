@@ -609,6 +609,15 @@ mod tests {
     }
 
     #[test]
+    fn a_support_threshold_outside_zero_to_one_is_rejected() {
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let mut config = Config::default();
+            config.generator.min_support = bad;
+            assert!(matches!(config.validate(), Err(Error::Config(_))), "{bad}");
+        }
+    }
+
+    #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
     }

@@ -53,7 +53,8 @@ const FRAME_WORDS: &[&str] = &[
     "document", "docs", "documentation", "manual", "handbook", "guide", "go", "goes", "get",
     "gets", "got", "use", "uses", "used", "using", "make", "makes", "made", "take", "takes",
     "took", "need", "needs", "needed", "happen", "happens", "put", "puts", "come", "comes",
-    "keep", "keeps", "kept", "have", "has", "had", "done", "doing",
+    "keep", "keeps", "kept", "have", "has", "had", "done", "doing", "about", "from", "after",
+    "before", "than", "all", "any", "each", "every", "some", "also", "here",
 ];
 
 /// The analyzed terms of `text`, without repeats.
@@ -382,7 +383,10 @@ impl KeywordIndex for TantivyKeywordIndex {
     ) -> Result<f64> {
         let asked = asked_terms(question);
         if asked.is_empty() {
-            return Ok(0.0);
+            // Nothing in particular is asked ("Tell me everything about
+            // the handbook."), so nothing can be missing: whether the
+            // documents are relevant at all is `min_score`'s call.
+            return Ok(1.0);
         }
         let held = terms(text);
         let searcher = self.reader.searcher();
@@ -505,8 +509,9 @@ mod tests {
         assert!(rare_missing < 0.6, "{rare_missing}");
         // On the subject, but not what the source covers.
         assert!(covered("Which VPN client must employees install?") < 0.2);
-        // Nothing but question words: nothing is covered.
-        assert_eq!(covered("How and why?"), 0.0);
+        // Nothing but question and request words: nothing can be missing.
+        assert_eq!(covered("How and why?"), 1.0);
+        assert_eq!(covered("Tell me everything about the handbook."), 1.0);
     }
 
     #[test]

@@ -316,7 +316,8 @@ pub trait KeywordIndex: Send + Sync {
     /// of the question's terms, each weighted by its inverse document
     /// frequency among `allowed` (all entries when none), that `text`
     /// holds. Words that only frame a question ("how", "which", "often")
-    /// are left out. 0 when nothing is left.
+    /// are left out. 1 when nothing is left (nothing in particular is
+    /// asked, so nothing can be missing).
     fn coverage(
         &self,
         question: &str,

@@ -206,7 +206,7 @@ try:
     # -- stop: Esc cancels, the server frees its turn ----------------------
     box.clear()
     set_option("opt-max-tokens", "1792")
-    box.send_keys("Write everything the handbook says about on-call, in detail.", Keys.ENTER)
+    box.send_keys("Explain the on-call rotation in detail, step by step.", Keys.ENTER)
     i = len(d.execute_script("return window.loreTimings.asks")) - 1
     wait.until(lambda _: d.execute_script(f"return window.loreTimings.asks[{i}].first_token_ms"))
     box.send_keys(Keys.ESCAPE)
