@@ -493,6 +493,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_quotes_end_where_the_answer_starts() {
+        // The stream holds a quote-first answer until this marker: it must
+        // be the answer's own opening, on the line after the quotes.
+        assert_eq!(QUOTES_END, format!("\n{ANSWER_PREFIX}"));
+    }
+
+    #[test]
     fn citation_numbers_are_found_in_their_forms() {
         assert_eq!(
             cited_numbers("A [1]. B [2, 3][1] and [x] [10]"),
