@@ -6,7 +6,7 @@
 //! It finds the server through the [`Announcement`] in the index
 //! directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 use ureq::http::Response as HttpResponse;
 
 use crate::announce::{Announcement, LOCAL_TOKEN_HEADER};
+use crate::api::Lore;
 use crate::engine::{
-    AskRequest, AskResponse, CollectionInfo, ConstraintOptions, IngestReport, RemoveReport, Status,
+    AskRequest, AskResponse, CollectionInfo, ConstraintOptions, IngestReport, Progress,
+    RemoveReport, Status,
 };
 use crate::error::{Error, Result};
 use crate::search::{SearchRequest, SearchResponse};
@@ -41,6 +43,8 @@ struct Token {
 
 #[derive(Deserialize)]
 struct ErrorDetail {
+    #[serde(default)]
+    code: String,
     message: String,
 }
 
@@ -70,17 +74,25 @@ impl Remote {
         }
     }
 
-    /// `response` when it succeeded, else the server's error message.
+    /// `response` when it succeeded, else the server's error, of the
+    /// kind its code names.
     fn checked(&self, sent: Result<Response, ureq::Error>) -> Result<Response> {
         let mut response = sent.map_err(|e| self.failed(e))?;
         if response.status().is_success() {
             return Ok(response);
         }
-        let message = response
-            .body_mut()
-            .read_json::<ErrorBody>()
-            .map_or_else(|_| response.status().to_string(), |b| b.error.message);
-        Err(self.failed(message))
+        match response.body_mut().read_json::<ErrorBody>() {
+            Ok(body) => Err(self.refused(body.error)),
+            Err(_) => Err(self.failed(response.status())),
+        }
+    }
+
+    /// The error a server's error body names: the kind the engine raised
+    /// on the server's side when its code says which, else
+    /// [`Error::Remote`].
+    fn refused(&self, detail: ErrorDetail) -> Error {
+        Error::from_code(&detail.code, detail.message)
+            .unwrap_or_else(|message| self.failed(message))
     }
 
     fn post(&self, path: &str, body: &impl Serialize) -> Result<Response> {
@@ -96,23 +108,12 @@ impl Remote {
         response.body_mut().read_json().map_err(|e| self.failed(e))
     }
 
-    /// `lore ingest` through the server, one path at a time.
-    pub fn ingest(&self, collection: &str, path: &Path) -> Result<IngestReport> {
+    /// Ingests one path through the server.
+    fn ingest_one(&self, collection: &str, path: &Path) -> Result<IngestReport> {
         let path = path.canonicalize().map_err(|e| Error::io(path, e))?;
         self.json(self.post(
             &in_collections("/v1/ingest", &[collection]),
             &serde_json::json!({ "path": path }),
-        )?)
-    }
-
-    /// `lore remove` through the server.
-    pub fn remove(&self, collection: &str, target: &str) -> Result<RemoveReport> {
-        let target = Path::new(target)
-            .canonicalize()
-            .map_or_else(|_| target.to_string(), |p| p.display().to_string());
-        self.json(self.post(
-            &in_collections("/v1/remove", &[collection]),
-            &serde_json::json!({ "target": target }),
         )?)
     }
 
@@ -124,14 +125,50 @@ impl Remote {
                 .call(),
         )
     }
+}
+
+impl Lore for Remote {
+    fn ingest(
+        &self,
+        collection: &str,
+        paths: &[PathBuf],
+        progress: &dyn Progress,
+    ) -> Result<IngestReport> {
+        let mut total = IngestReport::default();
+        for path in paths {
+            total.absorb(self.ingest_one(collection, path)?);
+        }
+        // The server reports once it is done: the same events, at the end.
+        progress.started(total.files_seen);
+        progress.planned(total.chunks_embedded);
+        for skipped in &total.skipped {
+            progress.skipped(skipped);
+        }
+        for _ in 0..total.files_seen {
+            progress.file_done("");
+        }
+        progress.embedded(total.chunks_embedded);
+        Ok(total)
+    }
+
+    /// `lore remove` through the server.
+    fn remove(&self, collection: &str, target: &str) -> Result<RemoveReport> {
+        let target = Path::new(target)
+            .canonicalize()
+            .map_or_else(|_| target.to_string(), |p| p.display().to_string());
+        self.json(self.post(
+            &in_collections("/v1/remove", &[collection]),
+            &serde_json::json!({ "target": target }),
+        )?)
+    }
 
     /// `lore status` through the server.
-    pub fn status(&self, collection: &str) -> Result<Status> {
+    fn status(&self, collection: &str) -> Result<Status> {
         self.json(self.get(&in_collections("/v1/status", &[collection]))?)
     }
 
     /// `lore collection list` through the server.
-    pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
+    fn collections(&self) -> Result<Vec<CollectionInfo>> {
         #[derive(Deserialize)]
         struct List {
             collections: Vec<CollectionInfo>,
@@ -141,7 +178,7 @@ impl Remote {
 
     /// `lore collection create` through the server (the embedder must be a
     /// model directory of the server's models folder, named by its name).
-    pub fn create_collection(&self, name: &str, embedder: Option<&Path>) -> Result<CollectionInfo> {
+    fn create_collection(&self, name: &str, embedder: Option<&Path>) -> Result<CollectionInfo> {
         let embedder = embedder
             .and_then(|dir| dir.file_name())
             .map(|n| n.to_string_lossy());
@@ -152,7 +189,7 @@ impl Remote {
     }
 
     /// `lore collection drop` through the server; returns the chunks it held.
-    pub fn drop_collection(&self, name: &str) -> Result<u64> {
+    fn drop_collection(&self, name: &str) -> Result<u64> {
         #[derive(Deserialize)]
         struct Dropped {
             chunks: u64,
@@ -166,7 +203,7 @@ impl Remote {
     }
 
     /// `lore search` through the server.
-    pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
+    fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
         let names = request.collection_names();
         let body = SearchRequest {
             collections: Vec::new(),
@@ -178,7 +215,7 @@ impl Remote {
     /// `lore ask` through the server, streaming the answer's text to
     /// `on_text` (return `false` to stop: the connection is dropped and the
     /// server cancels the generation).
-    pub fn ask(
+    fn ask(
         &self,
         request: &AskRequest,
         on_text: &mut dyn FnMut(&str) -> bool,
@@ -227,13 +264,18 @@ impl Remote {
                 }
                 "done" => return serde_json::from_str(data).map_err(|e| self.failed(e)),
                 _ => {
-                    let message = serde_json::from_str::<ErrorBody>(data)
-                        .map_or_else(|_| data.to_string(), |b| b.error.message);
-                    return Err(self.failed(message));
+                    return Err(match serde_json::from_str::<ErrorBody>(data) {
+                        Ok(body) => self.refused(body.error),
+                        Err(_) => self.failed(data),
+                    });
                 }
             }
         }
         Err(self.failed("the answer stream ended early"))
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        Ok(())
     }
 }
 

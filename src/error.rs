@@ -131,6 +131,38 @@ impl Error {
         Error::Unavailable(reason.into())
     }
 
+    /// The code a server answers this error with, for the kinds whose
+    /// message crosses the wire whole, so a client raises the same kind
+    /// (and the CLI exits the same way) through a server as locally.
+    pub fn code(&self) -> Option<&'static str> {
+        Some(match self {
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::Forbidden(_) => "forbidden",
+            Error::Unavailable(_) => "unavailable",
+            _ => return None,
+        })
+    }
+
+    /// The error a server's `code` and `message` stand for (see
+    /// [`Error::code`]); `Err(message)` for codes of no such kind.
+    pub fn from_code(code: &str, message: String) -> std::result::Result<Error, String> {
+        let kind: fn(String) -> Error = match code {
+            "invalid_request" => Error::InvalidRequest,
+            "not_found" => Error::NotFound,
+            "conflict" => Error::Conflict,
+            "forbidden" => Error::Forbidden,
+            "unavailable" => Error::Unavailable,
+            _ => return Err(message),
+        };
+        // The server may send the whole display ("conflict: ..."): keep
+        // only what follows the kind's own words.
+        let words = kind(String::new()).to_string();
+        let reason = message.strip_prefix(&words).unwrap_or(&message);
+        Ok(kind(reason.to_string()))
+    }
+
     /// Builds an [`Error::Store`] from any displayable error.
     pub fn store(store: &'static str, err: impl std::fmt::Display) -> Self {
         Error::Store {

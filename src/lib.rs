@@ -101,7 +101,8 @@
 //! it): [`error`], [`types`], [`config`] → [`ingest`] (walk, load formats) →
 //! [`chunk`] → [`embed`] → [`store`] (docs, vectors, keywords, manifest) →
 //! [`search`] → [`prompt`] → [`generate`] → [`answer`] → [`engine`], the
-//! façade that embedding programs call → [`watch`], which keeps it fresh →
+//! façade that embedding programs call → [`api`] (the [`Lore`] trait: what
+//! a caller can do, in this process or through a server) → [`watch`], which keeps it fresh →
 //! [`eval`] and [`bench`](mod@bench), which measure it → [`keys`] (the API key store)
 //! and [`audit`] (the trail of writes) → [`announce`] and `client` (how a
 //! process reaches a server that holds the index) → `server`, the HTTP
@@ -111,6 +112,7 @@
 
 pub mod announce;
 pub mod answer;
+pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod chunk;
@@ -132,6 +134,7 @@ pub mod store;
 pub mod types;
 pub mod watch;
 
+pub use api::{Local, Lore};
 pub use config::Config;
 pub use engine::{
     AskRequest, AskResponse, ConstraintOptions, DEFAULT_COLLECTION, Engine, IngestReport,

@@ -1,5 +1,5 @@
 //! `lore chat`: an interactive session over the documents. Each question
-//! goes to [`lore::Engine::ask`] (or the running server) with the earlier
+//! goes to [`lore::Lore::ask`] (an engine here or the running server) with the earlier
 //! turns as its history, so follow-ups are rewritten to stand alone before
 //! retrieval; the answer streams, its sources follow. Line editing and the
 //! typed-line history come from rustyline.
@@ -9,11 +9,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use lore::engine::Turn;
-use lore::{AskRequest, AskResponse};
+use lore::{AskRequest, AskResponse, Lore};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-use super::{Backend, ChatArgs, Global, open_backend, print_sources, with_generator};
+use super::{CLI_ACTOR, ChatArgs, Global, open_backend, print_sources, with_generator};
 
 const HELP: &str = "Ask anything about the documents; follow-ups use the conversation.\n\
   /sources  the chunks the last answer was given\n\
@@ -24,7 +24,7 @@ const HELP: &str = "Ask anything about the documents; follow-ups use the convers
 pub fn run(global: &Global, args: ChatArgs) -> anyhow::Result<()> {
     let config = with_generator(global, args.generator.as_ref())?;
     let collections = config.collections();
-    let backend = open_backend(config, true)?;
+    let backend = open_backend(config, true, CLI_ACTOR)?;
     let mut editor = DefaultEditor::new().context("while starting the line editor")?;
     let history_file = history_file(args.history_file);
     if let Some(file) = &history_file {
@@ -71,7 +71,7 @@ pub fn run(global: &Global, args: ChatArgs) -> anyhow::Result<()> {
                     },
                     ..AskRequest::new(question)
                 };
-                match answer(&backend, &request) {
+                match answer(backend.as_ref(), &request) {
                     Ok(response) => {
                         turns.push(Turn::user(question));
                         turns.push(Turn::assistant(response.answer.clone()));
@@ -94,17 +94,14 @@ pub fn run(global: &Global, args: ChatArgs) -> anyhow::Result<()> {
 }
 
 /// Streams one answer, then its sources.
-fn answer(backend: &Backend, request: &AskRequest) -> anyhow::Result<AskResponse> {
+fn answer(backend: &dyn Lore, request: &AskRequest) -> anyhow::Result<AskResponse> {
     let mut out = std::io::stdout();
     let mut on_text = |text: &str| {
         out.write_all(text.as_bytes())
             .and_then(|_| out.flush())
             .is_ok()
     };
-    let response = match backend {
-        Backend::Local(engine) => engine.ask(request, &mut on_text)?,
-        Backend::Server(remote) => remote.ask(request, &mut on_text)?,
-    };
+    let response = backend.ask(request, &mut on_text)?;
     println!();
     if let Some(standalone) = &response.standalone_question {
         println!("(searched for: {standalone})");

@@ -1,5 +1,7 @@
 //! Command-line front end: flags (clap), configuration layering, logging
-//! and rendering. Everything it does goes through [`lore::Engine`].
+//! and rendering. What works on an index held by a running server goes
+//! through [`lore::Lore`], chosen once in `open_backend`; the rest (serve,
+//! import, snapshot, bench, eval) through [`lore::Engine`].
 
 mod bench;
 mod chat;
@@ -9,12 +11,13 @@ mod watch;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lore::keys::{KeyStore, Role};
 use lore::search::{Filter, Mode, Retriever, SearchRequest, SearchResponse};
-use lore::{Config, Engine, Error};
+use lore::{Config, Engine, Error, Local, Lore};
 
 /// The audit trail's actor for writes made by this CLI on its own.
 const CLI_ACTOR: &str = "cli";
@@ -812,11 +815,9 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Remove { target, json } => {
             let config = config(global, |_| {})?;
             let collection = one_collection(&config)?;
-            let report = match open_backend(config, true)? {
-                Backend::Local(engine) => engine.remove(&collection, &target, &cli_scope()),
-                Backend::Server(remote) => remote.remove(&collection, &target),
-            }
-            .with_context(|| format!("while removing {target}"))?;
+            let report = open_backend(config, true, CLI_ACTOR)?
+                .remove(&collection, &target)
+                .with_context(|| format!("while removing {target}"))?;
             if json {
                 print_json(&report)
             } else {
@@ -1008,10 +1009,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => {
             let config = config(global, |_| {})?;
             let collection = one_collection(&config)?;
-            let status = match open_backend(config, true)? {
-                Backend::Local(engine) => engine.status(&collection)?,
-                Backend::Server(remote) => remote.status(&collection)?,
-            };
+            let status = open_backend(config, true, CLI_ACTOR)?.status(&collection)?;
             if json {
                 return print_json(&status);
             }
@@ -1040,15 +1038,9 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The index, opened by this process or held by a running `lore serve`.
-enum Backend {
-    Local(Box<Engine>),
-    Server(lore::client::Remote),
-}
-
-/// Opens the configured index; when a running server holds it, goes
-/// through that server instead of failing on the lock.
-fn open_backend(config: Config, existing: bool) -> anyhow::Result<Backend> {
+/// Opens the configured index, writing as `actor`; when a running server
+/// holds it, goes through that server instead of failing on the lock.
+fn open_backend(config: Config, existing: bool, actor: &str) -> anyhow::Result<Arc<dyn Lore>> {
     let index = config.index.clone();
     let opened = if existing {
         Engine::open_existing(config)
@@ -1056,7 +1048,10 @@ fn open_backend(config: Config, existing: bool) -> anyhow::Result<Backend> {
         Engine::open(config)
     };
     match opened {
-        Ok(engine) => Ok(Backend::Local(Box::new(engine))),
+        Ok(engine) => Ok(Arc::new(Local::new(
+            Arc::new(engine),
+            lore::engine::WriteScope::owner(actor),
+        ))),
         Err(err @ lore::Error::IndexLocked { .. }) => {
             match lore::client::Remote::discover(&index) {
                 Some(remote) => {
@@ -1064,7 +1059,7 @@ fn open_backend(config: Config, existing: bool) -> anyhow::Result<Backend> {
                         "lore: {} is held by a running `lore serve`; going through it",
                         index.display()
                     );
-                    Ok(Backend::Server(remote))
+                    Ok(Arc::new(remote))
                 }
                 None => Err(err.into()),
             }
@@ -1093,24 +1088,18 @@ fn ingest(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
     let collection = one_collection(&config)?;
     let (index, watching) = (config.index.clone(), config.watch.clone());
     let paths = [&args.paths[..], &args.watch[..]].concat();
-    let backend = open_backend(config, false).context("while opening the index")?;
-    let report = match &backend {
-        Backend::Local(engine) => {
-            let progress = progress::IngestProgress::new();
-            let report = engine
-                .ingest(&collection, &paths, &cli_scope(), &progress)
-                .context("while ingesting")?;
-            progress.finish();
-            report
-        }
-        Backend::Server(remote) => {
-            let mut total = lore::engine::IngestReport::default();
-            for path in &paths {
-                total.absorb(remote.ingest(&collection, path)?);
-            }
-            total
-        }
+    // A watching process writes as the watcher, its first pass included.
+    let actor = if args.watch.is_empty() {
+        CLI_ACTOR
+    } else {
+        lore::watch::WATCH_ACTOR
     };
+    let backend = open_backend(config, false, actor).context("while opening the index")?;
+    let progress = progress::IngestProgress::new();
+    let report = backend
+        .ingest(&collection, &paths, &progress)
+        .context("while ingesting")?;
+    progress.finish();
     if args.watch.is_empty() {
         print_ingest(&report, args.json)?;
         return Ok(());
@@ -1151,17 +1140,14 @@ fn print_ingest(report: &lore::IngestReport, json: bool) -> anyhow::Result<()> {
 fn search(global: &Global, args: SearchArgs) -> anyhow::Result<()> {
     let config = config(global, |_| {})?;
     let collections = config.collections();
-    let backend = open_backend(config, true)?;
+    let backend = open_backend(config, true, CLI_ACTOR)?;
     let request = SearchRequest {
         filter: Filter::parse(&args.filter)?,
         collapse: args.collapse,
         collections,
         ..SearchRequest::new(args.query, args.k, args.mode.into())
     };
-    let response = match backend {
-        Backend::Local(engine) => engine.search(&request)?,
-        Backend::Server(remote) => remote.search(&request)?,
-    };
+    let response = backend.search(&request)?;
     if args.json {
         return print_json(&response);
     }
@@ -1181,7 +1167,7 @@ fn with_generator(global: &Global, generator: Option<&String>) -> anyhow::Result
 fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
     let config = with_generator(global, args.generator.as_ref())?;
     let collections = config.collections();
-    let backend = open_backend(config, true)?;
+    let backend = open_backend(config, true, CLI_ACTOR)?;
     let defaults = lore::generate::Sampling::default();
     let mut request = lore::AskRequest {
         k: args.k,
@@ -1210,10 +1196,7 @@ fn ask(global: &Global, args: AskArgs) -> anyhow::Result<()> {
         }
         true
     };
-    let response = match backend {
-        Backend::Local(engine) => engine.ask(&request, &mut on_text)?,
-        Backend::Server(remote) => remote.ask(&request, &mut on_text)?,
-    };
+    let response = backend.ask(&request, &mut on_text)?;
     if args.json {
         return print_json(&response);
     }
@@ -1655,8 +1638,8 @@ fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()>
     // Creating a collection may create the index; listing and dropping
     // need one.
     let existing = !matches!(command, CollectionCommand::Create { .. });
-    let backend =
-        open_backend(config(global, |_| {})?, existing).context("while opening the index")?;
+    let backend = open_backend(config(global, |_| {})?, existing, CLI_ACTOR)
+        .context("while opening the index")?;
     match command {
         CollectionCommand::Create {
             name,
@@ -1669,12 +1652,7 @@ fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()>
                         .with_context(|| format!("embedder {}", dir.display()))
                 })
                 .transpose()?;
-            let info = match &backend {
-                Backend::Local(engine) => {
-                    engine.create_collection(&name, embedder.as_deref(), &cli_scope())?
-                }
-                Backend::Server(remote) => remote.create_collection(&name, embedder.as_deref())?,
-            };
+            let info = backend.create_collection(&name, embedder.as_deref())?;
             if json {
                 return print_json(&info);
             }
@@ -1685,10 +1663,7 @@ fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()>
             Ok(())
         }
         CollectionCommand::List { json } => {
-            let all = match &backend {
-                Backend::Local(engine) => engine.collections()?,
-                Backend::Server(remote) => remote.collections()?,
-            };
+            let all = backend.collections()?;
             if json {
                 return print_json(&all);
             }
@@ -1701,10 +1676,7 @@ fn collection(global: &Global, command: CollectionCommand) -> anyhow::Result<()>
             Ok(())
         }
         CollectionCommand::Drop { name } => {
-            let chunks = match &backend {
-                Backend::Local(engine) => engine.drop_collection(&name, &cli_scope())?,
-                Backend::Server(remote) => remote.drop_collection(&name)?,
-            };
+            let chunks = backend.drop_collection(&name)?;
             println!("dropped collection {name} ({chunks} chunks)");
             Ok(())
         }

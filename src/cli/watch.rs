@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use lore::Lore;
 use lore::config::WatchConfig;
-use lore::engine::IngestReport;
-use lore::watch::{Apply, Batch, Watcher};
+use lore::watch::{Batch, Watcher};
 
-use super::{Backend, print_line};
+use super::print_line;
 
 /// Blocks SIGINT and SIGTERM in this thread and every thread it starts
 /// from now on, so that [`wait_for_stop`] receives them instead of the
@@ -41,42 +41,23 @@ fn wait_for_stop() {
 
 /// Watches `folders` into `collection` until stopped, printing each batch.
 pub fn follow(
-    backend: Backend,
+    backend: Arc<dyn Lore>,
     collection: String,
     folders: &[PathBuf],
     index: PathBuf,
     config: &WatchConfig,
     json: bool,
 ) -> anyhow::Result<()> {
-    let (apply, engine): (Box<Apply>, _) = match backend {
-        Backend::Local(engine) => {
-            let engine: Arc<lore::Engine> = Arc::from(engine);
-            let held = engine.clone();
-            let name = collection.clone();
-            let scope = lore::engine::WriteScope::owner(lore::watch::WATCH_ACTOR);
-            let apply =
-                move |roots: &[PathBuf]| held.ingest(&name, roots, &scope, &lore::NoProgress);
-            (Box::new(apply), Some(engine))
-        }
-        Backend::Server(remote) => {
-            let name = collection.clone();
-            let apply = move |roots: &[PathBuf]| {
-                let mut total = IngestReport::default();
-                for root in roots {
-                    total.absorb(remote.ingest(&name, root)?);
-                }
-                Ok(total)
-            };
-            (Box::new(apply), None)
-        }
-    };
+    let name = collection.clone();
+    let writer = backend.clone();
+    let apply = move |roots: &[PathBuf]| writer.ingest(&name, roots, &lore::NoProgress);
     let on_batch = move |batch: &Batch| print_batch(batch, json);
     let watcher = Watcher::start(
         folders,
         Some(&index),
         false,
         config,
-        apply,
+        Box::new(apply),
         Box::new(on_batch),
     )?;
     if !json {
@@ -87,9 +68,7 @@ pub fn follow(
     }
     wait_for_stop();
     drop(watcher);
-    if let Some(engine) = engine {
-        engine.checkpoint()?;
-    }
+    backend.checkpoint()?;
     if !json {
         eprintln!("lore: stopped watching");
     }

@@ -146,3 +146,28 @@ impl From<actix_web::error::BlockingError> for ApiError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_keeps_its_kind_through_the_wire() {
+        let sent = [
+            Error::InvalidRequest("question is empty".into()),
+            Error::NotFound("docs/gone.md".into()),
+            Error::Conflict("collection notes exists".into()),
+            Error::Forbidden("outside the ingest roots".into()),
+        ];
+        for err in sent {
+            let shown = err.to_string();
+            let code = err.code().expect("a kind that crosses the wire");
+            let api = ApiError::from(err);
+            assert_eq!(api.code, code, "{shown}");
+            let back = Error::from_code(api.code, api.message).unwrap();
+            assert_eq!(back.to_string(), shown);
+        }
+        let internal = ApiError::from(Error::Inference("boom".into()));
+        assert!(Error::from_code(internal.code, internal.message).is_err());
+    }
+}
