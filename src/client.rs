@@ -9,18 +9,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use ureq::http::Response as HttpResponse;
 
 use crate::announce::{Announcement, LOCAL_TOKEN_HEADER};
 use crate::api::Lore;
 use crate::engine::{
-    AskRequest, AskResponse, CollectionInfo, ConstraintOptions, IngestReport, Progress,
-    RemoveReport, Status,
+    AskRequest, AskResponse, CollectionInfo, IngestReport, Progress, RemoveReport, Status,
 };
 use crate::error::{Error, Result};
 use crate::search::{SearchRequest, SearchResponse};
+use crate::wire::{
+    AskBody, CollectionList, Dropped, ErrorBody, ErrorDetail, IngestBody, NewCollection,
+    RemoveBody, SearchBody, TokenEvent,
+};
 
 type Response = HttpResponse<ureq::Body>;
 
@@ -29,23 +32,6 @@ pub struct Remote {
     base: String,
     token: String,
     agent: ureq::Agent,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct Token {
-    text: String,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    code: String,
-    message: String,
 }
 
 impl Remote {
@@ -113,7 +99,7 @@ impl Remote {
         let path = path.canonicalize().map_err(|e| Error::io(path, e))?;
         self.json(self.post(
             &in_collections("/v1/ingest", &[collection]),
-            &serde_json::json!({ "path": path }),
+            &IngestBody { path },
         )?)
     }
 
@@ -158,7 +144,7 @@ impl Lore for Remote {
             .map_or_else(|_| target.to_string(), |p| p.display().to_string());
         self.json(self.post(
             &in_collections("/v1/remove", &[collection]),
-            &serde_json::json!({ "target": target }),
+            &RemoveBody { target },
         )?)
     }
 
@@ -169,11 +155,9 @@ impl Lore for Remote {
 
     /// `lore collection list` through the server.
     fn collections(&self) -> Result<Vec<CollectionInfo>> {
-        #[derive(Deserialize)]
-        struct List {
-            collections: Vec<CollectionInfo>,
-        }
-        Ok(self.json::<List>(self.get("/v1/collections")?)?.collections)
+        Ok(self
+            .json::<CollectionList>(self.get("/v1/collections")?)?
+            .collections)
     }
 
     /// `lore collection create` through the server (the embedder must be a
@@ -181,19 +165,16 @@ impl Lore for Remote {
     fn create_collection(&self, name: &str, embedder: Option<&Path>) -> Result<CollectionInfo> {
         let embedder = embedder
             .and_then(|dir| dir.file_name())
-            .map(|n| n.to_string_lossy());
-        self.json(self.post(
-            "/v1/collections",
-            &serde_json::json!({ "name": name, "embedder": embedder }),
-        )?)
+            .map(|n| n.to_string_lossy().into_owned());
+        let body = NewCollection {
+            name: name.to_string(),
+            embedder,
+        };
+        self.json(self.post("/v1/collections", &body)?)
     }
 
     /// `lore collection drop` through the server; returns the chunks it held.
     fn drop_collection(&self, name: &str) -> Result<u64> {
-        #[derive(Deserialize)]
-        struct Dropped {
-            chunks: u64,
-        }
         let sent = self
             .agent
             .delete(format!("{}/v1/collections/{name}", self.base))
@@ -205,11 +186,10 @@ impl Lore for Remote {
     /// `lore search` through the server.
     fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
         let names = request.collection_names();
-        let body = SearchRequest {
-            collections: Vec::new(),
-            ..request.clone()
-        };
-        self.json(self.post(&in_collections("/v1/search", &names), &body)?)
+        self.json(self.post(
+            &in_collections("/v1/search", &names),
+            &SearchBody::of(request),
+        )?)
     }
 
     /// `lore ask` through the server, streaming the answer's text to
@@ -220,24 +200,7 @@ impl Lore for Remote {
         request: &AskRequest,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<AskResponse> {
-        let s = &request.sampling;
-        let constraint = ConstraintOptions::of(request)?;
-        let body = serde_json::json!({
-            "question": request.question,
-            "k": request.k,
-            "filter": request.filter,
-            "max_tokens": s.max_tokens,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "seed": s.seed,
-            "stream": true,
-            "schema": constraint.schema,
-            "choices": constraint.choices,
-            "regex": constraint.regex,
-            "grammar": constraint.grammar,
-            "techniques": request.techniques,
-            "history": request.history,
-        });
+        let body = AskBody::of(request, true)?;
         let names = if request.collections.is_empty() {
             vec![crate::types::DEFAULT_COLLECTION.to_string()]
         } else {
@@ -257,7 +220,8 @@ impl Lore for Remote {
             };
             match event.as_str() {
                 "token" => {
-                    let token: Token = serde_json::from_str(data).map_err(|e| self.failed(e))?;
+                    let token: TokenEvent =
+                        serde_json::from_str(data).map_err(|e| self.failed(e))?;
                     if !on_text(&token.text) {
                         return Err(self.failed("cancelled"));
                     }

@@ -197,6 +197,17 @@ fn default_examples() -> Vec<Example> {
     ]
 }
 
+/// Tokens of the context window kept for instructions, sources and the
+/// question: an answer may take the rest.
+pub const PROMPT_ROOM: usize = 256;
+
+impl GeneratorConfig {
+    /// The longest answer the context window leaves room for.
+    pub fn max_answer_tokens(&self) -> usize {
+        self.context_tokens.saturating_sub(PROMPT_ROOM).max(1)
+    }
+}
+
 impl Default for GeneratorConfig {
     fn default() -> Self {
         GeneratorConfig {

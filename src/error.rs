@@ -172,6 +172,21 @@ impl Error {
     }
 }
 
+/// [`Error::InvalidRequest`] unless `min <= value <= max`.
+pub(crate) fn check_range<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<()> {
+    if value < min || value > max {
+        return Err(Error::InvalidRequest(format!(
+            "{name} = {value} is out of range ({min}..={max})"
+        )));
+    }
+    Ok(())
+}
+
 impl From<candle_core::Error> for Error {
     fn from(err: candle_core::Error) -> Self {
         Error::Inference(err.to_string())

@@ -27,8 +27,8 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 
+use crate::access::Readers;
 use crate::error::{Error, Result};
-use crate::search::Readers;
 
 /// The key store's file inside the index directory.
 pub const KEYS_FILE: &str = "keys.json";

@@ -110,6 +110,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod announce;
 pub mod answer;
 pub mod api;
@@ -125,6 +126,7 @@ pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod ingest;
+pub(crate) mod kernels;
 pub mod keys;
 pub mod prompt;
 pub mod search;
@@ -133,6 +135,7 @@ pub mod server;
 pub mod store;
 pub mod types;
 pub mod watch;
+pub mod wire;
 
 pub use api::{Local, Lore};
 pub use config::Config;

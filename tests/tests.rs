@@ -13,6 +13,7 @@ mod fuzz;
 mod hostile;
 mod import;
 mod ingest;
+mod layers;
 mod parity;
 mod replicas;
 mod search;

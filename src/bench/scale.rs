@@ -358,7 +358,7 @@ fn exact_top_k(index: &Index, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<
     let mut best: Vec<Vec<(f32, Slot)>> = vec![Vec::with_capacity(k + 1); queries.len()];
     index.docs().scan_vectors(Slot(0), &mut |slot, vector| {
         for (query, top) in queries.iter().zip(best.iter_mut()) {
-            let score = crate::store::vectors::dot(query, &vector);
+            let score = crate::kernels::dot(query, &vector);
             if top.len() < k || score > top[top.len() - 1].0 {
                 let at = top.partition_point(|(s, _)| *s >= score);
                 top.insert(at, (score, slot));

@@ -8,12 +8,31 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::Args;
 use lore::engine::Turn;
 use lore::{AskRequest, AskResponse, Lore};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-use super::{CLI_ACTOR, ChatArgs, Global, open_backend, print_sources, with_generator};
+use super::ask::{print_sources, with_generator};
+use super::{CLI_ACTOR, Global, open_backend};
+
+#[derive(Args)]
+pub struct ChatArgs {
+    /// Chunks given to the model for each answer.
+    #[arg(short, default_value_t = 3)]
+    pub k: usize,
+    /// `default`, `light`, `gemma`, or a GGUF path (env LORE_GENERATOR).
+    #[arg(long)]
+    pub generator: Option<String>,
+    /// Longest answer in tokens.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Keep the typed lines here between sessions (default
+    /// ~/.cache/lore/chat-history; `-` keeps none).
+    #[arg(long, value_name = "FILE")]
+    pub history_file: Option<PathBuf>,
+}
 
 const HELP: &str = "Ask anything about the documents; follow-ups use the conversation.\n\
   /sources  the chunks the last answer was given\n\

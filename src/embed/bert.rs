@@ -20,10 +20,10 @@ use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use rayon::prelude::*;
 
-use super::kernels::{View, fill_rows, gelu, layer_norm_rows, matmul, softmax_rows};
 use super::{Embedder, EmbedderInfo, normalize};
 use crate::chunk::Sizer;
 use crate::error::{Error, Result};
+use crate::kernels::{View, fill_rows, gelu, layer_norm_rows, matmul, softmax_rows};
 use crate::types::content_hash;
 
 const WEIGHTS: &str = "model.safetensors";

@@ -4,7 +4,6 @@
 
 pub mod bert;
 pub mod hash;
-pub(crate) mod kernels;
 
 use serde::{Deserialize, Serialize};
 

@@ -15,13 +15,16 @@ use crate::answer::{
     is_abstention, json_citations, quoted_grammar, read_quotes, resolve, resolve_numbers,
     text_grammar, verify, vote_key,
 };
-use crate::error::{Error, Result};
+use crate::config::GeneratorConfig;
+use crate::error::{Error, Result, check_range};
 use crate::generate::{Constraint, Generated, Generator, Sampling, StopReason};
 use crate::prompt::{self, ANSWER_MARKER, NOT_IN_DOCUMENTS, Source, Style};
 use crate::search::{Filter, Hit, Mode, Readers, SearchRequest};
 
 /// Most samples one self-consistency vote may draw.
 pub const MAX_SAMPLES: usize = 16;
+/// Most chunks one answer may be built from.
+pub const MAX_K: usize = 50;
 /// Temperature of self-consistency samples when the request's is 0.
 pub const VOTE_TEMPERATURE: f64 = 0.7;
 
@@ -80,6 +83,49 @@ impl AskRequest {
             history: Vec::new(),
             readers: Readers::Everyone,
         }
+    }
+}
+
+impl AskRequest {
+    /// Refuses a request that cannot be answered, before any work: the
+    /// one place an answer's bounds are checked, for every caller (the
+    /// server checks before it queues, the engine again when it runs).
+    pub fn validate(&self, generator: &GeneratorConfig) -> Result<()> {
+        if self.question.trim().is_empty() {
+            return Err(Error::InvalidRequest("question is empty".into()));
+        }
+        // Bounded before anything is tokenized, with or without history.
+        if self.question.len() > crate::search::MAX_QUERY_BYTES {
+            return Err(Error::InvalidRequest(format!(
+                "the question is {} bytes; at most {} are accepted",
+                self.question.len(),
+                crate::search::MAX_QUERY_BYTES
+            )));
+        }
+        check_range("k", self.k, 1, MAX_K)?;
+        let s = &self.sampling;
+        check_range("max_tokens", s.max_tokens, 1, generator.max_answer_tokens())?;
+        check_range("temperature", s.temperature, 0.0, 2.0)?;
+        check_range("top_p", s.top_p, 0.0, 1.0)?;
+        if s.top_p <= 0.0 {
+            return Err(Error::InvalidRequest("top_p must be above 0".into()));
+        }
+        check_range(
+            "techniques.samples",
+            self.techniques.samples,
+            0,
+            MAX_SAMPLES,
+        )?;
+        let most = generator.max_request_tokens;
+        let tokens = self.techniques.tokens(s.max_tokens);
+        if tokens > most {
+            return Err(Error::InvalidRequest(format!(
+                "this request may generate {tokens} tokens (max_tokens × samples, twice with \
+                 chain of thought, once more to reflect); the limit is {most} \
+                 (generator.max_request_tokens)"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -428,31 +474,7 @@ impl Engine {
         request: &AskRequest,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<AskResponse> {
-        if request.question.trim().is_empty() {
-            return Err(Error::InvalidRequest("empty question".into()));
-        }
-        // Bounded before anything is tokenized, with or without history.
-        if request.question.len() > crate::search::MAX_QUERY_BYTES {
-            return Err(Error::InvalidRequest(format!(
-                "the question is {} bytes; at most {} are accepted",
-                request.question.len(),
-                crate::search::MAX_QUERY_BYTES
-            )));
-        }
-        if request.techniques.samples > MAX_SAMPLES {
-            return Err(Error::InvalidRequest(format!(
-                "at most {MAX_SAMPLES} samples"
-            )));
-        }
-        let most = self.config.generator.max_request_tokens;
-        let tokens = request.techniques.tokens(request.sampling.max_tokens);
-        if tokens > most {
-            return Err(Error::InvalidRequest(format!(
-                "this request may generate {tokens} tokens (max_tokens × samples, twice with \
-                 chain of thought, once more to reflect); the limit is {most} \
-                 (generator.max_request_tokens)"
-            )));
-        }
+        request.validate(&self.config.generator)?;
         let shape = Shape::of(request)?;
         let rewrite =
             self.standalone_question(&request.question, &request.history, &mut || on_text(""))?;

@@ -19,8 +19,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
-use crate::embed::kernels::softmax_rows;
-use crate::store::vectors::dot;
+use crate::kernels::{dot, softmax_rows};
 
 /// Rows from which a matmul dequantizes its weight and runs a GEMM.
 const GEMM_MIN_ROWS: usize = 16;

@@ -16,7 +16,7 @@ pub use filter::{Filter, Readers};
 
 use crate::config::{FusionMethod, SearchConfig};
 use crate::embed::Embedder;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_range};
 use crate::store::{Index, SlotSet};
 use crate::types::{ChunkId, DEFAULT_COLLECTION, DocId, Slot};
 
@@ -48,10 +48,13 @@ pub struct Target<'a> {
 /// Longest query (or question) accepted, in bytes: checked before any
 /// tokenizing, so a huge query costs nothing.
 pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+/// Most hits one search may ask for.
+pub const MAX_K: usize = 1000;
 
 /// Which retriever(s) to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Dense and BM25, fused.
@@ -105,6 +108,28 @@ impl SearchRequest {
             readers: Readers::Everyone,
             coverage: false,
         }
+    }
+
+    /// Refuses a request that cannot be answered, before any work: the
+    /// one place a search's bounds are checked, for every caller.
+    pub fn validate(&self) -> Result<()> {
+        if self.query.trim().is_empty() {
+            return Err(Error::InvalidRequest("empty query".into()));
+        }
+        if self.query.len() > MAX_QUERY_BYTES {
+            return Err(Error::InvalidRequest(format!(
+                "the query is {} bytes; at most {MAX_QUERY_BYTES} are accepted",
+                self.query.len()
+            )));
+        }
+        check_range("k", self.k, 1, MAX_K)?;
+        let collections = self.collection_names().len();
+        if collections > MAX_COLLECTIONS {
+            return Err(Error::InvalidRequest(format!(
+                "search 1 to {MAX_COLLECTIONS} collections at once"
+            )));
+        }
+        Ok(())
     }
 
     /// The collections it names, `default` when none.
@@ -205,7 +230,7 @@ pub fn search(
     request: &SearchRequest,
 ) -> Result<SearchResponse> {
     let start = Instant::now();
-    check(request, collections.len())?;
+    request.validate()?;
     let mut timings = Timings::default();
     // Look deeper than k so fusion and collapsing have candidates to work on.
     let depth = (request.k * config.depth_factor).max(50);
@@ -334,28 +359,6 @@ fn keyword_all(
         found.extend(hits.into_iter().map(|(slot, s)| ((at, slot), s)));
     }
     Ok((found, ms_since(t)))
-}
-
-/// Refuses requests that cannot be answered, before any work.
-fn check(request: &SearchRequest, collections: usize) -> Result<()> {
-    if request.query.trim().is_empty() {
-        return Err(Error::InvalidRequest("empty query".into()));
-    }
-    if request.query.len() > MAX_QUERY_BYTES {
-        return Err(Error::InvalidRequest(format!(
-            "the query is {} bytes; at most {MAX_QUERY_BYTES} are accepted",
-            request.query.len()
-        )));
-    }
-    if request.k == 0 {
-        return Err(Error::InvalidRequest("k must be at least 1".into()));
-    }
-    if collections == 0 || collections > MAX_COLLECTIONS {
-        return Err(Error::InvalidRequest(format!(
-            "search 1 to {MAX_COLLECTIONS} collections at once"
-        )));
-    }
-    Ok(())
 }
 
 /// Vector search, inside `allowed` when given. A filter that leaves at

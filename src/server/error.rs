@@ -4,27 +4,9 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::error::Error;
-
-/// The body of every error response.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: ErrorDetail,
-}
-
-/// Code and message of an error.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code (`invalid_request`, `unauthorized`,
-    /// `forbidden`, `not_found`, `busy`, ...).
-    pub code: String,
-    /// What went wrong, for people.
-    pub message: String,
-}
+use crate::wire::{ErrorBody, ErrorDetail};
 
 /// An error on its way to the client.
 #[derive(Debug)]

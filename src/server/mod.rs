@@ -4,14 +4,22 @@
 //! generations pass a bounded `Gate` (429 when it is full); keys and
 //! metrics are middleware; every error is a JSON body (`ApiError`).
 
+mod ask;
 mod auth;
+mod collections;
+mod documents;
 mod error;
 mod guard;
+mod health;
+mod ingest;
 mod metrics;
 mod openai;
 mod openapi;
 mod page;
 mod routes;
+mod search;
+mod status;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

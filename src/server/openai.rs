@@ -14,13 +14,13 @@ use super::State;
 use super::auth::{self, Scope};
 use super::error::ApiError;
 use super::openapi::ErrorResponses;
-use super::routes::{
-    AskBody, Event, READ, blocking, finish, max_answer_tokens, resource, sse, start_ask,
-};
+use super::routes::{READ, blocking, resource};
+use super::stream::{Event, finish, sse, start_ask};
 use crate::answer::Citation;
 use crate::engine::{AskRequest, AskResponse, AskTimings, Turn};
 use crate::search::Hit;
 use crate::types::DEFAULT_COLLECTION;
+use crate::wire::AskBody;
 
 /// Most inputs one embeddings request may carry.
 const MAX_EMBED_INPUTS: usize = 256;
@@ -344,7 +344,7 @@ fn sources(response: &AskResponse) -> String {
 
 /// Answers the last user message from the documents (OpenAI chat
 /// completions, streaming or not).
-#[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatBody, security(("api_key" = [])), responses((status = 200, content((ChatCompletion = "application/json"), (super::routes::SseEvent = "text/event-stream"))), ErrorResponses))]
+#[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatBody, security(("api_key" = [])), responses((status = 200, content((ChatCompletion = "application/json"), (super::stream::SseEvent = "text/event-stream"))), ErrorResponses))]
 pub async fn chat(
     state: web::Data<State>,
     req: HttpRequest,
@@ -378,7 +378,8 @@ pub async fn chat(
         techniques: Default::default(),
         history,
     }
-    .into_request(max_answer_tokens(&state))?;
+    .into_request()?;
+    request.validate(&state.engine.config().generator)?;
     let model = body.model.unwrap_or_else(|| MODEL.into());
     let request = AskRequest {
         readers: auth::principal(&req).readers(),

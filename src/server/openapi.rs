@@ -9,10 +9,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, response::Response};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
-use super::{error, openai, routes};
+use super::{ask, collections, documents, health, ingest, openai, search, status};
 
 /// Error statuses every `/v1` endpoint may answer, each with
-/// [`error::ErrorBody`].
+/// [`crate::wire::ErrorBody`].
 pub struct ErrorResponses;
 
 impl IntoResponses for ErrorResponses {
@@ -82,29 +82,29 @@ impl Modify for BearerKeys {
         description = "Retrieval-augmented answers over your documents: search, grounded answers with citations, document management, and OpenAI-compatible chat, models and embeddings."
     ),
     paths(
-        routes::healthz,
-        routes::readyz,
-        routes::metrics,
-        routes::openapi_json,
-        routes::search,
-        routes::ask,
-        routes::add_document,
-        routes::list_documents,
-        routes::get_document,
-        routes::delete_document,
-        routes::ingest,
-        routes::remove,
-        routes::status,
-        routes::whoami,
-        routes::get_chunk,
-        routes::list_collections,
-        routes::create_collection,
-        routes::drop_collection,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        health::openapi_json,
+        search::search,
+        ask::ask,
+        documents::add_document,
+        documents::list_documents,
+        documents::get_document,
+        documents::delete_document,
+        ingest::ingest,
+        ingest::remove,
+        status::status,
+        status::whoami,
+        documents::get_chunk,
+        collections::list_collections,
+        collections::create_collection,
+        collections::drop_collection,
         openai::chat,
         openai::models,
         openai::embeddings,
     ),
-    components(schemas(error::ErrorBody)),
+    components(schemas(crate::wire::ErrorBody)),
     modifiers(&BearerKeys)
 )]
 struct ApiDoc;

@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::RwLock;
 
-use super::vectors::dot;
 use super::{SlotSet, VectorIndex, check_dims};
 use crate::error::{Error, Result};
+use crate::kernels::dot;
 use crate::types::Slot;
 
 /// Exact nearest-neighbour search by scanning.

@@ -43,7 +43,7 @@ impl DocTable {
         let restricted = docs
             .iter()
             .enumerate()
-            .filter(|(_, e)| crate::search::filter::has_access_list(&e.record))
+            .filter(|(_, e)| crate::access::has_access_list(&e.record))
             .map(|(at, _)| at)
             .collect();
         DocTable {

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{Owner, SlotSet, VectorIndex, check_dims};
 use crate::config::HnswConfig;
 use crate::error::{Error, Result};
+use crate::kernels::dot;
 use crate::types::Slot;
 
 const BASENAME: &str = "graph";
@@ -39,25 +40,6 @@ impl Distance<f32> for UnitCosine {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
         (1.0 - dot(a, b)).max(0.0)
     }
-}
-
-/// Dot product over 16 independent lanes, so the compiler vectorises it.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// What a dump records besides the graph.

@@ -1,12 +1,33 @@
-//! Kernels for the encoder's hot path: a safe front to the `gemm` crate
-//! (the same GEMM candle uses, with its AVX-512 kernels enabled at runtime),
-//! and row-wise kernels written so the compiler vectorises them (no
+//! The ground floor: numeric kernels the models and the stores share, with
+//! no other lore module beneath them. The dot product (vector search and
+//! attention), and the encoder's hot path: a safe front to the `gemm`
+//! crate (the same GEMM candle uses, with its AVX-512 kernels enabled at
+//! runtime), and row-wise kernels written so the compiler vectorises them (no
 //! branches, no libm calls): erf-GELU, softmax and layer norm, on a
 //! polynomial `exp`. candle's erf is a scalar libm call per element, and its
 //! element-wise ops each allocate and make a pass; fusing them here is what
 //! lifts the encoder above the stock candle BERT.
 
 use rayon::prelude::*;
+
+/// Dot product over 16 independent lanes, so the compiler vectorises it.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
 
 /// Elements per parallel task.
 const TASK: usize = 16 * 1024;

@@ -1,0 +1,250 @@
+//! `lore ask`: one answer, streamed, with its sources, the constraint
+//! and techniques it was asked with.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use lore::search::Filter;
+use lore::{Config, Error};
+
+use super::{CLI_ACTOR, Global, config, open_backend, print_json};
+#[derive(Args)]
+pub struct AskArgs {
+    /// The question.
+    question: String,
+    /// Chunks given to the model (more context, slower prompt processing).
+    #[arg(short, default_value_t = 3)]
+    k: usize,
+    /// Only documents matching KEY=VALUE (as for search).
+    #[arg(long, value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// `default`, `light`, `gemma`, or a GGUF path (env LORE_GENERATOR).
+    #[arg(long)]
+    generator: Option<String>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Nucleus sampling mass.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Random seed: the same seed and question give the same answer.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Longest answer in tokens.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Print the answer once it is complete instead of streaming it.
+    #[arg(long)]
+    no_stream: bool,
+    /// Print the answer, citations, retrieved chunks and timings as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    constraint: ConstraintArgs,
+    #[command(flatten)]
+    techniques: TechniqueArgs,
+}
+
+/// What the answer must match (at most one; decoded under it, so the
+/// output matches every time).
+#[derive(Args)]
+pub struct ConstraintArgs {
+    /// Answer as JSON valid against the JSON Schema in FILE; `cited` for
+    /// the built-in {"answer", "citations"} schema.
+    #[arg(long, value_name = "FILE|cited", help_heading = "Constrained output")]
+    schema: Option<String>,
+    /// Answer with exactly one of these (comma-separated).
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "A,B,..", help_heading = "Constrained output")]
+    choices: Option<Vec<String>>,
+    /// Answer matching this regular expression, whole.
+    #[arg(long, value_name = "REGEX", help_heading = "Constrained output")]
+    regex: Option<String>,
+    /// Answer following the Lark grammar in FILE (llguidance's dialect).
+    #[arg(long, value_name = "FILE", help_heading = "Constrained output")]
+    grammar: Option<PathBuf>,
+}
+
+/// The prompting techniques of the "State of GPT" talk.
+#[derive(Args)]
+pub struct TechniqueArgs {
+    /// cot: reason step by step first (shown apart with --json);
+    /// few-shot: worked examples from the config before the sources;
+    /// expert: the system prompt of a careful expert; quote: verbatim
+    /// quotes of the sources first, each checked by the grammar against
+    /// its source (shown after the answer). Repeatable.
+    #[arg(long, value_enum, help_heading = "Techniques")]
+    technique: Vec<TechniqueArg>,
+    /// Self-consistency: sample N answers (seeds from --seed) and return
+    /// the majority; the prompt is processed once.
+    #[arg(long, value_name = "N", help_heading = "Techniques", value_parser = clap::value_parser!(u16).range(1..=lore::MAX_SAMPLES as i64))]
+    samples: Option<u16>,
+    /// Reflection: check the answer against the sources, then keep,
+    /// revise or abstain (the verdict is reported).
+    #[arg(long, help_heading = "Techniques")]
+    reflect: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TechniqueArg {
+    Cot,
+    FewShot,
+    Expert,
+    Quote,
+}
+
+impl TechniqueArgs {
+    fn techniques(&self) -> lore::Techniques {
+        lore::Techniques {
+            cot: self.technique.contains(&TechniqueArg::Cot),
+            samples: self.samples.map_or(0, usize::from),
+            reflect: self.reflect,
+            few_shot: self.technique.contains(&TechniqueArg::FewShot),
+            expert: self.technique.contains(&TechniqueArg::Expert),
+            quote: self.technique.contains(&TechniqueArg::Quote),
+        }
+    }
+}
+
+impl ConstraintArgs {
+    fn options(&self) -> anyhow::Result<lore::ConstraintOptions> {
+        // A file that cannot be read is a usage error (exit code 2).
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::InvalidRequest(format!("cannot read {}: {e}", path.display())))
+        };
+        let schema = match self.schema.as_deref() {
+            None => None,
+            Some("cited") => Some(serde_json::Value::String("cited".into())),
+            Some(path) => {
+                let text = read(std::path::Path::new(path))?;
+                Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| Error::InvalidRequest(format!("{path} is not JSON: {e}")))?,
+                )
+            }
+        };
+        Ok(lore::ConstraintOptions {
+            schema,
+            choices: self.choices.clone(),
+            regex: self.regex.clone(),
+            grammar: self.grammar.as_deref().map(read).transpose()?,
+        })
+    }
+}
+
+pub fn run(global: &Global, args: AskArgs) -> anyhow::Result<()> {
+    let config = with_generator(global, args.generator.as_ref())?;
+    let collections = config.collections();
+    let backend = open_backend(config, true, CLI_ACTOR)?;
+    let defaults = lore::generate::Sampling::default();
+    let mut request = lore::AskRequest {
+        k: args.k,
+        collections,
+        filter: Filter::parse(&args.filter)?,
+        sampling: lore::generate::Sampling {
+            temperature: args.temperature.unwrap_or(defaults.temperature),
+            top_p: args.top_p.unwrap_or(defaults.top_p),
+            seed: args.seed.unwrap_or(defaults.seed),
+            max_tokens: args.max_tokens.unwrap_or(defaults.max_tokens),
+            ..defaults
+        },
+        techniques: args.techniques.techniques(),
+        ..lore::AskRequest::new(args.question.clone())
+    };
+    args.constraint.options()?.apply(&mut request)?;
+    let stream = !args.json && !args.no_stream;
+    let mut out = std::io::stdout();
+    let mut on_text = |text: &str| {
+        if stream {
+            // A closed stdout (a pipe into `head`) stops generation.
+            return out
+                .write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .is_ok();
+        }
+        true
+    };
+    let response = backend.ask(&request, &mut on_text)?;
+    if args.json {
+        return print_json(&response);
+    }
+    if !stream {
+        print!("{}", response.answer);
+    }
+    println!();
+    print_sources(&response);
+    if response.abstained {
+        println!("(not in the documents)");
+    }
+    print_techniques(&response);
+    if !response.invalid_citations.is_empty() {
+        eprintln!(
+            "lore: dropped citations to missing sources: {:?}",
+            response.invalid_citations
+        );
+    }
+    Ok(())
+}
+
+/// The configuration with `--generator`, when given, as the model.
+pub fn with_generator(global: &Global, generator: Option<&String>) -> anyhow::Result<Config> {
+    config(global, |c| {
+        if let Some(model) = generator {
+            c.generator.model = Some(model.clone());
+        }
+    })
+}
+
+/// The cited sources, after an answer.
+pub fn print_sources(response: &lore::AskResponse) {
+    if response.citations.is_empty() {
+        return;
+    }
+    println!("\nSources:");
+    for c in &response.citations {
+        let heading = if c.heading.is_empty() {
+            String::new()
+        } else {
+            format!(" › {}", c.heading.join(" › "))
+        };
+        println!(
+            "  [{}] {}{heading} [{}..{}]",
+            c.n, c.path, c.byte_range.start, c.byte_range.end
+        );
+    }
+}
+
+/// What the techniques report, after the answer: quotes, reasoning, the
+/// vote, reflection's verdict.
+pub fn print_techniques(response: &lore::AskResponse) {
+    if !response.quotes.is_empty() {
+        println!("\nQuotes:");
+        for q in &response.quotes {
+            println!(
+                "  [{}] \"{}\" ({} bytes {}..{})",
+                q.n, q.text, q.path, q.range.start, q.range.end
+            );
+        }
+    }
+    if let Some(reasoning) = &response.reasoning {
+        println!("\nReasoning:\n  {}", reasoning.replace('\n', "\n  "));
+    }
+    if !response.votes.is_empty() {
+        println!("\nVotes:");
+        for vote in &response.votes {
+            println!("  {}× {}", vote.count, vote.answer.replace('\n', " "));
+        }
+    }
+    if let Some(reflection) = &response.reflection {
+        let verdict = match reflection.verdict {
+            lore::engine::Verdict::Keep => "kept the draft",
+            lore::engine::Verdict::Revise => "revised the draft",
+            lore::engine::Verdict::Abstain => "found no answer in the sources",
+        };
+        println!("\nReflection {verdict}.");
+        if reflection.verdict != lore::engine::Verdict::Keep {
+            println!("  Draft: {}", reflection.draft.replace('\n', " "));
+        }
+    }
+}
