@@ -91,7 +91,7 @@ impl SearchBody {
 }
 
 /// `POST /v1/ask` body.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AskBody {

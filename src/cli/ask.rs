@@ -4,8 +4,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use lore::engine::{Technique, Techniques};
 use lore::search::Filter;
+use lore::wire::AskBody;
 use lore::{Config, Error};
 
 use super::{CLI_ACTOR, Global, config, open_backend, print_json};
@@ -68,13 +70,11 @@ pub struct ConstraintArgs {
 /// The prompting techniques of the "State of GPT" talk.
 #[derive(Args)]
 pub struct TechniqueArgs {
-    /// cot: reason step by step first (shown apart with --json);
-    /// few-shot: worked examples from the config before the sources;
-    /// expert: the system prompt of a careful expert; quote: verbatim
-    /// quotes of the sources first, each checked by the grammar against
-    /// its source (shown after the answer). Repeatable.
+    /// Prompting techniques to turn on (repeatable; `reflect` is also
+    /// --reflect). Quotes are shown after the answer, reasoning apart with
+    /// --json.
     #[arg(long, value_enum, help_heading = "Techniques")]
-    technique: Vec<TechniqueArg>,
+    technique: Vec<Technique>,
     /// Self-consistency: sample N answers (seeds from --seed) and return
     /// the majority; the prompt is processed once.
     #[arg(long, value_name = "N", help_heading = "Techniques", value_parser = clap::value_parser!(u16).range(1..=lore::MAX_SAMPLES as i64))]
@@ -85,24 +85,14 @@ pub struct TechniqueArgs {
     reflect: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TechniqueArg {
-    Cot,
-    FewShot,
-    Expert,
-    Quote,
-}
-
 impl TechniqueArgs {
-    fn techniques(&self) -> lore::Techniques {
-        lore::Techniques {
-            cot: self.technique.contains(&TechniqueArg::Cot),
+    fn techniques(&self) -> Techniques {
+        let switched = Techniques {
             samples: self.samples.map_or(0, usize::from),
             reflect: self.reflect,
-            few_shot: self.technique.contains(&TechniqueArg::FewShot),
-            expert: self.technique.contains(&TechniqueArg::Expert),
-            quote: self.technique.contains(&TechniqueArg::Quote),
-        }
+            ..Techniques::default()
+        };
+        self.technique.iter().fold(switched, |t, &on| t.with(on))
     }
 }
 
@@ -137,22 +127,26 @@ pub fn run(global: &Global, args: AskArgs) -> anyhow::Result<()> {
     let config = with_generator(global, args.generator.as_ref())?;
     let collections = config.collections();
     let backend = open_backend(config, true, CLI_ACTOR)?;
-    let defaults = lore::generate::Sampling::default();
-    let mut request = lore::AskRequest {
-        k: args.k,
-        collections,
+    // The same body a client sends a server: one place fills defaults.
+    let constraint = args.constraint.options()?;
+    let mut request = AskBody {
+        question: args.question.clone(),
+        k: Some(args.k),
         filter: Filter::parse(&args.filter)?,
-        sampling: lore::generate::Sampling {
-            temperature: args.temperature.unwrap_or(defaults.temperature),
-            top_p: args.top_p.unwrap_or(defaults.top_p),
-            seed: args.seed.unwrap_or(defaults.seed),
-            max_tokens: args.max_tokens.unwrap_or(defaults.max_tokens),
-            ..defaults
-        },
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        stream: false,
+        schema: constraint.schema,
+        choices: constraint.choices,
+        regex: constraint.regex,
+        grammar: constraint.grammar,
         techniques: args.techniques.techniques(),
-        ..lore::AskRequest::new(args.question.clone())
-    };
-    args.constraint.options()?.apply(&mut request)?;
+        history: Vec::new(),
+    }
+    .into_request()?;
+    request.collections = collections;
     let stream = !args.json && !args.no_stream;
     let mut out = std::io::stdout();
     let mut on_text = |text: &str| {

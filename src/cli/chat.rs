@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use lore::engine::Turn;
+use lore::wire::AskBody;
 use lore::{AskRequest, AskResponse, Lore};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
@@ -78,18 +79,15 @@ pub fn run(global: &Global, args: ChatArgs) -> anyhow::Result<()> {
                 println!("unknown command {command}; /help lists them");
             }
             question => {
-                let request = AskRequest {
-                    k: args.k,
-                    collections: collections.clone(),
+                let mut request = AskBody {
+                    question: question.to_string(),
+                    k: Some(args.k),
+                    max_tokens: args.max_tokens,
                     history: turns.clone(),
-                    sampling: lore::generate::Sampling {
-                        max_tokens: args
-                            .max_tokens
-                            .unwrap_or(lore::generate::Sampling::default().max_tokens),
-                        ..Default::default()
-                    },
-                    ..AskRequest::new(question)
-                };
+                    ..AskBody::default()
+                }
+                .into_request()?;
+                request.collections = collections.clone();
                 match answer(backend.as_ref(), &request) {
                     Ok(response) => {
                         turns.push(Turn::user(question));

@@ -10,6 +10,7 @@ mod embed_rows;
 mod import;
 mod ingest;
 mod lines;
+mod request;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -19,15 +20,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::Serialize;
 
 pub use crate::types::DEFAULT_COLLECTION;
-pub use ask::{
-    Abstention, AskRequest, AskResponse, AskTimings, ConstraintOptions, MAX_SAMPLES, Reflection,
-    Techniques, Verdict, Vote,
-};
 pub use collection::Collection;
 pub use conversation::{MAX_TURN_CHARS, REWRITE_TOKENS, Rewrite, Speaker, Turn};
 pub use embed_rows::{EmbedReport, embed_documents};
 pub use import::{ImportReport, ImportRow};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport, WriteScope};
+pub use request::{
+    Abstention, AskRequest, AskResponse, AskTimings, ConstraintOptions, MAX_K, MAX_SAMPLES,
+    Reflection, Technique, Techniques, Verdict, Vote,
+};
 pub use snapshot::{CURRENT, SnapshotReport};
 
 use crate::config::Config;

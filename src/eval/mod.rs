@@ -277,11 +277,6 @@ impl std::str::FromStr for Technique {
             match part {
                 "plain" => {}
                 "choices" => technique.choices = true,
-                "cot" => t.cot = true,
-                "reflect" => t.reflect = true,
-                "fewshot" | "few-shot" => t.few_shot = true,
-                "expert" => t.expert = true,
-                "quote" => t.quote = true,
                 sc if sc.starts_with("sc") => {
                     t.samples = sc[2..]
                         .parse()
@@ -292,9 +287,13 @@ impl std::str::FromStr for Technique {
                         })?;
                 }
                 other => {
-                    return Err(Error::InvalidRequest(format!(
-                        "unknown technique '{other}' (plain, choices, cot, scN, reflect, fewshot, expert, quote)"
-                    )));
+                    let on: crate::engine::Technique = other.parse().map_err(|_| {
+                        Error::InvalidRequest(format!(
+                            "unknown technique '{other}' (plain, choices, scN or {})",
+                            crate::engine::Technique::ALL.map(|t| t.name()).join(", ")
+                        ))
+                    })?;
+                    *t = t.clone().with(on);
                 }
             }
         }

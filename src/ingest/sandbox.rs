@@ -18,8 +18,6 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::load::Reason;
-
 /// First argument that makes this executable the extraction helper.
 pub const HELPER_ARG: &str = "__lore-extract-pdf";
 /// Address space the helper may map.
@@ -80,7 +78,7 @@ fn helper_main() -> i32 {
 
 /// The text layer of a PDF, at most `max_bytes` of it, extracted under
 /// limits (in the helper when there is one).
-pub fn pdf_text(bytes: &[u8], max_bytes: usize) -> Result<String, Reason> {
+pub fn pdf_text(bytes: &[u8], max_bytes: usize) -> Result<String, String> {
     let text = match helper() {
         Some(helper) => in_child(&helper, bytes, max_bytes)?,
         None => in_process(bytes)?,
@@ -91,13 +89,13 @@ pub fn pdf_text(bytes: &[u8], max_bytes: usize) -> Result<String, Reason> {
     Ok(text)
 }
 
-fn too_much(max_bytes: usize) -> Reason {
+fn too_much(max_bytes: usize) -> String {
     format!("PDF text is over {max_bytes} bytes (ingest.max_file_bytes)")
 }
 
 /// pdf-extract panics on some malformed files: fenced, so any failure is
 /// a reason. (An abort is not catchable: that is what the helper is for.)
-fn in_process(bytes: &[u8]) -> Result<String, Reason> {
+fn in_process(bytes: &[u8]) -> Result<String, String> {
     let extracted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         pdf_extract::extract_text_from_mem(bytes)
     }));
@@ -108,7 +106,7 @@ fn in_process(bytes: &[u8]) -> Result<String, Reason> {
     }
 }
 
-fn in_child(helper: &std::path::Path, bytes: &[u8], max_bytes: usize) -> Result<String, Reason> {
+fn in_child(helper: &std::path::Path, bytes: &[u8], max_bytes: usize) -> Result<String, String> {
     let mut command = Command::new(helper);
     command
         .arg(HELPER_ARG)

@@ -5,8 +5,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::State;
 use super::auth;
-use super::error::ApiError;
-use super::openapi::ErrorResponses;
+use super::error::{ApiError, ErrorResponses};
 use super::routes::InCollections;
 use super::stream::{Event, finish, sse, sse_event, start_ask};
 use crate::engine::AskResponse;

@@ -10,8 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::State;
 use super::auth;
-use super::error::ApiError;
-use super::openapi::ErrorResponses;
+use super::error::{ApiError, ErrorResponses};
 use super::routes::{InCollection, blocking, payload_error};
 use crate::engine::{Passage, RemoveReport};
 use crate::error::check_range;

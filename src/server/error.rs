@@ -5,8 +5,65 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
+use std::collections::BTreeMap;
+
+use utoipa::IntoResponses;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, response::Response};
+
 use crate::error::Error;
 use crate::wire::{ErrorBody, ErrorDetail};
+
+/// Error statuses every `/v1` endpoint may answer, each with
+/// [`ErrorBody`] (for the OpenAPI document).
+pub struct ErrorResponses;
+
+impl IntoResponses for ErrorResponses {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            ("400", "The request is malformed or out of range."),
+            ("401", "A valid API key is required."),
+            (
+                "403",
+                "The key's role or collections do not allow this, the path is outside the \
+                 ingest roots, or a page of another site sent a write.",
+            ),
+            (
+                "404",
+                "No such document, collection, model or endpoint (a collection the key \
+                 may not use is a 403 whether it exists or not).",
+            ),
+            ("405", "The endpoint does not support this method."),
+            ("408", "The request body did not arrive in time."),
+            ("413", "The request body is too large."),
+            ("415", "The body is not JSON (or, for uploads, multipart)."),
+            (
+                "421",
+                "The Host header names a host this server does not answer to.",
+            ),
+            (
+                "422",
+                "The document could not be read (binary, empty, corrupt).",
+            ),
+            (
+                "429",
+                "The generation queue is full; retry after `Retry-After` seconds.",
+            ),
+            ("503", "Timed out, shutting down, or the index is busy."),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", content)
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+    }
+}
 
 /// An error on its way to the client.
 #[derive(Debug)]

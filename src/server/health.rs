@@ -48,15 +48,6 @@ pub async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     }))
 }
 
-/// This API's OpenAPI 3 document.
-#[utoipa::path(get, tag = "routes", path = "/openapi.json", responses((status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object)))]
-pub async fn openapi_json() -> HttpResponse {
-    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(DOCUMENT.get_or_init(super::openapi::document).as_str())
-}
-
 /// Prometheus metrics: requests and latency per route, tokens generated,
 /// generation queue depth, index sizes, the `--watch` lag.
 #[utoipa::path(get, tag = "routes", path = "/metrics", responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String), (status = 503, description = "The index could not be read.", body = crate::wire::ErrorBody)))]

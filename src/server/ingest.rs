@@ -6,8 +6,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::State;
 use super::auth;
-use super::error::ApiError;
-use super::openapi::ErrorResponses;
+use super::error::{ApiError, ErrorResponses};
 use super::routes::{InCollection, blocking};
 use crate::engine::{IngestReport, NoProgress, RemoveReport};
 use crate::wire::{IngestBody, RemoveBody};

@@ -12,8 +12,7 @@ use utoipa::ToSchema;
 
 use super::State;
 use super::auth::{self, Scope};
-use super::error::ApiError;
-use super::openapi::ErrorResponses;
+use super::error::{ApiError, ErrorResponses};
 use super::routes::{READ, blocking, resource};
 use super::stream::{Event, finish, sse, start_ask};
 use crate::answer::Citation;

@@ -3,65 +3,11 @@
 //! document committed; a test keeps the two equal (`LORE_BLESS=1` rewrites
 //! the file), and the server serves it at `GET /openapi.json`.
 
-use std::collections::BTreeMap;
-
+use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, response::Response};
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
 
 use super::{ask, collections, documents, health, ingest, openai, search, status};
-
-/// Error statuses every `/v1` endpoint may answer, each with
-/// [`crate::wire::ErrorBody`].
-pub struct ErrorResponses;
-
-impl IntoResponses for ErrorResponses {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        [
-            ("400", "The request is malformed or out of range."),
-            ("401", "A valid API key is required."),
-            (
-                "403",
-                "The key's role or collections do not allow this, the path is outside the \
-                 ingest roots, or a page of another site sent a write.",
-            ),
-            (
-                "404",
-                "No such document, collection, model or endpoint (a collection the key \
-                 may not use is a 403 whether it exists or not).",
-            ),
-            ("405", "The endpoint does not support this method."),
-            ("408", "The request body did not arrive in time."),
-            ("413", "The request body is too large."),
-            ("415", "The body is not JSON (or, for uploads, multipart)."),
-            (
-                "421",
-                "The Host header names a host this server does not answer to.",
-            ),
-            (
-                "422",
-                "The document could not be read (binary, empty, corrupt).",
-            ),
-            (
-                "429",
-                "The generation queue is full; retry after `Retry-After` seconds.",
-            ),
-            ("503", "Timed out, shutting down, or the index is busy."),
-        ]
-        .into_iter()
-        .map(|(status, description)| {
-            let content = ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .build();
-            let response = ResponseBuilder::new()
-                .description(description)
-                .content("application/json", content)
-                .build();
-            (status.to_string(), RefOr::T(response))
-        })
-        .collect()
-    }
-}
 
 struct BearerKeys;
 
@@ -85,7 +31,7 @@ impl Modify for BearerKeys {
         health::healthz,
         health::readyz,
         health::metrics,
-        health::openapi_json,
+        openapi_json,
         search::search,
         ask::ask,
         documents::add_document,
@@ -108,6 +54,15 @@ impl Modify for BearerKeys {
     modifiers(&BearerKeys)
 )]
 struct ApiDoc;
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(get, tag = "routes", path = "/openapi.json", responses((status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object)))]
+pub async fn openapi_json() -> HttpResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.get_or_init(document).as_str())
+}
 
 /// The document as pretty JSON.
 pub fn document() -> String {

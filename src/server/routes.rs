@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 
 use super::auth::{self, Access, Scope};
 use super::error::ApiError;
-use super::{State, ask, collections, documents, health, ingest, search, status};
+use super::{State, ask, collections, documents, health, ingest, openapi, search, status};
 use crate::keys::Role;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -24,7 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/metrics", "GET", OPEN, Scope::None).route(web::get().to(health::metrics)))
     .service(
         resource("/openapi.json", "GET", OPEN, Scope::None)
-            .route(web::get().to(health::openapi_json)),
+            .route(web::get().to(openapi::openapi_json)),
     )
     .service(resource("/v1/search", "POST", READ, Many).route(web::post().to(search::search)))
     .service(resource("/v1/ask", "POST", READ, Many).route(web::post().to(ask::ask)))

@@ -10,8 +10,7 @@ use utoipa::ToSchema;
 
 use super::State;
 use super::auth;
-use super::error::ApiError;
-use super::openapi::ErrorResponses;
+use super::error::{ApiError, ErrorResponses};
 use super::routes::{InCollection, blocking};
 use crate::engine::Status;
 

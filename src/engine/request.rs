@@ -1,0 +1,497 @@
+//! What `ask` takes and returns: [`AskRequest`] with its one validation,
+//! the constraint options as the CLI and HTTP API spell them, the
+//! [`Techniques`] a request turns on, and [`AskResponse`] with its
+//! evidence, timings and the reason for an abstention.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::conversation::Turn;
+use crate::answer::{Citation, Correction, Quote};
+use crate::config::GeneratorConfig;
+use crate::error::{Error, Result, check_range};
+use crate::generate::{Constraint, Sampling};
+use crate::search::{Filter, Hit, Readers};
+/// Most samples one self-consistency vote may draw.
+pub const MAX_SAMPLES: usize = 16;
+/// Most chunks one answer may be built from.
+pub const MAX_K: usize = 50;
+/// Temperature of self-consistency samples when the request's is 0.
+pub const VOTE_TEMPERATURE: f64 = 0.7;
+
+/// A question.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AskRequest {
+    /// The question.
+    pub question: String,
+    /// Chunks to retrieve.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Only documents matching this.
+    #[serde(default)]
+    pub filter: Filter,
+    /// Sampling and answer length.
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// What the answer must match; none: text that cites sources as `[n]`.
+    #[serde(default)]
+    pub constraint: Option<Constraint>,
+    /// Answer as `{answer, citations}` JSON, citations checked against the
+    /// sources (instead of `constraint`).
+    #[serde(default)]
+    pub cited_json: bool,
+    /// The prompting techniques to apply.
+    #[serde(default)]
+    pub techniques: Techniques,
+    /// Collections to answer from (none: `default`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<String>,
+    /// Earlier turns of the conversation, oldest first: the question is
+    /// rewritten to stand alone before retrieval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Turn>,
+    /// Who reads: the answer is built only from documents they may read.
+    #[serde(skip)]
+    pub readers: Readers,
+}
+
+impl AskRequest {
+    /// Three sources: measured on the handbook, enough for the answer while
+    /// keeping the prompt (the slow part on a CPU) near 600 tokens.
+    pub const DEFAULT_K: usize = 3;
+
+    /// A request for `question` with every default.
+    pub fn new(question: impl Into<String>) -> Self {
+        AskRequest {
+            question: question.into(),
+            k: Self::DEFAULT_K,
+            filter: Filter::default(),
+            sampling: Sampling::default(),
+            constraint: None,
+            cited_json: false,
+            techniques: Techniques::default(),
+            collections: Vec::new(),
+            history: Vec::new(),
+            readers: Readers::Everyone,
+        }
+    }
+}
+
+impl AskRequest {
+    /// Refuses a request that cannot be answered, before any work: the
+    /// one place an answer's bounds are checked, for every caller (the
+    /// server checks before it queues, the engine again when it runs).
+    pub fn validate(&self, generator: &GeneratorConfig) -> Result<()> {
+        if self.question.trim().is_empty() {
+            return Err(Error::InvalidRequest("question is empty".into()));
+        }
+        // Bounded before anything is tokenized, with or without history.
+        if self.question.len() > crate::search::MAX_QUERY_BYTES {
+            return Err(Error::InvalidRequest(format!(
+                "the question is {} bytes; at most {} are accepted",
+                self.question.len(),
+                crate::search::MAX_QUERY_BYTES
+            )));
+        }
+        check_range("k", self.k, 1, MAX_K)?;
+        let s = &self.sampling;
+        check_range("max_tokens", s.max_tokens, 1, generator.max_answer_tokens())?;
+        check_range("temperature", s.temperature, 0.0, 2.0)?;
+        check_range("top_p", s.top_p, 0.0, 1.0)?;
+        if s.top_p <= 0.0 {
+            return Err(Error::InvalidRequest("top_p must be above 0".into()));
+        }
+        check_range(
+            "techniques.samples",
+            self.techniques.samples,
+            0,
+            MAX_SAMPLES,
+        )?;
+        let most = generator.max_request_tokens;
+        let tokens = self.techniques.tokens(s.max_tokens);
+        if tokens > most {
+            return Err(Error::InvalidRequest(format!(
+                "this request may generate {tokens} tokens (max_tokens × samples, twice with \
+                 chain of thought, once more to reflect); the limit is {most} \
+                 (generator.max_request_tokens)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn default_k() -> usize {
+    AskRequest::DEFAULT_K
+}
+
+/// The constraint options as the CLI and the HTTP API take them: at most
+/// one of a JSON Schema (or `"cited"` for the built-in cited JSON), a
+/// choice list, a regex, a Lark grammar.
+#[derive(Debug, Clone, Default)]
+pub struct ConstraintOptions {
+    /// A JSON Schema object, or the string `"cited"`.
+    pub schema: Option<Value>,
+    /// Allowed answers.
+    pub choices: Option<Vec<String>>,
+    /// A regular expression the whole answer matches.
+    pub regex: Option<String>,
+    /// A Lark grammar (llguidance's dialect).
+    pub grammar: Option<String>,
+}
+
+impl ConstraintOptions {
+    /// The options that give `request`'s constraint (the inverse of
+    /// [`ConstraintOptions::apply`]); a grammar with an inner answer has
+    /// no such form.
+    pub fn of(request: &AskRequest) -> Result<ConstraintOptions> {
+        let mut options = ConstraintOptions::default();
+        if request.cited_json {
+            options.schema = Some(Value::String("cited".into()));
+        }
+        match request.constraint.clone() {
+            None => {}
+            Some(Constraint::JsonSchema { schema }) => options.schema = Some(schema),
+            Some(Constraint::Choices { choices }) => options.choices = Some(choices),
+            Some(Constraint::Regex { pattern }) => options.regex = Some(pattern),
+            Some(Constraint::Grammar { lark, answer: None }) => options.grammar = Some(lark),
+            Some(Constraint::Grammar { .. }) => {
+                return Err(Error::InvalidRequest(
+                    "a grammar with an inner answer cannot be sent to a server".into(),
+                ));
+            }
+        }
+        Ok(options)
+    }
+
+    /// Sets `request`'s constraint (or cited JSON) from these options.
+    pub fn apply(self, request: &mut AskRequest) -> Result<()> {
+        let given = [
+            self.schema.is_some(),
+            self.choices.is_some(),
+            self.regex.is_some(),
+            self.grammar.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(Error::InvalidRequest(
+                "give at most one of schema, choices, regex and grammar".into(),
+            ));
+        }
+        request.constraint = match (self.schema, self.choices, self.regex, self.grammar) {
+            (Some(Value::String(name)), ..) if name == "cited" => {
+                request.cited_json = true;
+                None
+            }
+            (Some(Value::String(name)), ..) => {
+                return Err(Error::InvalidRequest(format!(
+                    "schema '{name}' is not built in (\"cited\" is); give a JSON Schema object"
+                )));
+            }
+            (Some(schema), ..) => Some(Constraint::JsonSchema { schema }),
+            (_, Some(choices), ..) => Some(Constraint::Choices { choices }),
+            (_, _, Some(pattern), _) => Some(Constraint::Regex { pattern }),
+            (.., Some(lark)) => Some(Constraint::lark(lark)),
+            _ => None,
+        };
+        Ok(())
+    }
+}
+
+/// The talk's techniques, each off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct Techniques {
+    /// Chain of thought: reason step by step first; the reasoning is
+    /// returned apart and never as the answer.
+    pub cot: bool,
+    /// Self-consistency: answers sampled (at temperature > 0) for a
+    /// majority vote; 0 or 1 = one answer.
+    #[cfg_attr(feature = "server", schema(maximum = 16))]
+    pub samples: usize,
+    /// Reflection: a second pass checks the draft against the sources and
+    /// keeps, revises or abstains.
+    pub reflect: bool,
+    /// Few-shot: the configured worked examples before the sources.
+    pub few_shot: bool,
+    /// The system prompt that tells the model it is a careful expert.
+    pub expert: bool,
+    /// Quote first: before a text answer, up to three verbatim quotes
+    /// from the sources it cites, each held by the grammar to the words of
+    /// its source and returned with its byte range.
+    #[serde(default)]
+    pub quote: bool,
+}
+
+impl Techniques {
+    /// These techniques and `technique` too.
+    pub fn with(mut self, technique: Technique) -> Techniques {
+        *technique.switch(&mut self) = true;
+        self
+    }
+
+    /// True when `technique` is on.
+    pub fn has(&self, technique: Technique) -> bool {
+        match technique {
+            Technique::Cot => self.cot,
+            Technique::FewShot => self.few_shot,
+            Technique::Expert => self.expert,
+            Technique::Quote => self.quote,
+            Technique::Reflect => self.reflect,
+        }
+    }
+
+    /// Room one output takes, in answers of `max_tokens`: one, and one
+    /// more each for reasoning and for quotes.
+    pub(super) fn outputs_per_answer(&self) -> usize {
+        1 + usize::from(self.cot) + usize::from(self.quote)
+    }
+
+    /// The most tokens a request with these techniques may generate, for
+    /// answers of at most `max_tokens`.
+    pub fn tokens(&self, max_tokens: usize) -> usize {
+        let per_answer = max_tokens * self.outputs_per_answer();
+        let reflection = if self.reflect { max_tokens } else { 0 };
+        per_answer * self.samples.max(1) + reflection
+    }
+}
+
+/// A technique that is on or off (self-consistency takes a count, so it
+/// is [`Techniques::samples`] instead). The CLI's `--technique` values and
+/// `lore eval`'s technique names are these, so a new switch is a variant
+/// here, its field in [`Techniques`] and what it does in the ask flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Technique {
+    /// Reason step by step first (the reasoning is returned apart).
+    Cot,
+    /// The configured worked examples before the sources.
+    FewShot,
+    /// The system prompt of a careful expert.
+    Expert,
+    /// Verbatim quotes of the sources first, each held by the grammar to
+    /// its source.
+    Quote,
+    /// Check the answer against the sources, then keep, revise or abstain.
+    Reflect,
+}
+
+impl Technique {
+    /// Every switch, in the order names are listed.
+    pub const ALL: [Technique; 5] = [
+        Technique::Cot,
+        Technique::FewShot,
+        Technique::Expert,
+        Technique::Quote,
+        Technique::Reflect,
+    ];
+
+    /// Its name (`few-shot` is also read as `fewshot`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Technique::Cot => "cot",
+            Technique::FewShot => "few-shot",
+            Technique::Expert => "expert",
+            Technique::Quote => "quote",
+            Technique::Reflect => "reflect",
+        }
+    }
+
+    fn switch(self, techniques: &mut Techniques) -> &mut bool {
+        match self {
+            Technique::Cot => &mut techniques.cot,
+            Technique::FewShot => &mut techniques.few_shot,
+            Technique::Expert => &mut techniques.expert,
+            Technique::Quote => &mut techniques.quote,
+            Technique::Reflect => &mut techniques.reflect,
+        }
+    }
+}
+
+impl std::str::FromStr for Technique {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Technique> {
+        let name = if name == "fewshot" { "few-shot" } else { name };
+        Technique::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Technique::ALL.iter().map(|t| t.name()).collect();
+                Error::InvalidRequest(format!("unknown technique '{name}' ({})", names.join(", ")))
+            })
+    }
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct AskTimings {
+    /// Rewriting a follow-up into a standalone question (0 without a
+    /// history).
+    #[serde(default)]
+    pub rewrite_ms: f64,
+    /// Prompt tokens of that rewrite.
+    #[serde(default)]
+    pub rewrite_prompt_tokens: usize,
+    /// Retrieval.
+    pub retrieve_ms: f64,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Prompt tokens taken from the model's cache, not computed again: the
+    /// prompt began like the one before it.
+    #[serde(default)]
+    pub reused_tokens: usize,
+    /// Prompt processing (all passes; self-consistency's samples share one).
+    pub prompt_ms: f64,
+    /// Tokens generated (all samples and passes).
+    pub gen_tokens: usize,
+    /// Generation (all samples and passes).
+    pub gen_ms: f64,
+}
+
+/// One distinct answer of a self-consistency vote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Vote {
+    /// The answer (the first sample that gave it).
+    pub answer: String,
+    /// Samples that gave it.
+    pub count: usize,
+}
+
+/// What reflection decided about the draft.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The draft follows from its sources.
+    Keep,
+    /// The draft was replaced by a corrected answer.
+    Revise,
+    /// The sources do not answer the question.
+    Abstain,
+}
+
+/// Reflection's report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Reflection {
+    /// The decision.
+    pub verdict: Verdict,
+    /// The answer before reflection.
+    pub draft: String,
+}
+
+/// An answer with its evidence (`lore ask --json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct AskResponse {
+    /// The answer text (JSON text under a JSON constraint).
+    pub answer: String,
+    /// True when lore says the documents do not contain the answer.
+    pub abstained: bool,
+    /// Citations resolved to chunks.
+    pub citations: Vec<Citation>,
+    /// Citation numbers that pointed at no source (dropped).
+    pub invalid_citations: Vec<usize>,
+    /// Quote first: the verbatim quotes written before the answer, each
+    /// with its byte range in its source chunk's text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotes: Vec<Quote>,
+    /// Citations moved to the source that supports their sentence (the
+    /// answer text shows the corrected numbers).
+    pub corrected_citations: Vec<Correction>,
+    /// Why lore abstained, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abstained_because: Option<Abstention>,
+    /// How much of what the question asks the best source covers, 0 to 1:
+    /// the share of its terms, weighted by rarity, that the source holds
+    /// (question words like "how" or "often" left out). Under
+    /// `generator.min_support` lore abstains. None when nothing was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub support: Option<f64>,
+    /// The answer parsed, when it is JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    /// The answer stopped at `max_tokens` (or the context window) before
+    /// its end: under a constraint it may be incomplete.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Chain of thought's reasoning (never part of the answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// Self-consistency's tally, most votes first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub votes: Vec<Vote>,
+    /// Reflection's verdict on the draft.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reflection: Option<Reflection>,
+    /// The question as retrieved and answered, when a history made lore
+    /// rewrite it to stand alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standalone_question: Option<String>,
+    /// The retrieved chunks, best first.
+    pub retrieved: Vec<Hit>,
+    /// Timings.
+    pub timings: AskTimings,
+}
+
+/// Why an answer is an abstention.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Abstention {
+    /// Nothing close enough was found (`generator.min_score`).
+    NoMatch,
+    /// What was found does not cover what is asked
+    /// (`generator.min_support`).
+    Unsupported,
+    /// The model said the sources do not hold the answer.
+    Model,
+    /// Reflection withdrew the draft.
+    Reflection,
+}
+
+impl Abstention {
+    /// Its name, as in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Abstention::NoMatch => "no_match",
+            Abstention::Unsupported => "unsupported",
+            Abstention::Model => "model",
+            Abstention::Reflection => "reflection",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_counts_every_token_its_techniques_may_generate() {
+        let t = |cot, samples, reflect| Techniques {
+            cot,
+            samples,
+            reflect,
+            ..Techniques::default()
+        };
+        assert_eq!(t(false, 0, false).tokens(100), 100);
+        assert_eq!(t(false, 5, false).tokens(100), 500);
+        assert_eq!(t(true, 5, true).tokens(100), 1100);
+    }
+
+    #[test]
+    fn every_technique_is_named_parsed_and_switched_by_one_table() {
+        for technique in Technique::ALL {
+            let parsed: Technique = technique.name().parse().unwrap();
+            assert_eq!(parsed, technique);
+            let on = Techniques::default().with(technique);
+            assert!(on.has(technique));
+            let others = Technique::ALL.iter().filter(|t| on.has(**t)).count();
+            assert_eq!(others, 1, "{} turned on another switch", technique.name());
+        }
+        assert_eq!("fewshot".parse::<Technique>().unwrap(), Technique::FewShot);
+        assert!("telepathy".parse::<Technique>().is_err());
+    }
+}
