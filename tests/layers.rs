@@ -61,18 +61,24 @@ fn root_names(lib: &str) -> BTreeMap<String, String> {
     names
 }
 
-/// The top-level modules that `text` (a file of `module`) names.
-fn uses(text: &str, module: &str, roots: &BTreeMap<String, String>) -> BTreeSet<String> {
-    let code = match text.find("#[cfg(test)]\nmod tests") {
-        Some(at) => &text[..at],
-        None => text,
-    };
-    // Code only: a doc link may name any module.
-    let code: String = code
+/// `text` without its test modules (from the first `#[cfg(test)]` module
+/// on) and comment lines: a doc link may name any module.
+fn code_of(text: &str) -> String {
+    let end = ["mod ", "pub mod ", "pub(crate) mod "]
+        .iter()
+        .filter_map(|m| text.find(&format!("#[cfg(test)]\n{m}")))
+        .min()
+        .unwrap_or(text.len());
+    text[..end]
         .lines()
         .filter(|line| !line.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
-        .join("\n");
+        .join("\n")
+}
+
+/// The top-level modules that `text` (a file of `module`) names.
+fn uses(text: &str, module: &str, roots: &BTreeMap<String, String>) -> BTreeSet<String> {
+    let code = code_of(text);
     let prefix = if matches!(module, "cli" | "main") {
         "lore::"
     } else {
@@ -129,4 +135,91 @@ fn every_module_uses_only_modules_below_it() {
         "arrows pointing up or sideways:\n{}",
         upward.join("\n")
     );
+}
+
+/// Every file of `src/` as a module path (`server::routes`, `engine`).
+fn modules() -> BTreeMap<Vec<String>, String> {
+    let src = root().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files
+        .into_iter()
+        .map(|file| {
+            let relative = file.strip_prefix(&src).unwrap().with_extension("");
+            let mut path: Vec<String> = relative
+                .components()
+                .map(|c| c.as_os_str().to_str().unwrap().to_string())
+                .collect();
+            if path
+                .last()
+                .is_some_and(|p| p == "mod" || p == "lib" || p == "main")
+            {
+                path.pop();
+            }
+            (path, code_of(&std::fs::read_to_string(&file).unwrap()))
+        })
+        .collect()
+}
+
+/// The files `code` (of the file `module`) names through `crate::`,
+/// `super::` or `lore::` paths, other than its own ancestors or children.
+fn file_uses(
+    module: &[String],
+    code: &str,
+    known: &BTreeMap<Vec<String>, String>,
+) -> BTreeSet<Vec<String>> {
+    let mut found = BTreeSet::new();
+    for prefix in ["crate::", "super::", "lore::"] {
+        for (at, _) in code.match_indices(prefix) {
+            if at > 0 && code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let mut path: Vec<String> = match prefix {
+                "super::" => module[..module.len().saturating_sub(1)].to_vec(),
+                _ => Vec::new(),
+            };
+            path.extend(
+                code[at + prefix.len()..]
+                    .split("::")
+                    .map(|s| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_'))
+                    .map(String::from_iter)
+                    .take_while(|s| s.starts_with(|c: char| c.is_ascii_lowercase())),
+            );
+            let target = (1..=path.len())
+                .rev()
+                .map(|n| path[..n].to_vec())
+                .find(|p| known.contains_key(p));
+            if let Some(target) = target
+                && !target.starts_with(module)
+                && !module.starts_with(&target)
+            {
+                found.insert(target);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_two_files_import_each_other_even_through_others() {
+    let known = modules();
+    let graph: BTreeMap<&Vec<String>, BTreeSet<Vec<String>>> = known
+        .iter()
+        .map(|(module, code)| (module, file_uses(module, code, &known)))
+        .collect();
+    // A circle is a file that reaches itself.
+    for start in graph.keys() {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<&Vec<String>> = graph[start].iter().collect();
+        while let Some(next) = todo.pop() {
+            assert!(
+                next != *start,
+                "{} reaches itself through its imports",
+                start.join("::")
+            );
+            if seen.insert(next.clone()) {
+                todo.extend(graph.get(next).into_iter().flatten());
+            }
+        }
+    }
 }
