@@ -36,9 +36,8 @@ pub struct Event<'a> {
     pub actor: &'a str,
     /// The collection written to (`*` for key changes).
     pub collection: &'a str,
-    /// What was done: `ingest`, `import`, `upload`, `delete`, `remove`,
-    /// `collection_create`, `collection_drop`, `key_create`, `key_revoke`.
-    pub action: &'a str,
+    /// What was done.
+    pub action: Action,
     /// Documents added, replaced or removed.
     pub documents: usize,
     /// Chunks written or dropped.
@@ -47,9 +46,50 @@ pub struct Event<'a> {
     pub ids: Vec<&'a str>,
 }
 
+/// What a write did, as the trail names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Files ingested (or a watcher's batch).
+    Ingest,
+    /// Rows imported.
+    Import,
+    /// A document uploaded through the API.
+    Upload,
+    /// A document deleted by id.
+    Delete,
+    /// Files, folders or a document removed.
+    Remove,
+    /// A collection created.
+    CollectionCreate,
+    /// A collection dropped.
+    CollectionDrop,
+    /// An API key created.
+    KeyCreate,
+    /// An API key revoked.
+    KeyRevoke,
+}
+
+impl Action {
+    /// Its name, as in the trail.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Ingest => "ingest",
+            Action::Import => "import",
+            Action::Upload => "upload",
+            Action::Delete => "delete",
+            Action::Remove => "remove",
+            Action::CollectionCreate => "collection_create",
+            Action::CollectionDrop => "collection_drop",
+            Action::KeyCreate => "key_create",
+            Action::KeyRevoke => "key_revoke",
+        }
+    }
+}
+
 impl<'a> Event<'a> {
     /// A write by `actor` to `collection`, with no counts yet.
-    pub fn new(actor: &'a str, collection: &'a str, action: &'a str) -> Event<'a> {
+    pub fn new(actor: &'a str, collection: &'a str, action: Action) -> Event<'a> {
         Event {
             actor,
             collection,
@@ -87,7 +127,7 @@ impl<'a> Event<'a> {
             target: TARGET,
             actor = self.actor,
             collection = self.collection,
-            action = self.action,
+            action = self.action.name(),
             documents = self.documents,
             chunks = self.chunks,
             ids = logged_ids(&self.ids),
@@ -96,7 +136,7 @@ impl<'a> Event<'a> {
         if let Err(e) = self.append(index) {
             tracing::error!(
                 target: TARGET,
-                action = self.action,
+                action = self.action.name(),
                 "the audit trail could not be written: {e}"
             );
         }
@@ -184,15 +224,15 @@ mod tests {
     fn every_process_writing_an_index_appends_to_the_file_it_names() {
         let tmp = tempfile::tempdir().unwrap();
         let log = tmp.path().join("audit.jsonl");
-        Event::new("cli", "default", "ingest").record(tmp.path());
+        Event::new("cli", "default", Action::Ingest).record(tmp.path());
         assert!(!log.exists(), "no audit file named yet");
         set_file(tmp.path(), &log).unwrap();
         let ids = [DocId("a.md#0".into()), DocId("b.md#0".into())];
-        Event::new("k1", "default", "delete")
+        Event::new("k1", "default", Action::Delete)
             .documents(&ids)
             .chunks(3)
             .record(tmp.path());
-        Event::new("cli", "*", "key_create")
+        Event::new("cli", "*", Action::KeyCreate)
             .object("k2")
             .record(tmp.path());
         let text = std::fs::read_to_string(&log).unwrap();

@@ -186,7 +186,7 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    fn audit(&self, actor: &str, action: &str, id: &str) {
+    fn audit(&self, actor: &str, action: crate::audit::Action, id: &str) {
         if let Some(index) = self.path.parent() {
             crate::audit::Event::new(actor, "*", action)
                 .object(id)
@@ -273,7 +273,7 @@ impl KeyStore {
             keys.push(record.clone());
             Ok(())
         })?;
-        self.audit(actor, "key_create", &record.id);
+        self.audit(actor, crate::audit::Action::KeyCreate, &record.id);
         Ok((
             KeyRecord {
                 hash: String::new(),
@@ -293,7 +293,7 @@ impl KeyStore {
                 .ok_or_else(|| Error::NotFound(format!("key {id}")))?;
             Ok(keys.remove(at))
         })?;
-        self.audit(actor, "key_revoke", id);
+        self.audit(actor, crate::audit::Action::KeyRevoke, id);
         Ok(KeyRecord {
             hash: String::new(),
             ..removed

@@ -154,10 +154,14 @@ impl Engine {
         }
         collection.index().checkpoint()?;
         if !touched.is_empty() {
-            crate::audit::Event::new(&scope.actor, collection.name(), "import")
-                .documents(&touched)
-                .chunks(report.chunks_written as usize)
-                .record(self.dir());
+            crate::audit::Event::new(
+                &scope.actor,
+                collection.name(),
+                crate::audit::Action::Import,
+            )
+            .documents(&touched)
+            .chunks(report.chunks_written as usize)
+            .record(self.dir());
         }
         progress.file_done("import");
         report.seconds = start.elapsed().as_secs_f64();

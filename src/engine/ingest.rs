@@ -204,10 +204,14 @@ impl Engine {
         run.report.seconds = start.elapsed().as_secs_f64();
         if run.changed {
             let documents = run.touched();
-            crate::audit::Event::new(&scope.actor, collection.name(), "ingest")
-                .documents(&documents)
-                .chunks(run.report.chunks_embedded as usize)
-                .record(self.dir());
+            crate::audit::Event::new(
+                &scope.actor,
+                collection.name(),
+                crate::audit::Action::Ingest,
+            )
+            .documents(&documents)
+            .chunks(run.report.chunks_embedded as usize)
+            .record(self.dir());
         }
         tracing::info!(
             added = run.report.added,
@@ -290,9 +294,13 @@ impl Engine {
         let ids = change.delete_docs.clone();
         index.apply(change)?;
         index.checkpoint()?;
-        crate::audit::Event::new(&scope.actor, collection.name(), "remove")
-            .documents(&ids)
-            .record(self.dir());
+        crate::audit::Event::new(
+            &scope.actor,
+            collection.name(),
+            crate::audit::Action::Remove,
+        )
+        .documents(&ids)
+        .record(self.dir());
         Ok(report)
     }
 
@@ -312,7 +320,7 @@ impl Engine {
     }
 
     fn audit_delete(&self, actor: &str, collection: &str, id: &DocId) {
-        crate::audit::Event::new(actor, collection, "delete")
+        crate::audit::Event::new(actor, collection, crate::audit::Action::Delete)
             .documents(std::slice::from_ref(id))
             .record(self.dir());
     }
@@ -449,10 +457,14 @@ impl Engine {
             })
             .collect::<Result<Vec<_>>>()?;
         let chunks = records.iter().map(|d| d.chunks.len()).sum();
-        crate::audit::Event::new(&scope.actor, collection.name(), "upload")
-            .documents(&ids)
-            .chunks(chunks)
-            .record(self.dir());
+        crate::audit::Event::new(
+            &scope.actor,
+            collection.name(),
+            crate::audit::Action::Upload,
+        )
+        .documents(&ids)
+        .chunks(chunks)
+        .record(self.dir());
         Ok(records)
     }
 }

@@ -292,7 +292,8 @@ impl Engine {
         let created =
             self.collections
                 .create(name, embedder, &self.config, self.resolve.as_ref())?;
-        crate::audit::Event::new(&scope.actor, name, "collection_create").record(self.dir());
+        crate::audit::Event::new(&scope.actor, name, crate::audit::Action::CollectionCreate)
+            .record(self.dir());
         CollectionInfo::of(&created)
     }
 
@@ -302,7 +303,7 @@ impl Engine {
         let _writer = self.writer()?;
         let chunks = self.collection(name)?.index().sizes()?.vectors;
         self.collections.drop_collection(name)?;
-        crate::audit::Event::new(&scope.actor, name, "collection_drop")
+        crate::audit::Event::new(&scope.actor, name, crate::audit::Action::CollectionDrop)
             .chunks(chunks as usize)
             .record(self.dir());
         Ok(chunks)
