@@ -85,9 +85,10 @@
 //!
 //! Covered by semver from 1.0 (until then, breaking changes bump the minor
 //! version and are listed in the changelog of the release): the items
-//! re-exported here at the crate root, the [`embed::Embedder`] and
-//! [`generate::Generator`] traits, the request and response types of
-//! [`engine`] and [`search`], [`Config`] and its file format, the on-disk
+//! re-exported here at the crate root (the [`Lore`] trait included), the
+//! [`embed::Embedder`] and [`generate::Generator`] traits, the request and
+//! response types of [`engine`] and [`search`], [`wire`]'s bodies,
+//! [`access::Readers`], [`Config`] and its file format, the on-disk
 //! index format (a newer lore opens an older index) and the HTTP API of
 //! `api/openapi.json`. Not covered: the other public modules' internals
 //! ([`store`], [`chunk`], [`ingest`], [`prompt`], [`bench`](mod@bench), `server`'s
@@ -95,18 +96,29 @@
 //! benchmarks can reach them; prompts and default tuning values, which
 //! change when measurements say so.
 //!
+//! # Local or through a server
+//!
+//! [`Lore`] is what a caller can do with an index (ingest, remove, search,
+//! ask with streaming, status, collections), implemented by [`Local`] (an
+//! [`Engine`] in this process, writing on behalf of a [`WriteScope`]) and
+//! by `client::Remote` (feature `cli`: a running `lore serve` that holds
+//! the index). Code written against `&dyn Lore` works either way, and an
+//! error keeps its kind through a server ([`Error::code`]). The HTTP
+//! bodies are [`wire`]'s types.
+//!
 //! # Layout
 //!
-//! Data flows through the modules in this order (each uses only those above
-//! it): [`error`], [`types`], [`config`] → [`ingest`] (walk, load formats) →
-//! [`chunk`] → [`embed`] → [`store`] (docs, vectors, keywords, manifest) →
-//! [`search`] → [`prompt`] → [`generate`] → [`answer`] → [`engine`], the
-//! façade that embedding programs call → [`api`] (the [`Lore`] trait: what
-//! a caller can do, in this process or through a server) → [`watch`], which keeps it fresh →
-//! [`eval`] and [`bench`](mod@bench), which measure it → [`keys`] (the API key store)
-//! and [`audit`] (the trail of writes) → [`announce`] and `client` (how a
-//! process reaches a server that holds the index) → `server`, the HTTP
-//! front end; the CLI sits on top. See ARCHITECTURE.md for the invariants.
+//! Modules sit on floors and use only those below (`tests/layers.rs`
+//! checks it): [`error`] · [`types`] · `kernels`, [`access`], [`config`],
+//! [`announce`], [`audit`] · [`ingest`] (walk, load formats), [`chunk`] ·
+//! [`embed`] · [`store`] (docs, vectors, keywords, manifest) · [`search`] ·
+//! [`generate`] · [`prompt`] · [`answer`] · [`engine`], the façade that
+//! embedding programs call · [`api`] (the [`Lore`] trait), [`wire`] (the
+//! HTTP bodies), [`keys`] (the API key store) · [`watch`], which keeps an
+//! index fresh, and [`eval`], which measures answers · [`bench`](mod@bench)
+//! · `client` (how a process reaches a server that holds the index) ·
+//! `server`, the HTTP front end; the CLI sits on top. See ARCHITECTURE.md
+//! for the invariants.
 
 #![warn(missing_docs)]
 
