@@ -106,7 +106,7 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// What a route needs. Every route declares one ([`super::routes::resource`]
+/// What a route needs. Every route declares one ([`super::routes::endpoint`]
 /// takes it), and the check runs after routing, on the route that actually
 /// matched: a percent-encoded path cannot reach a handler under another
 /// route's access. A path that matches no route gets 404 and no handler.
@@ -294,7 +294,7 @@ pub fn principal(req: &HttpRequest) -> Principal {
 pub async fn check(
     access: Access,
     scope: Scope,
-    methods: &'static str,
+    methods: std::sync::Arc<[actix_web::http::Method]>,
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -325,7 +325,7 @@ pub async fn check(
             .into());
         }
         // A method the route does not serve gets its 405 whatever it names.
-        let served = methods.split(", ").any(|m| m == req.method().as_str());
+        let served = methods.contains(req.method());
         let names = if served {
             requested(&req, scope)?
         } else {

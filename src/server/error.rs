@@ -77,7 +77,7 @@ pub struct ApiError {
     /// Seconds to wait before retrying (429).
     pub retry_after: Option<u64>,
     /// Methods the resource supports (405).
-    pub allow: Option<&'static str>,
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -124,8 +124,8 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header(("Retry-After", seconds.to_string()));
         }
-        if let Some(allow) = self.allow {
-            response.insert_header(("Allow", allow));
+        if let Some(allow) = &self.allow {
+            response.insert_header(("Allow", allow.as_str()));
         }
         response.json(self.body())
     }

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::State;
 use super::auth::{self, Scope};
 use super::error::{ApiError, ErrorResponses};
-use super::routes::{READ, blocking, resource};
+use super::routes::{READ, blocking, endpoint};
 use super::stream::{Event, finish, sse, start_ask};
 use crate::answer::Citation;
 use crate::engine::{AskRequest, AskResponse, AskTimings, Turn};
@@ -31,9 +31,9 @@ const MODEL_PREFIX: &str = "lore:";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // The collection is the body's `model`, checked by the handlers.
     let none = Scope::None;
-    cfg.service(resource("/v1/chat/completions", "POST", READ, none).route(web::post().to(chat)))
-        .service(resource("/v1/models", "GET", READ, none).route(web::get().to(models)))
-        .service(resource("/v1/embeddings", "POST", READ, none).route(web::post().to(embeddings)));
+    cfg.service(endpoint("/v1/chat/completions", READ, none).post(chat))
+        .service(endpoint("/v1/models", READ, none).get(models))
+        .service(endpoint("/v1/embeddings", READ, none).post(embeddings));
 }
 
 /// The collection a model name picks: `lore` (or none) is `default`,

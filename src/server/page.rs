@@ -10,7 +10,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError, web};
 
-use super::routes::{OPEN, resource};
+use super::routes::{OPEN, endpoint};
 
 /// Scripts and styles only from this server, no inline script, no
 /// plugins, no framing, requests only to this server.
@@ -45,15 +45,13 @@ const ASSETS: [(&str, &str, &str); 4] = [
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for (path, content_type, body) in ASSETS {
         cfg.service(
-            resource(path, "GET", OPEN, super::auth::Scope::None).route(web::get().to(
-                move || async move {
-                    HttpResponse::Ok()
-                        .content_type(content_type)
-                        // Always revalidate: a new binary serves a new page.
-                        .insert_header((header::CACHE_CONTROL, "no-cache"))
-                        .body(body)
-                },
-            )),
+            endpoint(path, OPEN, super::auth::Scope::None).get(move || async move {
+                HttpResponse::Ok()
+                    .content_type(content_type)
+                    // Always revalidate: a new binary serves a new page.
+                    .insert_header((header::CACHE_CONTROL, "no-cache"))
+                    .body(body)
+            }),
         );
     }
 }

@@ -4,10 +4,13 @@
 //! query limits, the blocking-work helper, the collection parameters). The
 //! handlers live one file per resource beside it.
 
-use actix_web::http::StatusCode;
+use std::sync::Arc;
+
+use actix_web::dev::{AppService, HttpServiceFactory};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::from_fn;
 use actix_web::web;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, Route};
 use utoipa::IntoParams;
 
 use super::auth::{self, Access, Scope};
@@ -16,44 +19,36 @@ use super::{State, ask, collections, documents, health, ingest, openapi, search,
 use crate::keys::Role;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use Scope::{Many, One, Path};
-    cfg.service(
-        resource("/healthz", "GET", OPEN, Scope::None).route(web::get().to(health::healthz)),
-    )
-    .service(resource("/readyz", "GET", OPEN, Scope::None).route(web::get().to(health::readyz)))
-    .service(resource("/metrics", "GET", OPEN, Scope::None).route(web::get().to(health::metrics)))
-    .service(
-        resource("/openapi.json", "GET", OPEN, Scope::None)
-            .route(web::get().to(openapi::openapi_json)),
-    )
-    .service(resource("/v1/search", "POST", READ, Many).route(web::post().to(search::search)))
-    .service(resource("/v1/ask", "POST", READ, Many).route(web::post().to(ask::ask)))
-    .service(resource("/v1/status", "GET", READ, One).route(web::get().to(status::status)))
-    .service(resource("/v1/whoami", "GET", READ, Scope::None).route(web::get().to(status::whoami)))
-    .service(
-        resource("/v1/chunks/{id}", "GET", READ, One).route(web::get().to(documents::get_chunk)),
-    )
-    .service(
-        resource("/v1/documents", "GET, POST", READ_WRITE, One)
-            .route(web::post().to(documents::add_document))
-            .route(web::get().to(documents::list_documents)),
-    )
-    .service(
-        resource("/v1/documents/{id}", "GET, DELETE", READ_WRITE, One)
-            .route(web::get().to(documents::get_document))
-            .route(web::delete().to(documents::delete_document)),
-    )
-    .service(resource("/v1/ingest", "POST", WRITE, One).route(web::post().to(ingest::ingest)))
-    .service(resource("/v1/remove", "POST", WRITE, One).route(web::post().to(ingest::remove)))
-    .service(
-        resource("/v1/collections", "GET, POST", LIST_CREATE, Scope::None)
-            .route(web::get().to(collections::list_collections))
-            .route(web::post().to(collections::create_collection)),
-    )
-    .service(
-        resource("/v1/collections/{name}", "DELETE", ADMIN, Path)
-            .route(web::delete().to(collections::drop_collection)),
-    );
+    use Scope::{Many, None, One, Path};
+    cfg.service(endpoint("/healthz", OPEN, None).get(health::healthz))
+        .service(endpoint("/readyz", OPEN, None).get(health::readyz))
+        .service(endpoint("/metrics", OPEN, None).get(health::metrics))
+        .service(endpoint("/openapi.json", OPEN, None).get(openapi::openapi_json))
+        .service(endpoint("/v1/search", READ, Many).post(search::search))
+        .service(endpoint("/v1/ask", READ, Many).post(ask::ask))
+        .service(endpoint("/v1/status", READ, One).get(status::status))
+        .service(endpoint("/v1/whoami", READ, None).get(status::whoami))
+        .service(endpoint("/v1/chunks/{id}", READ, One).get(documents::get_chunk))
+        .service(
+            endpoint("/v1/documents", READ_WRITE, One)
+                .get(documents::list_documents)
+                .post(documents::add_document),
+        )
+        .service(
+            endpoint("/v1/documents/{id}", READ_WRITE, One)
+                .get(documents::get_document)
+                .delete(documents::delete_document),
+        )
+        .service(endpoint("/v1/ingest", WRITE, One).post(ingest::ingest))
+        .service(endpoint("/v1/remove", WRITE, One).post(ingest::remove))
+        .service(
+            endpoint("/v1/collections", LIST_CREATE, None)
+                .get(collections::list_collections)
+                .post(collections::create_collection),
+        )
+        .service(
+            endpoint("/v1/collections/{name}", ADMIN, Path).delete(collections::drop_collection),
+        );
 }
 
 /// No key needed.
@@ -69,40 +64,103 @@ pub const ADMIN: Access = Access::Key(Role::Admin);
 /// A read key to list, an admin key to create.
 pub const LIST_CREATE: Access = Access::ReadAdmin;
 
-/// A route at `path` that needs `access` for the collections of `scope`
-/// (checked after routing, so on the route that matched), whose other
-/// methods get 405 with `Allow: allowed`.
-pub fn resource(
-    path: &str,
-    allowed: &'static str,
+/// An endpoint: a path, the access it needs for the collections of its
+/// scope (checked after routing, so on the route that matched), and one
+/// handler per method it serves. Any other method gets a 405 whose `Allow`
+/// lists exactly the methods given here: the list is never written twice.
+pub struct Endpoint {
+    path: &'static str,
     access: Access,
     scope: Scope,
-) -> actix_web::Resource<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    web::resource(path)
-        .default_service(web::to(move |req: HttpRequest| async move {
-            let mut err = ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!(
-                    "{} {} is not supported (allowed: {allowed})",
-                    req.method(),
-                    req.path()
-                ),
-            );
-            err.allow = Some(allowed);
-            Err::<HttpResponse, _>(err)
-        }))
-        .wrap(from_fn(move |req, next| {
-            auth::check(access, scope, allowed, req, next)
-        }))
+    methods: Vec<Method>,
+    routes: Vec<Route>,
+}
+
+/// The endpoint at `path`, serving no method yet.
+pub fn endpoint(path: &'static str, access: Access, scope: Scope) -> Endpoint {
+    Endpoint {
+        path,
+        access,
+        scope,
+        methods: Vec::new(),
+        routes: Vec::new(),
+    }
+}
+
+impl Endpoint {
+    /// Serves GET with `handler`.
+    pub fn get<F, Args>(self, handler: F) -> Endpoint
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::GET, handler)
+    }
+
+    /// Serves POST with `handler`.
+    pub fn post<F, Args>(self, handler: F) -> Endpoint
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::POST, handler)
+    }
+
+    /// Serves DELETE with `handler`.
+    pub fn delete<F, Args>(self, handler: F) -> Endpoint
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::DELETE, handler)
+    }
+
+    fn on<F, Args>(mut self, method: Method, handler: F) -> Endpoint
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.routes.push(web::method(method.clone()).to(handler));
+        self.methods.push(method);
+        self
+    }
+}
+
+impl HttpServiceFactory for Endpoint {
+    fn register(self, config: &mut AppService) {
+        let names: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+        let allowed: Arc<str> = names.join(", ").into();
+        let methods: Arc<[Method]> = self.methods.into();
+        let (access, scope) = (self.access, self.scope);
+        let mut resource = web::resource(self.path)
+            .default_service(web::to(move |req: HttpRequest| {
+                let allowed = allowed.clone();
+                async move {
+                    let mut err = ApiError::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method_not_allowed",
+                        format!(
+                            "{} {} is not supported (allowed: {allowed})",
+                            req.method(),
+                            req.path()
+                        ),
+                    );
+                    err.allow = Some(allowed.to_string());
+                    Err::<HttpResponse, _>(err)
+                }
+            }))
+            .wrap(from_fn(move |req, next| {
+                auth::check(access, scope, methods.clone(), req, next)
+            }));
+        for route in self.routes {
+            resource = resource.route(route);
+        }
+        resource.register(config);
+    }
 }
 
 pub fn json_config(limit: usize) -> web::JsonConfig {
