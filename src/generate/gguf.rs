@@ -26,8 +26,11 @@ use super::guide::{Guide, Guides};
 use super::{Constraint, Generated, Generator, Message, Role, Sampling, StopReason};
 use crate::error::{Error, Result};
 
-/// Tokens of prompt fed to the model per forward pass.
+/// Most tokens of prompt fed to the model per forward pass.
 const PREFILL_CHUNK: usize = 256;
+/// Fewest tokens a prefill piece holds before a paragraph break may end
+/// it: each piece dequantizes every weight once, so pieces stay large.
+const MIN_PIECE: usize = 128;
 
 /// The architectures lore runs (`general.architecture`).
 pub const ARCHITECTURES: [&str; 4] = ["qwen2", "qwen3", "llama", "gemma3"];
@@ -60,16 +63,63 @@ impl Template {
             None
         }
     }
+
+    /// The text that opens a turn.
+    fn turn_start(self) -> &'static str {
+        match self {
+            Template::ChatMl => "<|im_start|>",
+            Template::Gemma => "<start_of_turn>",
+            Template::Llama3 => "<|start_header_id|>",
+        }
+    }
+}
+
+/// Where a prefill cuts a prompt into pieces, as token positions (the
+/// first is 0): before each turn, before the prompt's last paragraph (the
+/// question, after the sources), at a paragraph break once a piece holds
+/// [`MIN_PIECE`] tokens, and every [`PREFILL_CHUNK`] tokens at most. Every
+/// cut but the last-paragraph one depends only on the text before it, and
+/// that one falls at the same place in two prompts that differ only in
+/// their last paragraph; so two prompts that begin alike are cut alike, a
+/// piece cached from one is exactly what a fresh prefill of the other
+/// computes, and the system prompt, or the same sources before a new
+/// question, come from the cache bit for bit.
+fn piece_starts(text: &str, offsets: &[(usize, usize)], turn: &str) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let at = |i: usize| offsets[i].0.min(bytes.len());
+    let after_paragraph = |i: usize| bytes[..at(i)].ends_with(b"\n\n");
+    let last_paragraph = (1..offsets.len()).rev().find(|&i| after_paragraph(i));
+    let mut starts = vec![0];
+    for i in 1..offsets.len() {
+        let len = i - starts.last().copied().unwrap_or(0);
+        let cut = bytes[at(i)..].starts_with(turn.as_bytes())
+            || Some(i) == last_paragraph
+            || len >= PREFILL_CHUNK
+            || (len >= MIN_PIECE && after_paragraph(i));
+        if cut {
+            starts.push(i);
+        }
+    }
+    starts
+}
+
+/// A prompt's tokens and where its prefill pieces start.
+struct PromptIds {
+    ids: Vec<u32>,
+    starts: Vec<usize>,
 }
 
 /// The model with what its KV cache holds: the token ids of the cached
-/// positions, and how many of them were computed by a prefill from
-/// position 0 in [`PREFILL_CHUNK`] pieces (exactly what a fresh prefill of
-/// a prompt sharing them would compute, so reusing them changes nothing).
+/// positions, how many of them a prefill computed (decoded tokens after
+/// them were computed one by one, not as a prefill would), and where that
+/// prefill's pieces started ([`piece_starts`]): a cached piece is exactly
+/// what a fresh prefill of a prompt cut alike computes, so reusing it
+/// changes nothing.
 struct Session {
     decoder: Decoder,
     ids: Vec<u32>,
     exact: usize,
+    starts: Vec<usize>,
 }
 
 impl Session {
@@ -77,6 +127,7 @@ impl Session {
         self.decoder.truncate(position);
         self.ids.truncate(position);
         self.exact = self.exact.min(position);
+        self.starts.retain(|&s| s < position);
     }
 
     /// Runs `tokens` after the cache; returns the logits after the last.
@@ -86,33 +137,48 @@ impl Session {
         Ok(logits)
     }
 
-    /// Feeds `prompt_ids` after the longest cached prefix made of whole
-    /// prefill pieces (so the logits are bit for bit those of a fresh
-    /// prefill, as `generate`'s determinism needs; a prompt that repeats
-    /// or extends the last one skips most of its work). Returns what
+    /// Feeds `prompt` after the longest cached prefix that ends where a
+    /// piece of both prompts starts (so the logits are bit for bit those of
+    /// a fresh prefill, as `generate`'s determinism needs). Returns what
     /// followed, or `None` when `go_on` (asked before each piece) said
     /// stop: a cancelled request stops within one piece.
     fn prefill(
         &mut self,
-        prompt_ids: &[u32],
+        prompt: &PromptIds,
         go_on: &mut dyn FnMut() -> bool,
     ) -> Result<Option<Prefilled>> {
         let start = Instant::now();
+        let ids = &prompt.ids;
         let shared = self
             .ids
             .iter()
-            .zip(prompt_ids)
+            .zip(ids)
             .take_while(|(a, b)| a == b)
             .count()
-            .min(prompt_ids.len() - 1);
-        let from = shared.min(self.exact) / PREFILL_CHUNK * PREFILL_CHUNK;
+            .min(ids.len() - 1)
+            .min(self.exact);
+        let from = prompt
+            .starts
+            .iter()
+            .rev()
+            .find(|&&s| s <= shared && self.starts.binary_search(&s).is_ok())
+            .copied()
+            .unwrap_or(0);
         self.truncate(from);
+        let starts: Vec<usize> = prompt
+            .starts
+            .iter()
+            .copied()
+            .filter(|&s| s >= from)
+            .collect();
+        let ends = starts.iter().skip(1).copied().chain([ids.len()]);
         let mut logits = None;
-        for piece in prompt_ids[from..].chunks(PREFILL_CHUNK) {
+        for (&piece, end) in starts.iter().zip(ends) {
             if !go_on() {
                 return Ok(None);
             }
-            logits = Some(self.forward(piece)?);
+            logits = Some(self.forward(&ids[piece..end])?);
+            self.starts.push(piece);
             self.exact = self.ids.len();
         }
         Ok(Some(Prefilled {
@@ -256,6 +322,7 @@ impl GgufGenerator {
                 decoder,
                 ids: Vec::new(),
                 exact: 0,
+                starts: Vec::new(),
             }),
             tokenizer,
             guides: OnceLock::new(),
@@ -375,16 +442,17 @@ impl Generator for GgufGenerator {
         constraint: Option<&Constraint>,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generated> {
-        let prompt_ids = self.prompt_ids(prompt)?;
+        let prompt = self.prompt_ids(prompt)?;
+        let prompt_ids = &prompt.ids;
         let guide = self.guide(constraint)?;
         let mut session = self.lock()?;
-        let Some(prefilled) = session.prefill(&prompt_ids, &mut || on_text(""))? else {
-            return Ok(cancelled_in_prefill(&prompt_ids));
+        let Some(prefilled) = session.prefill(&prompt, &mut || on_text(""))? else {
+            return Ok(cancelled_in_prefill(prompt_ids));
         };
         let mut generated = self.decode(
             &mut session,
             prefilled.logits,
-            &prompt_ids,
+            prompt_ids,
             sampling,
             guide,
             on_text,
@@ -401,11 +469,12 @@ impl Generator for GgufGenerator {
         constraint: Option<&Constraint>,
         go_on: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<Generated>> {
-        let prompt_ids = self.prompt_ids(prompt)?;
+        let prompt = self.prompt_ids(prompt)?;
+        let prompt_ids = &prompt.ids;
         let guide = self.guide(constraint)?;
         let mut session = self.lock()?;
-        let Some(prefilled) = session.prefill(&prompt_ids, go_on)? else {
-            return Ok(vec![cancelled_in_prefill(&prompt_ids)]);
+        let Some(prefilled) = session.prefill(&prompt, go_on)? else {
+            return Ok(vec![cancelled_in_prefill(prompt_ids)]);
         };
         let mut out = Vec::with_capacity(samplings.len());
         for (i, sampling) in samplings.iter().enumerate() {
@@ -414,7 +483,7 @@ impl Generator for GgufGenerator {
             let mut generated = self.decode(
                 &mut session,
                 prefilled.logits.clone(),
-                &prompt_ids,
+                prompt_ids,
                 sampling,
                 guide.clone(),
                 &mut |_| go_on(),
@@ -453,20 +522,25 @@ impl GgufGenerator {
             .map_err(|_| Error::Inference("model lock poisoned".into()))
     }
 
-    /// The prompt's tokens, if it fits the context.
-    fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
-        let prompt_ids = self.encode(prompt)?;
-        if prompt_ids.is_empty() {
+    /// The prompt's tokens, if it fits the context, and its pieces.
+    fn prompt_ids(&self, prompt: &str) -> Result<PromptIds> {
+        let encoding = self
+            .tokenizer
+            .encode(prompt, false)
+            .map_err(|e| Error::Inference(format!("tokenizer: {e}")))?;
+        let ids = encoding.get_ids().to_vec();
+        if ids.is_empty() {
             return Err(Error::InvalidRequest("empty prompt".into()));
         }
-        if prompt_ids.len() >= self.context_length {
+        if ids.len() >= self.context_length {
             return Err(Error::InvalidRequest(format!(
                 "prompt of {} tokens does not fit the model's context of {} tokens",
-                prompt_ids.len(),
+                ids.len(),
                 self.context_length
             )));
         }
-        Ok(prompt_ids)
+        let starts = piece_starts(prompt, encoding.get_offsets(), self.template.turn_start());
+        Ok(PromptIds { ids, starts })
     }
 
     /// A matcher for `constraint`; the token table is built on first use.
@@ -659,43 +733,98 @@ mod tests {
         }
     }
 
-    /// A prompt that begins like the last one takes whole prefill pieces
-    /// from the cache, and decodes exactly what a fresh model would.
+    /// A prompt that begins like the last one takes the pieces they share
+    /// from the cache: the system prompt always, and the sources before a
+    /// new question; the next-token logits are bit for bit a fresh
+    /// prefill's, and a changed source is computed again from its piece.
     #[test]
     fn a_shared_prompt_prefix_is_reused_without_changing_the_output() {
+        let generator = light();
+        let system = "You answer from the numbered sources only. Cite them as [n].";
+        let source = |n: usize, fact: &str| {
+            format!(
+                "[{n}] facilities/plants-{n}.md\nThe office plant on floor {n} is {fact}. \
+                 {}\n\n",
+                "It sits by the window and gets morning light. ".repeat(12)
+            )
+        };
+        let prompt = |sources: &str, question: &str| {
+            generator.render(&[
+                Message {
+                    role: Role::System,
+                    content: system.into(),
+                },
+                Message {
+                    role: Role::User,
+                    content: format!("Sources:\n\n{sources}Question: {question}"),
+                },
+            ])
+        };
+        let sources = [
+            source(1, "watered on Tuesdays"),
+            source(2, "repotted in May"),
+        ]
+        .concat();
+        let first = prompt(&sources, "Who waters the plant?");
+        let second = prompt(&sources, "When is the plant repotted?");
+        let changed = [
+            source(1, "watered on Tuesdays"),
+            source(2, "repotted in June"),
+        ]
+        .concat();
+        let third = prompt(&changed, "When is the plant repotted?");
+        let logits = |session: &mut Session, text: &str| {
+            let ids = generator.prompt_ids(text).unwrap();
+            let prefilled = session.prefill(&ids, &mut || true).unwrap().unwrap();
+            let values: Vec<f32> = prefilled.logits.to_vec1().unwrap();
+            (values, prefilled.reused, ids.ids)
+        };
+        let cold = |text: &str| logits(&mut light().lock().unwrap(), text);
+        let mut session = generator.lock().unwrap();
+        let (_, none, _) = logits(&mut session, &first);
+        assert_eq!(none, 0);
+        // A new question after the same sources: only the question is new.
+        let (warm, reused, ids) = logits(&mut session, &second);
+        let (fresh, _, _) = cold(&second);
+        assert_eq!(warm, fresh, "reused pieces changed the logits");
+        let question = ids.len()
+            - generator
+                .encode(" When is the plant repotted?")
+                .unwrap()
+                .len();
+        assert!(
+            reused + 16 >= question && reused < ids.len(),
+            "{reused} of {} tokens reused; the question starts near {question}",
+            ids.len()
+        );
+        // A source changed: computed again from the piece holding the change.
+        let (warm, again, ids) = logits(&mut session, &third);
+        let (fresh, _, _) = cold(&third);
+        assert_eq!(warm, fresh);
+        let at = generator
+            .encode(&first[..first.find("repotted in").unwrap()])
+            .unwrap()
+            .len();
+        assert!(
+            again < at,
+            "{again} reused, but the sources differ from token {at}"
+        );
+        assert!(again > 0, "the system prompt was not reused");
+        assert!(ids.len() > at);
+        drop(session);
+        // And the text decoded from a reused prefix is a fresh model's.
         let sampling = Sampling {
             max_tokens: 12,
             ..Sampling::default()
         };
-        let run = |generator: &GgufGenerator, prompt: &str| {
-            generator
-                .generate(prompt, &sampling, None, &mut |_| true)
-                .unwrap()
+        let run = |g: &GgufGenerator, text: &str| {
+            g.generate(text, &sampling, None, &mut |_| true).unwrap()
         };
-        let sources = "The office plant is watered on Tuesdays by the facilities team. ".repeat(40);
-        let ask = |question: &str| {
-            light().render(&[Message {
-                role: Role::User,
-                content: format!("{sources}\nQuestion: {question}"),
-            }])
-        };
-        let (first, second) = (ask("Who waters the plant?"), ask("When is it watered?"));
-        let fresh = run(&light(), &second);
-        assert_eq!(fresh.reused_tokens, 0);
         let warm = light();
         run(&warm, &first);
         let reused = run(&warm, &second);
-        assert!(
-            reused.reused_tokens >= PREFILL_CHUNK && reused.reused_tokens % PREFILL_CHUNK == 0,
-            "{} of {} prompt tokens reused",
-            reused.reused_tokens,
-            reused.prompt_tokens
-        );
-        assert_eq!(reused.text, fresh.text);
-        // The same prompt again: everything but its last piece is reused.
-        let again = run(&warm, &second);
-        assert_eq!(again.text, fresh.text);
-        assert!(again.reused_tokens >= reused.reused_tokens);
+        assert!(reused.reused_tokens > 0);
+        assert_eq!(reused.text, run(&light(), &second).text);
     }
 
     /// Hostile constraints are refused with a clear error (never a panic,
