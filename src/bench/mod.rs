@@ -411,8 +411,18 @@ pub struct GenerateBench {
     pub gen_tokens: usize,
     /// Decoding, tokens per second.
     pub gen_tokens_per_s: f64,
-    /// Time to first token: prompt processing plus one decoding step, ms.
+    /// Time to first token: prompt processing plus one decoding step, ms
+    /// (a prompt nothing of which was cached).
     pub time_to_first_token_ms: f64,
+    /// The same prompt again: time to first token, ms.
+    #[serde(default)]
+    pub repeat_ttft_ms: f64,
+    /// Another question after the same text: time to first token, ms.
+    #[serde(default)]
+    pub new_question_ttft_ms: f64,
+    /// Prompt tokens of that question's prompt taken from the cache.
+    #[serde(default)]
+    pub new_question_reused_tokens: usize,
 }
 
 /// A one-message chat: about `prompt_tokens` tokens cut from `text`, then
@@ -458,6 +468,23 @@ pub fn generate(
     };
     let result = generator.generate(&prompt, &sampling, None, &mut |_| true)?;
     let per_token_ms = result.gen_ms / result.gen_tokens.max(1) as f64;
+    // Then what the model's cache saves: the same prompt, and another
+    // question after the same text (the first token each).
+    let first_token = |prompt: &str| {
+        let one = Sampling {
+            max_tokens: 1,
+            ..Sampling::default()
+        };
+        generator.generate(prompt, &one, None, &mut |_| true)
+    };
+    let repeat = first_token(&prompt)?;
+    let other = chat_prompt(
+        generator,
+        text,
+        prompt_tokens,
+        "List the three main points of the text above.",
+    )?;
+    let new_question = first_token(&other)?;
     Ok(GenerateBench {
         model: generator.id().to_string(),
         prompt_tokens: result.prompt_tokens,
@@ -465,6 +492,9 @@ pub fn generate(
         gen_tokens: result.gen_tokens,
         gen_tokens_per_s: result.gen_tokens as f64 / (result.gen_ms / 1000.0).max(1e-9),
         time_to_first_token_ms: result.prompt_ms + per_token_ms,
+        repeat_ttft_ms: repeat.prompt_ms + repeat.gen_ms,
+        new_question_ttft_ms: new_question.prompt_ms + new_question.gen_ms,
+        new_question_reused_tokens: new_question.reused_tokens,
     })
 }
 

@@ -117,8 +117,12 @@ pub fn generate(
         result.gen_tokens, result.gen_tokens_per_s
     );
     println!(
-        "time to first token {:.0} ms",
-        result.time_to_first_token_ms
+        "time to first token {:.0} ms cold, {:.0} ms for the same prompt again, \
+         {:.0} ms for another question after the same text ({} of its tokens cached)",
+        result.time_to_first_token_ms,
+        result.repeat_ttft_ms,
+        result.new_question_ttft_ms,
+        result.new_question_reused_tokens
     );
     Ok(())
 }

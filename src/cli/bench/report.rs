@@ -122,12 +122,14 @@ fn print_all(r: &AllBench) {
     }
     for g in &r.generators {
         println!(
-            "generator {}: prompt {:.0} tokens/s ({} tokens), decode {:.1} tokens/s, first token {:.0} ms",
+            "generator {}: prompt {:.0} tokens/s ({} tokens), decode {:.1} tokens/s, first token {:.0} ms cold, {:.0} ms repeated, {:.0} ms for a new question after the same text",
             g.model,
             g.prompt_tokens_per_s,
             g.prompt_tokens,
             g.gen_tokens_per_s,
-            g.time_to_first_token_ms
+            g.time_to_first_token_ms,
+            g.repeat_ttft_ms,
+            g.new_question_ttft_ms
         );
     }
     for c in &r.conversations {
