@@ -255,6 +255,13 @@ impl Cache {
     }
 }
 
+/// The keys and values of a cache's first positions ([`Decoder::snapshot`]).
+pub struct Kept {
+    positions: usize,
+    /// Per layer: keys, then values, per KV head.
+    layers: Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>)>,
+}
+
 /// A loaded model with its KV cache: feed it tokens, get next-token logits.
 pub struct Decoder {
     shape: Shape,
@@ -371,6 +378,31 @@ impl Decoder {
         for layer in &mut self.layers {
             layer.cache.truncate(position, dim);
         }
+    }
+
+    /// The keys and values of the first `positions` cached positions, to
+    /// put back later with [`Decoder::restore`].
+    pub fn snapshot(&self, positions: usize) -> Kept {
+        let dim = self.shape.head_dim;
+        let end = positions.min(self.position) * dim;
+        let copy = |buffers: &[Vec<f32>]| buffers.iter().map(|b| b[..end].to_vec()).collect();
+        Kept {
+            positions: positions.min(self.position),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| (copy(&l.cache.keys), copy(&l.cache.values)))
+                .collect(),
+        }
+    }
+
+    /// The cache as it was when `kept` was taken, its positions only.
+    pub fn restore(&mut self, kept: &Kept) {
+        for (layer, (keys, values)) in self.layers.iter_mut().zip(&kept.layers) {
+            layer.cache.keys.clone_from(keys);
+            layer.cache.values.clone_from(values);
+        }
+        self.position = kept.positions;
     }
 
     /// Rows of the output layer: the logits' length.

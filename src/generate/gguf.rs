@@ -21,7 +21,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 
 use candle_core::Tensor;
 
-use super::decoder::Decoder;
+use super::decoder::{Decoder, Kept};
 use super::guide::{Guide, Guides};
 use super::{Constraint, Generated, Generator, Message, Role, Sampling, StopReason};
 use crate::error::{Error, Result};
@@ -120,7 +120,15 @@ struct Session {
     ids: Vec<u32>,
     exact: usize,
     starts: Vec<usize>,
+    /// The first pieces (a system prompt, most often) of the last few
+    /// distinct prompts, with their keys and values, most recent last: a
+    /// prompt that starts like one of them starts from it even when
+    /// another prompt (a rewrite, a reflection) ran in between.
+    kept: Vec<(Vec<u32>, Kept)>,
 }
+
+/// First pieces a session keeps ([`Session::kept`]).
+const KEPT_PIECES: usize = 4;
 
 impl Session {
     fn truncate(&mut self, position: usize) {
@@ -157,14 +165,20 @@ impl Session {
             .count()
             .min(ids.len() - 1)
             .min(self.exact);
-        let from = prompt
+        let cached = prompt
             .starts
             .iter()
             .rev()
             .find(|&&s| s <= shared && self.starts.binary_search(&s).is_ok())
             .copied()
             .unwrap_or(0);
-        self.truncate(from);
+        let from = match self.kept_start(prompt, cached) {
+            Some(kept) => kept,
+            None => {
+                self.truncate(cached);
+                cached
+            }
+        };
         let starts: Vec<usize> = prompt
             .starts
             .iter()
@@ -181,11 +195,52 @@ impl Session {
             self.starts.push(piece);
             self.exact = self.ids.len();
         }
+        self.keep_first_piece(prompt);
         Ok(Some(Prefilled {
             logits: logits.ok_or_else(|| Error::Inference("no logits".into()))?,
             ms: start.elapsed().as_secs_f64() * 1000.0,
             reused: from,
         }))
+    }
+}
+
+impl Session {
+    /// Puts back the kept first piece `prompt` starts with, when it reaches
+    /// further than `cached` (what the cache holds of `prompt`); returns
+    /// where the prefill goes on.
+    fn kept_start(&mut self, prompt: &PromptIds, cached: usize) -> Option<usize> {
+        let at = self.kept.iter().position(|(ids, _)| {
+            ids.len() > cached
+                && ids.len() < prompt.ids.len()
+                && prompt.ids.starts_with(ids)
+                && prompt.starts.get(1) == Some(&ids.len())
+        })?;
+        let (ids, kept) = self.kept.remove(at);
+        self.decoder.restore(&kept);
+        self.ids.clone_from(&ids);
+        self.starts = vec![0];
+        self.exact = ids.len();
+        let from = ids.len();
+        self.kept.push((ids, kept));
+        Some(from)
+    }
+
+    /// Keeps `prompt`'s first piece (just computed or put back) among the
+    /// last [`KEPT_PIECES`].
+    fn keep_first_piece(&mut self, prompt: &PromptIds) {
+        let Some(&end) = prompt.starts.get(1) else {
+            return;
+        };
+        let first = &prompt.ids[..end];
+        if let Some(at) = self.kept.iter().position(|(ids, _)| ids == first) {
+            let entry = self.kept.remove(at);
+            self.kept.push(entry);
+            return;
+        }
+        if self.kept.len() == KEPT_PIECES {
+            self.kept.remove(0);
+        }
+        self.kept.push((first.to_vec(), self.decoder.snapshot(end)));
     }
 }
 
@@ -323,6 +378,7 @@ impl GgufGenerator {
                 ids: Vec::new(),
                 exact: 0,
                 starts: Vec::new(),
+                kept: Vec::new(),
             }),
             tokenizer,
             guides: OnceLock::new(),
@@ -811,6 +867,24 @@ mod tests {
         );
         assert!(again > 0, "the system prompt was not reused");
         assert!(ids.len() > at);
+        // Another system prompt ran in between (a rewrite, a reflection):
+        // the first one's piece is kept and put back.
+        let other = generator.render(&[
+            Message {
+                role: Role::System,
+                content: "Rewrite the follow-up as a standalone question.".into(),
+            },
+            Message {
+                role: Role::User,
+                content: format!("Question: {}", "Who repots it? ".repeat(20)),
+            },
+        ]);
+        logits(&mut session, &other);
+        let (warm, kept, _) = logits(&mut session, &second);
+        let (fresh, _, _) = cold(&second);
+        assert_eq!(warm, fresh, "a kept piece changed the logits");
+        let system_piece = generator.prompt_ids(&second).unwrap().starts[1];
+        assert_eq!(kept, system_piece, "the kept system prompt was not put back");
         drop(session);
         // And the text decoded from a reused prefix is a fresh model's.
         let sampling = Sampling {
