@@ -258,9 +258,12 @@ impl Cache {
 /// The keys and values of a cache's first positions ([`Decoder::snapshot`]).
 pub struct Kept {
     positions: usize,
-    /// Per layer: keys, then values, per KV head.
-    layers: Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>)>,
+    /// Per layer: keys, then values.
+    layers: Vec<(PerHead, PerHead)>,
 }
+
+/// One buffer per KV head.
+type PerHead = Vec<Vec<f32>>;
 
 /// A loaded model with its KV cache: feed it tokens, get next-token logits.
 pub struct Decoder {
