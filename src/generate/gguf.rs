@@ -884,7 +884,10 @@ mod tests {
         let (fresh, _, _) = cold(&second);
         assert_eq!(warm, fresh, "a kept piece changed the logits");
         let system_piece = generator.prompt_ids(&second).unwrap().starts[1];
-        assert_eq!(kept, system_piece, "the kept system prompt was not put back");
+        assert_eq!(
+            kept, system_piece,
+            "the kept system prompt was not put back"
+        );
         drop(session);
         // And the text decoded from a reused prefix is a fresh model's.
         let sampling = Sampling {

@@ -26,7 +26,7 @@ pub async fn ask(
     request.validate(&state.engine.config().generator)?;
     request.readers = auth::principal(&req).readers();
     request.collections = auth::collections(&req);
-    let permits = state.gate.enter().await?;
+    let permits = state.generation_turn().await?;
     let events = start_ask(state.clone(), request, permits);
     if !stream {
         return Ok(HttpResponse::Ok().json(finish(&state, events).await?));

@@ -395,7 +395,7 @@ pub async fn chat(
     };
     let created = now();
     let id = format!("chatcmpl-{}", crate::types::random_id());
-    let permits = state.gate.enter().await?;
+    let permits = state.generation_turn().await?;
     let events = start_ask(state.clone(), request, permits);
     if !body.stream {
         let response = finish(&state, events).await?;
