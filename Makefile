@@ -5,6 +5,7 @@
 #               the library checks: the engine alone without default
 #               features, cargo doc with warnings denied, the examples; then
 #               the HTTP API checks: openai client + schemathesis, then the
+#               MCP checks (the MCP Python SDK over stdio and HTTP), then the
 #               web page in headless Chromium, then two read replicas behind
 #               HAProxy through a rolling restart, then `lore bench all` on
 #               reduced inputs)
@@ -20,7 +21,7 @@ LORE := $(CARGO_TARGET_DIR)/release/lore
 DEMO_INDEX ?= index
 QUESTION ?= How quickly must a SEV1 page be acknowledged?
 
-.PHONY: demo test lib-checks api-checks browser-checks screenshots models build lint bench-embed load \
+.PHONY: demo test lib-checks api-checks mcp-checks browser-checks screenshots models build lint bench-embed load \
 	bench bench-scale spark replica-checks
 
 demo: models build
@@ -33,6 +34,7 @@ test: models spark
 	cargo test --release
 	bash scripts/examples.sh
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh
+	LORE_BIN=$(LORE) bash scripts/mcp-checks.sh
 	LORE_BIN=$(LORE) bash scripts/browser-checks.sh
 	LORE_BIN=$(LORE) bash scripts/replica-checks.sh
 	LORE_BIN=$(LORE) bash scripts/bench-smoke.sh
@@ -45,6 +47,9 @@ replica-checks: models build
 
 api-checks: models build
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh
+
+mcp-checks: models build
+	LORE_BIN=$(LORE) bash scripts/mcp-checks.sh
 
 browser-checks: models build
 	LORE_BIN=$(LORE) bash scripts/browser-checks.sh

@@ -140,6 +140,8 @@ pub mod generate;
 pub mod ingest;
 pub(crate) mod kernels;
 pub mod keys;
+#[cfg(feature = "server")]
+pub mod mcp;
 pub mod prompt;
 pub mod search;
 #[cfg(feature = "server")]

@@ -24,7 +24,7 @@ const FLOORS: &[&[&str]] = &[
     &["answer"],
     &["engine"],
     &["api", "wire", "keys"],
-    &["watch", "eval"],
+    &["watch", "eval", "mcp"],
     &["bench"],
     &["client"],
     &["server"],

@@ -12,6 +12,7 @@ mod eval;
 mod import;
 mod ingest;
 mod key;
+mod mcp;
 mod progress;
 mod remove;
 mod search;
@@ -112,6 +113,11 @@ enum Command {
     /// Serve the HTTP API (search, ask, documents, OpenAI-compatible chat,
     /// models and embeddings) until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
+    /// Serve lore's tools (search, ask, get_passage, get_document,
+    /// list_collections) and documents to an assistant or IDE over the Model
+    /// Context Protocol on stdin and stdout, as the local user. A running
+    /// `lore serve` offers the same at POST /mcp, behind its keys.
+    Mcp,
     /// Talk with the documents: an interactive session where follow-up
     /// questions ("and for SEV2?") are understood from the earlier turns.
     /// Type /sources for the last answer's retrieved chunks, /reset to
@@ -244,6 +250,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(global, args),
         Command::Bench(command) => bench::run(global, command),
         Command::Serve(args) => serve::run(global, args),
+        Command::Mcp => mcp::run(global),
         Command::Snapshot(args) => snapshot::run(global, args),
         Command::Key(command) => key::run(global, command),
         Command::Collection(command) => collection::run(global, command),

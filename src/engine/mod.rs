@@ -366,6 +366,40 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("document {id}")))
     }
 
+    /// One document of `collection` by id with its whole text, put back
+    /// together from its chunks in order (overlaps taken once), if
+    /// `readers` may read it (else not found).
+    pub fn document_text(
+        &self,
+        collection: &str,
+        readers: &Readers,
+        id: &str,
+    ) -> Result<(DocRecord, String)> {
+        let doc = self.document(collection, readers, id)?;
+        let collection = self.collection(collection)?;
+        let docs = collection.index().docs();
+        let mut text = String::new();
+        let mut previous: Option<ChunkRecord> = None;
+        for chunk_id in &doc.chunks {
+            let Some(chunk) = docs.chunk(chunk_id)? else {
+                return Err(Error::store(
+                    "docs",
+                    format!("document {id} names a missing chunk {}", chunk_id.0),
+                ));
+            };
+            match &previous {
+                None => text.push_str(&chunk.text),
+                Some(before) if chunk.byte_range.start > before.byte_range.end => {
+                    text.push_str("\n\n");
+                    text.push_str(&chunk.text);
+                }
+                Some(before) => text.push_str(&text_after(before, &chunk)),
+            }
+            previous = Some(chunk);
+        }
+        Ok((doc, text))
+    }
+
     /// A chunk of `collection` and the chunks either side of it in its
     /// document, if `readers` may read the document (else not found).
     pub fn passage(&self, collection: &str, readers: &Readers, id: &str) -> Result<Passage> {

@@ -18,7 +18,7 @@ use crate::types::DocRecord;
 
 /// Conditions a document must meet, all of them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Filter {
     /// Path prefix, or a glob when it contains `*`, `?`, `[` or `{`.

@@ -12,6 +12,7 @@ mod error;
 mod guard;
 mod health;
 mod ingest;
+mod mcp;
 mod metrics;
 mod openai;
 mod openapi;
@@ -283,6 +284,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         read_only: config.read_only,
         watching: watchers.iter().map(crate::watch::Watcher::stats).collect(),
     });
+    let mcp_service = web::Data::new(mcp::service(state.clone(), MAX_JSON_BYTES));
     if let Some(dir) = &config.snapshot_dir {
         publish_snapshots(engine.clone(), dir.clone(), config.snapshot_every_s);
     }
@@ -295,6 +297,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(mcp_service.clone())
                 .app_data(routes::json_config(body_limit.min(MAX_JSON_BYTES)))
                 .app_data(routes::query_config())
                 .app_data(routes::path_config())

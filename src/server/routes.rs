@@ -15,7 +15,7 @@ use utoipa::IntoParams;
 
 use super::auth::{self, Access, Scope};
 use super::error::ApiError;
-use super::{State, ask, collections, documents, health, ingest, openapi, search, status};
+use super::{State, ask, collections, documents, health, ingest, mcp, openapi, search, status};
 use crate::keys::Role;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .delete(documents::delete_document),
         )
         .service(endpoint("/v1/ingest", WRITE, One).post(ingest::ingest))
+        .service(endpoint("/mcp", READ, None).post(mcp::mcp))
         .service(endpoint("/v1/remove", WRITE, One).post(ingest::remove))
         .service(
             endpoint("/v1/collections", LIST_CREATE, None)
