@@ -21,14 +21,26 @@ LORE := $(CARGO_TARGET_DIR)/release/lore
 DEMO_INDEX ?= index
 QUESTION ?= How quickly must a SEV1 page be acknowledged?
 
-.PHONY: demo test lib-checks api-checks mcp-checks browser-checks screenshots models build lint bench-embed load \
+.PHONY: demo demo-note test lib-checks api-checks mcp-checks browser-checks screenshots models build lint bench-embed load \
 	bench bench-scale spark replica-checks
 
-demo: models build
+demo: demo-note models build
 	$(LORE) --index $(DEMO_INDEX) ingest corpora/handbook/docs
 	$(LORE) --index $(DEMO_INDEX) status
 	$(LORE) --index $(DEMO_INDEX) search "$(QUESTION)" -k 3
 	$(LORE) --index $(DEMO_INDEX) ask "$(QUESTION)"
+	@echo
+	@echo "lore: the binary is $(LORE)"
+	@echo "lore: the index is $(abspath $(DEMO_INDEX))"
+	@echo "lore: the models are in $${LORE_MODELS:-$$HOME/.cache/lore/models}"
+	@echo "lore: try  $(LORE) --index $(DEMO_INDEX) ask \"your question\"  or  ... serve"
+
+# Says up front what a first run costs.
+demo-note:
+	@if [ ! -x "$(LORE)" ]; then \
+		echo "lore: first run: fetching the models (about 1 GB) and building lore in release mode;"; \
+		echo "lore: on 2 cores that takes about 15 minutes. Later runs reuse both and take seconds."; \
+	fi
 
 test: models spark
 	cargo test --release

@@ -380,6 +380,18 @@ impl Default for HnswConfig {
     }
 }
 
+impl ServerConfig {
+    /// True when `addr` resolves only to loopback addresses (then the
+    /// server may run without keys).
+    pub fn is_loopback(&self) -> Result<bool> {
+        let parsed: Vec<std::net::SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs(self.addr.as_str())
+                .map_err(|e| Error::Config(format!("cannot resolve address {}: {e}", self.addr)))?
+                .collect();
+        Ok(!parsed.is_empty() && parsed.iter().all(|a| a.ip().is_loopback()))
+    }
+}
+
 /// `$LORE_MODELS`, else `~/.cache/lore/models`.
 fn default_models_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LORE_MODELS") {

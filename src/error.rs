@@ -93,6 +93,17 @@ pub enum Error {
     /// A document or path named by the user is not in the index.
     #[error("not found in the index: {0}")]
     NotFound(String),
+
+    /// A command that reads an index found none where it looked.
+    #[error(
+        "there is no index at {} yet: make one with `lore ingest DIR` (for example \
+         `lore ingest ./docs`), or point --index or LORE_INDEX at an existing one",
+        index.display()
+    )]
+    NoIndex {
+        /// Where it looked.
+        index: std::path::PathBuf,
+    },
     /// A running lore server answered with an error.
     #[error("lore server at {addr}: {message}")]
     Remote {

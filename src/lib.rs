@@ -132,6 +132,7 @@ pub mod chunk;
 #[cfg(feature = "cli")]
 pub mod client;
 pub mod config;
+pub mod doctor;
 pub mod embed;
 pub mod engine;
 pub mod error;

@@ -402,7 +402,8 @@ fn floor_boundary(text: &str, mut at: usize) -> usize {
 
 /// `value` as JSON (what a job hands back to the async side).
 fn to_value(value: impl serde::Serialize) -> Result<Value> {
-    serde_json::to_value(value).map_err(|e| Error::Inference(format!("cannot encode a result: {e}")))
+    serde_json::to_value(value)
+        .map_err(|e| Error::Inference(format!("cannot encode a result: {e}")))
 }
 
 /// A tool's arguments, or the tool error that names what is wrong.

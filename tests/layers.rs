@@ -24,7 +24,7 @@ const FLOORS: &[&[&str]] = &[
     &["answer"],
     &["engine"],
     &["api", "wire", "keys"],
-    &["watch", "eval", "mcp"],
+    &["watch", "eval", "mcp", "doctor"],
     &["bench"],
     &["client"],
     &["server"],

@@ -23,7 +23,7 @@ fn untimed(value: &mut Value) {
 }
 
 /// What one step printed: its exit code, its JSON (untimed) or its error
-/// line, and the lines it reported skipping.
+/// line, and the lines it reported skipping (as JSON lines with `--json`).
 fn outcome(out: &Output) -> (Option<i32>, Value, Vec<String>) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines = |prefix: &str| -> Vec<String> {
@@ -36,7 +36,8 @@ fn outcome(out: &Output) -> (Option<i32>, Value, Vec<String>) {
     let mut printed = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| Value::String(lines("lore: error:").join("\n")));
     untimed(&mut printed);
-    (out.status.code(), printed, lines("lore: skipping"))
+    let skipped = [lines("lore: skipping"), lines(r#"{"skipped":"#)].concat();
+    (out.status.code(), printed, skipped)
 }
 
 /// Runs the scenario on `index`; one outcome per step.

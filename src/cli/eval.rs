@@ -296,7 +296,7 @@ pub fn eval_engine(config: Config, corpus: &[PathBuf]) -> anyhow::Result<Engine>
         if !engine.has_collection(name) {
             engine.create_collection(name, None, &cli_scope())?;
         }
-        let progress = progress::IngestProgress::new();
+        let progress = progress::IngestProgress::new(false);
         engine
             .ingest(name, corpus, &cli_scope(), &progress)
             .context("while ingesting the corpus")?;

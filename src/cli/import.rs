@@ -57,7 +57,7 @@ pub fn run(global: &Global, args: ImportArgs) -> anyhow::Result<()> {
             let opened = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
             Ok(Box::new(std::io::BufReader::new(opened)))
         };
-        let progress = progress::IngestProgress::new();
+        let progress = progress::IngestProgress::new(json);
         let report = engine
             .import(&collection, &open, prune, &cli_scope(), &progress)
             .with_context(|| format!("while importing {}", file.display()))?;

@@ -67,7 +67,7 @@ pub fn run(global: &Global, args: IngestArgs) -> anyhow::Result<()> {
         lore::watch::WATCH_ACTOR
     };
     let backend = open_backend(config, false, actor).context("while opening the index")?;
-    let progress = progress::IngestProgress::new();
+    let progress = progress::IngestProgress::new(args.json);
     let report = backend
         .ingest(&collection, &paths, &progress)
         .context("while ingesting")?;

@@ -7,6 +7,7 @@ mod ask;
 mod bench;
 mod chat;
 mod collection;
+mod doctor;
 mod embed;
 mod eval;
 mod import;
@@ -137,12 +138,21 @@ enum Command {
     Collection(collection::CollectionCommand),
     /// Show what the index holds and whether its stores agree.
     Status(status::StatusArgs),
+    /// Check the models (pinned checksums), the index (each collection's
+    /// stores agree), the configuration (each value and where it came
+    /// from), the CPU features the kernels use and the server's address and
+    /// keys; print what to fix. Exit 1 when something must be fixed.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Parses the command line, runs it and maps the outcome to an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.verbose, cli.global.log_json);
+    // A server's log is its operators' record, audit events included; at a
+    // terminal they belong in the audit file (and `-v`), not between a
+    // progress bar and its summary.
+    let audit = matches!(cli.command, Command::Serve(_));
+    init_logging(cli.global.verbose, cli.global.log_json, audit);
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -182,8 +192,9 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     }
 }
 
-/// Logs to stderr (filtered by -v / `LORE_LOG`; audit events always).
-fn init_logging(verbose: u8, json: bool) {
+/// Logs to stderr, filtered by -v / `LORE_LOG`; audit events also at the
+/// default level when `audit`.
+fn init_logging(verbose: u8, json: bool, audit: bool) {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -192,11 +203,13 @@ fn init_logging(verbose: u8, json: bool) {
         1 => "info",
         _ => "debug",
     };
+    let audit = if audit {
+        format!(",{}=info", lore::audit::TARGET)
+    } else {
+        String::new()
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LORE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "{default},{}=info,hnsw_rs=warn,tantivy=warn",
-            lore::audit::TARGET
-        ))
+        tracing_subscriber::EnvFilter::new(format!("{default}{audit},hnsw_rs=warn,tantivy=warn"))
     });
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -255,6 +268,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Key(command) => key::run(global, command),
         Command::Collection(command) => collection::run(global, command),
         Command::Status(args) => status::run(global, args),
+        Command::Doctor(args) => doctor::run(global, args),
     }
 }
 

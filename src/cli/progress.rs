@@ -1,5 +1,7 @@
-//! Ingest progress for people: an indicatif bar on a terminal (files,
-//! chunks, embedding rate, ETA), throttled plain lines on stderr otherwise.
+//! Ingest progress: an indicatif bar on a terminal (files with an ETA,
+//! chunks embedded and their rate, the file just done), throttled plain
+//! lines on stderr otherwise, or JSON lines on stderr for scripts
+//! (`--json`, whose result goes to stdout).
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -9,120 +11,206 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lore::Progress;
 use lore::ingest::Skipped;
+use serde_json::json;
 
 /// Seconds between plain progress lines when stderr is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
+/// Seconds between JSON progress lines.
+const JSON_EVERY: Duration = Duration::from_secs(1);
+/// Characters of the current file's path the bar shows (its end).
+const PATH_CHARS: usize = 48;
+
+/// How progress is shown.
+enum Show {
+    Bar(ProgressBar),
+    Plain,
+    Json,
+}
 
 /// Progress reporting for `lore ingest`.
 pub struct IngestProgress {
-    bar: Option<ProgressBar>,
+    show: Show,
     files_total: AtomicU64,
     files_done: AtomicU64,
     chunks_total: AtomicU64,
     chunks_done: AtomicU64,
     start: Instant,
     last_line: Mutex<Instant>,
+    last_file: Mutex<String>,
 }
 
 impl IngestProgress {
-    /// A bar on a terminal, plain lines elsewhere.
-    pub fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
+    /// JSON lines when `json`, else a bar on a terminal, plain lines
+    /// elsewhere.
+    pub fn new(json: bool) -> Self {
+        let show = if json {
+            Show::Json
+        } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} chunks ({per_sec}, ETA {eta}) {msg}",
+                    "{spinner} [{elapsed_precise}] {bar:25} {pos}/{len} files, ETA {eta} · {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
+            Show::Bar(bar)
+        } else {
+            Show::Plain
+        };
         IngestProgress {
-            bar,
+            show,
             files_total: AtomicU64::new(0),
             files_done: AtomicU64::new(0),
             chunks_total: AtomicU64::new(0),
             chunks_done: AtomicU64::new(0),
             start: Instant::now(),
             last_line: Mutex::new(Instant::now()),
+            last_file: Mutex::new(String::new()),
         }
     }
 
-    fn files_message(&self) -> String {
-        format!(
-            "files {}/{}",
-            self.files_done.load(Ordering::Relaxed),
-            self.files_total.load(Ordering::Relaxed)
-        )
+    fn rate(&self) -> f64 {
+        self.chunks_done.load(Ordering::Relaxed) as f64
+            / self.start.elapsed().as_secs_f64().max(1e-9)
     }
 
-    /// Prints a plain line at most every few seconds (or when `force`).
-    fn plain_line(&self, force: bool) {
+    /// Seconds left, from the share of files done so far.
+    fn eta_s(&self) -> Option<f64> {
+        let done = self.files_done.load(Ordering::Relaxed) as f64;
+        let total = self.files_total.load(Ordering::Relaxed) as f64;
+        (done > 0.0 && total >= done)
+            .then(|| self.start.elapsed().as_secs_f64() * (total - done) / done)
+    }
+
+    fn last_file(&self) -> String {
+        self.last_file.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Prints a line at most every `every` (always when `force`).
+    fn throttled(&self, every: Duration, force: bool, line: impl FnOnce() -> String) {
         let Ok(mut last) = self.last_line.lock() else {
             return;
         };
-        if !force && last.elapsed() < PLAIN_EVERY {
+        if !force && last.elapsed() < every {
             return;
         }
         *last = Instant::now();
-        let done = self.chunks_done.load(Ordering::Relaxed);
-        let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
-        eprintln!(
-            "lore: ingest: {}, chunks {}/{} embedded ({rate:.1} chunks/s)",
-            self.files_message(),
-            done,
-            self.chunks_total.load(Ordering::Relaxed)
-        );
+        eprintln!("{}", line());
     }
 
-    fn refresh(&self) {
-        match &self.bar {
-            Some(bar) => bar.set_message(self.files_message()),
-            None => self.plain_line(false),
+    fn plain_line(&self) -> String {
+        let eta = self
+            .eta_s()
+            .map_or_else(String::new, |s| format!(", about {s:.0}s left"));
+        format!(
+            "lore: ingest: files {}/{}, chunks {}/{} embedded ({:.1} chunks/s){eta}",
+            self.files_done.load(Ordering::Relaxed),
+            self.files_total.load(Ordering::Relaxed),
+            self.chunks_done.load(Ordering::Relaxed),
+            self.chunks_total.load(Ordering::Relaxed),
+            self.rate(),
+        )
+    }
+
+    fn json_line(&self) -> String {
+        json!({ "progress": {
+            "files_done": self.files_done.load(Ordering::Relaxed),
+            "files_total": self.files_total.load(Ordering::Relaxed),
+            "chunks_embedded": self.chunks_done.load(Ordering::Relaxed),
+            "chunks_planned": self.chunks_total.load(Ordering::Relaxed),
+            "chunks_per_s": (self.rate() * 10.0).round() / 10.0,
+            "eta_s": self.eta_s().map(|s| s.round()),
+            "elapsed_s": (self.start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            "file": self.last_file(),
+        }})
+        .to_string()
+    }
+
+    fn refresh(&self, force: bool) {
+        match &self.show {
+            Show::Bar(bar) => {
+                bar.set_position(self.files_done.load(Ordering::Relaxed));
+                bar.set_message(format!(
+                    "{} chunks ({:.1}/s) · {}",
+                    self.chunks_done.load(Ordering::Relaxed),
+                    self.rate(),
+                    tail(&self.last_file(), PATH_CHARS)
+                ));
+            }
+            Show::Plain => self.throttled(PLAIN_EVERY, force, || self.plain_line()),
+            Show::Json => self.throttled(JSON_EVERY, force, || self.json_line()),
         }
     }
 
-    /// Clears the bar (or prints the last plain line).
+    /// Clears the bar (or prints the last line).
     pub fn finish(&self) {
-        match &self.bar {
-            Some(bar) => bar.finish_and_clear(),
-            None => self.plain_line(true),
+        match &self.show {
+            Show::Bar(bar) => bar.finish_and_clear(),
+            _ => self.refresh(true),
         }
     }
+}
+
+/// The last `chars` characters of `path`, after an ellipsis when cut.
+fn tail(path: &str, chars: usize) -> String {
+    let count = path.chars().count();
+    if count <= chars {
+        return path.to_string();
+    }
+    let rest: String = path.chars().skip(count - chars + 1).collect();
+    format!("…{rest}")
 }
 
 impl Progress for IngestProgress {
     fn started(&self, files: u64) {
         self.files_total.store(files, Ordering::Relaxed);
-        self.refresh();
+        if let Show::Bar(bar) = &self.show {
+            bar.set_length(files);
+        }
+        self.refresh(true);
     }
 
     fn planned(&self, chunks: u64) {
-        let total = self.chunks_total.fetch_add(chunks, Ordering::Relaxed) + chunks;
-        if let Some(bar) = &self.bar {
-            bar.set_length(total);
-        }
+        self.chunks_total.fetch_add(chunks, Ordering::Relaxed);
     }
 
-    fn file_done(&self, _path: &str) {
+    fn file_done(&self, path: &str) {
         self.files_done.fetch_add(1, Ordering::Relaxed);
-        self.refresh();
+        if let Ok(mut last) = self.last_file.lock() {
+            last.clear();
+            last.push_str(path);
+        }
+        self.refresh(false);
     }
 
     fn skipped(&self, skipped: &Skipped) {
-        let line = format!("lore: skipping {}: {}", skipped.path, skipped.reason);
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+        match &self.show {
+            Show::Bar(bar) => bar.println(skipping(skipped)),
+            Show::Plain => eprintln!("{}", skipping(skipped)),
+            Show::Json => eprintln!("{}", json!({ "skipped": skipped })),
         }
     }
 
     fn embedded(&self, chunks: u64) {
         self.chunks_done.fetch_add(chunks, Ordering::Relaxed);
-        if let Some(bar) = &self.bar {
-            bar.inc(chunks);
-        }
-        self.refresh();
+        self.refresh(false);
+    }
+}
+
+fn skipping(skipped: &Skipped) -> String {
+    format!("lore: skipping {}: {}", skipped.path, skipped.reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_path_keeps_its_end() {
+        assert_eq!(tail("docs/a.md", 48), "docs/a.md");
+        let cut = tail("a/very/long/folder/name/that/goes/on/file.md", 12);
+        assert_eq!(cut.chars().count(), 12);
+        assert!(cut.starts_with('…') && cut.ends_with("file.md"));
     }
 }

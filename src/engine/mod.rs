@@ -178,10 +178,9 @@ impl Engine {
     /// index is reported instead of created.
     pub fn open_existing(config: Config) -> Result<Engine> {
         if !Manifest::exists(&config.index) {
-            return Err(Error::NotFound(format!(
-                "no index at {} (create one with `lore ingest <PATH>`)",
-                config.index.display()
-            )));
+            return Err(Error::NoIndex {
+                index: config.index.clone(),
+            });
         }
         Self::open(config)
     }

@@ -28,11 +28,7 @@ pub type Service = StreamableHttpService<Tools, NeverSessionManager>;
 /// The service for `state`'s engine; `max_body` bounds a request.
 pub fn service(state: web::Data<State>, max_body: usize) -> Service {
     let deadline = state.timeout;
-    let tools = Tools::per_request(
-        state.engine.clone(),
-        Arc::new(ServerTurns(state)),
-        deadline,
-    );
+    let tools = Tools::per_request(state.engine.clone(), Arc::new(ServerTurns(state)), deadline);
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)

@@ -22,7 +22,6 @@ mod search;
 mod status;
 mod stream;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,13 +210,6 @@ impl Gate {
     }
 }
 
-fn is_loopback(addr: &str) -> Result<bool> {
-    let parsed: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
-        .map_err(|e| Error::Config(format!("cannot resolve address {addr}: {e}")))?
-        .collect();
-    Ok(!parsed.is_empty() && parsed.iter().all(|a| a.ip().is_loopback()))
-}
-
 /// Host names the server answers to: the configured ones, else the
 /// loopback names when bound to loopback (DNS rebinding), else any.
 fn allowed_hosts(config: &ServerConfig, loopback: bool) -> Vec<String> {
@@ -238,7 +230,7 @@ fn allowed_hosts(config: &ServerConfig, loopback: bool) -> Vec<String> {
 /// in-flight requests and flushes the index.
 pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
     let keys = auth::Keys::new(&config.api_keys, crate::keys::KeyStore::open(engine.dir()));
-    let loopback = is_loopback(&config.addr)?;
+    let loopback = config.is_loopback()?;
     if keys.is_empty()? && !loopback {
         return Err(Error::Config(format!(
             "refusing to serve {} without API keys: create one (lore key create) or set \
