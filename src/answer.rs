@@ -457,21 +457,23 @@ fn renumber(sentence: &str, moves: &[Correction]) -> String {
     if moves.is_empty() {
         return sentence.to_string();
     }
-    let mut out = String::with_capacity(sentence.len());
+    renumber_citations(sentence, |n| {
+        moves.iter().find(|m| m.from == n).map_or(n, |m| m.to)
+    })
+}
+
+/// `text` with each number of its citation marks (`[2]`, `[1, 3]`, outside
+/// code) replaced by `to(number)`.
+pub fn renumber_citations(text: &str, to: impl Fn(usize) -> usize) -> String {
+    let mut out = String::with_capacity(text.len());
     let mut last = 0;
-    for (range, numbers) in citation_marks(sentence) {
-        out.push_str(&sentence[last..range.start]);
-        let numbers: Vec<String> = numbers
-            .iter()
-            .map(|n| {
-                let to = moves.iter().find(|m| m.from == *n).map_or(*n, |m| m.to);
-                to.to_string()
-            })
-            .collect();
+    for (range, numbers) in citation_marks(text) {
+        out.push_str(&text[last..range.start]);
+        let numbers: Vec<String> = numbers.iter().map(|n| to(*n).to_string()).collect();
         out.push_str(&format!("[{}]", numbers.join(", ")));
         last = range.end;
     }
-    out.push_str(&sentence[last..]);
+    out.push_str(&text[last..]);
     out
 }
 

@@ -179,6 +179,7 @@ impl Tools {
             question: args.question,
             k: args.k,
             filter: args.filter,
+            document: args.document,
             ..AskBody::default()
         }
         .into_request()?;
@@ -203,6 +204,7 @@ impl Tools {
                 "citations": response.citations,
                 "quotes": response.quotes,
                 "truncated": response.truncated,
+                "parts": response.parts,
             }))
         });
         self.turns.run(Work::Generate, job).await
@@ -461,6 +463,9 @@ struct AskArgs {
     /// Only documents that match all of these.
     #[serde(default)]
     filter: Filter,
+    /// Answer from this one document, whole (its `doc_id`), instead of from
+    /// the passages search finds; a long one is read part by part.
+    document: Option<String>,
 }
 
 /// `get_passage`'s arguments.

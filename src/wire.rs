@@ -147,6 +147,16 @@ pub struct AskBody {
     /// fit `generator.history_tokens` are used.
     #[serde(default)]
     pub history: Vec<Turn>,
+    /// Answer from this one document, whole (its id, or the path of the
+    /// file it came from on the server), instead of from retrieved chunks;
+    /// a document too long for one prompt is answered part by part and
+    /// the parts' answers are returned as `parts`.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(max_length = 4096))]
+    pub document: Option<String>,
+    /// With `document`: summarize it (the question may be empty).
+    #[serde(default)]
+    pub summarize: bool,
 }
 
 impl AskBody {
@@ -170,6 +180,8 @@ impl AskBody {
             grammar: constraint.grammar,
             techniques: request.techniques.clone(),
             history: request.history.clone(),
+            document: request.document.clone(),
+            summarize: request.summary,
         })
     }
 
@@ -184,13 +196,20 @@ impl AskBody {
             seed: self.seed.unwrap_or(defaults.seed),
             ..defaults
         };
+        let question = if self.summarize && self.question.trim().is_empty() {
+            AskRequest::SUMMARY_QUESTION.to_string()
+        } else {
+            self.question
+        };
         let mut request = AskRequest {
             k: self.k.unwrap_or(AskRequest::DEFAULT_K),
             filter: self.filter,
             sampling,
             techniques: self.techniques,
             history: self.history,
-            ..AskRequest::new(self.question)
+            document: self.document,
+            summary: self.summarize,
+            ..AskRequest::new(question)
         };
         let constraint = ConstraintOptions {
             schema: self.schema,

@@ -2,7 +2,7 @@
 //! sizes as clear errors, abstention. Answer quality is measured with the
 //! default model separately (it takes minutes on a CPU).
 
-use crate::util::{fails, ingested, json, lore};
+use crate::util::{fails, ingested, json, lore, root};
 
 #[test]
 fn same_seed_gives_the_same_answer() {
@@ -104,4 +104,169 @@ fn a_near_domain_question_is_abstained_on_with_either_model() {
         assert_eq!(out["abstained"], false, "{generator}: {out}");
         assert!(out["support"].as_f64().unwrap() >= 0.5, "{out}");
     }
+}
+
+/// A runbook far longer than a 1024-token context: 24 sections, each with
+/// its own code word.
+fn long_runbook(dir: &std::path::Path) -> std::path::PathBuf {
+    let areas = [
+        "paging",
+        "escalation",
+        "backups",
+        "failover",
+        "deploys",
+        "rollbacks",
+        "certificates",
+        "dns",
+        "storage",
+        "queues",
+        "caches",
+        "search",
+        "billing",
+        "email",
+        "logins",
+        "exports",
+        "imports",
+        "reports",
+        "alerts",
+        "dashboards",
+        "vendors",
+        "laptops",
+        "badges",
+        "travel",
+    ];
+    let mut text = String::from("# Operations runbook\n\n");
+    for (i, area) in areas.iter().enumerate() {
+        text.push_str(&format!(
+            "## {area}\n\nThe {area} procedure starts with a check of the {area} console. \
+             The code word for {area} is word{i}x. Whoever runs the {area} procedure writes \
+             the outcome in the {area} log within {} minutes, and the duty manager reviews \
+             the {area} log every Monday. A failed {area} check is retried twice before it \
+             is escalated.\n\n",
+            10 + i
+        ));
+    }
+    let path = dir.join("runbook.md");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The `[n]` numbers of `text`.
+fn cited(text: &str) -> Vec<u64> {
+    text.split('[')
+        .skip(1)
+        .filter_map(|rest| rest.split(']').next()?.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_document_longer_than_the_context_is_answered_part_by_part_with_its_own_citations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    let runbook = long_runbook(&docs);
+    std::fs::copy(
+        root().join("corpora/tiny/brewing.md"),
+        docs.join("brewing.md"),
+    )
+    .unwrap();
+    let index = tmp.path().join("index");
+    json(lore(&index).arg("ingest").arg(&docs).arg("--json"));
+    std::fs::write(
+        tmp.path().join("lore.toml"),
+        "[generator]\ncontext_tokens = 1024\n",
+    )
+    .unwrap();
+    let light = ["--generator", "light", "--max-tokens", "40", "--json"];
+    let answer = json(
+        lore(&index)
+            .args(["ask", "--document", "docs/runbook.md"])
+            .arg("What is the code word for escalation?")
+            .args(light),
+    );
+    let passages = answer["retrieved"].as_array().unwrap();
+    assert!(passages.len() > 3, "{answer}");
+    assert!(
+        passages
+            .iter()
+            .all(|p| p["path"] == runbook.display().to_string())
+    );
+    let parts = answer["parts"].as_array().unwrap();
+    assert!(
+        parts.len() >= 2,
+        "a long document is read in parts: {answer}"
+    );
+    // The parts cover the document in order, each citing only its own passages.
+    let mut next = 1;
+    for part in parts {
+        let [first, last] = [
+            part["passages"][0].as_u64().unwrap(),
+            part["passages"][1].as_u64().unwrap(),
+        ];
+        assert_eq!(first, next, "{parts:?}");
+        next = last + 1;
+        for n in cited(part["answer"].as_str().unwrap()) {
+            assert!(
+                (first..=last).contains(&n),
+                "part {first}-{last} cites [{n}]: {part}"
+            );
+        }
+    }
+    assert_eq!(next as usize, passages.len() + 1);
+    // Every citation of the combined answer is a passage of the document.
+    for citation in answer["citations"].as_array().unwrap() {
+        let n = citation["n"].as_u64().unwrap() as usize;
+        assert!((1..=passages.len()).contains(&n), "{citation}");
+        assert_eq!(citation["chunk_id"], passages[n - 1]["chunk_id"]);
+    }
+    assert_eq!(answer["invalid_citations"], serde_json::json!([]));
+    assert_ne!(answer["abstained_because"], "unsupported", "{answer}");
+
+    // A summary needs no question words in the document.
+    let summary = json(
+        lore(&index)
+            .args(["summarize", "docs/runbook.md"])
+            .args(light),
+    );
+    assert!(summary["parts"].as_array().unwrap().len() >= 2, "{summary}");
+    assert!(!summary["answer"].as_str().unwrap().is_empty(), "{summary}");
+    assert_ne!(summary["abstained_because"], "unsupported", "{summary}");
+
+    // A short document fits one prompt: no parts, its chunks the sources.
+    let short = json(
+        lore(&index)
+            .args(["ask", "--document", "docs/brewing.md"])
+            .arg("How many grams of coffee go into an espresso?")
+            .args(light),
+    );
+    assert_eq!(short["parts"], serde_json::Value::Null, "{short}");
+    let retrieved = short["retrieved"].as_array().unwrap();
+    assert!(
+        retrieved
+            .iter()
+            .all(|p| p["path"].as_str().unwrap().ends_with("brewing.md"))
+    );
+
+    // Clear errors: a document that is not there, and a long one with a
+    // constraint (it is read part by part, as text).
+    let (code, stderr) = fails(
+        lore(&index)
+            .args(["ask", "--document", "docs/nope.md", "why?"])
+            .args(light),
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not found"), "{stderr}");
+    let (code, stderr) = fails(
+        lore(&index)
+            .args([
+                "ask",
+                "--document",
+                "docs/runbook.md",
+                "Is escalation weekly?",
+            ])
+            .args(["--choices", "yes,no"])
+            .args(light),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("part by part"), "{stderr}");
 }

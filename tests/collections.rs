@@ -80,7 +80,8 @@ fn an_index_written_before_collections_opens_as_default_with_nothing_reembedded(
 #[test]
 fn collections_are_created_filled_searched_together_and_dropped() {
     let (_tmp, index) = ingested("corpora/tiny");
-    let created = run_ok(lore(&index).args(["collection", "create", "oncall"]));
+    // Audit events reach a terminal with -v (always the audit file).
+    let created = run_ok(lore(&index).args(["-v", "collection", "create", "oncall"]));
     // Collection changes are in the audit trail like every write.
     let trail = String::from_utf8_lossy(&created.stderr);
     assert!(
@@ -154,7 +155,7 @@ fn collections_are_created_filled_searched_together_and_dropped() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("collection nope"), "{stderr}");
 
-    let dropped = run_ok(lore(&index).args(["collection", "drop", "oncall"]));
+    let dropped = run_ok(lore(&index).args(["-v", "collection", "drop", "oncall"]));
     let trail = String::from_utf8_lossy(&dropped.stderr);
     assert!(trail.contains("action=\"collection_drop\""), "{trail}");
     let listed = json(lore(&index).args(["collection", "list", "--json"]));

@@ -729,20 +729,16 @@ fn a_hostile_folder_ingests_what_it_can_and_leaks_nothing() {
     let index = tmp.path().join("index");
     let out = run_ok(lore(&index).args(["ingest", docs.to_str().unwrap(), "--json"]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // The progress line counts each file once, skipped ones included.
+    // The last progress line counts each file once, skipped ones included.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr
+    let last: serde_json::Value = stderr
         .lines()
-        .rfind(|l| l.contains(" files "))
-        .unwrap_or_default();
-    let files = last
-        .split(" files ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap_or_default();
-    let (done, total) = files.split_once('/').unwrap_or_else(|| panic!("{stderr}"));
-    assert_eq!(done, total, "{stderr}");
-    assert_eq!(total, report["files_seen"].to_string(), "{stderr}");
+        .rfind(|l| l.starts_with(r#"{"progress":"#))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("no progress line: {stderr}"));
+    let progress = &last["progress"];
+    assert_eq!(progress["files_done"], progress["files_total"], "{stderr}");
+    assert_eq!(progress["files_total"], report["files_seen"], "{stderr}");
     let skipped: Vec<(String, String)> = report["skipped"]
         .as_array()
         .unwrap()

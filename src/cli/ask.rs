@@ -42,6 +42,11 @@ pub struct AskArgs {
     /// Print the answer, citations, retrieved chunks and timings as JSON.
     #[arg(long)]
     json: bool,
+    /// Answer from this one document, whole (a path or a document id),
+    /// instead of from retrieved chunks; a document too long for one
+    /// prompt is read part by part and the parts' answers combined.
+    #[arg(long, value_name = "PATH|ID")]
+    document: Option<String>,
     #[command(flatten)]
     constraint: ConstraintArgs,
     #[command(flatten)]
@@ -144,10 +149,58 @@ pub fn run(global: &Global, args: AskArgs) -> anyhow::Result<()> {
         grammar: constraint.grammar,
         techniques: args.techniques.techniques(),
         history: Vec::new(),
+        document: args.document.as_deref().map(document_name),
+        summarize: false,
     }
     .into_request()?;
     request.collections = collections;
-    let stream = !args.json && !args.no_stream;
+    respond(
+        backend.as_ref(),
+        &request,
+        args.json,
+        !args.json && !args.no_stream,
+    )
+}
+
+/// `lore summarize`'s flags.
+#[derive(Args)]
+pub struct SummarizeArgs {
+    /// The document: a path or a document id.
+    document: String,
+    /// `default`, `light`, `gemma`, or a GGUF path (env LORE_GENERATOR).
+    #[arg(long)]
+    generator: Option<String>,
+    /// Longest summary (and longest answer of each part) in tokens.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Print the summary, its citations and the parts' answers as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn summarize(global: &Global, args: SummarizeArgs) -> anyhow::Result<()> {
+    let config = with_generator(global, args.generator.as_ref())?;
+    let collections = config.collections();
+    let backend = open_backend(config, true, CLI_ACTOR)?;
+    let mut request = AskBody {
+        document: Some(document_name(&args.document)),
+        summarize: true,
+        max_tokens: args.max_tokens,
+        ..AskBody::default()
+    }
+    .into_request()?;
+    request.collections = collections;
+    respond(backend.as_ref(), &request, args.json, !args.json)
+}
+
+/// Asks `request`, streaming the answer when `stream`, then prints it (as
+/// JSON when `json`) with its sources.
+fn respond(
+    backend: &dyn lore::Lore,
+    request: &lore::AskRequest,
+    json: bool,
+    stream: bool,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     let mut on_text = |text: &str| {
         if stream {
@@ -159,8 +212,11 @@ pub fn run(global: &Global, args: AskArgs) -> anyhow::Result<()> {
         }
         true
     };
-    let response = backend.ask(&request, &mut on_text)?;
-    if args.json {
+    if request.document.is_some() && !json {
+        eprintln!("lore: reading the whole document (a long one part by part)…");
+    }
+    let response = backend.ask(request, &mut on_text)?;
+    if json {
         return print_json(&response);
     }
     if !stream {
@@ -171,6 +227,18 @@ pub fn run(global: &Global, args: AskArgs) -> anyhow::Result<()> {
     if response.abstained {
         println!("(not in the documents)");
     }
+    if !response.parts.is_empty() {
+        println!("\nRead in {} parts:", response.parts.len());
+        for part in &response.parts {
+            let [first, last] = part.passages;
+            let said = if part.abstained {
+                "(nothing on this)".to_string()
+            } else {
+                part.answer.replace('\n', " ")
+            };
+            println!("  [{first}]–[{last}] {said}");
+        }
+    }
     print_techniques(&response);
     if !response.invalid_citations.is_empty() {
         eprintln!(
@@ -179,6 +247,15 @@ pub fn run(global: &Global, args: AskArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A document named on the command line: an existing relative path made
+/// absolute (the index names files by absolute path), anything else (an
+/// id) as given.
+pub fn document_name(name: &str) -> String {
+    std::path::Path::new(name)
+        .canonicalize()
+        .map_or_else(|_| name.to_string(), |p| p.display().to_string())
 }
 
 /// The configuration with `--generator`, when given, as the model.

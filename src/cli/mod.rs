@@ -103,6 +103,9 @@ enum Command {
     Search(search::SearchArgs),
     /// Answer a question from the documents, citing them as [n].
     Ask(ask::AskArgs),
+    /// Summarize one document (a path or an id), whole: a long one is read
+    /// part by part and the parts' summaries combined, every point cited.
+    Summarize(ask::SummarizeArgs),
     /// Retrieval quality on a BEIR-layout folder (corpus.jsonl, queries.jsonl,
     /// qrels/<split>.tsv): nDCG@10, Recall@10, Recall@100, MRR@10. The corpus
     /// is ingested into a cached index (~/.cache/lore/eval/...) unless --index
@@ -259,6 +262,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Remove(args) => remove::run(global, args),
         Command::Search(args) => search::run(global, args),
         Command::Ask(args) => ask::run(global, args),
+        Command::Summarize(args) => ask::summarize(global, args),
         Command::Chat(args) => chat::run(global, args),
         Command::Eval(args) => eval::run(global, args),
         Command::Bench(command) => bench::run(global, command),

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::Engine;
 use super::request::{
-    Abstention, AskRequest, AskResponse, AskTimings, Reflection, VOTE_TEMPERATURE, Verdict, Vote,
+    Abstention, AskRequest, AskResponse, AskTimings, Reflection, Techniques, VOTE_TEMPERATURE,
+    Verdict, Vote,
 };
 use crate::answer::{
     Citation, Correction, QUOTES_END, Quote, canonical_choice, choice_spellings, cited_schema,
@@ -22,7 +23,7 @@ use crate::prompt::{self, ANSWER_MARKER, NOT_IN_DOCUMENTS, Source, Style};
 use crate::search::{Hit, Mode, SearchRequest};
 
 /// What the answer must look like, for one prompt's sources.
-enum Shape {
+pub(super) enum Shape {
     /// Text with `[n]` citations, through [`text_grammar`].
     Text,
     /// The built-in `{answer, citations}` JSON.
@@ -64,17 +65,50 @@ impl Shape {
 }
 
 /// One generated answer, read back.
-struct Draft {
-    answer: String,
+pub(super) struct Draft {
+    pub answer: String,
     /// Generation ended at the token limit, not at the answer's end.
-    truncated: bool,
-    reasoning: Option<String>,
-    json: Option<Value>,
-    citations: Vec<Citation>,
-    invalid_citations: Vec<usize>,
-    corrected_citations: Vec<Correction>,
-    quotes: Vec<Quote>,
+    pub truncated: bool,
+    pub reasoning: Option<String>,
+    pub json: Option<Value>,
+    pub citations: Vec<Citation>,
+    pub invalid_citations: Vec<usize>,
+    pub corrected_citations: Vec<Correction>,
+    pub quotes: Vec<Quote>,
     key: String,
+}
+
+/// What an answer is built from: the (standalone) question, the sources
+/// found for it and what finding them measured.
+pub(super) struct Grounds {
+    pub question: String,
+    pub standalone_question: Option<String>,
+    pub retrieved: Vec<Hit>,
+    pub support: Option<f64>,
+    pub timings: AskTimings,
+}
+
+impl Grounds {
+    fn new(
+        question: &str,
+        rewrite: &Option<super::conversation::Rewrite>,
+        retrieved: Vec<Hit>,
+        support: Option<f64>,
+        start: Instant,
+    ) -> Grounds {
+        Grounds {
+            question: question.to_string(),
+            standalone_question: rewrite.as_ref().map(|r| r.question.clone()),
+            retrieved,
+            support,
+            timings: AskTimings {
+                retrieve_ms: start.elapsed().as_secs_f64() * 1000.0,
+                rewrite_ms: rewrite.as_ref().map_or(0.0, |r| r.ms),
+                rewrite_prompt_tokens: rewrite.as_ref().map_or(0, |r| r.generated.prompt_tokens),
+                ..AskTimings::default()
+            },
+        }
+    }
 }
 
 impl Engine {
@@ -113,8 +147,15 @@ impl Engine {
         let question = rewrite
             .as_ref()
             .map_or(request.question.as_str(), |r| r.question.as_str());
-        let standalone_question = rewrite.as_ref().map(|r| r.question.clone());
         let start = Instant::now();
+        if let Some(document) = &request.document {
+            let (retrieved, support) = self.whole_document(request, document, question)?;
+            let unanswerable = (!request.summary
+                && support.unwrap_or(0.0) < self.config.generator.min_support)
+                .then_some(Abstention::Unsupported);
+            let grounds = Grounds::new(question, &rewrite, retrieved, support, start);
+            return self.answer_document(request, &shape, grounds, unanswerable, on_text);
+        }
         let search = SearchRequest {
             filter: request.filter.clone(),
             collections: request.collections.clone(),
@@ -133,17 +174,46 @@ impl Engine {
         } else {
             None
         };
-        let retrieved = found.hits;
-        let mut timings = AskTimings {
-            retrieve_ms: start.elapsed().as_secs_f64() * 1000.0,
-            rewrite_ms: rewrite.as_ref().map_or(0.0, |r| r.ms),
-            rewrite_prompt_tokens: rewrite.as_ref().map_or(0, |r| r.generated.prompt_tokens),
-            ..AskTimings::default()
-        };
+        let grounds = Grounds::new(question, &rewrite, found.hits, support, start);
+        self.answer_from(request, &shape, grounds, unanswerable, on_text)
+    }
+
+    /// The prompt's variants `techniques` ask for.
+    pub(super) fn style(&self, techniques: &Techniques) -> Style<'_> {
+        Style {
+            expert: techniques.expert,
+            examples: if techniques.few_shot {
+                self.config.generator.examples.as_slice()
+            } else {
+                &[]
+            },
+            reasoning: techniques.cot,
+            quotes: techniques.quote,
+        }
+    }
+
+    /// The answer to `grounds.question` from `grounds.retrieved`, or the
+    /// abstention `unanswerable` gives, in the answer's `shape`.
+    pub(super) fn answer_from(
+        &self,
+        request: &AskRequest,
+        shape: &Shape,
+        grounds: Grounds,
+        unanswerable: Option<Abstention>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<AskResponse> {
+        let Grounds {
+            question,
+            standalone_question,
+            retrieved,
+            support,
+            mut timings,
+        } = grounds;
+        let question = question.as_str();
         // A caller's constraint must be matched, so only lore's own shapes
         // (text, cited JSON) abstain before the model is asked.
         if let Some(because) = unanswerable.filter(|_| !matches!(shape, Shape::Custom)) {
-            let mut response = abstention(&shape, retrieved, timings, because);
+            let mut response = abstention(shape, retrieved, timings, because);
             response.support = support;
             response.standalone_question = standalone_question;
             on_text(&response.answer);
@@ -153,17 +223,7 @@ impl Engine {
         let context = self.context_tokens(generator.as_ref());
         let techniques = &request.techniques;
         let reserve = request.sampling.max_tokens * techniques.outputs_per_answer();
-        let examples = if techniques.few_shot {
-            self.config.generator.examples.as_slice()
-        } else {
-            &[]
-        };
-        let style = Style {
-            expert: techniques.expert,
-            examples,
-            reasoning: techniques.cot,
-            quotes: techniques.quote,
-        };
+        let style = self.style(techniques);
         let built = prompt::build(
             generator.as_ref(),
             question,
@@ -176,7 +236,7 @@ impl Engine {
         let rendered = generator.render(&built.messages);
         let pass = Pass {
             generator: generator.as_ref(),
-            shape: &shape,
+            shape,
             sources: &built.sources,
             sampling: &request.sampling,
             cot: techniques.cot,
@@ -230,7 +290,7 @@ impl Engine {
             .as_ref()
             .is_some_and(|r| r.verdict == Verdict::Abstain)
         {
-            let mut response = abstention(&shape, retrieved, timings, Abstention::Reflection);
+            let mut response = abstention(shape, retrieved, timings, Abstention::Reflection);
             response.reflection = reflection;
             response.support = support;
             on_text(&response.answer);
@@ -265,6 +325,7 @@ impl Engine {
             votes,
             reflection,
             standalone_question,
+            parts: Vec::new(),
             retrieved,
             timings,
         })
@@ -273,7 +334,7 @@ impl Engine {
 
 /// The answer "not in the documents", in the answer's shape (cited JSON:
 /// that sentence with no citations).
-fn abstention(
+pub(super) fn abstention(
     shape: &Shape,
     retrieved: Vec<Hit>,
     timings: AskTimings,
@@ -298,13 +359,14 @@ fn abstention(
         votes: Vec::new(),
         reflection: None,
         standalone_question: None,
+        parts: Vec::new(),
         retrieved,
         timings,
     }
 }
 
 impl AskTimings {
-    fn add(&mut self, generated: &Generated) {
+    pub(super) fn add(&mut self, generated: &Generated) {
         self.prompt_ms += generated.prompt_ms;
         self.reused_tokens += generated.reused_tokens;
         self.gen_tokens += generated.gen_tokens;
@@ -316,7 +378,7 @@ impl AskTimings {
 /// follows the answer marker (the reasoning is not the answer), with
 /// quotes only what follows them; nothing at all when the final answer
 /// comes later in one piece.
-struct Stream<'a> {
+pub(super) struct Stream<'a> {
     /// Text held back until this marker, and how many of its bytes are
     /// not part of the answer.
     hold: Option<(&'static str, usize)>,
@@ -326,7 +388,7 @@ struct Stream<'a> {
 }
 
 impl<'a> Stream<'a> {
-    fn new(
+    pub(super) fn new(
         hold: Option<(&'static str, usize)>,
         live: bool,
         on_text: &'a mut dyn FnMut(&str) -> bool,
@@ -359,16 +421,16 @@ impl<'a> Stream<'a> {
 }
 
 /// One prompt's generation settings, shared by its samples and reflection.
-struct Pass<'a> {
-    generator: &'a dyn Generator,
-    shape: &'a Shape,
-    sources: &'a [Source],
-    sampling: &'a Sampling,
-    cot: bool,
+pub(super) struct Pass<'a> {
+    pub generator: &'a dyn Generator,
+    pub shape: &'a Shape,
+    pub sources: &'a [Source],
+    pub sampling: &'a Sampling,
+    pub cot: bool,
     /// Quotes come before a text answer.
-    quote: bool,
+    pub quote: bool,
     /// The caller's choices, which answers are read back as.
-    choices: Option<&'a [String]>,
+    pub choices: Option<&'a [String]>,
 }
 
 /// Reflection's outcome.
@@ -406,7 +468,7 @@ impl Pass<'_> {
         sampling
     }
 
-    fn generate(
+    pub(super) fn generate(
         &self,
         rendered: &str,
         answer: &Constraint,
@@ -447,7 +509,7 @@ impl Pass<'_> {
 
     /// Reads a generated output: reasoning apart, citations resolved and
     /// checked, JSON parsed.
-    fn read(&self, generated: &Generated) -> Draft {
+    pub(super) fn read(&self, generated: &Generated) -> Draft {
         let truncated = matches!(
             generated.stop,
             StopReason::MaxTokens | StopReason::ContextFull

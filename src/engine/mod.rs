@@ -6,6 +6,7 @@
 mod ask;
 mod collection;
 mod conversation;
+mod document;
 mod embed_rows;
 mod import;
 mod ingest;
@@ -26,8 +27,8 @@ pub use embed_rows::{EmbedReport, embed_documents};
 pub use import::{ImportReport, ImportRow};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport, WriteScope};
 pub use request::{
-    Abstention, AskRequest, AskResponse, AskTimings, ConstraintOptions, MAX_K, MAX_SAMPLES,
-    Reflection, Technique, Techniques, Verdict, Vote,
+    Abstention, AskRequest, AskResponse, AskTimings, ConstraintOptions, MAX_DOCUMENT_NAME, MAX_K,
+    MAX_SAMPLES, PartAnswer, Reflection, Technique, Techniques, Verdict, Vote,
 };
 pub use snapshot::{CURRENT, SnapshotReport};
 

@@ -19,6 +19,9 @@ pub const MAX_K: usize = 50;
 /// Temperature of self-consistency samples when the request's is 0.
 pub const VOTE_TEMPERATURE: f64 = 0.7;
 
+/// Longest document id or path a question may name.
+pub const MAX_DOCUMENT_NAME: usize = 4096;
+
 /// A question.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AskRequest {
@@ -50,6 +53,15 @@ pub struct AskRequest {
     /// rewritten to stand alone before retrieval.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Turn>,
+    /// Answer from this one document, whole (its id, or the path of the
+    /// file it came from), instead of from retrieved chunks; a document
+    /// too long for one prompt is answered part by part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<String>,
+    /// With `document`: a summary is asked for, so the question's words
+    /// need not be in the document (no support check).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub summary: bool,
     /// Who reads: the answer is built only from documents they may read.
     #[serde(skip)]
     pub readers: Readers,
@@ -72,9 +84,15 @@ impl AskRequest {
             techniques: Techniques::default(),
             collections: Vec::new(),
             history: Vec::new(),
+            document: None,
+            summary: false,
             readers: Readers::Everyone,
         }
     }
+
+    /// The question a summary asks.
+    pub const SUMMARY_QUESTION: &str =
+        "Summarize this document: what it is for and its main points.";
 }
 
 impl AskRequest {
@@ -94,6 +112,24 @@ impl AskRequest {
             )));
         }
         check_range("k", self.k, 1, MAX_K)?;
+        match &self.document {
+            None if self.summary => {
+                return Err(Error::InvalidRequest(
+                    "a summary needs a document (its id or path)".into(),
+                ));
+            }
+            Some(document) if document.trim().is_empty() || document.len() > MAX_DOCUMENT_NAME => {
+                return Err(Error::InvalidRequest(format!(
+                    "document must name a document id or path of 1 to {MAX_DOCUMENT_NAME} bytes"
+                )));
+            }
+            Some(_) if self.collections.len() > 1 => {
+                return Err(Error::InvalidRequest(
+                    "a document is read from one collection; name one".into(),
+                ));
+            }
+            _ => {}
+        }
         let s = &self.sampling;
         check_range("max_tokens", s.max_tokens, 1, generator.max_answer_tokens())?;
         check_range("temperature", s.temperature, 0.0, 2.0)?;
@@ -430,10 +466,27 @@ pub struct AskResponse {
     /// rewrite it to stand alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standalone_question: Option<String>,
-    /// The retrieved chunks, best first.
+    /// A document too long for one prompt: what each part of it said,
+    /// before the parts were combined into the answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartAnswer>,
+    /// The retrieved chunks, best first (a whole document: its chunks in
+    /// order, numbered as the citations number them).
     pub retrieved: Vec<Hit>,
     /// Timings.
     pub timings: AskTimings,
+}
+
+/// What one part of a long document said to the question.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct PartAnswer {
+    /// The part's first and last passage, as the citations number them.
+    pub passages: [usize; 2],
+    /// Its answer, citing the document's passages as `[n]`.
+    pub answer: String,
+    /// The part did not hold the answer.
+    pub abstained: bool,
 }
 
 /// Why an answer is an abstention.

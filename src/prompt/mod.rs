@@ -7,7 +7,9 @@
 //! expert" variant), `user.txt`, `examples.txt` (few-shot), `reasoning.txt`
 //! (chain of thought), `quote.txt` (quote first), the reflection pair `system_reflect.txt` /
 //! `reflect.txt`, and the conversation rewrite `system_rewrite.txt`,
-//! `rewrite.txt` with its worked examples `rewrite_examples.txt`.
+//! `rewrite.txt` with its worked examples `rewrite_examples.txt`, and the
+//! pair that combines a long document's part answers, `system_combine.txt`
+//! / `combine.txt`.
 
 use serde::Serialize;
 
@@ -36,6 +38,11 @@ pub const SYSTEM_REFLECT: &str = include_str!("system_reflect.txt");
 /// The reflection pass's request; `{sources}`, `{question}` and `{draft}`
 /// are filled in.
 pub const REFLECT: &str = include_str!("reflect.txt");
+/// The system prompt that combines the answers of a long document's parts.
+pub const SYSTEM_COMBINE: &str = include_str!("system_combine.txt");
+/// The combining request; `{path}`, `{notes}` and `{question}` are
+/// filled in.
+pub const COMBINE: &str = include_str!("combine.txt");
 /// The question-rewriting pass's system prompt.
 pub const SYSTEM_REWRITE: &str = include_str!("system_rewrite.txt");
 /// The question-rewriting request; `{history}` and `{question}` are
@@ -217,6 +224,44 @@ pub fn build(
         messages: frame(&examples, &render_sources(&sources)),
         sources,
     })
+}
+
+/// One part's answer, for [`combine`]: the passages it covers (first and
+/// last number) and what it said, citing them.
+pub struct Note<'a> {
+    /// First and last passage of the part.
+    pub passages: [usize; 2],
+    /// The part's answer.
+    pub text: &'a str,
+}
+
+/// The chat that combines the answers of the parts of the document at
+/// `path` into one answer to `question`.
+pub fn combine(question: &str, path: &str, notes: &[Note<'_>]) -> Vec<Message> {
+    let notes: Vec<String> = notes
+        .iter()
+        .map(|note| {
+            let [first, last] = note.passages;
+            format!("Passages [{first}] to [{last}]: {}", note.text.trim())
+        })
+        .collect();
+    vec![
+        Message {
+            role: Role::System,
+            content: SYSTEM_COMBINE.trim().to_string(),
+        },
+        Message {
+            role: Role::User,
+            content: fill(
+                COMBINE.trim(),
+                &[
+                    ("path", path),
+                    ("notes", &notes.join("\n\n")),
+                    ("question", question.trim()),
+                ],
+            ),
+        },
+    ]
 }
 
 /// The reflection pass's chat: the sources, the question and the draft,

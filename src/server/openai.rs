@@ -376,6 +376,7 @@ pub async fn chat(
         grammar: None,
         techniques: Default::default(),
         history,
+        ..AskBody::default()
     }
     .into_request()?;
     request.validate(&state.engine.config().generator)?;
