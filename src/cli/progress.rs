@@ -1,5 +1,6 @@
-//! Ingest progress: an indicatif bar on a terminal (files with an ETA,
-//! chunks embedded and their rate, the file just done), throttled plain
+//! Ingest progress: an indicatif bar on a terminal (files, an ETA from the
+//! chunks left to embed, chunks embedded and their rate, the file just
+//! done), throttled plain
 //! lines on stderr otherwise, or JSON lines on stderr for scripts
 //! (`--json`, whose result goes to stdout).
 
@@ -34,6 +35,8 @@ pub struct IngestProgress {
     files_done: AtomicU64,
     chunks_total: AtomicU64,
     chunks_done: AtomicU64,
+    bytes_total: AtomicU64,
+    bytes_read: AtomicU64,
     start: Instant,
     last_line: Mutex<Instant>,
     last_file: Mutex<String>,
@@ -49,7 +52,7 @@ impl IngestProgress {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:25} {pos}/{len} files, ETA {eta} · {msg}",
+                    "{spinner} [{elapsed_precise}] {bar:25} {pos}/{len} files · {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
@@ -64,6 +67,8 @@ impl IngestProgress {
             files_done: AtomicU64::new(0),
             chunks_total: AtomicU64::new(0),
             chunks_done: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
             start: Instant::now(),
             last_line: Mutex::new(Instant::now()),
             last_file: Mutex::new(String::new()),
@@ -75,12 +80,24 @@ impl IngestProgress {
             / self.start.elapsed().as_secs_f64().max(1e-9)
     }
 
-    /// Seconds left, from the share of files done so far.
+    /// Seconds left: the chunks still to embed (those planned, and as many
+    /// per byte for the files not read yet) at the rate so far; from the
+    /// share of files done when nothing needs reading. Unknown until some
+    /// chunks are embedded.
     fn eta_s(&self) -> Option<f64> {
-        let done = self.files_done.load(Ordering::Relaxed) as f64;
-        let total = self.files_total.load(Ordering::Relaxed) as f64;
-        (done > 0.0 && total >= done)
-            .then(|| self.start.elapsed().as_secs_f64() * (total - done) / done)
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64;
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let (total, read) = (load(&self.bytes_total), load(&self.bytes_read));
+        if total == 0.0 {
+            let (done, files) = (load(&self.files_done), load(&self.files_total));
+            return (done > 0.0 && files >= done).then(|| elapsed * (files - done) / done);
+        }
+        let (planned, embedded) = (load(&self.chunks_total), load(&self.chunks_done));
+        if read == 0.0 || embedded == 0.0 {
+            return None;
+        }
+        let unread = planned / read * (total - read).max(0.0);
+        Some(((planned - embedded).max(0.0) + unread) / self.rate())
     }
 
     fn last_file(&self) -> String {
@@ -132,7 +149,8 @@ impl IngestProgress {
             Show::Bar(bar) => {
                 bar.set_position(self.files_done.load(Ordering::Relaxed));
                 bar.set_message(format!(
-                    "{} chunks ({:.1}/s) · {}",
+                    "ETA {} · {} chunks ({:.1}/s) · {}",
+                    self.eta_s().map_or_else(|| "…".to_string(), duration),
                     self.chunks_done.load(Ordering::Relaxed),
                     self.rate(),
                     tail(&self.last_file(), PATH_CHARS)
@@ -149,6 +167,16 @@ impl IngestProgress {
             Show::Bar(bar) => bar.finish_and_clear(),
             _ => self.refresh(true),
         }
+    }
+}
+
+/// `seconds` as people read it: `42s`, `3m 05s`, `1h 02m`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -196,6 +224,14 @@ impl Progress for IngestProgress {
         self.chunks_done.fetch_add(chunks, Ordering::Relaxed);
         self.refresh(false);
     }
+
+    fn bytes_planned(&self, bytes: u64) {
+        self.bytes_total.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn bytes_read(&self, bytes: u64) {
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 fn skipping(skipped: &Skipped) -> String {
@@ -205,6 +241,13 @@ fn skipping(skipped: &Skipped) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration(41.6), "42s");
+        assert_eq!(duration(185.0), "3m 05s");
+        assert_eq!(duration(3720.0), "1h 02m");
+    }
 
     #[test]
     fn a_long_path_keeps_its_end() {

@@ -43,6 +43,12 @@ pub trait Progress: Sync {
     fn skipped(&self, _skipped: &Skipped) {}
     /// `chunks` chunks were embedded and written.
     fn embedded(&self, _chunks: u64) {}
+    /// The files to read (new or changed) hold `bytes` bytes in all.
+    fn bytes_planned(&self, _bytes: u64) {}
+    /// Files of `bytes` bytes more were read and chunked (their chunks are
+    /// in [`Progress::planned`]): with [`Progress::bytes_planned`], how many
+    /// chunks are still to come.
+    fn bytes_read(&self, _bytes: u64) {}
 }
 
 /// A [`Progress`] that ignores everything.
@@ -190,6 +196,7 @@ impl Engine {
             progress.file_done(&path_key(&file.path));
         }
         let max_bytes = self.config.ingest.max_file_bytes;
+        progress.bytes_planned(stale.iter().map(|f| f.size).sum());
         for group in stale.chunks(LOAD_GROUP) {
             let loaded: Vec<Loaded> = group
                 .par_iter()
@@ -645,6 +652,7 @@ impl<'a> Run<'a> {
             .collect();
         let planned: usize = works.iter().map(|(_, w)| w.new_chunks().count()).sum();
         self.progress.planned(planned as u64);
+        self.progress.bytes_read(group.iter().map(|f| f.size).sum());
         let mut by_file: HashMap<usize, Vec<DocWork>> = HashMap::new();
         for (n, work) in works.drain(..) {
             by_file.entry(n).or_default().push(work);
