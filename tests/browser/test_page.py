@@ -289,6 +289,19 @@ try:
     check(True, "the document count went up by two")
     shot("page-documents.png")
 
+    # -- summarize: one document, read whole, cited to itself --------------
+    by_id("docs-filter").clear()
+    by_id("docs-filter").send_keys("browser-upload", Keys.ENTER)
+    wait.until(lambda _: by_id("docs-page").text == "1–1 of 1" and "browser-upload.md" in by_id("docs").text)
+    i = d.execute_script("return window.loreTimings.asks.length")
+    d.find_element(By.CSS_SELECTOR, "#docs tr button.summarize").click()
+    d.execute_async_script(WAIT_FOR_ANSWER, i)
+    check(by_id("view-ask").get_attribute("hidden") is None, "Summarize shows the answer")
+    cited = [li.text for li in d.find_elements(By.CSS_SELECTOR, "#sources li")]
+    check(all("browser-upload.md" in c for c in cited), f"a summary cites only its document: {cited}")
+    check("does not cover" not in by_id("answer-meta").text, "a summary needs no question words")
+    d.execute_script("document.getElementById('opt-document').value = ''")
+
     # -- the upload is found by search, and its script never runs ----------
     by_id("tab-search").click()
     q = by_id("query")

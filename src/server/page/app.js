@@ -321,7 +321,7 @@ function askBody(question) {
   if (technique) techniques[technique] = true;
   if (number("opt-samples") > 0) techniques.samples = number("opt-samples");
   if ($("opt-reflect").checked) techniques.reflect = true;
-  return {
+  const body = {
     question,
     k: number("opt-k"),
     temperature: number("opt-temperature"),
@@ -329,6 +329,22 @@ function askBody(question) {
     techniques,
     stream: true,
   };
+  const whole = $("opt-document").value.trim();
+  if (whole) body.document = whole;
+  if (summarizing) body.summarize = true;
+  summarizing = false;
+  return body;
+}
+
+let summarizing = false; // the next answer is a summary of opt-document
+
+/** Asks for a summary of `doc`, read whole, on the Ask tab. */
+function summarize(doc) {
+  showTab("ask");
+  $("opt-document").value = doc.id;
+  $("question").value = `Summarize ${doc.path}`;
+  summarizing = true;
+  $("ask-form").requestSubmit();
 }
 
 /** Splits an SSE byte stream into {event, data} objects. */
@@ -554,7 +570,7 @@ async function loadDocuments() {
       el("td", { class: "path" }, doc.path),
       el("td", {}, doc.kind),
       el("td", {}, String(doc.chunks.length)),
-      el("td", {}, scope === "write" ? deleteButton(doc) : null),
+      el("td", {}, summarizeButton(doc), scope === "write" ? deleteButton(doc) : null),
     ];
     body.append(el("tr", { "data-doc-id": doc.id }, ...cells));
   }
@@ -562,6 +578,13 @@ async function loadDocuments() {
   $("docs-page").textContent = page.total ? `${offset + 1}–${last} of ${page.total}` : "No documents.";
   $("docs-prev").disabled = offset === 0;
   $("docs-next").disabled = last >= page.total;
+}
+
+/** Summarize: the whole document, on the Ask tab. */
+function summarizeButton(doc) {
+  const button = el("button", { type: "button", class: "summarize", "aria-label": `Summarize ${doc.path}` }, "Summarize");
+  button.addEventListener("click", () => summarize(doc));
+  return button;
 }
 
 /** Delete, then "Really delete?" on the same button. */
