@@ -213,7 +213,16 @@ fn index(config: &Config) -> Vec<Check> {
             ];
         }
     };
-    let mut checks = vec![Check::new("index", name, Outcome::Ok, "opens".into())];
+    let mut checks = vec![Check::new(
+        "index",
+        name,
+        Outcome::Ok,
+        format!(
+            "opens (format version {}, which this lore {} reads)",
+            crate::store::manifest::FORMAT_VERSION,
+            env!("CARGO_PKG_VERSION")
+        ),
+    )];
     let collections = match engine.collection_names() {
         Ok(names) => names,
         Err(err) => {

@@ -213,7 +213,7 @@ fn respond(
         true
     };
     if request.document.is_some() && !json {
-        eprintln!("lore: reading the whole document (a long one part by part)…");
+        eprintln!("lore: reading the whole document…");
     }
     let response = backend.ask(request, &mut on_text)?;
     if json {

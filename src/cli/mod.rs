@@ -222,7 +222,14 @@ fn init_logging(verbose: u8, json: bool, audit: bool) {
     } else {
         stderr.with_filter(filter).boxed()
     };
-    tracing_subscriber::registry().with(stderr).init();
+    let parts = progress::PartLines.with_filter(
+        tracing_subscriber::filter::Targets::new()
+            .with_target(lore::engine::PROGRESS_TARGET, tracing::Level::INFO),
+    );
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(parts)
+        .init();
 }
 
 /// Layers flags over file and environment, validates, and sets the thread

@@ -238,6 +238,56 @@ fn skipping(skipped: &Skipped) -> String {
     format!("lore: skipping {}: {}", skipped.path, skipped.reason)
 }
 
+/// Shows the engine's progress events (`lore::progress`: a long
+/// document's parts as they are read) as lines on stderr.
+pub struct PartLines;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PartLines {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let line = match (fields.message.as_str(), fields.part, fields.parts) {
+            ("reading", _, Some(parts)) => {
+                format!("lore: the document is longer than one prompt: reading it in {parts} parts")
+            }
+            ("part read", Some(part), Some(parts)) => format!("lore: part {part} of {parts} read"),
+            ("combining", _, Some(parts)) => {
+                format!("lore: combining what {parts} parts said")
+            }
+            _ => return,
+        };
+        eprintln!("{line}");
+    }
+}
+
+/// The fields of a progress event.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    part: Option<u64>,
+    parts: Option<u64>,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        match field.name() {
+            "part" => self.part = Some(value),
+            "parts" => self.parts = Some(value),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

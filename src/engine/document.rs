@@ -23,6 +23,10 @@ use crate::types::{DEFAULT_COLLECTION, DocId, DocRecord, normalize, path_key};
 /// Most passages a whole-document question reads (about 2 MB of text):
 /// beyond that, a question is better put to search.
 pub const MAX_PASSAGES: usize = 4096;
+/// The tracing target of a long document's progress (one event per part
+/// read, `part` of `parts`, then one as the answers are combined): the CLI
+/// shows them as progress lines.
+pub const PROGRESS_TARGET: &str = "lore::progress";
 /// Passages offered to one prompt at a time while fitting a part (a part
 /// holds far fewer; this bounds the token counting).
 const WINDOW: usize = 24;
@@ -223,7 +227,8 @@ impl Engine {
         };
         let mut timings = grounds.timings.clone();
         let mut answers = Vec::with_capacity(parts.len());
-        for part in parts {
+        tracing::info!(target: PROGRESS_TARGET, parts = parts.len(), "reading");
+        for (i, part) in parts.iter().enumerate() {
             let part_grounds = Grounds {
                 question: grounds.question.clone(),
                 standalone_question: None,
@@ -239,6 +244,13 @@ impl Engine {
                 return Err(Error::unavailable("the answer was stopped"));
             }
             timings.merge(&partial.timings);
+            tracing::info!(
+                target: PROGRESS_TARGET,
+                part = i + 1,
+                parts = parts.len(),
+                passages = part.len(),
+                "part read"
+            );
             // The part's [n] are its own sources; the document's are offset.
             let offset = part.start;
             answers.push(PartAnswer {
@@ -264,6 +276,7 @@ impl Engine {
                 text: &a.answer,
             })
             .collect();
+        tracing::info!(target: PROGRESS_TARGET, parts = notes.len(), "combining");
         let mut response = if notes.is_empty() {
             on_text(prompt::NOT_IN_DOCUMENTS);
             abstention(

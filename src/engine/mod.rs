@@ -23,6 +23,7 @@ use serde::Serialize;
 pub use crate::types::DEFAULT_COLLECTION;
 pub use collection::Collection;
 pub use conversation::{MAX_TURN_CHARS, REWRITE_TOKENS, Rewrite, Speaker, Turn};
+pub use document::PROGRESS_TARGET;
 pub use embed_rows::{EmbedReport, embed_documents};
 pub use import::{ImportReport, ImportRow};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport, WriteScope};
