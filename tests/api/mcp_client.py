@@ -86,12 +86,6 @@ async def check(client, label, reads_secret):
     roasting = next(r for r in resources if "roasting" in r.name)
     contents = (await client.read_resource(str(roasting.uri))).contents
     expect("Probat" in contents[0].text, f"{label}: resource text")
-    if reads_secret:
-        secret = secret_hits[0]
-        text = (await client.read_resource(secret_uris[0])).contents[0].text
-        expect(SECRET in text, f"{label}: the secret resource reads")
-        return secret["doc_id"], secret["chunk_id"]
-
     # Bad arguments are tool errors with a reason, and the server goes on.
     for args in [{"query": "x", "k": "many"}, {"query": "x", "k": 0}, {"qeury": "x"}, {"query": "x", "collections": ["nope"]}]:
         result = await client.call_tool("search", args)
@@ -102,6 +96,11 @@ async def check(client, label, reads_secret):
     result = await client.call_tool("get_document", {"id": best["doc_id"], "offset": 10**9})
     expect(result.is_error, f"{label}: an offset past the end was accepted")
     expect(await search(client, "roasting"), f"{label}: the server did not go on")
+    if reads_secret:
+        secret = secret_hits[0]
+        text = (await client.read_resource(secret_uris[0])).contents[0].text
+        expect(SECRET in text, f"{label}: the secret resource reads")
+        return secret["doc_id"], secret["chunk_id"]
     return None
 
 
