@@ -523,6 +523,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_key_store_or_an_open_address_without_keys_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            index: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        assert_eq!(server(&config)[0].outcome, Outcome::Ok, "loopback, no keys");
+        config.server.addr = "0.0.0.0:8080".into();
+        assert_eq!(server(&config)[0].outcome, Outcome::Fail, "open, no keys");
+        std::fs::write(dir.path().join("keys.json"), b"{ not json").unwrap();
+        let checks = server(&config);
+        assert_eq!(checks[0].outcome, Outcome::Fail, "{checks:?}");
+        assert!(checks[0].fix.is_some());
+    }
+
+    #[test]
     fn a_missing_model_is_a_failure_with_a_fix() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {

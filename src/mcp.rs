@@ -114,14 +114,7 @@ impl Tools {
     /// The principal a call acts as. Over HTTP it is the one the auth
     /// check recorded on the request; a request without one is refused.
     fn caller(&self, extensions: &Extensions) -> std::result::Result<Principal, ErrorData> {
-        if let Some(principal) = &self.fixed {
-            return Ok(principal.clone());
-        }
-        extensions
-            .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Principal>())
-            .cloned()
-            .ok_or_else(|| ErrorData::invalid_request("this request carries no caller", None))
+        caller(self.fixed.as_ref(), extensions)
     }
 
     /// `names` (default: `default`) when `principal` may use each and it
@@ -378,6 +371,22 @@ impl Tools {
             page, uri,
         )]))
     }
+}
+
+/// `fixed`, else the principal the HTTP route's auth check put on the
+/// request; a request without one is refused, never served as anyone.
+fn caller(
+    fixed: Option<&Principal>,
+    extensions: &Extensions,
+) -> std::result::Result<Principal, ErrorData> {
+    if let Some(principal) = fixed {
+        return Ok(principal.clone());
+    }
+    extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Principal>())
+        .cloned()
+        .ok_or_else(|| ErrorData::invalid_request("this request carries no caller", None))
 }
 
 /// At most [`MAX_TEXT_BYTES`] of `text` from `offset` (moved back to a
@@ -704,6 +713,29 @@ mod tests {
         assert_eq!(required("ask"), ["question"]);
         assert_eq!(required("get_document"), ["id"]);
         assert!(required("list_collections").is_empty());
+    }
+
+    #[test]
+    fn a_request_without_a_caller_is_refused() {
+        let mut extensions = Extensions::default();
+        assert!(caller(None, &extensions).is_err(), "no request parts");
+        let (parts, ()) = http::Request::new(()).into_parts();
+        extensions.insert(parts);
+        assert!(
+            caller(None, &extensions).is_err(),
+            "parts without a principal"
+        );
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts
+            .extensions
+            .insert(Principal::everywhere("k1", crate::keys::Role::Read));
+        extensions.insert(parts);
+        assert_eq!(caller(None, &extensions).unwrap().id, "k1");
+        let local = Principal::owner("mcp");
+        assert_eq!(
+            caller(Some(&local), &Extensions::default()).unwrap().id,
+            "mcp"
+        );
     }
 
     #[test]

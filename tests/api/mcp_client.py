@@ -124,6 +124,8 @@ async def main():
         for tool, args in [("get_document", {"id": secret_doc}), ("get_passage", {"id": secret_chunk})]:
             result = await client.call_tool(tool, args)
             expect(result.is_error and "not_found" in result.content[0].text, f"{tool} of the secret: {result}")
+        result = await client.call_tool("ask", {"question": "What is the salary band?", "document": secret_doc})
+        expect(result.is_error and "not_found" in result.content[0].text, f"ask over the secret: {result}")
         uri = f"lore://default/{secret_doc}"
         try:
             await client.read_resource(uri)
