@@ -39,7 +39,7 @@ demo: demo-note models build
 demo-note:
 	@if [ ! -x "$(LORE)" ]; then \
 		echo "lore: first run: fetching the models (about 1 GB) and building lore in release mode;"; \
-		echo "lore: on 2 cores that takes about 15 minutes. Later runs reuse both and take seconds."; \
+		echo "lore: on 2 cores that takes about 10 minutes. Later runs reuse both and take seconds."; \
 	fi
 
 test: models spark
