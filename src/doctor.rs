@@ -3,8 +3,10 @@
 //! (its format, each collection's stores in agreement, its embedder), the
 //! configuration (each value that differs from the default, and whether a
 //! file, the environment or a flag set it), the CPU features the kernels
-//! use, and what `lore serve` would do with its address and keys. It only
-//! reads: nothing is created, repaired or downloaded.
+//! use, and what `lore serve` would do with its address and keys. It
+//! downloads and creates nothing; opening the index does what every open
+//! does (as `lore status` would): unfinished writes are replayed and an
+//! unusable vector graph is rebuilt from the document store.
 
 use std::fmt::Write as _;
 use std::io::Read;
