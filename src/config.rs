@@ -313,6 +313,11 @@ pub struct HnswConfig {
     pub ef_search: usize,
     /// Rebuild the graph when tombstones exceed this fraction of its points.
     pub rebuild_ratio: f64,
+    /// Merge the vectors written since the last merge (held in a mutable
+    /// graph) into the compact segment once there are at least this many…
+    pub merge_min: usize,
+    /// …and they are at least this fraction of the segment's points.
+    pub merge_ratio: f64,
     /// Map a loaded graph's vectors from its dump file instead of reading
     /// them into memory: the kernel pages them in as searches touch them
     /// and may drop them again (vectors inserted since stay in memory).
@@ -375,6 +380,8 @@ impl Default for HnswConfig {
             ef_construction: 200,
             ef_search: 128,
             rebuild_ratio: 0.25,
+            merge_min: 1000,
+            merge_ratio: 0.5,
             mmap_vectors: false,
         }
     }

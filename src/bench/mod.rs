@@ -374,9 +374,11 @@ fn scaled_graph(
         adopt_unowned: false,
     };
     let dim = queries.first().map_or(0, Vec::len);
-    let (graph, _) = HnswVectorIndex::open(&dir, dim, &engine.config().hnsw, &scratch)?;
+    let source = std::sync::Arc::new(FlatVectorIndex::new(dim));
+    source.insert(&big)?;
+    let (graph, _) = HnswVectorIndex::open(&dir, dim, &engine.config().hnsw, &scratch, source)?;
     let start = Instant::now();
-    graph.insert(&big)?;
+    graph.rebuild(&big)?;
     let built = start.elapsed().as_secs_f64();
     let result = graph_vs_exact(&graph, &big, queries, built);
     let _ = std::fs::remove_dir_all(&dir);

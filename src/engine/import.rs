@@ -140,7 +140,8 @@ impl Engine {
                 let docs = std::mem::take(&mut batch);
                 touched.extend(write(&collection, docs, &mut report, progress)?);
                 if report.chunks_written - checkpointed >= every {
-                    collection.index().checkpoint()?;
+                    // The graph is merged once, at the end.
+                    collection.index().checkpoint_with(false)?;
                     checkpointed = report.chunks_written;
                 }
             }

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Applied, Change, DocCounts, DocStore, DocUpdate};
+use super::{Applied, Change, DocCounts, DocStore, DocUpdate, VectorSource};
 use crate::error::{Error, Result};
 use crate::types::{ChunkId, ChunkRecord, DocId, DocRecord, FileRecord, Slot};
 
@@ -242,6 +242,24 @@ impl SledDocStore {
     }
 }
 
+impl VectorSource for SledDocStore {
+    fn vector(&self, slot: Slot) -> Result<Option<Vec<f32>>> {
+        Ok(self.db.get(slot_key(VECTOR, slot))?.map(|v| vector_of(&v)))
+    }
+
+    fn scan_vectors(
+        &self,
+        from: Slot,
+        each: &mut dyn FnMut(Slot, Vec<f32>) -> Result<()>,
+    ) -> Result<()> {
+        for kv in self.db.range(slot_key(VECTOR, from)..key(VECTOR + 1, &[])) {
+            let (k, v) = kv?;
+            each(slot_of(&k), vector_of(&v))?;
+        }
+        Ok(())
+    }
+}
+
 impl DocStore for SledDocStore {
     fn file(&self, path: &str) -> Result<Option<FileRecord>> {
         self.get(&key(FILE, path.as_bytes()))
@@ -278,10 +296,6 @@ impl DocStore for SledDocStore {
             .collect()
     }
 
-    fn vector(&self, slot: Slot) -> Result<Option<Vec<f32>>> {
-        Ok(self.db.get(slot_key(VECTOR, slot))?.map(|v| vector_of(&v)))
-    }
-
     fn vectors_from(&self, from: Slot) -> Result<Vec<(Slot, Vec<f32>)>> {
         let mut all = Vec::new();
         self.scan_vectors(from, &mut |slot, vector| {
@@ -289,18 +303,6 @@ impl DocStore for SledDocStore {
             Ok(())
         })?;
         Ok(all)
-    }
-
-    fn scan_vectors(
-        &self,
-        from: Slot,
-        each: &mut dyn FnMut(Slot, Vec<f32>) -> Result<()>,
-    ) -> Result<()> {
-        for kv in self.db.range(slot_key(VECTOR, from)..key(VECTOR + 1, &[])) {
-            let (k, v) = kv?;
-            each(slot_of(&k), vector_of(&v))?;
-        }
-        Ok(())
     }
 
     fn apply(&self, change: Change) -> Result<Applied> {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::RwLock;
 
-use super::{SlotSet, VectorIndex, check_dims};
+use super::{SlotSet, VectorIndex, VectorSource, check_dims};
 use crate::error::{Error, Result};
 use crate::kernels::dot;
 use crate::types::Slot;
@@ -101,6 +101,30 @@ impl VectorIndex for FlatVectorIndex {
     }
 }
 
+/// The vectors it holds are exact: it can stand in for the doc store as
+/// what a segment rescores from (benches and tests).
+impl VectorSource for FlatVectorIndex {
+    fn vector(&self, slot: Slot) -> Result<Option<Vec<f32>>> {
+        Ok(self
+            .vectors
+            .read()
+            .map_err(|_| Self::lock_err())?
+            .get(&slot)
+            .cloned())
+    }
+
+    fn scan_vectors(
+        &self,
+        from: Slot,
+        each: &mut dyn FnMut(Slot, Vec<f32>) -> Result<()>,
+    ) -> Result<()> {
+        let vectors = self.vectors.read().map_err(|_| Self::lock_err())?;
+        vectors
+            .range(from..)
+            .try_for_each(|(slot, v)| each(*slot, v.clone()))
+    }
+}
+
 /// The contract of [`VectorIndex`], run against every implementation.
 #[cfg(test)]
 pub(crate) mod conformance {
@@ -187,13 +211,7 @@ pub(crate) mod conformance {
     #[test]
     fn hnsw_index_meets_the_contract() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, _) = crate::store::vectors::HnswVectorIndex::open(
-            dir.path(),
-            16,
-            &crate::config::HnswConfig::default(),
-            &crate::store::vectors::tests::owner(),
-        )
-        .unwrap();
+        let (index, _) = crate::store::vectors::tests::open(dir.path(), 16, 301);
         check(&index);
     }
 }

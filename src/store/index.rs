@@ -104,10 +104,12 @@ fn timed<T>(counter: &AtomicU64, f: impl FnOnce() -> T) -> T {
 /// The stores of one index directory.
 pub struct Index {
     dir: PathBuf,
-    docs: Box<dyn DocStore>,
+    docs: Arc<dyn DocStore>,
     vectors: Box<dyn VectorIndex>,
     keywords: Box<dyn KeywordIndex>,
     rebuild_ratio: f64,
+    merge_min: u64,
+    merge_ratio: f64,
     /// Every document with its slots, kept in step with writes.
     tables: Tables,
     spent: Spent,
@@ -119,30 +121,39 @@ impl Index {
     pub fn open(dir: &Path, embedder: &EmbedderInfo, hnsw: &HnswConfig) -> Result<Index> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Manifest::open_or_create(dir, embedder)?;
-        let docs = SledDocStore::open(&dir.join("docs"))?;
+        let docs: Arc<dyn DocStore> = Arc::new(SledDocStore::open(&dir.join("docs"))?);
         let owner = Owner {
             id: docs.instance().to_string(),
             adopt_unowned: docs.next_slot() > Slot(0),
         };
         let keywords = TantivyKeywordIndex::open(&dir.join("keywords"), &owner)?;
         let vectors_dir = dir.join("vectors");
-        let opened = HnswVectorIndex::open(&vectors_dir, embedder.dim, hnsw, &owner);
+        let source = docs.clone() as Arc<dyn super::VectorSource>;
+        let opened = HnswVectorIndex::open(&vectors_dir, embedder.dim, hnsw, &owner, source.clone());
         let (vectors, watermark) = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 tracing::warn!(error = %e, "vector graph unusable; rebuilding it from the doc store");
                 (
-                    HnswVectorIndex::create_empty(&vectors_dir, embedder.dim, hnsw, &owner)?,
+                    HnswVectorIndex::create_empty(
+                        &vectors_dir,
+                        embedder.dim,
+                        hnsw,
+                        &owner,
+                        source,
+                    )?,
                     Slot(0),
                 )
             }
         };
         let index = Index {
             dir: dir.to_path_buf(),
-            docs: Box::new(docs),
+            docs,
             vectors: Box::new(vectors),
             keywords: Box::new(keywords),
             rebuild_ratio: hnsw.rebuild_ratio,
+            merge_min: hnsw.merge_min as u64,
+            merge_ratio: hnsw.merge_ratio,
             tables: Tables::default(),
             spent: Spent::default(),
         };
@@ -298,20 +309,37 @@ impl Index {
     }
 
     /// Makes everything applied so far durable in every store: sled first,
-    /// then the keyword commit, then the graph dump (rebuilt first when
-    /// tombstones pass the threshold).
+    /// then the keyword commit, then the vector dump. Before the dump the
+    /// graph is rebuilt when tombstones pass their threshold or a damaged
+    /// segment was found, and the mutable graph is merged into a new
+    /// segment when it has grown past its own.
     pub fn checkpoint(&self) -> Result<()> {
+        self.checkpoint_with(true)
+    }
+
+    /// [`Index::checkpoint`], leaving the mutable graph unmerged unless
+    /// `merge` (a bulk import merges once, at its end).
+    pub fn checkpoint_with(&self, merge: bool) -> Result<()> {
         timed(&self.spent.docs, || self.docs.flush())?;
         let pending = self.docs.pending_keywords()?;
         timed(&self.spent.keywords, || self.keywords.commit())?;
         self.docs.clear_pending_keywords(&pending)?;
         let tombstones = self.vectors.tombstone_count();
         let points = self.vectors.len() + tombstones;
-        let rebuild = tombstones > 0 && tombstones as f64 > self.rebuild_ratio * points as f64;
+        let unmerged = self.vectors.unmerged();
+        let damaged = self.vectors.damaged();
+        let rebuild = damaged
+            || tombstones > 0 && tombstones as f64 > self.rebuild_ratio * points as f64;
+        let merge = merge
+            && unmerged >= self.merge_min
+            && unmerged as f64 >= self.merge_ratio * (points - unmerged) as f64;
         timed(&self.spent.graph, || {
             if rebuild {
-                tracing::info!(tombstones, points, "rebuilding the vector graph");
+                tracing::info!(tombstones, points, damaged, "rebuilding the vector graph");
                 self.vectors.rebuild(&self.docs.vectors_from(Slot(0))?)?;
+            } else if merge {
+                tracing::info!(unmerged, points, "merging new vectors into the graph segment");
+                self.vectors.merge(&|| self.docs.vectors_from(Slot(0)))?;
             }
             self.vectors.persist(self.docs.next_slot())
         })?;

@@ -14,6 +14,7 @@ pub mod docs;
 pub mod flat;
 pub mod keywords;
 pub mod manifest;
+pub mod segment;
 pub mod vectors;
 
 mod index;
@@ -177,13 +178,28 @@ impl Owner {
     }
 }
 
+/// Exact vectors by slot: what an index that searches approximations
+/// (the compact segment's int8 vectors) rescores its candidates with. The
+/// doc store is one.
+pub trait VectorSource: Send + Sync {
+    /// The vector in `slot`, if the slot is live.
+    fn vector(&self, slot: Slot) -> Result<Option<Vec<f32>>>;
+    /// Live slots at or above `from`, with their vectors, one at a time in
+    /// slot order, without holding them all.
+    fn scan_vectors(
+        &self,
+        from: Slot,
+        each: &mut dyn FnMut(Slot, Vec<f32>) -> Result<()>,
+    ) -> Result<()>;
+}
+
 /// Documents, chunks, vectors and the chunk↔slot map: the source of truth.
 ///
 /// Contract: [`DocStore::apply`] is atomic (all of a change or none of it
 /// survives a crash) and visible to readers at once; it is durable after
 /// [`DocStore::flush`]. Slots are allocated in increasing order, never reused.
 /// One writer at a time; readers may run concurrently.
-pub trait DocStore: Send + Sync {
+pub trait DocStore: VectorSource {
     /// The record of an ingested file.
     fn file(&self, path: &str) -> Result<Option<FileRecord>>;
     /// Records of all files whose path starts with `prefix`.
@@ -196,16 +212,8 @@ pub trait DocStore: Send + Sync {
     fn chunk_at(&self, slot: Slot) -> Result<Option<ChunkRecord>>;
     /// Every document record (a full scan: O(documents)).
     fn all_docs(&self) -> Result<Vec<DocRecord>>;
-    /// The vector in `slot`, if the slot is live.
-    fn vector(&self, slot: Slot) -> Result<Option<Vec<f32>>>;
     /// Live slots at or above `from`, with their vectors, in slot order.
     fn vectors_from(&self, from: Slot) -> Result<Vec<(Slot, Vec<f32>)>>;
-    /// The same, one at a time, without holding them all.
-    fn scan_vectors(
-        &self,
-        from: Slot,
-        each: &mut dyn FnMut(Slot, Vec<f32>) -> Result<()>,
-    ) -> Result<()>;
     /// Applies `change` atomically.
     fn apply(&self, change: Change) -> Result<Applied>;
     /// The next slot to be allocated: every live slot is below it.
@@ -275,6 +283,21 @@ pub trait VectorIndex: Send + Sync {
     fn persist(&self, watermark: Slot) -> Result<()>;
     /// Replaces the graph with exactly `items` (drops all tombstones).
     fn rebuild(&self, items: &[(Slot, Vec<f32>)]) -> Result<()>;
+    /// Vectors written since the last merge, held in a mutable part.
+    fn unmerged(&self) -> u64 {
+        0
+    }
+    /// Folds the mutable part into the read-only one; `all` lists every
+    /// live vector, for when that takes a full build.
+    fn merge(&self, all: &dyn Fn() -> Result<Vec<(Slot, Vec<f32>)>>) -> Result<()> {
+        let _ = all;
+        Ok(())
+    }
+    /// True when stored data was found damaged: searches still answer
+    /// (exactly, more slowly) and the next checkpoint rebuilds.
+    fn damaged(&self) -> bool {
+        false
+    }
 }
 
 /// One chunk as the keyword index sees it.

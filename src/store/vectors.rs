@@ -1,11 +1,19 @@
-//! The hnsw_rs-backed [`VectorIndex`]. hnsw_rs cannot delete, so removed
-//! slots are tombstones filtered inside the search (results still fill `k`)
-//! and the graph is rebuilt when they pass a threshold.
+//! The [`VectorIndex`] lore serves from: a compact read-only segment
+//! ([`super::segment`]: CSR links, int8 vectors, memory-mapped) plus a small
+//! mutable hnsw_rs graph of the vectors written since the segment was built.
+//! Searches query both and merge; segment candidates are rescored with the
+//! exact vectors of the [`VectorSource`] (the doc store). A merge folds the
+//! mutable graph into a new segment; hnsw_rs cannot delete, so removed slots
+//! are tombstones filtered inside the search (results still fill `k`) until
+//! a rebuild drops them.
 //!
-//! Persistence: each dump goes to `gen-N.tmp/` (graph, data, then
-//! `meta.json` with the watermark), is fsynced and renamed to `gen-N/`; the
-//! newest complete generation wins on open and older ones are deleted. A
-//! crash mid-dump leaves the previous generation intact.
+//! Persistence: each dump goes to `gen-N.tmp/` (the mutable graph, then
+//! `meta.json` with the watermark and the segment's file name), is fsynced
+//! and renamed to `gen-N/`; the newest complete generation wins on open and
+//! older ones, and segment files no generation names, are deleted. A segment
+//! file is written and fsynced before a generation names it, so a crash at
+//! any step leaves the previous generation whole. A dump of the previous
+//! release (no segment) is converted once, on open.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -17,7 +25,8 @@ use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::{Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 
-use super::{Owner, SlotSet, VectorIndex, check_dims};
+use super::segment::Segment;
+use super::{Owner, SlotSet, VectorIndex, VectorSource, check_dims};
 use crate::config::HnswConfig;
 use crate::error::{Error, Result};
 use crate::kernels::dot;
@@ -26,6 +35,8 @@ use crate::types::Slot;
 const BASENAME: &str = "graph";
 const META: &str = "meta.json";
 const MAX_LAYERS: usize = 16;
+/// Dumps that name their segment (older ones hold the whole graph).
+const FORMAT: u32 = 2;
 
 type Graph = Hnsw<'static, f32, UnitCosine>;
 
@@ -63,14 +74,35 @@ struct Meta {
     /// otherwise silently skip re-inserting vectors.
     #[serde(default)]
     sum: String,
+    /// 2: the dump is the mutable graph beside `segment`; absent (1): the
+    /// dump is the whole graph (converted on open).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    format: u32,
+    /// The segment file, beside the generations (it checks itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    segment: Option<SegmentRef>,
+}
+
+/// Fields the previous release did not write are left out when absent, so
+/// its records keep their checksums.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A segment file as a generation names it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct SegmentRef {
+    name: String,
+    bytes: u64,
 }
 
 impl Meta {
     fn digest(&self) -> Result<String> {
         let unsummed = Meta {
             sum: String::new(),
-            files: self.files.iter().map(FileSum::clone).collect(),
+            files: self.files.clone(),
             owner: self.owner.clone(),
+            segment: self.segment.clone(),
             ..*self
         };
         let json = serde_json::to_vec(&unsummed).map_err(err)?;
@@ -117,20 +149,35 @@ fn file_sums(gen_dir: &Path) -> Result<Vec<FileSum>> {
 }
 
 struct Inner {
+    /// The read-only part (none until the first merge).
+    segment: Option<std::sync::Arc<Segment>>,
+    /// Vectors written since the segment was built.
     graph: Graph,
     tombstones: HashSet<u64>,
     generation: u64,
 }
 
-/// The graph's points, indexed by slot.
+impl Inner {
+    fn points(&self) -> usize {
+        self.graph.get_nb_point() + self.segment.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// The segment, unless a damaged block was found in it.
+    fn sound_segment(&self) -> Option<&Segment> {
+        self.segment.as_deref().filter(|s| !s.is_damaged())
+    }
+}
+
+/// The mutable graph's points, indexed by slot.
 type PointTable = Vec<Option<std::sync::Arc<hnsw_rs::hnsw::Point<'static, f32>>>>;
 
-/// hnsw_rs-backed vector index.
+/// Segment + mutable hnsw_rs graph (see the module docs).
 pub struct HnswVectorIndex {
     dir: PathBuf,
     dim: usize,
     owner: String,
     config: HnswConfig,
+    source: std::sync::Arc<dyn VectorSource>,
     inner: RwLock<Inner>,
     /// Built for exact search among a few slots, valid for the number of
     /// changes it was built at (a table built while an insert ran is never
@@ -145,19 +192,22 @@ fn err(e: impl std::fmt::Display) -> Error {
 }
 
 impl HnswVectorIndex {
-    /// Opens the newest complete dump in `dir` (or an empty graph). Returns
-    /// the index and the dump's watermark: live slots at or above it must be
-    /// inserted again. A dump that fails to load, fails its checksums or
-    /// belongs to another doc store is reported as an error so the caller
-    /// can rebuild from the doc store.
+    /// Opens the newest complete dump in `dir` (or an empty index), with
+    /// `source` for exact vectors. Returns the index and the dump's
+    /// watermark: live slots at or above it must be inserted again. A dump
+    /// that fails to load, fails its checksums or belongs to another doc
+    /// store is reported as an error so the caller can rebuild from the
+    /// doc store. A dump of the previous release is converted here, once.
     pub fn open(
         dir: &Path,
         dim: usize,
         config: &HnswConfig,
         owner: &Owner,
+        source: std::sync::Arc<dyn VectorSource>,
     ) -> Result<(Self, Slot)> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let (generation, graph, watermark) = match latest_generation(dir)? {
+        let mut convert = false;
+        let (generation, segment, graph, watermark) = match latest_generation(dir)? {
             Some(generation) => {
                 let gen_dir = generation_dir(dir, generation);
                 let meta: Meta = read_meta(&gen_dir)?;
@@ -170,6 +220,11 @@ impl HnswVectorIndex {
                 if !owner.accepts(meta.owner.as_deref()) {
                     return Err(err("the graph was built for another doc store"));
                 }
+                let segment = meta
+                    .segment
+                    .as_ref()
+                    .map(|s| open_segment(dir, s, dim))
+                    .transpose()?;
                 let graph = if meta.points == 0 {
                     new_graph(config, 0)
                 } else {
@@ -181,16 +236,19 @@ impl HnswVectorIndex {
                     }
                     load_graph(&gen_dir, config.mmap_vectors)?
                 };
-                (generation, graph, meta.watermark)
+                convert = meta.format < FORMAT && meta.points > 0;
+                (generation, segment, graph, meta.watermark)
             }
-            None => (0, new_graph(config, 0), 0),
+            None => (0, None, new_graph(config, 0), 0),
         };
         let index = HnswVectorIndex {
             dir: dir.to_path_buf(),
             dim,
             owner: owner.id.clone(),
             config: config.clone(),
+            source,
             inner: RwLock::new(Inner {
+                segment: segment.map(std::sync::Arc::new),
                 graph,
                 tombstones: HashSet::new(),
                 generation,
@@ -198,6 +256,11 @@ impl HnswVectorIndex {
             points: RwLock::new(None),
             changes: std::sync::atomic::AtomicU64::new(0),
         };
+        if convert {
+            tracing::info!(dir = %dir.display(), "converting the vector graph to a compact segment (once)");
+            index.compact_graph()?;
+            index.persist(Slot(watermark))?;
+        }
         Ok((index, Slot(watermark)))
     }
 
@@ -207,11 +270,12 @@ impl HnswVectorIndex {
         dim: usize,
         config: &HnswConfig,
         owner: &Owner,
+        source: std::sync::Arc<dyn VectorSource>,
     ) -> Result<Self> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        Ok(Self::open(dir, dim, config, owner)?.0)
+        Ok(Self::open(dir, dim, config, owner, source)?.0)
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Inner>> {
@@ -222,8 +286,8 @@ impl HnswVectorIndex {
         self.inner.write().map_err(|_| err("lock poisoned"))
     }
 
-    /// The graph's points by slot, built on the first call after a change
-    /// (one pass over the graph; the vectors are not copied).
+    /// The mutable graph's points by slot, built on the first call after a
+    /// change (one pass over the graph; the vectors are not copied).
     fn points(&self, inner: &Inner) -> Result<std::sync::Arc<PointTable>> {
         let now = self.changes.load(std::sync::atomic::Ordering::SeqCst);
         if let Some((at, table)) = self
@@ -259,6 +323,105 @@ impl HnswVectorIndex {
     fn check_items(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
         check_dims(self.dim, items.iter().map(|(_, v)| v.as_slice()))
     }
+
+    /// Writes `graph` as a new segment file and opens it.
+    fn write_segment(&self, graph: &Graph) -> Result<Segment> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = self.dir.join(format!("segment-{stamp:032x}.seg"));
+        super::segment::write(graph, self.dim, &path)?;
+        sync_dir(&self.dir)?;
+        Segment::open(&path)
+    }
+
+    /// Turns the mutable graph, when it is the whole index (no segment
+    /// yet), into the segment without building anything again.
+    fn compact_graph(&self) -> Result<()> {
+        let mut inner = self.write()?;
+        if inner.graph.get_nb_point() == 0 {
+            return Ok(());
+        }
+        if inner.segment.is_some() {
+            return Err(err("a segment exists already: merging needs a rebuild"));
+        }
+        let segment = self.write_segment(&inner.graph)?;
+        inner.segment = Some(std::sync::Arc::new(segment));
+        inner.graph = new_graph(&self.config, 0);
+        self.forget_points();
+        Ok(())
+    }
+
+    /// Exact similarities for the best `approx` candidates, from the source.
+    fn rescore(&self, query: &[f32], approx: Vec<(Slot, f32)>) -> Result<Vec<(Slot, f32)>> {
+        let mut exact = Vec::with_capacity(approx.len());
+        for (slot, _) in approx {
+            if let Some(v) = self.source.vector(slot)? {
+                exact.push((slot, dot(query, &v)));
+            }
+        }
+        Ok(exact)
+    }
+
+    /// How many segment candidates are rescored for `k` results.
+    fn rescored(&self, k: usize) -> usize {
+        (k * 4).max(self.config.ef_search.min(64)).max(k)
+    }
+
+    /// Every live vector scored exactly from the source: the answer while
+    /// a damaged segment waits for its rebuild.
+    fn exact_from_source(
+        &self,
+        query: &[f32],
+        keep: &dyn Fn(Slot) -> bool,
+    ) -> Result<Vec<(Slot, f32)>> {
+        let mut scored = Vec::new();
+        self.source.scan_vectors(Slot(0), &mut |slot, v| {
+            if keep(slot) {
+                scored.push((slot, dot(query, &v)));
+            }
+            Ok(())
+        })?;
+        Ok(scored)
+    }
+
+    /// Segment hits for `query` (rescored exactly), or every vector scored
+    /// from the source when the segment turns out damaged.
+    fn segment_hits(
+        &self,
+        segment: &Segment,
+        query: &[f32],
+        k: usize,
+        keep: &dyn Fn(Slot) -> bool,
+    ) -> Result<(Vec<(Slot, f32)>, bool)> {
+        let ef = self.config.ef_search.max(k);
+        match segment.search(query, ef, keep) {
+            Ok(mut approx) => {
+                approx.truncate(self.rescored(k));
+                Ok((self.rescore(query, approx)?, false))
+            }
+            Err(e) if segment.is_damaged() => {
+                tracing::error!(error = %e, "vector segment damaged: searching exactly until it is rebuilt");
+                Ok((self.exact_from_source(query, keep)?, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn open_segment(dir: &Path, named: &SegmentRef, dim: usize) -> Result<Segment> {
+    if named.name.contains(['/', '\\']) || !named.name.starts_with("segment-") {
+        return Err(err(format!("bad segment name {:?}", named.name)));
+    }
+    let segment = Segment::open(&dir.join(&named.name))?;
+    let bytes = std::fs::metadata(segment.path()).map_or(0, |m| m.len());
+    if bytes != named.bytes || segment.dim() != dim {
+        return Err(err(format!(
+            "segment {} is not the one its generation names",
+            named.name
+        )));
+    }
+    Ok(segment)
 }
 
 fn new_graph(config: &HnswConfig, expected: usize) -> Graph {
@@ -269,6 +432,17 @@ fn new_graph(config: &HnswConfig, expected: usize) -> Graph {
         config.ef_construction,
         UnitCosine,
     )
+}
+
+/// A graph of exactly `items`, built on every core.
+fn build_graph(config: &HnswConfig, items: &[(Slot, Vec<f32>)]) -> Graph {
+    let graph = new_graph(config, items.len());
+    let data: Vec<(&[f32], usize)> = items
+        .iter()
+        .map(|(s, v)| (v.as_slice(), s.0 as usize))
+        .collect();
+    graph.parallel_insert_slice(&data);
+    graph
 }
 
 fn generation_dir(dir: &Path, generation: u64) -> PathBuf {
@@ -370,46 +544,73 @@ impl VectorIndex for HnswVectorIndex {
     ) -> Result<Vec<(Slot, f32)>> {
         check_dims(self.dim, [query])?;
         let inner = self.read()?;
-        if inner.graph.get_nb_point() == 0 || k == 0 {
+        if inner.points() == 0 || k == 0 {
             return Ok(Vec::new());
         }
         let tombstones = &inner.tombstones;
-        let keep = |id: &usize| {
-            !tombstones.contains(&(*id as u64)) && filter.is_none_or(|f| f(Slot(*id as u64)))
-        };
-        let ef = self.config.ef_search.max(k);
-        let hits = inner.graph.search_filter(query, k, ef, Some(&keep));
-        Ok(hits
-            .into_iter()
-            .map(|n| (Slot(n.d_id as u64), 1.0 - n.distance))
-            .collect())
+        let keep = |slot: Slot| !tombstones.contains(&slot.0) && filter.is_none_or(|f| f(slot));
+        let mut hits = Vec::new();
+        if let Some(segment) = &inner.segment {
+            let (found, whole) = self.segment_hits(segment, query, k, &keep)?;
+            if whole {
+                return Ok(super::top_k(found, k));
+            }
+            hits = found;
+        }
+        if inner.graph.get_nb_point() > 0 {
+            let keep_id = |id: &usize| keep(Slot(*id as u64));
+            let ef = self.config.ef_search.max(k);
+            let found = inner.graph.search_filter(query, k, ef, Some(&keep_id));
+            hits.extend(
+                found
+                    .into_iter()
+                    .map(|n| (Slot(n.d_id as u64), 1.0 - n.distance)),
+            );
+        }
+        Ok(super::top_k(hits, k))
     }
 
     fn search_among(&self, query: &[f32], k: usize, slots: &SlotSet) -> Result<Vec<(Slot, f32)>> {
         check_dims(self.dim, [query])?;
         let inner = self.read()?;
+        let live = || slots.iter().filter(|slot| !inner.tombstones.contains(&slot.0));
         let points = self.points(&inner)?;
-        let scored = slots
-            .iter()
-            .filter(|slot| !inner.tombstones.contains(&slot.0))
+        let mut scored: Vec<(Slot, f32)> = live()
             .filter_map(|slot| {
                 let point = points.get(slot.0 as usize)?.as_ref()?;
                 Some((slot, dot(query, point.get_v())))
             })
             .collect();
+        if let Some(segment) = inner.sound_segment() {
+            match segment.score_slots(query, live()) {
+                Ok(approx) => {
+                    let approx = super::top_k(approx, self.rescored(k));
+                    scored.extend(self.rescore(query, approx)?);
+                }
+                Err(e) if segment.is_damaged() => {
+                    tracing::error!(error = %e, "vector segment damaged: searching exactly until it is rebuilt");
+                    let keep = |slot: Slot| slots.contains(slot) && !inner.tombstones.contains(&slot.0);
+                    return Ok(super::top_k(self.exact_from_source(query, &keep)?, k));
+                }
+                Err(e) => return Err(e),
+            }
+        } else if inner.segment.is_some() {
+            let keep = |slot: Slot| slots.contains(slot) && !inner.tombstones.contains(&slot.0);
+            return Ok(super::top_k(self.exact_from_source(query, &keep)?, k));
+        }
         Ok(super::top_k(scored, k))
     }
 
     fn len(&self) -> u64 {
         self.read()
-            .map(|i| (i.graph.get_nb_point() as u64).saturating_sub(i.tombstones.len() as u64))
+            .map(|i| (i.points() as u64).saturating_sub(i.tombstones.len() as u64))
             .unwrap_or(0)
     }
 
     fn restore_tombstones(&self, slots: &[Slot]) -> Result<Vec<Slot>> {
         let mut inner = self.write()?;
         // hnsw_rs's point iterator panics on a graph without points.
-        let present: HashSet<u64> = if slots.is_empty() || inner.graph.get_nb_point() == 0 {
+        let mut present: HashSet<u64> = if slots.is_empty() || inner.graph.get_nb_point() == 0 {
             HashSet::new()
         } else {
             inner
@@ -419,6 +620,13 @@ impl VectorIndex for HnswVectorIndex {
                 .map(|p| p.get_origin_id() as u64)
                 .collect()
         };
+        if let Some(segment) = inner.segment.as_ref().filter(|_| !slots.is_empty()) {
+            for slot in slots {
+                if segment.node(*slot)?.is_some() {
+                    present.insert(slot.0);
+                }
+            }
+        }
         let (held, absent): (Vec<Slot>, Vec<Slot>) =
             slots.iter().partition(|s| present.contains(&s.0));
         inner.tombstones = held.iter().map(|s| s.0).collect();
@@ -427,6 +635,15 @@ impl VectorIndex for HnswVectorIndex {
 
     fn tombstone_count(&self) -> u64 {
         self.read().map(|i| i.tombstones.len() as u64).unwrap_or(0)
+    }
+
+    fn unmerged(&self) -> u64 {
+        self.read().map_or(0, |i| i.graph.get_nb_point() as u64)
+    }
+
+    fn damaged(&self) -> bool {
+        self.read()
+            .is_ok_and(|i| i.segment.as_ref().is_some_and(|s| s.is_damaged()))
     }
 
     fn persist(&self, watermark: Slot) -> Result<()> {
@@ -450,6 +667,20 @@ impl VectorIndex for HnswVectorIndex {
                 return Err(err(format!("the graph was dumped as {name}")));
             }
         }
+        let segment = inner
+            .segment
+            .as_ref()
+            .map(|s| -> Result<SegmentRef> {
+                let path = s.path();
+                Ok(SegmentRef {
+                    name: path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    bytes: std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len(),
+                })
+            })
+            .transpose()?;
         let mut meta = Meta {
             watermark: watermark.0,
             points,
@@ -457,6 +688,8 @@ impl VectorIndex for HnswVectorIndex {
             owner: Some(self.owner.clone()),
             files: file_sums(&tmp)?,
             sum: String::new(),
+            format: FORMAT,
+            segment,
         };
         meta.sum = meta.digest()?;
         let meta_path = tmp.join(META);
@@ -466,42 +699,69 @@ impl VectorIndex for HnswVectorIndex {
         std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
         sync_dir(&self.dir)?;
         inner.generation = generation;
-        remove_older_generations(&self.dir, generation);
+        let keep = meta.segment.as_ref().map(|s| s.name.as_str());
+        remove_older_generations(&self.dir, generation, keep);
         Ok(())
     }
 
     fn rebuild(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
         self.check_items(items)?;
-        let graph = new_graph(&self.config, items.len());
-        let data: Vec<(&[f32], usize)> = items
-            .iter()
-            .map(|(s, v)| (v.as_slice(), s.0 as usize))
-            .collect();
-        graph.parallel_insert_slice(&data);
+        let graph = build_graph(&self.config, items);
+        let segment = if items.is_empty() {
+            None
+        } else {
+            Some(std::sync::Arc::new(self.write_segment(&graph)?))
+        };
+        drop(graph);
         let mut inner = self.write()?;
-        inner.graph = graph;
+        inner.segment = segment;
+        inner.graph = new_graph(&self.config, 0);
         inner.tombstones.clear();
         self.forget_points();
         Ok(())
     }
+
+    fn merge(&self, all: &dyn Fn() -> Result<Vec<(Slot, Vec<f32>)>>) -> Result<()> {
+        let whole_graph = self
+            .read()
+            .map(|i| i.segment.is_none() && i.tombstones.is_empty())?;
+        if whole_graph {
+            self.compact_graph()
+        } else {
+            self.rebuild(&all()?)
+        }
+    }
 }
 
-/// Deletes every dump but `keep` (older ones and half-written ones); failures
-/// only cost disk space, so they are logged.
-fn remove_older_generations(dir: &Path, keep: u64) {
+/// Deletes every dump but `keep` (older ones and half-written ones) and
+/// every segment file but `segment`; failures only cost disk space, so
+/// they are logged.
+fn remove_older_generations(dir: &Path, keep: u64, segment: Option<&str>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("gen-")) else {
+        let Some(name) = name.to_str() else {
             continue;
         };
-        let number = rest.trim_end_matches(".tmp");
-        if (number != rest || number.parse::<u64>().is_ok_and(|g| g != keep))
-            && let Err(e) = std::fs::remove_dir_all(entry.path())
-        {
-            tracing::warn!(path = %entry.path().display(), error = %e, "could not remove old vector dump");
+        let stale = if let Some(rest) = name.strip_prefix("gen-") {
+            let number = rest.trim_end_matches(".tmp");
+            number != rest || number.parse::<u64>().is_ok_and(|g| g != keep)
+        } else {
+            name.starts_with("segment-") && Some(name) != segment
+        };
+        if !stale {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = removed {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove old vector dump");
         }
     }
 }
@@ -509,7 +769,9 @@ fn remove_older_generations(dir: &Path, keep: u64) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::store::flat::FlatVectorIndex;
     use crate::store::flat::conformance::unit;
+    use std::sync::Arc;
 
     pub(crate) fn owner() -> Owner {
         Owner {
@@ -518,8 +780,21 @@ pub(crate) mod tests {
         }
     }
 
+    /// The vectors `unit(i, dim)` for `i < n`, as an exact source.
+    pub(crate) fn source(n: u64, dim: usize) -> Arc<FlatVectorIndex> {
+        let source = FlatVectorIndex::new(dim);
+        let items: Vec<_> = (0..n).map(|i| (Slot(i), unit(i, dim))).collect();
+        source.insert(&items).unwrap();
+        Arc::new(source)
+    }
+
+    /// An index in `dir` whose source holds `unit(i, dim)` for `i < n`.
+    pub(crate) fn open(dir: &Path, dim: usize, n: u64) -> (HnswVectorIndex, Slot) {
+        HnswVectorIndex::open(dir, dim, &HnswConfig::default(), &owner(), source(n, dim)).unwrap()
+    }
+
     fn persisted(dir: &Path) -> PathBuf {
-        let (index, _) = HnswVectorIndex::open(dir, 8, &HnswConfig::default(), &owner()).unwrap();
+        let (index, _) = open(dir, 8, 300);
         let items: Vec<_> = (0..300).map(|i| (Slot(i), unit(i, 8))).collect();
         index.insert(&items).unwrap();
         index.persist(Slot(300)).unwrap();
@@ -544,7 +819,8 @@ pub(crate) mod tests {
             let dir = tempfile::tempdir().unwrap();
             let gen_dir = persisted(dir.path());
             damage(&gen_dir);
-            let opened = HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner());
+            let opened =
+                HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner(), source(0, 8));
             let error = opened.err().unwrap_or_else(|| panic!("{what}: opened"));
             assert!(error.to_string().contains("checksums"), "{what}: {error}");
         }
@@ -558,7 +834,8 @@ pub(crate) mod tests {
             id: "other".into(),
             adopt_unowned: true,
         };
-        assert!(HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &other).is_err());
+        let opened = HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &other, source(0, 8));
+        assert!(opened.is_err());
     }
 
     fn truncate(gen_dir: &Path, name: &str) {
@@ -580,8 +857,7 @@ pub(crate) mod tests {
         // A kill after a remove of everything: the doc store holds
         // tombstones, the graph holds no point (hnsw_rs's iterator panics).
         let dir = tempfile::tempdir().unwrap();
-        let (index, _) =
-            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
+        let (index, _) = open(dir.path(), 8, 300);
         assert_eq!(index.restore_tombstones(&[Slot(3)]).unwrap(), vec![Slot(3)]);
         assert!(index.search(&unit(1, 8), 5, None).unwrap().is_empty());
         assert_eq!(index.len(), 0);
@@ -590,8 +866,7 @@ pub(crate) mod tests {
     #[test]
     fn removed_slots_never_appear_and_k_is_still_filled() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, _) =
-            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
+        let (index, _) = open(dir.path(), 8, 300);
         let items: Vec<_> = (0..200).map(|i| (Slot(i), unit(i, 8))).collect();
         index.insert(&items).unwrap();
         index.remove(&[Slot(5)]);
@@ -604,16 +879,14 @@ pub(crate) mod tests {
     #[test]
     fn persisted_graph_reloads_with_its_watermark() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, watermark) =
-            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
+        let (index, watermark) = open(dir.path(), 8, 300);
         assert_eq!(watermark, Slot(0));
         let items: Vec<_> = (0..50).map(|i| (Slot(i), unit(i, 8))).collect();
         index.insert(&items).unwrap();
         index.persist(Slot(50)).unwrap();
         index.persist(Slot(50)).unwrap();
         drop(index);
-        let (index, watermark) =
-            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
+        let (index, watermark) = open(dir.path(), 8, 300);
         assert_eq!(watermark, Slot(50));
         assert_eq!(index.len(), 50);
         let hits = index.search(&unit(7, 8), 1, None).unwrap();
@@ -627,9 +900,176 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("gen-00000007.tmp")).unwrap();
         std::fs::create_dir_all(dir.path().join("gen-00000009")).unwrap();
-        let (index, watermark) =
-            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner()).unwrap();
+        let (index, watermark) = open(dir.path(), 8, 300);
         assert_eq!(watermark, Slot(0));
         assert!(index.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod segment_tests {
+    use super::tests::{open, owner, source};
+    use super::*;
+    use crate::store::flat::FlatVectorIndex;
+    use crate::store::flat::conformance::unit;
+
+    fn items(n: u64, dim: usize) -> Vec<(Slot, Vec<f32>)> {
+        (0..n).map(|i| (Slot(i), unit(i, dim))).collect()
+    }
+
+    /// Recall@10 of `index` against an exact scan, over 40 queries.
+    fn recall(index: &dyn VectorIndex, n: u64, dim: usize) -> f64 {
+        let exact = FlatVectorIndex::new(dim);
+        exact.insert(&items(n, dim)).unwrap();
+        let mut found = 0;
+        for q in 0..40 {
+            let query = unit(1_000_000 + q, dim);
+            let truth = exact.search(&query, 10, None).unwrap();
+            let hits = index.search(&query, 10, None).unwrap();
+            found += truth.iter().filter(|t| hits.iter().any(|h| h.0 == t.0)).count();
+        }
+        found as f64 / 400.0
+    }
+
+    #[test]
+    fn the_segment_recalls_as_well_as_the_graph_it_was_built_from() {
+        let (n, dim) = (4000, 48);
+        let graph_dir = tempfile::tempdir().unwrap();
+        let (graph, _) = open(graph_dir.path(), dim, n);
+        graph.insert(&items(n, dim)).unwrap();
+        let segment_dir = tempfile::tempdir().unwrap();
+        let (segment, _) = open(segment_dir.path(), dim, n);
+        segment.rebuild(&items(n, dim)).unwrap();
+        assert_eq!((segment.unmerged(), segment.len()), (0, n));
+        let (from_graph, from_segment) = (recall(&graph, n, dim), recall(&segment, n, dim));
+        eprintln!("recall@10: graph {from_graph}, segment {from_segment}");
+        assert!(from_segment >= 0.95, "segment recall {from_segment}");
+        assert!(from_segment >= from_graph - 0.02, "{from_segment} vs {from_graph}");
+        // Scores are exact (rescored), not int8 approximations.
+        let hit = segment.search(&unit(17, dim), 1, None).unwrap()[0];
+        assert_eq!(hit.0, Slot(17));
+        assert!((hit.1 - 1.0).abs() < 1e-5, "{}", hit.1);
+    }
+
+    #[test]
+    fn writes_after_a_merge_are_searched_with_the_segment_and_survive_reopening() {
+        let dim = 16;
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = open(dir.path(), dim, 400);
+        index.insert(&items(300, dim)).unwrap();
+        index.merge(&|| Ok(items(300, dim))).unwrap();
+        let written: Vec<_> = (300..400).map(|i| (Slot(i), unit(i, dim))).collect();
+        index.insert(&written).unwrap();
+        index.remove(&[Slot(5), Slot(350)]);
+        assert_eq!((index.unmerged(), index.len()), (100, 398));
+        index.persist(Slot(400)).unwrap();
+        drop(index);
+        let (index, watermark) = open(dir.path(), dim, 400);
+        assert_eq!(watermark, Slot(400));
+        assert_eq!(index.restore_tombstones(&[Slot(5), Slot(350)]).unwrap(), vec![]);
+        assert_eq!(index.len(), 398);
+        for slot in [7, 377] {
+            assert_eq!(index.search(&unit(slot, dim), 1, None).unwrap()[0].0, Slot(slot));
+        }
+        for gone in [5, 350] {
+            let hits = index.search(&unit(gone, dim), 10, None).unwrap();
+            assert_eq!(hits.len(), 10);
+            assert!(hits.iter().all(|h| h.0 != Slot(gone)));
+        }
+        let few: SlotSet = [Slot(5), Slot(8), Slot(350), Slot(351)].into_iter().collect();
+        let among = index.search_among(&unit(8, dim), 5, &few).unwrap();
+        let slots: Vec<Slot> = among.iter().map(|h| h.0).collect();
+        assert_eq!(slots.len(), 2);
+        assert!(slots.contains(&Slot(8)) && slots.contains(&Slot(351)));
+        // A merge with a segment in place builds a new one from everything.
+        let live: Vec<_> = items(400, dim)
+            .into_iter()
+            .filter(|(s, _)| ![5, 350].contains(&s.0))
+            .collect();
+        index.rebuild(&live).unwrap();
+        index.persist(Slot(400)).unwrap();
+        let segments = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("segment-"))
+            .count();
+        assert_eq!(segments, 1, "the old segment file is deleted");
+    }
+
+    #[test]
+    fn a_dump_of_the_previous_release_is_converted_once() {
+        let dim = 8;
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = open(dir.path(), dim, 300);
+        index.insert(&items(300, dim)).unwrap();
+        index.persist(Slot(300)).unwrap();
+        drop(index);
+        // Rewrite the record as the previous release wrote it.
+        let gen_dir = generation_dir(dir.path(), 1);
+        let mut meta = read_meta(&gen_dir).unwrap();
+        meta.format = 0;
+        meta.sum = meta.digest().unwrap();
+        let json = serde_json::to_string(&meta).unwrap();
+        assert!(!json.contains("format") && !json.contains("segment"), "{json}");
+        std::fs::write(gen_dir.join(META), json).unwrap();
+        let (index, watermark) = open(dir.path(), dim, 300);
+        assert_eq!((watermark, index.len(), index.unmerged()), (Slot(300), 300, 0));
+        assert_eq!(index.search(&unit(42, dim), 1, None).unwrap()[0].0, Slot(42));
+        drop(index);
+        let meta = read_meta(&generation_dir(dir.path(), 2)).unwrap();
+        assert_eq!((meta.format, meta.points), (FORMAT, 0));
+        assert!(meta.segment.is_some());
+    }
+
+    #[test]
+    fn a_damaged_segment_is_answered_exactly_then_rebuilt() {
+        let dim = 16;
+        let dir = tempfile::tempdir().unwrap();
+        let segment_file = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("segment-"))
+                .unwrap()
+        };
+        {
+            let (index, _) = open(dir.path(), dim, 2000);
+            index.rebuild(&items(2000, dim)).unwrap();
+            index.persist(Slot(2000)).unwrap();
+        }
+        let path = segment_file(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        // A flipped byte in every block: the first search meets one.
+        let blocks = bytes.len() / (64 * 1024);
+        for b in 1..=blocks {
+            let at = bytes.len() - b * 64 * 1024 + 7;
+            if at > 4096 {
+                bytes[at] ^= 0x5a;
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let (index, _) = open(dir.path(), dim, 2000);
+        assert!(!index.damaged());
+        let hits = index.search(&unit(1234, dim), 5, None).unwrap();
+        assert_eq!(hits[0].0, Slot(1234), "answered exactly from the source");
+        assert!(index.damaged());
+        index.rebuild(&items(2000, dim)).unwrap();
+        assert!(!index.damaged());
+        index.persist(Slot(2000)).unwrap();
+        drop(index);
+        let (index, _) = open(dir.path(), dim, 2000);
+        assert_eq!(index.search(&unit(99, dim), 1, None).unwrap()[0].0, Slot(99));
+        assert!(!index.damaged());
+        // Truncated or with a huge length: refused at open (the index then
+        // rebuilds from the doc store).
+        let path = segment_file(dir.path());
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+        let opened = HnswVectorIndex::open(dir.path(), dim, &HnswConfig::default(), &owner(), source(0, dim));
+        assert!(opened.is_err());
+        let mut huge = bytes.clone();
+        huge[40..48].copy_from_slice(&(1u64 << 50).to_le_bytes());
+        std::fs::write(&path, &huge).unwrap();
+        let opened = HnswVectorIndex::open(dir.path(), dim, &HnswConfig::default(), &owner(), source(0, dim));
+        assert!(opened.is_err());
     }
 }
