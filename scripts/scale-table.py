@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The BENCHMARKS.md table of `lore bench scale` reports: one column per size.
+"""The BENCHMARKS.md table of `lore bench scale` reports: one column per report, in
+the order given (named by file).
 
     python3 scripts/scale-table.py benches/scale-*.json
 """
@@ -17,7 +18,7 @@ def case(r, mode, filtered):
 
 
 def main(paths):
-    runs = sorted((json.load(open(p)) for p in paths), key=lambda r: r["chunks"])
+    runs = [json.load(open(p)) for p in paths]  # in the order given
     rows = []
 
     def row(name, f):
@@ -34,6 +35,9 @@ def main(paths):
     row("RSS at rest (after open)", lambda r: f"{idx(r)['rss_open_bytes'] / MIB:,.0f} MiB")
     row("peak RSS under search", lambda r: f"{idx(r)['rss_peak_bytes'] / MIB:,.0f} MiB")
     row("disk", lambda r: f"{idx(r)['disk_bytes'] / MIB:,.0f} MiB")
+    by = lambda r, s: idx(r).get("disk_by_store", {}).get(s)
+    row("… sled / tantivy / vectors", lambda r: " / ".join(
+        "?" if by(r, s) is None else f"{by(r, s) / MIB:,.0f}" for s in ["docs", "keywords", "vectors"]) + " MiB")
     for mode in ["hybrid", "dense", "bm25"]:
         for filtered in [False, True]:
             name = f"{mode}{' + filter (10 %)' if filtered else ''} p50 / p99"
@@ -43,7 +47,7 @@ def main(paths):
     row("exact scan, all queries", lambda r: f"{idx(r)['exact_scan_seconds']:.1f} s")
     row("ingest 100 new docs (peak RSS)", lambda r: f"{r['add_100']['seconds']:.1f} s ({r['add_100']['peak_rss_bytes'] / MIB:,.0f} MiB)")
     row("ingest 100 changed docs (peak RSS)", lambda r: f"{r['change_100']['seconds']:.1f} s ({r['change_100']['peak_rss_bytes'] / MIB:,.0f} MiB)")
-    print("| | " + " | ".join(f"{r['chunks'] // 1000:,}k" for r in runs) + " |")
+    print("| | " + " | ".join(f"{r['chunks'] // 1000:,}k {p.rsplit('/', 1)[-1]}" for r, p in zip(runs, paths)) + " |")
     print("|---|" + "---|" * len(runs))
     print("\n".join(rows))
 

@@ -1,6 +1,7 @@
 //! Crash safety: `kill -9` a real ingest at random moments, check that the
 //! index opens consistent every time, and that a rerun ends with the same
-//! counts as an uninterrupted run.
+//! counts as an uninterrupted run. Merges of the vector graph into a new
+//! segment are made small and frequent so that kills land inside them.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,7 +56,9 @@ fn kill_nine_during_ingest_leaves_a_consistent_index() {
     // Small checkpoints so kills land before, during and after them.
     std::fs::write(
         tmp.path().join("lore.toml"),
-        "[ingest]\ncheckpoint_chunks = 24\n",
+        // Small merges too, so kills land while the mutable graph is
+        // folded into a new segment.
+        "[ingest]\ncheckpoint_chunks = 24\n[hnsw]\nmerge_min = 40\n",
     )
     .unwrap();
     let seed = std::time::SystemTime::now()
@@ -97,12 +100,26 @@ fn kill_nine_during_ingest_leaves_a_consistent_index() {
             s["consistent"], true,
             "round {round} (killed after {delay:?}): {s}"
         );
+        if s["chunks"].as_u64() > Some(0) {
+            let hits = json(lore(&victim).args(["search", "ledger invoice", "--json"]));
+            assert!(
+                !hits["hits"].as_array().unwrap().is_empty(),
+                "round {round}: the index does not answer: {hits}"
+            );
+        }
     }
     let report = json(lore(&victim).arg("ingest").arg(&corpus).arg("--json"));
     assert!(report["skipped"].as_array().unwrap().is_empty(), "{report}");
     let s = status(&victim);
     assert_eq!(s["consistent"], true, "{s}");
     assert_eq!(counts(&s), expected, "{s}");
+    let merged = std::fs::read_dir(victim.join("vectors")).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("segment-")
+    });
+    assert!(merged, "the vectors were merged into a segment");
     // A further run finds nothing to do.
     let again = json(lore(&victim).arg("ingest").arg(&corpus).arg("--json"));
     assert_eq!(again["chunks_embedded"], 0, "{again}");

@@ -305,7 +305,11 @@ fn kill_9_at_any_write_step_loses_nothing_acknowledged() {
     let snapshot = tmp.path().join("snap");
     // Checkpoints every few chunks, so kills land between them too.
     let config = tmp.path().join("small-checkpoints.toml");
-    std::fs::write(&config, "[ingest]\ncheckpoint_chunks = 24\n").unwrap();
+    std::fs::write(
+        &config,
+        "[ingest]\ncheckpoint_chunks = 24\n[hnsw]\nmerge_min = 10\n",
+    )
+    .unwrap();
     let command = |args: &[&str], path: Option<&Path>| {
         let mut c = lore(&index);
         c.arg("--config").arg(&config).args(args).args(path);

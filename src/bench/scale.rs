@@ -299,6 +299,9 @@ pub struct IndexBench {
     pub rss_peak_bytes: u64,
     /// Bytes on disk.
     pub disk_bytes: u64,
+    /// Bytes on disk of each store.
+    #[serde(default)]
+    pub disk_by_store: std::collections::BTreeMap<String, u64>,
     /// Queries, each run once per case.
     pub queries: usize,
     /// Dense, BM25 and hybrid, with and without the filter.
@@ -344,6 +347,7 @@ pub fn index(config: Config, queries: &[String]) -> Result<IndexBench> {
         anon_open_bytes: opened.anon_bytes,
         rss_peak_bytes,
         disk_bytes: status.index_bytes,
+        disk_by_store: index.disk_by_store().into_iter().collect(),
         queries: queries.len(),
         searches,
         ef_search,

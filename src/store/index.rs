@@ -129,7 +129,8 @@ impl Index {
         let keywords = TantivyKeywordIndex::open(&dir.join("keywords"), &owner)?;
         let vectors_dir = dir.join("vectors");
         let source = docs.clone() as Arc<dyn super::VectorSource>;
-        let opened = HnswVectorIndex::open(&vectors_dir, embedder.dim, hnsw, &owner, source.clone());
+        let opened =
+            HnswVectorIndex::open(&vectors_dir, embedder.dim, hnsw, &owner, source.clone());
         let (vectors, watermark) = match opened {
             Ok(opened) => opened,
             Err(e) => {
@@ -328,8 +329,8 @@ impl Index {
         let points = self.vectors.len() + tombstones;
         let unmerged = self.vectors.unmerged();
         let damaged = self.vectors.damaged();
-        let rebuild = damaged
-            || tombstones > 0 && tombstones as f64 > self.rebuild_ratio * points as f64;
+        let rebuild =
+            damaged || tombstones > 0 && tombstones as f64 > self.rebuild_ratio * points as f64;
         let merge = merge
             && unmerged >= self.merge_min
             && unmerged as f64 >= self.merge_ratio * (points - unmerged) as f64;
@@ -338,7 +339,11 @@ impl Index {
                 tracing::info!(tombstones, points, damaged, "rebuilding the vector graph");
                 self.vectors.rebuild(&self.docs.vectors_from(Slot(0))?)?;
             } else if merge {
-                tracing::info!(unmerged, points, "merging new vectors into the graph segment");
+                tracing::info!(
+                    unmerged,
+                    points,
+                    "merging new vectors into the graph segment"
+                );
                 self.vectors.merge(&|| self.docs.vectors_from(Slot(0)))?;
             }
             self.vectors.persist(self.docs.next_slot())
@@ -381,6 +386,14 @@ impl Index {
             index_bytes: dir_size(&self.dir, true),
             consistent,
         })
+    }
+
+    /// Bytes on disk of each store (`docs`, `keywords`, `vectors`).
+    pub fn disk_by_store(&self) -> Vec<(String, u64)> {
+        ["docs", "keywords", "vectors"]
+            .iter()
+            .map(|store| (store.to_string(), dir_size(&self.dir.join(store), false)))
+            .collect()
     }
 
     /// Sizes that are read without scanning any store (for metrics and

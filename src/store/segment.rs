@@ -116,13 +116,7 @@ impl Shape {
     fn header(&self, body: usize, crc: u32) -> [u8; HEADER] {
         let mut h = [0u8; HEADER];
         h[..8].copy_from_slice(MAGIC);
-        let fields = [
-            self.dim,
-            self.points,
-            self.layers.len(),
-            self.entry,
-            body,
-        ];
+        let fields = [self.dim, self.points, self.layers.len(), self.entry, body];
         for (i, v) in fields.iter().enumerate() {
             h[8 + i * 8..16 + i * 8].copy_from_slice(&(*v as u64).to_le_bytes());
         }
@@ -222,7 +216,9 @@ impl Segment {
         if map.len() < HEADER || &map[..8] != MAGIC {
             return Err(bad("not a segment file"));
         }
-        let field = |i: usize| u64::from_le_bytes(map[8 + i * 8..16 + i * 8].try_into().unwrap_or_default());
+        let field = |i: usize| {
+            u64::from_le_bytes(map[8 + i * 8..16 + i * 8].try_into().unwrap_or_default())
+        };
         let [dim, points, layers, entry, body] = [0, 1, 2, 3, 4].map(|i| field(i));
         if layers == 0 || layers > MAX_LAYERS as u64 || points == 0 || entry >= points {
             return Err(bad("impossible header"));
@@ -253,14 +249,20 @@ impl Segment {
         let layout = shape.layout().ok_or_else(|| bad("sizes overflow"))?;
         let prefix = shape.prefix(body);
         if layout.body != body || prefix.checked_add(body) != Some(map.len()) {
-            return Err(bad("length does not match its header (truncated or damaged)"));
+            return Err(bad(
+                "length does not match its header (truncated or damaged)",
+            ));
         }
         if shape.layers[0].0 != points || shape.layers.iter().any(|&(p, _)| p > points) {
             return Err(bad("layer sizes"));
         }
         let sums_at = dir_end;
         let stored = u32::from_le_bytes(map[48..52].try_into().unwrap_or_default());
-        if header_crc(&map[..HEADER], &map[HEADER..sums_at + body.div_ceil(BLOCK) * 4]) != stored {
+        if header_crc(
+            &map[..HEADER],
+            &map[HEADER..sums_at + body.div_ceil(BLOCK) * 4],
+        ) != stored
+        {
             return Err(bad("header does not match its checksum"));
         }
         let blocks = body.div_ceil(BLOCK);
@@ -271,7 +273,9 @@ impl Segment {
             layout,
             body_at: prefix,
             sums_at,
-            verified: (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            verified: (0..blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             damaged: AtomicBool::new(false),
         })
     }
@@ -306,7 +310,12 @@ impl Segment {
         let end = at
             .checked_add(len)
             .filter(|&e| e <= self.layout.body)
-            .ok_or_else(|| err(format!("segment {}: read past the end", self.path.display())))?;
+            .ok_or_else(|| {
+                err(format!(
+                    "segment {}: read past the end",
+                    self.path.display()
+                ))
+            })?;
         if len > 0 {
             for block in at / BLOCK..=(end - 1) / BLOCK {
                 self.verify(block)?;
@@ -550,7 +559,11 @@ struct Source {
 
 /// Writes `graph` as a segment at `path` (through a temporary file,
 /// fsynced, then renamed). The graph's data ids are slots.
-pub fn write<D: Distance<f32> + Send + Sync>(graph: &Hnsw<'static, f32, D>, dim: usize, path: &Path) -> Result<()> {
+pub fn write<D: Distance<f32> + Send + Sync>(
+    graph: &Hnsw<'static, f32, D>,
+    dim: usize,
+    path: &Path,
+) -> Result<()> {
     if graph.get_nb_point() == 0 {
         return Err(err("an empty graph is not written as a segment"));
     }
@@ -572,7 +585,12 @@ pub fn write<D: Distance<f32> + Send + Sync>(graph: &Hnsw<'static, f32, D>, dim:
             .binary_search_by_key(&Slot(slot as u64), |p| p.slot)
             .ok()
     };
-    let top = points.iter().map(|p| p.level).max().unwrap_or(0).min(MAX_LAYERS - 1);
+    let top = points
+        .iter()
+        .map(|p| p.level)
+        .max()
+        .unwrap_or(0)
+        .min(MAX_LAYERS - 1);
     let entry = points
         .iter()
         .position(|p| p.level == top)
@@ -645,11 +663,14 @@ struct SegmentWriter {
 
 impl SegmentWriter {
     fn create(path: &Path, shape: &Shape) -> Result<SegmentWriter> {
-        let layout = shape.layout().ok_or_else(|| err("segment sizes overflow"))?;
+        let layout = shape
+            .layout()
+            .ok_or_else(|| err("segment sizes overflow"))?;
         let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
         let mut file = BufWriter::with_capacity(1 << 20, file);
         let prefix = shape.prefix(layout.body);
-        file.write_all(&vec![0u8; prefix]).map_err(|e| Error::io(path, e))?;
+        file.write_all(&vec![0u8; prefix])
+            .map_err(|e| Error::io(path, e))?;
         Ok(SegmentWriter {
             path: path.to_path_buf(),
             file,
@@ -688,7 +709,9 @@ impl SegmentWriter {
                 let done = std::mem::take(&mut self.block);
                 self.sums.push(done.finalize());
             }
-            self.file.write_all(now).map_err(|e| Error::io(&self.path, e))?;
+            self.file
+                .write_all(now)
+                .map_err(|e| Error::io(&self.path, e))?;
             bytes = rest;
         }
         Ok(())
@@ -713,7 +736,10 @@ impl SegmentWriter {
         self.file.seek(SeekFrom::Start(0)).map_err(io)?;
         self.file.write_all(&header).map_err(io)?;
         self.file.write_all(&rest).map_err(io)?;
-        let file = self.file.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&self.path, e))
     }
 }
@@ -726,7 +752,8 @@ mod tests {
 
     fn graph(n: u64, dim: usize) -> Hnsw<'static, f32, UnitCosine> {
         let graph = Hnsw::new(16, n as usize, 16, 100, UnitCosine);
-        let items: Vec<(Vec<f32>, usize)> = (0..n).map(|i| (unit(i, dim), i as usize * 3)).collect();
+        let items: Vec<(Vec<f32>, usize)> =
+            (0..n).map(|i| (unit(i, dim), i as usize * 3)).collect();
         let data: Vec<(&[f32], usize)> = items.iter().map(|(v, s)| (v.as_slice(), *s)).collect();
         graph.parallel_insert_slice(&data);
         graph
@@ -763,7 +790,8 @@ mod tests {
                 .collect();
             truth.sort_by(|a, b| b.1.total_cmp(&a.1));
             let hits = segment.search(&query, 64, &|_| true).unwrap();
-            let hits: std::collections::HashSet<u64> = hits.iter().take(10).map(|(s, _)| s.0).collect();
+            let hits: std::collections::HashSet<u64> =
+                hits.iter().take(10).map(|(s, _)| s.0).collect();
             found += truth[..10].iter().filter(|(s, _)| hits.contains(s)).count();
         }
         let recall = found as f64 / (queries as f64 * 10.0);

@@ -573,7 +573,11 @@ impl VectorIndex for HnswVectorIndex {
     fn search_among(&self, query: &[f32], k: usize, slots: &SlotSet) -> Result<Vec<(Slot, f32)>> {
         check_dims(self.dim, [query])?;
         let inner = self.read()?;
-        let live = || slots.iter().filter(|slot| !inner.tombstones.contains(&slot.0));
+        let live = || {
+            slots
+                .iter()
+                .filter(|slot| !inner.tombstones.contains(&slot.0))
+        };
         let points = self.points(&inner)?;
         let mut scored: Vec<(Slot, f32)> = live()
             .filter_map(|slot| {
@@ -589,7 +593,8 @@ impl VectorIndex for HnswVectorIndex {
                 }
                 Err(e) if segment.is_damaged() => {
                     tracing::error!(error = %e, "vector segment damaged: searching exactly until it is rebuilt");
-                    let keep = |slot: Slot| slots.contains(slot) && !inner.tombstones.contains(&slot.0);
+                    let keep =
+                        |slot: Slot| slots.contains(slot) && !inner.tombstones.contains(&slot.0);
                     return Ok(super::top_k(self.exact_from_source(query, &keep)?, k));
                 }
                 Err(e) => return Err(e),
@@ -677,7 +682,9 @@ impl VectorIndex for HnswVectorIndex {
                         .file_name()
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_default(),
-                    bytes: std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len(),
+                    bytes: std::fs::metadata(path)
+                        .map_err(|e| Error::io(path, e))?
+                        .len(),
                 })
             })
             .transpose()?;
@@ -819,8 +826,13 @@ pub(crate) mod tests {
             let dir = tempfile::tempdir().unwrap();
             let gen_dir = persisted(dir.path());
             damage(&gen_dir);
-            let opened =
-                HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &owner(), source(0, 8));
+            let opened = HnswVectorIndex::open(
+                dir.path(),
+                8,
+                &HnswConfig::default(),
+                &owner(),
+                source(0, 8),
+            );
             let error = opened.err().unwrap_or_else(|| panic!("{what}: opened"));
             assert!(error.to_string().contains("checksums"), "{what}: {error}");
         }
@@ -834,7 +846,8 @@ pub(crate) mod tests {
             id: "other".into(),
             adopt_unowned: true,
         };
-        let opened = HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &other, source(0, 8));
+        let opened =
+            HnswVectorIndex::open(dir.path(), 8, &HnswConfig::default(), &other, source(0, 8));
         assert!(opened.is_err());
     }
 
@@ -926,7 +939,10 @@ mod segment_tests {
             let query = unit(1_000_000 + q, dim);
             let truth = exact.search(&query, 10, None).unwrap();
             let hits = index.search(&query, 10, None).unwrap();
-            found += truth.iter().filter(|t| hits.iter().any(|h| h.0 == t.0)).count();
+            found += truth
+                .iter()
+                .filter(|t| hits.iter().any(|h| h.0 == t.0))
+                .count();
         }
         found as f64 / 400.0
     }
@@ -944,7 +960,10 @@ mod segment_tests {
         let (from_graph, from_segment) = (recall(&graph, n, dim), recall(&segment, n, dim));
         eprintln!("recall@10: graph {from_graph}, segment {from_segment}");
         assert!(from_segment >= 0.95, "segment recall {from_segment}");
-        assert!(from_segment >= from_graph - 0.02, "{from_segment} vs {from_graph}");
+        assert!(
+            from_segment >= from_graph - 0.02,
+            "{from_segment} vs {from_graph}"
+        );
         // Scores are exact (rescored), not int8 approximations.
         let hit = segment.search(&unit(17, dim), 1, None).unwrap()[0];
         assert_eq!(hit.0, Slot(17));
@@ -966,17 +985,25 @@ mod segment_tests {
         drop(index);
         let (index, watermark) = open(dir.path(), dim, 400);
         assert_eq!(watermark, Slot(400));
-        assert_eq!(index.restore_tombstones(&[Slot(5), Slot(350)]).unwrap(), vec![]);
+        assert_eq!(
+            index.restore_tombstones(&[Slot(5), Slot(350)]).unwrap(),
+            vec![]
+        );
         assert_eq!(index.len(), 398);
         for slot in [7, 377] {
-            assert_eq!(index.search(&unit(slot, dim), 1, None).unwrap()[0].0, Slot(slot));
+            assert_eq!(
+                index.search(&unit(slot, dim), 1, None).unwrap()[0].0,
+                Slot(slot)
+            );
         }
         for gone in [5, 350] {
             let hits = index.search(&unit(gone, dim), 10, None).unwrap();
             assert_eq!(hits.len(), 10);
             assert!(hits.iter().all(|h| h.0 != Slot(gone)));
         }
-        let few: SlotSet = [Slot(5), Slot(8), Slot(350), Slot(351)].into_iter().collect();
+        let few: SlotSet = [Slot(5), Slot(8), Slot(350), Slot(351)]
+            .into_iter()
+            .collect();
         let among = index.search_among(&unit(8, dim), 5, &few).unwrap();
         let slots: Vec<Slot> = among.iter().map(|h| h.0).collect();
         assert_eq!(slots.len(), 2);
@@ -990,7 +1017,13 @@ mod segment_tests {
         index.persist(Slot(400)).unwrap();
         let segments = std::fs::read_dir(dir.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("segment-"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("segment-")
+            })
             .count();
         assert_eq!(segments, 1, "the old segment file is deleted");
     }
@@ -1009,11 +1042,20 @@ mod segment_tests {
         meta.format = 0;
         meta.sum = meta.digest().unwrap();
         let json = serde_json::to_string(&meta).unwrap();
-        assert!(!json.contains("format") && !json.contains("segment"), "{json}");
+        assert!(
+            !json.contains("format") && !json.contains("segment"),
+            "{json}"
+        );
         std::fs::write(gen_dir.join(META), json).unwrap();
         let (index, watermark) = open(dir.path(), dim, 300);
-        assert_eq!((watermark, index.len(), index.unmerged()), (Slot(300), 300, 0));
-        assert_eq!(index.search(&unit(42, dim), 1, None).unwrap()[0].0, Slot(42));
+        assert_eq!(
+            (watermark, index.len(), index.unmerged()),
+            (Slot(300), 300, 0)
+        );
+        assert_eq!(
+            index.search(&unit(42, dim), 1, None).unwrap()[0].0,
+            Slot(42)
+        );
         drop(index);
         let meta = read_meta(&generation_dir(dir.path(), 2)).unwrap();
         assert_eq!((meta.format, meta.points), (FORMAT, 0));
@@ -1028,7 +1070,12 @@ mod segment_tests {
             std::fs::read_dir(dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())
-                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("segment-"))
+                .find(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("segment-")
+                })
                 .unwrap()
         };
         {
@@ -1057,19 +1104,34 @@ mod segment_tests {
         index.persist(Slot(2000)).unwrap();
         drop(index);
         let (index, _) = open(dir.path(), dim, 2000);
-        assert_eq!(index.search(&unit(99, dim), 1, None).unwrap()[0].0, Slot(99));
+        assert_eq!(
+            index.search(&unit(99, dim), 1, None).unwrap()[0].0,
+            Slot(99)
+        );
         assert!(!index.damaged());
         // Truncated or with a huge length: refused at open (the index then
         // rebuilds from the doc store).
         let path = segment_file(dir.path());
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
-        let opened = HnswVectorIndex::open(dir.path(), dim, &HnswConfig::default(), &owner(), source(0, dim));
+        let opened = HnswVectorIndex::open(
+            dir.path(),
+            dim,
+            &HnswConfig::default(),
+            &owner(),
+            source(0, dim),
+        );
         assert!(opened.is_err());
         let mut huge = bytes.clone();
         huge[40..48].copy_from_slice(&(1u64 << 50).to_le_bytes());
         std::fs::write(&path, &huge).unwrap();
-        let opened = HnswVectorIndex::open(dir.path(), dim, &HnswConfig::default(), &owner(), source(0, dim));
+        let opened = HnswVectorIndex::open(
+            dir.path(),
+            dim,
+            &HnswConfig::default(),
+            &owner(),
+            source(0, dim),
+        );
         assert!(opened.is_err());
     }
 }
