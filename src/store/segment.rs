@@ -219,7 +219,7 @@ impl Segment {
         let field = |i: usize| {
             u64::from_le_bytes(map[8 + i * 8..16 + i * 8].try_into().unwrap_or_default())
         };
-        let [dim, points, layers, entry, body] = [0, 1, 2, 3, 4].map(|i| field(i));
+        let [dim, points, layers, entry, body] = [0, 1, 2, 3, 4].map(field);
         if layers == 0 || layers > MAX_LAYERS as u64 || points == 0 || entry >= points {
             return Err(bad("impossible header"));
         }
