@@ -318,6 +318,10 @@ pub struct HnswConfig {
     pub merge_min: usize,
     /// …and they are at least this fraction of the segment's points.
     pub merge_ratio: f64,
+    /// Build merged segments on a thread of their own while searches and
+    /// writes go on (`lore serve` turns it on); off, a checkpoint waits for
+    /// its merge, as a one-shot command must.
+    pub background_merge: bool,
     /// Map a loaded graph's vectors from its dump file instead of reading
     /// them into memory: the kernel pages them in as searches touch them
     /// and may drop them again (vectors inserted since stay in memory).
@@ -382,6 +386,7 @@ impl Default for HnswConfig {
             rebuild_ratio: 0.25,
             merge_min: 1000,
             merge_ratio: 0.5,
+            background_merge: false,
             mmap_vectors: false,
         }
     }

@@ -62,6 +62,8 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             c.server.addr = addr;
         }
         c.server.read_only |= read_only;
+        // A server goes on searching and writing while a merge builds.
+        c.hnsw.background_merge = true;
         if snapshot_dir.is_some() {
             c.server.snapshot_dir = snapshot_dir;
         }

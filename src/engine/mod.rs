@@ -323,6 +323,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Checkpoints every open collection whose vector merge finished in
+    /// the background, so that its new segment is the one on disk (`lore
+    /// serve` calls it every few seconds).
+    pub fn settle_merges(&self) -> Result<()> {
+        for collection in self.collections.opened()? {
+            if collection.index().vectors().merge_finished() {
+                let _writer = self.writer()?;
+                collection.index().checkpoint_with(false)?;
+            }
+        }
+        Ok(())
+    }
+
     fn writer(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
         self.writes
             .lock()

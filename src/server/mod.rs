@@ -280,6 +280,9 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
     if let Some(dir) = &config.snapshot_dir {
         publish_snapshots(engine.clone(), dir.clone(), config.snapshot_every_s);
     }
+    if !config.read_only {
+        settle_merges(engine.clone());
+    }
     let body_limit = config.max_body_bytes;
     let cors_origins = config.cors_origins.clone();
     let addr = config.addr.clone();
@@ -368,6 +371,20 @@ fn watch(
             )
         })
         .collect()
+}
+
+/// Puts in place, every two seconds, vector merges that finished in the
+/// background (on a thread of its own; it takes the writer lock only when
+/// one did).
+fn settle_merges(engine: Arc<Engine>) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(2));
+            if let Err(e) = engine.settle_merges() {
+                tracing::error!(error = %e, "could not put a finished merge in place");
+            }
+        }
+    });
 }
 
 /// Publishes a snapshot into `dir` now and every `every_s` seconds, on a

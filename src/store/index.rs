@@ -321,6 +321,7 @@ impl Index {
     /// [`Index::checkpoint`], leaving the mutable graph unmerged unless
     /// `merge` (a bulk import merges once, at its end).
     pub fn checkpoint_with(&self, merge: bool) -> Result<()> {
+        let dropped = self.vectors.settle()?;
         timed(&self.spent.docs, || self.docs.flush())?;
         let pending = self.docs.pending_keywords()?;
         timed(&self.spent.keywords, || self.keywords.commit())?;
@@ -350,6 +351,8 @@ impl Index {
         })?;
         if rebuild {
             self.docs.clear_tombstones(&self.docs.tombstones()?)?;
+        } else {
+            self.docs.clear_tombstones(&dropped)?;
         }
         timed(&self.spent.docs, || self.docs.flush())
     }

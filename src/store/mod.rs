@@ -293,6 +293,16 @@ pub trait VectorIndex: Send + Sync {
         let _ = all;
         Ok(())
     }
+    /// Puts in place a merge that finished in the background; returns the
+    /// tombstones it dropped (their slots are in neither part any more).
+    fn settle(&self) -> Result<Vec<Slot>> {
+        Ok(Vec::new())
+    }
+    /// True when a merge built in the background waits to be put in place
+    /// (by [`VectorIndex::settle`], which the next checkpoint calls).
+    fn merge_finished(&self) -> bool {
+        false
+    }
     /// True when stored data was found damaged: searches still answer
     /// (exactly, more slowly) and the next checkpoint rebuilds.
     fn damaged(&self) -> bool {

@@ -185,6 +185,17 @@ pub struct HnswVectorIndex {
     points: RwLock<Option<(u64, std::sync::Arc<PointTable>)>>,
     /// Bumped after every insert and rebuild.
     changes: std::sync::atomic::AtomicU64,
+    /// A merge building its segment on its own thread.
+    merging: std::sync::Mutex<Option<Merging>>,
+}
+
+/// A merge in the background: a new segment of every vector that was live
+/// when it started (all of them below `upto`), built on its own thread
+/// while searches and writes go on against the current segment and
+/// mutable graph.
+struct Merging {
+    upto: Slot,
+    handle: std::thread::JoinHandle<Result<Segment>>,
 }
 
 fn err(e: impl std::fmt::Display) -> Error {
@@ -255,6 +266,7 @@ impl HnswVectorIndex {
             }),
             points: RwLock::new(None),
             changes: std::sync::atomic::AtomicU64::new(0),
+            merging: std::sync::Mutex::new(None),
         };
         if convert {
             tracing::info!(dir = %dir.display(), "converting the vector graph to a compact segment (once)");
@@ -324,15 +336,67 @@ impl HnswVectorIndex {
         check_dims(self.dim, items.iter().map(|(_, v)| v.as_slice()))
     }
 
-    /// Writes `graph` as a new segment file and opens it.
     fn write_segment(&self, graph: &Graph) -> Result<Segment> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = self.dir.join(format!("segment-{stamp:032x}.seg"));
-        super::segment::write(graph, self.dim, &path)?;
-        sync_dir(&self.dir)?;
-        Segment::open(&path)
+        write_segment(&self.dir, self.dim, graph)
+    }
+
+    fn merging(&self) -> Result<std::sync::MutexGuard<'_, Option<Merging>>> {
+        self.merging.lock().map_err(|_| err("lock poisoned"))
+    }
+
+    /// Starts building a segment of `items` (every live vector) on its own
+    /// thread, unless one is being built already.
+    fn merge_in_background(&self, all: &dyn Fn() -> Result<Vec<(Slot, Vec<f32>)>>) -> Result<()> {
+        let mut merging = self.merging()?;
+        if merging.is_some() {
+            return Ok(());
+        }
+        let items = all()?;
+        let upto = items.last().map_or(Slot(0), |(s, _)| Slot(s.0 + 1));
+        let (config, dir, dim) = (self.config.clone(), self.dir.clone(), self.dim);
+        let handle = std::thread::Builder::new()
+            .name("lore-merge".into())
+            .spawn(move || {
+                let graph = build_graph(&config, &items);
+                drop(items);
+                write_segment(&dir, dim, &graph)
+            })
+            .map_err(|e| err(format!("cannot start a merge: {e}")))?;
+        *merging = Some(Merging { upto, handle });
+        Ok(())
+    }
+
+    /// Puts a finished merge's segment in place: the vectors written since
+    /// it started move to a fresh mutable graph, and tombstones of slots
+    /// neither holds are dropped (and returned).
+    fn swap_in(&self, segment: Segment, upto: Slot) -> Result<Vec<Slot>> {
+        let later: Vec<(Slot, Vec<f32>)> = {
+            let inner = self.read()?;
+            let points =
+                (inner.graph.get_nb_point() > 0).then(|| inner.graph.get_point_indexation());
+            points
+                .into_iter()
+                .flatten()
+                .filter(|p| p.get_origin_id() as u64 >= upto.0)
+                .map(|p| (Slot(p.get_origin_id() as u64), p.get_v().to_vec()))
+                .collect()
+        };
+        let graph = build_graph(&self.config, &later);
+        let mut inner = self.write()?;
+        let mut dropped = Vec::new();
+        let mut kept = HashSet::new();
+        for &slot in &inner.tombstones {
+            if slot >= upto.0 || segment.node(Slot(slot))?.is_some() {
+                kept.insert(slot);
+            } else {
+                dropped.push(Slot(slot));
+            }
+        }
+        inner.segment = Some(std::sync::Arc::new(segment));
+        inner.graph = graph;
+        inner.tombstones = kept;
+        self.forget_points();
+        Ok(dropped)
     }
 
     /// Turns the mutable graph, when it is the whole index (no segment
@@ -407,6 +471,17 @@ impl HnswVectorIndex {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Writes `graph` as a new segment file in `dir` and opens it.
+fn write_segment(dir: &Path, dim: usize, graph: &Graph) -> Result<Segment> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let path = dir.join(format!("segment-{stamp:032x}.seg"));
+    super::segment::write(graph, dim, &path)?;
+    sync_dir(dir)?;
+    Segment::open(&path)
 }
 
 fn open_segment(dir: &Path, named: &SegmentRef, dim: usize) -> Result<Segment> {
@@ -713,6 +788,9 @@ impl VectorIndex for HnswVectorIndex {
 
     fn rebuild(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
         self.check_items(items)?;
+        // A merge still building is superseded: its thread finishes on its
+        // own and its file, named by no generation, is deleted later.
+        self.merging()?.take();
         let graph = build_graph(&self.config, items);
         let segment = if items.is_empty() {
             None
@@ -734,9 +812,34 @@ impl VectorIndex for HnswVectorIndex {
             .map(|i| i.segment.is_none() && i.tombstones.is_empty())?;
         if whole_graph {
             self.compact_graph()
+        } else if self.config.background_merge {
+            self.merge_in_background(all)
         } else {
             self.rebuild(&all()?)
         }
+    }
+
+    fn settle(&self) -> Result<Vec<Slot>> {
+        let finished = {
+            let mut merging = self.merging()?;
+            match merging.as_ref() {
+                Some(m) if m.handle.is_finished() => merging.take(),
+                _ => None,
+            }
+        };
+        let Some(Merging { upto, handle }) = finished else {
+            return Ok(Vec::new());
+        };
+        let segment = handle
+            .join()
+            .map_err(|_| err("the merge thread panicked"))??;
+        tracing::info!(points = segment.len(), "a background merge finished");
+        self.swap_in(segment, upto)
+    }
+
+    fn merge_finished(&self) -> bool {
+        self.merging()
+            .is_ok_and(|m| m.as_ref().is_some_and(|m| m.handle.is_finished()))
     }
 }
 
@@ -1026,6 +1129,76 @@ mod segment_tests {
             })
             .count();
         assert_eq!(segments, 1, "the old segment file is deleted");
+    }
+
+    #[test]
+    fn a_background_merge_lets_searches_and_writes_go_on_and_loses_nothing() {
+        let dim = 16;
+        let dir = tempfile::tempdir().unwrap();
+        let config = HnswConfig {
+            background_merge: true,
+            ..HnswConfig::default()
+        };
+        let source = source(3000, dim);
+        let (index, _) =
+            HnswVectorIndex::open(dir.path(), dim, &config, &owner(), source.clone()).unwrap();
+        index.insert(&items(1000, dim)).unwrap();
+        index.merge(&|| Ok(items(1000, dim))).unwrap();
+        assert_eq!(index.unmerged(), 0, "the first merge writes the graph out");
+        let second: Vec<_> = (1000..2000).map(|i| (Slot(i), unit(i, dim))).collect();
+        index.insert(&second).unwrap();
+        index.remove(&[Slot(3)]);
+        let live = || {
+            Ok(items(2000, dim)
+                .into_iter()
+                .filter(|(s, _)| s.0 != 3)
+                .collect())
+        };
+        index.merge(&live).unwrap();
+        // While it builds: writes and removals go on, searches answer.
+        let third: Vec<_> = (2000..2100).map(|i| (Slot(i), unit(i, dim))).collect();
+        index.insert(&third).unwrap();
+        index.remove(&[Slot(1500), Slot(2050)]);
+        assert_eq!(
+            index.search(&unit(1999, dim), 1, None).unwrap()[0].0,
+            Slot(1999)
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !index.merge_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the merge never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let dropped = index.settle().unwrap();
+        assert_eq!(
+            dropped,
+            vec![Slot(3)],
+            "only the tombstone the new segment left out"
+        );
+        assert_eq!(index.unmerged(), 100, "what was written during the merge");
+        assert_eq!(index.len(), 2100 - 3);
+        for slot in [7, 1234, 2077] {
+            assert_eq!(
+                index.search(&unit(slot, dim), 1, None).unwrap()[0].0,
+                Slot(slot)
+            );
+        }
+        for gone in [3, 1500, 2050] {
+            let hits = index.search(&unit(gone, dim), 10, None).unwrap();
+            assert!(hits.iter().all(|h| h.0 != Slot(gone)), "{gone} came back");
+        }
+        index.persist(Slot(2100)).unwrap();
+        drop(index);
+        let (index, _) = HnswVectorIndex::open(dir.path(), dim, &config, &owner(), source).unwrap();
+        assert!(
+            index
+                .restore_tombstones(&[Slot(1500), Slot(2050)])
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(index.len(), 2100 - 3);
     }
 
     #[test]
