@@ -326,3 +326,97 @@ fn keys_errors_documents_queue_and_shutdown() {
     let after = status(&index);
     assert_eq!(after["consistent"], true, "{after}");
 }
+
+/// The newest vector generation's record: (vectors in the mutable graph,
+/// whether it names a segment).
+fn vector_generation(index: &Path) -> (u64, bool) {
+    let newest = std::fs::read_dir(index.join("vectors"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("gen-") && !name.ends_with(".tmp") && p.join("meta.json").exists()
+        })
+        .max()
+        .unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(newest.join("meta.json")).unwrap()).unwrap();
+    (
+        meta["points"].as_u64().unwrap(),
+        meta["segment"].is_object(),
+    )
+}
+
+#[test]
+fn a_merge_in_the_background_lands_while_the_server_answers() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    // Tiny merges, so that uploads start them.
+    let server = start_with(&index, "[hnsw]\nmerge_min = 4\nmerge_ratio = 0.3", &[]);
+    let addr = server.addr.as_str();
+    let topics = [
+        "badge", "parking", "locker", "bicycle", "umbrella", "printer", "visitor", "plant",
+    ];
+    for (n, topic) in topics.iter().enumerate() {
+        let doc = json!({
+            "path": format!("notes/{topic}.md"),
+            "text": format!("# {topic}\n\nThe {topic} desk on floor {n} handles every {topic} request."),
+        });
+        let (code, _, body) = http(
+            addr,
+            "POST",
+            "/v1/documents",
+            Some("w-key"),
+            Some(&doc.to_string()),
+        );
+        assert_eq!(code, 201, "{body}");
+        // Searches answer whatever the merge is doing.
+        let query = json!({"query": format!("{topic} desk"), "k": 1, "mode": "dense"});
+        let (code, _, body) = http(
+            addr,
+            "POST",
+            "/v1/search",
+            Some("r-key"),
+            Some(&query.to_string()),
+        );
+        assert_eq!(code, 200, "{body}");
+        let hits: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            hits["hits"][0]["path"],
+            format!("notes/{topic}.md"),
+            "{body}"
+        );
+    }
+    // Merges started by the uploads are put in place and checkpointed by
+    // the server's own thread: the newest generation names a segment and
+    // its mutable graph holds fewer vectors than start a merge (a merge
+    // that was never put in place would leave every later upload there).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (unmerged, segment) = vector_generation(&index);
+        if segment && unmerged < 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{unmerged} unmerged, segment {segment}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(server); // SIGKILL
+    let s = status(&index);
+    assert_eq!(s["consistent"], true, "{s}");
+    for topic in topics {
+        let hits = json(lore(&index).args([
+            "search",
+            &format!("{topic} desk"),
+            "--mode",
+            "dense",
+            "--json",
+        ]));
+        assert_eq!(
+            hits["hits"][0]["path"],
+            format!("notes/{topic}.md"),
+            "{hits}"
+        );
+    }
+}

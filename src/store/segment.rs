@@ -295,6 +295,11 @@ impl Segment {
         self.shape.dim
     }
 
+    /// Length of the file.
+    pub fn file_bytes(&self) -> u64 {
+        self.map.len() as u64
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -222,6 +222,10 @@ impl HnswVectorIndex {
             Some(generation) => {
                 let gen_dir = generation_dir(dir, generation);
                 let meta: Meta = read_meta(&gen_dir)?;
+                // What a killed process left: half-written dumps, segments
+                // no generation names.
+                let named = meta.segment.as_ref().map(|s| s.name.as_str());
+                remove_older_generations(dir, generation, Segments::AllBut(named));
                 if meta.dim != dim {
                     return Err(Error::DimensionMismatch {
                         expected: dim,
@@ -489,8 +493,7 @@ fn open_segment(dir: &Path, named: &SegmentRef, dim: usize) -> Result<Segment> {
         return Err(err(format!("bad segment name {:?}", named.name)));
     }
     let segment = Segment::open(&dir.join(&named.name))?;
-    let bytes = std::fs::metadata(segment.path()).map_or(0, |m| m.len());
-    if bytes != named.bytes || segment.dim() != dim {
+    if segment.file_bytes() != named.bytes || segment.dim() != dim {
         return Err(err(format!(
             "segment {} is not the one its generation names",
             named.name
@@ -747,22 +750,14 @@ impl VectorIndex for HnswVectorIndex {
                 return Err(err(format!("the graph was dumped as {name}")));
             }
         }
-        let segment = inner
-            .segment
-            .as_ref()
-            .map(|s| -> Result<SegmentRef> {
-                let path = s.path();
-                Ok(SegmentRef {
-                    name: path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    bytes: std::fs::metadata(path)
-                        .map_err(|e| Error::io(path, e))?
-                        .len(),
-                })
-            })
-            .transpose()?;
+        let segment = inner.segment.as_ref().map(|s| SegmentRef {
+            name: s
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            bytes: s.file_bytes(),
+        });
         let mut meta = Meta {
             watermark: watermark.0,
             points,
@@ -782,7 +777,7 @@ impl VectorIndex for HnswVectorIndex {
         sync_dir(&self.dir)?;
         inner.generation = generation;
         let keep = meta.segment.as_ref().map(|s| s.name.as_str());
-        remove_older_generations(&self.dir, generation, keep);
+        remove_older_generations(&self.dir, generation, Segments::OlderThan(keep));
         Ok(())
     }
 
@@ -843,10 +838,30 @@ impl VectorIndex for HnswVectorIndex {
     }
 }
 
+/// Which segment files a clean-up deletes besides the generations.
+#[derive(Debug, Clone, Copy)]
+enum Segments<'a> {
+    /// Every one but this (on open: nothing is being written yet).
+    AllBut(Option<&'a str>),
+    /// Those older than this one (after a dump: a merge in the background
+    /// may be writing a newer one that no generation names yet).
+    OlderThan(Option<&'a str>),
+}
+
+impl Segments<'_> {
+    fn stale(&self, name: &str) -> bool {
+        match *self {
+            Segments::AllBut(keep) => Some(name) != keep,
+            // Names carry a fixed-width creation stamp: they sort by age.
+            Segments::OlderThan(keep) => keep.is_some_and(|k| name < k),
+        }
+    }
+}
+
 /// Deletes every dump but `keep` (older ones and half-written ones) and
-/// every segment file but `segment`; failures only cost disk space, so
+/// the segment files `segments` says; failures only cost disk space, so
 /// they are logged.
-fn remove_older_generations(dir: &Path, keep: u64, segment: Option<&str>) {
+fn remove_older_generations(dir: &Path, keep: u64, segments: Segments) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -859,7 +874,7 @@ fn remove_older_generations(dir: &Path, keep: u64, segment: Option<&str>) {
             let number = rest.trim_end_matches(".tmp");
             number != rest || number.parse::<u64>().is_ok_and(|g| g != keep)
         } else {
-            name.starts_with("segment-") && Some(name) != segment
+            name.starts_with("segment-") && segments.stale(name)
         };
         if !stale {
             continue;
