@@ -37,6 +37,9 @@ const PENDING: u8 = b'k';
 const TOMBSTONE: u8 = b't';
 const NEXT_SLOT: &[u8] = b"n";
 const INSTANCE: &[u8] = b"i";
+/// Live documents and chunks, kept in every write's own batch so that an
+/// open can check the derived stores against them without a scan.
+const COUNTS: &[u8] = b"C";
 /// sled's page cache (its default is 1 GiB). Searches read a few records
 /// each; bulk writes stream past it. What it does not hold, the kernel's
 /// page cache usually does.
@@ -72,6 +75,10 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::store("docs", format!("corrupt record: {e}")))
+}
+
+fn counts_bytes(counts: [u64; 2]) -> Vec<u8> {
+    counts.iter().flat_map(|c| c.to_be_bytes()).collect()
 }
 
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
@@ -155,11 +162,29 @@ impl SledDocStore {
                 id
             }
         };
+        if db.get(COUNTS)?.is_none() {
+            // Written before the counts were kept: counted once, here,
+            // under the store's lock.
+            let counts = [DOC, CHUNK].map(|p| db.scan_prefix([p]).keys().count() as u64);
+            db.insert(COUNTS, counts_bytes(counts).as_slice())?;
+            db.flush()?;
+        }
         Ok(SledDocStore {
             db,
             next_slot: AtomicU64::new(next),
             instance,
         })
+    }
+
+    /// The kept counts: live documents and chunks.
+    fn kept(&self) -> Result<[u64; 2]> {
+        let bytes = self.db.get(COUNTS)?.unwrap_or_default();
+        let corrupt = || Error::store("docs", "corrupt counts record");
+        let field = |at: usize| -> Result<u64> {
+            let b = bytes.get(at..at + 8).ok_or_else(corrupt)?;
+            Ok(u64::from_be_bytes(b.try_into().map_err(|_| corrupt())?))
+        };
+        Ok([field(0)?, field(8)?])
     }
 
     fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>> {
@@ -309,15 +334,30 @@ impl DocStore for SledDocStore {
         let mut batch = sled::Batch::default();
         let mut applied = Applied::default();
         let mut next = self.next_slot.load(Ordering::SeqCst);
+        let [mut documents, chunks] = self.kept()?;
         for id in &change.delete_docs {
             if let Some(record) = self.doc(id)? {
                 self.remove_doc(&record, &HashSet::new(), &mut batch, &mut applied)?;
                 batch.remove(key(DOC, id.0.as_bytes()));
+                documents = documents.saturating_sub(1);
             }
         }
+        let mut put = HashSet::new();
         for update in change.put_docs {
+            if !put.insert(update.record.id.clone()) {
+                return Err(Error::store(
+                    "docs",
+                    format!("document {} twice in one change", update.record.id.0),
+                ));
+            }
+            if self.doc(&update.record.id)?.is_none() {
+                documents += 1;
+            }
             self.put_doc(update, &mut next, &mut batch, &mut applied)?;
         }
+        let chunks =
+            (chunks + applied.added.len() as u64).saturating_sub(applied.removed.len() as u64);
+        batch.insert(COUNTS, counts_bytes([documents, chunks]));
         for file in &change.put_files {
             batch.insert(key(FILE, file.path.as_bytes()), encode(file)?);
         }
@@ -362,6 +402,10 @@ impl DocStore for SledDocStore {
         Ok(self.db.apply_batch(batch)?)
     }
 
+    fn live_chunks(&self) -> Result<u64> {
+        Ok(self.kept()?[1])
+    }
+
     fn counts(&self) -> Result<DocCounts> {
         Ok(DocCounts {
             documents: self.count(DOC),
@@ -376,5 +420,55 @@ impl DocStore for SledDocStore {
     fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::table::tests::doc;
+
+    #[test]
+    fn kept_counts_follow_every_write_and_are_made_once_for_older_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledDocStore::open(dir.path()).unwrap();
+        let agree = |store: &SledDocStore| {
+            let counts = store.counts().unwrap();
+            assert_eq!(store.kept().unwrap(), [counts.documents, counts.chunks]);
+            counts.chunks
+        };
+        let put = |docs: Vec<DocUpdate>| Change {
+            put_docs: docs,
+            ..Change::default()
+        };
+        store
+            .apply(put((0..5).map(|n| doc(n, false)).collect()))
+            .unwrap();
+        assert_eq!(agree(&store), 10);
+        // Replaced (the same document again), removed, removed when absent.
+        let mut changed = doc(1, false);
+        changed.chunks.truncate(1);
+        store.apply(put(vec![changed])).unwrap();
+        store
+            .apply(Change {
+                delete_docs: vec![doc(2, false).record.id, doc(9, false).record.id],
+                ..Change::default()
+            })
+            .unwrap();
+        assert_eq!(agree(&store), 7);
+        // One document twice in one change is refused, and changes nothing.
+        assert!(
+            store
+                .apply(put(vec![doc(7, false), doc(7, false)]))
+                .is_err()
+        );
+        assert_eq!(agree(&store), 7);
+        // A store written before the counts were kept counts once on open.
+        store.db.remove(COUNTS).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let store = SledDocStore::open(dir.path()).unwrap();
+        assert_eq!(agree(&store), 7);
+        assert_eq!(store.live_chunks().unwrap(), 7);
     }
 }

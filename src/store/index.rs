@@ -204,23 +204,25 @@ impl Index {
 
     /// Rebuilds from sled a derived store whose size disagrees with it
     /// after recovery: lost, or damaged in a way its own checks missed.
+    /// sled's live chunks are the count kept with every write, so this
+    /// costs no scan.
     fn verify(&self) -> Result<()> {
-        let counts = self.docs.counts()?;
+        let chunks = self.docs.live_chunks()?;
         let mut rebuilt = false;
-        if self.vectors.len() != counts.vectors {
+        if self.vectors.len() != chunks {
             tracing::warn!(
                 graph = self.vectors.len(),
-                sled = counts.vectors,
+                sled = chunks,
                 "vector graph disagrees with the doc store; rebuilding it"
             );
             self.vectors.rebuild(&self.docs.vectors_from(Slot(0))?)?;
             self.docs.clear_tombstones(&self.docs.tombstones()?)?;
             rebuilt = true;
         }
-        if self.keywords.count()? != counts.chunks {
+        if self.keywords.count()? != chunks {
             tracing::warn!(
                 keywords = self.keywords.count()?,
-                sled = counts.chunks,
+                sled = chunks,
                 "keyword index disagrees with the doc store; rebuilding it"
             );
             self.keywords.clear()?;
@@ -373,7 +375,8 @@ impl Index {
         let vectors = self.vectors.len();
         let keyword_docs = self.keywords.count()?;
         let tombstones = self.vectors.tombstone_count();
-        let consistent = counts.chunks == counts.slots
+        let consistent = counts.chunks == self.docs.live_chunks()?
+            && counts.chunks == counts.slots
             && counts.chunks == counts.vectors
             && counts.chunks == vectors
             && counts.chunks == keyword_docs

@@ -228,8 +228,11 @@ pub trait DocStore: VectorSource {
     fn tombstones(&self) -> Result<Vec<Slot>>;
     /// Forgets tombstones (after a graph rebuild, or for slots never dumped).
     fn clear_tombstones(&self, slots: &[Slot]) -> Result<()>;
-    /// Counts for status and consistency checks.
+    /// Counts for status and consistency checks (a scan of every key).
     fn counts(&self) -> Result<DocCounts>;
+    /// Live chunks, as kept with every write (no scan): what an open
+    /// checks the derived stores against.
+    fn live_chunks(&self) -> Result<u64>;
     /// Makes every applied change durable.
     fn flush(&self) -> Result<()>;
 }

@@ -184,14 +184,14 @@ impl Tables {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::HnswConfig;
     use crate::embed::EmbedderInfo;
     use crate::store::{Change, DocUpdate, Index};
     use crate::types::{Chunk, ChunkId, DocKind};
 
-    fn doc(n: usize, access: bool) -> DocUpdate {
+    pub(crate) fn doc(n: usize, access: bool) -> DocUpdate {
         let path = format!("/d{n}.md");
         let id = DocId::from_path(&path);
         let mut metadata = crate::types::Metadata::new();
