@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::lines::Line;
 use super::{Collection, Engine, Progress, WriteScope};
 use crate::error::{Error, Result};
-use crate::store::{Change, DocUpdate, StoreSeconds};
+use crate::store::{Change, Checkpoint, DocUpdate, StoreSeconds};
 use crate::types::{Chunk, ChunkId, DocId, DocKind, DocRecord, Metadata, content_hash};
 
 /// Longest row accepted, in bytes (text and vector of one chunk).
@@ -140,8 +140,9 @@ impl Engine {
                 let docs = std::mem::take(&mut batch);
                 touched.extend(write(&collection, docs, &mut report, progress)?);
                 if report.chunks_written - checkpointed >= every {
-                    // The graph is merged once, at the end.
-                    collection.index().checkpoint_with(false)?;
+                    // The graph is merged once, at the end, and dumped
+                    // only as it doubles.
+                    collection.index().checkpoint_with(Checkpoint::Bulk)?;
                     checkpointed = report.chunks_written;
                 }
             }

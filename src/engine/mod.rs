@@ -330,7 +330,9 @@ impl Engine {
         for collection in self.collections.opened()? {
             if collection.index().vectors().merge_finished() {
                 let _writer = self.writer()?;
-                collection.index().checkpoint_with(false)?;
+                collection
+                    .index()
+                    .checkpoint_with(crate::store::Checkpoint::Settle)?;
             }
         }
         Ok(())

@@ -101,6 +101,19 @@ fn timed<T>(counter: &AtomicU64, f: impl FnOnce() -> T) -> T {
     value
 }
 
+/// What a checkpoint does with the vector graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Rebuild or merge when due, then dump.
+    Full,
+    /// Dump, merging nothing (putting a finished background merge in place).
+    Settle,
+    /// In the middle of a bulk write: merge nothing, and dump only when the
+    /// graph has doubled since its last dump (sled holds everything, and
+    /// recovery replays what the dump lacks).
+    Bulk,
+}
+
 /// The stores of one index directory.
 pub struct Index {
     dir: PathBuf,
@@ -110,6 +123,8 @@ pub struct Index {
     rebuild_ratio: f64,
     merge_min: u64,
     merge_ratio: f64,
+    /// Points in the graph at its last dump.
+    dumped: AtomicU64,
     /// Every document with its slots, kept in step with writes.
     tables: Tables,
     spent: Spent,
@@ -155,6 +170,7 @@ impl Index {
             rebuild_ratio: hnsw.rebuild_ratio,
             merge_min: hnsw.merge_min as u64,
             merge_ratio: hnsw.merge_ratio,
+            dumped: AtomicU64::new(0),
             tables: Tables::default(),
             spent: Spent::default(),
         };
@@ -317,12 +333,11 @@ impl Index {
     /// segment was found, and the mutable graph is merged into a new
     /// segment when it has grown past its own.
     pub fn checkpoint(&self) -> Result<()> {
-        self.checkpoint_with(true)
+        self.checkpoint_with(Checkpoint::Full)
     }
 
-    /// [`Index::checkpoint`], leaving the mutable graph unmerged unless
-    /// `merge` (a bulk import merges once, at its end).
-    pub fn checkpoint_with(&self, merge: bool) -> Result<()> {
+    /// [`Index::checkpoint`], doing with the vector graph what `how` says.
+    pub fn checkpoint_with(&self, how: Checkpoint) -> Result<()> {
         let dropped = self.vectors.settle()?;
         timed(&self.spent.docs, || self.docs.flush())?;
         let pending = self.docs.pending_keywords()?;
@@ -334,10 +349,10 @@ impl Index {
         let damaged = self.vectors.damaged();
         let rebuild =
             damaged || tombstones > 0 && tombstones as f64 > self.rebuild_ratio * points as f64;
-        let merge = merge
+        let merge = how == Checkpoint::Full
             && unmerged >= self.merge_min
             && unmerged as f64 >= self.merge_ratio * (points - unmerged) as f64;
-        timed(&self.spent.graph, || {
+        timed(&self.spent.graph, || -> Result<()> {
             if rebuild {
                 tracing::info!(tombstones, points, damaged, "rebuilding the vector graph");
                 self.vectors.rebuild(&self.docs.vectors_from(Slot(0))?)?;
@@ -349,7 +364,17 @@ impl Index {
                 );
                 self.vectors.merge(&|| self.docs.vectors_from(Slot(0)))?;
             }
-            self.vectors.persist(self.docs.next_slot())
+            // A bulk write dumps the mutable graph (what a dump writes)
+            // each time it has doubled: the dumps add up to twice the last
+            // one, not to one per batch, and what a crash leaves to replay
+            // is at most half of it.
+            let unmerged = self.vectors.unmerged();
+            let due = unmerged >= 2 * self.dumped.load(Ordering::Relaxed);
+            if how != Checkpoint::Bulk || rebuild || !dropped.is_empty() || due {
+                self.vectors.persist(self.docs.next_slot())?;
+                self.dumped.store(unmerged.max(1), Ordering::Relaxed);
+            }
+            Ok(())
         })?;
         if rebuild {
             self.docs.clear_tombstones(&self.docs.tombstones()?)?;
@@ -448,4 +473,52 @@ fn dir_size(dir: &Path, top: bool) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::table::tests::doc;
+
+    fn generation(dir: &Path) -> u64 {
+        std::fs::read_dir(dir.join("vectors"))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                name.strip_prefix("gen-")?.parse::<u64>().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_bulk_write_dumps_the_graph_as_it_doubles_and_a_kill_replays_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = EmbedderInfo {
+            id: "test".into(),
+            dim: 4,
+        };
+        let hnsw = HnswConfig::default();
+        {
+            let index = Index::open(dir.path(), &info, &hnsw).unwrap();
+            let before = generation(dir.path());
+            // 20 batches of 2 chunks: the graph holds 2, 4, …, 40 vectors.
+            for n in 0..20 {
+                index
+                    .apply(Change {
+                        put_docs: vec![doc(n, false)],
+                        ..Change::default()
+                    })
+                    .unwrap();
+                index.checkpoint_with(Checkpoint::Bulk).unwrap();
+            }
+            // Dumped at 2, 4, 8, 16 and 32 vectors, not 20 times.
+            assert_eq!(generation(dir.path()) - before, 5);
+            // Killed here: the last 8 vectors were never dumped.
+        }
+        let index = Index::open(dir.path(), &info, &hnsw).unwrap();
+        let status = index.status().unwrap();
+        assert!(status.consistent, "{status:?}");
+        assert_eq!(status.vectors, 40);
+    }
 }

@@ -20,7 +20,7 @@ pub mod vectors;
 mod index;
 mod table;
 
-pub use index::{Index, IndexSizes, IndexStatus, StoreSeconds};
+pub use index::{Checkpoint, Index, IndexSizes, IndexStatus, StoreSeconds};
 pub use table::{DocEntry, DocTable};
 
 use crate::error::Result;
