@@ -433,7 +433,15 @@ impl HnswVectorIndex {
 
     /// How many segment candidates are rescored for `k` results.
     fn rescored(&self, k: usize) -> usize {
-        (k * 4).max(self.config.ef_search.min(64)).max(k)
+        self.config.ef_search.max(k)
+    }
+
+    /// The beam of a segment search: twice `ef_search`. Its int8 walk
+    /// needs the wider beam to find what hnsw_rs's f32 walk finds with
+    /// `ef_search` (measured at a million chunks: recall@10 0.92 with 128,
+    /// 0.98 with 256).
+    fn segment_beam(&self, k: usize) -> usize {
+        self.config.ef_search.max(k) * 2
     }
 
     /// Every live vector scored exactly from the source: the answer while
@@ -462,8 +470,7 @@ impl HnswVectorIndex {
         k: usize,
         keep: &dyn Fn(Slot) -> bool,
     ) -> Result<(Vec<(Slot, f32)>, bool)> {
-        let ef = self.config.ef_search.max(k);
-        match segment.search(query, ef, keep) {
+        match segment.search(query, self.segment_beam(k), keep) {
             Ok(mut approx) => {
                 approx.truncate(self.rescored(k));
                 Ok((self.rescore(query, approx)?, false))
