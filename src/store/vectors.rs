@@ -1308,25 +1308,13 @@ mod segment_tests {
         // rebuilds from the doc store).
         let path = segment_file(dir.path());
         let bytes = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
-        let opened = HnswVectorIndex::open(
-            dir.path(),
-            dim,
-            &HnswConfig::default(),
-            &owner(),
-            source(0, dim),
-        );
-        assert!(opened.is_err());
         let mut huge = bytes.clone();
         huge[40..48].copy_from_slice(&(1u64 << 50).to_le_bytes());
-        std::fs::write(&path, &huge).unwrap();
-        let opened = HnswVectorIndex::open(
-            dir.path(),
-            dim,
-            &HnswConfig::default(),
-            &owner(),
-            source(0, dim),
-        );
-        assert!(opened.is_err());
+        for damaged in [&bytes[..bytes.len() - 10], &huge[..]] {
+            std::fs::write(&path, damaged).unwrap();
+            let config = HnswConfig::default();
+            let opened = HnswVectorIndex::open(dir.path(), dim, &config, &owner(), source(0, dim));
+            assert!(opened.is_err());
+        }
     }
 }
