@@ -162,9 +162,9 @@ impl SledDocStore {
                 id
             }
         };
-        if db.get(COUNTS)?.is_none() {
-            // Written before the counts were kept: counted once, here,
-            // under the store's lock.
+        if db.get(COUNTS)?.is_none_or(|c| c.len() != 16) {
+            // Written before the counts were kept, or the record is
+            // damaged: counted once, here, under the store's lock.
             let counts = [DOC, CHUNK].map(|p| db.scan_prefix([p]).keys().count() as u64);
             db.insert(COUNTS, counts_bytes(counts).as_slice())?;
             db.flush()?;
@@ -431,7 +431,7 @@ mod tests {
     #[test]
     fn kept_counts_follow_every_write_and_are_made_once_for_older_stores() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledDocStore::open(dir.path()).unwrap();
+        let mut store = SledDocStore::open(dir.path()).unwrap();
         let agree = |store: &SledDocStore| {
             let counts = store.counts().unwrap();
             assert_eq!(store.kept().unwrap(), [counts.documents, counts.chunks]);
@@ -463,12 +463,18 @@ mod tests {
                 .is_err()
         );
         assert_eq!(agree(&store), 7);
-        // A store written before the counts were kept counts once on open.
-        store.db.remove(COUNTS).unwrap();
-        store.flush().unwrap();
-        drop(store);
-        let store = SledDocStore::open(dir.path()).unwrap();
-        assert_eq!(agree(&store), 7);
-        assert_eq!(store.live_chunks().unwrap(), 7);
+        // A store written before the counts were kept, or whose record is
+        // damaged, counts once on open.
+        for damage in [None, Some(&b"garbage"[..])] {
+            match damage {
+                None => store.db.remove(COUNTS).map(drop).unwrap(),
+                Some(bytes) => store.db.insert(COUNTS, bytes).map(drop).unwrap(),
+            }
+            store.flush().unwrap();
+            drop(store);
+            store = SledDocStore::open(dir.path()).unwrap();
+            assert_eq!(agree(&store), 7);
+            assert_eq!(store.live_chunks().unwrap(), 7);
+        }
     }
 }
