@@ -222,10 +222,6 @@ impl HnswVectorIndex {
             Some(generation) => {
                 let gen_dir = generation_dir(dir, generation);
                 let meta: Meta = read_meta(&gen_dir)?;
-                // What a killed process left: half-written dumps, segments
-                // no generation names.
-                let named = meta.segment.as_ref().map(|s| s.name.as_str());
-                remove_older_generations(dir, generation, Segments::AllBut(named));
                 if meta.dim != dim {
                     return Err(Error::DimensionMismatch {
                         expected: dim,
@@ -240,6 +236,10 @@ impl HnswVectorIndex {
                     .as_ref()
                     .map(|s| open_segment(dir, s, dim))
                     .transpose()?;
+                // What a killed process left (half-written dumps, segments
+                // no generation names), once the named one is known good.
+                let named = meta.segment.as_ref().map(|s| s.name.as_str());
+                remove_older_generations(dir, generation, Segments::AllBut(named));
                 let graph = if meta.points == 0 {
                     new_graph(config, 0)
                 } else {
@@ -1255,6 +1255,46 @@ mod segment_tests {
         let meta = read_meta(&generation_dir(dir.path(), 2)).unwrap();
         assert_eq!((meta.format, meta.points), (FORMAT, 0));
         assert!(meta.segment.is_some());
+    }
+
+    #[test]
+    fn a_generation_naming_a_segment_outside_its_folder_or_of_another_length_is_refused() {
+        let dim = 8;
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = open(dir.path(), dim, 300);
+        index.rebuild(&items(300, dim)).unwrap();
+        index.persist(Slot(300)).unwrap();
+        drop(index);
+        let gen_dir = generation_dir(dir.path(), 1);
+        let good = read_meta(&gen_dir).unwrap();
+        let named = good.segment.clone().unwrap();
+        let lies = [
+            SegmentRef {
+                bytes: named.bytes + 1,
+                ..named.clone()
+            },
+            SegmentRef {
+                name: "../segment-elsewhere.seg".into(),
+                ..named.clone()
+            },
+            SegmentRef {
+                name: "graph.hnsw.data".into(),
+                ..named.clone()
+            },
+        ];
+        for lie in lies {
+            // A record that checks out (its sum is recomputed) but names
+            // the wrong file: refused, and the index rebuilds from sled.
+            let mut meta = read_meta(&gen_dir).unwrap();
+            meta.segment = Some(lie.clone());
+            meta.sum = meta.digest().unwrap();
+            std::fs::write(gen_dir.join(META), serde_json::to_vec(&meta).unwrap()).unwrap();
+            let config = HnswConfig::default();
+            let opened = HnswVectorIndex::open(dir.path(), dim, &config, &owner(), source(0, dim));
+            assert!(opened.is_err(), "{lie:?} was accepted");
+            // A refused record deletes nothing: the named file is still there.
+            assert!(dir.path().join(&named.name).exists(), "{lie:?}");
+        }
     }
 
     #[test]
