@@ -1,25 +1,35 @@
 //! The sled-backed [`DocStore`]. One tree, keys prefixed by kind:
 //!
-//! | prefix | key            | value                          |
-//! |--------|----------------|--------------------------------|
-//! | `f`    | file path      | [`FileRecord`] (JSON)          |
-//! | `d`    | doc id         | [`DocRecord`] (JSON)           |
-//! | `c`    | chunk id       | [`ChunkRecord`] (JSON)         |
-//! | `s`    | slot (BE u64)  | chunk id                       |
-//! | `v`    | slot (BE u64)  | vector (little-endian f32s)    |
-//! | `k`    | slot (BE u64)  | — keyword entry not committed  |
-//! | `t`    | slot (BE u64)  | — tombstone in the vector graph|
-//! | `n`    | —              | next slot (BE u64)             |
-//! | `i`    | —              | this store's instance id       |
+//! | prefix | key            | value                                  |
+//! |--------|----------------|----------------------------------------|
+//! | `f`    | file path      | [`FileRecord`] (JSON)                  |
+//! | `d`    | doc id         | [`DocRecord`] (JSON)                   |
+//! | `c`    | chunk id       | its slot (BE u64)                      |
+//! | `s`    | slot (BE u64)  | chunk id                               |
+//! | `v`    | slot (BE u64)  | where the chunk lies in the chunk log  |
+//! | `k`    | slot (BE u64)  | — keyword entry not committed          |
+//! | `t`    | slot (BE u64)  | — tombstone in the vector graph        |
+//! | `n`    | —              | next slot (BE u64)                     |
+//! | `i`    | —              | this store's instance id               |
+//! | `C`    | —              | live documents and chunks (BE u64 ×2)  |
+//! | `L`    | —              | the chunk log's generation, end, garbage |
+//! | `F`    | —              | the layout's version (absent: before the log) |
 //!
-//! Every [`Change`] is one `apply_batch`, so it is atomic. The instance id
-//! is made when the store is created; the derived stores record it, so
-//! after `docs/` is lost (a new store, a new id) they are known to be
-//! someone else's and rebuilt.
+//! Each chunk's vector and [`ChunkRecord`] are not in sled but in the
+//! append-only chunk log beside it ([`super::log`]): sled takes about four
+//! times the bytes of the large values it holds.
+//!
+//! Every [`Change`] is one `apply_batch`, so it is atomic; the chunks it adds
+//! are appended to the log and synced first. The instance id is made when
+//! the store is created; the derived stores record it, so after `docs/` is
+//! lost (a new store, a new id) they are known to be someone else's and
+//! rebuilt. A store written before the log is converted once on open.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::log::{ChunkLog, Location};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -40,6 +50,17 @@ const INSTANCE: &[u8] = b"i";
 /// Live documents and chunks, kept in every write's own batch so that an
 /// open can check the derived stores against them without a scan.
 const COUNTS: &[u8] = b"C";
+/// The chunk log's generation, committed end and garbage bytes.
+const LOG: &[u8] = b"L";
+/// The layout's version: absent before the chunk log.
+const FORMAT: &[u8] = b"F";
+/// The layout written here.
+const FORMAT_VERSION: u8 = 2;
+/// Chunks converted per batch when an older store is opened.
+const CONVERT_BATCH: usize = 4096;
+/// The log is compacted once its garbage is at least this and at least
+/// as large as what is live.
+const COMPACT_MIN_GARBAGE: u64 = 64 << 20;
 /// sled's page cache (its default is 1 GiB). Searches read a few records
 /// each; bulk writes stream past it. What it does not hold, the kernel's
 /// page cache usually does.
@@ -48,8 +69,60 @@ const CACHE_BYTES: u64 = 128 << 20;
 /// sled-backed document store.
 pub struct SledDocStore {
     db: sled::Db,
+    log: ChunkLog,
+    /// Bytes of the log that no chunk names any more.
+    garbage: AtomicU64,
+    /// Garbage bytes below which the log is never compacted.
+    compact_min: u64,
     next_slot: AtomicU64,
     instance: String,
+}
+
+/// What sled records of the chunk log.
+#[derive(Debug, Clone, Copy, Default)]
+struct LogState {
+    generation: u64,
+    end: u64,
+    garbage: u64,
+}
+
+impl LogState {
+    fn read(db: &sled::Db) -> Result<Self> {
+        let Some(bytes) = db.get(LOG)? else {
+            return Ok(LogState::default());
+        };
+        let corrupt = || Error::store("docs", "corrupt chunk-log record");
+        let word = |at: usize| -> Result<u64> {
+            let b = bytes.get(at..at + 8).ok_or_else(corrupt)?;
+            Ok(u64::from_be_bytes(b.try_into().map_err(|_| corrupt())?))
+        };
+        if bytes.len() != 24 {
+            return Err(corrupt());
+        }
+        Ok(LogState {
+            generation: word(0)?,
+            end: word(8)?,
+            garbage: word(16)?,
+        })
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        [self.generation, self.end, self.garbage]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect()
+    }
+}
+
+fn slot_bytes(slot: Slot) -> [u8; 8] {
+    slot.0.to_be_bytes()
+}
+
+fn slot_from(bytes: &[u8]) -> Result<Slot> {
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| Error::store("docs", "corrupt chunk record: not a slot"))?;
+    Ok(Slot(u64::from_be_bytes(bytes)))
 }
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
@@ -169,11 +242,148 @@ impl SledDocStore {
             db.insert(COUNTS, counts_bytes(counts).as_slice())?;
             db.flush()?;
         }
-        Ok(SledDocStore {
+        let state = LogState::read(&db)?;
+        let store = SledDocStore {
+            log: ChunkLog::open(dir, state.generation, state.end)?,
+            garbage: AtomicU64::new(state.garbage),
+            compact_min: COMPACT_MIN_GARBAGE,
             db,
             next_slot: AtomicU64::new(next),
             instance,
+        };
+        match store.db.get(FORMAT)?.as_deref() {
+            Some([FORMAT_VERSION]) => {}
+            None => store.convert()?,
+            Some(other) => {
+                return Err(Error::store(
+                    "docs",
+                    format!("unknown store layout {other:?}: written by a newer lore?"),
+                ));
+            }
+        }
+        Ok(store)
+    }
+
+    /// Moves the vectors and chunk records of a store written before the
+    /// chunk log into the log, a batch at a time; a conversion killed half
+    /// way resumes where it stopped (a converted chunk's record is a slot).
+    fn convert(&self) -> Result<()> {
+        let garbage = self.garbage.load(Ordering::SeqCst);
+        let mut batch = Vec::new();
+        let mut converted = 0usize;
+        for kv in self.db.scan_prefix([CHUNK]) {
+            let (_, value) = kv?;
+            if value.len() == 8 {
+                continue;
+            }
+            let record: ChunkRecord = decode(&value)?;
+            let vector = self.db.get(slot_key(VECTOR, record.slot))?.ok_or_else(|| {
+                Error::store("docs", format!("chunk {} has no vector", record.id.0))
+            })?;
+            batch.push((record, vector.to_vec()));
+            if batch.len() == CONVERT_BATCH {
+                converted += batch.len();
+                self.write_chunks(std::mem::take(&mut batch), sled::Batch::default(), garbage)?;
+                tracing::info!(converted, "moving chunks into the chunk log");
+            }
+        }
+        converted += batch.len();
+        self.write_chunks(batch, sled::Batch::default(), garbage)?;
+        self.db.insert(FORMAT, &[FORMAT_VERSION])?;
+        self.db.flush()?;
+        if converted > 0 {
+            tracing::info!(converted, "the store now keeps its chunks in the chunk log");
+        }
+        Ok(())
+    }
+
+    /// Appends `chunks` (records with their vector bytes) to the log, then
+    /// applies `batch` with where they lie and the log's new end.
+    /// `garbage` is the log's garbage once it has been applied.
+    fn write_chunks(
+        &self,
+        chunks: Vec<(ChunkRecord, Vec<u8>)>,
+        mut batch: sled::Batch,
+        garbage: u64,
+    ) -> Result<()> {
+        let records = chunks
+            .iter()
+            .map(|(record, vector)| Ok((vector.clone(), encode(record)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.log.append(&records, |locations, generation, end| {
+            for ((record, _), loc) in chunks.iter().zip(locations) {
+                batch.insert(key(CHUNK, record.id.0.as_bytes()), &slot_bytes(record.slot));
+                batch.insert(slot_key(VECTOR, record.slot), &loc.to_bytes());
+            }
+            let state = LogState {
+                generation,
+                end,
+                garbage,
+            };
+            batch.insert(LOG, state.bytes());
+            Ok(self.db.apply_batch(batch)?)
         })
+    }
+
+    /// Copies the live chunks into a new log file once at least half of
+    /// the log is garbage (and enough to be worth it).
+    fn compact_if_due(&self) -> Result<()> {
+        let garbage = self.garbage.load(Ordering::SeqCst);
+        let end = self.log.reader().end();
+        if garbage < self.compact_min || garbage * 2 < end {
+            return Ok(());
+        }
+        tracing::info!(garbage, end, "compacting the chunk log");
+        let live = self
+            .db
+            .range(slot_key(VECTOR, Slot(0))..key(VECTOR + 1, &[]))
+            .map(|kv| {
+                let (k, v) = kv?;
+                let slot = slot_of(&k);
+                Ok((slot, Location::from_bytes(&v, slot)?))
+            });
+        self.log.compact(live, |moved, generation, end| {
+            let mut batch = sled::Batch::default();
+            for (slot, loc) in moved {
+                batch.insert(slot_key(VECTOR, *slot), &loc.to_bytes());
+            }
+            let state = LogState {
+                generation,
+                end,
+                garbage: 0,
+            };
+            batch.insert(LOG, state.bytes());
+            self.db.apply_batch(batch)?;
+            self.db.flush()?;
+            Ok(())
+        })?;
+        self.garbage.store(0, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Where the chunk at `slot` lies in the log.
+    fn location(&self, slot: Slot) -> Result<Option<Location>> {
+        self.db
+            .get(slot_key(VECTOR, slot))?
+            .map(|v| Location::from_bytes(&v, slot))
+            .transpose()
+    }
+
+    /// The slot of chunk `id`.
+    fn slot_of_chunk(&self, id: &ChunkId) -> Result<Option<Slot>> {
+        self.db
+            .get(key(CHUNK, id.0.as_bytes()))?
+            .map(|v| slot_from(&v))
+            .transpose()
+    }
+
+    /// The stored record of the chunk at `slot`.
+    fn record_at(&self, slot: Slot) -> Result<Option<ChunkRecord>> {
+        let reader = self.log.reader();
+        match self.location(slot)? {
+            Some(loc) => decode(&reader.record(loc, slot)?).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The kept counts: live documents and chunks.
@@ -208,31 +418,27 @@ impl SledDocStore {
         &self,
         record: &DocRecord,
         keep: &HashSet<&ChunkId>,
-        batch: &mut sled::Batch,
-        applied: &mut Applied,
+        b: &mut Building,
     ) -> Result<()> {
         for id in record.chunks.iter().filter(|id| !keep.contains(id)) {
-            let Some(chunk) = self.chunk(id)? else {
+            let Some(slot) = self.slot_of_chunk(id)? else {
                 continue;
             };
-            batch.remove(key(CHUNK, id.0.as_bytes()));
-            batch.remove(slot_key(SLOT, chunk.slot));
-            batch.remove(slot_key(VECTOR, chunk.slot));
-            batch.insert(slot_key(PENDING, chunk.slot), &[]);
-            batch.insert(slot_key(TOMBSTONE, chunk.slot), &[]);
-            applied.removed.push(chunk.slot);
+            if let Some(loc) = self.location(slot)? {
+                b.garbage += loc.span();
+            }
+            b.batch.remove(key(CHUNK, id.0.as_bytes()));
+            b.batch.remove(slot_key(SLOT, slot));
+            b.batch.remove(slot_key(VECTOR, slot));
+            b.batch.insert(slot_key(PENDING, slot), &[]);
+            b.batch.insert(slot_key(TOMBSTONE, slot), &[]);
+            b.applied.removed.push(slot);
         }
         Ok(())
     }
 
-    /// Adds one document's new state to `batch`.
-    fn put_doc(
-        &self,
-        update: DocUpdate,
-        next: &mut u64,
-        batch: &mut sled::Batch,
-        applied: &mut Applied,
-    ) -> Result<()> {
+    /// Adds one document's new state to `b`.
+    fn put_doc(&self, update: DocUpdate, next: &mut u64, b: &mut Building) -> Result<()> {
         let DocUpdate { mut record, chunks } = update;
         let old: Option<DocRecord> = self.doc(&record.id)?;
         let keep: HashSet<&ChunkId> = chunks
@@ -241,7 +447,7 @@ impl SledDocStore {
             .map(|(c, _)| &c.id)
             .collect();
         if let Some(old) = &old {
-            self.remove_doc(old, &keep, batch, applied)?;
+            self.remove_doc(old, &keep, b)?;
         }
         record.chunks = chunks.iter().map(|(c, _)| c.id.clone()).collect();
         for (chunk, vector) in chunks {
@@ -256,20 +462,34 @@ impl SledDocStore {
                 heading: chunk.heading,
                 text: chunk.text,
             };
-            batch.insert(key(CHUNK, stored.id.0.as_bytes()), encode(&stored)?);
-            batch.insert(slot_key(SLOT, slot), stored.id.0.as_bytes());
-            batch.insert(slot_key(VECTOR, slot), vector_bytes(&vector));
-            batch.insert(slot_key(PENDING, slot), &[]);
-            applied.added.push((stored, vector));
+            b.batch.insert(slot_key(SLOT, slot), stored.id.0.as_bytes());
+            b.batch.insert(slot_key(PENDING, slot), &[]);
+            b.chunks.push((stored.clone(), vector_bytes(&vector)));
+            b.applied.added.push((stored, vector));
         }
-        batch.insert(key(DOC, record.id.0.as_bytes()), encode(&record)?);
+        b.batch
+            .insert(key(DOC, record.id.0.as_bytes()), encode(&record)?);
         Ok(())
     }
 }
 
+/// One change as it is built: the sled batch, what it does, the bytes of
+/// log it turns into garbage and the chunks it adds.
+#[derive(Default)]
+struct Building {
+    batch: sled::Batch,
+    applied: Applied,
+    garbage: u64,
+    chunks: Vec<(ChunkRecord, Vec<u8>)>,
+}
+
 impl VectorSource for SledDocStore {
     fn vector(&self, slot: Slot) -> Result<Option<Vec<f32>>> {
-        Ok(self.db.get(slot_key(VECTOR, slot))?.map(|v| vector_of(&v)))
+        let reader = self.log.reader();
+        match self.location(slot)? {
+            Some(loc) => Ok(Some(vector_of(&reader.vector(loc, slot)?))),
+            None => Ok(None),
+        }
     }
 
     fn scan_vectors(
@@ -277,11 +497,33 @@ impl VectorSource for SledDocStore {
         from: Slot,
         each: &mut dyn FnMut(Slot, Vec<f32>) -> Result<()>,
     ) -> Result<()> {
-        for kv in self.db.range(slot_key(VECTOR, from)..key(VECTOR + 1, &[])) {
-            let (k, v) = kv?;
-            each(slot_of(&k), vector_of(&v))?;
+        // Read a page at a time under the log's read lock, and hand them
+        // out after it is released: `each` may read the store again.
+        const PAGE: usize = 1024;
+        let mut next = slot_key(VECTOR, from);
+        loop {
+            let mut page = Vec::with_capacity(PAGE);
+            {
+                let reader = self.log.reader();
+                for kv in self.db.range(next.clone()..key(VECTOR + 1, &[])).take(PAGE) {
+                    let (k, v) = kv?;
+                    let slot = slot_of(&k);
+                    let loc = Location::from_bytes(&v, slot)?;
+                    page.push((slot, vector_of(&reader.vector(loc, slot)?)));
+                }
+            }
+            let Some(&(last, _)) = page.last() else {
+                return Ok(());
+            };
+            let full = page.len() == PAGE;
+            for (slot, vector) in page {
+                each(slot, vector)?;
+            }
+            if !full {
+                return Ok(());
+            }
+            next = slot_key(VECTOR, Slot(last.0 + 1));
         }
-        Ok(())
     }
 }
 
@@ -303,14 +545,14 @@ impl DocStore for SledDocStore {
     }
 
     fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkRecord>> {
-        self.get(&key(CHUNK, id.0.as_bytes()))
+        match self.slot_of_chunk(id)? {
+            Some(slot) => self.record_at(slot),
+            None => Ok(None),
+        }
     }
 
     fn chunk_at(&self, slot: Slot) -> Result<Option<ChunkRecord>> {
-        match self.db.get(slot_key(SLOT, slot))? {
-            Some(id) => self.get(&key(CHUNK, &id)),
-            None => Ok(None),
-        }
+        self.record_at(slot)
     }
 
     fn all_docs(&self) -> Result<Vec<DocRecord>> {
@@ -331,14 +573,13 @@ impl DocStore for SledDocStore {
     }
 
     fn apply(&self, change: Change) -> Result<Applied> {
-        let mut batch = sled::Batch::default();
-        let mut applied = Applied::default();
+        let mut b = Building::default();
         let mut next = self.next_slot.load(Ordering::SeqCst);
         let [mut documents, chunks] = self.kept()?;
         for id in &change.delete_docs {
             if let Some(record) = self.doc(id)? {
-                self.remove_doc(&record, &HashSet::new(), &mut batch, &mut applied)?;
-                batch.remove(key(DOC, id.0.as_bytes()));
+                self.remove_doc(&record, &HashSet::new(), &mut b)?;
+                b.batch.remove(key(DOC, id.0.as_bytes()));
                 documents = documents.saturating_sub(1);
             }
         }
@@ -353,8 +594,14 @@ impl DocStore for SledDocStore {
             if self.doc(&update.record.id)?.is_none() {
                 documents += 1;
             }
-            self.put_doc(update, &mut next, &mut batch, &mut applied)?;
+            self.put_doc(update, &mut next, &mut b)?;
         }
+        let Building {
+            mut batch,
+            applied,
+            garbage,
+            chunks: added,
+        } = b;
         let chunks =
             (chunks + applied.added.len() as u64).saturating_sub(applied.removed.len() as u64);
         batch.insert(COUNTS, counts_bytes([documents, chunks]));
@@ -365,8 +612,11 @@ impl DocStore for SledDocStore {
             batch.remove(key(FILE, path.as_bytes()));
         }
         batch.insert(NEXT_SLOT, &next.to_be_bytes());
-        self.db.apply_batch(batch)?;
+        let garbage = self.garbage.load(Ordering::SeqCst) + garbage;
+        self.write_chunks(added, batch, garbage)?;
+        self.garbage.store(garbage, Ordering::SeqCst);
         self.next_slot.store(next, Ordering::SeqCst);
+        self.compact_if_due()?;
         Ok(applied)
     }
 
@@ -476,5 +726,155 @@ mod tests {
             assert_eq!(agree(&store), 7);
             assert_eq!(store.live_chunks().unwrap(), 7);
         }
+    }
+
+    fn put(docs: Vec<DocUpdate>) -> Change {
+        Change {
+            put_docs: docs,
+            ..Change::default()
+        }
+    }
+
+    /// Every live chunk reads back with its vector.
+    fn read_back(store: &SledDocStore, docs: impl Iterator<Item = usize>) {
+        for n in docs {
+            let update = doc(n, false);
+            for (chunk, vector) in update.chunks {
+                let stored = store.chunk(&chunk.id).unwrap().expect("stored");
+                assert_eq!(stored.text, chunk.text);
+                assert_eq!(store.chunk_at(stored.slot).unwrap().unwrap(), stored);
+                assert_eq!(store.vector(stored.slot).unwrap(), vector);
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_written_before_the_chunk_log_is_converted_once_and_a_killed_conversion_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledDocStore::open(dir.path()).unwrap();
+        store
+            .apply(put((0..6).map(|n| doc(n, false)).collect()))
+            .unwrap();
+        // Write the chunks back the way the previous release kept them:
+        // the record in `c`, the vector in `v`, no layout version.
+        let slots = store.db.scan_prefix([VECTOR]).keys().count();
+        for n in 0..6 {
+            for (chunk, _) in doc(n, false).chunks {
+                let stored = store.chunk(&chunk.id).unwrap().unwrap();
+                let vector = store.vector(stored.slot).unwrap().unwrap();
+                let id = key(CHUNK, stored.id.0.as_bytes());
+                store.db.insert(id, encode(&stored).unwrap()).unwrap();
+                let at = slot_key(VECTOR, stored.slot);
+                store.db.insert(at, vector_bytes(&vector)).unwrap();
+            }
+        }
+        store.db.remove(FORMAT).unwrap();
+        store.db.remove(LOG).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        for log in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            if log.file_name().to_string_lossy().ends_with(".log") {
+                std::fs::remove_file(log.path()).unwrap();
+            }
+        }
+        let store = SledDocStore::open(dir.path()).unwrap();
+        read_back(&store, 0..6);
+        assert_eq!(store.db.scan_prefix([VECTOR]).keys().count(), slots);
+        let end = store.log.reader().end();
+        // A conversion killed half way: one chunk still in the old layout.
+        let (chunk, _) = doc(3, false).chunks.remove(0);
+        let stored = store.chunk(&chunk.id).unwrap().unwrap();
+        let vector = store.vector(stored.slot).unwrap().unwrap();
+        store
+            .db
+            .insert(key(CHUNK, stored.id.0.as_bytes()), encode(&stored).unwrap())
+            .unwrap();
+        store
+            .db
+            .insert(slot_key(VECTOR, stored.slot), vector_bytes(&vector))
+            .unwrap();
+        store.db.remove(FORMAT).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let store = SledDocStore::open(dir.path()).unwrap();
+        read_back(&store, 0..6);
+        let one = Location {
+            offset: 0,
+            vector_len: 16,
+            record_len: encode(&stored).unwrap().len() as u32,
+        };
+        assert_eq!(store.log.reader().end(), end + one.span());
+        // Converted: the next open leaves the log as it is.
+        drop(store);
+        let store = SledDocStore::open(dir.path()).unwrap();
+        assert_eq!(store.log.reader().end(), end + one.span());
+    }
+
+    #[test]
+    fn removed_chunks_become_garbage_that_a_compaction_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SledDocStore::open(dir.path()).unwrap();
+        store.compact_min = 1;
+        store
+            .apply(put((0..10).map(|n| doc(n, false)).collect()))
+            .unwrap();
+        let full = store.log.reader().end();
+        assert_eq!(store.garbage.load(Ordering::SeqCst), 0);
+        // Four of ten removed: garbage, not yet half.
+        let delete = |docs: std::ops::Range<usize>| Change {
+            delete_docs: docs.map(|n| doc(n, false).record.id).collect(),
+            ..Change::default()
+        };
+        store.apply(delete(0..4)).unwrap();
+        assert_eq!(store.log.reader().generation(), 0);
+        assert!(store.garbage.load(Ordering::SeqCst) * 3 > full);
+        read_back(&store, 4..10);
+        // Two more: past half, so the live six are copied to a new file.
+        store.apply(delete(4..6)).unwrap();
+        assert_eq!(store.log.reader().generation(), 1);
+        assert_eq!(store.garbage.load(Ordering::SeqCst), 0);
+        assert!(store.log.reader().end() * 2 < full);
+        read_back(&store, 6..10);
+        assert!(
+            store
+                .chunk(&doc(5, false).chunks[0].0.id)
+                .unwrap()
+                .is_none()
+        );
+        drop(store);
+        let store = SledDocStore::open(dir.path()).unwrap();
+        read_back(&store, 6..10);
+        let logs: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .collect();
+        assert_eq!(logs.len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_chunk_log_is_an_error_naming_the_slot_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledDocStore::open(dir.path()).unwrap();
+        store
+            .apply(put((0..3).map(|n| doc(n, false)).collect()))
+            .unwrap();
+        let end = store.log.reader().end();
+        drop(store);
+        let path = dir.path().join(super::super::log::file_name(0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let store = SledDocStore::open(dir.path()).unwrap();
+        let last_doc = doc(2, false);
+        let err = store.chunk(&last_doc.chunks[1].0.id).unwrap_err();
+        assert!(err.to_string().contains("slot 5"), "{err}");
+        read_back(&store, 0..2);
+        // Cut short: the store refuses to open rather than lose chunks.
+        drop(store);
+        std::fs::write(&path, &bytes[..(end / 2) as usize]).unwrap();
+        let err = SledDocStore::open(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("cut short"), "{err}");
     }
 }

@@ -13,6 +13,7 @@
 pub mod docs;
 pub mod flat;
 pub mod keywords;
+pub mod log;
 pub mod manifest;
 pub mod segment;
 pub mod vectors;
