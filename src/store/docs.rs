@@ -150,6 +150,40 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::store("docs", format!("corrupt record: {e}")))
 }
 
+/// A chunk record as the log keeps it: its JSON, LZ4-compressed, after
+/// the JSON's length (LE u32).
+fn pack(record: &ChunkRecord) -> Result<Vec<u8>> {
+    let json = encode(record)?;
+    let len = u32::try_from(json.len()).map_err(|_| Error::store("docs", "chunk too large"))?;
+    let mut out = len.to_le_bytes().to_vec();
+    out.extend_from_slice(&lz4_flex::block::compress(&json));
+    Ok(out)
+}
+
+/// Reads what [`pack`] wrote. The length is checked against what LZ4 can
+/// expand the rest to before anything is allocated.
+fn unpack(bytes: &[u8], slot: Slot) -> Result<ChunkRecord> {
+    let corrupt = |why: &str| {
+        Error::store(
+            "docs",
+            format!("the chunk record at slot {} is corrupt: {why}", slot.0),
+        )
+    };
+    let (len, body) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("too short"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > body.len().saturating_mul(255) + 16 {
+        return Err(corrupt("its length is more than it can expand to"));
+    }
+    let mut json = vec![0u8; len];
+    match lz4_flex::block::decompress_into(body, &mut json) {
+        Ok(n) if n == len => decode(&json),
+        Ok(_) => Err(corrupt("shorter than its length")),
+        Err(e) => Err(corrupt(&e.to_string())),
+    }
+}
+
 fn counts_bytes(counts: [u64; 2]) -> Vec<u8> {
     counts.iter().flat_map(|c| c.to_be_bytes()).collect()
 }
@@ -308,7 +342,7 @@ impl SledDocStore {
     ) -> Result<()> {
         let records = chunks
             .iter()
-            .map(|(record, vector)| Ok((vector.clone(), encode(record)?)))
+            .map(|(record, vector)| Ok((vector.clone(), pack(record)?)))
             .collect::<Result<Vec<_>>>()?;
         self.log.append(&records, |locations, generation, end| {
             for ((record, _), loc) in chunks.iter().zip(locations) {
@@ -381,7 +415,7 @@ impl SledDocStore {
     fn record_at(&self, slot: Slot) -> Result<Option<ChunkRecord>> {
         let reader = self.log.reader();
         match self.location(slot)? {
-            Some(loc) => decode(&reader.record(loc, slot)?).map(Some),
+            Some(loc) => unpack(&reader.record(loc, slot)?, slot).map(Some),
             None => Ok(None),
         }
     }
@@ -801,7 +835,7 @@ mod tests {
         let one = Location {
             offset: 0,
             vector_len: 16,
-            record_len: encode(&stored).unwrap().len() as u32,
+            record_len: pack(&stored).unwrap().len() as u32,
         };
         assert_eq!(store.log.reader().end(), end + one.span());
         // Converted: the next open leaves the log as it is.
@@ -871,6 +905,11 @@ mod tests {
         let err = store.chunk(&last_doc.chunks[1].0.id).unwrap_err();
         assert!(err.to_string().contains("slot 5"), "{err}");
         read_back(&store, 0..2);
+        // A record whose length claims more than its bytes can expand to is
+        // refused before anything that size is allocated.
+        assert!(unpack(&[0xff, 0xff, 0xff, 0x7f, 0x10, 0x41], Slot(0)).is_err());
+        let packed = pack(&store.chunk_at(Slot(0)).unwrap().unwrap()).unwrap();
+        assert!(unpack(&packed[..packed.len() - 1], Slot(0)).is_err());
         // Cut short: the store refuses to open rather than lose chunks.
         drop(store);
         std::fs::write(&path, &bytes[..(end / 2) as usize]).unwrap();
