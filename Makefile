@@ -8,7 +8,8 @@
 #               MCP checks (the MCP Python SDK over stdio and HTTP), then the
 #               web page in headless Chromium, then two read replicas behind
 #               HAProxy through a rolling restart, then `lore bench all` on
-#               reduced inputs)
+#               reduced inputs, then a Milvus-backed collection against
+#               Milvus Lite, built with the `milvus` feature)
 #   make bench  the full benchmark report (`lore bench all`), to benches/all.json
 #   make bench-scale   the 10k / 100k / 1M scale runs (SIZES=...), to benches/
 #
@@ -22,7 +23,7 @@ DEMO_INDEX ?= index
 QUESTION ?= How quickly must a SEV1 page be acknowledged?
 
 .PHONY: demo demo-note test lib-checks api-checks mcp-checks browser-checks screenshots models build lint bench-embed load \
-	bench bench-scale spark replica-checks
+	bench bench-scale spark replica-checks milvus-checks
 
 demo: demo-note models build
 	$(LORE) --index $(DEMO_INDEX) ingest corpora/handbook/docs
@@ -50,9 +51,13 @@ test: models spark
 	LORE_BIN=$(LORE) bash scripts/browser-checks.sh
 	LORE_BIN=$(LORE) bash scripts/replica-checks.sh
 	LORE_BIN=$(LORE) bash scripts/bench-smoke.sh
+	bash scripts/milvus-checks.sh
 
 lib-checks: models
 	bash scripts/examples.sh
+
+milvus-checks: models
+	bash scripts/milvus-checks.sh
 
 replica-checks: models build
 	LORE_BIN=$(LORE) bash scripts/replica-checks.sh

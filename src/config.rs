@@ -2,6 +2,7 @@
 //! (`LORE_*`) < command-line flags. This module owns the first three layers and
 //! validation; the CLI applies its flags on top and calls [`Config::validate`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,64 @@ pub struct Config {
     pub server: ServerConfig,
     /// `--watch` timing (`lore ingest --watch`, `lore serve --watch`).
     pub watch: WatchConfig,
+    /// Settings of one collection, by name (`[collections.NAME]`).
+    pub collections: BTreeMap<String, CollectionConfig>,
+    /// The Milvus server of collections whose vectors live there.
+    pub milvus: MilvusConfig,
+}
+
+/// Where a collection's vectors are indexed.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorsBackend {
+    /// The embedded graph (hnsw_rs and the compact segment) in the index
+    /// directory.
+    #[default]
+    Hnsw,
+    /// A Milvus server (`[milvus]`); needs a lore built with the `milvus`
+    /// feature.
+    Milvus,
+}
+
+/// `[collections.NAME]`: settings of one collection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectionConfig {
+    /// Where its vectors are indexed.
+    pub vectors: VectorsBackend,
+}
+
+/// `[milvus]`: the server, and how lore uses it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MilvusConfig {
+    /// Address (`http://host:19530`, `https://…` for TLS); env `LORE_MILVUS_URI`.
+    pub uri: String,
+    /// Database the collections are made in.
+    pub database: String,
+    /// File holding the token (`user:password` or an API key) where the
+    /// server needs one; env `LORE_MILVUS_TOKEN` gives the token itself. A
+    /// named file that cannot be read, or is empty, is an error.
+    pub token_file: Option<PathBuf>,
+    /// Prefix of the Milvus collection names lore makes.
+    pub prefix: String,
+    /// Milvus index type of the vector field (`HNSW`, `FLAT`, `AUTOINDEX`…).
+    pub index: String,
+    /// Seconds one request, retries included, may take before it fails.
+    pub timeout_s: u64,
+}
+
+impl Default for MilvusConfig {
+    fn default() -> Self {
+        MilvusConfig {
+            uri: "http://127.0.0.1:19530".into(),
+            database: "default".into(),
+            token_file: None,
+            prefix: "lore".into(),
+            index: "HNSW".into(),
+            timeout_s: 30,
+        }
+    }
 }
 
 /// `lore serve`: address, keys, limits.
@@ -343,6 +402,8 @@ impl Default for Config {
             generator: GeneratorConfig::default(),
             server: ServerConfig::default(),
             watch: WatchConfig::default(),
+            collections: BTreeMap::new(),
+            milvus: MilvusConfig::default(),
         }
     }
 }
@@ -456,6 +517,9 @@ impl Config {
                 .filter(|k| !k.is_empty())
                 .map(str::to_string)
                 .collect();
+        }
+        if let Some(uri) = var("LORE_MILVUS_URI") {
+            self.milvus.uri = uri;
         }
         if let Some(threads) = var("LORE_THREADS") {
             let n = threads
@@ -579,7 +643,54 @@ impl Config {
         if self.ingest.checkpoint_chunks == 0 {
             return bad("ingest.checkpoint_chunks must be at least 1".into());
         }
+        for name in self.collections.keys() {
+            crate::types::check_collection_name(name)
+                .or_else(|e| bad(format!("[collections.{name}]: {e}")))?;
+        }
+        if self
+            .collections
+            .values()
+            .any(|c| c.vectors == VectorsBackend::Milvus)
+        {
+            if !cfg!(feature = "milvus") {
+                return bad(
+                    "a collection keeps its vectors in Milvus ([collections.NAME] \
+                     vectors = \"milvus\"), but this lore was built without the `milvus` \
+                     feature (cargo build --release --features milvus)"
+                        .into(),
+                );
+            }
+            if !(self.milvus.uri.starts_with("http://") || self.milvus.uri.starts_with("https://"))
+            {
+                return bad(format!(
+                    "milvus.uri = '{}' must start with http:// or https://",
+                    self.milvus.uri
+                ));
+            }
+            if self.milvus.timeout_s == 0 {
+                return bad("milvus.timeout_s must be at least 1".into());
+            }
+            let name_ok = |s: &str| {
+                s.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            if !name_ok(&self.milvus.prefix) || !name_ok(&self.milvus.database) {
+                return bad("milvus.prefix and milvus.database must be a letter or '_' \
+                     followed by letters, digits or '_'"
+                    .into());
+            }
+        }
         Ok(())
+    }
+
+    /// Where the vectors of collection `name` are indexed.
+    pub fn vectors_backend(&self, name: &str) -> VectorsBackend {
+        self.collections
+            .get(name)
+            .map(|c| c.vectors)
+            .unwrap_or_default()
     }
 }
 

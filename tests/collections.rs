@@ -791,3 +791,26 @@ fn no_key_ever_sees_a_document_it_may_not_and_k_still_fills() {
         panic!("{failure}");
     }
 }
+
+/// A configuration that puts a collection's vectors in Milvus, read by a
+/// lore built without the `milvus` feature, is refused up front (exit 2,
+/// saying how to build one), never opened with the embedded graph; so is
+/// a misspelt backend. The Milvus backend itself is tested against a real
+/// server in tests/milvus.rs.
+#[cfg(not(feature = "milvus"))]
+#[test]
+fn a_milvus_collection_in_a_build_without_milvus_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let config = tmp.path().join("milvus.toml");
+    std::fs::write(&config, "[collections.default]\nvectors = \"milvus\"\n").unwrap();
+    for command in [&["status"][..], &["search", "anything"], &["ingest", "."]] {
+        let (code, err) = fails(lore(&index).arg("--config").arg(&config).args(command));
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("--features milvus"), "{err}");
+    }
+    assert!(!index.join("collections").exists() && !index.join("vectors").exists());
+    std::fs::write(&config, "[collections.default]\nvectors = \"milvu\"\n").unwrap();
+    let (code, err) = fails(lore(&index).arg("--config").arg(&config).arg("status"));
+    assert_eq!(code, Some(2), "{err}");
+}

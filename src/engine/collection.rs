@@ -14,10 +14,10 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::Chunker;
-use crate::config::Config;
+use crate::config::{Config, VectorsBackend};
 use crate::embed::{Embedder, EmbedderInfo};
 use crate::error::{Error, Result};
-use crate::store::Index;
+use crate::store::{Index, VectorsAt};
 
 use crate::types::{DEFAULT_COLLECTION, check_collection_name as check_name};
 /// Where collections other than `default` live, inside the index directory.
@@ -191,7 +191,7 @@ impl Collections {
     ) -> Result<Arc<Collection>> {
         let record = read_record(dir)?;
         let model = resolve(record.embedder.as_deref())?;
-        let index = Index::open(dir, &model.info, &config.hnsw)?;
+        let index = Index::open_with(dir, &model.info, &config.hnsw, vectors_at(config, name))?;
         Ok(Arc::new(Collection {
             name: name.to_string(),
             index,
@@ -286,13 +286,18 @@ impl Collections {
             embedder: embedder.map(Path::to_path_buf),
         };
         write_record(&temp, &record)?;
-        drop(Index::open(&temp, &model.info, &config.hnsw)?);
+        drop(Index::open_with(
+            &temp,
+            &model.info,
+            &config.hnsw,
+            vectors_at(config, name),
+        )?);
         let dir = self.dir_of(name);
         std::fs::rename(&temp, &dir).map_err(|e| Error::io(&dir, e))?;
         sync_dir(&parent);
         let collection = Arc::new(Collection {
             name: name.to_string(),
-            index: Index::open(&dir, &model.info, &config.hnsw)?,
+            index: Index::open_with(&dir, &model.info, &config.hnsw, vectors_at(config, name))?,
             model,
         });
         open.insert(name.to_string(), collection.clone());
@@ -345,5 +350,16 @@ fn write_record(dir: &Path, record: &Record) -> Result<()> {
 fn sync_dir(dir: &Path) {
     if let Ok(file) = std::fs::File::open(dir) {
         let _ = file.sync_all();
+    }
+}
+
+/// Where collection `name` keeps its vectors.
+fn vectors_at<'a>(config: &'a Config, name: &'a str) -> VectorsAt<'a> {
+    match config.vectors_backend(name) {
+        VectorsBackend::Hnsw => VectorsAt::Embedded,
+        VectorsBackend::Milvus => VectorsAt::Milvus {
+            config: &config.milvus,
+            collection: name,
+        },
     }
 }

@@ -26,7 +26,7 @@ use super::manifest::{EmbedderInfo, Manifest};
 use super::table::{DocTable, Tables};
 use super::vectors::HnswVectorIndex;
 use super::{Change, DocStore, KeywordDoc, KeywordIndex, Owner, VectorIndex};
-use crate::config::HnswConfig;
+use crate::config::{HnswConfig, MilvusConfig};
 use crate::error::{Error, Result};
 use crate::types::{ChunkRecord, DocId, Slot};
 
@@ -134,6 +134,16 @@ impl Index {
     /// Opens (or creates) the index in `dir` for `embedder`, then brings the
     /// derived stores up to date with sled (crash recovery).
     pub fn open(dir: &Path, embedder: &EmbedderInfo, hnsw: &HnswConfig) -> Result<Index> {
+        Index::open_with(dir, embedder, hnsw, VectorsAt::Embedded)
+    }
+
+    /// [`Index::open`], its vectors kept where `at` says.
+    pub fn open_with(
+        dir: &Path,
+        embedder: &EmbedderInfo,
+        hnsw: &HnswConfig,
+        at: VectorsAt<'_>,
+    ) -> Result<Index> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Manifest::open_or_create(dir, embedder)?;
         let docs: Arc<dyn DocStore> = Arc::new(SledDocStore::open(&dir.join("docs"))?);
@@ -144,28 +154,22 @@ impl Index {
         let keywords = TantivyKeywordIndex::open(&dir.join("keywords"), &owner)?;
         let vectors_dir = dir.join("vectors");
         let source = docs.clone() as Arc<dyn super::VectorSource>;
-        let opened =
-            HnswVectorIndex::open(&vectors_dir, embedder.dim, hnsw, &owner, source.clone());
-        let (vectors, watermark) = match opened {
-            Ok(opened) => opened,
-            Err(e) => {
-                tracing::warn!(error = %e, "vector graph unusable; rebuilding it from the doc store");
-                (
-                    HnswVectorIndex::create_empty(
-                        &vectors_dir,
-                        embedder.dim,
-                        hnsw,
-                        &owner,
-                        source,
-                    )?,
-                    Slot(0),
-                )
-            }
+        let (vectors, watermark) = match at {
+            VectorsAt::Embedded => open_graph(&vectors_dir, embedder.dim, hnsw, &owner, source)?,
+            VectorsAt::Milvus { config, collection } => open_milvus(
+                &vectors_dir,
+                embedder.dim,
+                hnsw,
+                config,
+                collection,
+                &owner,
+                source,
+            )?,
         };
         let index = Index {
             dir: dir.to_path_buf(),
             docs,
-            vectors: Box::new(vectors),
+            vectors,
             keywords: Box::new(keywords),
             rebuild_ratio: hnsw.rebuild_ratio,
             merge_min: hnsw.merge_min as u64,
@@ -447,6 +451,82 @@ impl Index {
     pub fn chunk_at(&self, slot: Slot) -> Result<Option<ChunkRecord>> {
         self.docs.chunk_at(slot)
     }
+}
+
+/// Where an index keeps its vectors.
+#[derive(Debug, Clone, Copy)]
+pub enum VectorsAt<'a> {
+    /// The embedded graph, in the index directory.
+    Embedded,
+    /// A Milvus server (lore built with the `milvus` feature).
+    Milvus {
+        /// The server.
+        config: &'a MilvusConfig,
+        /// The lore collection the index is.
+        collection: &'a str,
+    },
+}
+
+type Opened = (Box<dyn VectorIndex>, Slot);
+
+/// The file of `vectors/` that says the vectors live in Milvus.
+pub const MILVUS_RECORD: &str = "milvus.json";
+
+/// The embedded graph; one that cannot be opened is rebuilt from sled.
+fn open_graph(
+    dir: &Path,
+    dim: usize,
+    hnsw: &HnswConfig,
+    owner: &Owner,
+    source: Arc<dyn super::VectorSource>,
+) -> Result<Opened> {
+    if dir.join(MILVUS_RECORD).exists() {
+        return Err(Error::Config(format!(
+            "this index keeps its vectors in Milvus ({}): configure its collection with \
+             [collections.NAME] vectors = \"milvus\" (or delete that file to index them here again)",
+            dir.join(MILVUS_RECORD).display()
+        )));
+    }
+    match HnswVectorIndex::open(dir, dim, hnsw, owner, source.clone()) {
+        Ok((graph, watermark)) => Ok((Box::new(graph), watermark)),
+        Err(e) => {
+            tracing::warn!(error = %e, "vector graph unusable; rebuilding it from the doc store");
+            let graph = HnswVectorIndex::create_empty(dir, dim, hnsw, owner, source)?;
+            Ok((Box::new(graph), Slot(0)))
+        }
+    }
+}
+
+#[cfg(feature = "milvus")]
+fn open_milvus(
+    dir: &Path,
+    dim: usize,
+    hnsw: &HnswConfig,
+    config: &MilvusConfig,
+    collection: &str,
+    owner: &Owner,
+    source: Arc<dyn super::VectorSource>,
+) -> Result<Opened> {
+    let name = super::milvus::collection_name(config, collection, owner);
+    let (index, watermark) =
+        super::milvus::MilvusVectorIndex::open(dir, dim, config, hnsw.ef_search, name, source)?;
+    Ok((Box::new(index), watermark))
+}
+
+#[cfg(not(feature = "milvus"))]
+fn open_milvus(
+    _: &Path,
+    _: usize,
+    _: &HnswConfig,
+    _: &MilvusConfig,
+    collection: &str,
+    _: &Owner,
+    _: Arc<dyn super::VectorSource>,
+) -> Result<Opened> {
+    Err(Error::Config(format!(
+        "collection '{collection}' keeps its vectors in Milvus, but this lore was built \
+         without the `milvus` feature (cargo build --release --features milvus)"
+    )))
 }
 
 fn keyword_doc(chunk: &ChunkRecord, title: String) -> KeywordDoc {

@@ -15,13 +15,15 @@ pub mod flat;
 pub mod keywords;
 pub mod log;
 pub mod manifest;
+#[cfg(feature = "milvus")]
+pub mod milvus;
 pub mod segment;
 pub mod vectors;
 
 mod index;
 mod table;
 
-pub use index::{Checkpoint, Index, IndexSizes, IndexStatus, StoreSeconds};
+pub use index::{Checkpoint, Index, IndexSizes, IndexStatus, StoreSeconds, VectorsAt};
 pub use table::{DocEntry, DocTable};
 
 use crate::error::Result;
