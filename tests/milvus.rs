@@ -195,7 +195,23 @@ fn a_milvus_collection_answers_as_the_embedded_graph_does() {
             questions(asked, 12)
         };
         queries.push("zebra quantum".into());
-        let filters: [&[&str]; 3] = [&[], &["--filter", "type=md"], &["--filter", "path=*o*"]];
+        // No filter, wide ones (searched with the filter applied to every
+        // hit) and one that leaves a single file (its few slots sent to
+        // Milvus as the filter).
+        let mut files: Vec<String> = std::fs::read_dir(corpus)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let one = format!("path=*{}", files[0]);
+        let filters: [&[&str]; 4] = [
+            &[],
+            &["--filter", "type=md"],
+            &["--filter", "path=*o*"],
+            &["--filter", &one],
+        ];
         for query in &queries {
             for filter in filters {
                 for mode in ["dense", "hybrid"] {
@@ -295,6 +311,51 @@ fn kills_restarts_and_outages_lose_nothing_and_duplicate_nothing() {
     let s = json(with_config(&victim, &config).args(["status", "--json"]));
     assert_eq!(s["consistent"], true, "{s}");
     assert_eq!(counts(&s), expected, "{s}");
+
+    // Changed and removed documents: their old vectors leave Milvus.
+    for f in 0..5 {
+        let path = corpus.join(format!("note-{f:03}.md"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("ledger", "quarry")).unwrap();
+    }
+    let gone = tmp.path().join("gone");
+    std::fs::create_dir_all(&gone).unwrap();
+    for f in 5..8 {
+        let name = format!("note-{f:03}.md");
+        std::fs::rename(corpus.join(&name), gone.join(&name)).unwrap();
+    }
+    json(lore(&reference).arg("ingest").arg(&corpus).arg("--json"));
+    let expected = counts(&status(&reference));
+    let report = json(
+        with_config(&victim, &config)
+            .arg("ingest")
+            .arg(&corpus)
+            .arg("--json"),
+    );
+    assert!(report["chunks_embedded"].as_u64() > Some(0), "{report}");
+    let s = json(with_config(&victim, &config).args(["status", "--json"]));
+    assert_eq!(s["consistent"], true, "{s}");
+    assert_eq!(counts(&s), expected, "{s}");
+    let found = json(
+        with_config(&victim, &config)
+            .args(["search", "ledger", "-k", "50", "--mode", "dense", "--json"]),
+    );
+    for f in 5..8 {
+        assert!(
+            !found.to_string().contains(&format!("note-{f:03}.md")),
+            "{found}"
+        );
+    }
+
+    // `lore index rebuild` makes the Milvus collection anew from sled.
+    let rebuilt = json(with_config(&victim, &config).args(["index", "rebuild", "--json"]));
+    assert_eq!(rebuilt["consistent"], true, "{rebuilt}");
+    assert_eq!(counts(&rebuilt), expected, "{rebuilt}");
+    let again = json(
+        with_config(&victim, &config)
+            .args(["search", "ledger", "-k", "50", "--mode", "dense", "--json"]),
+    );
+    assert_eq!(hits(&again), hits(&found));
 
     // Milvus restarted while lore writes: retried, nothing lost or doubled.
     let second = tmp.path().join("second");

@@ -11,6 +11,7 @@ mod doctor;
 mod embed;
 mod eval;
 mod import;
+mod index;
 mod ingest;
 mod key;
 mod mcp;
@@ -132,6 +133,9 @@ enum Command {
     /// is copied. When a server holds the index, use `lore serve
     /// --snapshot-dir` instead.
     Snapshot(snapshot::SnapshotArgs),
+    /// Maintain the index of a collection (--collection).
+    #[command(subcommand)]
+    Index(index::IndexCommand),
     /// Manage API keys (kept hashed in the index directory's keys.json).
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -276,6 +280,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(global, args),
         Command::Mcp => mcp::run(global),
         Command::Snapshot(args) => snapshot::run(global, args),
+        Command::Index(command) => index::run(global, command),
         Command::Key(command) => key::run(global, command),
         Command::Collection(command) => collection::run(global, command),
         Command::Status(args) => status::run(global, args),

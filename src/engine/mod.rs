@@ -310,6 +310,14 @@ impl Engine {
         Ok(chunks)
     }
 
+    /// Refills collection `name`'s vector and keyword indexes from its doc
+    /// store (`lore index rebuild`); returns its status after.
+    pub fn rebuild(&self, name: &str) -> Result<Status> {
+        let _writer = self.writer()?;
+        self.collection(name)?.index().rebuild()?;
+        self.status(name)
+    }
+
     /// The collections opened so far (each is opened on first use).
     pub fn open_collections(&self) -> Result<Vec<Arc<Collection>>> {
         self.collections.opened()

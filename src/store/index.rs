@@ -388,6 +388,23 @@ impl Index {
         timed(&self.spent.docs, || self.docs.flush())
     }
 
+    /// Refills the derived stores from sled, whatever they hold: every live
+    /// vector sent again (a new graph, or the Milvus collection made anew)
+    /// and the keyword index rewritten; then a checkpoint.
+    pub fn rebuild(&self) -> Result<()> {
+        let all = self.docs.vectors_from(Slot(0))?;
+        tracing::info!(
+            vectors = all.len(),
+            "rebuilding the derived stores from the doc store"
+        );
+        self.vectors.rebuild(&all)?;
+        self.docs.clear_tombstones(&self.docs.tombstones()?)?;
+        self.keywords.clear()?;
+        let slots: Vec<Slot> = all.into_iter().map(|(s, _)| s).collect();
+        self.sync_keywords(&slots)?;
+        self.checkpoint()
+    }
+
     /// Seconds spent writing each store since the index was opened.
     pub fn store_seconds(&self) -> StoreSeconds {
         let seconds = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / 1e9;

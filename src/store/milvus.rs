@@ -21,7 +21,7 @@
 //! the server. Searches apply the caller's filter to every hit (an access
 //! list is never left to the server) and widen the request until `k` hits
 //! pass or no more exist; a search among a given set of slots sends the
-//! set as a filter template.
+//! set as a filter expression (`slot in [...]`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -45,8 +45,9 @@ const VECTOR_FIELD: &str = "vector";
 const BATCH: usize = 1000;
 /// Milvus's largest `limit` for one search.
 const MAX_LIMIT: usize = 16384;
-/// Slots sent as one filter template; a larger set is scored here, exactly.
-const MAX_FILTER_SLOTS: usize = 65536;
+/// Slots sent as one filter expression; a larger set is scored here,
+/// exactly, from the doc store's vectors.
+const MAX_FILTER_SLOTS: usize = 16384;
 /// The record of what Milvus holds, in the vectors directory.
 const META: &str = super::index::MILVUS_RECORD;
 
@@ -476,10 +477,12 @@ impl MilvusVectorIndex {
 
     fn delete(&self, slots: &[u64]) -> Result<()> {
         for batch in slots.chunks(BATCH) {
-            let ids = Ids::Int64(batch.iter().map(|s| *s as i64).collect());
+            // By expression: the SDK sends an id list as a filter template,
+            // which Milvus Lite cannot parse.
+            let list: Vec<String> = batch.iter().map(u64::to_string).collect();
             let delete = sdk::request::dml::DeleteRequest::builder()
                 .collection_name(&self.name)
-                .ids(ids)
+                .filter(format!("{SLOT_FIELD} in [{}]", list.join(",")))
                 .build()
                 .map_err(|e| backend(&self.uri, "delete", e))?;
             self.call("deleting vectors", || self.client.delete(delete.clone()))?;
@@ -515,9 +518,10 @@ impl MilvusVectorIndex {
             )]))
             .consistency_level(ConsistencyLevel::Strong);
         if let Some(slots) = among {
-            builder = builder
-                .filter(format!("{SLOT_FIELD} in {{allowed}}"))
-                .add_filter_template("allowed", FilterTemplateValue::Int64Array(slots));
+            // A literal list: every server parses it (Milvus Lite has no
+            // filter templates).
+            let list: Vec<String> = slots.iter().map(i64::to_string).collect();
+            builder = builder.filter(format!("{SLOT_FIELD} in [{}]", list.join(",")));
         }
         let search = builder
             .build()
