@@ -667,6 +667,16 @@ impl Config {
                     self.milvus.uri
                 ));
             }
+            if self.server.read_only {
+                // A replica's snapshot of sled lags the shared Milvus
+                // collection: its open would take the writer's newer rows
+                // for damage and remake the collection from the snapshot.
+                return bad(
+                    "a read-only replica cannot serve a collection whose vectors are \
+                     in Milvus (not supported yet: docs/SCALING.md)"
+                        .into(),
+                );
+            }
             if self.milvus.timeout_s == 0 {
                 return bad("milvus.timeout_s must be at least 1".into());
             }

@@ -230,6 +230,14 @@ fn a_milvus_collection_answers_as_the_embedded_graph_does() {
             }
         }
     }
+    // A read-only replica of such a collection is refused (its snapshot
+    // lags the shared Milvus collection).
+    let replica = with_config(&tmp.path().join("milvus-0"), &config)
+        .args(["serve", "--read-only", "--addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(replica.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&replica.stderr).contains("read-only replica"));
     eprintln!("{compared} hits compared");
     assert!(compared > 500, "only {compared} hits compared");
 }
@@ -437,4 +445,104 @@ fn kills_restarts_and_outages_lose_nothing_and_duplicate_nothing() {
         "--json",
     ]));
     assert!(found.to_string().contains("late.md"), "{found}");
+}
+
+/// One HTTP/1.1 request with a bearer key; the status and the body.
+fn post(addr: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut reply = String::new();
+    if stream.write_all(raw.as_bytes()).is_err() || stream.read_to_string(&mut reply).is_err() {
+        return (0, String::new());
+    }
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, body.to_string())
+}
+
+#[test]
+fn access_lists_hold_on_a_milvus_collection_served_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let milvus = Milvus::start(&tmp.path().join("milvus"));
+    let config = milvus.config(tmp.path(), "[server]\ngenerations = 1\n");
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for entry in std::fs::read_dir(root().join("corpora/tiny")).unwrap().flatten() {
+        std::fs::copy(entry.path(), docs.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        docs.join("secret.md"),
+        "---\ntitle: Salaries\naccess: [hr]\n---\n# Salaries\n\nThe wolframite salary band tops out at 91,000 a year.\n",
+    )
+    .unwrap();
+    let index = tmp.path().join("index");
+    json(with_config(&index, &config).arg("ingest").arg(&docs).arg("--json"));
+    let key = |groups: &[&str]| {
+        let created = json(
+            with_config(&index, &config)
+                .args(["key", "create", "--role", "read", "--json"])
+                .args(groups),
+        );
+        created["secret"].as_str().unwrap().to_string()
+    };
+    let (hr, plain) = (key(&["--groups", "hr"]), key(&[]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = with_config(&index, &config)
+        .args(["serve", "--addr", &addr, "--generator", "light"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while post(&addr, "/v1/search", &plain, "{}").0 == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "lore serve did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for mode in ["dense", "hybrid"] {
+        let body = format!(r#"{{"query": "wolframite salary band", "k": 5, "mode": "{mode}"}}"#);
+        let (status, seen) = post(&addr, "/v1/search", &hr, &body);
+        assert_eq!(status, 200, "{seen}");
+        let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+        assert!(seen["hits"][0]["path"].as_str().unwrap().ends_with("secret.md"), "{seen}");
+        let (status, hidden) = post(&addr, "/v1/search", &plain, &body);
+        assert_eq!(status, 200, "{hidden}");
+        let hidden: serde_json::Value = serde_json::from_str(&hidden).unwrap();
+        let hits = hidden["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 5, "k is still filled: {hidden}");
+        assert!(!hidden.to_string().contains("wolframite"), "{hidden}");
+    }
+    server.kill().ok();
+    server.wait().ok();
+}
+
+#[test]
+fn a_token_file_that_is_missing_or_empty_is_refused_never_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let milvus = Milvus::start(&tmp.path().join("milvus"));
+    let token = tmp.path().join("token");
+    let line = format!("token_file = \"{}\"\n", token.display());
+    let config = milvus.config(tmp.path(), &line);
+    let config_text = std::fs::read_to_string(&config).unwrap();
+    // `extra` lands after timeout_s, inside [milvus].
+    assert!(config_text.contains("[milvus]") && config_text.ends_with(&line));
+    let index = tmp.path().join("index");
+    for (contents, says) in [(None, "token"), (Some("  \n"), "empty")] {
+        if let Some(contents) = contents {
+            std::fs::write(&token, contents).unwrap();
+        }
+        let out = with_config(&index, &config).args(["status", "--json"]).output().unwrap();
+        assert!(!out.status.success(), "opened without its token");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+    std::fs::write(&token, "root:Milvus\n").unwrap();
+    json(with_config(&index, &config).args(["status", "--json"]));
 }

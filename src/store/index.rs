@@ -25,7 +25,7 @@ use super::keywords::TantivyKeywordIndex;
 use super::manifest::{EmbedderInfo, Manifest};
 use super::table::{DocTable, Tables};
 use super::vectors::HnswVectorIndex;
-use super::{Change, DocStore, KeywordDoc, KeywordIndex, Owner, VectorIndex};
+use super::{Change, DocStore, KeywordDoc, KeywordIndex, MILVUS_RECORD, Owner, VectorIndex};
 use crate::config::{HnswConfig, MilvusConfig};
 use crate::error::{Error, Result};
 use crate::types::{ChunkRecord, DocId, Slot};
@@ -485,9 +485,6 @@ pub enum VectorsAt<'a> {
 }
 
 type Opened = (Box<dyn VectorIndex>, Slot);
-
-/// The file of `vectors/` that says the vectors live in Milvus.
-pub const MILVUS_RECORD: &str = "milvus.json";
 
 /// The embedded graph; one that cannot be opened is rebuilt from sled.
 fn open_graph(

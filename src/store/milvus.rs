@@ -49,7 +49,7 @@ const MAX_LIMIT: usize = 16384;
 /// exactly, from the doc store's vectors.
 const MAX_FILTER_SLOTS: usize = 16384;
 /// The record of what Milvus holds, in the vectors directory.
-const META: &str = super::index::MILVUS_RECORD;
+const META: &str = super::MILVUS_RECORD;
 
 /// What `vectors/milvus.json` records.
 #[derive(Debug, Serialize, Deserialize)]

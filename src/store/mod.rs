@@ -29,6 +29,10 @@ pub use table::{DocEntry, DocTable};
 use crate::error::Result;
 use crate::types::{Chunk, ChunkId, ChunkRecord, DocId, DocRecord, FileRecord, Slot};
 
+/// The file of an index's `vectors/` that says its vectors live in Milvus
+/// (it records the Milvus collection and the watermark).
+pub const MILVUS_RECORD: &str = "milvus.json";
+
 /// The slots a search is restricted to: a bitmap over the slot range
 /// (slots are allocated densely and never reused), so building one is a
 /// bit set per slot and a lookup is a bit test.
