@@ -463,7 +463,11 @@ fn post(addr: &str, path: &str, key: &str, body: &str) -> (u16, String) {
         return (0, String::new());
     }
     let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, body.to_string())
 }
 
@@ -474,7 +478,10 @@ fn access_lists_hold_on_a_milvus_collection_served_over_http() {
     let config = milvus.config(tmp.path(), "[server]\ngenerations = 1\n");
     let docs = tmp.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
-    for entry in std::fs::read_dir(root().join("corpora/tiny")).unwrap().flatten() {
+    for entry in std::fs::read_dir(root().join("corpora/tiny"))
+        .unwrap()
+        .flatten()
+    {
         std::fs::copy(entry.path(), docs.join(entry.file_name())).unwrap();
     }
     std::fs::write(
@@ -483,7 +490,12 @@ fn access_lists_hold_on_a_milvus_collection_served_over_http() {
     )
     .unwrap();
     let index = tmp.path().join("index");
-    json(with_config(&index, &config).arg("ingest").arg(&docs).arg("--json"));
+    json(
+        with_config(&index, &config)
+            .arg("ingest")
+            .arg(&docs)
+            .arg("--json"),
+    );
     let key = |groups: &[&str]| {
         let created = json(
             with_config(&index, &config)
@@ -493,7 +505,11 @@ fn access_lists_hold_on_a_milvus_collection_served_over_http() {
         created["secret"].as_str().unwrap().to_string()
     };
     let (hr, plain) = (key(&["--groups", "hr"]), key(&[]));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let mut server = with_config(&index, &config)
         .args(["serve", "--addr", &addr, "--generator", "light"])
@@ -503,7 +519,10 @@ fn access_lists_hold_on_a_milvus_collection_served_over_http() {
         .unwrap();
     let start = Instant::now();
     while post(&addr, "/v1/search", &plain, "{}").0 == 0 {
-        assert!(start.elapsed() < Duration::from_secs(60), "lore serve did not come up");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "lore serve did not come up"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     for mode in ["dense", "hybrid"] {
@@ -511,7 +530,13 @@ fn access_lists_hold_on_a_milvus_collection_served_over_http() {
         let (status, seen) = post(&addr, "/v1/search", &hr, &body);
         assert_eq!(status, 200, "{seen}");
         let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
-        assert!(seen["hits"][0]["path"].as_str().unwrap().ends_with("secret.md"), "{seen}");
+        assert!(
+            seen["hits"][0]["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("secret.md"),
+            "{seen}"
+        );
         let (status, hidden) = post(&addr, "/v1/search", &plain, &body);
         assert_eq!(status, 200, "{hidden}");
         let hidden: serde_json::Value = serde_json::from_str(&hidden).unwrap();
@@ -538,7 +563,10 @@ fn a_token_file_that_is_missing_or_empty_is_refused_never_skipped() {
         if let Some(contents) = contents {
             std::fs::write(&token, contents).unwrap();
         }
-        let out = with_config(&index, &config).args(["status", "--json"]).output().unwrap();
+        let out = with_config(&index, &config)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "opened without its token");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{err}");
