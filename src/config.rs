@@ -80,6 +80,10 @@ pub struct MilvusConfig {
     /// server needs one; env `LORE_MILVUS_TOKEN` gives the token itself. A
     /// named file that cannot be read, or is empty, is an error.
     pub token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the server's TLS certificate, for a
+    /// private CA (`https://` URIs; the system's roots otherwise). A named
+    /// file that does not exist is an error.
+    pub ca_file: Option<PathBuf>,
     /// Prefix of the Milvus collection names lore makes.
     pub prefix: String,
     /// Milvus index type of the vector field (`HNSW`, `FLAT`, `AUTOINDEX`…).
@@ -94,6 +98,7 @@ impl Default for MilvusConfig {
             uri: "http://127.0.0.1:19530".into(),
             database: "default".into(),
             token_file: None,
+            ca_file: None,
             prefix: "lore".into(),
             index: "HNSW".into(),
             timeout_s: 30,
@@ -666,16 +671,6 @@ impl Config {
                     "milvus.uri = '{}' must start with http:// or https://",
                     self.milvus.uri
                 ));
-            }
-            if self.server.read_only {
-                // A replica's snapshot of sled lags the shared Milvus
-                // collection: its open would take the writer's newer rows
-                // for damage and remake the collection from the snapshot.
-                return bad(
-                    "a read-only replica cannot serve a collection whose vectors are \
-                     in Milvus (not supported yet: docs/SCALING.md)"
-                        .into(),
-                );
             }
             if self.milvus.timeout_s == 0 {
                 return bad("milvus.timeout_s must be at least 1".into());

@@ -230,14 +230,6 @@ fn a_milvus_collection_answers_as_the_embedded_graph_does() {
             }
         }
     }
-    // A read-only replica of such a collection is refused (its snapshot
-    // lags the shared Milvus collection).
-    let replica = with_config(&tmp.path().join("milvus-0"), &config)
-        .args(["serve", "--read-only", "--addr", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(replica.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&replica.stderr).contains("read-only replica"));
     eprintln!("{compared} hits compared");
     assert!(compared > 500, "only {compared} hits compared");
 }
@@ -453,8 +445,13 @@ fn post(addr: &str, path: &str, key: &str, body: &str) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect(addr) else {
         return (0, String::new());
     };
+    let auth = if key.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {key}\r\n")
+    };
     let raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -505,26 +502,7 @@ fn access_lists_hold_on_a_milvus_collection_served_over_http() {
         created["secret"].as_str().unwrap().to_string()
     };
     let (hr, plain) = (key(&["--groups", "hr"]), key(&[]));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = with_config(&index, &config)
-        .args(["serve", "--addr", &addr, "--generator", "light"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while post(&addr, "/v1/search", &plain, "{}").0 == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "lore serve did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (mut server, addr) = serve(&index, &config, &[], &plain);
     for mode in ["dense", "hybrid"] {
         let body = format!(r#"{{"query": "wolframite salary band", "k": 5, "mode": "{mode}"}}"#);
         let (status, seen) = post(&addr, "/v1/search", &hr, &body);
@@ -559,9 +537,17 @@ fn a_token_file_that_is_missing_or_empty_is_refused_never_skipped() {
     // `extra` lands after timeout_s, inside [milvus].
     assert!(config_text.contains("[milvus]") && config_text.ends_with(&line));
     let index = tmp.path().join("index");
+    std::fs::write(&token, "root:Milvus\n").unwrap();
+    json(
+        with_config(&index, &config)
+            .arg("ingest")
+            .arg(root().join("corpora/tiny"))
+            .arg("--json"),
+    );
     for (contents, says) in [(None, "token"), (Some("  \n"), "empty")] {
-        if let Some(contents) = contents {
-            std::fs::write(&token, contents).unwrap();
+        match contents {
+            Some(contents) => std::fs::write(&token, contents).unwrap(),
+            None => std::fs::remove_file(&token).unwrap(),
         }
         let out = with_config(&index, &config)
             .args(["status", "--json"])
@@ -573,4 +559,282 @@ fn a_token_file_that_is_missing_or_empty_is_refused_never_skipped() {
     }
     std::fs::write(&token, "root:Milvus\n").unwrap();
     json(with_config(&index, &config).args(["status", "--json"]));
+}
+
+/// `lore serve` on a free loopback port; the child and its address, once
+/// it answers.
+fn serve(index: &Path, config: &Path, args: &[&str], key: &str) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = with_config(index, config)
+        .args(["serve", "--addr", &addr, "--generator", "light"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while post(&addr, "/v1/search", key, "{}").0 == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "lore serve did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (child, addr)
+}
+
+#[test]
+fn a_read_only_replica_searches_the_writers_milvus_collection_and_never_writes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let milvus = Milvus::start(&tmp.path().join("milvus"));
+    let config = milvus.config(tmp.path(), "");
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for entry in std::fs::read_dir(root().join("corpora/tiny"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(entry.path(), docs.join(entry.file_name())).unwrap();
+    }
+    let writer = tmp.path().join("writer");
+    json(
+        with_config(&writer, &config)
+            .arg("ingest")
+            .arg(&docs)
+            .arg("--json"),
+    );
+    let snapshot = tmp.path().join("snapshot");
+    json(
+        with_config(&writer, &config)
+            .arg("snapshot")
+            .arg(&snapshot)
+            .arg("--json"),
+    );
+    // The writer moves on: a new document, and one removed.
+    std::fs::write(
+        docs.join("late.md"),
+        "# Quokkas\n\nThe quokka colony on the roof is fed at noon.\n",
+    )
+    .unwrap();
+    std::fs::remove_file(docs.join("brewing.md")).unwrap();
+    json(
+        with_config(&writer, &config)
+            .arg("ingest")
+            .arg(&docs)
+            .arg("--json"),
+    );
+    let before = json(with_config(&writer, &config).args(["status", "--json"]));
+    assert_eq!(before["consistent"], true, "{before}");
+
+    let (mut replica, addr) = serve(&snapshot, &config, &["--read-only"], "");
+    for mode in ["dense", "hybrid"] {
+        let body = format!(r#"{{"query": "quokka colony fed at noon", "k": 3, "mode": "{mode}"}}"#);
+        let (status, found) = post(&addr, "/v1/search", "", &body);
+        assert_eq!(status, 200, "{found}");
+        let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+        let hits = found["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 3, "k is still filled: {found}");
+        assert!(!found.to_string().contains("late.md"), "{found}");
+    }
+    let (status, _) = post(
+        &addr,
+        "/v1/documents",
+        "",
+        r#"{"path": "x.md", "text": "x"}"#,
+    );
+    assert_eq!(status, 403);
+    replica.kill().ok();
+    replica.wait().ok();
+    // The writer's collection is as the writer left it.
+    let after = json(with_config(&writer, &config).args(["status", "--json"]));
+    assert_eq!(after["consistent"], true, "{after}");
+    assert_eq!(counts(&after), counts(&before), "{after}");
+}
+
+/// HAProxy terminating TLS (a self-signed certificate for `localhost`) in
+/// front of the Milvus server, speaking HTTP/2 both ways; killed when
+/// dropped.
+struct TlsProxy {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn tls_proxy(dir: &Path, to: u16) -> (TlsProxy, PathBuf) {
+    // A CA, and a certificate for `localhost` that it signed (rustls takes
+    // no self-signed certificate as a server's).
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let days = ["-days", "1"];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=lore-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ][..],
+            &days,
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "srv.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                "ext.cnf",
+                "-out",
+                "srv.pem",
+            ][..],
+            &days,
+        ]
+        .concat(),
+    );
+    let both = dir.join("both.pem");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    std::fs::write(&both, read("srv.pem") + &read("srv.key")).unwrap();
+    let cert = dir.join("ca.pem");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    \
+             timeout server 60s\n\nfrontend tls\n    bind 127.0.0.1:{port} ssl crt {} alpn h2\n    \
+             default_backend milvus\n\nbackend milvus\n    server lite 127.0.0.1:{to} proto h2\n",
+            both.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("haproxy")
+        .arg("-f")
+        .arg(&cfg)
+        .arg("-db")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy runs (scripts/milvus-checks.sh installs it)");
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "haproxy did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (TlsProxy { child, port }, cert)
+}
+
+#[test]
+fn tls_to_milvus_trusts_the_named_ca_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let milvus = Milvus::start(&tmp.path().join("milvus"));
+    let (proxy, cert) = tls_proxy(tmp.path(), milvus.port);
+    let config = |ca: Option<&Path>| {
+        let path = tmp.path().join("tls.toml");
+        let mut text = format!(
+            "[collections.default]\nvectors = \"milvus\"\n\n[milvus]\n\
+             uri = \"https://localhost:{}\"\ntimeout_s = 10\n",
+            proxy.port
+        );
+        if let Some(ca) = ca {
+            text.push_str(&format!("ca_file = \"{}\"\n", ca.display()));
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let index = tmp.path().join("index");
+    // With the CA named, lore ingests and searches through TLS…
+    let trusted = config(Some(&cert));
+    json(
+        with_config(&index, &trusted)
+            .arg("ingest")
+            .arg(root().join("corpora/tiny"))
+            .arg("--json"),
+    );
+    let s = json(with_config(&index, &trusted).args(["status", "--json"]));
+    assert_eq!(s["consistent"], true, "{s}");
+    // …without it, the self-signed certificate is not trusted…
+    let untrusted = with_config(&index, &config(None))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        !untrusted.status.success(),
+        "a certificate nobody vouched for was trusted"
+    );
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains(&format!("localhost:{}", proxy.port)), "{err}");
+    // …and a CA file that is not there is an error, not the system's roots.
+    let missing = with_config(&index, &config(Some(&tmp.path().join("nope.pem"))))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("nope.pem"), "{err}");
+    let trusted = config(Some(&cert));
+    let found = json(
+        with_config(&index, &trusted)
+            .args(["search", "roasting", "-k", "2", "--mode", "dense", "--json"]),
+    );
+    assert_eq!(found["hits"].as_array().unwrap().len(), 2, "{found}");
 }

@@ -360,6 +360,7 @@ fn vectors_at<'a>(config: &'a Config, name: &'a str) -> VectorsAt<'a> {
         VectorsBackend::Milvus => VectorsAt::Milvus {
             config: &config.milvus,
             collection: name,
+            read_only: config.server.read_only,
         },
     }
 }

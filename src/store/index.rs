@@ -156,14 +156,18 @@ impl Index {
         let source = docs.clone() as Arc<dyn super::VectorSource>;
         let (vectors, watermark) = match at {
             VectorsAt::Embedded => open_graph(&vectors_dir, embedder.dim, hnsw, &owner, source)?,
-            VectorsAt::Milvus { config, collection } => open_milvus(
+            VectorsAt::Milvus {
+                config,
+                collection,
+                read_only,
+            } => open_milvus(
                 &vectors_dir,
                 embedder.dim,
                 hnsw,
                 config,
                 collection,
-                &owner,
-                source,
+                read_only,
+                &docs,
             )?,
         };
         let index = Index {
@@ -481,6 +485,9 @@ pub enum VectorsAt<'a> {
         config: &'a MilvusConfig,
         /// The lore collection the index is.
         collection: &'a str,
+        /// A read-only replica of a snapshot: it never writes to Milvus,
+        /// and sees only the slots its snapshot knows.
+        read_only: bool,
     },
 }
 
@@ -518,12 +525,17 @@ fn open_milvus(
     hnsw: &HnswConfig,
     config: &MilvusConfig,
     collection: &str,
-    owner: &Owner,
-    source: Arc<dyn super::VectorSource>,
+    read_only: bool,
+    docs: &Arc<dyn DocStore>,
 ) -> Result<Opened> {
-    let name = super::milvus::collection_name(config, collection, owner);
-    let (index, watermark) =
-        super::milvus::MilvusVectorIndex::open(dir, dim, config, hnsw.ef_search, name, source)?;
+    let how = super::milvus::MilvusOpen {
+        config,
+        name: super::milvus::collection_name(config, collection, docs.instance()),
+        ef: hnsw.ef_search,
+        read_only: read_only.then(|| docs.next_slot()),
+    };
+    let source = docs.clone() as Arc<dyn super::VectorSource>;
+    let (index, watermark) = super::milvus::MilvusVectorIndex::open(dir, dim, how, source)?;
     Ok((Box::new(index), watermark))
 }
 
@@ -534,8 +546,8 @@ fn open_milvus(
     _: &HnswConfig,
     _: &MilvusConfig,
     collection: &str,
-    _: &Owner,
-    _: Arc<dyn super::VectorSource>,
+    _: bool,
+    _: &Arc<dyn DocStore>,
 ) -> Result<Opened> {
     Err(Error::Config(format!(
         "collection '{collection}' keeps its vectors in Milvus, but this lore was built \

@@ -22,6 +22,12 @@
 //! list is never left to the server) and widen the request until `k` hits
 //! pass or no more exist; a search among a given set of slots sends the
 //! set as a filter expression (`slot in [...]`).
+//!
+//! A read-only replica (`lore serve --read-only` on a snapshot) attaches to
+//! the writer's collection and never writes to it: it counts and sees only
+//! the slots its snapshot knows, hides its snapshot's tombstones itself,
+//! and leaves a disagreement between the two (the writer's later deletes)
+//! as it is, with a warning, instead of remaking the writer's collection.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -33,7 +39,7 @@ use milvus::v2 as sdk;
 use milvus::v2::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Owner, SlotSet, VectorIndex, VectorSource, check_dims};
+use super::{SlotSet, VectorIndex, VectorSource, check_dims};
 use crate::config::MilvusConfig;
 use crate::error::{Error, Result};
 use crate::kernels::dot;
@@ -83,6 +89,8 @@ pub struct MilvusVectorIndex {
     timeout: Duration,
     dir: PathBuf,
     source: Arc<dyn VectorSource>,
+    /// A replica's bound: see [`MilvusOpen::read_only`].
+    read_only: Option<Slot>,
     state: Mutex<State>,
 }
 
@@ -156,19 +164,33 @@ fn token(config: &MilvusConfig) -> Result<Option<String>> {
 }
 
 /// The Milvus collection of the lore collection `collection` whose doc
-/// store is `owner`.
-pub fn collection_name(config: &MilvusConfig, collection: &str, owner: &Owner) -> String {
+/// store's instance id is `instance`.
+pub fn collection_name(config: &MilvusConfig, collection: &str, instance: &str) -> String {
     let clean: String = collection
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    let id: String = owner
-        .id
+    let id: String = instance
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .take(16)
         .collect();
     format!("{}_{clean}_{id}", config.prefix)
+}
+
+/// How [`MilvusVectorIndex::open`] opens.
+pub struct MilvusOpen<'a> {
+    /// The server.
+    pub config: &'a MilvusConfig,
+    /// The Milvus collection.
+    pub name: String,
+    /// Candidate list size of its searches.
+    pub ef: usize,
+    /// A read-only replica of a snapshot whose doc store allocated the
+    /// slots below this one: it never writes to Milvus (the writer does),
+    /// and sees and counts only those slots (the writer's newer ones are
+    /// not in its doc store).
+    pub read_only: Option<Slot>,
 }
 
 impl MilvusVectorIndex {
@@ -178,11 +200,15 @@ impl MilvusVectorIndex {
     pub fn open(
         dir: &Path,
         dim: usize,
-        config: &MilvusConfig,
-        ef: usize,
-        name: String,
+        how: MilvusOpen<'_>,
         source: Arc<dyn VectorSource>,
     ) -> Result<(Self, Slot)> {
+        let MilvusOpen {
+            config,
+            name,
+            ef,
+            read_only,
+        } = how;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let index_type = index_type(&config.index)?;
         let uri = config.uri.clone();
@@ -200,6 +226,12 @@ impl MilvusVectorIndex {
         if let Some(token) = token(config)? {
             connect = connect.token(token);
         }
+        if let Some(ca) = &config.ca_file {
+            // Checked here: the SDK would fall back to the system's roots
+            // (and fail less clearly) on a path it cannot read.
+            std::fs::metadata(ca).map_err(|e| Error::io(ca, e))?;
+            connect = connect.ca_certificate(ca.to_string_lossy());
+        }
         let client = run(&runtime, async {
             tokio::time::timeout(timeout, sdk::ClientV2::new(&connect)).await
         })
@@ -216,13 +248,18 @@ impl MilvusVectorIndex {
             timeout,
             dir: dir.to_path_buf(),
             source,
+            read_only,
             state: Mutex::new(State::default()),
         };
-        index.ensure_collection()?;
+        if read_only.is_some() {
+            index.attach()?;
+        } else {
+            index.ensure_collection()?;
+        }
         let count = index.count()?;
         index.state().count = count;
         let watermark = index.read_watermark();
-        if !dir.join(META).exists() {
+        if read_only.is_none() && !dir.join(META).exists() {
             // From now on the directory says where its vectors are.
             index.write_watermark(watermark)?;
         }
@@ -263,17 +300,58 @@ impl MilvusVectorIndex {
         run(&self.runtime, attempt)
     }
 
-    fn ensure_collection(&self) -> Result<()> {
+    /// A replica's open: the writer's collection must exist; it is loaded,
+    /// nothing is made.
+    fn attach(&self) -> Result<()> {
+        if !self.exists()? {
+            return Err(Error::store(
+                "vectors",
+                format!(
+                    "milvus at {}: the writer's collection {} does not exist",
+                    self.uri, self.name
+                ),
+            ));
+        }
+        self.check_dimension()?;
+        self.load()
+    }
+
+    fn exists(&self) -> Result<bool> {
         let has = sdk::request::collection::HasCollectionRequest::builder()
             .collection_name(&self.name)
             .build()
             .map_err(|e| backend(&self.uri, "has_collection", e))?;
-        let exists = self
-            .call("checking the collection", || {
-                self.client.has_collection(has.clone())
-            })?
-            .exists();
-        if exists {
+        let found = self.call("checking the collection", || {
+            self.client.has_collection(has.clone())
+        })?;
+        Ok(found.exists())
+    }
+
+    fn load(&self) -> Result<()> {
+        let load = sdk::request::collection::LoadCollectionRequest::builder()
+            .collection_name(&self.name)
+            .build()
+            .map_err(|e| backend(&self.uri, "load", e))?;
+        self.call("loading the collection", || {
+            self.client.load_collection(load.clone())
+        })
+    }
+
+    /// Refuses a write on a replica (which `Index` never asks for except
+    /// through recovery, whose writes are the writer's to make).
+    fn writes(&self, what: &str) -> bool {
+        if self.read_only.is_some() {
+            tracing::debug!(
+                what,
+                "read-only replica: the writer keeps Milvus up to date"
+            );
+            return false;
+        }
+        true
+    }
+
+    fn ensure_collection(&self) -> Result<()> {
+        if self.exists()? {
             self.check_dimension()?;
         } else {
             self.create()?;
@@ -282,13 +360,7 @@ impl MilvusVectorIndex {
         if !self.has_index()? {
             self.create_index()?;
         }
-        let load = sdk::request::collection::LoadCollectionRequest::builder()
-            .collection_name(&self.name)
-            .build()
-            .map_err(|e| backend(&self.uri, "load", e))?;
-        self.call("loading the collection", || {
-            self.client.load_collection(load.clone())
-        })
+        self.load()
     }
 
     fn create(&self) -> Result<()> {
@@ -384,12 +456,14 @@ impl MilvusVectorIndex {
 
     /// Rows Milvus holds.
     fn count(&self) -> Result<u64> {
-        let query = QueryRequest::builder()
+        let mut query = QueryRequest::builder()
             .collection_name(&self.name)
             .output_fields(["count(*)"])
-            .consistency_level(ConsistencyLevel::Strong)
-            .build()
-            .map_err(|e| backend(&self.uri, "count", e))?;
+            .consistency_level(ConsistencyLevel::Strong);
+        if let Some(bound) = self.read_only {
+            query = query.filter(format!("{SLOT_FIELD} < {}", bound.0));
+        }
+        let query = query.build().map_err(|e| backend(&self.uri, "count", e))?;
         let response = self.call("counting", || self.client.query(query.clone()))?;
         let mut rows = response
             .results()
@@ -596,7 +670,7 @@ where
 impl VectorIndex for MilvusVectorIndex {
     fn insert(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
         check_dims(self.dim, items.iter().map(|(_, v)| v.as_slice()))?;
-        if items.is_empty() {
+        if items.is_empty() || !self.writes("insert") {
             return Ok(());
         }
         let sent = self.send_unsent().and_then(|()| self.upsert(items));
@@ -636,9 +710,12 @@ impl VectorIndex for MilvusVectorIndex {
             return Ok(Vec::new());
         }
         let removed = self.state().removed.clone();
-        let keep = |slot: Slot| !removed.contains(&slot.0) && filter.is_none_or(|f| f(slot));
+        let known = |slot: Slot| self.read_only.is_none_or(|bound| slot < bound);
+        let keep = |slot: Slot| {
+            known(slot) && !removed.contains(&slot.0) && filter.is_none_or(|f| f(slot))
+        };
         let mut limit = (k + removed.len()).clamp(1, MAX_LIMIT);
-        if filter.is_some() {
+        if filter.is_some() || self.read_only.is_some() {
             limit = (limit * 4).min(MAX_LIMIT);
         }
         loop {
@@ -684,6 +761,11 @@ impl VectorIndex for MilvusVectorIndex {
     }
 
     fn restore_tombstones(&self, slots: &[Slot]) -> Result<Vec<Slot>> {
+        if !self.writes("restore_tombstones") {
+            // Hidden here; the writer sends the deletes.
+            self.remove(slots);
+            return Ok(Vec::new());
+        }
         // Deletes are idempotent: send them all again, and once Milvus has
         // them (flushed) sled may forget them.
         let ids: Vec<u64> = slots.iter().map(|s| s.0).collect();
@@ -696,6 +778,9 @@ impl VectorIndex for MilvusVectorIndex {
     }
 
     fn persist(&self, watermark: Slot) -> Result<()> {
+        if !self.writes("persist") {
+            return Ok(());
+        }
         self.send_unsent()?;
         self.flush()?;
         self.state().count = self.count()?;
@@ -704,6 +789,17 @@ impl VectorIndex for MilvusVectorIndex {
 
     fn rebuild(&self, items: &[(Slot, Vec<f32>)]) -> Result<()> {
         check_dims(self.dim, items.iter().map(|(_, v)| v.as_slice()))?;
+        if self.read_only.is_some() {
+            // The writer's collection has moved on since the snapshot (the
+            // writer deleted some of its rows): a replica never remakes it.
+            tracing::warn!(
+                collection = %self.name,
+                snapshot = items.len(),
+                "a read-only replica's snapshot disagrees with the writer's milvus \
+                 collection; serving what both hold"
+            );
+            return Ok(());
+        }
         // Dropped and made anew: nothing it held survives but `items`.
         let drop = sdk::request::collection::DropCollectionRequest::builder()
             .collection_name(&self.name)
@@ -724,6 +820,9 @@ impl VectorIndex for MilvusVectorIndex {
     }
 
     fn settle(&self) -> Result<Vec<Slot>> {
+        if !self.writes("settle") {
+            return Ok(Vec::new());
+        }
         let removed: Vec<u64> = self.state().removed.iter().copied().collect();
         if removed.is_empty() {
             return Ok(Vec::new());
