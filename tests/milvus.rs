@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{json, lore, root, status};
+use util::{copy_dir, json, lore, root, status};
 
 /// A Milvus Lite server on a free loopback port, killed when dropped.
 struct Milvus {
@@ -474,13 +474,7 @@ fn access_lists_hold_on_a_milvus_collection_served_over_http() {
     let milvus = Milvus::start(&tmp.path().join("milvus"));
     let config = milvus.config(tmp.path(), "[server]\ngenerations = 1\n");
     let docs = tmp.path().join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    for entry in std::fs::read_dir(root().join("corpora/tiny"))
-        .unwrap()
-        .flatten()
-    {
-        std::fs::copy(entry.path(), docs.join(entry.file_name())).unwrap();
-    }
+    copy_dir(&root().join("corpora/tiny"), &docs);
     std::fs::write(
         docs.join("secret.md"),
         "---\ntitle: Salaries\naccess: [hr]\n---\n# Salaries\n\nThe wolframite salary band tops out at 91,000 a year.\n",
@@ -594,13 +588,7 @@ fn a_read_only_replica_searches_the_writers_milvus_collection_and_never_writes_i
     let milvus = Milvus::start(&tmp.path().join("milvus"));
     let config = milvus.config(tmp.path(), "");
     let docs = tmp.path().join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    for entry in std::fs::read_dir(root().join("corpora/tiny"))
-        .unwrap()
-        .flatten()
-    {
-        std::fs::copy(entry.path(), docs.join(entry.file_name())).unwrap();
-    }
+    copy_dir(&root().join("corpora/tiny"), &docs);
     let writer = tmp.path().join("writer");
     json(
         with_config(&writer, &config)
