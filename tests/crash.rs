@@ -3,45 +3,9 @@
 //! counts as an uninterrupted run. Merges of the vector graph into a new
 //! segment are made small and frequent so that kills land inside them.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{json, lore, status};
-
-/// A small deterministic generator (no dependency needed for test data).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
-const WORDS: &[&str] = &[
-    "ledger", "invoice", "replica", "pager", "latency", "budget", "deploy", "rollback", "quota",
-    "tenant", "cluster", "schema", "backup", "token", "audit", "merchant", "refund", "webhook",
-    "cache", "shard", "the", "a", "of", "and", "to", "is", "when", "after", "before", "every",
-];
-
-fn write_corpus(dir: &Path, files: usize, rng: &mut Lcg) {
-    std::fs::create_dir_all(dir).unwrap();
-    for f in 0..files {
-        let mut text = format!("# Note {f}\n\n");
-        for p in 0..6 {
-            text.push_str(&format!("## Part {p}\n\n"));
-            for _ in 0..60 {
-                text.push_str(WORDS[(rng.next() % WORDS.len() as u64) as usize]);
-                text.push(' ');
-            }
-            text.push_str("\n\n");
-        }
-        std::fs::write(dir.join(format!("note-{f:03}.md")), text).unwrap();
-    }
-}
+use crate::util::{Lcg, json, lore, status, write_corpus};
 
 fn counts(s: &serde_json::Value) -> Vec<u64> {
     ["documents", "chunks", "vectors", "keyword_docs"]

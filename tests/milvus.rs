@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{copy_dir, json, lore, root, status};
+use util::{Lcg, copy_dir, json, lore, root, status, write_corpus};
 
 /// A Milvus Lite server on a free loopback port, killed when dropped.
 struct Milvus {
@@ -234,34 +234,6 @@ fn a_milvus_collection_answers_as_the_embedded_graph_does() {
     assert!(compared > 500, "only {compared} hits compared");
 }
 
-/// The notes of the crash test: `files` files of six sections each.
-fn write_corpus(dir: &Path, files: usize) {
-    const WORDS: &[&str] = &[
-        "ledger", "invoice", "replica", "pager", "latency", "budget", "deploy", "rollback",
-        "quota", "tenant", "cluster", "schema", "backup", "token", "audit", "the", "of", "and",
-    ];
-    let mut state = 7u64;
-    let mut next = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as usize
-    };
-    std::fs::create_dir_all(dir).unwrap();
-    for f in 0..files {
-        let mut text = format!("# Note {f}\n\n");
-        for p in 0..6 {
-            text.push_str(&format!("## Part {p}\n\n"));
-            for _ in 0..60 {
-                text.push_str(WORDS[next() % WORDS.len()]);
-                text.push(' ');
-            }
-            text.push_str("\n\n");
-        }
-        std::fs::write(dir.join(format!("note-{f:03}.md")), text).unwrap();
-    }
-}
-
 fn counts(s: &serde_json::Value) -> Vec<u64> {
     ["documents", "chunks", "vectors", "keyword_docs"]
         .iter()
@@ -275,7 +247,7 @@ fn kills_restarts_and_outages_lose_nothing_and_duplicate_nothing() {
     let mut milvus = Milvus::start(&tmp.path().join("milvus"));
     let config = milvus.config(tmp.path(), "[ingest]\ncheckpoint_chunks = 24\n");
     let corpus = tmp.path().join("docs");
-    write_corpus(&corpus, 60);
+    write_corpus(&corpus, 60, &mut Lcg(7));
     let reference = tmp.path().join("reference");
     let start = Instant::now();
     json(lore(&reference).arg("ingest").arg(&corpus).arg("--json"));

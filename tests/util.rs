@@ -109,3 +109,40 @@ pub fn fails(cmd: &mut Command) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A small deterministic generator (no dependency needed for test data).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+const WORDS: &[&str] = &[
+    "ledger", "invoice", "replica", "pager", "latency", "budget", "deploy", "rollback", "quota",
+    "tenant", "cluster", "schema", "backup", "token", "audit", "merchant", "refund", "webhook",
+    "cache", "shard", "the", "a", "of", "and", "to", "is", "when", "after", "before", "every",
+];
+
+/// `files` notes of six sections of 60 words each, drawn by `rng`: the
+/// corpus of the crash tests.
+pub fn write_corpus(dir: &Path, files: usize, rng: &mut Lcg) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in 0..files {
+        let mut text = format!("# Note {f}\n\n");
+        for p in 0..6 {
+            text.push_str(&format!("## Part {p}\n\n"));
+            for _ in 0..60 {
+                text.push_str(WORDS[(rng.next() % WORDS.len() as u64) as usize]);
+                text.push(' ');
+            }
+            text.push_str("\n\n");
+        }
+        std::fs::write(dir.join(format!("note-{f:03}.md")), text).unwrap();
+    }
+}

@@ -42,7 +42,6 @@ use serde::{Deserialize, Serialize};
 use super::{SlotSet, VectorIndex, VectorSource, check_dims};
 use crate::config::MilvusConfig;
 use crate::error::{Error, Result};
-use crate::kernels::dot;
 use crate::types::Slot;
 
 const SLOT_FIELD: &str = "slot";
@@ -629,24 +628,6 @@ impl MilvusVectorIndex {
         }
         Ok(hits)
     }
-
-    /// Exact scores of the live slots `keep` accepts, read from the doc
-    /// store: the answer when Milvus cannot fill `k`.
-    fn exact(
-        &self,
-        query: &[f32],
-        k: usize,
-        keep: &dyn Fn(Slot) -> bool,
-    ) -> Result<Vec<(Slot, f32)>> {
-        let mut scored = Vec::new();
-        self.source.scan_vectors(Slot(0), &mut |slot, vector| {
-            if keep(slot) {
-                scored.push((slot, dot(query, &vector)));
-            }
-            Ok(())
-        })?;
-        Ok(super::top_k(scored, k))
-    }
 }
 
 /// Runs `fut` on `runtime`, also from a thread that is already inside a
@@ -726,7 +707,10 @@ impl VectorIndex for MilvusVectorIndex {
                 return Ok(super::top_k(hits, k));
             }
             if limit == MAX_LIMIT {
-                return self.exact(query, k, &keep);
+                return Ok(super::top_k(
+                    super::score_source(self.source.as_ref(), query, &keep)?,
+                    k,
+                ));
             }
             limit = (limit * 4).min(MAX_LIMIT);
         }
@@ -745,7 +729,10 @@ impl VectorIndex for MilvusVectorIndex {
         }
         if live.len() > MAX_FILTER_SLOTS {
             let keep = |slot: Slot| slots.contains(slot) && !removed.contains(&slot.0);
-            return self.exact(query, k, &keep);
+            return Ok(super::top_k(
+                super::score_source(self.source.as_ref(), query, &keep)?,
+                k,
+            ));
         }
         let limit = k.min(live.len()).min(MAX_LIMIT);
         self.query(query, limit, Some(live))

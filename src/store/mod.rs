@@ -105,6 +105,25 @@ pub fn top_k(mut scored: Vec<(Slot, f32)>, k: usize) -> Vec<(Slot, f32)> {
     scored
 }
 
+/// Every vector of `source` that `keep` accepts, scored exactly against
+/// `query` (unit vectors: the dot product is the cosine). The answer when
+/// an approximate index cannot give one: a damaged segment, a remote
+/// engine that cannot fill `k`.
+pub fn score_source(
+    source: &dyn VectorSource,
+    query: &[f32],
+    keep: &dyn Fn(Slot) -> bool,
+) -> Result<Vec<(Slot, f32)>> {
+    let mut scored = Vec::new();
+    source.scan_vectors(Slot(0), &mut |slot, vector| {
+        if keep(slot) {
+            scored.push((slot, crate::kernels::dot(query, &vector)));
+        }
+        Ok(())
+    })?;
+    Ok(scored)
+}
+
 /// One document to write: its record and its chunks. A chunk whose id the
 /// document already had keeps its slot and vector (`vector` is `None`); a new
 /// chunk brings its vector.

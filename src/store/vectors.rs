@@ -444,23 +444,6 @@ impl HnswVectorIndex {
         self.config.ef_search.max(k) * 2
     }
 
-    /// Every live vector scored exactly from the source: the answer while
-    /// a damaged segment waits for its rebuild.
-    fn exact_from_source(
-        &self,
-        query: &[f32],
-        keep: &dyn Fn(Slot) -> bool,
-    ) -> Result<Vec<(Slot, f32)>> {
-        let mut scored = Vec::new();
-        self.source.scan_vectors(Slot(0), &mut |slot, v| {
-            if keep(slot) {
-                scored.push((slot, dot(query, &v)));
-            }
-            Ok(())
-        })?;
-        Ok(scored)
-    }
-
     /// Segment hits for `query` (rescored exactly), or every vector scored
     /// from the source when the segment turns out damaged.
     fn segment_hits(
@@ -477,7 +460,10 @@ impl HnswVectorIndex {
             }
             Err(e) if segment.is_damaged() => {
                 tracing::error!(error = %e, "vector segment damaged: searching exactly until it is rebuilt");
-                Ok((self.exact_from_source(query, keep)?, true))
+                Ok((
+                    super::score_source(self.source.as_ref(), query, keep)?,
+                    true,
+                ))
             }
             Err(e) => Err(e),
         }
@@ -680,13 +666,19 @@ impl VectorIndex for HnswVectorIndex {
                     tracing::error!(error = %e, "vector segment damaged: searching exactly until it is rebuilt");
                     let keep =
                         |slot: Slot| slots.contains(slot) && !inner.tombstones.contains(&slot.0);
-                    return Ok(super::top_k(self.exact_from_source(query, &keep)?, k));
+                    return Ok(super::top_k(
+                        super::score_source(self.source.as_ref(), query, &keep)?,
+                        k,
+                    ));
                 }
                 Err(e) => return Err(e),
             }
         } else if inner.segment.is_some() {
             let keep = |slot: Slot| slots.contains(slot) && !inner.tombstones.contains(&slot.0);
-            return Ok(super::top_k(self.exact_from_source(query, &keep)?, k));
+            return Ok(super::top_k(
+                super::score_source(self.source.as_ref(), query, &keep)?,
+                k,
+            ));
         }
         Ok(super::top_k(scored, k))
     }
