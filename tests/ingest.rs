@@ -5,16 +5,25 @@ use std::path::Path;
 
 use crate::util::{copy_dir, fails, ingested, json, lore, root, run_ok, status};
 
-fn skipped_reason(report: &serde_json::Value, name: &str) -> String {
+fn skipped<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     report["skipped"]
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["path"].as_str().unwrap().ends_with(name))
-        .unwrap_or_else(|| panic!("{name} not in skipped: {report}"))["reason"]
+        .unwrap_or_else(|| panic!("{name} not in skipped: {report}"))
+}
+
+fn skipped_reason(report: &serde_json::Value, name: &str) -> String {
+    skipped(report, name)["reason"]
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// The machine-readable kind of a skip.
+fn skipped_kind(report: &serde_json::Value, name: &str) -> String {
+    skipped(report, name)["kind"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -82,6 +91,16 @@ fn bad_files_are_skipped_with_reasons_and_good_files_indexed() {
     assert!(skipped_reason(&report, "huge.txt").contains("limit"));
     assert!(!skipped.contains("/loop"), "{skipped}");
     assert!(!skipped_reason(&report, "dangling.md").is_empty());
+    let kinds = [
+        ("image.png", "binary"),
+        ("empty.md", "empty"),
+        ("broken.pdf", "malformed"),
+        ("huge.txt", "too_large"),
+        ("dangling.md", "unreadable"),
+    ];
+    for (name, kind) in kinds {
+        assert_eq!(skipped_kind(&report, name), kind, "{name}: {report}");
+    }
     assert_eq!(status(&tmp.path().join("index"))["consistent"], true);
 }
 

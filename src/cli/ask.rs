@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use lore::engine::{Technique, Techniques};
+use lore::engine::{Techniques, technique};
 use lore::search::Filter;
 use lore::wire::AskBody;
 use lore::{Config, Error};
@@ -78,8 +78,8 @@ pub struct TechniqueArgs {
     /// Prompting techniques to turn on (repeatable; `reflect` is also
     /// --reflect). Quotes are shown after the answer, reasoning apart with
     /// --json.
-    #[arg(long, value_enum, help_heading = "Techniques")]
-    technique: Vec<Technique>,
+    #[arg(long, value_parser = technique_names(), help_heading = "Techniques")]
+    technique: Vec<String>,
     /// Self-consistency: sample N answers (seeds from --seed) and return
     /// the majority; the prompt is processed once.
     #[arg(long, value_name = "N", help_heading = "Techniques", value_parser = clap::value_parser!(u16).range(1..=lore::MAX_SAMPLES as i64))]
@@ -90,14 +90,31 @@ pub struct TechniqueArgs {
     reflect: bool,
 }
 
+/// `--technique`'s values: every technique, with what it does.
+fn technique_names() -> clap::builder::PossibleValuesParser {
+    let values = technique::ALL.iter().map(|t| {
+        let about = t
+            .about()
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        clap::builder::PossibleValue::new(t.name()).help(about)
+    });
+    clap::builder::PossibleValuesParser::new(values)
+}
+
 impl TechniqueArgs {
-    fn techniques(&self) -> Techniques {
-        let switched = Techniques {
-            samples: self.samples.map_or(0, usize::from),
-            reflect: self.reflect,
-            ..Techniques::default()
-        };
-        self.technique.iter().fold(switched, |t, &on| t.with(on))
+    fn techniques(&self) -> anyhow::Result<Techniques> {
+        let mut techniques = Techniques::default();
+        techniques.samples = self.samples.map_or(0, usize::from);
+        if self.reflect {
+            techniques = techniques.with(&technique::Reflect);
+        }
+        for name in &self.technique {
+            techniques = techniques.named(name)?;
+        }
+        Ok(techniques)
     }
 }
 
@@ -147,7 +164,7 @@ pub fn run(global: &Global, args: AskArgs) -> anyhow::Result<()> {
         choices: constraint.choices,
         regex: constraint.regex,
         grammar: constraint.grammar,
-        techniques: args.techniques.techniques(),
+        techniques: args.techniques.techniques()?,
         history: Vec::new(),
         document: args.document.as_deref().map(document_name),
         summarize: false,

@@ -1,7 +1,7 @@
 //! [`Engine::ask`]: retrieve, decide whether the documents can answer at
 //! all, build the prompt, generate through the answer's grammar (with the
-//! talk's techniques when asked: chain of thought, self-consistency,
-//! reflection, few-shot, the expert prompt), resolve citations.
+//! talk's techniques when asked: the switches of [`super::technique`] and
+//! self-consistency's vote), resolve citations.
 
 use std::time::Instant;
 
@@ -12,14 +12,14 @@ use super::request::{
     Abstention, AskRequest, AskResponse, AskTimings, Reflection, Techniques, VOTE_TEMPERATURE,
     Verdict, Vote,
 };
+use super::technique::{self, Parts, Technique};
 use crate::answer::{
-    Citation, Correction, QUOTES_END, Quote, canonical_choice, choice_spellings, cited_schema,
-    is_abstention, json_citations, quoted_grammar, read_quotes, resolve, resolve_numbers,
-    text_grammar, verify, vote_key,
+    Citation, Correction, Quote, canonical_choice, choice_spellings, cited_schema, is_abstention,
+    json_citations, resolve, resolve_numbers, text_grammar, verify, vote_key,
 };
 use crate::error::{Error, Result};
 use crate::generate::{Constraint, Generated, Generator, Sampling, StopReason};
-use crate::prompt::{self, ANSWER_MARKER, NOT_IN_DOCUMENTS, Source, Style};
+use crate::prompt::{self, NOT_IN_DOCUMENTS, Source, Style};
 use crate::search::{Hit, Mode, SearchRequest};
 
 /// What the answer must look like, for one prompt's sources.
@@ -34,11 +34,11 @@ pub(super) enum Shape {
 
 impl Shape {
     fn of(request: &AskRequest) -> Result<Shape> {
-        if request.techniques.quote && (request.constraint.is_some() || request.cited_json) {
-            return Err(Error::InvalidRequest(
-                "quotes come with the default text answer, not with cited JSON or a constraint"
-                    .into(),
-            ));
+        if request.constraint.is_some() || request.cited_json {
+            let text_only = request.techniques.switches().find_map(|t| t.text_only());
+            if let Some(why) = text_only {
+                return Err(Error::InvalidRequest(why.into()));
+            }
         }
         match (&request.constraint, request.cited_json) {
             (Some(_), true) => Err(Error::InvalidRequest(
@@ -58,8 +58,11 @@ impl Shape {
             },
             (Shape::Custom, Some(custom)) => custom.clone(),
             (Shape::CitedJson, _) => cited_schema(sources.len()),
-            _ if request.techniques.quote => quoted_grammar(sources),
-            _ => text_grammar(sources.len()),
+            _ => request
+                .techniques
+                .switches()
+                .find_map(|t| t.text_constraint(sources))
+                .unwrap_or_else(|| text_grammar(sources.len())),
         }
     }
 }
@@ -180,16 +183,11 @@ impl Engine {
 
     /// The prompt's variants `techniques` ask for.
     pub(super) fn style(&self, techniques: &Techniques) -> Style<'_> {
-        Style {
-            expert: techniques.expert,
-            examples: if techniques.few_shot {
-                self.config.generator.examples.as_slice()
-            } else {
-                &[]
-            },
-            reasoning: techniques.cot,
-            quotes: techniques.quote,
+        let mut style = Style::default();
+        for t in techniques.switches() {
+            t.prompt(&mut style, &self.config.generator);
         }
+        style
     }
 
     /// The answer to `grounds.question` from `grounds.retrieved`, or the
@@ -234,28 +232,25 @@ impl Engine {
         )?;
         let answer_constraint = shape.constraint(request, &built.sources);
         let rendered = generator.render(&built.messages);
+        let switches: Vec<&dyn Technique> = techniques.switches().collect();
         let pass = Pass {
             generator: generator.as_ref(),
             shape,
             sources: &built.sources,
             sampling: &request.sampling,
-            cot: techniques.cot,
-            quote: techniques.quote,
+            switches: &switches,
             choices: match &request.constraint {
                 Some(Constraint::Choices { choices }) => Some(choices),
                 _ => None,
             },
         };
+        // Live only when one answer comes out of one pass, with at most
+        // one technique's part to hold back before it.
+        let holds: Vec<_> = switches.iter().filter_map(|t| t.hold()).collect();
         let streams =
-            techniques.samples <= 1 && !techniques.reflect && !(techniques.cot && techniques.quote);
+            techniques.samples <= 1 && switches.iter().all(|t| t.passes() == 0) && holds.len() <= 1;
         let (mut draft, votes) = if techniques.samples <= 1 {
-            let hold = match (techniques.cot, techniques.quote) {
-                (true, _) => Some((ANSWER_MARKER, ANSWER_MARKER.len())),
-                // The answer starts on the line after the quotes.
-                (false, true) => Some((QUOTES_END, 1)),
-                (false, false) => None,
-            };
-            let mut stream = Stream::new(hold, streams, on_text);
+            let mut stream = Stream::new(holds.first().copied(), streams, on_text);
             let generated = pass.generate(&rendered, &answer_constraint, &mut stream)?;
             timings.add(&generated);
             (pass.read(&generated), Vec::new())
@@ -270,21 +265,34 @@ impl Engine {
             let drafts: Vec<Draft> = generated.iter().map(|g| pass.read(g)).collect();
             vote(drafts)
         };
-        let reflection = if techniques.reflect {
-            let (reflected, generated) =
-                pass.reflect(question, &draft, &answer_constraint, &mut || on_text(""))?;
-            timings.add(&generated);
-            let verdict = reflected.verdict;
-            if let Some(revised) = reflected.revised {
-                draft = revised;
+        let mut reflection = None;
+        for t in &switches {
+            let checked = technique::Draft {
+                generator: generator.as_ref(),
+                question,
+                sources: &built.sources,
+                sampling: &request.sampling,
+                constraint: &answer_constraint,
+                text: matches!(shape, Shape::Text),
+                answer: &draft.answer,
+            };
+            let Some(reviewed) = t.review(&checked, &mut || on_text(""))? else {
+                continue;
+            };
+            timings.add(&reviewed.generated);
+            let before = draft.answer.clone();
+            if let Some(revision) = &reviewed.revision {
+                draft = Draft {
+                    reasoning: draft.reasoning.take(),
+                    truncated: reviewed.generated.stop == StopReason::MaxTokens,
+                    ..pass.read_answer(revision, Parts::default())
+                };
             }
-            Some(Reflection {
-                verdict,
-                draft: reflected.draft,
-            })
-        } else {
-            None
-        };
+            reflection = Some(Reflection {
+                verdict: reviewed.verdict,
+                draft: before,
+            });
+        }
         timings.prompt_tokens = generator.count_tokens(&rendered)?;
         if reflection
             .as_ref()
@@ -420,51 +428,32 @@ impl<'a> Stream<'a> {
     }
 }
 
-/// One prompt's generation settings, shared by its samples and reflection.
+/// One prompt's generation settings, shared by its samples and checks.
 pub(super) struct Pass<'a> {
     pub generator: &'a dyn Generator,
     pub shape: &'a Shape,
     pub sources: &'a [Source],
     pub sampling: &'a Sampling,
-    pub cot: bool,
-    /// Quotes come before a text answer.
-    pub quote: bool,
+    /// The techniques that are on.
+    pub switches: &'a [&'a dyn Technique],
     /// The caller's choices, which answers are read back as.
     pub choices: Option<&'a [String]>,
 }
 
-/// Reflection's outcome.
-struct Reflected {
-    verdict: Verdict,
-    draft: String,
-    revised: Option<Draft>,
-}
-
 impl Pass<'_> {
-    /// The whole output's constraint: the answer's, after free reasoning
-    /// with chain of thought. The reasoning cannot contain the marker, so
-    /// the marker always separates it from the answer; when the reasoning
-    /// reaches its token budget, the marker is forced.
+    /// The whole output's constraint: the answer's, inside what the
+    /// techniques put around it (reasoning before it).
     fn constraint(&self, answer: &Constraint) -> Constraint {
-        if !self.cot {
-            return answer.clone();
-        }
-        let marker = serde_json::to_string(ANSWER_MARKER).unwrap_or_default();
-        let bare = regex_escape(ANSWER_MARKER.trim_end());
-        Constraint::Grammar {
-            lark: format!(
-                "start: reasoning {marker} @answer\n\
-                 reasoning[max_tokens={}]: /(?s:.*)/ & ~/(?s:.*{bare}.*)/\n",
-                self.sampling.max_tokens
-            ),
-            answer: Some(Box::new(answer.clone())),
-        }
+        let max_tokens = self.sampling.max_tokens;
+        self.switches
+            .iter()
+            .fold(answer.clone(), |c, t| t.around(c, max_tokens))
     }
 
-    /// Room for reasoning, quotes and answer.
+    /// Room for the techniques' parts and the answer.
     fn sampling(&self) -> Sampling {
         let mut sampling = self.sampling.clone();
-        sampling.max_tokens *= 1 + usize::from(self.cot) + usize::from(self.quote);
+        sampling.max_tokens *= 1 + self.switches.iter().map(|t| t.outputs()).sum::<usize>();
         sampling
     }
 
@@ -520,35 +509,37 @@ impl Pass<'_> {
         }
     }
 
+    /// Reads a whole output: each technique takes its part off the front
+    /// (reasoning), then the answer is read.
     fn read_text(&self, text: &str) -> Draft {
-        let (reasoning, answer) = match text.find(ANSWER_MARKER).filter(|_| self.cot) {
-            Some(at) => (
-                Some(text[..at].trim().to_string()),
-                &text[at + ANSWER_MARKER.len()..],
-            ),
-            None if self.cot => (Some(text.trim().to_string()), ""),
-            None => (None, text),
-        };
+        let mut parts = Parts::default();
+        let rest = self.switches.iter().fold(text.trim(), |rest, t| {
+            t.read_output(rest, &mut parts).trim()
+        });
+        self.read_answer(rest, parts)
+    }
+
+    /// Reads an answer: in text, each technique's part off the front
+    /// (quotes), then citations resolved and checked; JSON parsed.
+    fn read_answer(&self, answer: &str, mut parts: Parts) -> Draft {
         let answer = answer.trim();
         match self.shape {
             Shape::Text => {
-                let (quotes, answer) = if self.quote {
-                    read_quotes(answer, self.sources)
-                } else {
-                    (Vec::new(), answer)
-                };
+                let answer = self.switches.iter().fold(answer, |rest, t| {
+                    t.read_answer(rest, self.sources, &mut parts)
+                });
                 let (answer, corrected_citations) = verify(answer, self.sources);
                 let (citations, invalid_citations) = resolve(&answer, self.sources);
                 Draft {
                     truncated: false,
                     key: vote_key(&answer),
                     answer: answer.trim().to_string(),
-                    reasoning,
+                    reasoning: parts.reasoning,
                     json: None,
                     citations,
                     invalid_citations,
                     corrected_citations,
-                    quotes,
+                    quotes: parts.quotes,
                 }
             }
             Shape::CitedJson | Shape::Custom => {
@@ -574,7 +565,7 @@ impl Pass<'_> {
                     truncated: false,
                     key,
                     answer: answer.to_string(),
-                    reasoning,
+                    reasoning: parts.reasoning,
                     json,
                     citations,
                     invalid_citations,
@@ -584,75 +575,6 @@ impl Pass<'_> {
             }
         }
     }
-
-    /// Asks the model to check `draft` against the sources: keep it,
-    /// revise it (the revision matches the answer's constraint), or, for a
-    /// text answer, abstain.
-    fn reflect(
-        &self,
-        question: &str,
-        draft: &Draft,
-        answer: &Constraint,
-        go_on: &mut dyn FnMut() -> bool,
-    ) -> Result<(Reflected, Generated)> {
-        let messages = prompt::reflection(question, self.sources, &draft.answer);
-        let rendered = self.generator.render(&messages);
-        let abstain = if matches!(self.shape, Shape::Text) {
-            " | \"ABSTAIN\""
-        } else {
-            ""
-        };
-        let verdicts = Constraint::Grammar {
-            lark: format!("start: \"KEEP\"{abstain} | \"REVISE: \" @answer\n"),
-            answer: Some(Box::new(answer.clone())),
-        };
-        let generated =
-            self.generator
-                .generate(&rendered, self.sampling, Some(&verdicts), &mut |_| go_on())?;
-        let text = generated.text.trim();
-        let reflected = if let Some(revised) = text.strip_prefix("REVISE:") {
-            let plain = Pass {
-                cot: false,
-                ..*self
-            };
-            Reflected {
-                verdict: Verdict::Revise,
-                draft: draft.answer.clone(),
-                revised: Some(Draft {
-                    reasoning: draft.reasoning.clone(),
-                    truncated: generated.stop == StopReason::MaxTokens,
-                    ..plain.read_text(revised)
-                }),
-            }
-        } else {
-            Reflected {
-                verdict: if text == "ABSTAIN" {
-                    Verdict::Abstain
-                } else {
-                    Verdict::Keep
-                },
-                draft: draft.answer.clone(),
-                revised: None,
-            }
-        };
-        Ok((reflected, generated))
-    }
-}
-
-/// `text` as a regex that matches it literally (newlines as `\n`).
-fn regex_escape(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            c if c.is_ascii_punctuation() => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The majority answer of `drafts` (ties: the earlier sample) and the
@@ -684,6 +606,7 @@ fn vote(drafts: Vec<Draft>) -> (Draft, Vec<Vote>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompt::ANSWER_MARKER;
 
     fn draft(answer: &str) -> Draft {
         Draft {

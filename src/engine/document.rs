@@ -347,8 +347,7 @@ impl Engine {
             shape: &Shape::Text,
             sources,
             sampling: &request.sampling,
-            cot: false,
-            quote: false,
+            switches: &[],
             choices: None,
         };
         let constraint = text_grammar(sources.len());

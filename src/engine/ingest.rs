@@ -15,7 +15,7 @@ use super::{Collection, Engine};
 use crate::chunk::embedding_input;
 use crate::error::{Error, Result};
 use crate::ingest::walk::{FoundFile, walk};
-use crate::ingest::{Skipped, load};
+use crate::ingest::{Reason, Skipped, load};
 use crate::search::Readers;
 use crate::store::{Change, DocUpdate};
 use crate::types::{
@@ -119,7 +119,7 @@ impl DocWork {
 }
 
 /// A file read from disk: its hash and documents, or why it was skipped.
-type Loaded = std::result::Result<(String, Vec<Document>), String>;
+type Loaded = std::result::Result<(String, Vec<Document>), Reason>;
 
 /// State of one ingest run.
 struct Run<'a> {
@@ -431,7 +431,7 @@ impl Engine {
         let mut docs = load::load(Path::new(path), bytes, max_bytes).map_err(|reason| {
             Error::UnsupportedFile {
                 path: PathBuf::from(path),
-                reason,
+                reason: reason.message,
             }
         })?;
         dedup_last(&mut docs);
@@ -598,7 +598,7 @@ impl<'a> Run<'a> {
             let (hash, docs) = match outcome {
                 Ok(ok) => ok,
                 Err(reason) => {
-                    self.skip(Skipped { path, reason });
+                    self.skip(Skipped::new(path, reason));
                     records.push(None);
                     continue;
                 }

@@ -13,6 +13,7 @@ mod ingest;
 mod lines;
 mod request;
 mod snapshot;
+pub mod technique;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,9 +30,10 @@ pub use import::{ImportReport, ImportRow};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport, WriteScope};
 pub use request::{
     Abstention, AskRequest, AskResponse, AskTimings, ConstraintOptions, MAX_DOCUMENT_NAME, MAX_K,
-    MAX_SAMPLES, PartAnswer, Reflection, Technique, Techniques, Verdict, Vote,
+    MAX_SAMPLES, PartAnswer, Reflection, Techniques, Verdict, Vote,
 };
 pub use snapshot::{CURRENT, SnapshotReport};
+pub use technique::Technique;
 
 use crate::config::Config;
 use crate::embed::Embedder;

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::conversation::Turn;
+pub use super::technique::Verdict;
+use super::technique::{self, Technique};
 use crate::answer::{Citation, Correction, Quote};
 use crate::config::GeneratorConfig;
 use crate::error::{Error, Result, check_range};
@@ -232,131 +234,154 @@ impl ConstraintOptions {
     }
 }
 
-/// The talk's techniques, each off by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[serde(default, deny_unknown_fields)]
+/// The talk's techniques, each off by default: the switches of
+/// [`technique::ALL`] (in JSON each a boolean field named like the
+/// technique, `_` for `-`) and self-consistency's sample count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Techniques {
-    /// Chain of thought: reason step by step first; the reasoning is
-    /// returned apart and never as the answer.
-    pub cot: bool,
     /// Self-consistency: answers sampled (at temperature > 0) for a
     /// majority vote; 0 or 1 = one answer.
-    #[cfg_attr(feature = "server", schema(maximum = 16))]
     pub samples: usize,
-    /// Reflection: a second pass checks the draft against the sources and
-    /// keeps, revises or abstains.
-    pub reflect: bool,
-    /// Few-shot: the configured worked examples before the sources.
-    pub few_shot: bool,
-    /// The system prompt that tells the model it is a careful expert.
-    pub expert: bool,
-    /// Quote first: before a text answer, up to three verbatim quotes
-    /// from the sources it cites, each held by the grammar to the words of
-    /// its source and returned with its byte range.
-    #[serde(default)]
-    pub quote: bool,
+    /// Bit `i` set: `technique::ALL[i]` is on.
+    on: u64,
 }
 
 impl Techniques {
     /// These techniques and `technique` too.
-    pub fn with(mut self, technique: Technique) -> Techniques {
-        *technique.switch(&mut self) = true;
+    pub fn with(mut self, technique: &dyn Technique) -> Techniques {
+        self.on |= Self::bit(technique);
         self
     }
 
     /// True when `technique` is on.
-    pub fn has(&self, technique: Technique) -> bool {
-        match technique {
-            Technique::Cot => self.cot,
-            Technique::FewShot => self.few_shot,
-            Technique::Expert => self.expert,
-            Technique::Quote => self.quote,
-            Technique::Reflect => self.reflect,
-        }
+    pub fn has(&self, technique: &dyn Technique) -> bool {
+        self.on & Self::bit(technique) != 0
+    }
+
+    /// These techniques and the one called `name` too.
+    pub fn named(self, name: &str) -> Result<Techniques> {
+        let technique = technique::named(name).ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "unknown technique '{name}' ({})",
+                technique::names()
+            ))
+        })?;
+        Ok(self.with(technique))
+    }
+
+    /// The switches that are on, in the order they act.
+    pub fn switches(&self) -> impl Iterator<Item = &'static dyn Technique> + '_ {
+        technique::ALL.iter().copied().filter(|t| self.has(*t))
+    }
+
+    fn bit(technique: &dyn Technique) -> u64 {
+        technique::ALL
+            .iter()
+            .position(|t| t.name() == technique.name())
+            .map_or(0, |i| 1 << i)
     }
 
     /// Room one output takes, in answers of `max_tokens`: one, and one
-    /// more each for reasoning and for quotes.
+    /// more for each technique's own part (reasoning, quotes).
     pub(super) fn outputs_per_answer(&self) -> usize {
-        1 + usize::from(self.cot) + usize::from(self.quote)
+        1 + self.switches().map(|t| t.outputs()).sum::<usize>()
     }
 
     /// The most tokens a request with these techniques may generate, for
     /// answers of at most `max_tokens`.
     pub fn tokens(&self, max_tokens: usize) -> usize {
         let per_answer = max_tokens * self.outputs_per_answer();
-        let reflection = if self.reflect { max_tokens } else { 0 };
-        per_answer * self.samples.max(1) + reflection
+        let passes: usize = self.switches().map(|t| t.passes()).sum();
+        per_answer * self.samples.max(1) + passes * max_tokens
     }
 }
 
-/// A technique that is on or off (self-consistency takes a count, so it
-/// is [`Techniques::samples`] instead). The CLI's `--technique` values and
-/// `lore eval`'s technique names are these, so a new switch is a variant
-/// here, its field in [`Techniques`] and what it does in the ask flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-pub enum Technique {
-    /// Reason step by step first (the reasoning is returned apart).
-    Cot,
-    /// The configured worked examples before the sources.
-    FewShot,
-    /// The system prompt of a careful expert.
-    Expert,
-    /// Verbatim quotes of the sources first, each held by the grammar to
-    /// its source.
-    Quote,
-    /// Check the answer against the sources, then keep, revise or abstain.
-    Reflect,
-}
-
-impl Technique {
-    /// Every switch, in the order names are listed.
-    pub const ALL: [Technique; 5] = [
-        Technique::Cot,
-        Technique::FewShot,
-        Technique::Expert,
-        Technique::Quote,
-        Technique::Reflect,
-    ];
-
-    /// Its name (`few-shot` is also read as `fewshot`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Technique::Cot => "cot",
-            Technique::FewShot => "few-shot",
-            Technique::Expert => "expert",
-            Technique::Quote => "quote",
-            Technique::Reflect => "reflect",
+impl Serialize for Techniques {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(technique::ALL.len() + 1))?;
+        for t in technique::ALL {
+            map.serialize_entry(&technique::field_name(*t), &self.has(*t))?;
         }
+        map.serialize_entry("samples", &self.samples)?;
+        map.end()
     }
+}
 
-    fn switch(self, techniques: &mut Techniques) -> &mut bool {
-        match self {
-            Technique::Cot => &mut techniques.cot,
-            Technique::FewShot => &mut techniques.few_shot,
-            Technique::Expert => &mut techniques.expert,
-            Technique::Quote => &mut techniques.quote,
-            Technique::Reflect => &mut techniques.reflect,
+impl<'de> Deserialize<'de> for Techniques {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Techniques;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of techniques")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Techniques, A::Error> {
+                let mut techniques = Techniques::default();
+                while let Some(field) = map.next_key::<String>()? {
+                    if field == "samples" {
+                        techniques.samples = map.next_value()?;
+                    } else if let Some(t) = technique::of_field(&field) {
+                        if map.next_value::<bool>()? {
+                            techniques = techniques.with(t);
+                        }
+                    } else {
+                        let fields: Vec<String> = technique::ALL
+                            .iter()
+                            .map(|t| technique::field_name(*t))
+                            .collect();
+                        return Err(serde::de::Error::custom(format!(
+                            "unknown field `{field}`, expected `samples` or one of {}",
+                            fields.join(", ")
+                        )));
+                    }
+                }
+                Ok(techniques)
+            }
         }
+        deserializer.deserialize_map(Fields)
     }
 }
 
-impl std::str::FromStr for Technique {
-    type Err = Error;
-
-    fn from_str(name: &str) -> Result<Technique> {
-        let name = if name == "fewshot" { "few-shot" } else { name };
-        Technique::ALL
-            .into_iter()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Technique::ALL.iter().map(|t| t.name()).collect();
-                Error::InvalidRequest(format!("unknown technique '{name}' ({})", names.join(", ")))
-            })
+#[cfg(feature = "server")]
+impl utoipa::PartialSchema for Techniques {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+        let mut object = ObjectBuilder::new()
+            .description(Some("The talk's techniques, each off by default."))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        for t in technique::ALL {
+            let switch = ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .description(Some(t.about()))
+                .default(Some(Value::Bool(false)));
+            object = object.property(technique::field_name(*t), switch);
+        }
+        let samples = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .description(Some(
+                "Self-consistency: answers sampled (at temperature > 0) for a\n\
+                 majority vote; 0 or 1 = one answer.",
+            ))
+            .default(Some(Value::from(0)))
+            .maximum(Some(MAX_SAMPLES as f64))
+            .minimum(Some(0.0));
+        object.property("samples", samples).into()
     }
 }
+
+#[cfg(feature = "server")]
+impl utoipa::ToSchema for Techniques {}
 
 /// Where the time went.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -393,19 +418,6 @@ pub struct Vote {
     pub answer: String,
     /// Samples that gave it.
     pub count: usize,
-}
-
-/// What reflection decided about the draft.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    /// The draft follows from its sources.
-    Keep,
-    /// The draft was replaced by a corrected answer.
-    Revise,
-    /// The sources do not answer the question.
-    Abstain,
 }
 
 /// Reflection's report.
@@ -523,11 +535,18 @@ mod tests {
 
     #[test]
     fn a_request_counts_every_token_its_techniques_may_generate() {
-        let t = |cot, samples, reflect| Techniques {
-            cot,
-            samples,
-            reflect,
-            ..Techniques::default()
+        let t = |cot: bool, samples, reflect: bool| {
+            let mut t = Techniques {
+                samples,
+                ..Techniques::default()
+            };
+            if cot {
+                t = t.with(&technique::Cot);
+            }
+            if reflect {
+                t = t.with(&technique::Reflect);
+            }
+            t
         };
         assert_eq!(t(false, 0, false).tokens(100), 100);
         assert_eq!(t(false, 5, false).tokens(100), 500);
@@ -535,16 +554,36 @@ mod tests {
     }
 
     #[test]
-    fn every_technique_is_named_parsed_and_switched_by_one_table() {
-        for technique in Technique::ALL {
-            let parsed: Technique = technique.name().parse().unwrap();
-            assert_eq!(parsed, technique);
-            let on = Techniques::default().with(technique);
+    fn every_technique_is_named_parsed_switched_and_serialised_from_one_table() {
+        for &technique in technique::ALL {
+            let on = Techniques::default().named(technique.name()).unwrap();
             assert!(on.has(technique));
-            let others = Technique::ALL.iter().filter(|t| on.has(**t)).count();
-            assert_eq!(others, 1, "{} turned on another switch", technique.name());
+            assert_eq!(
+                on.switches().count(),
+                1,
+                "{} turned on another",
+                technique.name()
+            );
+            let json = serde_json::to_value(&on).unwrap();
+            assert_eq!(json[technique::field_name(technique)], true, "{json}");
+            assert_eq!(serde_json::from_value::<Techniques>(json).unwrap(), on);
         }
-        assert_eq!("fewshot".parse::<Technique>().unwrap(), Technique::FewShot);
-        assert!("telepathy".parse::<Technique>().is_err());
+        let few = Techniques::default().named("fewshot").unwrap();
+        assert!(few.has(&technique::FewShot));
+        assert!(Techniques::default().named("telepathy").is_err());
+        let parsed: Techniques =
+            serde_json::from_str(r#"{"cot": true, "samples": 3, "quote": false}"#).unwrap();
+        let want = Techniques {
+            samples: 3,
+            ..Techniques::default()
+        };
+        assert_eq!(parsed, want.with(&technique::Cot));
+        let unknown = serde_json::from_str::<Techniques>(r#"{"telepathy": true}"#);
+        assert!(
+            unknown
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `telepathy`")
+        );
     }
 }

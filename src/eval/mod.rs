@@ -287,13 +287,12 @@ impl std::str::FromStr for Technique {
                         })?;
                 }
                 other => {
-                    let on: crate::engine::Technique = other.parse().map_err(|_| {
+                    *t = t.clone().named(other).map_err(|_| {
                         Error::InvalidRequest(format!(
                             "unknown technique '{other}' (plain, choices, scN or {})",
-                            crate::engine::Technique::ALL.map(|t| t.name()).join(", ")
+                            crate::engine::technique::names()
                         ))
                     })?;
-                    *t = t.clone().with(on);
                 }
             }
         }
@@ -464,7 +463,7 @@ mod tests {
         assert!(t.choices);
         assert_eq!(t.techniques.samples, 5);
         let t: Technique = "cot+choices".parse().unwrap();
-        assert!(t.techniques.cot && t.choices);
+        assert!(t.techniques.has(&crate::engine::technique::Cot) && t.choices);
         assert!("plain".parse::<Technique>().unwrap().techniques == Techniques::default());
         assert!("sc1".parse::<Technique>().is_err());
         assert!("magic".parse::<Technique>().is_err());

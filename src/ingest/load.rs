@@ -9,10 +9,9 @@
 
 use std::path::Path;
 
+use super::Reason;
+use super::SkipKind::{Binary, Empty, Malformed, TooLarge, Unreadable};
 use crate::types::{DocId, DocKind, Document, Metadata, content_hash, path_key};
-
-/// Why a file produced no documents.
-pub type Reason = String;
 
 /// How a file is read, decided from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +81,7 @@ fn language_of(ext: &str) -> Option<&'static str> {
 /// `max_bytes` bounds text that a format inflates (a PDF's streams).
 pub fn load(path: &Path, bytes: &[u8], max_bytes: usize) -> Result<Vec<Document>, Reason> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err("empty file".into());
+        return Err(Reason::new(Empty, "empty file"));
     }
     let format = match format_of(path) {
         Some(format) => format,
@@ -95,7 +94,8 @@ pub fn load(path: &Path, bytes: &[u8], max_bytes: usize) -> Result<Vec<Document>
     let file = path_key(path);
     let mut docs = parse(format, &file, &text)?;
     for doc in &docs {
-        crate::types::check_access(&doc.metadata).map_err(|e| format!("{}: {e}", doc.path))?;
+        crate::types::check_access(&doc.metadata)
+            .map_err(|e| Reason::new(Malformed, format!("{}: {e}", doc.path)))?;
     }
     if let Some(encoding) = encoding {
         tracing::info!(file, encoding, "decoded a legacy encoding");
@@ -116,7 +116,7 @@ fn decode(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, Option<&'static st
         return Ok((text, name));
     }
     if bytes[..bytes.len().min(8192)].contains(&0) {
-        return Err("binary file (contains NUL bytes)".into());
+        return Err(Reason::new(Binary, "binary file (contains NUL bytes)"));
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
         return Ok((text.into(), None));
@@ -126,9 +126,12 @@ fn decode(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, Option<&'static st
     let encoding = detector.guess(None, true);
     let (text, _, malformed) = encoding.decode(bytes);
     if malformed || text.contains('\0') {
-        return Err(format!(
-            "not UTF-8, and not valid {} either (binary?)",
-            encoding.name()
+        return Err(Reason::new(
+            Binary,
+            format!(
+                "not UTF-8, and not valid {} either (binary?)",
+                encoding.name()
+            ),
         ));
     }
     Ok((
@@ -164,14 +167,18 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<Vec<u8>, Reason> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(|e| Reason::new(Unreadable, format!("cannot read: {e}")))?;
     let mut bytes = Vec::new();
     file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(|e| Reason::new(Unreadable, format!("cannot read: {e}")))?;
     if bytes.len() as u64 > max_bytes {
-        return Err(format!(
-            "file grew past the limit of {max_bytes} bytes (ingest.max_file_bytes) while being read"
+        return Err(Reason::new(
+            TooLarge,
+            format!(
+                "file grew past the limit of {max_bytes} bytes (ingest.max_file_bytes) while \
+                 being read"
+            ),
         ));
     }
     Ok(bytes)
@@ -181,7 +188,7 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<Vec<u8>, Reason> {
 fn sniff(bytes: &[u8]) -> Result<Format, Reason> {
     let head = &bytes[..bytes.len().min(8192)];
     if head.contains(&0) {
-        return Err("binary file (contains NUL bytes)".into());
+        return Err(Reason::new(Binary, "binary file (contains NUL bytes)"));
     }
     if bytes.starts_with(b"%PDF-") {
         return Ok(Format::Pdf);
@@ -288,14 +295,16 @@ fn front_matter(text: &str) -> Result<Option<(Metadata, usize)>, Reason> {
         let trimmed = line.trim_end();
         if trimmed == "---" || trimmed == "..." {
             let yaml = &text[header_end..offset];
-            let value: serde_json::Value = serde_yaml::from_str(yaml)
-                .map_err(|e| format!("front matter is not valid YAML: {e}"))?;
+            let value: serde_json::Value = serde_yaml::from_str(yaml).map_err(|e| {
+                Reason::new(Malformed, format!("front matter is not valid YAML: {e}"))
+            })?;
             let metadata = match value {
                 serde_json::Value::Object(map) => map.into_iter().collect(),
                 serde_json::Value::Null => Metadata::new(),
                 other => {
-                    return Err(format!(
-                        "front matter must be a mapping of keys to values, not {other}"
+                    return Err(Reason::new(
+                        Malformed,
+                        format!("front matter must be a mapping of keys to values, not {other}"),
                     ));
                 }
             };
@@ -303,7 +312,10 @@ fn front_matter(text: &str) -> Result<Option<(Metadata, usize)>, Reason> {
         }
         offset += line.len();
     }
-    Err("front matter opened with --- is never closed (no --- line after it)".into())
+    Err(Reason::new(
+        Malformed,
+        "front matter opened with --- is never closed (no --- line after it)",
+    ))
 }
 
 /// Elements whose content is never shown to a reader.
@@ -365,7 +377,7 @@ fn load_html(file: &str, text: &str) -> Result<Document, Reason> {
         Some(tidy_lines(&sink.title.into_inner()).trim().to_string()).filter(|t| !t.is_empty());
     let body = tidy_lines(&sink.out.into_inner());
     if body.trim().is_empty() {
-        return Err("HTML page has no visible text".into());
+        return Err(Reason::new(Empty, "HTML page has no visible text"));
     }
     Ok(Draft {
         title,
@@ -509,7 +521,10 @@ fn load_pdf(path: &Path, bytes: &[u8], max_bytes: usize) -> Result<Document, Rea
     let text = super::sandbox::pdf_text(bytes, max_bytes)?;
     let body = tidy_lines(&text);
     if body.trim().is_empty() {
-        return Err("PDF has no text layer (scanned images are not OCRed)".into());
+        return Err(Reason::new(
+            Empty,
+            "PDF has no text layer (scanned images are not OCRed)",
+        ));
     }
     let file = path_key(path);
     Ok(Draft::new(&file, DocKind::Pdf, body).finish(&file))
@@ -524,21 +539,23 @@ fn load_corpus(file: &str, text: &str) -> Result<Vec<Document>, Reason> {
             continue;
         }
         let record: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
-            .map_err(|e| format!("line {}: not a JSON object: {e}", n + 1))?;
+            .map_err(|e| {
+                Reason::new(Malformed, format!("line {}: not a JSON object: {e}", n + 1))
+            })?;
         let id = match record.get("_id") {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Number(n)) => n.to_string(),
             _ => {
-                return Err(format!(
-                    "line {}: no \"_id\" (expected a BEIR corpus.jsonl)",
-                    n + 1
+                return Err(Reason::new(
+                    Malformed,
+                    format!("line {}: no \"_id\" (expected a BEIR corpus.jsonl)", n + 1),
                 ));
             }
         };
         let Some(body) = record.get("text").and_then(|v| v.as_str()) else {
-            return Err(format!(
-                "line {}: no \"text\" (expected a BEIR corpus.jsonl)",
-                n + 1
+            return Err(Reason::new(
+                Malformed,
+                format!("line {}: no \"text\" (expected a BEIR corpus.jsonl)", n + 1),
             ));
         };
         let title = record
@@ -566,7 +583,7 @@ fn load_corpus(file: &str, text: &str) -> Result<Vec<Document>, Reason> {
         );
     }
     if docs.is_empty() {
-        return Err("corpus file has no documents".into());
+        return Err(Reason::new(Empty, "corpus file has no documents"));
     }
     Ok(docs)
 }
@@ -590,7 +607,11 @@ mod tests {
 
     #[test]
     fn front_matter_that_does_not_parse_skips_the_file_never_publishes_it() {
-        let reason = |text: &str| load(Path::new("/x/a.md"), text.as_bytes(), LIMIT).unwrap_err();
+        let reason = |text: &str| {
+            let reason = load(Path::new("/x/a.md"), text.as_bytes(), LIMIT).unwrap_err();
+            assert_eq!(reason.kind, Malformed, "{reason}");
+            reason.message
+        };
         // Invalid YAML (a second colon), a block never closed, a list, and
         // an access list that names no group: each is a reason, not text.
         assert!(
@@ -645,10 +666,17 @@ mod tests {
     #[test]
     fn bad_inputs_give_reasons() {
         let reason = |name: &str, bytes: &[u8]| load(Path::new(name), bytes, LIMIT).unwrap_err();
-        assert_eq!(reason("/x/e.txt", b"  \n"), "empty file");
-        assert!(reason("/x/b.bin", b"\x7fELF\0\0\x01").contains("binary"));
-        assert!(reason("/x/c.pdf", b"%PDF-1.4 garbage").contains("PDF"));
-        assert!(reason("/x/q.jsonl", b"{\"question\":\"x\"}\n").contains("_id"));
+        let empty = reason("/x/e.txt", b"  \n");
+        assert_eq!((empty.kind, empty.message.as_str()), (Empty, "empty file"));
+        let binary = reason("/x/b.bin", b"\x7fELF\0\0\x01");
+        assert_eq!(binary.kind, Binary);
+        assert!(binary.message.contains("binary"));
+        let pdf = reason("/x/c.pdf", b"%PDF-1.4 garbage");
+        assert_eq!(pdf.kind, Malformed);
+        assert!(pdf.message.contains("PDF"));
+        let corpus = reason("/x/q.jsonl", b"{\"question\":\"x\"}\n");
+        assert_eq!(corpus.kind, Malformed);
+        assert!(corpus.message.contains("_id"));
     }
 
     #[test]
@@ -706,10 +734,16 @@ mod tests {
         assert_eq!(read(&path, 4096).unwrap().len(), 2048);
         // The walk saw 2 KiB; by the time it is read, it has grown.
         let reason = read(&path, 1024).unwrap_err();
-        assert!(reason.contains("grew past the limit of 1024"), "{reason}");
+        assert_eq!(reason.kind, TooLarge);
+        assert!(
+            reason.message.contains("grew past the limit of 1024"),
+            "{reason}"
+        );
         // A path that became a symlink since the walk is not followed.
         let link = dir.path().join("link.txt");
         std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
-        assert!(read(&link, 1 << 20).unwrap_err().contains("cannot read"));
+        let reason = read(&link, 1 << 20).unwrap_err();
+        assert_eq!(reason.kind, Unreadable);
+        assert!(reason.message.contains("cannot read"));
     }
 }

@@ -18,6 +18,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::Reason;
+use super::SkipKind::{ExtractorFailed, Malformed, TooLarge};
+
 /// First argument that makes this executable the extraction helper.
 pub const HELPER_ARG: &str = "__lore-extract-pdf";
 /// Address space the helper may map.
@@ -78,7 +81,7 @@ fn helper_main() -> i32 {
 
 /// The text layer of a PDF, at most `max_bytes` of it, extracted under
 /// limits (in the helper when there is one).
-pub fn pdf_text(bytes: &[u8], max_bytes: usize) -> Result<String, String> {
+pub fn pdf_text(bytes: &[u8], max_bytes: usize) -> Result<String, Reason> {
     let text = match helper() {
         Some(helper) => in_child(&helper, bytes, max_bytes)?,
         None => in_process(bytes)?,
@@ -89,24 +92,33 @@ pub fn pdf_text(bytes: &[u8], max_bytes: usize) -> Result<String, String> {
     Ok(text)
 }
 
-fn too_much(max_bytes: usize) -> String {
-    format!("PDF text is over {max_bytes} bytes (ingest.max_file_bytes)")
+fn too_much(max_bytes: usize) -> Reason {
+    Reason::new(
+        TooLarge,
+        format!("PDF text is over {max_bytes} bytes (ingest.max_file_bytes)"),
+    )
 }
 
 /// pdf-extract panics on some malformed files: fenced, so any failure is
 /// a reason. (An abort is not catchable: that is what the helper is for.)
-fn in_process(bytes: &[u8]) -> Result<String, String> {
+fn in_process(bytes: &[u8]) -> Result<String, Reason> {
     let extracted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         pdf_extract::extract_text_from_mem(bytes)
     }));
     match extracted {
         Ok(Ok(text)) => Ok(text),
-        Ok(Err(e)) => Err(format!("corrupt or unreadable PDF: {e}")),
-        Err(_) => Err("corrupt PDF (the PDF parser gave up)".into()),
+        Ok(Err(e)) => Err(Reason::new(
+            Malformed,
+            format!("corrupt or unreadable PDF: {e}"),
+        )),
+        Err(_) => Err(Reason::new(
+            Malformed,
+            "corrupt PDF (the PDF parser gave up)",
+        )),
     }
 }
 
-fn in_child(helper: &std::path::Path, bytes: &[u8], max_bytes: usize) -> Result<String, String> {
+fn in_child(helper: &std::path::Path, bytes: &[u8], max_bytes: usize) -> Result<String, Reason> {
     let mut command = Command::new(helper);
     command
         .arg(HELPER_ARG)
@@ -115,9 +127,12 @@ fn in_child(helper: &std::path::Path, bytes: &[u8], max_bytes: usize) -> Result<
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     limit(&mut command);
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start the PDF extractor: {e}"))?;
+    let mut child = command.spawn().map_err(|e| {
+        Reason::new(
+            ExtractorFailed,
+            format!("cannot start the PDF extractor: {e}"),
+        )
+    })?;
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let (text, reason, ran) = std::thread::scope(|scope| {
         scope.spawn(move || stdin.map(|mut s| s.write_all(bytes)));
@@ -131,19 +146,26 @@ fn in_child(helper: &std::path::Path, bytes: &[u8], max_bytes: usize) -> Result<
         )
     });
     match ran {
-        Some(status) if status.success() => {
-            String::from_utf8(text).map_err(|_| "the PDF extractor wrote invalid UTF-8".into())
-        }
+        Some(status) if status.success() => String::from_utf8(text)
+            .map_err(|_| Reason::new(Malformed, "the PDF extractor wrote invalid UTF-8")),
         _ if text.len() > max_bytes => Err(too_much(max_bytes)),
-        Some(status) if status.code() == Some(2) => Err(String::from_utf8_lossy(&reason).into()),
-        Some(_) => Err(format!(
-            "the PDF extractor failed within its limits ({} MiB of memory, {CPU_LIMIT_S} s of \
-             CPU): a decompression bomb, or too deeply nested",
-            MEMORY_LIMIT >> 20
+        Some(status) if status.code() == Some(2) => {
+            Err(Reason::new(Malformed, String::from_utf8_lossy(&reason)))
+        }
+        Some(_) => Err(Reason::new(
+            ExtractorFailed,
+            format!(
+                "the PDF extractor failed within its limits ({} MiB of memory, {CPU_LIMIT_S} s \
+                 of CPU): a decompression bomb, or too deeply nested",
+                MEMORY_LIMIT >> 20
+            ),
         )),
-        None => Err(format!(
-            "the PDF extractor took longer than {} s",
-            DEADLINE.as_secs()
+        None => Err(Reason::new(
+            ExtractorFailed,
+            format!(
+                "the PDF extractor took longer than {} s",
+                DEADLINE.as_secs()
+            ),
         )),
     }
 }

@@ -16,7 +16,8 @@ use std::time::UNIX_EPOCH;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ignore::{WalkBuilder, WalkState};
 
-use super::Skipped;
+use super::SkipKind::{Outside, TooLarge, Unreadable};
+use super::{Reason, Skipped};
 use crate::config::IngestConfig;
 use crate::error::{Error, Result};
 use crate::types::path_key;
@@ -137,7 +138,12 @@ impl Limits<'_> {
         let path = entry.path();
         let canonical = match path.canonicalize() {
             Ok(canonical) => canonical,
-            Err(e) => return Some(Err(skip(path, format!("cannot resolve: {e}")))),
+            Err(e) => {
+                return Some(Err(skip(
+                    path,
+                    Reason::new(Unreadable, format!("cannot resolve: {e}")),
+                )));
+            }
         };
         if self.index.is_some_and(|index| canonical.starts_with(index)) {
             return None;
@@ -145,14 +151,20 @@ impl Limits<'_> {
         if !canonical.starts_with(self.root) {
             return Some(Err(skip(
                 path,
-                "symlink to a path outside the ingested folder (not followed)".into(),
+                Reason::new(
+                    Outside,
+                    "symlink to a path outside the ingested folder (not followed)",
+                ),
             )));
         }
         let meta = match std::fs::metadata(&canonical) {
             Ok(meta) if meta.is_file() => meta,
             // A symlink to a folder inside the root: walked there.
             Ok(_) => return None,
-            Err(e) => return Some(Err(skip(path, format!("cannot read metadata: {e}")))),
+            Err(e) => {
+                let reason = Reason::new(Unreadable, format!("cannot read metadata: {e}"));
+                return Some(Err(skip(path, reason)));
+            }
         };
         if meta.len() > self.max_bytes {
             return Some(Err(skip(path, over_limit(meta.len(), self.max_bytes))));
@@ -171,15 +183,15 @@ impl Limits<'_> {
 }
 
 /// The skip reason of a file over the size limit.
-pub fn over_limit(size: u64, max_bytes: u64) -> String {
-    format!("file is {size} bytes, over the limit of {max_bytes} (ingest.max_file_bytes)")
+fn over_limit(size: u64, max_bytes: u64) -> Reason {
+    Reason::new(
+        TooLarge,
+        format!("file is {size} bytes, over the limit of {max_bytes} (ingest.max_file_bytes)"),
+    )
 }
 
-fn skip(path: &Path, reason: String) -> Skipped {
-    Skipped {
-        path: path_key(path),
-        reason,
-    }
+fn skip(path: &Path, reason: Reason) -> Skipped {
+    Skipped::new(path_key(path), reason)
 }
 
 /// Names the path a walk error is about, and says what went wrong.
@@ -204,10 +216,8 @@ fn walk_error(err: &ignore::Error) -> Skipped {
         }
         other => other.to_string(),
     };
-    Skipped {
-        path: path_of(err).map_or_else(|| "<unknown>".to_string(), |p| path_key(&p)),
-        reason,
-    }
+    let path = path_of(err).map_or_else(|| "<unknown>".to_string(), |p| path_key(&p));
+    Skipped::new(path, Reason::new(Unreadable, reason))
 }
 
 /// Globs as in `.gitignore`: one without `/` matches a file or folder name
@@ -307,6 +317,7 @@ mod tests {
         let reasons: Vec<_> = found.skipped.iter().map(|s| s.reason.as_str()).collect();
         assert_eq!(reasons.len(), 1, "{reasons:?}");
         assert!(reasons[0].contains("over the limit"), "{reasons:?}");
+        assert_eq!(found.skipped[0].kind, TooLarge);
     }
 
     #[test]
@@ -338,6 +349,7 @@ mod tests {
         let named = |n: &str| root.join(n).display().to_string();
         assert_eq!(skipped, [named("dir-link"), named("file-link.txt")]);
         for skipped in &found.skipped {
+            assert_eq!(skipped.kind, Outside);
             assert!(skipped.reason.contains("outside the ingested folder"));
             assert!(
                 !skipped

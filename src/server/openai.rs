@@ -5,6 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -31,9 +32,9 @@ const MODEL_PREFIX: &str = "lore:";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // The collection is the body's `model`, checked by the handlers.
     let none = Scope::None;
-    cfg.service(endpoint("/v1/chat/completions", READ, none).post(chat))
-        .service(endpoint("/v1/models", READ, none).get(models))
-        .service(endpoint("/v1/embeddings", READ, none).post(embeddings));
+    cfg.service(endpoint("/v1/chat/completions", READ, none).on(Method::POST, chat))
+        .service(endpoint("/v1/models", READ, none).on(Method::GET, models))
+        .service(endpoint("/v1/embeddings", READ, none).on(Method::POST, embeddings));
 }
 
 /// The collection a model name picks: `lore` (or none) is `default`,

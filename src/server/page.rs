@@ -6,6 +6,7 @@
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError, web};
@@ -44,15 +45,16 @@ const ASSETS: [(&str, &str, &str); 4] = [
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for (path, content_type, body) in ASSETS {
-        cfg.service(
-            endpoint(path, OPEN, super::auth::Scope::None).get(move || async move {
+        cfg.service(endpoint(path, OPEN, super::auth::Scope::None).on(
+            Method::GET,
+            move || async move {
                 HttpResponse::Ok()
                     .content_type(content_type)
                     // Always revalidate: a new binary serves a new page.
                     .insert_header((header::CACHE_CONTROL, "no-cache"))
                     .body(body)
-            }),
-        );
+            },
+        ));
     }
 }
 

@@ -20,35 +20,36 @@ use crate::keys::Role;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use Scope::{Many, None, One, Path};
-    cfg.service(endpoint("/healthz", OPEN, None).get(health::healthz))
-        .service(endpoint("/readyz", OPEN, None).get(health::readyz))
-        .service(endpoint("/metrics", OPEN, None).get(health::metrics))
-        .service(endpoint("/openapi.json", OPEN, None).get(openapi::openapi_json))
-        .service(endpoint("/v1/search", READ, Many).post(search::search))
-        .service(endpoint("/v1/ask", READ, Many).post(ask::ask))
-        .service(endpoint("/v1/status", READ, One).get(status::status))
-        .service(endpoint("/v1/whoami", READ, None).get(status::whoami))
-        .service(endpoint("/v1/chunks/{id}", READ, One).get(documents::get_chunk))
+    cfg.service(endpoint("/healthz", OPEN, None).on(Method::GET, health::healthz))
+        .service(endpoint("/readyz", OPEN, None).on(Method::GET, health::readyz))
+        .service(endpoint("/metrics", OPEN, None).on(Method::GET, health::metrics))
+        .service(endpoint("/openapi.json", OPEN, None).on(Method::GET, openapi::openapi_json))
+        .service(endpoint("/v1/search", READ, Many).on(Method::POST, search::search))
+        .service(endpoint("/v1/ask", READ, Many).on(Method::POST, ask::ask))
+        .service(endpoint("/v1/status", READ, One).on(Method::GET, status::status))
+        .service(endpoint("/v1/whoami", READ, None).on(Method::GET, status::whoami))
+        .service(endpoint("/v1/chunks/{id}", READ, One).on(Method::GET, documents::get_chunk))
         .service(
             endpoint("/v1/documents", READ_WRITE, One)
-                .get(documents::list_documents)
-                .post(documents::add_document),
+                .on(Method::GET, documents::list_documents)
+                .on(Method::POST, documents::add_document),
         )
         .service(
             endpoint("/v1/documents/{id}", READ_WRITE, One)
-                .get(documents::get_document)
-                .delete(documents::delete_document),
+                .on(Method::GET, documents::get_document)
+                .on(Method::DELETE, documents::delete_document),
         )
-        .service(endpoint("/v1/ingest", WRITE, One).post(ingest::ingest))
-        .service(endpoint("/mcp", READ, None).post(mcp::mcp))
-        .service(endpoint("/v1/remove", WRITE, One).post(ingest::remove))
+        .service(endpoint("/v1/ingest", WRITE, One).on(Method::POST, ingest::ingest))
+        .service(endpoint("/mcp", READ, None).on(Method::POST, mcp::mcp))
+        .service(endpoint("/v1/remove", WRITE, One).on(Method::POST, ingest::remove))
         .service(
             endpoint("/v1/collections", LIST_CREATE, None)
-                .get(collections::list_collections)
-                .post(collections::create_collection),
+                .on(Method::GET, collections::list_collections)
+                .on(Method::POST, collections::create_collection),
         )
         .service(
-            endpoint("/v1/collections/{name}", ADMIN, Path).delete(collections::drop_collection),
+            endpoint("/v1/collections/{name}", ADMIN, Path)
+                .on(Method::DELETE, collections::drop_collection),
         );
 }
 
@@ -89,37 +90,9 @@ pub fn endpoint(path: &'static str, access: Access, scope: Scope) -> Endpoint {
 }
 
 impl Endpoint {
-    /// Serves GET with `handler`.
-    pub fn get<F, Args>(self, handler: F) -> Endpoint
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.on(Method::GET, handler)
-    }
-
-    /// Serves POST with `handler`.
-    pub fn post<F, Args>(self, handler: F) -> Endpoint
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.on(Method::POST, handler)
-    }
-
-    /// Serves DELETE with `handler`.
-    pub fn delete<F, Args>(self, handler: F) -> Endpoint
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.on(Method::DELETE, handler)
-    }
-
-    fn on<F, Args>(mut self, method: Method, handler: F) -> Endpoint
+    /// Serves `method` with `handler`; the 405's `Allow` and the auth
+    /// check's methods follow from these calls.
+    pub fn on<F, Args>(mut self, method: Method, handler: F) -> Endpoint
     where
         F: Handler<Args>,
         Args: FromRequest + 'static,
