@@ -152,7 +152,7 @@ impl BertEmbedder {
             unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
                 .map_err(|e| model_err(format!("model.safetensors: {e}")))?;
         let model = match backend {
-            Backend::Packed => PackedBert::load(vb, &files.config).map(Model::Packed),
+            Backend::Packed => PackedBert::load(&weights, vb, &files.config).map(Model::Packed),
             Backend::Reference => BertModel::load(vb, &files.config).map(Model::Reference),
         }
         .map_err(|e| model_err(format!("model.safetensors: {e}")))?;
@@ -243,7 +243,8 @@ struct Layer {
 
 /// BERT encoder running packed (unpadded) batches on plain buffers.
 struct PackedBert {
-    word: Vec<f32>,
+    word: WordTable,
+    vocab: usize,
     position: Vec<f32>,
     token_type: Vec<f32>,
     ln: (Vec<f32>, Vec<f32>),
@@ -304,12 +305,76 @@ impl SharedMut {
     }
 }
 
+/// The word-embedding table, the largest tensor of a small encoder (47 MB
+/// of all-MiniLM-L6-v2's 90). Stored as f32 its rows are read from the
+/// weights file as texts use them (a query reads a dozen), so it takes no
+/// memory; otherwise it is converted and held.
+enum WordTable {
+    /// The open weights file and where the table starts in it.
+    File {
+        file: std::fs::File,
+        start: u64,
+    },
+    Owned(Vec<f32>),
+}
+
+impl WordTable {
+    /// The table `name` of `rows × h` in the safetensors file `path`: read
+    /// in place when it is f32, else copied out of `vb`.
+    fn load(
+        path: &Path,
+        vb: &VarBuilder,
+        name: &str,
+        (rows, h): (usize, usize),
+    ) -> candle_core::Result<WordTable> {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: mapped read-only to read the header; lore never writes a
+        // model, and users are told not to modify one while it is in use.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let start = match safetensors::SafeTensors::deserialize(&map) {
+            Ok(tensors) => tensors.tensor(name).ok().and_then(|view| {
+                let fits = view.dtype() == safetensors::Dtype::F32
+                    && view.shape() == [rows, h]
+                    && view.data().len() == rows * h * 4;
+                fits.then(|| (view.data().as_ptr() as usize - map.as_ptr() as usize) as u64)
+            }),
+            Err(_) => None,
+        };
+        Ok(match start {
+            Some(start) => WordTable::File { file, start },
+            None => WordTable::Owned(flat(
+                &vb.get((rows, h), "embeddings.word_embeddings.weight")?,
+            )?),
+        })
+    }
+
+    /// Writes row `id` (checked against the vocabulary by the caller) into
+    /// `out`.
+    fn row(&self, id: usize, out: &mut [f32]) -> Result<()> {
+        let h = out.len();
+        match self {
+            WordTable::File { file, start } => {
+                use std::os::unix::fs::FileExt;
+                let mut bytes = vec![0u8; h * 4];
+                file.read_exact_at(&mut bytes, start + (id * h * 4) as u64)
+                    .map_err(|e| Error::Inference(format!("reading the word embeddings: {e}")))?;
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            WordTable::Owned(table) => out.copy_from_slice(&table[id * h..][..h]),
+        }
+        Ok(())
+    }
+}
+
 impl PackedBert {
-    fn load(vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
-        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
-            vb
+    fn load(weights: &Path, vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
+        const WORD: &str = "embeddings.word_embeddings.weight";
+        let (vb, word_name) = if vb.contains_tensor(WORD) {
+            (vb, WORD.to_string())
         } else {
-            vb.pp("bert")
+            (vb.pp("bert"), format!("bert.{WORD}"))
         };
         let h = config.hidden_size;
         let heads = config.num_attention_heads;
@@ -351,7 +416,8 @@ impl PackedBert {
             "embeddings.token_type_embeddings.weight",
         )?;
         Ok(PackedBert {
-            word: flat(&vb.get((config.vocab_size, h), "embeddings.word_embeddings.weight")?)?,
+            word: WordTable::load(weights, &vb, &word_name, (config.vocab_size, h))?,
+            vocab: config.vocab_size,
             position: flat(&vb.get(
                 (config.max_position_embeddings, h),
                 "embeddings.position_embeddings.weight",
@@ -387,11 +453,10 @@ impl PackedBert {
                 self.max_positions
             )));
         }
-        let vocab = self.word.len() / h;
         if seqs
             .iter()
             .flat_map(|s| s.iter())
-            .any(|&id| id as usize >= vocab)
+            .any(|&id| id as usize >= self.vocab)
         {
             return Err(Error::Inference(
                 "token id outside the model's vocabulary".into(),
@@ -406,7 +471,7 @@ impl PackedBert {
             tmp: vec![0.0; tokens * h],
             inner: vec![0.0; tokens * self.intermediate],
         };
-        self.embed_tokens(&seqs, &mut s.x);
+        self.embed_tokens(&seqs, &mut s.x)?;
         for layer in &self.layers {
             self.layer(layer, &lens, &mut s);
         }
@@ -425,21 +490,23 @@ impl PackedBert {
     }
 
     /// Word + position + token-type embeddings, then layer norm.
-    fn embed_tokens(&self, seqs: &[&[u32]], x: &mut [f32]) {
+    fn embed_tokens(&self, seqs: &[&[u32]], x: &mut [f32]) -> Result<()> {
         let h = self.hidden;
         let mut rows = x.chunks_exact_mut(h);
         for seq in seqs {
             for (pos, &id) in seq.iter().enumerate() {
-                let Some(row) = rows.next() else { return };
-                let word = &self.word[id as usize * h..][..h];
+                let Some(row) = rows.next() else {
+                    return Ok(());
+                };
+                self.word.row(id as usize, row)?;
                 let position = &self.position[pos * h..][..h];
-                for (((r, w), p), t) in row.iter_mut().zip(word).zip(position).zip(&self.token_type)
-                {
-                    *r = w + p + t;
+                for ((r, p), t) in row.iter_mut().zip(position).zip(&self.token_type) {
+                    *r = *r + p + t;
                 }
             }
         }
         layer_norm_rows(x, &self.ln.0, &self.ln.1, self.eps);
+        Ok(())
     }
 
     fn layer(&self, l: &Layer, lens: &[usize], s: &mut Scratch) {

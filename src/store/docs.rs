@@ -592,12 +592,15 @@ impl DocStore for SledDocStore {
         self.record_at(slot)
     }
 
-    fn all_docs(&self) -> Result<Vec<DocRecord>> {
-        self.db
-            .scan_prefix([DOC])
-            .values()
-            .map(|v| decode(&v?))
-            .collect()
+    fn slot(&self, id: &ChunkId) -> Result<Option<Slot>> {
+        self.slot_of_chunk(id)
+    }
+
+    fn each_doc(&self, f: &mut dyn FnMut(DocRecord) -> Result<()>) -> Result<()> {
+        for value in self.db.scan_prefix([DOC]).values() {
+            f(decode(&value?)?)?;
+        }
+        Ok(())
     }
 
     fn vectors_from(&self, from: Slot) -> Result<Vec<(Slot, Vec<f32>)>> {

@@ -234,10 +234,21 @@ pub trait DocStore: VectorSource {
     fn doc(&self, id: &DocId) -> Result<Option<DocRecord>>;
     /// A chunk record.
     fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkRecord>>;
+    /// The slot of a chunk, without reading its record.
+    fn slot(&self, id: &ChunkId) -> Result<Option<Slot>>;
     /// The chunk living in `slot`, if the slot is live.
     fn chunk_at(&self, slot: Slot) -> Result<Option<ChunkRecord>>;
     /// Every document record (a full scan: O(documents)).
-    fn all_docs(&self) -> Result<Vec<DocRecord>>;
+    fn all_docs(&self) -> Result<Vec<DocRecord>> {
+        let mut all = Vec::new();
+        self.each_doc(&mut |doc| {
+            all.push(doc);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+    /// Hands every document record to `f` in turn, holding one at a time.
+    fn each_doc(&self, f: &mut dyn FnMut(DocRecord) -> Result<()>) -> Result<()>;
     /// Live slots at or above `from`, with their vectors, in slot order.
     fn vectors_from(&self, from: Slot) -> Result<Vec<(Slot, Vec<f32>)>>;
     /// Applies `change` atomically.

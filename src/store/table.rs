@@ -21,7 +21,8 @@ const MAX_SETS: usize = 64;
 /// One document and where its chunks live.
 #[derive(Debug)]
 pub struct DocEntry {
-    /// The record (its `chunks` list emptied: `slots` replaces it).
+    /// The record (its `chunks` list emptied, as `slots` replaces it, and
+    /// its `title` and `hash` too: filters do not read them).
     pub record: DocRecord,
     /// The slots of its chunks.
     pub slots: Vec<Slot>,
@@ -56,9 +57,10 @@ impl DocTable {
     /// Reads every document and chunk of `store`.
     fn scan(store: &dyn DocStore) -> Result<DocTable> {
         let mut docs = Vec::new();
-        for doc in store.all_docs()? {
+        store.each_doc(&mut |doc| {
             docs.push(Arc::new(entry(store, doc)?));
-        }
+            Ok(())
+        })?;
         Ok(Self::from_entries(docs))
     }
 
@@ -94,13 +96,17 @@ impl DocTable {
     }
 }
 
+/// A document's entry: what filters and access lists read (its title and
+/// content hash they do not), and the slots of its chunks.
 fn entry(store: &dyn DocStore, mut record: DocRecord) -> Result<DocEntry> {
     let mut slots = Vec::with_capacity(record.chunks.len());
     for id in std::mem::take(&mut record.chunks) {
-        if let Some(chunk) = store.chunk(&id)? {
-            slots.push(chunk.slot);
+        if let Some(slot) = store.slot(&id)? {
+            slots.push(slot);
         }
     }
+    record.hash = String::new();
+    record.title = None;
     Ok(DocEntry { record, slots })
 }
 
