@@ -338,6 +338,10 @@ pub struct EmbedderConfig {
     pub batch_size: usize,
     /// Longest input in tokens, special tokens included.
     pub max_tokens: usize,
+    /// Short inputs (a search query, up to 64 tokens) through int8 dense
+    /// layers where the CPU has AVX-512 VNNI: about twice as fast, and the
+    /// same integers on every CPU. Documents are embedded in f32 either way.
+    pub int8_queries: bool,
 }
 
 /// How documents are cut into chunks.
@@ -419,6 +423,7 @@ impl Default for EmbedderConfig {
             path: None,
             batch_size: 16,
             max_tokens: 256,
+            int8_queries: true,
         }
     }
 }

@@ -79,12 +79,17 @@ macro_rules! dispatch {
     }};
 }
 
-/// `x ← gelu_erf(x)`, in parallel.
-pub fn gelu(xs: &mut [f32]) {
-    xs.par_chunks_mut(TASK).for_each(|block| {
+/// `x ← gelu_erf(x)`, in parallel or on this thread.
+pub fn gelu(xs: &mut [f32], parallel: bool) {
+    let run = |block: &mut [f32]| {
         let len = block.len();
         gelu_block(block, len)
-    });
+    };
+    if parallel {
+        xs.par_chunks_mut(TASK).for_each(run);
+    } else {
+        xs.chunks_mut(TASK).for_each(run);
+    }
 }
 
 fn gelu_block(xs: &mut [f32], len: usize) {
@@ -137,11 +142,12 @@ fn lanes_map(xs: &[f32], init: f32, map: impl Fn(f32) -> f32, op: impl Fn(f32, f
     acc.iter().fold(tail, |a, x| op(a, *x))
 }
 
-/// Layer norm of each row of `gamma.len()` columns, in place, in parallel.
-pub fn layer_norm_rows(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+/// Layer norm of each row of `gamma.len()` columns, in place, in parallel
+/// or on this thread.
+pub fn layer_norm_rows(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32, parallel: bool) {
     let cols = gamma.len();
     let rows_per_task = (TASK / cols).max(1);
-    xs.par_chunks_mut(rows_per_task * cols).for_each(|block| {
+    let run = |block: &mut [f32]| {
         for row in block.chunks_exact_mut(cols) {
             let mean = lanes(row, 0.0, |a, b| a + b) / cols as f32;
             row.iter_mut().for_each(|x| *x -= mean);
@@ -151,31 +157,44 @@ pub fn layer_norm_rows(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
                 *x = *x * inv * g + b;
             }
         }
-    });
+    };
+    if parallel {
+        xs.par_chunks_mut(rows_per_task * cols).for_each(run);
+    } else {
+        xs.chunks_mut(rows_per_task * cols).for_each(run);
+    }
 }
 
 /// Fills each row of `dst` with `bias`, plus the matching row of `residual`
-/// when given: the starting value a GEMM then accumulates onto.
-pub fn fill_rows(dst: &mut [f32], bias: &[f32], residual: Option<&[f32]>) {
+/// when given: the starting value a GEMM then accumulates onto. In
+/// parallel or on this thread.
+pub fn fill_rows(dst: &mut [f32], bias: &[f32], residual: Option<&[f32]>, parallel: bool) {
     let cols = bias.len();
     let rows_per_task = (TASK / cols).max(1);
     let block = rows_per_task * cols;
-    match residual {
-        Some(residual) => dst
+    let fill = |(d, r): (&mut [f32], Option<&[f32]>)| match r {
+        Some(r) => {
+            for (drow, rrow) in d.chunks_exact_mut(cols).zip(r.chunks_exact(cols)) {
+                for ((x, b), r) in drow.iter_mut().zip(bias).zip(rrow) {
+                    *x = b + r;
+                }
+            }
+        }
+        None => d
+            .chunks_exact_mut(cols)
+            .for_each(|row| row.copy_from_slice(bias)),
+    };
+    match (residual, parallel) {
+        (Some(residual), true) => dst
             .par_chunks_mut(block)
             .zip(residual.par_chunks(block))
-            .for_each(|(d, r)| {
-                for (drow, rrow) in d.chunks_exact_mut(cols).zip(r.chunks_exact(cols)) {
-                    for ((x, b), r) in drow.iter_mut().zip(bias).zip(rrow) {
-                        *x = b + r;
-                    }
-                }
-            }),
-        None => dst.par_chunks_mut(block).for_each(|d| {
-            for drow in d.chunks_exact_mut(cols) {
-                drow.copy_from_slice(bias);
-            }
-        }),
+            .for_each(|(d, r)| fill((d, Some(r)))),
+        (None, true) => dst.par_chunks_mut(block).for_each(|d| fill((d, None))),
+        (Some(residual), false) => dst
+            .chunks_mut(block)
+            .zip(residual.chunks(block))
+            .for_each(|(d, r)| fill((d, Some(r)))),
+        (None, false) => dst.chunks_mut(block).for_each(|d| fill((d, None))),
     }
 }
 
@@ -285,6 +304,185 @@ pub fn matmul(
     }
 }
 
+/// A weight matrix in int8 for short inputs (a search query): one
+/// symmetric scale per output, each output's sum of quantized weights
+/// (which undoes the shift that makes the inputs unsigned), and the
+/// weights packed for VNNI: for each block of 16 outputs and each group of
+/// 4 inputs, 64 bytes holding the 4 weights of output 0, then output 1...
+/// A quarter of the f32 bytes, and four times the multiply-adds per
+/// instruction.
+pub struct Int8Weights {
+    packed: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+    /// Inputs per output, and the same rounded up to a group of 4.
+    k: usize,
+    groups: usize,
+}
+
+/// Outputs per packed block (the i32 lanes of one register).
+const OUT_LANES: usize = 16;
+
+impl Int8Weights {
+    /// `w`, row-major `[out, k]`, quantized row by row.
+    pub fn new(w: &[f32], k: usize) -> Int8Weights {
+        assert!(
+            k > 0 && w.len().is_multiple_of(k),
+            "weights are not rows of {k}"
+        );
+        let n = w.len() / k;
+        let groups = k.div_ceil(4);
+        let blocks = n.div_ceil(OUT_LANES);
+        let mut packed = vec![0i8; blocks * groups * 64];
+        let mut scales = Vec::with_capacity(n);
+        let mut sums = Vec::with_capacity(n);
+        let mut q = vec![0i8; k];
+        for (j, row) in w.chunks_exact(k).enumerate() {
+            scales.push(quantize(row, &mut q));
+            sums.push(q.iter().map(|&v| i32::from(v)).sum());
+            let (block, lane) = (j / OUT_LANES, j % OUT_LANES);
+            for (p, &v) in q.iter().enumerate() {
+                packed[(block * groups + p / 4) * 64 + lane * 4 + p % 4] = v;
+            }
+        }
+        Int8Weights {
+            packed,
+            scales,
+            sums,
+            k,
+            groups,
+        }
+    }
+
+    fn outputs(&self) -> usize {
+        self.scales.len()
+    }
+}
+
+/// `out = round(row / scale)` in -127..=127, with the scale that maps the
+/// largest magnitude to 127 (returned; 1 for a row of zeros).
+fn quantize(row: &[f32], out: &mut [i8]) -> f32 {
+    let max = lanes_map(row, 0.0, f32::abs, f32::max);
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let inv = 1.0 / scale;
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+    }
+    scale
+}
+
+/// `dst += x × wᵀ` in int8: each row of `x` (`m × k`) is quantized with
+/// its own scale, products are summed exactly in i32, then scaled back.
+/// The integer sums are the same on every CPU; AVX-512 VNNI computes them
+/// fastest. For a few rows: the inputs are quantized on each call.
+pub fn matmul_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
+    let (k, n) = (w.k, w.outputs());
+    let m = x.len() / k;
+    assert!(x.len() == m * k && dst.len() == m * n, "shapes differ");
+    // Inputs as unsigned bytes, q + 128, rows padded to whole groups (the
+    // padding meets zero weights).
+    let width = w.groups * 4;
+    let mut xu = vec![128u8; m * width];
+    let mut xq = vec![0i8; k];
+    let mut xs = Vec::with_capacity(m);
+    for (row, out) in x.chunks_exact(k).zip(xu.chunks_exact_mut(width)) {
+        xs.push(quantize(row, &mut xq));
+        for (u, &q) in out.iter_mut().zip(&xq) {
+            *u = (i16::from(q) + 128) as u8;
+        }
+    }
+    let stride = w.packed.len() / (w.groups * 4);
+    let mut sums = vec![0i32; m * stride];
+    int8_sums(&mut sums, &xu, w);
+    for (i, row) in sums.chunks_exact(stride).enumerate() {
+        for (j, &acc) in row[..n].iter().enumerate() {
+            let exact = acc - 128 * w.sums[j];
+            dst[i * n + j] += xs[i] * w.scales[j] * exact as f32;
+        }
+    }
+}
+
+/// `sums[i][j] = Σ_p xu[i][p] · w[j][p]`, exactly, for rows of `xu` of
+/// `groups × 4` bytes; `sums` has a row of whole blocks of outputs per
+/// input row.
+fn int8_sums(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        // SAFETY: the CPU has AVX-512F/BW/VNNI (checked above; VNNI
+        // implies F); `matmul_int8` sized the slices.
+        return unsafe { int8_sums_vnni(sums, xu, w) };
+    }
+    let width = w.groups * 4;
+    let stride = w.packed.len() / width;
+    for (x, out) in xu.chunks_exact(width).zip(sums.chunks_exact_mut(stride)) {
+        for (j, sum) in out.iter_mut().enumerate() {
+            let (block, lane) = (j / OUT_LANES, j % OUT_LANES);
+            *sum = (0..width)
+                .map(|p| {
+                    let weight = w.packed[(block * w.groups + p / 4) * 64 + lane * 4 + p % 4];
+                    i32::from(x[p]) * i32::from(weight)
+                })
+                .sum();
+        }
+    }
+}
+
+/// Input rows per VNNI block: with 4 blocks of 16 outputs, sixteen
+/// accumulators are in flight and no sum is ever reduced across lanes.
+const ROWS: usize = 4;
+const BLOCKS: usize = 4;
+
+/// [`int8_sums`] with VNNI: each step broadcasts 4 input bytes of a row
+/// and multiplies them with the packed weights of 16 outputs.
+///
+/// # Safety
+/// The CPU must have AVX-512F, BW and VNNI; `xu` holds rows of
+/// `groups × 4` bytes and `sums` a row of every block's outputs per row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn int8_sums_vnni(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
+    use std::arch::x86_64::*;
+    let groups = w.groups;
+    let width = groups * 4;
+    let m = xu.len() / width;
+    let blocks = w.packed.len() / (groups * 64);
+    let stride = blocks * OUT_LANES;
+    assert!(sums.len() == m * stride && w.packed.len() == blocks * groups * 64);
+    for b in (0..blocks).step_by(BLOCKS) {
+        let bs = (blocks - b).min(BLOCKS);
+        for i in (0..m).step_by(ROWS) {
+            let rows = (m - i).min(ROWS);
+            let mut acc = [[_mm512_setzero_si512(); BLOCKS]; ROWS];
+            for g in 0..groups {
+                let mut wv = [_mm512_setzero_si512(); BLOCKS];
+                for (c, v) in wv.iter_mut().enumerate().take(bs) {
+                    let at = ((b + c) * groups + g) * 64;
+                    // SAFETY: block b + c < blocks, group g < groups.
+                    *v = unsafe { _mm512_loadu_si512(w.packed.as_ptr().add(at).cast()) };
+                }
+                for (r, row) in acc.iter_mut().enumerate().take(rows) {
+                    let at = (i + r) * width + g * 4;
+                    let four = u32::from_le_bytes([xu[at], xu[at + 1], xu[at + 2], xu[at + 3]]);
+                    let xv = _mm512_set1_epi32(four as i32);
+                    for (sum, wc) in row.iter_mut().zip(&wv) {
+                        *sum = _mm512_dpbusd_epi32(*sum, xv, *wc);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate().take(rows) {
+                for (c, sum) in row.iter().enumerate().take(bs) {
+                    let at = (i + r) * stride + (b + c) * OUT_LANES;
+                    let out = &mut sums[at..at + OUT_LANES];
+                    // SAFETY: `out` holds 16 i32s.
+                    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), *sum) };
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,7 +506,7 @@ mod tests {
                 0.5 * x * (1.0 + libm_erf(x / std::f64::consts::SQRT_2))
             })
             .collect();
-        gelu(&mut xs);
+        gelu(&mut xs, true);
         for (got, want) in xs.iter().zip(exact) {
             assert!((*got as f64 - want).abs() < 2e-6, "{got} vs {want}");
         }
@@ -341,13 +539,57 @@ mod tests {
     }
 
     #[test]
+    fn int8_products_are_close_to_f32_and_exact_in_their_integers() {
+        // 70 columns: a 64-byte block and a tail; 6 rows, 9 outputs: partial blocks.
+        let (m, k, n) = (6, 70, 9);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let mut want = vec![0.5; m * n];
+        let mut got = want.clone();
+        matmul(
+            &mut want,
+            n,
+            View::dense(&x, m, k),
+            View::dense(&w, n, k).t(),
+            true,
+            1,
+        );
+        let quantized = Int8Weights::new(&w, k);
+        matmul_int8(&mut got, &x, &quantized);
+        let largest = want.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 0.02 * largest, "{a} vs {b}");
+        }
+        // Whatever the CPU, the integer sums are exact.
+        let width = quantized.groups * 4;
+        let xu: Vec<u8> = (0..m * width).map(|i| (i * 31 % 256) as u8).collect();
+        let stride = quantized.packed.len() / width;
+        let mut fast = vec![0; m * stride];
+        int8_sums(&mut fast, &xu, &quantized);
+        let mut q = vec![0i8; k];
+        for j in 0..n {
+            quantize(&w[j * k..][..k], &mut q);
+            for i in 0..m {
+                let exact: i32 = (0..k)
+                    .map(|p| i32::from(xu[i * width + p]) * i32::from(q[p]))
+                    .sum();
+                assert_eq!(fast[i * stride + j], exact);
+            }
+        }
+    }
+
+    #[test]
     fn softmax_and_layer_norm_rows() {
         let mut xs = vec![1.0, 2.0, 3.0, 1000.0, 1000.0, 1000.0];
         softmax_rows(&mut xs, 3);
         assert!((xs[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!((xs[3] - 1.0 / 3.0).abs() < 1e-6);
         let mut ys = vec![1.0, 2.0, 3.0, 4.0];
-        layer_norm_rows(&mut ys, &[1.0; 4], &[0.0; 4], 0.0);
+        layer_norm_rows(&mut ys, &[1.0; 4], &[0.0; 4], 0.0, false);
         assert!(ys.iter().sum::<f32>().abs() < 1e-5);
         assert!((ys.iter().map(|y| y * y).sum::<f32>() / 4.0 - 1.0).abs() < 1e-4);
     }

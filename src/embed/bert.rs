@@ -23,7 +23,9 @@ use rayon::prelude::*;
 use super::{Embedder, EmbedderInfo, normalize};
 use crate::chunk::Sizer;
 use crate::error::{Error, Result};
-use crate::kernels::{View, fill_rows, gelu, layer_norm_rows, matmul, softmax_rows};
+use crate::kernels::{
+    Int8Weights, View, fill_rows, gelu, layer_norm_rows, matmul, matmul_int8, softmax_rows,
+};
 use crate::types::content_hash;
 
 const WEIGHTS: &str = "model.safetensors";
@@ -86,6 +88,9 @@ impl ModelFiles {
 pub enum Backend {
     /// Packed sequences, fused kernels (fast).
     Packed,
+    /// [`Backend::Packed`], with short inputs (a search query: up to 64
+    /// tokens) through int8 dense layers (fastest for queries).
+    PackedInt8Queries,
     /// candle-transformers' padded `BertModel` (baseline).
     Reference,
 }
@@ -152,7 +157,12 @@ impl BertEmbedder {
             unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
                 .map_err(|e| model_err(format!("model.safetensors: {e}")))?;
         let model = match backend {
-            Backend::Packed => PackedBert::load(&weights, vb, &files.config).map(Model::Packed),
+            Backend::Packed => {
+                PackedBert::load(&weights, vb, &files.config, false).map(Model::Packed)
+            }
+            Backend::PackedInt8Queries => {
+                PackedBert::load(&weights, vb, &files.config, true).map(Model::Packed)
+            }
             Backend::Reference => BertModel::load(vb, &files.config).map(Model::Reference),
         }
         .map_err(|e| model_err(format!("model.safetensors: {e}")))?;
@@ -187,9 +197,9 @@ impl BertEmbedder {
 
     /// Runs one batch of encodings through the model; returns pooled,
     /// normalised vectors in batch order.
-    fn forward(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>> {
+    fn forward(&self, batch: &[&Encoding], query: bool) -> Result<Vec<Vec<f32>>> {
         let mut vectors = match &self.model {
-            Model::Packed(model) => model.forward(batch)?,
+            Model::Packed(model) => model.forward(batch, query)?,
             Model::Reference(model) => reference_forward(model, batch)?,
         };
         vectors.iter_mut().for_each(|v| normalize(v));
@@ -226,23 +236,29 @@ fn reference_forward(model: &BertModel, batch: &[&Encoding]) -> Result<Vec<Vec<f
 /// Below this many tokens a forward pass runs on the calling thread.
 const SMALL_BATCH_TOKENS: usize = 8;
 
+/// Up to this many tokens a query's dense layers run in int8 when
+/// `int8_queries` is on (longer ones in f32).
+const INT8_TOKENS: usize = 64;
+
 /// One encoder layer with weights laid out for the packed pass: matrices
 /// row-major `[in, out]`, Q/K/V fused, Q pre-scaled by `1/sqrt(d_head)`.
 struct Layer {
-    qkv_w: Vec<f32>,
+    qkv_w: Weight,
     qkv_b: Vec<f32>,
-    out_w: Vec<f32>,
+    out_w: Weight,
     out_b: Vec<f32>,
     ln1: (Vec<f32>, Vec<f32>),
-    ff1_w: Vec<f32>,
+    ff1_w: Weight,
     ff1_b: Vec<f32>,
-    ff2_w: Vec<f32>,
+    ff2_w: Weight,
     ff2_b: Vec<f32>,
     ln2: (Vec<f32>, Vec<f32>),
 }
 
 /// BERT encoder running packed (unpadded) batches on plain buffers.
 struct PackedBert {
+    /// Short inputs through the int8 dense layers.
+    int8_queries: bool,
     word: WordTable,
     vocab: usize,
     position: Vec<f32>,
@@ -259,6 +275,8 @@ struct PackedBert {
 /// Working buffers of one forward pass, sized for `tokens` tokens.
 #[derive(Default)]
 struct Scratch {
+    /// This pass runs its dense layers in int8 (a query).
+    int8: bool,
     x: Vec<f32>,
     qkv: Vec<f32>,
     context: Vec<f32>,
@@ -270,7 +288,7 @@ fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_vec1()
 }
 
-/// `[out, in]` weight → row-major `[in, out]`, and its bias.
+/// A dense layer's weight, `[out, in]` as stored, and its bias.
 fn linear(
     vb: &VarBuilder,
     prefix: &str,
@@ -279,7 +297,41 @@ fn linear(
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let w = vb.get((out, inp), &format!("{prefix}.weight"))?;
     let b = vb.get(out, &format!("{prefix}.bias"))?;
-    Ok((w.t()?.contiguous()?, b))
+    Ok((w, b))
+}
+
+/// A dense layer's weight: row-major `[in, out]` in f32 for documents,
+/// and in int8 for queries when they run in int8.
+struct Weight {
+    f32: Vec<f32>,
+    int8: Option<Int8Weights>,
+    out: usize,
+}
+
+impl Weight {
+    /// From a stored `[out, in]` weight.
+    fn new(w: &Tensor, int8: bool) -> candle_core::Result<Weight> {
+        let (out, inp) = w.dims2()?;
+        Ok(Weight {
+            f32: flat(&w.t()?.contiguous()?)?,
+            int8: int8
+                .then(|| Ok::<_, candle_core::Error>(Int8Weights::new(&flat(w)?, inp)))
+                .transpose()?,
+            out,
+        })
+    }
+
+    /// `dst += x × W`, in int8 (when asked and held) or as an f32 GEMM on
+    /// `threads` threads.
+    fn apply(&self, dst: &mut [f32], x: &[f32], threads: usize, int8: bool) {
+        if let Some(weights) = self.int8.as_ref().filter(|_| int8) {
+            return matmul_int8(dst, x, weights);
+        }
+        let k = self.f32.len() / self.out;
+        let a = View::dense(x, x.len() / k, k);
+        let b = View::dense(&self.f32, k, self.out);
+        matmul(dst, self.out, a, b, true, threads);
+    }
 }
 
 fn norm(vb: &VarBuilder, prefix: &str, size: usize) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
@@ -369,7 +421,12 @@ impl WordTable {
 }
 
 impl PackedBert {
-    fn load(weights: &Path, vb: VarBuilder, config: &BertConfig) -> candle_core::Result<Self> {
+    fn load(
+        weights: &Path,
+        vb: VarBuilder,
+        config: &BertConfig,
+        int8_queries: bool,
+    ) -> candle_core::Result<Self> {
         const WORD: &str = "embeddings.word_embeddings.weight";
         let (vb, word_name) = if vb.contains_tensor(WORD) {
             (vb, WORD.to_string())
@@ -399,14 +456,14 @@ impl PackedBert {
                 h,
             )?;
             layers.push(Layer {
-                qkv_w: flat(&Tensor::cat(&[(q_w * scale)?, k_w, v_w], 1)?)?,
+                qkv_w: Weight::new(&Tensor::cat(&[(q_w * scale)?, k_w, v_w], 0)?, int8_queries)?,
                 qkv_b: flat(&Tensor::cat(&[(q_b * scale)?, k_b, v_b], 0)?)?,
-                out_w: flat(&out_w)?,
+                out_w: Weight::new(&out_w, int8_queries)?,
                 out_b: flat(&out_b)?,
                 ln1: norm(&vb, &format!("{p}.attention.output.LayerNorm"), h)?,
-                ff1_w: flat(&ff1_w)?,
+                ff1_w: Weight::new(&ff1_w, int8_queries)?,
                 ff1_b: flat(&ff1_b)?,
-                ff2_w: flat(&ff2_w)?,
+                ff2_w: Weight::new(&ff2_w, int8_queries)?,
                 ff2_b: flat(&ff2_b)?,
                 ln2: norm(&vb, &format!("{p}.output.LayerNorm"), h)?,
             });
@@ -416,6 +473,7 @@ impl PackedBert {
             "embeddings.token_type_embeddings.weight",
         )?;
         Ok(PackedBert {
+            int8_queries,
             word: WordTable::load(weights, &vb, &word_name, (config.vocab_size, h))?,
             vocab: config.vocab_size,
             position: flat(&vb.get(
@@ -433,8 +491,9 @@ impl PackedBert {
         })
     }
 
-    /// Mean-pooled (not yet normalised) outputs, one per sequence.
-    fn forward(&self, batch: &[&Encoding]) -> Result<Vec<Vec<f32>>> {
+    /// Mean-pooled (not yet normalised) outputs, one per sequence; a short
+    /// `query` in int8 when `int8_queries` is on.
+    fn forward(&self, batch: &[&Encoding], query: bool) -> Result<Vec<Vec<f32>>> {
         let h = self.hidden;
         let seqs: Vec<&[u32]> = batch
             .iter()
@@ -465,13 +524,15 @@ impl PackedBert {
         let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let tokens: usize = lens.iter().sum();
         let mut s = Scratch {
+            int8: query && self.int8_queries && tokens <= INT8_TOKENS,
             x: vec![0.0; tokens * h],
             qkv: vec![0.0; tokens * 3 * h],
             context: vec![0.0; tokens * h],
             tmp: vec![0.0; tokens * h],
             inner: vec![0.0; tokens * self.intermediate],
         };
-        self.embed_tokens(&seqs, &mut s.x)?;
+        let parallel = tokens >= SMALL_BATCH_TOKENS && !s.int8;
+        self.embed_tokens(&seqs, &mut s.x, parallel)?;
         for layer in &self.layers {
             self.layer(layer, &lens, &mut s);
         }
@@ -490,7 +551,7 @@ impl PackedBert {
     }
 
     /// Word + position + token-type embeddings, then layer norm.
-    fn embed_tokens(&self, seqs: &[&[u32]], x: &mut [f32]) -> Result<()> {
+    fn embed_tokens(&self, seqs: &[&[u32]], x: &mut [f32], parallel: bool) -> Result<()> {
         let h = self.hidden;
         let mut rows = x.chunks_exact_mut(h);
         for seq in seqs {
@@ -505,68 +566,41 @@ impl PackedBert {
                 }
             }
         }
-        layer_norm_rows(x, &self.ln.0, &self.ln.1, self.eps);
+        layer_norm_rows(x, &self.ln.0, &self.ln.1, self.eps, parallel);
         Ok(())
     }
 
     fn layer(&self, l: &Layer, lens: &[usize], s: &mut Scratch) {
-        let (h, inter) = (self.hidden, self.intermediate);
-        let tokens = s.x.len() / h;
-        // Splitting a small GEMM across threads costs more than it saves
-        // (a search query is a dozen tokens).
-        let threads = if tokens < SMALL_BATCH_TOKENS {
-            1
-        } else {
+        let tokens = s.x.len() / self.hidden;
+        let int8 = s.int8;
+        // Splitting a small product across threads costs more than it
+        // saves: a query runs on the calling thread.
+        let parallel = tokens >= SMALL_BATCH_TOKENS && !int8;
+        let threads = if parallel {
             rayon::current_num_threads()
+        } else {
+            1
         };
-        // Q, K, V in one GEMM, bias pre-filled.
-        fill_rows(&mut s.qkv, &l.qkv_b, None);
-        matmul(
-            &mut s.qkv,
-            3 * h,
-            View::dense(&s.x, tokens, h),
-            View::dense(&l.qkv_w, h, 3 * h),
-            true,
-            threads,
-        );
-        self.attention(&s.qkv, lens, &mut s.context);
+        // Q, K, V in one product, bias pre-filled.
+        fill_rows(&mut s.qkv, &l.qkv_b, None, parallel);
+        l.qkv_w.apply(&mut s.qkv, &s.x, threads, int8);
+        self.attention(&s.qkv, lens, &mut s.context, parallel);
         // Output projection onto bias + residual, then layer norm.
-        fill_rows(&mut s.tmp, &l.out_b, Some(&s.x));
-        matmul(
-            &mut s.tmp,
-            h,
-            View::dense(&s.context, tokens, h),
-            View::dense(&l.out_w, h, h),
-            true,
-            threads,
-        );
-        layer_norm_rows(&mut s.tmp, &l.ln1.0, &l.ln1.1, self.eps);
+        fill_rows(&mut s.tmp, &l.out_b, Some(&s.x), parallel);
+        l.out_w.apply(&mut s.tmp, &s.context, threads, int8);
+        layer_norm_rows(&mut s.tmp, &l.ln1.0, &l.ln1.1, self.eps, parallel);
         // Feed-forward: up-projection, GELU, down-projection onto bias + residual.
-        fill_rows(&mut s.inner, &l.ff1_b, None);
-        matmul(
-            &mut s.inner,
-            inter,
-            View::dense(&s.tmp, tokens, h),
-            View::dense(&l.ff1_w, h, inter),
-            true,
-            threads,
-        );
-        gelu(&mut s.inner);
-        fill_rows(&mut s.x, &l.ff2_b, Some(&s.tmp));
-        matmul(
-            &mut s.x,
-            h,
-            View::dense(&s.inner, tokens, inter),
-            View::dense(&l.ff2_w, inter, h),
-            true,
-            threads,
-        );
-        layer_norm_rows(&mut s.x, &l.ln2.0, &l.ln2.1, self.eps);
+        fill_rows(&mut s.inner, &l.ff1_b, None, parallel);
+        l.ff1_w.apply(&mut s.inner, &s.tmp, threads, int8);
+        gelu(&mut s.inner, parallel);
+        fill_rows(&mut s.x, &l.ff2_b, Some(&s.tmp), parallel);
+        l.ff2_w.apply(&mut s.x, &s.inner, threads, int8);
+        layer_norm_rows(&mut s.x, &l.ln2.0, &l.ln2.1, self.eps, parallel);
     }
 
     /// Self-attention of each packed sequence over itself only; one task per
     /// (sequence, head), each writing its own column block of `context`.
-    fn attention(&self, qkv: &[f32], lens: &[usize], context: &mut [f32]) {
+    fn attention(&self, qkv: &[f32], lens: &[usize], context: &mut [f32], parallel: bool) {
         let (h, heads) = (self.hidden, self.heads);
         let d = h / heads;
         let mut tasks = Vec::with_capacity(lens.len() * heads);
@@ -584,7 +618,6 @@ impl PackedBert {
             row_stride: 3 * h,
             col_stride: 1,
         };
-        let small = qkv.len() / (3 * h) < SMALL_BATCH_TOKENS;
         let run = |(first, len, head): (usize, usize, usize)| {
             let q = all.block(first, len, head * d, d);
             let k = all.block(first, len, h + head * d, d);
@@ -603,10 +636,10 @@ impl PackedBert {
                 unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(start), d) };
             }
         };
-        if small {
-            tasks.into_iter().for_each(run);
-        } else {
+        if parallel {
             tasks.into_par_iter().for_each(run);
+        } else {
+            tasks.into_iter().for_each(run);
         }
     }
 }
@@ -630,11 +663,22 @@ impl Embedder for BertEmbedder {
         let mut out = vec![Vec::new(); texts.len()];
         for group in order.chunks(self.batch_size) {
             let batch: Vec<&Encoding> = group.iter().map(|&i| &encodings[i]).collect();
-            for (&i, vector) in group.iter().zip(self.forward(&batch)?) {
+            for (&i, vector) in group.iter().zip(self.forward(&batch, false)?) {
                 out[i] = vector;
             }
         }
         Ok(out)
+    }
+
+    fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+        let encoding = self
+            .tokenizer
+            .encode(self.cut(&[query])[0], true)
+            .map_err(|e| Error::Inference(format!("tokenizer: {e}")))?;
+        let mut vectors = self.forward(&[&encoding], true)?;
+        vectors
+            .pop()
+            .ok_or_else(|| Error::Inference("the encoder returned no vector".into()))
     }
 
     fn sizer(&self) -> Result<Sizer> {

@@ -24,6 +24,13 @@ pub trait Embedder: Send + Sync {
     fn dim(&self) -> usize;
     /// Embeds a batch of texts.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Embeds one search query: [`Embedder::embed`] unless the embedder
+    /// has a faster path for queries (documents always take `embed`).
+    fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+        self.embed(&[query])?
+            .pop()
+            .ok_or_else(|| crate::error::Error::Inference("the embedder returned no vector".into()))
+    }
     /// The sizer chunks must be measured with so they fit the model.
     fn sizer(&self) -> Result<Sizer>;
 }

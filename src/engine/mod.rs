@@ -37,7 +37,7 @@ pub use technique::Technique;
 
 use crate::config::Config;
 use crate::embed::Embedder;
-use crate::embed::bert::BertEmbedder;
+use crate::embed::bert::{Backend, BertEmbedder};
 use crate::error::{Error, Result};
 use crate::generate::Generator;
 use crate::generate::gguf::GgufGenerator;
@@ -158,6 +158,11 @@ impl Engine {
         config.validate()?;
         let configured = config.embedder_dir();
         let (max_tokens, batch) = (config.embedder.max_tokens, config.embedder.batch_size);
+        let backend = if config.embedder.int8_queries {
+            Backend::PackedInt8Queries
+        } else {
+            Backend::Packed
+        };
         let cache: Mutex<HashMap<PathBuf, Arc<Model>>> = Mutex::default();
         let resolve = move |spec: Option<&Path>| -> Result<Arc<Model>> {
             let dir = spec.map_or_else(|| configured.clone(), Path::to_path_buf);
@@ -170,7 +175,8 @@ impl Engine {
             let info = BertEmbedder::identify(&dir)?;
             let path = dir.clone();
             let model = Arc::new(Model::lazy(info, dir.clone(), move || {
-                Ok(Arc::new(BertEmbedder::load(&path, max_tokens, batch)?) as Arc<dyn Embedder>)
+                let embedder = BertEmbedder::load_with(&path, max_tokens, batch, backend)?;
+                Ok(Arc::new(embedder) as Arc<dyn Embedder>)
             }));
             cache.insert(dir, model.clone());
             Ok(model)

@@ -330,7 +330,7 @@ fn dense_all(
         let id = embedder.id().to_string();
         if !queries.contains_key(&id) {
             let t = Instant::now();
-            let vector = embedder.embed(&[query])?.remove(0);
+            let vector = embedder.embed_query(query)?;
             embed_ms += ms_since(t);
             queries.insert(id.clone(), vector);
         }
