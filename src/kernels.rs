@@ -371,33 +371,46 @@ fn quantize(row: &[f32], out: &mut [i8]) -> f32 {
     scale
 }
 
-/// `dst += x × wᵀ` in int8: each row of `x` (`m × k`) is quantized with
-/// its own scale, products are summed exactly in i32, then scaled back.
+/// `out = round(row / scale) + zero` in 0..=255 over the row's own range,
+/// which always holds 0 exactly; returns `(scale, zero)`.
+fn quantize_unsigned(row: &[f32], out: &mut [u8]) -> (f32, i32) {
+    let lo = lanes(row, 0.0, f32::min);
+    let hi = lanes(row, 0.0, f32::max);
+    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    let zero = (-lo / scale).round_ties_even().clamp(0.0, 255.0);
+    let inv = 1.0 / scale;
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = (v * inv + zero).round_ties_even().clamp(0.0, 255.0) as u8;
+    }
+    (scale, zero as i32)
+}
+
+/// `dst += x × wᵀ` in 8 bits: each row of `x` (`m × k`) is quantized to
+/// unsigned bytes over its own range, the weights to signed bytes per
+/// output; products are summed exactly in i32, then scaled back.
 /// The integer sums are the same on every CPU; AVX-512 VNNI computes them
 /// fastest. For a few rows: the inputs are quantized on each call.
 pub fn matmul_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
     let (k, n) = (w.k, w.outputs());
     let m = x.len() / k;
     assert!(x.len() == m * k && dst.len() == m * n, "shapes differ");
-    // Inputs as unsigned bytes, q + 128, rows padded to whole groups (the
-    // padding meets zero weights).
+    // Inputs as unsigned bytes over each row's own range (x ≈ scale ·
+    // (u − zero)), rows padded to whole groups (the padding meets zero
+    // weights).
     let width = w.groups * 4;
-    let mut xu = vec![128u8; m * width];
-    let mut xq = vec![0i8; k];
-    let mut xs = Vec::with_capacity(m);
+    let mut xu = vec![0u8; m * width];
+    let mut ranges = Vec::with_capacity(m);
     for (row, out) in x.chunks_exact(k).zip(xu.chunks_exact_mut(width)) {
-        xs.push(quantize(row, &mut xq));
-        for (u, &q) in out.iter_mut().zip(&xq) {
-            *u = (i16::from(q) + 128) as u8;
-        }
+        ranges.push(quantize_unsigned(row, out));
     }
     let stride = w.packed.len() / (w.groups * 4);
     let mut sums = vec![0i32; m * stride];
     int8_sums(&mut sums, &xu, w);
     for (i, row) in sums.chunks_exact(stride).enumerate() {
+        let (scale, zero) = ranges[i];
         for (j, &acc) in row[..n].iter().enumerate() {
-            let exact = acc - 128 * w.sums[j];
-            dst[i * n + j] += xs[i] * w.scales[j] * exact as f32;
+            let exact = acc - zero * w.sums[j];
+            dst[i * n + j] += scale * w.scales[j] * exact as f32;
         }
     }
 }

@@ -83,3 +83,33 @@ fn embedding_is_independent_of_batch_composition() {
         .unwrap();
     assert!(cosine(&alone[0], &mixed[1]) > 0.99999);
 }
+
+#[test]
+fn int8_queries_stay_close_to_f32_and_documents_stay_f32() {
+    let dir = models_dir().join("all-minilm-l6-v2");
+    let f32 = BertEmbedder::load_with(&dir, 256, 4, Backend::Packed).unwrap();
+    let int8 = BertEmbedder::load_with(&dir, 256, 4, Backend::PackedInt8Queries).unwrap();
+    let queries = [
+        "how many vacation days carry over to next year",
+        "Does vitamin D supplementation reduce fracture risk in older adults?",
+        "#[derive(Debug)] on a struct with a generic field",
+        "x",
+    ];
+    for query in queries {
+        let exact = f32.embed_query(query).unwrap();
+        let fast = int8.embed_query(query).unwrap();
+        assert_ne!(exact, fast, "{query}: the query did not run in int8");
+        let norm: f32 = fast.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
+        let cos = cosine(&exact, &fast);
+        assert!(cos > 0.99, "{query}: cosine {cos} to the f32 vector");
+        // Documents take the f32 path whatever the backend.
+        assert_eq!(int8.embed(&[query]).unwrap()[0], exact, "{query}");
+    }
+    // A query past 64 tokens runs in f32.
+    let long = "the pager fires at night and nobody answers it ".repeat(12);
+    assert_eq!(
+        int8.embed_query(&long).unwrap(),
+        f32.embed_query(&long).unwrap()
+    );
+}
