@@ -87,7 +87,9 @@
 //! version and are listed in the changelog of the release): the items
 //! re-exported here at the crate root (the [`Lore`] trait included), the
 //! [`embed::Embedder`] and [`generate::Generator`] traits, the request and
-//! response types of [`engine`] and [`search`], [`wire`]'s bodies,
+//! response types of [`engine`] and [`search`] (with the techniques of
+//! [`engine::technique`] by name and by their unit types), [`wire`]'s
+//! bodies, the skip kinds of [`ingest::SkipKind`],
 //! [`access::Readers`], [`Config`] and its file format, the on-disk
 //! index format (a newer lore opens an older index) and the HTTP API of
 //! `api/openapi.json`. Not covered: the other public modules' internals

@@ -47,7 +47,13 @@ fn an_index_written_before_collections_opens_as_default_with_nothing_reembedded(
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["name"], "default");
     // The same hits with the same scores: the stored vectors and keyword
-    // entries are the ones the old release wrote, not new ones.
+    // entries are the ones the old release wrote, not new ones. (The old
+    // release embedded queries in f32; so does this search.)
+    std::fs::write(
+        tmp.path().join("lore.toml"),
+        "[embedder]\nint8_queries = false\n",
+    )
+    .unwrap();
     let after = json(lore(&index).args(["search", "coffee beans roasting", "-k", "5", "--json"]));
     let key = |hits: &Value| -> Vec<(String, String)> {
         hits["hits"]
