@@ -10,6 +10,8 @@ use crate::prompt::{ANSWER_MARKER, Style};
 /// Chain of thought.
 pub struct Cot;
 
+impl super::sealed::Sealed for Cot {}
+
 impl Technique for Cot {
     fn name(&self) -> &'static str {
         "cot"

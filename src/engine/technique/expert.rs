@@ -8,6 +8,8 @@ use crate::prompt::Style;
 /// The expert system prompt.
 pub struct Expert;
 
+impl super::sealed::Sealed for Expert {}
+
 impl Technique for Expert {
     fn name(&self) -> &'static str {
         "expert"

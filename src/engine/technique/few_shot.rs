@@ -8,6 +8,8 @@ use crate::prompt::Style;
 /// Worked examples first.
 pub struct FewShot;
 
+impl super::sealed::Sealed for FewShot {}
+
 impl Technique for FewShot {
     fn name(&self) -> &'static str {
         "few-shot"

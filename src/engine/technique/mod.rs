@@ -30,8 +30,9 @@ use crate::prompt::{Source, Style};
 pub const ALL: &[&dyn Technique] = &[&Cot, &FewShot, &Expert, &Quote, &Reflect];
 
 /// One prompting technique. Every hook has a default that does nothing,
-/// so a technique implements only what it changes.
-pub trait Technique: Sync {
+/// so a technique implements only what it changes. Sealed: the techniques
+/// are those of [`ALL`], so a request can name each one by its place there.
+pub trait Technique: sealed::Sealed + Sync {
     /// Its name: the CLI's `--technique NAME` and `lore eval`'s names; the
     /// API's field is the same with `_` for `-`.
     fn name(&self) -> &'static str;
@@ -98,6 +99,12 @@ pub trait Technique: Sync {
     ) -> Result<Option<Reviewed>> {
         Ok(None)
     }
+}
+
+mod sealed {
+    /// Only this module's techniques implement [`super::Technique`]: each
+    /// file seals its own.
+    pub trait Sealed {}
 }
 
 /// The parts of an output that techniques take apart from the answer.

@@ -11,6 +11,8 @@ use crate::prompt::{Source, Style};
 /// Quotes before the answer.
 pub struct Quote;
 
+impl super::sealed::Sealed for Quote {}
+
 impl Technique for Quote {
     fn name(&self) -> &'static str {
         "quote"

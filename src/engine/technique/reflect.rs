@@ -10,6 +10,8 @@ use crate::prompt;
 /// Check the draft against the sources.
 pub struct Reflect;
 
+impl super::sealed::Sealed for Reflect {}
+
 impl Technique for Reflect {
     fn name(&self) -> &'static str {
         "reflect"
