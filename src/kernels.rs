@@ -427,6 +427,11 @@ fn int8_sums(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
         // implies F); `matmul_int8` sized the slices.
         return unsafe { int8_sums_vnni(sums, xu, w) };
     }
+    int8_sums_portable(sums, xu, w);
+}
+
+/// [`int8_sums`] without VNNI: the same integers.
+fn int8_sums_portable(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
     let width = w.groups * 4;
     let stride = w.packed.len() / width;
     for (x, out) in xu.chunks_exact(width).zip(sums.chunks_exact_mut(stride)) {
@@ -583,6 +588,10 @@ mod tests {
         let stride = quantized.packed.len() / width;
         let mut fast = vec![0; m * stride];
         int8_sums(&mut fast, &xu, &quantized);
+        // The portable path, which this CPU may not take, gives the same.
+        let mut portable = vec![0; m * stride];
+        int8_sums_portable(&mut portable, &xu, &quantized);
+        assert_eq!(portable, fast);
         let mut q = vec![0i8; k];
         for j in 0..n {
             quantize(&w[j * k..][..k], &mut q);

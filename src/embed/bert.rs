@@ -407,11 +407,12 @@ impl WordTable {
         match self {
             WordTable::File { file, start } => {
                 use std::os::unix::fs::FileExt;
-                let mut bytes = vec![0u8; h * 4];
-                file.read_exact_at(&mut bytes, start + (id * h * 4) as u64)
+                // Straight into `out`, then from little-endian in place.
+                let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+                file.read_exact_at(bytes, start + (id * h * 4) as u64)
                     .map_err(|e| Error::Inference(format!("reading the word embeddings: {e}")))?;
-                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                for v in out.iter_mut() {
+                    *v = f32::from_bits(u32::from_le(v.to_bits()));
                 }
             }
             WordTable::Owned(table) => out.copy_from_slice(&table[id * h..][..h]),
