@@ -150,6 +150,11 @@ pub struct ServerConfig {
     /// Folders (inside `ingest_roots`) whose changes are ingested as they
     /// happen (`--watch`).
     pub watch: Vec<PathBuf>,
+    /// Scheduling priority (Unix nice, 0–19) of the threads that run
+    /// searches, ingestion and other non-generation work: a generation
+    /// runs at the process's own priority, so a search load slows
+    /// decoding little. 0: everything shares the cores equally.
+    pub work_nice: i32,
 }
 
 impl Default for ServerConfig {
@@ -170,6 +175,7 @@ impl Default for ServerConfig {
             snapshot_dir: None,
             snapshot_every_s: 300,
             watch: Vec::new(),
+            work_nice: 10,
         }
     }
 }
@@ -340,8 +346,13 @@ pub struct EmbedderConfig {
     pub max_tokens: usize,
     /// Short inputs (a search query, up to 64 tokens) through int8 dense
     /// layers where the CPU has AVX-512 VNNI: about twice as fast, and the
-    /// same integers on every CPU. Documents are embedded in f32 either way.
+    /// same integers on every CPU.
     pub int8_queries: bool,
+    /// Documents of a new index through int8 dense layers (about 1.7×
+    /// the f32 throughput with VNNI; retrieval quality within 0.002
+    /// nDCG@10 on SciFact). An existing index keeps the precision it was
+    /// created with, so its vectors are all computed the same way.
+    pub int8_documents: bool,
 }
 
 /// How documents are cut into chunks.
@@ -424,6 +435,7 @@ impl Default for EmbedderConfig {
             batch_size: 16,
             max_tokens: 256,
             int8_queries: true,
+            int8_documents: true,
         }
     }
 }
@@ -584,6 +596,12 @@ impl Config {
         if self.server.generations == 0 {
             return bad("server.generations must be at least 1".into());
         }
+        if !(0..=19).contains(&self.server.work_nice) {
+            return bad(format!(
+                "server.work_nice = {} must be between 0 and 19",
+                self.server.work_nice
+            ));
+        }
         for key in &self.server.api_keys {
             match key.split_once(':') {
                 Some(("read" | "write" | "admin", secret)) if !secret.is_empty() => {}
@@ -733,6 +751,15 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<Config>("indx = \"typo\"").is_err());
+    }
+
+    #[test]
+    fn a_work_priority_outside_nice_values_is_rejected() {
+        for bad in [-1, 20] {
+            let mut config = Config::default();
+            config.server.work_nice = bad;
+            assert!(matches!(config.validate(), Err(Error::Config(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -37,8 +37,11 @@ const TASK: usize = 16 * 1024;
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    // Ties-to-even rounds in one vector instruction; `round` does not.
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    // n = round(x · log2 e), ties to even, as a float and as an integer,
+    // both read off 1.5 · 2^23 + n (see `ROUNDER`): `as i32` would check
+    // each lane for NaN and range one by one and undo the vectorising.
+    let shifted = x * std::f32::consts::LOG2_E + ROUNDER;
+    let n = shifted - ROUNDER;
     // Cody–Waite split of ln 2 keeps the reduction exact enough.
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
@@ -46,8 +49,19 @@ fn exp(x: f32) -> f32 {
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(rounded_bits(shifted).wrapping_add(127) << 23);
     p * scale
+}
+
+/// 1.5 · 2^23: a float in [2^23, 2^24) has a spacing of 1, so adding this
+/// to any `v` with |v| < 2^22 rounds `v` to an integer (ties to even) and
+/// leaves it, two's complement, in the low bits of the sum.
+const ROUNDER: f32 = 12_582_912.0;
+
+/// The integer `round(v)` out of `v + ROUNDER` (wrapping, as u32 bits).
+#[inline(always)]
+fn rounded_bits(shifted: f32) -> u32 {
+    shifted.to_bits().wrapping_sub(ROUNDER.to_bits())
 }
 
 /// `erf(x)` (Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7).
@@ -304,7 +318,7 @@ pub fn matmul(
     }
 }
 
-/// A weight matrix in int8 for short inputs (a search query): one
+/// A weight matrix in int8: one
 /// symmetric scale per output, each output's sum of quantized weights
 /// (which undoes the shift that makes the inputs unsigned), and the
 /// weights packed for VNNI: for each block of 16 outputs and each group of
@@ -332,7 +346,8 @@ impl Int8Weights {
         );
         let n = w.len() / k;
         let groups = k.div_ceil(4);
-        let blocks = n.div_ceil(OUT_LANES);
+        // Whole tiles of blocks; the padding outputs have zero weights.
+        let blocks = n.div_ceil(OUT_LANES * BLOCKS) * BLOCKS;
         let mut packed = vec![0i8; blocks * groups * 64];
         let mut scales = Vec::with_capacity(n);
         let mut sums = Vec::with_capacity(n);
@@ -380,7 +395,9 @@ fn quantize_unsigned(row: &[f32], out: &mut [u8]) -> (f32, i32) {
     let zero = (-lo / scale).round_ties_even().clamp(0.0, 255.0);
     let inv = 1.0 / scale;
     for (o, &v) in out.iter_mut().zip(row) {
-        *o = (v * inv + zero).round_ties_even().clamp(0.0, 255.0) as u8;
+        // Rounded through `ROUNDER` (in 0..=255, so the low byte holds it):
+        // `as u8` would not vectorise.
+        *o = rounded_bits((v * inv + zero).clamp(0.0, 255.0) + ROUNDER) as u8;
     }
     (scale, zero as i32)
 }
@@ -389,28 +406,60 @@ fn quantize_unsigned(row: &[f32], out: &mut [u8]) -> (f32, i32) {
 /// unsigned bytes over its own range, the weights to signed bytes per
 /// output; products are summed exactly in i32, then scaled back.
 /// The integer sums are the same on every CPU; AVX-512 VNNI computes them
-/// fastest. For a few rows: the inputs are quantized on each call.
-pub fn matmul_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
+/// fastest. With `parallel`, blocks of rows run on rayon's threads (a
+/// batch of documents); without, on the calling thread (a query).
+pub fn matmul_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights, parallel: bool) {
     let (k, n) = (w.k, w.outputs());
     let m = x.len() / k;
     assert!(x.len() == m * k && dst.len() == m * n, "shapes differ");
+    if parallel && m > INT8_TASK_ROWS {
+        dst.par_chunks_mut(INT8_TASK_ROWS * n)
+            .zip(x.par_chunks(INT8_TASK_ROWS * k))
+            .for_each(|(dst, x)| matmul_int8_rows(dst, x, w));
+    } else {
+        matmul_int8_rows(dst, x, w);
+    }
+}
+
+/// Rows of `x` per parallel task of [`matmul_int8`].
+const INT8_TASK_ROWS: usize = 64;
+
+/// Rows [`matmul_int8_rows`] quantizes, sums and scales back at a time,
+/// so their sums are still in cache when they are read.
+const INT8_CHUNK_ROWS: usize = 4 * ROWS;
+
+/// [`matmul_int8`] on the calling thread.
+fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
+    let (k, n) = (w.k, w.outputs());
+    let width = w.groups * 4;
+    let stride = w.packed.len() / width;
     // Inputs as unsigned bytes over each row's own range (x ≈ scale ·
     // (u − zero)), rows padded to whole groups (the padding meets zero
-    // weights).
-    let width = w.groups * 4;
-    let mut xu = vec![0u8; m * width];
-    let mut ranges = Vec::with_capacity(m);
-    for (row, out) in x.chunks_exact(k).zip(xu.chunks_exact_mut(width)) {
-        ranges.push(quantize_unsigned(row, out));
-    }
-    let stride = w.packed.len() / (w.groups * 4);
-    let mut sums = vec![0i32; m * stride];
-    int8_sums(&mut sums, &xu, w);
-    for (i, row) in sums.chunks_exact(stride).enumerate() {
-        let (scale, zero) = ranges[i];
-        for (j, &acc) in row[..n].iter().enumerate() {
-            let exact = acc - zero * w.sums[j];
-            dst[i * n + j] += scale * w.scales[j] * exact as f32;
+    // weights) and to whole tiles of rows (their sums are not read).
+    let mut xu = vec![0u8; INT8_CHUNK_ROWS * width];
+    let mut sums = vec![0i32; INT8_CHUNK_ROWS * stride];
+    let mut ranges = Vec::with_capacity(INT8_CHUNK_ROWS);
+    for (x, dst) in x
+        .chunks(INT8_CHUNK_ROWS * k)
+        .zip(dst.chunks_mut(INT8_CHUNK_ROWS * n))
+    {
+        let rows = (x.len() / k).div_ceil(ROWS) * ROWS;
+        let (xu, sums) = (&mut xu[..rows * width], &mut sums[..rows * stride]);
+        ranges.clear();
+        for (row, out) in x.chunks_exact(k).zip(xu.chunks_exact_mut(width)) {
+            ranges.push(quantize_unsigned(row, out));
+        }
+        int8_sums(sums, xu, w);
+        for ((row, out), &(scale, zero)) in sums
+            .chunks_exact(stride)
+            .zip(dst.chunks_exact_mut(n))
+            .zip(&ranges)
+        {
+            let outputs = out.iter_mut().zip(&row[..n]).zip(&w.scales).zip(&w.sums);
+            for (((d, &acc), &weight_scale), &weight_sum) in outputs {
+                let exact = acc - zero * weight_sum;
+                *d += scale * weight_scale * exact as f32;
+            }
         }
     }
 }
@@ -447,17 +496,20 @@ fn int8_sums_portable(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
     }
 }
 
-/// Input rows per VNNI block: with 4 blocks of 16 outputs, sixteen
-/// accumulators are in flight and no sum is ever reduced across lanes.
-const ROWS: usize = 4;
+/// One VNNI tile: 6 input rows × 4 blocks of 16 outputs, 24 accumulators
+/// held in registers (of 32) beside the 4 weight vectors and a broadcast,
+/// and no sum ever reduced across lanes. Inputs and weights are padded to
+/// whole tiles, so every tile is full and its loops have constant bounds.
+const ROWS: usize = 6;
 const BLOCKS: usize = 4;
 
 /// [`int8_sums`] with VNNI: each step broadcasts 4 input bytes of a row
 /// and multiplies them with the packed weights of 16 outputs.
 ///
 /// # Safety
-/// The CPU must have AVX-512F, BW and VNNI; `xu` holds rows of
-/// `groups × 4` bytes and `sums` a row of every block's outputs per row.
+/// The CPU must have AVX-512F, BW and VNNI; `xu` holds whole tiles of
+/// rows of `groups × 4` bytes, the weights whole tiles of blocks, and
+/// `sums` a row of every block's outputs per row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn int8_sums_vnni(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
@@ -467,30 +519,39 @@ unsafe fn int8_sums_vnni(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
     let m = xu.len() / width;
     let blocks = w.packed.len() / (groups * 64);
     let stride = blocks * OUT_LANES;
-    assert!(sums.len() == m * stride && w.packed.len() == blocks * groups * 64);
+    assert!(
+        sums.len() == m * stride
+            && w.packed.len() == blocks * groups * 64
+            && m.is_multiple_of(ROWS)
+            && blocks.is_multiple_of(BLOCKS)
+    );
+    let (x, packed) = (xu.as_ptr(), w.packed.as_ptr());
     for b in (0..blocks).step_by(BLOCKS) {
-        let bs = (blocks - b).min(BLOCKS);
         for i in (0..m).step_by(ROWS) {
-            let rows = (m - i).min(ROWS);
             let mut acc = [[_mm512_setzero_si512(); BLOCKS]; ROWS];
             for g in 0..groups {
                 let mut wv = [_mm512_setzero_si512(); BLOCKS];
-                for (c, v) in wv.iter_mut().enumerate().take(bs) {
-                    let at = ((b + c) * groups + g) * 64;
-                    // SAFETY: block b + c < blocks, group g < groups.
-                    *v = unsafe { _mm512_loadu_si512(w.packed.as_ptr().add(at).cast()) };
+                for (c, v) in wv.iter_mut().enumerate() {
+                    // SAFETY: block b + c < blocks and group g < groups
+                    // (asserted shapes), so the 64 bytes are in `packed`.
+                    *v = unsafe {
+                        _mm512_loadu_si512(packed.add(((b + c) * groups + g) * 64).cast())
+                    };
                 }
-                for (r, row) in acc.iter_mut().enumerate().take(rows) {
-                    let at = (i + r) * width + g * 4;
-                    let four = u32::from_le_bytes([xu[at], xu[at + 1], xu[at + 2], xu[at + 3]]);
-                    let xv = _mm512_set1_epi32(four as i32);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    // SAFETY: row i + r < m and byte g * 4 + 3 < width, so
+                    // the 4 bytes are in `xu`.
+                    let four = unsafe {
+                        std::ptr::read_unaligned(x.add((i + r) * width + g * 4).cast::<i32>())
+                    };
+                    let xv = _mm512_set1_epi32(four);
                     for (sum, wc) in row.iter_mut().zip(&wv) {
                         *sum = _mm512_dpbusd_epi32(*sum, xv, *wc);
                     }
                 }
             }
-            for (r, row) in acc.iter().enumerate().take(rows) {
-                for (c, sum) in row.iter().enumerate().take(bs) {
+            for (r, row) in acc.iter().enumerate() {
+                for (c, sum) in row.iter().enumerate() {
                     let at = (i + r) * stride + (b + c) * OUT_LANES;
                     let out = &mut sums[at..at + OUT_LANES];
                     // SAFETY: `out` holds 16 i32s.
@@ -577,7 +638,7 @@ mod tests {
             1,
         );
         let quantized = Int8Weights::new(&w, k);
-        matmul_int8(&mut got, &x, &quantized);
+        matmul_int8(&mut got, &x, &quantized, false);
         let largest = want.iter().fold(0.0f32, |a, b| a.max(b.abs()));
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 0.02 * largest, "{a} vs {b}");
@@ -602,6 +663,24 @@ mod tests {
                 assert_eq!(fast[i * stride + j], exact);
             }
         }
+    }
+
+    #[test]
+    fn int8_products_in_parallel_equal_the_serial_ones() {
+        // More rows than one task holds, and a last partial task.
+        let (m, k, n) = (3 * INT8_TASK_ROWS + 5, 40, 24);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 17) as f32 - 8.0) / 4.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 3 % 7) as f32 - 3.0) / 2.0)
+            .collect();
+        let quantized = Int8Weights::new(&w, k);
+        let mut serial = vec![0.25; m * n];
+        let mut parallel = serial.clone();
+        matmul_int8(&mut serial, &x, &quantized, false);
+        matmul_int8(&mut parallel, &x, &quantized, true);
+        assert_eq!(serial, parallel);
     }
 
     #[test]

@@ -77,10 +77,20 @@ fn an_index_written_before_collections_opens_as_default_with_nothing_reembedded(
             .iter()
             .all(|h| h["collection"] == "default")
     );
-    // Still a writable index: a second collection goes next to it.
+    // It keeps embedding its documents in f32, as the old release did,
+    // whatever new indexes use: every vector of an index is computed the
+    // same way.
+    assert_eq!(status["embedder"]["documents"], "f32", "{status}");
+    // Still a writable index: a second collection goes next to it, and
+    // takes the configured precision (int8 by default; f32 here, as set
+    // above).
+    std::fs::remove_file(tmp.path().join("lore.toml")).unwrap();
     run_ok(lore(&index).args(["collection", "create", "more"]));
     let status = json(lore(&index).args(["status", "--json"]));
     assert_eq!(status["chunks"], old_status["chunks"]);
+    assert_eq!(status["embedder"]["documents"], "f32", "{status}");
+    let more = json(lore(&index).args(["--collection", "more", "status", "--json"]));
+    assert_eq!(more["embedder"]["documents"], "int8", "{more}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! scripts/make_parity_fixture.py).
 
 use lore::embed::Embedder;
-use lore::embed::bert::{Backend, BertEmbedder};
+use lore::embed::bert::{Backend, BertEmbedder, Int8};
 
 use crate::util::{models_dir, root};
 
@@ -14,7 +14,9 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (na * nb)
 }
 
-fn check(backend: Backend) {
+/// Every vector of `backend` is within cosine `least` of
+/// sentence-transformers' own.
+fn check(backend: Backend, least: f32) {
     let fixture: serde_json::Value = serde_json::from_slice(
         &std::fs::read(root().join("tests/fixtures/embedding_parity.json")).unwrap(),
     )
@@ -53,7 +55,7 @@ fn check(backend: Backend) {
         assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
         let cos = cosine(want, have);
         assert!(
-            cos >= 0.999,
+            cos >= least,
             "{backend:?}: cosine {cos} for {:?}",
             &text[..text.len().min(40)]
         );
@@ -62,12 +64,21 @@ fn check(backend: Backend) {
 
 #[test]
 fn packed_encoder_matches_sentence_transformers() {
-    check(Backend::Packed);
+    check(Backend::Packed(Int8::OFF), 0.999);
+}
+
+#[test]
+fn int8_documents_stay_close_to_sentence_transformers() {
+    let int8 = Int8 {
+        queries: true,
+        documents: true,
+    };
+    check(Backend::Packed(int8), 0.995);
 }
 
 #[test]
 fn reference_encoder_matches_sentence_transformers() {
-    check(Backend::Reference);
+    check(Backend::Reference, 0.999);
 }
 
 #[test]
@@ -87,8 +98,12 @@ fn embedding_is_independent_of_batch_composition() {
 #[test]
 fn int8_queries_stay_close_to_f32_and_documents_stay_f32() {
     let dir = models_dir().join("all-minilm-l6-v2");
-    let f32 = BertEmbedder::load_with(&dir, 256, 4, Backend::Packed).unwrap();
-    let int8 = BertEmbedder::load_with(&dir, 256, 4, Backend::PackedInt8Queries).unwrap();
+    let f32 = BertEmbedder::load_with(&dir, 256, 4, Backend::Packed(Int8::OFF)).unwrap();
+    let queries = Int8 {
+        queries: true,
+        documents: false,
+    };
+    let int8 = BertEmbedder::load_with(&dir, 256, 4, Backend::Packed(queries)).unwrap();
     let queries = [
         "how many vacation days carry over to next year",
         "Does vitamin D supplementation reduce fracture risk in older adults?",
@@ -103,7 +118,7 @@ fn int8_queries_stay_close_to_f32_and_documents_stay_f32() {
         assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
         let cos = cosine(&exact, &fast);
         assert!(cos > 0.99, "{query}: cosine {cos} to the f32 vector");
-        // Documents take the f32 path whatever the backend.
+        // Documents stay in f32 when only queries run in int8.
         assert_eq!(int8.embed(&[query]).unwrap()[0], exact, "{query}");
     }
     // A query past 64 tokens runs in f32.
@@ -112,4 +127,26 @@ fn int8_queries_stay_close_to_f32_and_documents_stay_f32() {
         int8.embed_query(&long).unwrap(),
         f32.embed_query(&long).unwrap()
     );
+}
+
+#[test]
+fn int8_documents_do_not_depend_on_their_batch() {
+    // Each row is quantized over its own range, so a text's vector is the
+    // same alone, in a mixed batch, and in a batch split across threads.
+    let dir = models_dir().join("all-minilm-l6-v2");
+    let all = Int8 {
+        queries: true,
+        documents: true,
+    };
+    let int8 = BertEmbedder::load_with(&dir, 256, 64, Backend::Packed(all)).unwrap();
+    let f32 = BertEmbedder::load_with(&dir, 256, 64, Backend::Packed(Int8::OFF)).unwrap();
+    let text = "the pager fires at night and the on-call engineer acknowledges it";
+    let alone = int8.embed(&[text]).unwrap().remove(0);
+    let filler = "a much longer text about databases and failover procedures ".repeat(8);
+    let mut batch = vec![filler.as_str(); 40];
+    batch.insert(17, text);
+    assert_eq!(int8.embed(&batch).unwrap()[17], alone);
+    let exact = f32.embed(&[text]).unwrap().remove(0);
+    assert_ne!(alone, exact, "the document did not run in int8");
+    assert!(cosine(&alone, &exact) > 0.995);
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::{Chunker, embedding_input};
 use crate::config::Config;
 use crate::embed::Embedder;
-use crate::embed::bert::{Backend, BertEmbedder};
+use crate::embed::bert::{Backend, BertEmbedder, Int8};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::{load, walk};
@@ -46,8 +46,11 @@ pub struct Throughput {
 pub struct EmbedBench {
     /// Mean tokens per chunk.
     pub mean_tokens: f64,
-    /// lore's encoder.
+    /// lore's encoder, documents in the configured precision.
     pub lore: Throughput,
+    /// lore's encoder with documents in f32, when they are configured in
+    /// int8 (the same chunks, the same run).
+    pub f32: Option<Throughput>,
     /// candle-transformers' BertModel, padded batches (as in its example).
     pub baseline: Option<Throughput>,
     /// lore / baseline chunks per second.
@@ -116,14 +119,30 @@ fn measure(name: &str, embedder: &BertEmbedder, texts: &[&str]) -> Result<Throug
     })
 }
 
-/// Embeds `chunks` with lore's encoder and (when `baseline`) with the
-/// reference one, and reports both.
+/// Embeds `chunks` with lore's encoder as configured (and in f32 too when
+/// documents are configured in int8) and, when `baseline`, with the
+/// reference one, and reports them.
 pub fn embed(config: &Config, chunks: &[String], baseline: bool) -> Result<EmbedBench> {
     let dir = config.embedder_dir();
     let texts: Vec<&str> = chunks.iter().map(String::as_str).collect();
     let (max, batch) = (config.embedder.max_tokens, config.embedder.batch_size);
-    let fast = BertEmbedder::load_with(&dir, max, batch, Backend::Packed)?;
-    let lore = measure("packed", &fast, &texts)?;
+    let int8 = Int8 {
+        queries: config.embedder.int8_queries,
+        documents: config.embedder.int8_documents,
+    };
+    let fast = BertEmbedder::load_with(&dir, max, batch, Backend::Packed(int8))?;
+    let lore = if int8.documents {
+        measure("packed-int8", &fast, &texts)?
+    } else {
+        measure("packed", &fast, &texts)?
+    };
+    drop(fast);
+    let f32 = if int8.documents {
+        let exact = BertEmbedder::load_with(&dir, max, batch, Backend::Packed(Int8::OFF))?;
+        Some(measure("packed", &exact, &texts)?)
+    } else {
+        None
+    };
     let baseline = if baseline {
         let reference = BertEmbedder::load_with(&dir, max, batch, Backend::Reference)?;
         Some(measure("candle-bert-padded", &reference, &texts)?)
@@ -136,6 +155,7 @@ pub fn embed(config: &Config, chunks: &[String], baseline: bool) -> Result<Embed
             .as_ref()
             .map(|b| lore.chunks_per_s / b.chunks_per_s),
         lore,
+        f32,
         baseline,
     })
 }

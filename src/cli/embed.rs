@@ -6,10 +6,16 @@ use anyhow::Context;
 use super::{Global, SomeSkipped, config};
 pub fn run(global: &Global) -> anyhow::Result<()> {
     let config = config(global, |_| {})?;
-    let embedder = lore::embed::bert::BertEmbedder::load(
+    // Documents in the precision a new index would embed them in.
+    let int8 = lore::embed::bert::Int8 {
+        queries: false,
+        documents: config.embedder.int8_documents,
+    };
+    let embedder = lore::embed::bert::BertEmbedder::load_with(
         &config.embedder_dir(),
         config.embedder.max_tokens,
         config.embedder.batch_size,
+        lore::embed::bert::Backend::Packed(int8),
     )
     .context("while loading the embedder")?;
     let chunker = lore::chunk::Chunker::new(

@@ -77,7 +77,7 @@ pub fn run(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
     let explicit_index = global.index.is_some() || std::env::var_os("LORE_INDEX").is_some();
     let config = config(global, |c| {
         if !explicit_index {
-            c.index = eval_index_dir(&dir);
+            c.index = eval_index_dir(&dir, c);
         }
     })?;
     let engine = eval_engine(config, std::slice::from_ref(&data.corpus))?;
@@ -247,7 +247,7 @@ pub fn eval_answers(global: &Global, dir: &Path, args: EvalArgs) -> anyhow::Resu
     let explicit_index = global.index.is_some() || std::env::var_os("LORE_INDEX").is_some();
     let config = config(global, |c| {
         if !explicit_index {
-            c.index = eval_index_dir(dir);
+            c.index = eval_index_dir(dir, c);
         }
         if args.generator.is_some() {
             c.generator.model = args.generator.clone();
@@ -306,8 +306,9 @@ pub fn eval_engine(config: Config, corpus: &[PathBuf]) -> anyhow::Result<Engine>
 }
 
 /// A per-dataset index in the user's cache, so `lore eval` never writes
-/// into the dataset folder and reruns reuse the index.
-pub fn eval_index_dir(dataset: &std::path::Path) -> PathBuf {
+/// into the dataset folder and reruns reuse the index; one per document
+/// precision, since an index keeps the precision it was created with.
+pub fn eval_index_dir(dataset: &std::path::Path, config: &lore::config::Config) -> PathBuf {
     let canonical = dataset
         .canonicalize()
         .unwrap_or_else(|_| dataset.to_path_buf());
@@ -321,5 +322,12 @@ pub fn eval_index_dir(dataset: &std::path::Path) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from("."))
         .join("lore");
-    cache.join("eval").join(format!("{name}-{}", &hash[..8]))
+    let precision = if config.embedder.int8_documents {
+        ""
+    } else {
+        "-f32"
+    };
+    cache
+        .join("eval")
+        .join(format!("{name}-{}{precision}", &hash[..8]))
 }

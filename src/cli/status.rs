@@ -26,8 +26,8 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<()> {
     println!("keyword docs {}", status.keyword_docs);
     println!("tombstones   {}", status.tombstones);
     println!(
-        "embedder     {} (dim {})",
-        status.embedder.id, status.embedder.dim
+        "embedder     {} (dim {}, documents in {})",
+        status.embedder.id, status.embedder.dim, status.embedder.documents
     );
     println!("model        {}", status.embedder.path.display());
     println!(

@@ -6,7 +6,8 @@
 //!   end with no padding; the dense layers run as one large GEMM over all
 //!   tokens, Q/K/V as one fused projection (Q pre-scaled), attention per
 //!   sequence, and erf-GELU through the vectorised kernel in
-//!   `kernels`.
+//!   `kernels`. Its [`Int8`] says which inputs run the dense layers in
+//!   8-bit integers (short queries, documents, both or neither).
 //! - [`Backend::Reference`]: candle-transformers' `BertModel` on padded,
 //!   length-sorted batches, as in candle's example. Kept as the baseline for
 //!   `lore bench` and as a parity oracle in tests.
@@ -20,7 +21,7 @@ use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use rayon::prelude::*;
 
-use super::{Embedder, EmbedderInfo, normalize};
+use super::{Embedder, EmbedderInfo, Precision, normalize};
 use crate::chunk::Sizer;
 use crate::error::{Error, Result};
 use crate::kernels::{
@@ -86,13 +87,29 @@ impl ModelFiles {
 /// Which forward pass to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// Packed sequences, fused kernels (fast).
-    Packed,
-    /// [`Backend::Packed`], with short inputs (a search query: up to 64
-    /// tokens) through int8 dense layers (fastest for queries).
-    PackedInt8Queries,
+    /// Packed sequences, fused kernels (fast), with the dense layers in
+    /// int8 for the inputs [`Int8`] names.
+    Packed(Int8),
     /// candle-transformers' padded `BertModel` (baseline).
     Reference,
+}
+
+/// Which inputs of the packed pass run their dense layers in int8.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Int8 {
+    /// Search queries up to 64 tokens (longer ones run in f32), on the
+    /// calling thread.
+    pub queries: bool,
+    /// Documents ([`Embedder::embed`]), on rayon's threads.
+    pub documents: bool,
+}
+
+impl Int8 {
+    /// Everything in f32.
+    pub const OFF: Int8 = Int8 {
+        queries: false,
+        documents: false,
+    };
 }
 
 enum Model {
@@ -117,19 +134,21 @@ pub struct BertEmbedder {
 }
 
 impl BertEmbedder {
-    /// The id and dimension of the model in `dir`, without loading weights.
+    /// The id and dimension of the model in `dir`, without loading weights
+    /// (documents: f32; the caller sets the precision it loads with).
     pub fn identify(dir: &Path) -> Result<EmbedderInfo> {
         let files = ModelFiles::read(dir)?;
         Ok(EmbedderInfo {
             id: files.id(dir),
             dim: files.config.hidden_size,
+            documents: Precision::F32,
         })
     }
 
     /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from
     /// `dir`; inputs are truncated to `max_tokens`.
     pub fn load(dir: &Path, max_tokens: usize, batch_size: usize) -> Result<Self> {
-        Self::load_with(dir, max_tokens, batch_size, Backend::Packed)
+        Self::load_with(dir, max_tokens, batch_size, Backend::Packed(Int8::OFF))
     }
 
     /// Like [`BertEmbedder::load`], choosing the forward pass.
@@ -157,11 +176,8 @@ impl BertEmbedder {
             unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
                 .map_err(|e| model_err(format!("model.safetensors: {e}")))?;
         let model = match backend {
-            Backend::Packed => {
-                PackedBert::load(&weights, vb, &files.config, false).map(Model::Packed)
-            }
-            Backend::PackedInt8Queries => {
-                PackedBert::load(&weights, vb, &files.config, true).map(Model::Packed)
+            Backend::Packed(int8) => {
+                PackedBert::load(&weights, vb, &files.config, int8).map(Model::Packed)
             }
             Backend::Reference => BertModel::load(vb, &files.config).map(Model::Reference),
         }
@@ -237,7 +253,7 @@ fn reference_forward(model: &BertModel, batch: &[&Encoding]) -> Result<Vec<Vec<f
 const SMALL_BATCH_TOKENS: usize = 8;
 
 /// Up to this many tokens a query's dense layers run in int8 when
-/// `int8_queries` is on (longer ones in f32).
+/// [`Int8::queries`] is on (longer ones in f32).
 const INT8_TOKENS: usize = 64;
 
 /// One encoder layer with weights laid out for the packed pass: matrices
@@ -257,8 +273,8 @@ struct Layer {
 
 /// BERT encoder running packed (unpadded) batches on plain buffers.
 struct PackedBert {
-    /// Short inputs through the int8 dense layers.
-    int8_queries: bool,
+    /// The inputs that run the int8 dense layers.
+    int8: Int8,
     word: WordTable,
     vocab: usize,
     position: Vec<f32>,
@@ -275,8 +291,10 @@ struct PackedBert {
 /// Working buffers of one forward pass, sized for `tokens` tokens.
 #[derive(Default)]
 struct Scratch {
-    /// This pass runs its dense layers in int8 (a query).
+    /// This pass runs its dense layers in int8.
     int8: bool,
+    /// This pass splits its work over rayon's threads.
+    parallel: bool,
     x: Vec<f32>,
     qkv: Vec<f32>,
     context: Vec<f32>,
@@ -300,8 +318,8 @@ fn linear(
     Ok((w, b))
 }
 
-/// A dense layer's weight: row-major `[in, out]` in f32 for documents,
-/// and in int8 for queries when they run in int8.
+/// A dense layer's weight: row-major `[in, out]` in f32, and in int8 when
+/// some inputs run in int8.
 struct Weight {
     f32: Vec<f32>,
     int8: Option<Int8Weights>,
@@ -321,11 +339,11 @@ impl Weight {
         })
     }
 
-    /// `dst += x × W`, in int8 (when asked and held) or as an f32 GEMM on
-    /// `threads` threads.
+    /// `dst += x × W`, in int8 (when asked and held) or as an f32 GEMM,
+    /// on `threads` threads.
     fn apply(&self, dst: &mut [f32], x: &[f32], threads: usize, int8: bool) {
         if let Some(weights) = self.int8.as_ref().filter(|_| int8) {
-            return matmul_int8(dst, x, weights);
+            return matmul_int8(dst, x, weights, threads > 1);
         }
         let k = self.f32.len() / self.out;
         let a = View::dense(x, x.len() / k, k);
@@ -426,8 +444,9 @@ impl PackedBert {
         weights: &Path,
         vb: VarBuilder,
         config: &BertConfig,
-        int8_queries: bool,
+        int8: Int8,
     ) -> candle_core::Result<Self> {
+        let int8_weights = int8.queries || int8.documents;
         const WORD: &str = "embeddings.word_embeddings.weight";
         let (vb, word_name) = if vb.contains_tensor(WORD) {
             (vb, WORD.to_string())
@@ -457,14 +476,14 @@ impl PackedBert {
                 h,
             )?;
             layers.push(Layer {
-                qkv_w: Weight::new(&Tensor::cat(&[(q_w * scale)?, k_w, v_w], 0)?, int8_queries)?,
+                qkv_w: Weight::new(&Tensor::cat(&[(q_w * scale)?, k_w, v_w], 0)?, int8_weights)?,
                 qkv_b: flat(&Tensor::cat(&[(q_b * scale)?, k_b, v_b], 0)?)?,
-                out_w: Weight::new(&out_w, int8_queries)?,
+                out_w: Weight::new(&out_w, int8_weights)?,
                 out_b: flat(&out_b)?,
                 ln1: norm(&vb, &format!("{p}.attention.output.LayerNorm"), h)?,
-                ff1_w: Weight::new(&ff1_w, int8_queries)?,
+                ff1_w: Weight::new(&ff1_w, int8_weights)?,
                 ff1_b: flat(&ff1_b)?,
-                ff2_w: Weight::new(&ff2_w, int8_queries)?,
+                ff2_w: Weight::new(&ff2_w, int8_weights)?,
                 ff2_b: flat(&ff2_b)?,
                 ln2: norm(&vb, &format!("{p}.output.LayerNorm"), h)?,
             });
@@ -474,7 +493,7 @@ impl PackedBert {
             "embeddings.token_type_embeddings.weight",
         )?;
         Ok(PackedBert {
-            int8_queries,
+            int8,
             word: WordTable::load(weights, &vb, &word_name, (config.vocab_size, h))?,
             vocab: config.vocab_size,
             position: flat(&vb.get(
@@ -493,7 +512,8 @@ impl PackedBert {
     }
 
     /// Mean-pooled (not yet normalised) outputs, one per sequence; a short
-    /// `query` in int8 when `int8_queries` is on.
+    /// `query` in int8 when [`Int8::queries`] is on, documents when
+    /// [`Int8::documents`] is.
     fn forward(&self, batch: &[&Encoding], query: bool) -> Result<Vec<Vec<f32>>> {
         let h = self.hidden;
         let seqs: Vec<&[u32]> = batch
@@ -524,16 +544,23 @@ impl PackedBert {
         }
         let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let tokens: usize = lens.iter().sum();
+        let int8 = if query {
+            self.int8.queries && tokens <= INT8_TOKENS
+        } else {
+            self.int8.documents
+        };
         let mut s = Scratch {
-            int8: query && self.int8_queries && tokens <= INT8_TOKENS,
+            int8,
+            // Splitting a query's int8 products across threads costs more
+            // than it saves: it runs on the calling thread.
+            parallel: tokens >= SMALL_BATCH_TOKENS && !(query && int8),
             x: vec![0.0; tokens * h],
             qkv: vec![0.0; tokens * 3 * h],
             context: vec![0.0; tokens * h],
             tmp: vec![0.0; tokens * h],
             inner: vec![0.0; tokens * self.intermediate],
         };
-        let parallel = tokens >= SMALL_BATCH_TOKENS && !s.int8;
-        self.embed_tokens(&seqs, &mut s.x, parallel)?;
+        self.embed_tokens(&seqs, &mut s.x, s.parallel)?;
         for layer in &self.layers {
             self.layer(layer, &lens, &mut s);
         }
@@ -572,11 +599,7 @@ impl PackedBert {
     }
 
     fn layer(&self, l: &Layer, lens: &[usize], s: &mut Scratch) {
-        let tokens = s.x.len() / self.hidden;
-        let int8 = s.int8;
-        // Splitting a small product across threads costs more than it
-        // saves: a query runs on the calling thread.
-        let parallel = tokens >= SMALL_BATCH_TOKENS && !int8;
+        let (int8, parallel) = (s.int8, s.parallel);
         let threads = if parallel {
             rayon::current_num_threads()
         } else {

@@ -42,6 +42,44 @@ pub struct EmbedderInfo {
     pub id: String,
     /// Vector dimension.
     pub dim: usize,
+    /// How the index's documents are embedded: every vector of an index
+    /// is computed the same way, so an index keeps the precision it was
+    /// created with (one written before this was recorded: f32).
+    #[serde(default)]
+    pub documents: Precision,
+}
+
+/// The arithmetic of an encoder's dense layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats throughout.
+    #[default]
+    F32,
+    /// Dense layers in 8-bit integers (inputs per row, weights per output),
+    /// the rest in f32.
+    Int8,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
+impl Precision {
+    /// `Int8` when `int8` holds.
+    pub fn int8_if(int8: bool) -> Precision {
+        if int8 {
+            Precision::Int8
+        } else {
+            Precision::F32
+        }
+    }
 }
 
 /// Scales `v` to unit length (leaves a zero vector alone).

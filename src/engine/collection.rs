@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::Chunker;
 use crate::config::{Config, VectorsBackend};
-use crate::embed::{Embedder, EmbedderInfo};
+use crate::embed::{Embedder, EmbedderInfo, Precision};
 use crate::error::{Error, Result};
+use crate::store::manifest::Manifest;
 use crate::store::{Index, VectorsAt};
 
 use crate::types::{DEFAULT_COLLECTION, check_collection_name as check_name};
@@ -61,11 +62,13 @@ impl Model {
         }
     }
 
-    /// A model around an embedder the caller built.
-    pub(crate) fn ready(embedder: Arc<dyn Embedder>) -> Model {
+    /// A model around an embedder the caller built, taken to embed
+    /// documents in `documents`.
+    pub(crate) fn ready(embedder: Arc<dyn Embedder>, documents: Precision) -> Model {
         let info = EmbedderInfo {
             id: embedder.id().to_string(),
             dim: embedder.dim(),
+            documents,
         };
         let shared = embedder.clone();
         let model = Model::lazy(info, PathBuf::new(), move || Ok(shared.clone()));
@@ -123,8 +126,8 @@ impl Collection {
 }
 
 /// Finds the model for a collection's recorded embedder (`None`: the
-/// configured one).
-pub(crate) type Resolve = dyn Fn(Option<&Path>) -> Result<Arc<Model>> + Send + Sync;
+/// configured one), embedding documents in the given precision.
+pub(crate) type Resolve = dyn Fn(Option<&Path>, Precision) -> Result<Arc<Model>> + Send + Sync;
 
 /// The collections of one index directory, opened on first use.
 pub(crate) struct Collections {
@@ -190,7 +193,13 @@ impl Collections {
         resolve: &Resolve,
     ) -> Result<Arc<Collection>> {
         let record = read_record(dir)?;
-        let model = resolve(record.embedder.as_deref())?;
+        // An index keeps the precision its vectors were computed in; a new
+        // one takes the configured precision.
+        let documents = match Manifest::read(dir)? {
+            Some(manifest) => manifest.embedder.documents,
+            None => configured_precision(config),
+        };
+        let model = resolve(record.embedder.as_deref(), documents)?;
         let index = Index::open_with(dir, &model.info, &config.hnsw, vectors_at(config, name))?;
         Ok(Arc::new(Collection {
             name: name.to_string(),
@@ -273,12 +282,16 @@ impl Collections {
         }
         // A named embedder is the caller's input: one that is missing or
         // does not load is their mistake, not the server's.
-        let model = resolve(embedder).map_err(|e| match (embedder, e) {
-            (Some(path), err @ (Error::Model { .. } | Error::Io { .. })) => {
-                Error::InvalidRequest(format!("embedder {} does not load: {err}", path.display()))
-            }
-            (_, err) => err,
-        })?;
+        let model =
+            resolve(embedder, configured_precision(config)).map_err(|e| match (embedder, e) {
+                (Some(path), err @ (Error::Model { .. } | Error::Io { .. })) => {
+                    Error::InvalidRequest(format!(
+                        "embedder {} does not load: {err}",
+                        path.display()
+                    ))
+                }
+                (_, err) => err,
+            })?;
         let parent = self.root.join(DIR);
         let temp = parent.join(format!(".new-{name}-{}", crate::types::random_id()));
         std::fs::create_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
@@ -325,6 +338,11 @@ impl Collections {
         sync_dir(&parent);
         std::fs::remove_dir_all(&gone).map_err(|e| Error::io(&gone, e))
     }
+}
+
+/// The precision new indexes embed their documents in.
+fn configured_precision(config: &Config) -> Precision {
+    Precision::int8_if(config.embedder.int8_documents)
 }
 
 fn read_record(dir: &Path) -> Result<Record> {

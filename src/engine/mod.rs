@@ -36,8 +36,8 @@ pub use snapshot::{CURRENT, SnapshotReport};
 pub use technique::Technique;
 
 use crate::config::Config;
-use crate::embed::Embedder;
-use crate::embed::bert::{Backend, BertEmbedder};
+use crate::embed::bert::{Backend, BertEmbedder, Int8};
+use crate::embed::{Embedder, EmbedderInfo, Precision};
 use crate::error::{Error, Result};
 use crate::generate::Generator;
 use crate::generate::gguf::GgufGenerator;
@@ -118,6 +118,9 @@ pub struct EmbedderStatus {
     pub id: String,
     /// Vector dimension.
     pub dim: usize,
+    /// How this collection's documents are embedded (fixed when it was
+    /// created).
+    pub documents: Precision,
     /// Model directory.
     #[cfg_attr(feature = "server", schema(value_type = String))]
     pub path: PathBuf,
@@ -158,27 +161,30 @@ impl Engine {
         config.validate()?;
         let configured = config.embedder_dir();
         let (max_tokens, batch) = (config.embedder.max_tokens, config.embedder.batch_size);
-        let backend = if config.embedder.int8_queries {
-            Backend::PackedInt8Queries
-        } else {
-            Backend::Packed
-        };
-        let cache: Mutex<HashMap<PathBuf, Arc<Model>>> = Mutex::default();
-        let resolve = move |spec: Option<&Path>| -> Result<Arc<Model>> {
+        let queries = config.embedder.int8_queries;
+        let cache: Mutex<HashMap<(PathBuf, Precision), Arc<Model>>> = Mutex::default();
+        let resolve = move |spec: Option<&Path>, documents: Precision| -> Result<Arc<Model>> {
             let dir = spec.map_or_else(|| configured.clone(), Path::to_path_buf);
             let mut cache = cache
                 .lock()
                 .map_err(|_| Error::store("models", "an earlier load panicked"))?;
-            if let Some(model) = cache.get(&dir) {
+            if let Some(model) = cache.get(&(dir.clone(), documents)) {
                 return Ok(model.clone());
             }
-            let info = BertEmbedder::identify(&dir)?;
+            let info = EmbedderInfo {
+                documents,
+                ..BertEmbedder::identify(&dir)?
+            };
             let path = dir.clone();
+            let backend = Backend::Packed(Int8 {
+                queries,
+                documents: documents == Precision::Int8,
+            });
             let model = Arc::new(Model::lazy(info, dir.clone(), move || {
                 let embedder = BertEmbedder::load_with(&path, max_tokens, batch, backend)?;
                 Ok(Arc::new(embedder) as Arc<dyn Embedder>)
             }));
-            cache.insert(dir, model.clone());
+            cache.insert((dir, documents), model.clone());
             Ok(model)
         };
         Self::build(config, Box::new(resolve))
@@ -209,24 +215,29 @@ impl Engine {
 
     /// Opens the configured index with embedders the caller builds: `make`
     /// gets a collection's recorded model directory (`None`: the default
-    /// embedder) and is asked once per directory.
+    /// embedder) and is asked once per directory. How such an embedder
+    /// computes its vectors is the caller's: the precision an index
+    /// records ([`EmbedderInfo::documents`]) is taken as given.
     pub fn with_embedders(
         config: Config,
         make: impl Fn(Option<&Path>) -> Result<Arc<dyn Embedder>> + Send + Sync + 'static,
     ) -> Result<Engine> {
         config.validate()?;
-        let cache: Mutex<HashMap<Option<PathBuf>, Arc<Model>>> = Mutex::default();
-        let resolve = move |spec: Option<&Path>| -> Result<Arc<Model>> {
+        let cache: Mutex<HashMap<Option<PathBuf>, Arc<dyn Embedder>>> = Mutex::default();
+        let resolve = move |spec: Option<&Path>, documents: Precision| -> Result<Arc<Model>> {
             let key = spec.map(Path::to_path_buf);
             let mut cache = cache
                 .lock()
                 .map_err(|_| Error::store("models", "an earlier load panicked"))?;
-            if let Some(model) = cache.get(&key) {
-                return Ok(model.clone());
-            }
-            let model = Arc::new(Model::ready(make(spec)?));
-            cache.insert(key, model.clone());
-            Ok(model)
+            let embedder = match cache.get(&key) {
+                Some(embedder) => embedder.clone(),
+                None => {
+                    let embedder = make(spec)?;
+                    cache.insert(key, embedder.clone());
+                    embedder
+                }
+            };
+            Ok(Arc::new(Model::ready(embedder, documents)))
         };
         Self::build(config, Box::new(resolve))
     }
@@ -528,6 +539,7 @@ impl Engine {
             embedder: EmbedderStatus {
                 id: collection.embedder_info().id.clone(),
                 dim: collection.embedder_info().dim,
+                documents: collection.embedder_info().documents,
                 path: collection.embedder_path().to_path_buf(),
             },
             index_bytes: s.index_bytes,

@@ -62,6 +62,9 @@ pub struct State {
     /// Turns for blocking work, one per core; a running generation holds
     /// one (while `reserved` lets it) so searches cannot crowd it out.
     cpu: Arc<Semaphore>,
+    /// The threads blocking work runs on (searches, ingestion, status), at
+    /// a lower priority than generations (`server.work_nice`).
+    work: Arc<rayon::ThreadPool>,
     /// Cores generations may hold at once: all but one, so searches always
     /// have a core too.
     reserved: Arc<Semaphore>,
@@ -210,6 +213,42 @@ impl Gate {
     }
 }
 
+/// `cores` threads for blocking work, each at priority `nice`: under load
+/// the kernel gives a running generation's threads the cores first, and
+/// the work the rest (alone, it has them all).
+fn work_pool(cores: usize, nice: i32) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(cores)
+        .thread_name(|i| format!("lore-work-{i}"))
+        .start_handler(move |_| lower_priority(nice))
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the work threads: {e}")))
+}
+
+/// Lowers the calling thread's priority to `nice` (Linux applies it to
+/// the one thread; elsewhere it would apply to the whole process, so it is
+/// not done).
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: two system calls about the calling thread; no memory is
+        // passed. The thread id is positive, so it fits an id_t.
+        let failed = unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) != 0
+        };
+        if failed {
+            tracing::warn!(
+                nice,
+                error = %std::io::Error::last_os_error(),
+                "cannot lower the priority of a work thread; searches share the cores with generations"
+            );
+        }
+    }
+}
+
 /// Host names the server answers to: the configured ones, else the
 /// loopback names when bound to loopback (DNS rebinding), else any.
 fn allowed_hosts(config: &ServerConfig, loopback: bool) -> Vec<String> {
@@ -252,6 +291,11 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
     let cores = engine.config().threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
+    let work = Arc::new(work_pool(cores, config.work_nice)?);
+    // candle's decoding workers start with the priority of the thread that
+    // first decodes: start them here, at the process's own, before any
+    // lowered thread exists.
+    candle_core::utils::barrier_pool();
     let local_token = crate::types::random_id();
     let index_dir = engine.dir().to_path_buf();
     let engine = Arc::new(engine);
@@ -266,6 +310,7 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         body_limit: config.max_body_bytes,
         local_token: local_token.clone(),
         cpu: Arc::new(Semaphore::new(cores)),
+        work,
         reserved: Arc::new(Semaphore::new(cores.saturating_sub(1))),
         uploads: Semaphore::new(UPLOADS_AT_ONCE),
         guard: guard::Policy {

@@ -189,16 +189,18 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     ))
 }
 
-/// Runs blocking engine work off the reactor, within the request timeout,
-/// at most one task per core at a time (more would only fight over the
-/// cores with each other and with a running generation).
+/// Runs blocking engine work off the reactor on the work threads (below
+/// a generation's priority), within the request timeout, at most one task
+/// per core at a time (more would only fight over the cores with each
+/// other and with a running generation).
 pub async fn blocking<T: Send + 'static>(
     state: &State,
     work: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let pool = state.work.clone();
     let run = async {
         let _turn = state.cpu.acquire().await;
-        web::block(work).await
+        web::block(move || pool.install(work)).await
     };
     match tokio::time::timeout(state.timeout, run).await {
         Ok(result) => Ok(result??),

@@ -603,6 +603,7 @@ mod tests {
         let info = EmbedderInfo {
             id: "test".into(),
             dim: 4,
+            documents: Default::default(),
         };
         let hnsw = HnswConfig::default();
         {

@@ -92,15 +92,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_manifest_written_before_precision_was_recorded_reads_as_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{"format_version": 1, "embedder": {"id": "m-1234", "dim": 384}}"#;
+        std::fs::write(dir.path().join(FILE), old).unwrap();
+        let manifest = Manifest::read(dir.path()).unwrap().unwrap();
+        assert_eq!(manifest.embedder.documents, crate::embed::Precision::F32);
+        // And a new one records what it was created with.
+        let int8 = EmbedderInfo {
+            id: "m-1234".into(),
+            dim: 384,
+            documents: crate::embed::Precision::Int8,
+        };
+        let other = tempfile::tempdir().unwrap();
+        Manifest::open_or_create(other.path(), &int8).unwrap();
+        let text = std::fs::read_to_string(other.path().join(FILE)).unwrap();
+        assert!(text.contains(r#""documents": "int8""#), "{text}");
+    }
+
+    #[test]
     fn opening_with_another_embedder_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let a = EmbedderInfo {
             id: "a".into(),
             dim: 4,
+            documents: Default::default(),
         };
         let b = EmbedderInfo {
             id: "b".into(),
             dim: 8,
+            documents: Default::default(),
         };
         Manifest::open_or_create(dir.path(), &a).unwrap();
         Manifest::open_or_create(dir.path(), &a).unwrap();

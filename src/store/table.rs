@@ -238,6 +238,7 @@ pub(crate) mod tests {
         let info = EmbedderInfo {
             id: "test".into(),
             dim: 4,
+            documents: Default::default(),
         };
         let index = Index::open(dir.path(), &info, &HnswConfig::default()).unwrap();
         let put = |docs| Change {

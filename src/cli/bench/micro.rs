@@ -240,6 +240,9 @@ pub fn embed(
     };
     println!("mean tokens per chunk: {:.1}", result.mean_tokens);
     line(&result.lore);
+    if let Some(exact) = &result.f32 {
+        line(exact);
+    }
     if let Some(b) = &result.baseline {
         line(b);
     }

@@ -92,6 +92,13 @@ fn print_all(r: &AllBench) {
         "embedding: {:.1} chunks/s, {:.0} tokens/s ({} chunks, {:.0} tokens each)",
         e.lore.chunks_per_s, e.lore.tokens_per_s, e.lore.chunks, e.mean_tokens
     );
+    if let Some(exact) = &e.f32 {
+        println!(
+            "  in f32: {:.1} chunks/s; int8 is {:.2}x",
+            exact.chunks_per_s,
+            e.lore.chunks_per_s / exact.chunks_per_s
+        );
+    }
     if let (Some(b), Some(ratio)) = (&e.baseline, e.ratio) {
         println!(
             "  baseline {}: {:.1} chunks/s, {:.0} tokens/s; lore is {ratio:.2}x",
