@@ -94,6 +94,37 @@ fn an_index_written_before_collections_opens_as_default_with_nothing_reembedded(
 }
 
 #[test]
+fn a_new_index_records_how_its_documents_are_embedded() {
+    // Through the CLI: as configured (int8 by default).
+    for (setting, want) in [
+        ("", "int8"),
+        ("[embedder]\nint8_documents = false\n", "f32"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("lore.toml"), setting).unwrap();
+        let index = tmp.path().join("index");
+        run_ok(lore(&index).args(["ingest", root().join("corpora/tiny").to_str().unwrap()]));
+        let status = json(lore(&index).args(["status", "--json"]));
+        assert_eq!(
+            status["embedder"]["documents"], want,
+            "{setting:?}: {status}"
+        );
+    }
+    // Through the library with the caller's own embedder: what it reports
+    // (BertEmbedder::load embeds documents in f32), whatever the setting.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        index: tmp.path().join("index"),
+        models: crate::util::models_dir(),
+        ..Config::default()
+    };
+    let embedder = lore::embed::bert::BertEmbedder::load(&config.embedder_dir(), 256, 8).unwrap();
+    let engine = Engine::with_embedder(config, Arc::new(embedder)).unwrap();
+    let status = engine.status("default").unwrap();
+    assert_eq!(status.embedder.documents, lore::embed::Precision::F32);
+}
+
+#[test]
 fn collections_are_created_filled_searched_together_and_dropped() {
     let (_tmp, index) = ingested("corpora/tiny");
     // Audit events reach a terminal with -v (always the audit file).

@@ -705,6 +705,13 @@ impl Embedder for BertEmbedder {
             .ok_or_else(|| Error::Inference("the encoder returned no vector".into()))
     }
 
+    fn documents(&self) -> Precision {
+        match &self.model {
+            Model::Packed(model) => Precision::int8_if(model.int8.documents),
+            Model::Reference(_) => Precision::F32,
+        }
+    }
+
     fn sizer(&self) -> Result<Sizer> {
         let tokenizer =
             Tokenizer::from_file(self.dir.join("tokenizer.json")).map_err(|e| Error::Model {

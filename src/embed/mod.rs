@@ -33,6 +33,10 @@ pub trait Embedder: Send + Sync {
     }
     /// The sizer chunks must be measured with so they fit the model.
     fn sizer(&self) -> Result<Sizer>;
+    /// How [`Embedder::embed`] computes (recorded in a new index).
+    fn documents(&self) -> Precision {
+        Precision::F32
+    }
 }
 
 /// Identity of an embedder, as recorded in an index manifest.

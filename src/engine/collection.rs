@@ -126,8 +126,10 @@ impl Collection {
 }
 
 /// Finds the model for a collection's recorded embedder (`None`: the
-/// configured one), embedding documents in the given precision.
-pub(crate) type Resolve = dyn Fn(Option<&Path>, Precision) -> Result<Arc<Model>> + Send + Sync;
+/// configured one), embedding documents in the precision the index
+/// recorded (`None`: a new index, whose precision the resolver chooses).
+pub(crate) type Resolve =
+    dyn Fn(Option<&Path>, Option<Precision>) -> Result<Arc<Model>> + Send + Sync;
 
 /// The collections of one index directory, opened on first use.
 pub(crate) struct Collections {
@@ -193,13 +195,9 @@ impl Collections {
         resolve: &Resolve,
     ) -> Result<Arc<Collection>> {
         let record = read_record(dir)?;
-        // An index keeps the precision its vectors were computed in; a new
-        // one takes the configured precision.
-        let documents = match Manifest::read(dir)? {
-            Some(manifest) => manifest.embedder.documents,
-            None => configured_precision(config),
-        };
-        let model = resolve(record.embedder.as_deref(), documents)?;
+        // An index keeps the precision its vectors were computed in.
+        let recorded = Manifest::read(dir)?.map(|m| m.embedder.documents);
+        let model = resolve(record.embedder.as_deref(), recorded)?;
         let index = Index::open_with(dir, &model.info, &config.hnsw, vectors_at(config, name))?;
         Ok(Arc::new(Collection {
             name: name.to_string(),
@@ -282,16 +280,12 @@ impl Collections {
         }
         // A named embedder is the caller's input: one that is missing or
         // does not load is their mistake, not the server's.
-        let model =
-            resolve(embedder, configured_precision(config)).map_err(|e| match (embedder, e) {
-                (Some(path), err @ (Error::Model { .. } | Error::Io { .. })) => {
-                    Error::InvalidRequest(format!(
-                        "embedder {} does not load: {err}",
-                        path.display()
-                    ))
-                }
-                (_, err) => err,
-            })?;
+        let model = resolve(embedder, None).map_err(|e| match (embedder, e) {
+            (Some(path), err @ (Error::Model { .. } | Error::Io { .. })) => {
+                Error::InvalidRequest(format!("embedder {} does not load: {err}", path.display()))
+            }
+            (_, err) => err,
+        })?;
         let parent = self.root.join(DIR);
         let temp = parent.join(format!(".new-{name}-{}", crate::types::random_id()));
         std::fs::create_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
@@ -338,11 +332,6 @@ impl Collections {
         sync_dir(&parent);
         std::fs::remove_dir_all(&gone).map_err(|e| Error::io(&gone, e))
     }
-}
-
-/// The precision new indexes embed their documents in.
-fn configured_precision(config: &Config) -> Precision {
-    Precision::int8_if(config.embedder.int8_documents)
 }
 
 fn read_record(dir: &Path) -> Result<Record> {

@@ -162,8 +162,11 @@ impl Engine {
         let configured = config.embedder_dir();
         let (max_tokens, batch) = (config.embedder.max_tokens, config.embedder.batch_size);
         let queries = config.embedder.int8_queries;
+        // New indexes embed their documents as configured.
+        let configured_precision = Precision::int8_if(config.embedder.int8_documents);
         let cache: Mutex<HashMap<(PathBuf, Precision), Arc<Model>>> = Mutex::default();
-        let resolve = move |spec: Option<&Path>, documents: Precision| -> Result<Arc<Model>> {
+        let resolve = move |spec: Option<&Path>, recorded: Option<Precision>| {
+            let documents = recorded.unwrap_or(configured_precision);
             let dir = spec.map_or_else(|| configured.clone(), Path::to_path_buf);
             let mut cache = cache
                 .lock()
@@ -185,7 +188,7 @@ impl Engine {
                 Ok(Arc::new(embedder) as Arc<dyn Embedder>)
             }));
             cache.insert((dir, documents), model.clone());
-            Ok(model)
+            Ok::<_, Error>(model)
         };
         Self::build(config, Box::new(resolve))
     }
@@ -215,16 +218,17 @@ impl Engine {
 
     /// Opens the configured index with embedders the caller builds: `make`
     /// gets a collection's recorded model directory (`None`: the default
-    /// embedder) and is asked once per directory. How such an embedder
-    /// computes its vectors is the caller's: the precision an index
-    /// records ([`EmbedderInfo::documents`]) is taken as given.
+    /// embedder) and is asked once per directory. A new index records the
+    /// precision the embedder reports ([`Embedder::documents`]); an
+    /// existing one's record is taken as given (how the caller's embedder
+    /// computes is the caller's).
     pub fn with_embedders(
         config: Config,
         make: impl Fn(Option<&Path>) -> Result<Arc<dyn Embedder>> + Send + Sync + 'static,
     ) -> Result<Engine> {
         config.validate()?;
         let cache: Mutex<HashMap<Option<PathBuf>, Arc<dyn Embedder>>> = Mutex::default();
-        let resolve = move |spec: Option<&Path>, documents: Precision| -> Result<Arc<Model>> {
+        let resolve = move |spec: Option<&Path>, recorded: Option<Precision>| {
             let key = spec.map(Path::to_path_buf);
             let mut cache = cache
                 .lock()
@@ -237,7 +241,8 @@ impl Engine {
                     embedder
                 }
             };
-            Ok(Arc::new(Model::ready(embedder, documents)))
+            let documents = recorded.unwrap_or_else(|| embedder.documents());
+            Ok::<_, Error>(Arc::new(Model::ready(embedder, documents)))
         };
         Self::build(config, Box::new(resolve))
     }

@@ -213,7 +213,8 @@ impl Gate {
     }
 }
 
-/// `cores` threads for blocking work, each at priority `nice`: under load
+/// `cores` threads for blocking work, each `nice` steps below the
+/// process's priority: under load
 /// the kernel gives a running generation's threads the cores first, and
 /// the work the rest (alone, it has them all).
 fn work_pool(cores: usize, nice: i32) -> Result<rayon::ThreadPool> {
@@ -225,19 +226,27 @@ fn work_pool(cores: usize, nice: i32) -> Result<rayon::ThreadPool> {
         .map_err(|e| Error::Config(format!("cannot start the work threads: {e}")))
 }
 
-/// Lowers the calling thread's priority to `nice` (Linux applies it to
-/// the one thread; elsewhere it would apply to the whole process, so it is
-/// not done).
+/// Lowers the calling thread's priority by `nice` steps below what it
+/// inherited (at most to 19). Linux applies it to the one thread; elsewhere
+/// it would apply to the whole process, so it is not done.
 fn lower_priority(nice: i32) {
     if nice == 0 {
         return;
     }
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: two system calls about the calling thread; no memory is
-        // passed. The thread id is positive, so it fits an id_t.
+        // SAFETY: system calls about the calling thread; no memory is
+        // passed. The thread id is positive, so it fits an id_t. errno is
+        // cleared first because -1 is also a valid priority.
         let failed = unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) != 0
+            let tid = libc::gettid() as libc::id_t;
+            *libc::__errno_location() = 0;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            if now == -1 && *libc::__errno_location() != 0 {
+                true
+            } else {
+                libc::setpriority(libc::PRIO_PROCESS, tid, (now + nice).min(19)) != 0
+            }
         };
         if failed {
             tracing::warn!(
@@ -450,4 +459,24 @@ fn publish_snapshots(engine: Arc<Engine>, dir: PathBuf, every_s: u64) {
             std::thread::sleep(Duration::from_secs(every_s.max(1)));
         }
     });
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The calling thread's nice value.
+    fn nice() -> i32 {
+        // SAFETY: a system call about the calling thread.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn work_threads_run_below_the_process_priority_and_nothing_else_does() {
+        let before = nice();
+        let pool = super::work_pool(2, 7).unwrap();
+        let inside = pool.install(nice);
+        assert_eq!(inside, (before + 7).min(19));
+        assert_eq!(nice(), before, "the calling thread kept its priority");
+        let off = super::work_pool(1, 0).unwrap();
+        assert_eq!(off.install(nice), before);
+    }
 }
