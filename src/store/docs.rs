@@ -236,25 +236,44 @@ fn drop_half_written_snapshots(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How long an open waits for a lock this process may still hold: sled's
+/// flusher thread keeps a dropped store's file (and its lock) until its next
+/// pass, so a store closed and opened again at once (a collection created
+/// under a temporary name, then opened in place) can find it locked.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens sled in `dir`; a lock held past [`LOCK_WAIT`] is
+/// [`Error::IndexLocked`].
+fn open_sled(dir: &Path) -> Result<sled::Db> {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io))
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                if start.elapsed() >= LOCK_WAIT {
+                    return Err(Error::IndexLocked {
+                        index: dir.parent().unwrap_or(dir).to_path_buf(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(other) => return Err(Error::from(other)),
+        }
+    }
+}
+
 impl SledDocStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         drop_half_written_snapshots(dir)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    Error::IndexLocked {
-                        index: dir.parent().unwrap_or(dir).to_path_buf(),
-                    }
-                }
-                other => Error::from(other),
-            })?;
+        let db = open_sled(dir)?;
         let next = match db.get(NEXT_SLOT)? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()
