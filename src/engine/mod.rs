@@ -489,8 +489,10 @@ impl Engine {
         if let Some(generator) = self.generator.get() {
             return Ok(generator);
         }
-        let loaded: Arc<dyn Generator> =
-            Arc::new(GgufGenerator::load(&self.config.generator_path())?);
+        let loaded: Arc<dyn Generator> = Arc::new(GgufGenerator::load_with(
+            &self.config.generator_path(),
+            self.config.generator.int8_prompts,
+        )?);
         Ok(self.generator.get_or_init(|| loaded))
     }
 

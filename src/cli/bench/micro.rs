@@ -17,8 +17,9 @@ fn load_generator(
             c.generator.model = generator.clone();
         }
     })?;
-    Ok(lore::generate::gguf::GgufGenerator::load(
+    Ok(lore::generate::gguf::GgufGenerator::load_with(
         &config.generator_path(),
+        config.generator.int8_prompts,
     )?)
 }
 
