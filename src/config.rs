@@ -235,11 +235,12 @@ pub struct GeneratorConfig {
     /// rewrites a follow-up into a standalone question; older turns are
     /// dropped first. Bounds that pass's prompt time.
     pub history_tokens: usize,
-    /// A prompt's matrix products in int8 (the model's weights requantized
-    /// per output row at load, held beside the GGUF's own; inputs per row,
-    /// VNNI where the CPU has it); false: f32 on weights dequantized for
-    /// each prompt. Decoding uses the GGUF's own weights either way.
-    pub int8_prompts: bool,
+    /// The model's matrix products in int8, prompts and decoding (its
+    /// weights requantized per output row at load and held beside the
+    /// GGUF's own; inputs per row; VNNI where the CPU has it); false: the
+    /// GGUF's own quantized kernels for decoding and f32 on weights
+    /// dequantized per call for prompts.
+    pub int8_weights: bool,
 }
 
 /// A worked example for few-shot prompting: one source, a question, and
@@ -293,7 +294,7 @@ impl Default for GeneratorConfig {
             max_request_tokens: 4096,
             examples: default_examples(),
             history_tokens: 384,
-            int8_prompts: true,
+            int8_weights: true,
         }
     }
 }

@@ -464,6 +464,92 @@ fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
     }
 }
 
+/// `dst += x × wᵀ` for one input row (a decoded token): [`matmul_int8`]'s
+/// arithmetic without its tiles of rows, the outputs split over rayon's
+/// threads in blocks of 256.
+pub fn matvec_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
+    let (k, n) = (w.k, w.outputs());
+    assert!(x.len() == k && dst.len() == n, "shapes differ");
+    let mut xu = vec![0u8; w.groups * 4];
+    let (scale, zero) = quantize_unsigned(x, &mut xu[..k]);
+    let mut sums = vec![0i32; w.packed.len() / (w.groups * 4)];
+    sums.par_chunks_mut(MATVEC_TASK_BLOCKS * OUT_LANES)
+        .enumerate()
+        .for_each(|(task, out)| int8_row_sums(out, &xu, w, task * MATVEC_TASK_BLOCKS));
+    let outputs = dst.iter_mut().zip(&sums).zip(&w.scales).zip(&w.sums);
+    for (((d, &acc), &weight_scale), &weight_sum) in outputs {
+        *d += scale * weight_scale * (acc - zero * weight_sum) as f32;
+    }
+}
+
+/// Output blocks per parallel task of [`matvec_int8`] (whole tiles).
+const MATVEC_TASK_BLOCKS: usize = 4 * BLOCKS;
+
+/// `out[j] = Σ_p xu[p] · w[first·16 + j][p]` for the outputs of the blocks
+/// from `first` that `out` holds (whole tiles of blocks).
+fn int8_row_sums(out: &mut [i32], xu: &[u8], w: &Int8Weights, first: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        // SAFETY: the CPU has AVX-512F/BW/VNNI (checked above);
+        // `matvec_int8` sized the slices.
+        return unsafe { int8_row_sums_vnni(out, xu, w, first) };
+    }
+    for (j, sum) in out.iter_mut().enumerate() {
+        let (block, lane) = (first + j / OUT_LANES, j % OUT_LANES);
+        *sum = (0..w.groups * 4)
+            .map(|p| {
+                let weight = w.packed[(block * w.groups + p / 4) * 64 + lane * 4 + p % 4];
+                i32::from(xu[p]) * i32::from(weight)
+            })
+            .sum();
+    }
+}
+
+/// [`int8_row_sums`] with VNNI: 4 blocks of 16 outputs at a time, each
+/// block's weights read as one contiguous stream.
+///
+/// # Safety
+/// The CPU must have AVX-512F, BW and VNNI; `xu` holds `groups × 4` bytes
+/// and `out` whole tiles of blocks from `first`, all within the weights.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn int8_row_sums_vnni(out: &mut [i32], xu: &[u8], w: &Int8Weights, first: usize) {
+    use std::arch::x86_64::*;
+    let groups = w.groups;
+    let blocks = out.len() / OUT_LANES;
+    assert!(
+        xu.len() == groups * 4
+            && out.len() == blocks * OUT_LANES
+            && blocks.is_multiple_of(BLOCKS)
+            && (first + blocks) * groups * 64 <= w.packed.len()
+    );
+    let (x, packed) = (xu.as_ptr(), w.packed.as_ptr());
+    for b in (0..blocks).step_by(BLOCKS) {
+        let mut acc = [_mm512_setzero_si512(); BLOCKS];
+        for g in 0..groups {
+            // SAFETY: byte g * 4 + 3 < groups * 4 = xu.len().
+            let four = unsafe { std::ptr::read_unaligned(x.add(g * 4).cast::<i32>()) };
+            let xv = _mm512_set1_epi32(four);
+            for (c, sum) in acc.iter_mut().enumerate() {
+                // SAFETY: block first + b + c is within the weights
+                // (asserted) and group g < groups.
+                let wv = unsafe {
+                    _mm512_loadu_si512(packed.add(((first + b + c) * groups + g) * 64).cast())
+                };
+                *sum = _mm512_dpbusd_epi32(*sum, xv, wv);
+            }
+        }
+        for (c, sum) in acc.iter().enumerate() {
+            let at = (b + c) * OUT_LANES;
+            let dst = &mut out[at..at + OUT_LANES];
+            // SAFETY: `dst` holds 16 i32s.
+            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), *sum) };
+        }
+    }
+}
+
 /// `sums[i][j] = Σ_p xu[i][p] · w[j][p]`, exactly, for rows of `xu` of
 /// `groups × 4` bytes; `sums` has a row of whole blocks of outputs per
 /// input row.
@@ -681,6 +767,38 @@ mod tests {
         matmul_int8(&mut serial, &x, &quantized, false);
         matmul_int8(&mut parallel, &x, &quantized, true);
         assert_eq!(serial, parallel);
+    }
+
+    #[test]
+    fn one_row_products_equal_the_tiled_ones() {
+        // Outputs over several tasks and a last partial one.
+        let (k, n) = (72, 16 * MATVEC_TASK_BLOCKS * 2 + 40);
+        let x: Vec<f32> = (0..k).map(|i| ((i * 7 % 17) as f32 - 8.0) / 4.0).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 3 % 7) as f32 - 3.0) / 2.0)
+            .collect();
+        let quantized = Int8Weights::new(&w, k);
+        let mut tiled = vec![0.5; n];
+        let mut row = tiled.clone();
+        matmul_int8(&mut tiled, &x, &quantized, false);
+        matvec_int8(&mut row, &x, &quantized);
+        assert_eq!(tiled, row);
+        // The portable sums agree with the fast ones.
+        let mut xu = vec![0u8; quantized.groups * 4];
+        quantize_unsigned(&x, &mut xu[..k]);
+        let blocks = 2 * BLOCKS;
+        let (mut fast, mut portable) = (vec![0; blocks * 16], vec![0; blocks * 16]);
+        int8_row_sums(&mut fast, &xu, &quantized, BLOCKS);
+        for (j, sum) in portable.iter_mut().enumerate() {
+            let (block, lane) = (BLOCKS + j / 16, j % 16);
+            *sum = (0..quantized.groups * 4)
+                .map(|p| {
+                    let at = (block * quantized.groups + p / 4) * 64 + lane * 4 + p % 4;
+                    i32::from(xu[p]) * i32::from(quantized.packed[at])
+                })
+                .sum();
+        }
+        assert_eq!(fast, portable);
     }
 
     #[test]

@@ -209,7 +209,7 @@ pub fn all(config: &Config, options: &AllOptions, progress: &dyn Fn(&str)) -> Re
         progress(&format!("generator {}", path.display()));
         let model: Arc<dyn Generator> = Arc::new(GgufGenerator::load_with(
             path,
-            config.generator.int8_prompts,
+            config.generator.int8_weights,
         )?);
         generators.push(super::generate(model.as_ref(), &text, 512, 64)?);
         if options.conversations == 0 && qa_items.is_empty() {

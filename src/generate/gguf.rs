@@ -295,15 +295,16 @@ fn model_error(path: &Path, reason: impl std::fmt::Display) -> Error {
 }
 
 impl GgufGenerator {
-    /// Loads the GGUF file at `path`, prompts in int8.
+    /// Loads the GGUF file at `path`, its matrix products in int8.
     pub fn load(path: &Path) -> Result<Self> {
         Self::load_with(path, true)
     }
 
-    /// Loads the GGUF file at `path`; with `int8_prompts` a prompt's
-    /// matrix products run in int8 (weights requantized per output row at
-    /// load, inputs per row), else in f32 on weights dequantized per call.
-    pub fn load_with(path: &Path, int8_prompts: bool) -> Result<Self> {
+    /// Loads the GGUF file at `path`; with `int8_weights` its matrix
+    /// products run in int8 (weights requantized per output row at load,
+    /// inputs per row), else on the GGUF's own quantized kernels (decoding)
+    /// and in f32 on weights dequantized per call (prompts).
+    pub fn load_with(path: &Path, int8_weights: bool) -> Result<Self> {
         let mut file = std::fs::File::open(path).map_err(|e| {
             model_error(
                 path,
@@ -368,7 +369,7 @@ impl GgufGenerator {
         if let Some(eos) = meta("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
             end_tokens.push(eos);
         }
-        let decoder = Decoder::load(&content, &mut file, &arch, context_length, int8_prompts)
+        let decoder = Decoder::load(&content, &mut file, &arch, context_length, int8_weights)
             .map_err(|e| model_error(path, e))?;
         let name = path
             .file_name()
