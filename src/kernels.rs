@@ -497,13 +497,7 @@ fn int8_row_sums(out: &mut [i32], xu: &[u8], w: &Int8Weights, first: usize) {
         return unsafe { int8_row_sums_vnni(out, xu, w, first) };
     }
     for (j, sum) in out.iter_mut().enumerate() {
-        let (block, lane) = (first + j / OUT_LANES, j % OUT_LANES);
-        *sum = (0..w.groups * 4)
-            .map(|p| {
-                let weight = w.packed[(block * w.groups + p / 4) * 64 + lane * 4 + p % 4];
-                i32::from(xu[p]) * i32::from(weight)
-            })
-            .sum();
+        *sum = portable_sum(xu, w, first * OUT_LANES + j);
     }
 }
 
@@ -571,15 +565,20 @@ fn int8_sums_portable(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
     let stride = w.packed.len() / width;
     for (x, out) in xu.chunks_exact(width).zip(sums.chunks_exact_mut(stride)) {
         for (j, sum) in out.iter_mut().enumerate() {
-            let (block, lane) = (j / OUT_LANES, j % OUT_LANES);
-            *sum = (0..width)
-                .map(|p| {
-                    let weight = w.packed[(block * w.groups + p / 4) * 64 + lane * 4 + p % 4];
-                    i32::from(x[p]) * i32::from(weight)
-                })
-                .sum();
+            *sum = portable_sum(x, w, j);
         }
     }
+}
+
+/// `Σ_p x[p] · w[j][p]` for the packed output `j`, one product at a time.
+fn portable_sum(x: &[u8], w: &Int8Weights, j: usize) -> i32 {
+    let (block, lane) = (j / OUT_LANES, j % OUT_LANES);
+    (0..w.groups * 4)
+        .map(|p| {
+            let weight = w.packed[(block * w.groups + p / 4) * 64 + lane * 4 + p % 4];
+            i32::from(x[p]) * i32::from(weight)
+        })
+        .sum()
 }
 
 /// One VNNI tile: 6 input rows × 4 blocks of 16 outputs, 24 accumulators
@@ -790,13 +789,7 @@ mod tests {
         let (mut fast, mut portable) = (vec![0; blocks * 16], vec![0; blocks * 16]);
         int8_row_sums(&mut fast, &xu, &quantized, BLOCKS);
         for (j, sum) in portable.iter_mut().enumerate() {
-            let (block, lane) = (BLOCKS + j / 16, j % 16);
-            *sum = (0..quantized.groups * 4)
-                .map(|p| {
-                    let at = (block * quantized.groups + p / 4) * 64 + lane * 4 + p % 4;
-                    i32::from(xu[p]) * i32::from(quantized.packed[at])
-                })
-                .sum();
+            *sum = portable_sum(&xu, &quantized, BLOCKS * OUT_LANES + j);
         }
         assert_eq!(fast, portable);
     }
