@@ -310,7 +310,7 @@ pub struct Decoder {
 struct Reader<'a, R> {
     content: &'a gguf_file::Content,
     file: &'a mut R,
-    /// Layers' weights kept in int8 too, for prompts.
+    /// Weights kept in int8 too, for every product.
     int8: bool,
 }
 
@@ -356,13 +356,9 @@ impl Decoder {
         };
         let embed = r.q("token_embd.weight")?;
         let output = if content.tensor_infos.contains_key("output.weight") {
-            Linear::new(
-                r.q("output.weight")?,
-                r.optional("output.bias")?,
-                int8_weights,
-            )?
+            r.linear("output")?
         } else {
-            Linear::new(r.q("token_embd.weight")?, None, int8_weights)?
+            Linear::new(r.q("token_embd.weight")?, None, r.int8)?
         };
         let layers = (0..shape.layers)
             .map(|i| {

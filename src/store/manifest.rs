@@ -111,6 +111,18 @@ mod tests {
     }
 
     #[test]
+    fn a_precision_lore_does_not_know_is_refused_not_read_as_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd =
+            r#"{"format_version": 1, "embedder": {"id": "m", "dim": 384, "documents": "int4"}}"#;
+        std::fs::write(dir.path().join(FILE), odd).unwrap();
+        assert!(matches!(
+            Manifest::read(dir.path()),
+            Err(Error::Store { .. })
+        ));
+    }
+
+    #[test]
     fn opening_with_another_embedder_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let a = EmbedderInfo {
