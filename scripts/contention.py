@@ -7,11 +7,16 @@
 
 INDEX must already hold documents (e.g. `lore --index /tmp/hb ingest
 corpora/handbook/docs`). Prints one JSON line per setting: decode tokens/s
-alone and under load, their ratio, and searches answered per second.
+alone and under load, their ratio, searches answered per second, and
+where the cores went while the loaded answers were written: CPU seconds
+per second of the clients (this process) and of the server's threads by
+name (Linux /proc).
 """
 import argparse
 import json
 import os
+import re
+import resource
 import socket
 import subprocess
 import tempfile
@@ -57,6 +62,27 @@ def decode_rates(base, n):
     return sorted(rates)[len(rates) // 2] if rates else 0.0
 
 
+def thread_cpu(pid):
+    """CPU seconds of each of `pid`'s threads, summed by name without digits."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = re.sub(r"[0-9]+", "N", stat[stat.index("(") + 1:stat.rindex(")")])
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def clients_cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run(lore, index, nice, clients, answers):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -88,8 +114,13 @@ def run(lore, index, nice, clients, answers):
             t.start()
         time.sleep(2)
         start, before = time.time(), sum(done)
+        server_before, clients_before = thread_cpu(server.pid), clients_cpu()
         loaded = decode_rates(base, answers)
-        searches = (sum(done) - before) / (time.time() - start)
+        elapsed = time.time() - start
+        searches = (sum(done) - before) / elapsed
+        server_after, clients_after = thread_cpu(server.pid), clients_cpu()
+        cores = {name: round((t - server_before.get(name, 0.0)) / elapsed, 2)
+                 for name, t in server_after.items()}
         stop.set()
         for t in threads:
             t.join()
@@ -97,7 +128,10 @@ def run(lore, index, nice, clients, answers):
                           "decode_alone_tok_s": round(alone, 1),
                           "decode_loaded_tok_s": round(loaded, 1),
                           "ratio": round(loaded / alone, 2) if alone else None,
-                          "searches_per_s": round(searches, 1)}), flush=True)
+                          "searches_per_s": round(searches, 1),
+                          "clients_cores": round((clients_after - clients_before) / elapsed, 2),
+                          "server_cores": {k: v for k, v in sorted(cores.items()) if v >= 0.01}}),
+              flush=True)
     finally:
         server.terminate()
         server.wait()

@@ -236,11 +236,16 @@ pub struct GeneratorConfig {
     /// dropped first. Bounds that pass's prompt time.
     pub history_tokens: usize,
     /// The model's matrix products in int8, prompts and decoding (its
-    /// weights requantized per output row at load and held beside the
-    /// GGUF's own; inputs per row; VNNI where the CPU has it); false: the
-    /// GGUF's own quantized kernels for decoding and f32 on weights
-    /// dequantized per call for prompts.
+    /// weights requantized per output row at load, in place of the GGUF's
+    /// own; inputs per row; VNNI where the CPU has it); false: the GGUF's
+    /// own quantized kernels for decoding and f32 on weights dequantized
+    /// per call for prompts.
     pub int8_weights: bool,
+    /// Megabytes of sources' keys and values kept to reuse in later
+    /// prompts at any position (a source then attends to the instructions
+    /// before the sources and to itself, not to the sources before it);
+    /// 0: every source is computed in place.
+    pub source_cache_mb: usize,
 }
 
 /// A worked example for few-shot prompting: one source, a question, and
@@ -278,6 +283,14 @@ fn default_examples() -> Vec<Example> {
 pub const PROMPT_ROOM: usize = 256;
 
 impl GeneratorConfig {
+    /// How the GGUF model runs.
+    pub fn options(&self) -> crate::generate::gguf::Options {
+        crate::generate::gguf::Options {
+            int8_weights: self.int8_weights,
+            source_cache_bytes: self.source_cache_mb.saturating_mul(1 << 20),
+        }
+    }
+
     /// The longest answer the context window leaves room for.
     pub fn max_answer_tokens(&self) -> usize {
         self.context_tokens.saturating_sub(PROMPT_ROOM).max(1)
@@ -295,6 +308,7 @@ impl Default for GeneratorConfig {
             examples: default_examples(),
             history_tokens: 384,
             int8_weights: true,
+            source_cache_mb: 0,
         }
     }
 }

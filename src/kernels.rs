@@ -344,28 +344,57 @@ impl Int8Weights {
             k > 0 && w.len().is_multiple_of(k),
             "weights are not rows of {k}"
         );
-        let n = w.len() / k;
-        let groups = k.div_ceil(4);
-        // Whole tiles of blocks; the padding outputs have zero weights.
-        let blocks = n.div_ceil(OUT_LANES * BLOCKS) * BLOCKS;
-        let mut packed = vec![0i8; blocks * groups * 64];
-        let mut scales = Vec::with_capacity(n);
-        let mut sums = Vec::with_capacity(n);
-        let mut q = vec![0i8; k];
+        let mut weights = Int8Weights::zeros(w.len() / k, k);
         for (j, row) in w.chunks_exact(k).enumerate() {
-            scales.push(quantize(row, &mut q));
-            sums.push(q.iter().map(|&v| i32::from(v)).sum());
-            let (block, lane) = (j / OUT_LANES, j % OUT_LANES);
-            for (p, &v) in q.iter().enumerate() {
-                packed[(block * groups + p / 4) * 64 + lane * 4 + p % 4] = v;
+            weights.set_row(j, row);
+        }
+        weights
+    }
+
+    /// `n` outputs of `k` inputs, read `block` rows at a time:
+    /// `read(first, count)` returns rows `first..first + count`, row-major.
+    /// The weights are never whole in f32, which for a vocabulary-sized
+    /// matrix is hundreds of megabytes.
+    pub fn from_blocks<E>(
+        n: usize,
+        k: usize,
+        block: usize,
+        mut read: impl FnMut(usize, usize) -> std::result::Result<Vec<f32>, E>,
+    ) -> std::result::Result<Int8Weights, E> {
+        assert!(k > 0 && block > 0, "empty rows or blocks");
+        let mut weights = Int8Weights::zeros(n, k);
+        for first in (0..n).step_by(block) {
+            let count = block.min(n - first);
+            let rows = read(first, count)?;
+            assert_eq!(rows.len(), count * k, "a block of the wrong size");
+            for (j, row) in rows.chunks_exact(k).enumerate() {
+                weights.set_row(first + j, row);
             }
         }
+        Ok(weights)
+    }
+
+    /// `n` outputs of zero weights, padded to whole tiles of blocks.
+    fn zeros(n: usize, k: usize) -> Int8Weights {
+        let groups = k.div_ceil(4);
+        let blocks = n.div_ceil(OUT_LANES * BLOCKS) * BLOCKS;
         Int8Weights {
-            packed,
-            scales,
-            sums,
+            packed: vec![0i8; blocks * groups * 64],
+            scales: vec![1.0; n],
+            sums: vec![0; n],
             k,
             groups,
+        }
+    }
+
+    /// Quantizes output `j`'s weights into place.
+    fn set_row(&mut self, j: usize, row: &[f32]) {
+        let mut q = vec![0i8; self.k];
+        self.scales[j] = quantize(row, &mut q);
+        self.sums[j] = q.iter().map(|&v| i32::from(v)).sum();
+        let (block, lane) = (j / OUT_LANES, j % OUT_LANES);
+        for (p, &v) in q.iter().enumerate() {
+            self.packed[(block * self.groups + p / 4) * 64 + lane * 4 + p % 4] = v;
         }
     }
 

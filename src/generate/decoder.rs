@@ -9,8 +9,9 @@
 //! quantized row-by-row dot product, which is right for decoding one token and
 //! slow for a prompt. Here a [`Linear`] runs in int8 on weights
 //! requantized at load (`generator.int8_weights`, the VNNI kernels the
-//! encoder uses): a GEMM over a prompt chunk's rows, a product per output
-//! block for one decoded token. Without it, it picks per call: with many
+//! encoder uses; the GGUF's copy is then dropped): a GEMM over a prompt
+//! chunk's rows, a product per output block for one decoded token.
+//! Without it, it picks per call: with many
 //! rows it dequantizes the weight and runs one f32 GEMM; with few it uses
 //! the quantized kernel. Formats that have no SIMD dot product in
 //! candle (Q4_1, Q5_0, Q5_1) are requantized to Q8_0 at load. The KV cache is
@@ -19,7 +20,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 use crate::kernels::{Int8Weights, dot, matmul_int8, matvec_int8, softmax_rows};
@@ -115,29 +116,44 @@ impl Shape {
 
 /// A weight matrix `[out, in]` with an optional bias.
 struct Linear {
-    weight: Arc<QTensor>,
-    quantized: QMatMul,
-    /// The weight in int8, when products run in int8.
-    int8: Option<Int8Weights>,
+    product: Product,
+    /// Rows of the weight: the length of an output.
+    outputs: usize,
     bias: Option<Tensor>,
 }
 
+/// How a [`Linear`] multiplies: one copy of the weight, never two.
+enum Product {
+    /// In int8, on weights requantized at load.
+    Int8(Int8Weights),
+    /// On the GGUF's own weight: candle's quantized kernel for a few rows,
+    /// the weight dequantized into one f32 GEMM for many.
+    Gguf {
+        weight: Arc<QTensor>,
+        quantized: QMatMul,
+    },
+}
+
+/// Rows of a weight dequantized at a time while it is requantized to int8.
+const INT8_LOAD_ROWS: usize = 1024;
+
 impl Linear {
-    /// With `int8`, a quantized weight is also kept in int8 (one scale per
-    /// output), and every product runs on it.
+    /// With `int8`, a quantized weight is requantized to int8 (one scale per
+    /// output) and the GGUF's copy dropped; every product runs on it.
     fn new(weight: QTensor, bias: Option<Tensor>, int8: bool) -> Result<Self> {
-        let weight = Arc::new(requantize(weight)?);
-        let int8 = if int8 && weight.dtype() != GgmlDType::F32 {
-            let (_, k) = weight.shape().dims2()?;
-            let values = weight.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?;
-            Some(Int8Weights::new(&values, k))
+        let (outputs, _) = weight.shape().dims2()?;
+        let product = if int8 && weight.dtype() != GgmlDType::F32 {
+            Product::Int8(int8_weights(&weight)?)
         } else {
-            None
+            let weight = Arc::new(requantize(weight)?);
+            Product::Gguf {
+                quantized: QMatMul::from_arc(weight.clone())?,
+                weight,
+            }
         };
         Ok(Linear {
-            quantized: QMatMul::from_arc(weight.clone())?,
-            weight,
-            int8,
+            product,
+            outputs,
             bias,
         })
     }
@@ -145,27 +161,50 @@ impl Linear {
     /// `x` is `[rows, in]`; returns `[rows, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.dim(0)?;
-        let y = if let Some(int8) = &self.int8 {
-            let out = self.weight.shape().dims()[0];
-            let mut y = vec![0.0f32; rows * out];
-            let x = x.flatten_all()?.to_vec1()?;
-            if rows == 1 {
-                matvec_int8(&mut y, &x, int8);
-            } else {
-                matmul_int8(&mut y, &x, int8, true);
+        let y = match &self.product {
+            Product::Int8(int8) => {
+                let mut y = vec![0.0f32; rows * self.outputs];
+                let x = x.flatten_all()?.to_vec1()?;
+                if rows == 1 {
+                    matvec_int8(&mut y, &x, int8);
+                } else {
+                    matmul_int8(&mut y, &x, int8, true);
+                }
+                Tensor::from_vec(y, (rows, self.outputs), &Device::Cpu)?
             }
-            Tensor::from_vec(y, (rows, out), &Device::Cpu)?
-        } else if rows >= GEMM_MIN_ROWS && self.weight.dtype() != GgmlDType::F32 {
-            let w = self.weight.dequantize(&Device::Cpu)?;
-            x.matmul(&w.t()?)?
-        } else {
-            self.quantized.forward(x)?
+            Product::Gguf { weight, .. }
+                if rows >= GEMM_MIN_ROWS && weight.dtype() != GgmlDType::F32 =>
+            {
+                let w = weight.dequantize(&Device::Cpu)?;
+                x.matmul(&w.t()?)?
+            }
+            Product::Gguf { quantized, .. } => quantized.forward(x)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
     }
+}
+
+/// `weight` (quantized, `[out, in]`) in int8, dequantized
+/// [`INT8_LOAD_ROWS`] rows at a time from its own blocks.
+fn int8_weights(weight: &QTensor) -> Result<Int8Weights> {
+    let (n, k) = weight.shape().dims2()?;
+    let dtype = weight.dtype();
+    if !k.is_multiple_of(dtype.block_size()) {
+        candle_core::bail!("rows of {k} are not whole {dtype:?} blocks");
+    }
+    let row_bytes = k / dtype.block_size() * dtype.type_size();
+    let data = weight.data()?;
+    Int8Weights::from_blocks(n, k, INT8_LOAD_ROWS, |first, count| {
+        let bytes = &data[first * row_bytes..(first + count) * row_bytes];
+        let storage = QStorage::from_data(bytes.into(), &Device::Cpu, dtype)?;
+        QTensor::new(storage, (count, k))?
+            .dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1()
+    })
 }
 
 /// Formats whose dot product candle runs without SIMD are converted to Q8_0,
@@ -281,11 +320,26 @@ impl Cache {
     }
 }
 
-/// The keys and values of a cache's first positions ([`Decoder::snapshot`]).
+/// The keys and values of a run of cached positions ([`Decoder::span`]),
+/// to append again later, at the same or another position.
 pub struct Kept {
+    /// The position of the first, as computed.
+    start: usize,
+    /// Positions held.
     positions: usize,
     /// Per layer: keys, then values.
     layers: Vec<(PerHead, PerHead)>,
+}
+
+impl Kept {
+    /// Bytes of keys and values held.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|(k, v)| k.iter().chain(v))
+            .map(|b| b.len() * std::mem::size_of::<f32>())
+            .sum()
+    }
 }
 
 /// One buffer per KV head.
@@ -302,6 +356,9 @@ pub struct Decoder {
     sin: Tensor,
     /// Rotary tables of the sliding layers, when their base differs.
     local: Option<(Tensor, Tensor)>,
+    /// The rotary frequencies behind `cos` and `sin`, and `local`'s.
+    inverse: Vec<f32>,
+    local_inverse: Option<Vec<f32>>,
     /// Positions already in the KV cache.
     position: usize,
 }
@@ -386,9 +443,14 @@ impl Decoder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let (cos, sin) = rope_tables(shape.head_dim, shape.rope_base, context_length)?;
-        let local = match &shape.sliding {
-            Some(s) => Some(rope_tables(shape.head_dim, s.rope_base, context_length)?),
+        let inverse = inverse_frequencies(shape.head_dim, shape.rope_base);
+        let local_inverse = shape
+            .sliding
+            .as_ref()
+            .map(|s| inverse_frequencies(shape.head_dim, s.rope_base));
+        let (cos, sin) = rope_tables(&inverse, context_length)?;
+        let local = match &local_inverse {
+            Some(inverse) => Some(rope_tables(inverse, context_length)?),
             None => None,
         };
         Ok(Decoder {
@@ -400,6 +462,8 @@ impl Decoder {
             cos,
             sin,
             local,
+            inverse,
+            local_inverse,
             position: 0,
         })
     }
@@ -417,14 +481,26 @@ impl Decoder {
         }
     }
 
-    /// The keys and values of the first `positions` cached positions, to
-    /// put back later with [`Decoder::restore`].
-    pub fn snapshot(&self, positions: usize) -> Kept {
+    /// Positions cached.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// The keys and values of cached positions `start..end`, to append
+    /// later with [`Decoder::append`].
+    pub fn span(&self, start: usize, end: usize) -> Kept {
         let dim = self.shape.head_dim;
-        let end = positions.min(self.position) * dim;
-        let copy = |buffers: &[Vec<f32>]| buffers.iter().map(|b| b[..end].to_vec()).collect();
+        let end = end.min(self.position);
+        let start = start.min(end);
+        let copy = |buffers: &[Vec<f32>]| {
+            buffers
+                .iter()
+                .map(|b| b[start * dim..end * dim].to_vec())
+                .collect()
+        };
         Kept {
-            positions: positions.min(self.position),
+            start,
+            positions: end - start,
             layers: self
                 .layers
                 .iter()
@@ -433,18 +509,52 @@ impl Decoder {
         }
     }
 
-    /// The cache as it was when `kept` was taken, its positions only.
-    pub fn restore(&mut self, kept: &Kept) {
+    /// Appends `kept` after the cached positions. Its keys are turned to
+    /// their new positions: rotary embeddings compose, so a key rotated
+    /// for position `p` and then by `shift` is the key for `p + shift`.
+    /// The values carry no position. What `kept` attended to when it was
+    /// computed stays what it attended to: that is the approximation a
+    /// moved span makes; in place (no shift) nothing changes.
+    pub fn append(&mut self, kept: &Kept) {
+        let shift = self.position as i64 - kept.start as i64;
+        let dim = self.shape.head_dim;
         for (layer, (keys, values)) in self.layers.iter_mut().zip(&kept.layers) {
-            layer.cache.keys.clone_from(keys);
-            layer.cache.values.clone_from(values);
+            let inverse = match (&self.local_inverse, layer.window) {
+                (Some(local), Some(_)) => local,
+                _ => &self.inverse,
+            };
+            let cache = &mut layer.cache;
+            cache.keys.resize_with(keys.len(), Vec::new);
+            cache.values.resize_with(values.len(), Vec::new);
+            for (buffer, head) in cache.keys.iter_mut().zip(keys) {
+                let from = buffer.len();
+                buffer.extend_from_slice(head);
+                if shift != 0 {
+                    rotate(
+                        &mut buffer[from..],
+                        dim,
+                        inverse,
+                        shift,
+                        self.shape.rope_neox,
+                    );
+                }
+            }
+            for (buffer, head) in cache.values.iter_mut().zip(values) {
+                buffer.extend_from_slice(head);
+            }
         }
-        self.position = kept.positions;
+        self.position += kept.positions;
+    }
+
+    /// The cache as it was when `kept` (a span from position 0) was taken.
+    pub fn restore(&mut self, kept: &Kept) {
+        self.truncate(0);
+        self.append(kept);
     }
 
     /// Rows of the output layer: the logits' length.
     pub fn vocab(&self) -> usize {
-        self.output.weight.shape().dims()[0]
+        self.output.outputs
     }
 
     /// Runs `tokens` after the cached positions; returns the logits that
@@ -607,13 +717,17 @@ fn causal_mask(rows: usize, pos: usize, window: Option<usize>) -> Result<Tensor>
     Tensor::from_vec(data, (rows, len), &Device::Cpu)
 }
 
-/// Rotary embedding tables `[positions, head_dim / 2]`.
-fn rope_tables(head_dim: usize, base: f32, positions: usize) -> Result<(Tensor, Tensor)> {
-    let inv: Vec<f32> = (0..head_dim)
+/// Rotary frequencies: `base^(-2i / head_dim)` for each pair of dimensions.
+fn inverse_frequencies(head_dim: usize, base: f32) -> Vec<f32> {
+    (0..head_dim)
         .step_by(2)
         .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
-        .collect();
-    let inv = Tensor::new(inv.as_slice(), &Device::Cpu)?.reshape((1, head_dim / 2))?;
+        .collect()
+}
+
+/// Rotary embedding tables `[positions, head_dim / 2]`.
+fn rope_tables(inverse: &[f32], positions: usize) -> Result<(Tensor, Tensor)> {
+    let inv = Tensor::new(inverse, &Device::Cpu)?.reshape((1, inverse.len()))?;
     let t = Tensor::arange(0u32, positions as u32, &Device::Cpu)?
         .to_dtype(DType::F32)?
         .reshape((positions, 1))?;
@@ -621,9 +735,74 @@ fn rope_tables(head_dim: usize, base: f32, positions: usize) -> Result<(Tensor, 
     Ok((angles.cos()?, angles.sin()?))
 }
 
+/// Rotates each key of `keys` (`[positions][dim]`) by `shift` positions,
+/// with the pairs of dimensions candle's `rope` (halves, `neox`) or
+/// `rope_i` (neighbours) rotate.
+fn rotate(keys: &mut [f32], dim: usize, inverse: &[f32], shift: i64, neox: bool) {
+    let half = dim / 2;
+    let (cos, sin): (Vec<f32>, Vec<f32>) = inverse
+        .iter()
+        .map(|&f| {
+            let angle = shift as f32 * f;
+            (angle.cos(), angle.sin())
+        })
+        .unzip();
+    for key in keys.chunks_exact_mut(dim) {
+        for i in 0..half {
+            let (a, b) = if neox {
+                (i, i + half)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (x, y) = (key[a], key[b]);
+            key[a] = x * cos[i] - y * sin[i];
+            key[b] = x * sin[i] + y * cos[i];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key rotated for position `p` and then by `shift` is the key
+    /// rotated for `p + shift`, in both pairings, either way.
+    #[test]
+    fn rotating_a_key_moves_it_to_another_position() {
+        let dim = 64;
+        let inverse = inverse_frequencies(dim, 10_000.0);
+        let (cos, sin) = rope_tables(&inverse, 512).unwrap();
+        let key: Vec<f32> = (0..dim)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let at = |p: usize, neox: bool| -> Vec<f32> {
+            let rope = Rope {
+                cos: cos.narrow(0, p, 1).unwrap(),
+                sin: sin.narrow(0, p, 1).unwrap(),
+                neox,
+            };
+            let x = Tensor::from_slice(&key, (1, 1, 1, dim), &Device::Cpu).unwrap();
+            rope.apply(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        for neox in [true, false] {
+            for (p, shift) in [(3usize, 400i64), (450, -300), (100, 0)] {
+                let mut moved = at(p, neox);
+                rotate(&mut moved, dim, &inverse, shift, neox);
+                let expected = at((p as i64 + shift) as usize, neox);
+                for (a, b) in moved.iter().zip(&expected) {
+                    assert!(
+                        (a - b).abs() < 1e-3,
+                        "{p} by {shift} (neox {neox}): {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
 
     fn model(name: &str, arch: &str) -> Decoder {
         model_with(name, arch, false)

@@ -8,7 +8,7 @@
 //! and end of turn. The forward pass is `decoder`.
 
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
@@ -23,6 +23,7 @@ use candle_core::Tensor;
 
 use super::decoder::{Decoder, Kept};
 use super::guide::{Guide, Guides};
+use super::sources::{self, Body, SourceCache};
 use super::{Constraint, Generated, Generator, Message, Role, Sampling, StopReason};
 use crate::error::{Error, Result};
 
@@ -84,29 +85,90 @@ impl Template {
 /// piece cached from one is exactly what a fresh prefill of the other
 /// computes, and the system prompt, or the same sources before a new
 /// question, come from the cache bit for bit.
-fn piece_starts(text: &str, offsets: &[(usize, usize)], turn: &str) -> Vec<usize> {
+///
+/// With `sources`, each source (`sources`' module) is also cut before its
+/// label line and before its body, a body is one piece, and the bodies
+/// are returned.
+fn piece_starts(
+    text: &str,
+    offsets: &[(usize, usize)],
+    turn: &str,
+    with_sources: bool,
+) -> (Vec<usize>, Vec<Body>) {
     let bytes = text.as_bytes();
     let at = |i: usize| offsets[i].0.min(bytes.len());
     let after_paragraph = |i: usize| bytes[..at(i)].ends_with(b"\n\n");
     let last_paragraph = (1..offsets.len()).rev().find(|&i| after_paragraph(i));
     let mut starts = vec![0];
+    let mut bodies = Vec::new();
+    // Where the current source's body begins (a byte, then its token).
+    let mut body_byte: Option<usize> = None;
+    let mut body: Option<usize> = None;
     for i in 1..offsets.len() {
+        let label = with_sources && after_paragraph(i) && sources::is_label(&bytes[at(i)..]);
+        let boundary =
+            bytes[at(i)..].starts_with(turn.as_bytes()) || Some(i) == last_paragraph || label;
+        if boundary {
+            body_byte = None;
+            if let Some(start) = body.take() {
+                bodies.push(Body { start, end: i });
+            }
+        }
+        let body_begins = body_byte.is_some_and(|b| at(i) >= b);
+        if body_begins {
+            body_byte = None;
+            body = Some(i);
+        }
+        if label {
+            body_byte = bytes[at(i)..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|n| at(i) + n + 1);
+        }
         let len = i - starts.last().copied().unwrap_or(0);
-        let cut = bytes[at(i)..].starts_with(turn.as_bytes())
-            || Some(i) == last_paragraph
-            || len >= PREFILL_CHUNK
-            || (len >= MIN_PIECE && after_paragraph(i));
+        let cut = boundary
+            || body_begins
+            || match body {
+                // A body too long to reuse goes on in ordinary pieces.
+                Some(start) if i - start >= sources::MAX_BODY => {
+                    body = None;
+                    true
+                }
+                Some(_) => false,
+                None => len >= PREFILL_CHUNK || (len >= MIN_PIECE && after_paragraph(i)),
+            };
         if cut {
             starts.push(i);
         }
     }
-    starts
+    bodies.retain(|b| b.end - b.start >= sources::MIN_BODY);
+    (starts, bodies)
 }
 
 /// A prompt's tokens and where its prefill pieces start.
 struct PromptIds {
     ids: Vec<u32>,
     starts: Vec<usize>,
+    /// Its sources' bodies, when sources are reused.
+    bodies: Vec<Body>,
+}
+
+impl PromptIds {
+    /// The body starting at `start`, if one does.
+    fn body_at(&self, start: usize) -> Option<Body> {
+        self.bodies.iter().find(|b| b.start == start).copied()
+    }
+
+    /// Where the context of its bodies ends: its first source's label.
+    fn context(&self) -> usize {
+        let first = self.bodies.first().map_or(0, |b| b.start);
+        self.starts
+            .iter()
+            .rev()
+            .find(|&&s| s < first)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// The model with what its KV cache holds: the token ids of the cached
@@ -125,6 +187,11 @@ struct Session {
     /// prompt that starts like one of them starts from it even when
     /// another prompt (a rewrite, a reflection) ran in between.
     kept: Vec<(Vec<u32>, Kept)>,
+    /// The pieces of the cache that are sources' bodies placed from their
+    /// own computation ([`sources`]), by start.
+    bodies: Vec<usize>,
+    /// Bodies' keys and values for any later prompt.
+    sources: SourceCache,
 }
 
 /// First pieces a session keeps ([`Session::kept`]).
@@ -136,6 +203,7 @@ impl Session {
         self.ids.truncate(position);
         self.exact = self.exact.min(position);
         self.starts.retain(|&s| s < position);
+        self.bodies.retain(|&s| s < position);
     }
 
     /// Runs `tokens` after the cache; returns the logits after the last.
@@ -146,10 +214,11 @@ impl Session {
     }
 
     /// Feeds `prompt` after the longest cached prefix that ends where a
-    /// piece of both prompts starts (so the logits are bit for bit those of
-    /// a fresh prefill, as `generate`'s determinism needs). Returns what
-    /// followed, or `None` when `go_on` (asked before each piece) said
-    /// stop: a cancelled request stops within one piece.
+    /// piece of both prompts starts and before which both have the same
+    /// bodies (so the logits are bit for bit those of a fresh prefill, as
+    /// `generate`'s determinism needs). Returns what followed, or `None`
+    /// when `go_on` (asked before each piece) said stop: a cancelled
+    /// request stops within one piece.
     fn prefill(
         &mut self,
         prompt: &PromptIds,
@@ -165,11 +234,16 @@ impl Session {
             .count()
             .min(ids.len() - 1)
             .min(self.exact);
+        let same_bodies = |s: usize| {
+            let ours = self.bodies.iter().filter(|&&b| b < s);
+            let theirs = prompt.bodies.iter().map(|b| b.start).filter(|&b| b < s);
+            ours.copied().eq(theirs)
+        };
         let cached = prompt
             .starts
             .iter()
             .rev()
-            .find(|&&s| s <= shared && self.starts.binary_search(&s).is_ok())
+            .find(|&&s| s <= shared && self.starts.binary_search(&s).is_ok() && same_bodies(s))
             .copied()
             .unwrap_or(0);
         let from = match self.kept_start(prompt, cached) {
@@ -187,11 +261,34 @@ impl Session {
             .collect();
         let ends = starts.iter().skip(1).copied().chain([ids.len()]);
         let mut logits = None;
+        let mut placed: Option<Vec<Option<Arc<Kept>>>> = None;
+        let mut reused = from;
         for (&piece, end) in starts.iter().zip(ends) {
             if !go_on() {
                 return Ok(None);
             }
-            logits = Some(self.forward(&ids[piece..end])?);
+            match prompt.body_at(piece) {
+                Some(body) => {
+                    if placed.is_none() {
+                        let Some(computed) =
+                            self.compute_bodies(prompt, piece, go_on, &mut reused)?
+                        else {
+                            return Ok(None);
+                        };
+                        placed = Some(computed);
+                    }
+                    let index = prompt.bodies.iter().position(|b| *b == body);
+                    let kept = placed
+                        .as_ref()
+                        .zip(index)
+                        .and_then(|(p, i)| p.get(i)?.as_ref())
+                        .ok_or_else(|| Error::Inference("a source was not computed".into()))?;
+                    self.decoder.append(kept);
+                    self.ids.extend_from_slice(&ids[body.start..body.end]);
+                    self.bodies.push(piece);
+                }
+                None => logits = Some(self.forward(&ids[piece..end])?),
+            }
             self.starts.push(piece);
             self.exact = self.ids.len();
         }
@@ -199,8 +296,65 @@ impl Session {
         Ok(Some(Prefilled {
             logits: logits.ok_or_else(|| Error::Inference("no logits".into()))?,
             ms: start.elapsed().as_secs_f64() * 1000.0,
-            reused: from,
+            reused,
         }))
+    }
+
+    /// The keys and values of every body of `prompt` (in its order; those
+    /// before `from` are not needed: `None`): from the cache, or
+    /// computed after the prompt's context at its first source's place and
+    /// then cached ([`sources`]). The cache is left as it was. Counts the
+    /// tokens taken from the cache in `reused`; `None` when `go_on` said
+    /// stop.
+    fn compute_bodies(
+        &mut self,
+        prompt: &PromptIds,
+        from: usize,
+        go_on: &mut dyn FnMut() -> bool,
+        reused: &mut usize,
+    ) -> Result<Option<Vec<Option<Arc<Kept>>>>> {
+        let ids = &prompt.ids;
+        let context = prompt.context();
+        let hash = sources::context_hash(&ids[..context]);
+        let mut tail: Option<Kept> = None;
+        let mut out = Vec::with_capacity(prompt.bodies.len());
+        for body in &prompt.bodies {
+            let tokens = &ids[body.start..body.end];
+            if body.start < from {
+                out.push(None);
+                continue;
+            }
+            if let Some(kept) = self.sources.get(hash, tokens) {
+                *reused += tokens.len();
+                out.push(Some(kept));
+                continue;
+            }
+            if !go_on() {
+                if let Some(tail) = tail {
+                    self.decoder.truncate(context);
+                    self.decoder.append(&tail);
+                }
+                return Ok(None);
+            }
+            if tail.is_none() {
+                tail = Some(self.decoder.span(context, self.decoder.position()));
+            }
+            self.decoder.truncate(context);
+            self.decoder.forward(tokens)?;
+            let kept = Arc::new(self.decoder.span(context, context + tokens.len()));
+            self.sources.insert(hash, tokens, kept.clone());
+            tracing::debug!(
+                tokens = tokens.len(),
+                cache_bytes = self.sources.bytes(),
+                "source computed and kept"
+            );
+            out.push(Some(kept));
+        }
+        if let Some(tail) = tail {
+            self.decoder.truncate(context);
+            self.decoder.append(&tail);
+        }
+        Ok(Some(out))
     }
 }
 
@@ -219,6 +373,7 @@ impl Session {
         self.decoder.restore(&kept);
         self.ids.clone_from(&ids);
         self.starts = vec![0];
+        self.bodies.clear();
         self.exact = ids.len();
         let from = ids.len();
         self.kept.push((ids, kept));
@@ -240,7 +395,7 @@ impl Session {
         if self.kept.len() == KEPT_PIECES {
             self.kept.remove(0);
         }
-        self.kept.push((first.to_vec(), self.decoder.snapshot(end)));
+        self.kept.push((first.to_vec(), self.decoder.span(0, end)));
     }
 }
 
@@ -267,6 +422,30 @@ pub struct GgufGenerator {
     context_length: usize,
     template: Template,
     id: String,
+    /// Whether sources' bodies are computed on their own and reused.
+    reuse_sources: bool,
+}
+
+/// How a GGUF model is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Matrix products in int8 (weights requantized per output row at
+    /// load, in place of the GGUF's; inputs per row); else the GGUF's own
+    /// quantized kernels decoding and f32 on weights dequantized per call
+    /// for prompts.
+    pub int8_weights: bool,
+    /// Bytes of sources' keys and values kept for reuse at any position
+    /// ([`sources`]); 0: sources are computed in place.
+    pub source_cache_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            int8_weights: true,
+            source_cache_bytes: 0,
+        }
+    }
 }
 
 /// `text` with every control token's text broken by a zero-width space,
@@ -295,16 +474,13 @@ fn model_error(path: &Path, reason: impl std::fmt::Display) -> Error {
 }
 
 impl GgufGenerator {
-    /// Loads the GGUF file at `path`, its matrix products in int8.
+    /// Loads the GGUF file at `path` with the default [`Options`].
     pub fn load(path: &Path) -> Result<Self> {
-        Self::load_with(path, true)
+        Self::load_with(path, Options::default())
     }
 
-    /// Loads the GGUF file at `path`; with `int8_weights` its matrix
-    /// products run in int8 (weights requantized per output row at load,
-    /// inputs per row), else on the GGUF's own quantized kernels (decoding)
-    /// and in f32 on weights dequantized per call (prompts).
-    pub fn load_with(path: &Path, int8_weights: bool) -> Result<Self> {
+    /// Loads the GGUF file at `path`, run as `options` say.
+    pub fn load_with(path: &Path, options: Options) -> Result<Self> {
         let mut file = std::fs::File::open(path).map_err(|e| {
             model_error(
                 path,
@@ -369,8 +545,14 @@ impl GgufGenerator {
         if let Some(eos) = meta("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
             end_tokens.push(eos);
         }
-        let decoder = Decoder::load(&content, &mut file, &arch, context_length, int8_weights)
-            .map_err(|e| model_error(path, e))?;
+        let decoder = Decoder::load(
+            &content,
+            &mut file,
+            &arch,
+            context_length,
+            options.int8_weights,
+        )
+        .map_err(|e| model_error(path, e))?;
         let name = path
             .file_name()
             .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
@@ -387,6 +569,8 @@ impl GgufGenerator {
                 exact: 0,
                 starts: Vec::new(),
                 kept: Vec::new(),
+                bodies: Vec::new(),
+                sources: SourceCache::new(options.source_cache_bytes),
             }),
             tokenizer,
             guides: OnceLock::new(),
@@ -395,6 +579,7 @@ impl GgufGenerator {
             context_length,
             template,
             id: format!("{name} ({arch})"),
+            reuse_sources: options.source_cache_bytes > 0,
         })
     }
 
@@ -603,8 +788,17 @@ impl GgufGenerator {
                 self.context_length
             )));
         }
-        let starts = piece_starts(prompt, encoding.get_offsets(), self.template.turn_start());
-        Ok(PromptIds { ids, starts })
+        let (starts, bodies) = piece_starts(
+            prompt,
+            encoding.get_offsets(),
+            self.template.turn_start(),
+            self.reuse_sources,
+        );
+        Ok(PromptIds {
+            ids,
+            starts,
+            bodies,
+        })
     }
 
     /// A matcher for `constraint`; the token table is built on first use.
@@ -715,9 +909,122 @@ mod tests {
     use super::*;
 
     fn light() -> GgufGenerator {
+        light_with(Options::default())
+    }
+
+    fn light_with(options: Options) -> GgufGenerator {
         let mut config = crate::config::Config::default();
         config.generator.model = Some("light".into());
-        GgufGenerator::load(&config.generator_path()).unwrap()
+        GgufGenerator::load_with(&config.generator_path(), options).unwrap()
+    }
+
+    /// Sources computed on their own are reused at any position, among any
+    /// others: the logits are those of a prompt whose sources were all
+    /// computed for it (bit for bit), within a measured distance of a
+    /// prompt computed in place, and a changed source or another context
+    /// is computed again; the cache stays within its bytes.
+    #[test]
+    fn sources_are_reused_at_any_position_and_only_when_unchanged() {
+        let reuse = Options {
+            source_cache_bytes: 64 << 20,
+            ..Options::default()
+        };
+        let generator = light_with(reuse);
+        let fact = |topic: &str, fact: &str| {
+            format!(
+                "The {topic} is {fact}. It was agreed at the spring planning meeting \
+                 and written down in the team's handbook for everyone to follow."
+            )
+        };
+        let (x, y, z) = (
+            fact("release day", "Thursday"),
+            fact("on-call rota", "weekly"),
+            fact("code freeze", "two days long"),
+        );
+        let prompt = |system: &str, sources: &[&str], question: &str| {
+            let sources: String = sources
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    // The path is the source's own (its first words).
+                    let path: String = text.split(' ').take(3).collect::<Vec<_>>().join("-");
+                    format!("[{}] docs/{path}.md\n{text}\n\n", i + 1)
+                })
+                .collect();
+            generator.render(&[
+                Message {
+                    role: Role::System,
+                    content: system.into(),
+                },
+                Message {
+                    role: Role::User,
+                    content: format!("Sources:\n\n{sources}Question: {question}"),
+                },
+            ])
+        };
+        let system = "Answer from the numbered sources only and cite them as [n].";
+        let first = prompt(system, &[&x, &y], "When is the release?");
+        let moved = prompt(system, &[&y, &z, &x], "How long is the freeze?");
+        let ids = generator.prompt_ids(&moved).unwrap();
+        assert_eq!(ids.bodies.len(), 3, "three sources, three bodies");
+        let logits = |g: &GgufGenerator, text: &str| {
+            let ids = g.prompt_ids(text).unwrap();
+            let mut session = g.lock().unwrap();
+            let prefilled = session.prefill(&ids, &mut || true).unwrap().unwrap();
+            let values: Vec<f32> = prefilled.logits.to_vec1().unwrap();
+            (values, prefilled.reused, session.sources.bytes())
+        };
+        let (_, none, _) = logits(&generator, &first);
+        assert_eq!(none, 0);
+        // x and y come from the cache, at other places; z is computed. The
+        // instructions before the sources come from the prefix cache.
+        let (warm, reused, _) = logits(&generator, &moved);
+        let body = |text: &str| generator.encode(text).unwrap().len();
+        let context = ids.context();
+        let sources = reused - context;
+        assert!(
+            (body(&x) + body(&y)..=body(&x) + body(&y) + 4).contains(&sources),
+            "{sources} source tokens reused; x and y have {} and {}",
+            body(&x),
+            body(&y)
+        );
+        let (cold, cold_reused, _) = logits(&light_with(reuse), &moved);
+        assert_eq!(cold_reused, 0, "a new model has its own cache");
+        assert_eq!(warm, cold, "reused sources changed the logits");
+        // Against every source computed in place: close, not equal.
+        let (in_place, _, _) = logits(&light(), &moved);
+        let cosine = cosine(&warm, &in_place);
+        eprintln!("cosine to the prompt computed in place: {cosine}");
+        assert!(cosine > 0.95, "cosine {cosine}");
+        // A changed source is computed again; the unchanged ones are not.
+        let changed = fact("code freeze", "three days long");
+        let (_, again, _) = logits(&generator, &prompt(system, &[&changed, &x], "Q?"));
+        let again = again - context;
+        assert!(
+            (body(&x)..=body(&x) + 2).contains(&again),
+            "{again} source tokens reused; only x ({}) is unchanged",
+            body(&x)
+        );
+        // Another context (the instructions): nothing is reused.
+        let other = prompt("Cite the sources as [n].", &[&x, &y], "When?");
+        let (_, other_reused, _) = logits(&generator, &other);
+        assert!(
+            other_reused < 8,
+            "{other_reused} reused under other instructions"
+        );
+        // Bounded: room for about one source, never more.
+        let one = light_with(Options {
+            source_cache_bytes: 6 << 20,
+            ..Options::default()
+        });
+        let (_, _, held) = logits(&one, &moved);
+        assert!(held > 0 && held <= 6 << 20, "{held} bytes held");
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (norm(a) * norm(b))
     }
 
     /// A GGUF of an architecture lore does not run is refused by name,

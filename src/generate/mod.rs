@@ -6,6 +6,7 @@
 mod decoder;
 pub mod gguf;
 pub mod guide;
+mod sources;
 mod spm;
 
 use serde::{Deserialize, Serialize};

@@ -19,7 +19,7 @@ fn load_generator(
     })?;
     Ok(lore::generate::gguf::GgufGenerator::load_with(
         &config.generator_path(),
-        config.generator.int8_weights,
+        config.generator.options(),
     )?)
 }
 
