@@ -4,7 +4,15 @@ same GGUF with the same thread count. Prompt speed, decode speed and time
 to first token, from wall-clock times of completions of 1 and N tokens.
 
     pip install llama-cpp-python        # builds llama.cpp (10-20 min)
-    python3 scripts/bench_llama_cpp.py MODEL.gguf [PROMPT_TOKENS] [GEN_TOKENS] [THREADS]
+    python3 scripts/bench_llama_cpp.py MODEL.gguf [PROMPT_TOKENS] [GEN_TOKENS] [THREADS] [TEXT_FILE or - for stdin]
+
+`lore bench generate --llama-cpp PYTHON` runs this script (built into the
+binary) with lore's own benchmark text, in the same run as lore's figures.
+On CPUs with AMX, build llama.cpp without it (its AMX path crashes on
+batched prompts here):
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON \
+      -DGGML_AVX512_BF16=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AMX_TILE=OFF \
+      -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" pip install llama-cpp-python
 """
 import json
 import sys
@@ -19,7 +27,8 @@ threads = int(sys.argv[4]) if len(sys.argv) > 4 else 2
 
 llm = Llama(model_path=model, n_ctx=max(2048, prompt_tokens + gen_tokens + 16), n_threads=threads,
             n_threads_batch=threads, n_batch=512, verbose=False)
-text = open("corpora/handbook/docs/oncall/incident-response.md").read() * 50
+text_file = sys.argv[5] if len(sys.argv) > 5 else "corpora/handbook/docs/oncall/incident-response.md"
+text = (sys.stdin.read() if text_file == "-" else open(text_file).read()) * 50
 tokens = llm.tokenize(text.encode())[:prompt_tokens]
 
 

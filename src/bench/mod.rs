@@ -445,6 +445,81 @@ pub struct GenerateBench {
     /// Prompt tokens of that question's prompt taken from the cache.
     #[serde(default)]
     pub new_question_reused_tokens: usize,
+    /// A prompt of three sources and a question, the sources new: time to
+    /// first token, ms.
+    #[serde(default)]
+    pub sources_ttft_ms: f64,
+    /// The same sources in another order before another question (sources
+    /// seen before, at other places): time to first token, ms.
+    #[serde(default)]
+    pub sources_moved_ttft_ms: f64,
+    /// Prompt tokens of that prompt taken from the caches.
+    #[serde(default)]
+    pub sources_moved_reused_tokens: usize,
+}
+
+/// llama.cpp's figures on the same GGUF, threads and text
+/// (`scripts/bench_llama_cpp.py`, through llama-cpp-python).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LlamaCppBench {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Prompt processing, tokens per second.
+    pub prompt_tokens_per_s: f64,
+    /// Decoding, tokens per second.
+    pub gen_tokens_per_s: f64,
+    /// Time to first token, ms.
+    pub time_to_first_token_ms: f64,
+}
+
+/// The reference script, carried by the binary.
+const LLAMA_CPP_SCRIPT: &str = include_str!("../../scripts/bench_llama_cpp.py");
+
+/// Runs llama.cpp on `model` with `python` (which must have
+/// llama-cpp-python): about `prompt_tokens` of `text`, then `gen_tokens`,
+/// on `threads` threads.
+pub fn llama_cpp(
+    python: &Path,
+    model: &Path,
+    text: &str,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    threads: usize,
+) -> Result<LlamaCppBench> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(LLAMA_CPP_SCRIPT)
+        .arg(model)
+        .args([
+            prompt_tokens.to_string(),
+            gen_tokens.to_string(),
+            threads.to_string(),
+            "-".into(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(python, e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| Error::io(python, e))?;
+    }
+    let output = child.wait_with_output().map_err(|e| Error::io(python, e))?;
+    if !output.status.success() {
+        return Err(Error::Config(format!(
+            "llama.cpp reference failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let last = String::from_utf8_lossy(&output.stdout);
+    let line = last.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .map_err(|e| Error::Config(format!("llama.cpp reference printed {line:?}: {e}")))
 }
 
 /// A one-message chat: about `prompt_tokens` tokens cut from `text`, then
@@ -467,6 +542,48 @@ fn chat_prompt(
         role: Role::User,
         content: format!("{body}\n\n{request}"),
     }]))
+}
+
+/// A question after three sources cut from `text` (about `prompt_tokens`
+/// tokens in all), laid out as `prompt` lays out sources, in the order
+/// `order` gives, rendered in `generator`'s template.
+fn sources_prompt(
+    generator: &dyn crate::generate::Generator,
+    text: &str,
+    prompt_tokens: usize,
+    order: [usize; 3],
+    question: &str,
+) -> Result<String> {
+    use crate::generate::{Message, Role};
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut take = prompt_tokens.min(words.len()) / 3;
+    let parts = |take: usize| -> Vec<String> {
+        words
+            .chunks(take.max(1))
+            .take(3)
+            .map(|w| w.join(" "))
+            .collect()
+    };
+    while take > 1 && generator.count_tokens(&parts(take).concat())? > prompt_tokens {
+        take = take * 9 / 10;
+    }
+    let parts = parts(take);
+    let sources: String = order
+        .iter()
+        .enumerate()
+        .filter_map(|(n, &i)| Some((n, parts.get(i)?)))
+        .map(|(n, part)| format!("[{}] bench/part-{}.md\n{part}\n\n", n + 1, order[n]))
+        .collect();
+    Ok(generator.render(&[
+        Message {
+            role: Role::System,
+            content: "Answer from the numbered sources only; cite them as [n].".into(),
+        },
+        Message {
+            role: Role::User,
+            content: format!("Sources:\n\n{sources}Question: {question}"),
+        },
+    ]))
 }
 
 /// Prompt and decode speed of `generator` on a prompt of about
@@ -507,6 +624,19 @@ pub fn generate(
         "List the three main points of the text above.",
     )?;
     let new_question = first_token(&other)?;
+    // Sources: new, then the same in another order before another
+    // question (what reuse of sources at any position saves).
+    let ask = |order, question| {
+        first_token(&sources_prompt(
+            generator,
+            text,
+            prompt_tokens,
+            order,
+            question,
+        )?)
+    };
+    let sources = ask([0, 1, 2], "What does the first source say?")?;
+    let moved = ask([2, 0, 1], "Which steps come last?")?;
     Ok(GenerateBench {
         model: generator.id().to_string(),
         prompt_tokens: result.prompt_tokens,
@@ -517,6 +647,9 @@ pub fn generate(
         repeat_ttft_ms: repeat.prompt_ms + repeat.gen_ms,
         new_question_ttft_ms: new_question.prompt_ms + new_question.gen_ms,
         new_question_reused_tokens: new_question.reused_tokens,
+        sources_ttft_ms: sources.prompt_ms + sources.gen_ms,
+        sources_moved_ttft_ms: moved.prompt_ms + moved.gen_ms,
+        sources_moved_reused_tokens: moved.reused_tokens,
     })
 }
 

@@ -8,19 +8,30 @@ use anyhow::Context;
 use lore::Engine;
 
 use super::super::{Global, config, print_json};
+
 fn load_generator(
     global: &Global,
     generator: Option<String>,
 ) -> anyhow::Result<lore::generate::gguf::GgufGenerator> {
+    Ok(generator_and_config(global, generator)?.0)
+}
+
+/// The generator `generator` names (else the configured one), loaded, and
+/// the configuration it was loaded with.
+fn generator_and_config(
+    global: &Global,
+    generator: Option<String>,
+) -> anyhow::Result<(lore::generate::gguf::GgufGenerator, lore::config::Config)> {
     let config = config(global, |c| {
         if generator.is_some() {
             c.generator.model = generator.clone();
         }
     })?;
-    Ok(lore::generate::gguf::GgufGenerator::load_with(
+    let model = lore::generate::gguf::GgufGenerator::load_with(
         &config.generator_path(),
         config.generator.options(),
-    )?)
+    )?;
+    Ok((model, config))
 }
 
 /// The handbook's on-call pages, as benchmark text.
@@ -101,12 +112,31 @@ pub fn generate(
     generator: Option<String>,
     prompt_tokens: usize,
     gen_tokens: usize,
+    llama_cpp: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let model = load_generator(global, generator)?;
-    let result = lore::bench::generate(&model, &bench_text()?, prompt_tokens, gen_tokens)?;
+    let (model, config) = generator_and_config(global, generator)?;
+    let text = bench_text()?;
+    let result = lore::bench::generate(&model, &text, prompt_tokens, gen_tokens)?;
+    let reference = match &llama_cpp {
+        Some(python) => {
+            let threads = config.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            let path = config.generator_path();
+            Some(lore::bench::llama_cpp(
+                python,
+                &path,
+                &text,
+                result.prompt_tokens,
+                gen_tokens,
+                threads,
+            )?)
+        }
+        None => None,
+    };
     if json {
-        return print_json(&result);
+        return print_json(&serde_json::json!({ "lore": result, "llama_cpp": reference }));
     }
     println!("{}", result.model);
     println!(
@@ -125,6 +155,23 @@ pub fn generate(
         result.new_question_ttft_ms,
         result.new_question_reused_tokens
     );
+    println!(
+        "three sources: {:.0} ms new, {:.0} ms in another order before another question \
+         ({} of its tokens cached)",
+        result.sources_ttft_ms, result.sources_moved_ttft_ms, result.sources_moved_reused_tokens
+    );
+    if let Some(r) = reference {
+        println!(
+            "llama.cpp, same model and threads: prompt {} tokens {:.1} tokens/s (lore {:.2}x), \
+             generate {:.1} tokens/s (lore {:.2}x), first token {:.0} ms",
+            r.prompt_tokens,
+            r.prompt_tokens_per_s,
+            result.prompt_tokens_per_s / r.prompt_tokens_per_s,
+            r.gen_tokens_per_s,
+            result.gen_tokens_per_s / r.gen_tokens_per_s,
+            r.time_to_first_token_ms
+        );
+    }
     Ok(())
 }
 

@@ -169,6 +169,10 @@ pub enum BenchCommand {
         /// Tokens to generate.
         #[arg(long, default_value_t = 64)]
         gen_tokens: usize,
+        /// Also run llama.cpp on the same GGUF, threads and text, with this
+        /// Python (it must have llama-cpp-python), and print both.
+        #[arg(long, value_name = "PYTHON")]
+        llama_cpp: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -288,8 +292,16 @@ pub fn run(global: &Global, command: BenchCommand) -> anyhow::Result<()> {
             generator,
             prompt_tokens,
             gen_tokens,
+            llama_cpp,
             json,
-        } => micro::generate(global, generator, prompt_tokens, gen_tokens, json),
+        } => micro::generate(
+            global,
+            generator,
+            prompt_tokens,
+            gen_tokens,
+            llama_cpp,
+            json,
+        ),
         BenchCommand::Constrained {
             generator,
             runs,
