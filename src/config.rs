@@ -283,14 +283,6 @@ fn default_examples() -> Vec<Example> {
 pub const PROMPT_ROOM: usize = 256;
 
 impl GeneratorConfig {
-    /// How the GGUF model runs.
-    pub fn options(&self) -> crate::generate::gguf::Options {
-        crate::generate::gguf::Options {
-            int8_weights: self.int8_weights,
-            source_cache_bytes: self.source_cache_mb.saturating_mul(1 << 20),
-        }
-    }
-
     /// The longest answer the context window leaves room for.
     pub fn max_answer_tokens(&self) -> usize {
         self.context_tokens.saturating_sub(PROMPT_ROOM).max(1)

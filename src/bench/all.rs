@@ -207,8 +207,10 @@ pub fn all(config: &Config, options: &AllOptions, progress: &dyn Fn(&str)) -> Re
     };
     for path in &options.generators {
         progress(&format!("generator {}", path.display()));
-        let model: Arc<dyn Generator> =
-            Arc::new(GgufGenerator::load_with(path, config.generator.options())?);
+        let model: Arc<dyn Generator> = Arc::new(GgufGenerator::load_with(
+            path,
+            crate::generate::gguf::Options::of(&config.generator),
+        )?);
         generators.push(super::generate(model.as_ref(), &text, 512, 64)?);
         if options.conversations == 0 && qa_items.is_empty() {
             continue;

@@ -491,7 +491,7 @@ impl Engine {
         }
         let loaded: Arc<dyn Generator> = Arc::new(GgufGenerator::load_with(
             &self.config.generator_path(),
-            self.config.generator.options(),
+            crate::generate::gguf::Options::of(&self.config.generator),
         )?);
         Ok(self.generator.get_or_init(|| loaded))
     }

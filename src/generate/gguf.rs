@@ -439,6 +439,16 @@ pub struct Options {
     pub source_cache_bytes: usize,
 }
 
+impl Options {
+    /// The options `generator` configures.
+    pub fn of(generator: &crate::config::GeneratorConfig) -> Options {
+        Options {
+            int8_weights: generator.int8_weights,
+            source_cache_bytes: generator.source_cache_mb.saturating_mul(1 << 20),
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {

@@ -29,7 +29,7 @@ fn generator_and_config(
     })?;
     let model = lore::generate::gguf::GgufGenerator::load_with(
         &config.generator_path(),
-        config.generator.options(),
+        lore::generate::gguf::Options::of(&config.generator),
     )?;
     Ok((model, config))
 }
