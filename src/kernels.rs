@@ -345,31 +345,30 @@ impl Int8Weights {
             "weights are not rows of {k}"
         );
         let mut weights = Int8Weights::zeros(w.len() / k, k);
-        for (j, row) in w.chunks_exact(k).enumerate() {
-            weights.set_row(j, row);
-        }
+        weights.set_rows(0, w);
         weights
     }
 
-    /// `n` outputs of `k` inputs, read `block` rows at a time:
-    /// `read(first, count)` returns rows `first..first + count`, row-major.
-    /// The weights are never whole in f32, which for a vocabulary-sized
-    /// matrix is hundreds of megabytes.
+    /// `n` outputs of `k` inputs, read `block` rows at a time (a multiple
+    /// of 16): `read(first, count)` returns rows `first..first + count`,
+    /// row-major. The weights are never whole in f32, which for a
+    /// vocabulary-sized matrix is hundreds of megabytes.
     pub fn from_blocks<E>(
         n: usize,
         k: usize,
         block: usize,
         mut read: impl FnMut(usize, usize) -> std::result::Result<Vec<f32>, E>,
     ) -> std::result::Result<Int8Weights, E> {
-        assert!(k > 0 && block > 0, "empty rows or blocks");
+        assert!(
+            k > 0 && block > 0 && block.is_multiple_of(OUT_LANES),
+            "empty rows, or blocks that split a group of outputs"
+        );
         let mut weights = Int8Weights::zeros(n, k);
         for first in (0..n).step_by(block) {
             let count = block.min(n - first);
             let rows = read(first, count)?;
             assert_eq!(rows.len(), count * k, "a block of the wrong size");
-            for (j, row) in rows.chunks_exact(k).enumerate() {
-                weights.set_row(first + j, row);
-            }
+            weights.set_rows(first, &rows);
         }
         Ok(weights)
     }
@@ -387,15 +386,29 @@ impl Int8Weights {
         }
     }
 
-    /// Quantizes output `j`'s weights into place.
-    fn set_row(&mut self, j: usize, row: &[f32]) {
-        let mut q = vec![0i8; self.k];
-        self.scales[j] = quantize(row, &mut q);
-        self.sums[j] = q.iter().map(|&v| i32::from(v)).sum();
-        let (block, lane) = (j / OUT_LANES, j % OUT_LANES);
-        for (p, &v) in q.iter().enumerate() {
-            self.packed[(block * self.groups + p / 4) * 64 + lane * 4 + p % 4] = v;
-        }
+    /// Quantizes `rows` (row-major) into outputs `first..`, where `first`
+    /// starts a group of 16 outputs; the groups run in parallel.
+    fn set_rows(&mut self, first: usize, rows: &[f32]) {
+        debug_assert!(first.is_multiple_of(OUT_LANES));
+        let (k, groups) = (self.k, self.groups);
+        let count = rows.len() / k;
+        let block_bytes = groups * 64;
+        let start = first / OUT_LANES * block_bytes;
+        self.packed[start..]
+            .par_chunks_mut(block_bytes)
+            .zip(self.scales[first..first + count].par_chunks_mut(OUT_LANES))
+            .zip(self.sums[first..first + count].par_chunks_mut(OUT_LANES))
+            .zip(rows.par_chunks(OUT_LANES * k))
+            .for_each(|(((packed, scales), sums), rows)| {
+                let mut q = vec![0i8; groups * 4];
+                for (lane, row) in rows.chunks_exact(k).enumerate() {
+                    scales[lane] = quantize(row, &mut q[..k]);
+                    sums[lane] = q[..k].iter().map(|&v| i32::from(v)).sum();
+                    for (g, four) in q.chunks_exact(4).enumerate() {
+                        packed[g * 64 + lane * 4..][..4].copy_from_slice(four);
+                    }
+                }
+            });
     }
 
     fn outputs(&self) -> usize {
@@ -410,7 +423,10 @@ fn quantize(row: &[f32], out: &mut [i8]) -> f32 {
     let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
     let inv = 1.0 / scale;
     for (o, &v) in out.iter_mut().zip(row) {
-        *o = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        // Rounded through `ROUNDER` (the low byte of the wrapped integer
+        // is the value in two's complement): `as i8` on a float would not
+        // vectorise.
+        *o = rounded_bits((v * inv).clamp(-127.0, 127.0) + ROUNDER) as i8;
     }
     scale
 }
@@ -679,6 +695,33 @@ unsafe fn int8_sums_vnni(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vectorisable rounding gives what `round_ties_even` gives, signs
+    /// and ties included, and saturates at ±127.
+    #[test]
+    fn weights_quantize_to_the_nearest_even_integer() {
+        let row = [
+            1.0,
+            -1.0,
+            0.5,
+            -0.5,
+            1.5 / 127.0,
+            -2.5 / 127.0,
+            0.3,
+            -0.7,
+            0.0,
+            0.999,
+        ];
+        let mut q = [0i8; 10];
+        let scale = quantize(&row, &mut q);
+        let expected: Vec<i8> = row
+            .iter()
+            .map(|v| (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8)
+            .collect();
+        assert_eq!(q.to_vec(), expected);
+        assert_eq!((q[0], q[1]), (127, -127));
+        assert_eq!((q[4], q[5]), (2, -2), "ties go to the even integer");
+    }
 
     #[test]
     fn exp_matches_std() {
