@@ -435,7 +435,9 @@ pub struct Options {
     /// for prompts.
     pub int8_weights: bool,
     /// Bytes of sources' keys and values kept for reuse at any position
-    /// ([`sources`]); 0: sources are computed in place.
+    /// (a source found in a prompt, its body computed on its own after the
+    /// instructions and rotated to its place); 0: sources are computed in
+    /// place.
     pub source_cache_bytes: usize,
 }
 
