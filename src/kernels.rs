@@ -6,7 +6,11 @@
 //! branches, no libm calls): erf-GELU, softmax and layer norm, on a
 //! polynomial `exp`. candle's erf is a scalar libm call per element, and its
 //! element-wise ops each allocate and make a pass; fusing them here is what
-//! lifts the encoder above the stock candle BERT.
+//! lifts the encoder above the stock candle BERT. The 8-bit products
+//! (`Int8Weights`, `matmul_int8`, `matvec_int8`) sum exactly in i32 on AMX
+//! tiles where the CPU and the OS allow them (`tdpbusd`, through inline
+//! assembly), else with AVX-512 VNNI, else in portable code: the same
+//! integers everywhere.
 
 use rayon::prelude::*;
 
@@ -470,8 +474,9 @@ pub fn matmul_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights, parallel: bool) 
 const INT8_TASK_ROWS: usize = 64;
 
 /// Rows [`matmul_int8_rows`] quantizes, sums and scales back at a time,
-/// so their sums are still in cache when they are read.
-const INT8_CHUNK_ROWS: usize = 4 * ROWS;
+/// so their sums are still in cache when they are read: whole tiles of
+/// VNNI's 6 rows and of AMX's 16.
+const INT8_CHUNK_ROWS: usize = 48;
 
 /// [`matmul_int8`] on the calling thread.
 fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
@@ -481,6 +486,11 @@ fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
     // Inputs as unsigned bytes over each row's own range (x ≈ scale ·
     // (u − zero)), rows padded to whole groups (the padding meets zero
     // weights) and to whole tiles of rows (their sums are not read).
+    // Rows of a tile: AMX's 16 where it runs, else VNNI's 6.
+    #[cfg(target_arch = "x86_64")]
+    let tile = if amx_fits(w) { TILE_ROWS } else { ROWS };
+    #[cfg(not(target_arch = "x86_64"))]
+    let tile = ROWS;
     let mut xu = vec![0u8; INT8_CHUNK_ROWS * width];
     let mut sums = vec![0i32; INT8_CHUNK_ROWS * stride];
     let mut ranges = Vec::with_capacity(INT8_CHUNK_ROWS);
@@ -488,7 +498,7 @@ fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
         .chunks(INT8_CHUNK_ROWS * k)
         .zip(dst.chunks_mut(INT8_CHUNK_ROWS * n))
     {
-        let rows = (x.len() / k).div_ceil(ROWS) * ROWS;
+        let rows = (x.len() / k).div_ceil(tile) * tile;
         let (xu, sums) = (&mut xu[..rows * width], &mut sums[..rows * stride]);
         ranges.clear();
         for (row, out) in x.chunks_exact(k).zip(xu.chunks_exact_mut(width)) {
@@ -594,6 +604,12 @@ unsafe fn int8_row_sums_vnni(out: &mut [i32], xu: &[u8], w: &Int8Weights, first:
 /// input row.
 fn int8_sums(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
     #[cfg(target_arch = "x86_64")]
+    if amx_fits(w) && (xu.len() / (w.groups * 4)).is_multiple_of(TILE_ROWS) {
+        // SAFETY: AMX is ready (checked), the groups fill whole tiles,
+        // and `matmul_int8` padded the rows to whole tiles.
+        return unsafe { int8_sums_amx(sums, xu, w) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512vnni")
         && std::arch::is_x86_feature_detected!("avx512bw")
     {
@@ -689,6 +705,168 @@ unsafe fn int8_sums_vnni(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
                 }
             }
         }
+    }
+}
+
+/// Whether this process may run AMX tiles: the CPU has AMX-TILE and
+/// AMX-INT8, and Linux granted the tile state (`arch_prctl`; without it
+/// the first tile instruction faults). Asked once. `LORE_AMX=0` keeps to
+/// VNNI (to measure one against the other).
+#[cfg(target_arch = "x86_64")]
+fn amx_ready() -> bool {
+    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *READY.get_or_init(|| {
+        if std::env::var_os("LORE_AMX").is_some_and(|v| v == "0") {
+            return false;
+        }
+        let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+        let (tile, int8) = (edx >> 24 & 1 == 1, edx >> 25 & 1 == 1);
+        tile && int8 && request_tile_state()
+    })
+}
+
+/// Whether `w`'s products can run on AMX tiles: AMX is ready and its
+/// inputs fill whole tiles of 64 bytes.
+#[cfg(target_arch = "x86_64")]
+fn amx_fits(w: &Int8Weights) -> bool {
+    w.groups.is_multiple_of(TILE_ROWS) && amx_ready()
+}
+
+/// Asks Linux for the AMX tile data state (`ARCH_REQ_XCOMP_PERM`).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_state() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: a system call that takes two integers and touches no memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn request_tile_state() -> bool {
+    false
+}
+
+/// Rows of one AMX tile (and bytes of each of its rows).
+#[cfg(target_arch = "x86_64")]
+const TILE_ROWS: usize = 16;
+
+/// The tile configuration: palette 1, eight tiles of 16 rows × 64 bytes
+/// (four i32 accumulators, two input tiles, two weight tiles).
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+#[cfg(target_arch = "x86_64")]
+const TILES: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    bytes_per_row: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+/// [`int8_sums`] with AMX: `tdpbusd` multiplies a tile of 16 input rows ×
+/// 64 bytes by the packed weights of 16 outputs × 64 inputs (the VNNI
+/// layout is already the tile's: a block's 16 groups are 16 rows of 64
+/// bytes) into 16 × 16 i32 sums, 16,384 multiply-adds per instruction.
+/// Two row tiles × two blocks at a time: four accumulators.
+///
+/// # Safety
+/// [`amx_ready`] must have said yes; `xu` holds whole tiles of 16 rows of
+/// `groups × 4` bytes with `groups` a multiple of 16, the weights whole
+/// tiles of blocks, and `sums` a row of every block's outputs per row.
+#[cfg(target_arch = "x86_64")]
+unsafe fn int8_sums_amx(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
+    use std::arch::asm;
+    let groups = w.groups;
+    let width = groups * 4;
+    let m = xu.len() / width;
+    let blocks = w.packed.len() / (groups * 64);
+    let stride = blocks * OUT_LANES;
+    assert!(
+        sums.len() == m * stride
+            && groups.is_multiple_of(TILE_ROWS)
+            && m.is_multiple_of(TILE_ROWS)
+            && blocks.is_multiple_of(2)
+    );
+    let (x, packed, out) = (xu.as_ptr(), w.packed.as_ptr(), sums.as_mut_ptr());
+    let steps = groups / TILE_ROWS;
+    let row_tiles = m / TILE_ROWS;
+    // SAFETY: the configuration is 64 valid bytes; every load and store
+    // below reads or writes 16 rows of 64 bytes inside the slices, by the
+    // asserted shapes (a block holds `groups` rows of 64 bytes, an input
+    // row `width` bytes, a row of sums `stride` i32s).
+    unsafe {
+        asm!("ldtilecfg [{}]", in(reg) &TILES, options(nostack, readonly));
+        for i in (0..row_tiles).step_by(2) {
+            let pair = i + 1 < row_tiles;
+            for b in (0..blocks).step_by(2) {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+                for s in 0..steps {
+                    let a0 = x.add(i * TILE_ROWS * width + s * 64);
+                    let b0 = packed.add((b * groups + s * TILE_ROWS) * 64);
+                    let b1 = packed.add(((b + 1) * groups + s * TILE_ROWS) * 64);
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {width}*1]",
+                        "tileloadd tmm6, [{b0} + {sixty_four}*1]",
+                        "tileloadd tmm7, [{b1} + {sixty_four}*1]",
+                        "tdpbusd tmm0, tmm4, tmm6",
+                        "tdpbusd tmm1, tmm4, tmm7",
+                        a0 = in(reg) a0, b0 = in(reg) b0, b1 = in(reg) b1,
+                        width = in(reg) width, sixty_four = in(reg) 64usize,
+                        options(nostack, readonly),
+                    );
+                    if pair {
+                        let a1 = a0.add(TILE_ROWS * width);
+                        asm!(
+                            "tileloadd tmm5, [{a1} + {width}*1]",
+                            "tdpbusd tmm2, tmm5, tmm6",
+                            "tdpbusd tmm3, tmm5, tmm7",
+                            a1 = in(reg) a1, width = in(reg) width,
+                            options(nostack, readonly),
+                        );
+                    }
+                }
+                let row_bytes = stride * 4;
+                let c0 = out.add(i * TILE_ROWS * stride + b * OUT_LANES);
+                let c1 = c0.add(OUT_LANES);
+                asm!(
+                    "tilestored [{c0} + {row_bytes}*1], tmm0",
+                    "tilestored [{c1} + {row_bytes}*1], tmm1",
+                    c0 = in(reg) c0, c1 = in(reg) c1, row_bytes = in(reg) row_bytes,
+                    options(nostack),
+                );
+                if pair {
+                    let c2 = c0.add(TILE_ROWS * stride);
+                    let c3 = c2.add(OUT_LANES);
+                    asm!(
+                        "tilestored [{c2} + {row_bytes}*1], tmm2",
+                        "tilestored [{c3} + {row_bytes}*1], tmm3",
+                        c2 = in(reg) c2, c3 = in(reg) c3, row_bytes = in(reg) row_bytes,
+                        options(nostack),
+                    );
+                }
+            }
+        }
+        asm!("tilerelease", options(nostack, nomem));
     }
 }
 
@@ -820,6 +998,32 @@ mod tests {
                 assert_eq!(fast[i * stride + j], exact);
             }
         }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn amx_sums_equal_the_portable_ones() {
+        if !amx_ready() {
+            eprintln!("no AMX here: nothing to compare");
+            return;
+        }
+        // Three row tiles (a pair and a lone one), inputs of 5 tiles of 64
+        // bytes, outputs of 5 blocks (padded to a whole tile of blocks).
+        let (m, k, n) = (3 * TILE_ROWS, 5 * 64, 5 * OUT_LANES);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 31 % 255) as f32 - 127.0) / 64.0)
+            .collect();
+        let w = Int8Weights::new(&w, k);
+        assert!(amx_fits(&w));
+        let xu: Vec<u8> = (0..m * k).map(|i| (i * 13 % 256) as u8).collect();
+        let stride = w.packed.len() / k;
+        let mut amx = vec![0i32; m * stride];
+        let mut portable = vec![0i32; m * stride];
+        // SAFETY: AMX is ready and the shapes are whole tiles.
+        unsafe { int8_sums_amx(&mut amx, &xu, &w) };
+        int8_sums_portable(&mut portable, &xu, &w);
+        assert_eq!(amx, portable);
+        assert!(portable.iter().any(|&s| s != 0));
     }
 
     #[test]
