@@ -620,6 +620,15 @@ fn int8_sums(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
     int8_sums_portable(sums, xu, w);
 }
 
+/// The shape of an [`int8_sums`] call: groups of 4 inputs, bytes per row
+/// of `xu`, its rows, blocks of 16 outputs, and i32s per row of sums.
+fn sums_shape(xu: &[u8], w: &Int8Weights) -> (usize, usize, usize, usize, usize) {
+    let groups = w.groups;
+    let width = groups * 4;
+    let blocks = w.packed.len() / (groups * 64);
+    (groups, width, xu.len() / width, blocks, blocks * OUT_LANES)
+}
+
 /// [`int8_sums`] without VNNI: the same integers.
 fn int8_sums_portable(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
     let width = w.groups * 4;
@@ -660,11 +669,7 @@ const BLOCKS: usize = 4;
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn int8_sums_vnni(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
     use std::arch::x86_64::*;
-    let groups = w.groups;
-    let width = groups * 4;
-    let m = xu.len() / width;
-    let blocks = w.packed.len() / (groups * 64);
-    let stride = blocks * OUT_LANES;
+    let (groups, width, m, blocks, stride) = sums_shape(xu, w);
     assert!(
         sums.len() == m * stride
             && w.packed.len() == blocks * groups * 64
@@ -790,11 +795,7 @@ const TILES: TileConfig = TileConfig {
 #[cfg(target_arch = "x86_64")]
 unsafe fn int8_sums_amx(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
     use std::arch::asm;
-    let groups = w.groups;
-    let width = groups * 4;
-    let m = xu.len() / width;
-    let blocks = w.packed.len() / (groups * 64);
-    let stride = blocks * OUT_LANES;
+    let (groups, width, m, blocks, stride) = sums_shape(xu, w);
     assert!(
         sums.len() == m * stride
             && groups.is_multiple_of(TILE_ROWS)

@@ -963,16 +963,7 @@ mod tests {
                     format!("[{}] docs/{path}.md\n{text}\n\n", i + 1)
                 })
                 .collect();
-            generator.render(&[
-                Message {
-                    role: Role::System,
-                    content: system.into(),
-                },
-                Message {
-                    role: Role::User,
-                    content: format!("Sources:\n\n{sources}Question: {question}"),
-                },
-            ])
+            sources_prompt(&generator, system, &sources, question)
         };
         let system = "Answer from the numbered sources only and cite them as [n].";
         let first = prompt(system, &[&x, &y], "When is the release?");
@@ -1031,6 +1022,21 @@ mod tests {
         });
         let (_, _, held) = logits(&one, &moved);
         assert!(held > 0 && held <= 6 << 20, "{held} bytes held");
+    }
+
+    /// A system message, then the sources before a question, as lore
+    /// lays them out.
+    fn sources_prompt(g: &GgufGenerator, system: &str, sources: &str, question: &str) -> String {
+        g.render(&[
+            Message {
+                role: Role::System,
+                content: system.into(),
+            },
+            Message {
+                role: Role::User,
+                content: format!("Sources:\n\n{sources}Question: {question}"),
+            },
+        ])
     }
 
     fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -1131,18 +1137,8 @@ mod tests {
                 "It sits by the window and gets morning light. ".repeat(12)
             )
         };
-        let prompt = |sources: &str, question: &str| {
-            generator.render(&[
-                Message {
-                    role: Role::System,
-                    content: system.into(),
-                },
-                Message {
-                    role: Role::User,
-                    content: format!("Sources:\n\n{sources}Question: {question}"),
-                },
-            ])
-        };
+        let prompt =
+            |sources: &str, question: &str| sources_prompt(&generator, system, sources, question);
         let sources = [
             source(1, "watered on Tuesdays"),
             source(2, "repotted in May"),
