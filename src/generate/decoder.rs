@@ -469,15 +469,14 @@ impl Decoder {
     }
 
     /// Forgets every cached position from `position` on: what follows is
-    /// computed from the shared prefix (a fork of the cache).
+    /// computed from the shared prefix (a fork of the cache). Every layer
+    /// is cut, even at the cached length: a forward pass that
+    /// failed part way has appended to some layers only.
     pub fn truncate(&mut self, position: usize) {
-        if position >= self.position {
-            return;
-        }
-        self.position = position;
+        self.position = self.position.min(position);
         let dim = self.shape.head_dim;
         for layer in &mut self.layers {
-            layer.cache.truncate(position, dim);
+            layer.cache.truncate(self.position, dim);
         }
     }
 

@@ -340,7 +340,13 @@ impl Session {
                 tail = Some(self.decoder.span(context, self.decoder.position()));
             }
             self.decoder.truncate(context);
-            self.decoder.forward(tokens)?;
+            if let Err(e) = self.decoder.forward(tokens) {
+                // The cache no longer holds what the session lists: forget
+                // everything after the context, so the next prompt
+                // recomputes it.
+                self.truncate(context);
+                return Err(e.into());
+            }
             let kept = Arc::new(self.decoder.span(context, context + tokens.len()));
             self.sources.insert(hash, tokens, kept.clone());
             tracing::debug!(
