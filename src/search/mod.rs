@@ -416,6 +416,15 @@ fn resolve(
     k: usize,
     collapse: bool,
 ) -> Result<Vec<Hit>> {
+    for (at, target) in collections.iter().enumerate() {
+        let first: Vec<Slot> = ranked
+            .iter()
+            .take(k)
+            .filter(|((c, _), _)| *c == at)
+            .map(|((_, slot), _)| *slot)
+            .collect();
+        target.index.read_ahead(&first)?;
+    }
     let mut paths: HashMap<(usize, DocId), String> = HashMap::new();
     let mut hits = Vec::with_capacity(k);
     for &((at, slot), score) in ranked {

@@ -183,6 +183,7 @@ impl Index {
             spent: Spent::default(),
         };
         index.recover(watermark)?;
+        super::prewarm::start(dir);
         Ok(index)
     }
 
@@ -471,6 +472,11 @@ impl Index {
     /// The chunk in `slot`, if live.
     pub fn chunk_at(&self, slot: Slot) -> Result<Option<ChunkRecord>> {
         self.docs.chunk_at(slot)
+    }
+
+    /// A hint: the chunks in `slots` are about to be read.
+    pub fn read_ahead(&self, slots: &[Slot]) -> Result<()> {
+        self.docs.read_ahead(slots)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod log;
 pub mod manifest;
 #[cfg(feature = "milvus")]
 pub mod milvus;
+mod prewarm;
 pub mod segment;
 pub mod vectors;
 
@@ -210,6 +211,11 @@ impl Owner {
 pub trait VectorSource: Send + Sync {
     /// The vector in `slot`, if the slot is live.
     fn vector(&self, slot: Slot) -> Result<Option<Vec<f32>>>;
+    /// The vectors in `slots`, in order (a store may read them in
+    /// parallel).
+    fn vectors(&self, slots: &[Slot]) -> Result<Vec<Option<Vec<f32>>>> {
+        slots.iter().map(|&slot| self.vector(slot)).collect()
+    }
     /// Live slots at or above `from`, with their vectors, one at a time in
     /// slot order, without holding them all.
     fn scan_vectors(
@@ -238,6 +244,11 @@ pub trait DocStore: VectorSource {
     fn slot(&self, id: &ChunkId) -> Result<Option<Slot>>;
     /// The chunk living in `slot`, if the slot is live.
     fn chunk_at(&self, slot: Slot) -> Result<Option<ChunkRecord>>;
+    /// A hint: the chunks in `slots` are about to be read (a store on disk
+    /// may start reading them all at once).
+    fn read_ahead(&self, _slots: &[Slot]) -> Result<()> {
+        Ok(())
+    }
     /// Every document record (a full scan: O(documents)).
     fn all_docs(&self) -> Result<Vec<DocRecord>> {
         let mut all = Vec::new();

