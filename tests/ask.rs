@@ -151,11 +151,12 @@ fn long_runbook(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-/// The `[n]` numbers of `text`.
+/// The `[n]` numbers of `text` (a `[` never closed, as at the end of an
+/// answer cut by `--max-tokens`, is not a citation).
 fn cited(text: &str) -> Vec<u64> {
     text.split('[')
         .skip(1)
-        .filter_map(|rest| rest.split(']').next()?.trim().parse().ok())
+        .filter_map(|rest| rest.split_once(']')?.0.trim().parse().ok())
         .collect()
 }
 
