@@ -290,7 +290,11 @@ impl Drop for SledDocStore {
     fn drop(&mut self) {
         // SAFETY: `db` is taken once, here, and never used again.
         drop(unsafe { ManuallyDrop::take(&mut self.db) });
-        if self.written.load(Ordering::Relaxed) < self.refresh_after {
+        // A store moved or deleted while open (a collection dropped) is
+        // not opened again: sled would make an empty one in its place.
+        if self.written.load(Ordering::Relaxed) < self.refresh_after
+            || !self.dir.join("db").is_file()
+        {
             return;
         }
         let refreshed = drop_half_written_snapshots(&self.dir).and_then(|()| open_sled(&self.dir));
@@ -975,6 +979,16 @@ mod tests {
         drop(store);
         assert_eq!(newest_snapshot(dir.path()), opened);
         read_back(&SledDocStore::open(dir.path()).unwrap(), 0..11);
+
+        // A store moved away while open is not made again where it was.
+        let moved = dir.path().with_extension("dropped");
+        let mut store = SledDocStore::open(dir.path()).unwrap();
+        store.refresh_after = 1;
+        store.apply(put(vec![doc(11, false)])).unwrap();
+        std::fs::rename(dir.path(), &moved).unwrap();
+        drop(store);
+        assert!(!dir.path().exists());
+        std::fs::remove_dir_all(&moved).unwrap();
     }
 
     #[test]
