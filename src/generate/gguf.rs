@@ -212,7 +212,7 @@ impl Session {
     /// there unless this already is one), so each of its ~170 parallel
     /// products is split by a thread that then works on it, instead of one
     /// outside the pool that hands it over and sleeps until it is done.
-    /// Decoding went from 27–28 to 35–37 tokens/s (`lore serve`, 2 cores).
+    /// Decoding went from 27–28 to 33–35 tokens/s (`lore serve`, 2 cores).
     fn forward(&mut self, tokens: &[u32]) -> Result<Tensor> {
         let decoder = &mut self.decoder;
         let logits = rayon::scope(|_| decoder.forward(tokens))?;
