@@ -82,27 +82,6 @@ pub struct Active {
     end: AtomicU64,
 }
 
-/// `posix_fadvise(WILLNEED)` on `len` bytes of `file` at `at`.
-#[cfg(target_os = "linux")]
-fn advise(file: &File, at: u64, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (Ok(at), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
-        return Ok(());
-    };
-    // SAFETY: a valid descriptor, owned by `file` for the call; the advice
-    // reads nothing into this process.
-    match unsafe { libc::posix_fadvise(file.as_raw_fd(), at, len, libc::POSIX_FADV_WILLNEED) } {
-        0 => Ok(()),
-        errno => Err(std::io::Error::from_raw_os_error(errno)),
-    }
-}
-
-/// Elsewhere reads wait on the disk one at a time.
-#[cfg(not(target_os = "linux"))]
-fn advise(_file: &File, _at: u64, _len: u64) -> std::io::Result<()> {
-    Ok(())
-}
-
 /// The append-only chunk log of one doc store.
 pub struct ChunkLog {
     dir: PathBuf,
@@ -180,7 +159,7 @@ impl Active {
     /// it fails the reads are slower, not wrong (logged at debug).
     pub fn will_need(&self, locs: &[Location]) {
         for loc in locs {
-            if let Err(e) = advise(&self.file, loc.offset, loc.span()) {
+            if let Err(e) = super::prewarm::will_need(&self.file, loc.offset, loc.span()) {
                 tracing::debug!(offset = loc.offset, error = %e, "read-ahead advice failed");
                 return;
             }

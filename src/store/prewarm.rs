@@ -89,22 +89,30 @@ fn available_memory() -> Option<u64> {
 }
 
 /// Asks the kernel to read `path` into its page cache.
-#[cfg(target_os = "linux")]
 fn read_ahead(path: &Path) -> std::io::Result<()> {
+    will_need(&std::fs::File::open(path)?, 0, 0)
+}
+
+/// `posix_fadvise(WILLNEED)`: asks the kernel to start reading `len`
+/// bytes of `file` from `at` (0: to its end) into its page cache. It reads
+/// nothing into this process and returns at once.
+#[cfg(target_os = "linux")]
+pub(super) fn will_need(file: &std::fs::File, at: u64, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(path)?;
+    let (Ok(at), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
+        return Ok(());
+    };
     // SAFETY: a valid descriptor, owned by `file` for the call; the advice
     // reads nothing into this process.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
-    match rc {
+    match unsafe { libc::posix_fadvise(file.as_raw_fd(), at, len, libc::POSIX_FADV_WILLNEED) } {
         0 => Ok(()),
         errno => Err(std::io::Error::from_raw_os_error(errno)),
     }
 }
 
-/// Elsewhere the first searches read what they need.
+/// Elsewhere reads wait on the disk when they come.
 #[cfg(not(target_os = "linux"))]
-fn read_ahead(_path: &Path) -> std::io::Result<()> {
+pub(super) fn will_need(_file: &std::fs::File, _at: u64, _len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
