@@ -175,7 +175,7 @@ impl Default for ServerConfig {
             snapshot_dir: None,
             snapshot_every_s: 300,
             watch: Vec::new(),
-            work_nice: 10,
+            work_nice: 19,
         }
     }
 }

@@ -146,6 +146,7 @@ pub mod keys;
 #[cfg(feature = "server")]
 pub mod mcp;
 pub mod prompt;
+pub mod sched;
 pub mod search;
 #[cfg(feature = "server")]
 pub mod server;

@@ -256,11 +256,14 @@ fn config(global: &Global, edit: impl FnOnce(&mut Config)) -> anyhow::Result<Con
         // global pool is sized to match so the two never oversubscribe.
         // SAFETY: set before any other thread of this process exists.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("while starting the worker pool")?;
     }
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(threads) = config.threads {
+        pool = pool.num_threads(threads);
+    }
+    pool.start_handler(|_| lore::sched::short_slice())
+        .build_global()
+        .context("while starting the worker pool")?;
     Ok(config)
 }
 

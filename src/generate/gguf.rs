@@ -209,10 +209,12 @@ impl Session {
     /// Runs `tokens` after the cache; returns the logits after the last.
     ///
     /// The pass runs on a thread of rayon's pool (`rayon::scope` moves it
-    /// there unless this already is one), so each of its ~170 parallel
-    /// products is split by a thread that then works on it, instead of one
-    /// outside the pool that hands it over and sleeps until it is done.
-    /// Decoding went from 27–28 to 33–35 tokens/s (`lore serve`, 2 cores).
+    /// there unless this already is one), so a prompt's parallel products
+    /// are split by a thread that then works on them, instead of one
+    /// outside the pool that hands them over and sleeps until they are
+    /// done; the pool's threads also have the short slice
+    /// ([`crate::sched::short_slice`]). A decoded token's products share
+    /// this thread with candle's barrier pool ([`crate::kernels::matvec_int8`]).
     fn forward(&mut self, tokens: &[u32]) -> Result<Tensor> {
         let decoder = &mut self.decoder;
         let logits = rayon::scope(|_| decoder.forward(tokens))?;

@@ -221,41 +221,9 @@ fn work_pool(cores: usize, nice: i32) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(cores)
         .thread_name(|i| format!("lore-work-{i}"))
-        .start_handler(move |_| lower_priority(nice))
+        .start_handler(move |_| crate::sched::lower_priority(nice))
         .build()
         .map_err(|e| Error::Config(format!("cannot start the work threads: {e}")))
-}
-
-/// Lowers the calling thread's priority by `nice` steps below what it
-/// inherited (at most to 19). Linux applies it to the one thread; elsewhere
-/// it would apply to the whole process, so it is not done.
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: system calls about the calling thread; no memory is
-        // passed. The thread id is positive, so it fits an id_t. errno is
-        // cleared first because -1 is also a valid priority.
-        let failed = unsafe {
-            let tid = libc::gettid() as libc::id_t;
-            *libc::__errno_location() = 0;
-            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-            if now == -1 && *libc::__errno_location() != 0 {
-                true
-            } else {
-                libc::setpriority(libc::PRIO_PROCESS, tid, (now + nice).min(19)) != 0
-            }
-        };
-        if failed {
-            tracing::warn!(
-                nice,
-                error = %std::io::Error::last_os_error(),
-                "cannot lower the priority of a work thread; searches share the cores with generations"
-            );
-        }
-    }
 }
 
 /// Host names the server answers to: the configured ones, else the
@@ -301,10 +269,10 @@ pub fn serve(engine: Engine, config: &ServerConfig) -> Result<()> {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let work = Arc::new(work_pool(cores, config.work_nice)?);
-    // candle's decoding workers start with the priority of the thread that
-    // first decodes: start them here, at the process's own, before any
-    // lowered thread exists.
-    candle_core::utils::barrier_pool();
+    // candle's decoding workers start with the priority and slice of the
+    // thread that first decodes: start them now, before any lowered thread
+    // exists.
+    crate::sched::start_decoding_threads();
     let local_token = crate::types::random_id();
     let index_dir = engine.dir().to_path_buf();
     let engine = Arc::new(engine);
