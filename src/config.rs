@@ -246,6 +246,11 @@ pub struct GeneratorConfig {
     /// before the sources and to itself, not to the sources before it);
     /// 0: every source is computed in place.
     pub source_cache_mb: usize,
+    /// With `source_cache_mb`: the share (0–1) of each reused source's
+    /// positions computed again through every layer where it lands, the
+    /// ones its new place changes most, so the source attends to the
+    /// sources before it (CacheBlend); 0: none.
+    pub source_recompute: f32,
 }
 
 /// A worked example for few-shot prompting: one source, a question, and
@@ -301,6 +306,7 @@ impl Default for GeneratorConfig {
             history_tokens: 384,
             int8_weights: true,
             source_cache_mb: 0,
+            source_recompute: 0.5,
         }
     }
 }
@@ -612,6 +618,12 @@ impl Config {
         if self.server.generations == 0 {
             return bad("server.generations must be at least 1".into());
         }
+        let share = self.generator.source_recompute;
+        if !(0.0..=1.0).contains(&share) {
+            return bad(format!(
+                "generator.source_recompute = {share} must be between 0 and 1"
+            ));
+        }
         if !(0..=19).contains(&self.server.work_nice) {
             return bad(format!(
                 "server.work_nice = {} must be between 0 and 19",
@@ -812,6 +824,15 @@ mod tests {
         for bad in [-0.1, 1.5, f64::NAN] {
             let mut config = Config::default();
             config.generator.min_support = bad;
+            assert!(matches!(config.validate(), Err(Error::Config(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_recompute_share_outside_zero_to_one_is_rejected() {
+        for bad in [-0.1, 1.5, f32::NAN] {
+            let mut config = Config::default();
+            config.generator.source_recompute = bad;
             assert!(matches!(config.validate(), Err(Error::Config(_))), "{bad}");
         }
     }

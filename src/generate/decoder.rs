@@ -275,6 +275,36 @@ impl Cache {
         Ok(())
     }
 
+    /// Writes `k` and `v` (`[1, kv_heads, rows, head_dim]`) over the cached
+    /// `positions`, one per row.
+    fn put(&mut self, k: &Tensor, v: &Tensor, positions: &[usize], dim: usize) -> Result<()> {
+        for (buffers, t) in [(&mut self.keys, k), (&mut self.values, v)] {
+            let data = t.flatten_all()?.to_vec1::<f32>()?;
+            let per_head = data.len() / buffers.len().max(1);
+            for (buffer, head) in buffers.iter_mut().zip(data.chunks_exact(per_head)) {
+                for (&at, row) in positions.iter().zip(head.chunks_exact(dim)) {
+                    buffer[at * dim..(at + 1) * dim].copy_from_slice(row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys and values of positions `start..end`, every head's, one row
+    /// per position.
+    fn rows(&self, start: usize, end: usize, dim: usize) -> Vec<Vec<f32>> {
+        (start..end)
+            .map(|p| {
+                self.keys
+                    .iter()
+                    .chain(&self.values)
+                    .flat_map(|b| &b[p * dim..(p + 1) * dim])
+                    .copied()
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Keys or values as a tensor `[kv_heads, positions, head_dim]`.
     fn tensor(buffers: &[Vec<f32>], dim: usize) -> Result<Tensor> {
         let heads = buffers
@@ -556,6 +586,67 @@ impl Decoder {
         self.output.outputs
     }
 
+    /// Recomputes part of the last `tokens.len()` cached positions, a
+    /// source's body placed from the cache ([`Decoder::append`]), so that
+    /// it attends to what now precedes it (CacheBlend, Yao et al. 2024).
+    /// The first two layers are computed again for every position; the
+    /// positions whose keys and values the second layer changed most, a
+    /// `share` of them, go on through every other layer; the rest keep
+    /// what they were computed with. Each recomputed position attends to
+    /// the cache up to itself, so the result depends only on what precedes
+    /// the body and on the body. Returns the positions taken through
+    /// every layer.
+    pub fn blend(&mut self, tokens: &[u32], share: f32) -> Result<usize> {
+        let n = tokens.len();
+        let end = self.position;
+        if n == 0 || n > end {
+            return Ok(0);
+        }
+        let start = end - n;
+        let dim = self.shape.head_dim;
+        let mut x = self.embed.embedding(&Tensor::new(tokens, &Device::Cpu)?)?;
+        if let Some(scale) = self.shape.embed_scale {
+            x = (x * scale)?;
+        }
+        let mut rows: Vec<usize> = (start..end).collect();
+        let tables = |rows: &[usize]| -> Result<(Rope, Option<Rope>)> {
+            let at = Tensor::new(
+                rows.iter().map(|&p| p as u32).collect::<Vec<_>>(),
+                &Device::Cpu,
+            )?;
+            let rope = |(cos, sin): (&Tensor, &Tensor)| -> Result<Rope> {
+                Ok(Rope {
+                    cos: cos.index_select(&at, 0)?,
+                    sin: sin.index_select(&at, 0)?,
+                    neox: self.shape.rope_neox,
+                })
+            };
+            let local = match &self.local {
+                Some((cos, sin)) => Some(rope((cos, sin))?),
+                None => None,
+            };
+            Ok((rope((&self.cos, &self.sin))?, local))
+        };
+        let (mut global, mut local) = tables(&rows)?;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let before = (i == 1).then(|| layer.cache.rows(start, end, dim));
+            let mask = causal_mask(&rows, end, layer.window)?;
+            let rope = match (&local, layer.window) {
+                (Some(local), Some(_)) => local,
+                _ => &global,
+            };
+            x = layer.block(&x, &self.shape, rope, Some(&mask), Write::At(&rows))?;
+            if let Some(before) = before {
+                let after = layer.cache.rows(start, end, dim);
+                let keep = most_changed(&before, &after, share);
+                x = x.index_select(&Tensor::new(keep.as_slice(), &Device::Cpu)?, 0)?;
+                rows = keep.iter().map(|&r| start + r as usize).collect();
+                (global, local) = tables(&rows)?;
+            }
+        }
+        Ok(rows.len())
+    }
+
     /// Runs `tokens` after the cached positions; returns the logits that
     /// follow the last one.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor> {
@@ -578,16 +669,11 @@ impl Decoder {
             Some((cos, sin)) => Some(rope((cos, sin))?),
             None => None,
         };
-        let mut masks: Vec<(Option<usize>, Tensor)> = Vec::new();
+        let positions: Vec<usize> = (pos..pos + rows).collect();
+        let mut masks = Masks::default();
         for layer in &mut self.layers {
             let mask = if rows > 1 {
-                if !masks.iter().any(|(w, _)| *w == layer.window) {
-                    masks.push((layer.window, causal_mask(rows, pos, layer.window)?));
-                }
-                masks
-                    .iter()
-                    .find(|(w, _)| *w == layer.window)
-                    .map(|(_, m)| m)
+                Some(masks.get(&positions, pos + rows, layer.window)?)
             } else {
                 None
             };
@@ -595,18 +681,7 @@ impl Decoder {
                 (Some(local), Some(_)) => local,
                 _ => &global,
             };
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let attended = layer.attention(&h, &self.shape, rope, mask)?;
-            x = (x + norm_if(attended, layer.post_attn_norm.as_ref(), eps)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gate = layer.gate.forward(&h)?;
-            let gate = if self.shape.gelu {
-                gate.gelu()?
-            } else {
-                gate.silu()?
-            };
-            let fed = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
-            x = (x + norm_if(fed, layer.post_ffn_norm.as_ref(), eps)?)?;
+            x = layer.block(&x, &self.shape, rope, mask, Write::Append)?;
         }
         self.position += rows;
         let last = x.narrow(0, rows - 1, 1)?;
@@ -640,7 +715,41 @@ impl Rope {
     }
 }
 
+/// Where a pass puts the keys and values it computes.
+#[derive(Clone, Copy)]
+enum Write<'a> {
+    /// After the cached positions.
+    Append,
+    /// Over cached positions, one per row.
+    At(&'a [usize]),
+}
+
 impl Layer {
+    /// One transformer block over the rows of `x` (`[rows, hidden]`):
+    /// attention, then the feed-forward, each added to the residual.
+    fn block(
+        &mut self,
+        x: &Tensor,
+        shape: &Shape,
+        rope: &Rope,
+        mask: Option<&Tensor>,
+        write: Write,
+    ) -> Result<Tensor> {
+        let eps = shape.rms_eps as f32;
+        let h = candle_nn::ops::rms_norm(x, &self.attn_norm, eps)?;
+        let attended = self.attention(&h, shape, rope, mask, write)?;
+        let x = (x + norm_if(attended, self.post_attn_norm.as_ref(), eps)?)?;
+        let h = candle_nn::ops::rms_norm(&x, &self.ffn_norm, eps)?;
+        let gate = self.gate.forward(&h)?;
+        let gate = if shape.gelu {
+            gate.gelu()?
+        } else {
+            gate.silu()?
+        };
+        let fed = self.down.forward(&(gate * self.up.forward(&h)?)?)?;
+        x + norm_if(fed, self.post_ffn_norm.as_ref(), eps)?
+    }
+
     /// `h` is `[rows, hidden]`; returns the attention output `[rows, hidden]`.
     fn attention(
         &mut self,
@@ -648,6 +757,7 @@ impl Layer {
         shape: &Shape,
         rope: &Rope,
         mask: Option<&Tensor>,
+        write: Write,
     ) -> Result<Tensor> {
         let rows = h.dim(0)?;
         let (heads, kv_heads, dim) = (shape.heads, shape.kv_heads, shape.head_dim);
@@ -663,8 +773,11 @@ impl Layer {
         let q = rope.apply(&q.contiguous()?)?;
         let k = rope.apply(&k.contiguous()?)?;
         let v = split(self.v.forward(h)?, kv_heads)?;
-        self.cache.append(&k, &v)?;
-        if rows == 1 {
+        match write {
+            Write::Append => self.cache.append(&k, &v)?,
+            Write::At(positions) => self.cache.put(&k, &v, positions, dim)?,
+        }
+        if rows == 1 && matches!(write, Write::Append) {
             let q = q.flatten_all()?.to_vec1::<f32>()?;
             let out = self.cache.attend_one(&q, heads, dim, self.window);
             return self
@@ -696,14 +809,47 @@ impl Layer {
     }
 }
 
-/// Additive mask `[rows, pos + rows]`: row `i` sees positions `..= pos + i`,
-/// and with a `window` only the last `window` of them.
-fn causal_mask(rows: usize, pos: usize, window: Option<usize>) -> Result<Tensor> {
-    let len = pos + rows;
-    let data: Vec<f32> = (0..rows)
-        .flat_map(|i| {
+/// The rows whose keys and values changed most between `before` and
+/// `after` (squared distance), a `share` of them (at least one), in
+/// their order.
+fn most_changed(before: &[Vec<f32>], after: &[Vec<f32>], share: f32) -> Vec<u32> {
+    let change = |(b, a): (&Vec<f32>, &Vec<f32>)| -> f32 {
+        b.iter().zip(a).map(|(x, y)| (x - y) * (x - y)).sum()
+    };
+    let changes: Vec<f32> = before.iter().zip(after).map(change).collect();
+    let count = ((changes.len() as f32 * share).ceil() as usize).clamp(1, changes.len().max(1));
+    let mut order: Vec<u32> = (0..changes.len() as u32).collect();
+    order.sort_by(|&a, &b| changes[b as usize].total_cmp(&changes[a as usize]));
+    order.truncate(count);
+    order.sort_unstable();
+    order
+}
+
+/// A pass's attention masks, one per window size, built on first use.
+#[derive(Default)]
+struct Masks(Vec<(Option<usize>, Tensor)>);
+
+impl Masks {
+    /// The mask of rows at `positions` over `len` cached positions.
+    fn get(&mut self, positions: &[usize], len: usize, window: Option<usize>) -> Result<&Tensor> {
+        let at = match self.0.iter().position(|(w, _)| *w == window) {
+            Some(at) => at,
+            None => {
+                self.0.push((window, causal_mask(positions, len, window)?));
+                self.0.len() - 1
+            }
+        };
+        Ok(&self.0[at].1)
+    }
+}
+
+/// Additive mask `[rows, len]`: the row at position `p` sees positions
+/// `..= p`, and with a `window` only the last `window` of them.
+fn causal_mask(positions: &[usize], len: usize, window: Option<usize>) -> Result<Tensor> {
+    let data: Vec<f32> = positions
+        .iter()
+        .flat_map(|&at| {
             (0..len).map(move |j| {
-                let at = pos + i;
                 let too_old = window.is_some_and(|w| j + w <= at);
                 if j > at || too_old {
                     f32::NEG_INFINITY
@@ -713,7 +859,7 @@ fn causal_mask(rows: usize, pos: usize, window: Option<usize>) -> Result<Tensor>
             })
         })
         .collect();
-    Tensor::from_vec(data, (rows, len), &Device::Cpu)
+    Tensor::from_vec(data, (positions.len(), len), &Device::Cpu)
 }
 
 /// Rotary frequencies: `base^(-2i / head_dim)` for each pair of dimensions.
@@ -855,6 +1001,47 @@ mod tests {
         );
         let argmax = |t: &Tensor| t.argmax(0).unwrap().to_scalar::<u32>().unwrap();
         assert_eq!(argmax(&batched), argmax(&stepped));
+    }
+
+    /// A span computed elsewhere and moved in place: blended through every
+    /// position it gives the logits of a prompt computed in place; blended
+    /// in part it comes closer to them than not blended at all.
+    #[test]
+    fn a_blended_span_comes_back_to_the_prompt_computed_in_place() {
+        let mut model = model_with("default", "qwen2", true);
+        let head: Vec<u32> = (0..24).map(|i| 300 + 41 * i).collect();
+        let other: Vec<u32> = (0..30).map(|i| 900 + 29 * i).collect();
+        let body: Vec<u32> = (0..48).map(|i| 2000 + 31 * i).collect();
+        let tail: Vec<u32> = (0..12).map(|i| 5000 + 17 * i).collect();
+        // Computed in place, piece by piece as a prefill cuts a prompt.
+        let fresh = {
+            model.truncate(0);
+            for piece in [&head, &other, &body] {
+                model.forward(piece).unwrap();
+            }
+            model.forward(&tail).unwrap()
+        };
+        // The body computed right after the head, then placed after `other`.
+        model.truncate(0);
+        model.forward(&head).unwrap();
+        model.forward(&body).unwrap();
+        let kept = model.span(head.len(), head.len() + body.len());
+        let moved = |model: &mut Decoder, share: Option<f32>| {
+            model.truncate(head.len());
+            model.forward(&other).unwrap();
+            model.append(&kept);
+            if let Some(share) = share {
+                let recomputed = model.blend(&body, share).unwrap();
+                assert_eq!(recomputed, (body.len() as f32 * share).ceil() as usize);
+            }
+            model.forward(&tail).unwrap()
+        };
+        let scale: f32 = fresh.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let whole = max_abs_diff(&fresh, &moved(&mut model, Some(1.0)));
+        assert!(whole < 1e-3 * scale, "whole blend: {whole} (scale {scale})");
+        let none = max_abs_diff(&fresh, &moved(&mut model, None));
+        let part = max_abs_diff(&fresh, &moved(&mut model, Some(0.25)));
+        assert!(part < none, "a quarter blended: {part}, none: {none}");
     }
 
     /// The same for gemma3 past its 512-position sliding window: the

@@ -192,6 +192,9 @@ struct Session {
     bodies: Vec<usize>,
     /// Bodies' keys and values for any later prompt.
     sources: SourceCache,
+    /// The share of a placed body's positions computed again in place
+    /// ([`Decoder::blend`]).
+    recompute: f32,
 }
 
 /// First pieces a session keeps ([`Session::kept`]).
@@ -293,6 +296,15 @@ impl Session {
                         .and_then(|(p, i)| p.get(i)?.as_ref())
                         .ok_or_else(|| Error::Inference("a source was not computed".into()))?;
                     self.decoder.append(kept);
+                    let share = self.recompute;
+                    if share > 0.0
+                        && let Err(e) = self.decoder.blend(&ids[body.start..body.end], share)
+                    {
+                        // Part of the body's layers may be rewritten: forget
+                        // it, so the next prompt computes it again.
+                        self.truncate(body.start);
+                        return Err(e.into());
+                    }
                     self.ids.extend_from_slice(&ids[body.start..body.end]);
                     self.bodies.push(piece);
                 }
@@ -442,7 +454,7 @@ pub struct GgufGenerator {
 }
 
 /// How a GGUF model is run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {
     /// Matrix products in int8 (weights requantized per output row at
     /// load, in place of the GGUF's; inputs per row); else the GGUF's own
@@ -454,6 +466,9 @@ pub struct Options {
     /// instructions and rotated to its place); 0: sources are computed in
     /// place.
     pub source_cache_bytes: usize,
+    /// The share of a reused source's positions computed again where it
+    /// lands ([`Decoder::blend`]); 0: none.
+    pub source_recompute: f32,
 }
 
 impl Options {
@@ -462,6 +477,7 @@ impl Options {
         Options {
             int8_weights: generator.int8_weights,
             source_cache_bytes: generator.source_cache_mb.saturating_mul(1 << 20),
+            source_recompute: generator.source_recompute,
         }
     }
 }
@@ -471,6 +487,7 @@ impl Default for Options {
         Options {
             int8_weights: true,
             source_cache_bytes: 0,
+            source_recompute: 0.5,
         }
     }
 }
@@ -598,6 +615,7 @@ impl GgufGenerator {
                 kept: Vec::new(),
                 bodies: Vec::new(),
                 sources: SourceCache::new(options.source_cache_bytes),
+                recompute: options.source_recompute,
             }),
             tokenizer,
             guides: OnceLock::new(),
@@ -1011,9 +1029,33 @@ mod tests {
         assert_eq!(warm, cold, "reused sources changed the logits");
         // Against every source computed in place: close, not equal.
         let (in_place, _, _) = logits(&light(), &moved);
-        let cosine = cosine(&warm, &in_place);
-        eprintln!("cosine to the prompt computed in place: {cosine}");
-        assert!(cosine > 0.95, "cosine {cosine}");
+        let blended = cosine(&warm, &in_place);
+        let unblended = {
+            let none = light_with(Options {
+                source_recompute: 0.0,
+                ..reuse
+            });
+            cosine(&logits(&none, &moved).0, &in_place)
+        };
+        let whole = {
+            let all = light_with(Options {
+                source_recompute: 1.0,
+                ..reuse
+            });
+            cosine(&logits(&all, &moved).0, &in_place)
+        };
+        eprintln!("cosine to the prompt computed in place: {unblended} moved, {blended} blended");
+        assert!(unblended > 0.95, "cosine {unblended}");
+        assert!(
+            blended > unblended,
+            "blending moved away: {blended} < {unblended}"
+        );
+        // Every position recomputed: what a prefill in place computes, up to
+        // rounding (its pieces are cut elsewhere).
+        assert!(
+            whole > 0.999 && whole > blended,
+            "every position recomputed: cosine {whole}"
+        );
         // A changed source is computed again; the unchanged ones are not.
         let changed = fact("code freeze", "three days long");
         let (_, again, _) = logits(&generator, &prompt(system, &[&changed, &x], "Q?"));
