@@ -356,26 +356,35 @@ impl Int8Weights {
     }
 
     /// `n` outputs of `k` inputs, read `block` rows at a time (a multiple
-    /// of 16): `read(first, count)` returns rows `first..first + count`,
-    /// row-major. The weights are never whole in f32, which for a
-    /// vocabulary-sized matrix is hundreds of megabytes.
-    pub fn from_blocks<E>(
+    /// of 16), the blocks in parallel: `read(first, count)` returns rows
+    /// `first..first + count`, row-major. The weights are never whole in
+    /// f32, which for a vocabulary-sized matrix is hundreds of megabytes.
+    pub fn from_blocks<E: Send>(
         n: usize,
         k: usize,
         block: usize,
-        mut read: impl FnMut(usize, usize) -> std::result::Result<Vec<f32>, E>,
+        read: impl Fn(usize, usize) -> std::result::Result<Vec<f32>, E> + Sync,
     ) -> std::result::Result<Int8Weights, E> {
         assert!(
             k > 0 && block > 0 && block.is_multiple_of(OUT_LANES),
             "empty rows, or blocks that split a group of outputs"
         );
         let mut weights = Int8Weights::zeros(n, k);
-        for first in (0..n).step_by(block) {
-            let count = block.min(n - first);
-            let rows = read(first, count)?;
-            assert_eq!(rows.len(), count * k, "a block of the wrong size");
-            weights.set_rows(first, &rows);
-        }
+        let block_bytes = weights.groups * 64 * (block / OUT_LANES);
+        weights
+            .packed
+            .par_chunks_mut(block_bytes)
+            .zip(weights.scales.par_chunks_mut(block))
+            .zip(weights.sums.par_chunks_mut(block))
+            .enumerate()
+            .try_for_each(|(i, ((packed, scales), sums))| {
+                let first = i * block;
+                let count = scales.len();
+                let rows = read(first, count)?;
+                assert_eq!(rows.len(), count * k, "a block of the wrong size");
+                quantize_rows(packed, scales, sums, &rows, k);
+                Ok(())
+            })?;
         Ok(weights)
     }
 
@@ -393,28 +402,16 @@ impl Int8Weights {
     }
 
     /// Quantizes `rows` (row-major) into outputs `first..`, where `first`
-    /// starts a group of 16 outputs; the groups run in parallel.
+    /// starts a group of 16 outputs.
     fn set_rows(&mut self, first: usize, rows: &[f32]) {
         debug_assert!(first.is_multiple_of(OUT_LANES));
-        let (k, groups) = (self.k, self.groups);
-        let count = rows.len() / k;
-        let block_bytes = groups * 64;
-        let start = first / OUT_LANES * block_bytes;
-        self.packed[start..]
-            .par_chunks_mut(block_bytes)
-            .zip(self.scales[first..first + count].par_chunks_mut(OUT_LANES))
-            .zip(self.sums[first..first + count].par_chunks_mut(OUT_LANES))
-            .zip(rows.par_chunks(OUT_LANES * k))
-            .for_each(|(((packed, scales), sums), rows)| {
-                let mut q = vec![0i8; groups * 4];
-                for (lane, row) in rows.chunks_exact(k).enumerate() {
-                    scales[lane] = quantize(row, &mut q[..k]);
-                    sums[lane] = q[..k].iter().map(|&v| i32::from(v)).sum();
-                    for (g, four) in q.chunks_exact(4).enumerate() {
-                        packed[g * 64 + lane * 4..][..4].copy_from_slice(four);
-                    }
-                }
-            });
+        let count = rows.len() / self.k;
+        let start = first / OUT_LANES * self.groups * 64;
+        let (scales, sums) = (
+            &mut self.scales[first..first + count],
+            &mut self.sums[first..first + count],
+        );
+        quantize_rows(&mut self.packed[start..], scales, sums, rows, self.k);
     }
 
     fn outputs(&self) -> usize {
@@ -435,6 +432,29 @@ fn quantize(row: &[f32], out: &mut [i8]) -> f32 {
         *o = rounded_bits((v * inv).clamp(-127.0, 127.0) + ROUNDER) as i8;
     }
     scale
+}
+
+/// Quantizes `rows` (row-major, `k` columns) into packed groups of 16
+/// outputs from the start of `packed`, with each output's scale and sum;
+/// the groups of 16 run in parallel.
+fn quantize_rows(packed: &mut [i8], scales: &mut [f32], sums: &mut [i32], rows: &[f32], k: usize) {
+    let groups = k.div_ceil(4);
+    let block_bytes = groups * 64;
+    packed
+        .par_chunks_mut(block_bytes)
+        .zip(scales.par_chunks_mut(OUT_LANES))
+        .zip(sums.par_chunks_mut(OUT_LANES))
+        .zip(rows.par_chunks(OUT_LANES * k))
+        .for_each(|(((packed, scales), sums), rows)| {
+            let mut q = vec![0i8; groups * 4];
+            for (lane, row) in rows.chunks_exact(k).enumerate() {
+                scales[lane] = quantize(row, &mut q[..k]);
+                sums[lane] = q[..k].iter().map(|&v| i32::from(v)).sum();
+                for (g, four) in q.chunks_exact(4).enumerate() {
+                    packed[g * 64 + lane * 4..][..4].copy_from_slice(four);
+                }
+            }
+        });
 }
 
 /// `out = round(row / scale) + zero` in 0..=255 over the row's own range,

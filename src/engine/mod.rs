@@ -489,10 +489,17 @@ impl Engine {
         if let Some(generator) = self.generator.get() {
             return Ok(generator);
         }
+        let start = std::time::Instant::now();
+        let path = self.config.generator_path();
         let loaded: Arc<dyn Generator> = Arc::new(GgufGenerator::load_with(
-            &self.config.generator_path(),
+            &path,
             crate::generate::gguf::Options::of(&self.config.generator),
         )?);
+        tracing::info!(
+            model = %path.display(),
+            ms = start.elapsed().as_millis() as u64,
+            "generator loaded"
+        );
         Ok(self.generator.get_or_init(|| loaded))
     }
 

@@ -440,8 +440,10 @@ struct Prefilled {
 pub struct GgufGenerator {
     session: Mutex<Session>,
     tokenizer: Tokenizer,
-    /// Constraint compiler over this vocabulary, built on first use.
+    /// Constraint compiler over this vocabulary: started on its own thread
+    /// as the model loads (`building`), taken on first use.
     guides: OnceLock<Guides>,
+    building: Mutex<Option<std::thread::JoinHandle<Result<Guides>>>>,
     end_tokens: Vec<u32>,
     /// The special tokens' texts (`<|im_start|>`, ...): defused in
     /// message contents, which are untrusted.
@@ -490,6 +492,37 @@ impl Default for Options {
             source_recompute: 0.5,
         }
     }
+}
+
+/// Starts building the constraint compiler on its own thread, so it is
+/// ready by the first answer instead of adding most of a second to it
+/// (the token table of a 150,000-token vocabulary); the model loads
+/// meanwhile. `None` when the vocabulary's size is not in the file or the
+/// thread cannot start: it is then built on first use.
+fn build_guides(
+    content: &gguf_file::Content,
+    tokenizer: &Tokenizer,
+    end_tokens: &[u32],
+) -> Option<std::thread::JoinHandle<Result<Guides>>> {
+    // The logits' length: the output layer's rows, or the embedding's
+    // when the two are tied (as `Decoder::load` reads them).
+    let vocab = ["output.weight", "token_embd.weight"]
+        .iter()
+        .find_map(|name| content.tensor_infos.get(*name))
+        .and_then(|info| info.shape.dims().first().copied())?;
+    let (tokenizer, end_tokens) = (tokenizer.clone(), end_tokens.to_vec());
+    std::thread::Builder::new()
+        .name("lore-grammar".into())
+        .spawn(move || {
+            let start = Instant::now();
+            let built = Guides::new(&tokenizer, &end_tokens, vocab);
+            tracing::debug!(
+                ms = start.elapsed().as_millis() as u64,
+                "constraint compiler built"
+            );
+            built
+        })
+        .ok()
 }
 
 /// `text` with every control token's text broken by a zero-width space,
@@ -589,6 +622,7 @@ impl GgufGenerator {
         if let Some(eos) = meta("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
             end_tokens.push(eos);
         }
+        let building = build_guides(&content, &tokenizer, &end_tokens);
         let decoder = Decoder::load(
             &content,
             &mut file,
@@ -619,6 +653,7 @@ impl GgufGenerator {
             }),
             tokenizer,
             guides: OnceLock::new(),
+            building: Mutex::new(building),
             end_tokens,
             control,
             context_length,
@@ -854,8 +889,27 @@ impl GgufGenerator {
         let guides = match self.guides.get() {
             Some(guides) => guides,
             None => {
+                let started = self
+                    .building
+                    .lock()
+                    .map_err(|_| Error::Inference("the generator is poisoned".into()))?
+                    .take();
                 let vocab = self.lock()?.decoder.vocab();
-                let built = Guides::new(&self.tokenizer, &self.end_tokens, vocab)?;
+                let built = match started.map(std::thread::JoinHandle::join) {
+                    Some(Ok(built)) => built?,
+                    Some(Err(_)) => {
+                        return Err(Error::Inference(
+                            "building the constraint compiler panicked".into(),
+                        ));
+                    }
+                    None => Guides::new(&self.tokenizer, &self.end_tokens, vocab)?,
+                };
+                if built.vocab() != vocab {
+                    return Err(Error::Inference(format!(
+                        "the constraint compiler has {} tokens, the model's logits {vocab}",
+                        built.vocab()
+                    )));
+                }
                 self.guides.get_or_init(|| built)
             }
         };

@@ -56,6 +56,11 @@ impl Guides {
         Ok(Guides { factory })
     }
 
+    /// The logits' length the token table was built for.
+    pub fn vocab(&self) -> usize {
+        self.factory.tok_env().tok_trie().vocab_size()
+    }
+
     /// A fresh matcher for `constraint`, or the reason it cannot be
     /// compiled (a bad schema, regex or grammar is the caller's error).
     pub fn start(&self, constraint: &Constraint) -> Result<Guide> {
