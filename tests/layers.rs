@@ -14,7 +14,7 @@ use crate::util::root;
 const FLOORS: &[&[&str]] = &[
     &["error"],
     &["types"],
-    &["kernels", "access", "config", "announce", "audit"],
+    &["kernels", "sched", "access", "config", "announce", "audit"],
     &["ingest", "chunk"],
     &["embed"],
     &["store"],
