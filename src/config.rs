@@ -241,6 +241,10 @@ pub struct GeneratorConfig {
     /// own quantized kernels for decoding and f32 on weights dequantized
     /// per call for prompts.
     pub int8_weights: bool,
+    /// With `int8_weights`: keep the requantized weights on disk
+    /// (`~/.cache/lore/int8`, one file per model, checksummed) so the next
+    /// process that loads the model reads them instead of requantizing.
+    pub int8_cache: bool,
     /// Megabytes of sources' keys and values kept to reuse in later
     /// prompts at any position (a source then attends to the instructions
     /// before the sources and to itself, not to the sources before it);
@@ -305,6 +309,7 @@ impl Default for GeneratorConfig {
             examples: default_examples(),
             history_tokens: 384,
             int8_weights: true,
+            int8_cache: true,
             source_cache_mb: 0,
             source_recompute: 0.5,
         }

@@ -331,6 +331,7 @@ pub fn matmul(
 /// 4 inputs, 64 bytes holding the 4 weights of output 0, then output 1...
 /// A quarter of the f32 bytes, and four times the multiply-adds per
 /// instruction.
+#[derive(Debug, PartialEq)]
 pub struct Int8Weights {
     packed: Vec<i8>,
     scales: Vec<f32>,
@@ -388,6 +389,61 @@ impl Int8Weights {
         Ok(weights)
     }
 
+    /// Writes the weights as they are packed, little-endian: inputs,
+    /// outputs and packed bytes as u64, then the packed bytes, the scales
+    /// and the sums. [`Int8Weights::read_from`] reads them back.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        for v in [self.k, self.scales.len(), self.packed.len()] {
+            out.write_all(&(v as u64).to_le_bytes())?;
+        }
+        out.write_all(bytemuck::cast_slice(&self.packed))?;
+        for v in &self.scales {
+            out.write_all(&v.to_le_bytes())?;
+        }
+        for v in &self.sums {
+            out.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Reads what [`Int8Weights::write_to`] wrote, taking at most `limit`
+    /// bytes: a header whose sizes disagree with each other or exceed
+    /// `limit` is an error before anything is allocated.
+    pub fn read_from(input: &mut impl std::io::Read, limit: u64) -> std::io::Result<Int8Weights> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let mut word = [0u8; 8];
+        let mut header = [0u64; 3];
+        for v in &mut header {
+            input.read_exact(&mut word)?;
+            *v = u64::from_le_bytes(word);
+        }
+        let [k, n, packed] = header;
+        let need = 24u64
+            .checked_add(packed)
+            .and_then(|b| b.checked_add(n.checked_mul(8)?))
+            .ok_or_else(|| bad("sizes overflow"))?;
+        if k == 0 || n == 0 || need > limit {
+            return Err(bad("sizes past the end of the file"));
+        }
+        let (k, n) = (k as usize, n as usize);
+        let mut weights = Int8Weights::zeros(n, k);
+        if weights.packed.len() as u64 != packed {
+            return Err(bad("packed bytes of another shape"));
+        }
+        input.read_exact(bytemuck::cast_slice_mut(&mut weights.packed))?;
+        let mut four = [0u8; 4];
+        for v in &mut weights.scales {
+            input.read_exact(&mut four)?;
+            *v = f32::from_le_bytes(four);
+        }
+        for v in &mut weights.sums {
+            input.read_exact(&mut four)?;
+            *v = i32::from_le_bytes(four);
+        }
+        Ok(weights)
+    }
+
     /// `n` outputs of zero weights, padded to whole tiles of blocks.
     fn zeros(n: usize, k: usize) -> Int8Weights {
         let groups = k.div_ceil(4);
@@ -414,8 +470,14 @@ impl Int8Weights {
         quantize_rows(&mut self.packed[start..], scales, sums, rows, self.k);
     }
 
-    fn outputs(&self) -> usize {
+    /// Outputs: rows of the weight.
+    pub fn outputs(&self) -> usize {
         self.scales.len()
+    }
+
+    /// Inputs per output: columns of the weight.
+    pub fn inputs(&self) -> usize {
+        self.k
     }
 }
 
@@ -1061,6 +1123,29 @@ mod tests {
         int8_sums_portable(&mut portable, &xu, &w);
         assert_eq!(amx, portable);
         assert!(portable.iter().any(|&s| s != 0));
+    }
+
+    #[test]
+    fn int8_weights_read_back_what_was_written_and_refuse_a_bad_header() {
+        let (n, k) = (40, 24);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) / 3.0)
+            .collect();
+        let weights = Int8Weights::new(&w, k);
+        let mut bytes = Vec::new();
+        weights.write_to(&mut bytes).unwrap();
+        let back = Int8Weights::read_from(&mut bytes.as_slice(), bytes.len() as u64).unwrap();
+        assert_eq!(back, weights);
+        // Sizes past the limit, an absurd length, another shape, a short read.
+        assert!(Int8Weights::read_from(&mut bytes.as_slice(), bytes.len() as u64 - 1).is_err());
+        let mut huge = bytes.clone();
+        huge[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Int8Weights::read_from(&mut huge.as_slice(), u64::MAX).is_err());
+        let mut other = bytes.clone();
+        other[0..8].copy_from_slice(&(k as u64 + 8).to_le_bytes());
+        assert!(Int8Weights::read_from(&mut other.as_slice(), u64::MAX).is_err());
+        let short = &bytes[..bytes.len() - 3];
+        assert!(Int8Weights::read_from(&mut &short[..], u64::MAX).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! one growing buffer per KV head; decoding attends over it directly, one
 //! task per query head on candle's worker pool, without tensor copies.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor, gguf_file};
@@ -156,6 +157,14 @@ impl Linear {
             outputs,
             bias,
         })
+    }
+
+    /// Its int8 weights, when it has them.
+    fn int8(&self) -> Option<&Int8Weights> {
+        match &self.product {
+            Product::Int8(w) => Some(w),
+            Product::Gguf { .. } => None,
+        }
     }
 
     /// `x` is `[rows, in]`; returns `[rows, out]`.
@@ -399,6 +408,9 @@ struct Reader<'a, R> {
     file: &'a mut R,
     /// Weights kept in int8 too, for every product.
     int8: bool,
+    /// Int8 weights kept from an earlier load, by [`Decoder::int8_weights`]
+    /// name; taken instead of requantizing when their shape is the GGUF's.
+    cached: HashMap<String, Int8Weights>,
 }
 
 impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
@@ -419,9 +431,29 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
     }
 
     fn linear(&mut self, prefix: &str) -> Result<Linear> {
-        let weight = self.q(&format!("{prefix}.weight"))?;
-        let bias = self.optional(&format!("{prefix}.bias"))?;
-        Linear::new(weight, bias, self.int8)
+        self.linear_of(prefix, &format!("{prefix}.weight"))
+    }
+
+    /// The product named `name` (its bias at `name`'s prefix) on the GGUF
+    /// tensor `tensor`: from the cached int8 weights when they fit it.
+    fn linear_of(&mut self, name: &str, tensor: &str) -> Result<Linear> {
+        let bias = self.optional(&format!("{name}.bias"))?;
+        let shape = self
+            .content
+            .tensor_infos
+            .get(tensor)
+            .map(|info| (info.shape.dims().to_vec(), info.ggml_dtype));
+        if let (true, Some(w), Some((dims, dtype))) = (self.int8, self.cached.remove(name), shape)
+            && dtype != GgmlDType::F32
+            && dims == [w.outputs(), w.inputs()]
+        {
+            return Ok(Linear {
+                outputs: w.outputs(),
+                product: Product::Int8(w),
+                bias,
+            });
+        }
+        Linear::new(self.q(tensor)?, bias, self.int8)
     }
 }
 
@@ -434,18 +466,20 @@ impl Decoder {
         arch: &str,
         context_length: usize,
         int8_weights: bool,
+        cached: HashMap<String, Int8Weights>,
     ) -> Result<Self> {
         let shape = Shape::read(content, arch)?;
         let mut r = Reader {
             content,
             file,
             int8: int8_weights,
+            cached,
         };
         let embed = r.q("token_embd.weight")?;
         let output = if content.tensor_infos.contains_key("output.weight") {
             r.linear("output")?
         } else {
-            Linear::new(r.q("token_embd.weight")?, None, r.int8)?
+            r.linear_of("output", "token_embd.weight")?
         };
         let layers = (0..shape.layers)
             .map(|i| {
@@ -496,6 +530,28 @@ impl Decoder {
             local_inverse,
             position: 0,
         })
+    }
+
+    /// Every int8 weight, named as [`Decoder::load`] finds it again in
+    /// `cached`: `output`, then `blk.N.attn_q` and the rest per layer.
+    pub fn int8_weights(&self) -> Vec<(String, &Int8Weights)> {
+        let mut named = Vec::new();
+        named.extend(self.output.int8().map(|w| ("output".to_string(), w)));
+        for (i, layer) in self.layers.iter().enumerate() {
+            let linears = [
+                ("attn_q", &layer.q),
+                ("attn_k", &layer.k),
+                ("attn_v", &layer.v),
+                ("attn_output", &layer.o),
+                ("ffn_gate", &layer.gate),
+                ("ffn_up", &layer.up),
+                ("ffn_down", &layer.down),
+            ];
+            for (name, linear) in linears {
+                named.extend(linear.int8().map(|w| (format!("blk.{i}.{name}"), w)));
+            }
+        }
+        named
     }
 
     /// Forgets every cached position from `position` on: what follows is
@@ -954,13 +1010,54 @@ mod tests {
     }
 
     fn model_with(name: &str, arch: &str, int8_weights: bool) -> Decoder {
+        model_from(name, arch, int8_weights, HashMap::new())
+    }
+
+    fn model_from(
+        name: &str,
+        arch: &str,
+        int8_weights: bool,
+        cached: HashMap<String, Int8Weights>,
+    ) -> Decoder {
         let mut config = crate::config::Config::default();
         config.generator.model = Some(name.into());
         let path = config.generator_path();
         let mut file = std::fs::File::open(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (run scripts/install-models.sh)", path.display()));
         let content = gguf_file::Content::read(&mut file).unwrap();
-        Decoder::load(&content, &mut file, arch, 2048, int8_weights).unwrap()
+        Decoder::load(&content, &mut file, arch, 2048, int8_weights, cached).unwrap()
+    }
+
+    /// Weights kept from one load and handed to the next give the same
+    /// model: the same weights under the same names, the same logits; a
+    /// kept weight of another shape is not taken.
+    #[test]
+    fn int8_weights_kept_from_a_load_give_the_same_model() {
+        let mut first = model_with("light", "llama", true);
+        let copy = |w: &Int8Weights| {
+            let mut bytes = Vec::new();
+            w.write_to(&mut bytes).unwrap();
+            Int8Weights::read_from(&mut bytes.as_slice(), u64::MAX).unwrap()
+        };
+        let mut kept: HashMap<String, Int8Weights> = first
+            .int8_weights()
+            .into_iter()
+            .map(|(name, w)| (name, copy(w)))
+            .collect();
+        assert!(kept.len() > 7 * first.layers.len(), "{} kept", kept.len());
+        // One weight of the wrong shape: requantized from the GGUF instead.
+        kept.insert("blk.0.attn_q".into(), Int8Weights::new(&[0.5; 64], 8));
+        let mut second = model_from("light", "llama", true, kept);
+        let names =
+            |d: &Decoder| -> Vec<String> { d.int8_weights().into_iter().map(|(n, _)| n).collect() };
+        assert_eq!(names(&first), names(&second));
+        for ((_, a), (_, b)) in first.int8_weights().into_iter().zip(second.int8_weights()) {
+            assert_eq!(a, b);
+        }
+        let tokens: Vec<u32> = (0..24).map(|i| 100 + 37 * i).collect();
+        let a = first.forward(&tokens).unwrap();
+        let b = second.forward(&tokens).unwrap();
+        assert_eq!(max_abs_diff(&a, &b), 0.0);
     }
 
     fn light_model() -> Decoder {

@@ -24,6 +24,7 @@ use candle_core::Tensor;
 use super::decoder::{Decoder, Kept};
 use super::guide::{Guide, Guides};
 use super::sources::{self, Body, SourceCache};
+use super::weights::WeightCache;
 use super::{Constraint, Generated, Generator, Message, Role, Sampling, StopReason};
 use crate::error::{Error, Result};
 
@@ -471,6 +472,9 @@ pub struct Options {
     /// The share of a reused source's positions computed again where it
     /// lands ([`Decoder::blend`]); 0: none.
     pub source_recompute: f32,
+    /// With `int8_weights`: keep them on disk for the next load
+    /// ([`WeightCache`]).
+    pub int8_cache: bool,
 }
 
 impl Options {
@@ -480,6 +484,7 @@ impl Options {
             int8_weights: generator.int8_weights,
             source_cache_bytes: generator.source_cache_mb.saturating_mul(1 << 20),
             source_recompute: generator.source_recompute,
+            int8_cache: generator.int8_cache,
         }
     }
 }
@@ -490,6 +495,7 @@ impl Default for Options {
             int8_weights: true,
             source_cache_bytes: 0,
             source_recompute: 0.5,
+            int8_cache: true,
         }
     }
 }
@@ -623,14 +629,24 @@ impl GgufGenerator {
             end_tokens.push(eos);
         }
         let building = build_guides(&content, &tokenizer, &end_tokens);
+        let cache = match options.int8_weights && options.int8_cache {
+            true => WeightCache::for_model(path),
+            false => None,
+        };
+        let cached = cache.as_ref().and_then(WeightCache::load);
+        let requantized = cached.is_none();
         let decoder = Decoder::load(
             &content,
             &mut file,
             &arch,
             context_length,
             options.int8_weights,
+            cached.unwrap_or_default(),
         )
         .map_err(|e| model_error(path, e))?;
+        if let Some(cache) = cache.filter(|_| requantized) {
+            cache.save(&decoder.int8_weights());
+        }
         let name = path
             .file_name()
             .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());

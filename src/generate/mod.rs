@@ -8,6 +8,7 @@ pub mod gguf;
 pub mod guide;
 mod sources;
 mod spm;
+mod weights;
 
 use serde::{Deserialize, Serialize};
 
