@@ -24,7 +24,7 @@ const MAX_NAME: usize = 256;
 /// Where one model's int8 weights are kept.
 pub struct WeightCache {
     path: PathBuf,
-    /// The model's file name, which every version of its cache starts with.
+    /// What every version of this model's cache is named from.
     stem: String,
 }
 
@@ -54,7 +54,11 @@ impl WeightCache {
         key.update(&meta.len().to_le_bytes());
         key.update(&modified.as_nanos().to_le_bytes());
         key.update(std::env::consts::ARCH.as_bytes());
-        let stem = canonical.file_stem()?.to_string_lossy().into_owned();
+        // The prefix names the model's file (its name, and a hash of its
+        // path, so two models of one name do not replace each other's).
+        let place = blake3::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
+        let name = canonical.file_stem()?.to_string_lossy();
+        let stem = format!("{name}-{}", &place[..8]);
         let hex = key.finalize().to_hex();
         Some(WeightCache {
             path: dir.join(format!("{stem}-{}.int8", &hex[..16])),
@@ -95,9 +99,11 @@ impl WeightCache {
     fn write(&self, weights: &[(String, &Int8Weights)]) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
+        // Its own temporary file: other threads and processes may be
+        // writing the same cache at the same time.
         let temporary = self
             .path
-            .with_extension(format!("tmp{}", std::process::id()));
+            .with_extension(format!("tmp-{}", crate::types::random_id()));
         let written = (|| {
             let mut out = Hashing::new(BufWriter::new(File::create(&temporary)?));
             out.write_all(MAGIC)?;
@@ -248,6 +254,20 @@ mod tests {
         assert_eq!(back.len(), 2);
         assert_eq!(back["blk.0.attn_q"], a);
         assert_eq!(back["output"], b);
+    }
+
+    #[test]
+    fn writers_at_the_same_time_leave_one_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, cache) = (weights(6), cache(dir.path()));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| cache.save(&[("output".into(), &w)]));
+            }
+        });
+        assert_eq!(cache.load().unwrap()["output"], w);
+        let files = std::fs::read_dir(dir.path().join("int8")).unwrap().count();
+        assert_eq!(files, 1, "no temporary file left behind");
     }
 
     #[test]
