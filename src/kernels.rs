@@ -444,6 +444,11 @@ impl Int8Weights {
         Ok(weights)
     }
 
+    /// Bytes [`Int8Weights::write_to`] writes.
+    pub fn stored_bytes(&self) -> u64 {
+        24 + self.packed.len() as u64 + 8 * self.scales.len() as u64
+    }
+
     /// `n` outputs of zero weights, padded to whole tiles of blocks.
     fn zeros(n: usize, k: usize) -> Int8Weights {
         let groups = k.div_ceil(4);
@@ -1134,6 +1139,7 @@ mod tests {
         let weights = Int8Weights::new(&w, k);
         let mut bytes = Vec::new();
         weights.write_to(&mut bytes).unwrap();
+        assert_eq!(bytes.len() as u64, weights.stored_bytes());
         let back = Int8Weights::read_from(&mut bytes.as_slice(), bytes.len() as u64).unwrap();
         assert_eq!(back, weights);
         // Sizes past the limit, an absurd length, another shape, a short read.

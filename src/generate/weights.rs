@@ -7,7 +7,9 @@
 //! file is deleted when the new one is written. The file ends in a CRC-32
 //! of everything before it; a file that is missing, short, damaged or of
 //! another version is ignored (and written again), never trusted. It is
-//! a cache: every failure falls back to requantizing, and is logged.
+//! a cache: every failure falls back to requantizing, and is logged; it is
+//! not written where it would leave less than a gigabyte free beyond
+//! twice its size, so it never fills the disk an index is on.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -99,6 +101,15 @@ impl WeightCache {
     fn write(&self, weights: &[(String, &Int8Weights)]) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
+        let size: u64 = weights.iter().map(|(_, w)| w.stored_bytes()).sum();
+        if let Some(free) = free_bytes(dir)
+            && !room_for(size, free)
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("{size} bytes to write and {free} free: the disk is left to the index"),
+            ));
+        }
         // Its own temporary file: other threads and processes may be
         // writing the same cache at the same time.
         let temporary = self
@@ -142,6 +153,38 @@ impl WeightCache {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+/// Free bytes a cache write leaves on its disk beyond twice its size.
+const HEADROOM: u64 = 1 << 30;
+
+/// Whether writing `size` bytes where `free` are free leaves the disk
+/// its headroom.
+fn room_for(size: u64, free: u64) -> bool {
+    free >= size.saturating_mul(2).saturating_add(HEADROOM)
+}
+
+/// Bytes free to an unprivileged writer on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: `path` is a valid C string and `stats` a zeroed struct
+        // statvfs fills.
+        let stats = unsafe {
+            let mut stats: libc::statvfs = std::mem::zeroed();
+            (libc::statvfs(path.as_ptr(), &mut stats) == 0).then_some(stats)
+        }?;
+        // Both are narrower than u64 on some targets.
+        #[allow(clippy::useless_conversion)]
+        Some(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
     }
 }
 
@@ -294,6 +337,19 @@ mod tests {
             std::fs::write(&cache.path, &damaged).unwrap();
             assert!(cache.load().is_none(), "{} bytes trusted", damaged.len());
         }
+    }
+
+    #[test]
+    fn a_nearly_full_disk_is_left_to_the_index() {
+        let gb = 1u64 << 30;
+        assert!(room_for(gb / 2, 3 * gb));
+        assert!(
+            !room_for(gb / 2, 2 * gb - 1),
+            "a gigabyte beyond twice the file"
+        );
+        assert!(!room_for(u64::MAX, u64::MAX - 1));
+        let free = free_bytes(&std::env::temp_dir()).expect("statvfs answers");
+        assert!(free > 0);
     }
 
     #[test]
