@@ -245,6 +245,11 @@ pub struct GeneratorConfig {
     /// (`~/.cache/lore/int8`, one file per model, checksummed) so the next
     /// process that loads the model reads them instead of requantizing.
     pub int8_cache: bool,
+    /// Megabytes of keys and values kept on disk (`~/.cache/lore/kv`) for
+    /// the next process that loads the model: a prompt's instructions,
+    /// and sources' bodies with `source_cache_mb`; least recently used
+    /// dropped first. 0: none.
+    pub kv_disk_mb: u64,
     /// Megabytes of sources' keys and values kept to reuse in later
     /// prompts at any position (a source then attends to the instructions
     /// before the sources and to itself, not to the sources before it);
@@ -310,6 +315,7 @@ impl Default for GeneratorConfig {
             history_tokens: 384,
             int8_weights: true,
             int8_cache: true,
+            kv_disk_mb: 64,
             source_cache_mb: 0,
             source_recompute: 0.5,
         }

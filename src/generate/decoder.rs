@@ -371,6 +371,11 @@ pub struct Kept {
 }
 
 impl Kept {
+    /// Positions held.
+    pub fn positions(&self) -> usize {
+        self.positions
+    }
+
     /// Bytes of keys and values held.
     pub fn bytes(&self) -> usize {
         self.layers
@@ -378,6 +383,71 @@ impl Kept {
             .flat_map(|(k, v)| k.iter().chain(v))
             .map(|b| b.len() * std::mem::size_of::<f32>())
             .sum()
+    }
+
+    /// Writes it, little-endian: start and positions as u64, then every
+    /// layer's keys and values, head by head.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        for v in [self.start, self.positions] {
+            out.write_all(&(v as u64).to_le_bytes())?;
+        }
+        for (keys, values) in &self.layers {
+            for buffer in keys.iter().chain(values) {
+                for x in buffer {
+                    out.write_all(&x.to_le_bytes())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Decoder {
+    /// Reads a [`Kept`] that [`Kept::write_to`] wrote for this model: its
+    /// positions must fit the context and its size this model's layers,
+    /// KV heads and head size, else it is an error before anything is
+    /// allocated.
+    pub fn read_kept(&self, input: &mut impl std::io::Read, limit: u64) -> std::io::Result<Kept> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let mut word = [0u8; 8];
+        input.read_exact(&mut word)?;
+        let start = u64::from_le_bytes(word);
+        input.read_exact(&mut word)?;
+        let positions = u64::from_le_bytes(word);
+        let context = self.cos.dim(0).map_err(|e| bad(&e.to_string()))? as u64;
+        if start.saturating_add(positions) > context {
+            return Err(bad("positions past the context"));
+        }
+        let (layers, heads, dim) = (self.layers.len(), self.shape.kv_heads, self.shape.head_dim);
+        let floats = positions as usize * dim;
+        let need = (layers * 2 * heads * floats * 4) as u64;
+        if need.saturating_add(16) > limit {
+            return Err(bad("more keys and values than the file holds"));
+        }
+        let mut buffer = || -> std::io::Result<Vec<f32>> {
+            let mut bytes = vec![0u8; floats * 4];
+            input.read_exact(&mut bytes)?;
+            Ok(bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
+        };
+        let mut kept = Kept {
+            start: start as usize,
+            positions: positions as usize,
+            layers: Vec::with_capacity(layers),
+        };
+        for _ in 0..layers {
+            let keys = (0..heads)
+                .map(|_| buffer())
+                .collect::<std::io::Result<_>>()?;
+            let values = (0..heads)
+                .map(|_| buffer())
+                .collect::<std::io::Result<_>>()?;
+            kept.layers.push((keys, values));
+        }
+        Ok(kept)
     }
 }
 

@@ -23,6 +23,7 @@ use candle_core::Tensor;
 
 use super::decoder::{Decoder, Kept};
 use super::guide::{Guide, Guides};
+use super::kv_disk::KvDisk;
 use super::sources::{self, Body, SourceCache};
 use super::weights::WeightCache;
 use super::{Constraint, Generated, Generator, Message, Role, Sampling, StopReason};
@@ -196,6 +197,8 @@ struct Session {
     /// The share of a placed body's positions computed again in place
     /// ([`Decoder::blend`]).
     recompute: f32,
+    /// First pieces and bodies kept on disk for later processes.
+    disk: Option<KvDisk>,
 }
 
 /// First pieces a session keeps ([`Session::kept`]).
@@ -346,7 +349,20 @@ impl Session {
                 out.push(None);
                 continue;
             }
-            if let Some(kept) = self.sources.get(hash, tokens) {
+            let from_disk = || {
+                let disk = self.disk.as_ref()?;
+                disk.get(&self.decoder, &source_key(hash, tokens))
+                    .filter(|kept| kept.positions() == tokens.len())
+            };
+            let found = match self.sources.get(hash, tokens) {
+                Some(kept) => Some(kept),
+                None => from_disk().map(|kept| {
+                    let kept = Arc::new(kept);
+                    self.sources.insert(hash, tokens, kept.clone());
+                    kept
+                }),
+            };
+            if let Some(kept) = found {
                 *reused += tokens.len();
                 out.push(Some(kept));
                 continue;
@@ -371,6 +387,9 @@ impl Session {
             }
             let kept = Arc::new(self.decoder.span(context, context + tokens.len()));
             self.sources.insert(hash, tokens, kept.clone());
+            if let Some(disk) = &self.disk {
+                disk.put(&source_key(hash, tokens), &kept);
+            }
             tracing::debug!(
                 tokens = tokens.len(),
                 cache_bytes = self.sources.bytes(),
@@ -396,8 +415,11 @@ impl Session {
                 && ids.len() < prompt.ids.len()
                 && prompt.ids.starts_with(ids)
                 && prompt.starts.get(1) == Some(&ids.len())
-        })?;
-        let (ids, kept) = self.kept.remove(at);
+        });
+        let (ids, kept) = match at {
+            Some(at) => self.kept.remove(at),
+            None => self.first_piece_from_disk(prompt, cached)?,
+        };
         self.decoder.restore(&kept);
         self.ids.clone_from(&ids);
         self.starts = vec![0];
@@ -408,8 +430,24 @@ impl Session {
         Some(from)
     }
 
+    /// `prompt`'s first piece as an earlier process kept it on disk, when
+    /// it reaches further than `cached`.
+    fn first_piece_from_disk(
+        &mut self,
+        prompt: &PromptIds,
+        cached: usize,
+    ) -> Option<(Vec<u32>, Kept)> {
+        let end = *prompt.starts.get(1)?;
+        if end <= cached || end >= prompt.ids.len() {
+            return None;
+        }
+        let first = &prompt.ids[..end];
+        let kept = self.disk.as_ref()?.get(&self.decoder, &first_key(first))?;
+        (kept.positions() == end).then(|| (first.to_vec(), kept))
+    }
+
     /// Keeps `prompt`'s first piece (just computed or put back) among the
-    /// last [`KEPT_PIECES`].
+    /// last [`KEPT_PIECES`], and on disk when it is new there.
     fn keep_first_piece(&mut self, prompt: &PromptIds) {
         let Some(&end) = prompt.starts.get(1) else {
             return;
@@ -423,8 +461,30 @@ impl Session {
         if self.kept.len() == KEPT_PIECES {
             self.kept.remove(0);
         }
-        self.kept.push((first.to_vec(), self.decoder.span(0, end)));
+        let kept = self.decoder.span(0, end);
+        if let Some(disk) = &self.disk {
+            let key = first_key(first);
+            if !disk.has(&key) {
+                disk.put(&key, &kept);
+            }
+        }
+        self.kept.push((first.to_vec(), kept));
     }
+}
+
+/// The on-disk key of a prompt's first piece.
+fn first_key(ids: &[u32]) -> Vec<u8> {
+    let mut key = b"first:".to_vec();
+    key.extend(ids.iter().flat_map(|id| id.to_le_bytes()));
+    key
+}
+
+/// The on-disk key of a source's body after a context.
+fn source_key(context: u64, body: &[u32]) -> Vec<u8> {
+    let mut key = b"source:".to_vec();
+    key.extend_from_slice(&context.to_le_bytes());
+    key.extend(body.iter().flat_map(|id| id.to_le_bytes()));
+    key
 }
 
 /// A processed prompt.
@@ -475,6 +535,9 @@ pub struct Options {
     /// With `int8_weights`: keep them on disk for the next load
     /// ([`WeightCache`]).
     pub int8_cache: bool,
+    /// Bytes of keys and values kept on disk for later processes (first
+    /// pieces, and bodies with `source_cache_bytes`; [`KvDisk`]); 0: none.
+    pub kv_disk_bytes: u64,
 }
 
 impl Options {
@@ -485,6 +548,7 @@ impl Options {
             source_cache_bytes: generator.source_cache_mb.saturating_mul(1 << 20),
             source_recompute: generator.source_recompute,
             int8_cache: generator.int8_cache,
+            kv_disk_bytes: generator.kv_disk_mb.saturating_mul(1 << 20),
         }
     }
 }
@@ -496,6 +560,7 @@ impl Default for Options {
             source_cache_bytes: 0,
             source_recompute: 0.5,
             int8_cache: true,
+            kv_disk_bytes: 0,
         }
     }
 }
@@ -647,6 +712,16 @@ impl GgufGenerator {
         if let Some(cache) = cache.filter(|_| requantized) {
             cache.save(&decoder.int8_weights());
         }
+        let disk = (options.kv_disk_bytes > 0)
+            .then(|| {
+                let setting = format!(
+                    "int8 {} threads {}",
+                    options.int8_weights,
+                    rayon::current_num_threads()
+                );
+                KvDisk::for_model(path, &setting, options.kv_disk_bytes)
+            })
+            .flatten();
         let name = path
             .file_name()
             .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
@@ -666,6 +741,7 @@ impl GgufGenerator {
                 bodies: Vec::new(),
                 sources: SourceCache::new(options.source_cache_bytes),
                 recompute: options.source_recompute,
+                disk,
             }),
             tokenizer,
             guides: OnceLock::new(),
@@ -1022,6 +1098,7 @@ fn score(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn light() -> GgufGenerator {
         light_with(Options::default())
@@ -1253,6 +1330,68 @@ mod tests {
     /// from the cache: the system prompt always, and the sources before a
     /// new question; the next-token logits are bit for bit a fresh
     /// prefill's, and a changed source is computed again from its piece.
+    /// A prompt's first piece kept on disk by one process is read back by
+    /// the next (another loaded model) with the logits of a cold prompt,
+    /// bit for bit; a damaged file is not trusted, and is written again.
+    #[test]
+    fn instructions_kept_on_disk_serve_a_later_process_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::default();
+        config.generator.model = Some("light".into());
+        let path = config.generator_path();
+        let process = || {
+            let generator = light();
+            generator.lock().unwrap().disk = KvDisk::in_dir(dir.path(), &path, "test", 64 << 20);
+            generator
+        };
+        let system = "You answer from the numbered sources only. Cite them as [n].";
+        let sources = "[1] a.md\nThe badge office opens at nine and closes at four.\n\n";
+        let run = |generator: &GgufGenerator| {
+            let text = sources_prompt(generator, system, sources, "When does it open?");
+            let ids = generator.prompt_ids(&text).unwrap();
+            let mut session = generator.lock().unwrap();
+            let prefilled = session.prefill(&ids, &mut || true).unwrap().unwrap();
+            let values: Vec<f32> = prefilled.logits.to_vec1().unwrap();
+            (values, prefilled.reused, ids.starts[1])
+        };
+        let (cold, none, first) = run(&process());
+        assert_eq!(none, 0);
+        let files = || -> Vec<PathBuf> {
+            walk(dir.path())
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "kv"))
+                .collect()
+        };
+        assert_eq!(files().len(), 1, "the first piece is kept on disk");
+        let (warm, reused, _) = run(&process());
+        assert_eq!(
+            reused, first,
+            "the next process starts after the first piece"
+        );
+        assert_eq!(warm, cold, "kept keys and values changed the logits");
+        // A flipped byte: ignored, computed again, kept again.
+        let file = files().remove(0);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(&file, &bytes).unwrap();
+        let (again, reused, _) = run(&process());
+        assert_eq!(reused, 0, "a damaged file was trusted");
+        assert_eq!(again, cold);
+        assert_ne!(std::fs::read(&file).unwrap(), bytes, "written again");
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .flat_map(|e| match e.path().is_dir() {
+                true => walk(&e.path()),
+                false => vec![e.path()],
+            })
+            .collect()
+    }
+
     #[test]
     fn a_shared_prompt_prefix_is_reused_without_changing_the_output() {
         let generator = light();

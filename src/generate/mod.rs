@@ -6,6 +6,7 @@
 mod decoder;
 pub mod gguf;
 pub mod guide;
+mod kv_disk;
 mod sources;
 mod spm;
 mod weights;

@@ -35,32 +35,13 @@ impl WeightCache {
     /// `None` without one (no `$XDG_CACHE_HOME` or `$HOME`) or when the
     /// model's file cannot be read.
     pub fn for_model(gguf: &Path) -> Option<WeightCache> {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-        WeightCache::in_dir(&base.join("lore").join("int8"), gguf)
+        WeightCache::in_dir(&cache_home()?.join("int8"), gguf)
     }
 
     /// The cache of the model at `gguf` in `dir`.
     pub fn in_dir(dir: &Path, gguf: &Path) -> Option<WeightCache> {
-        let canonical = gguf.canonicalize().ok()?;
-        let meta = std::fs::metadata(&canonical).ok()?;
-        let modified = meta
-            .modified()
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?;
-        let mut key = blake3::Hasher::new();
+        let (stem, mut key) = identity(gguf)?;
         key.update(MAGIC);
-        key.update(canonical.as_os_str().as_encoded_bytes());
-        key.update(&meta.len().to_le_bytes());
-        key.update(&modified.as_nanos().to_le_bytes());
-        key.update(std::env::consts::ARCH.as_bytes());
-        // The prefix names the model's file (its name, and a hash of its
-        // path, so two models of one name do not replace each other's).
-        let place = blake3::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
-        let name = canonical.file_stem()?.to_string_lossy();
-        let stem = format!("{name}-{}", &place[..8]);
         let hex = key.finalize().to_hex();
         Some(WeightCache {
             path: dir.join(format!("{stem}-{}.int8", &hex[..16])),
@@ -156,17 +137,50 @@ impl WeightCache {
     }
 }
 
+/// What names a model file on disk: its name and a hash of its path (so
+/// two models of one name stay apart), and a hasher already fed its
+/// path, size, modification time and this machine's architecture, to
+/// which a cache adds what else its contents depend on. `None` when the
+/// file cannot be read.
+pub fn identity(gguf: &Path) -> Option<(String, blake3::Hasher)> {
+    let canonical = gguf.canonicalize().ok()?;
+    let meta = std::fs::metadata(&canonical).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let path = canonical.as_os_str().as_encoded_bytes();
+    let mut key = blake3::Hasher::new();
+    key.update(path);
+    key.update(&meta.len().to_le_bytes());
+    key.update(&modified.as_nanos().to_le_bytes());
+    key.update(std::env::consts::ARCH.as_bytes());
+    let place = blake3::hash(path).to_hex();
+    let name = canonical.file_stem()?.to_string_lossy();
+    Some((format!("{name}-{}", &place[..8]), key))
+}
+
+/// The user's cache directory for lore: `$XDG_CACHE_HOME/lore`, else
+/// `~/.cache/lore`.
+pub fn cache_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|base| base.join("lore"))
+}
+
 /// Free bytes a cache write leaves on its disk beyond twice its size.
 const HEADROOM: u64 = 1 << 30;
 
 /// Whether writing `size` bytes where `free` are free leaves the disk
 /// its headroom.
-fn room_for(size: u64, free: u64) -> bool {
+pub fn room_for(size: u64, free: u64) -> bool {
     free >= size.saturating_mul(2).saturating_add(HEADROOM)
 }
 
 /// Bytes free to an unprivileged writer on the file system of `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
+pub fn free_bytes(dir: &Path) -> Option<u64> {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
