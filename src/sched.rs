@@ -61,7 +61,7 @@ pub fn short_slice() {
 }
 
 /// Starts candle's barrier pool (the threads that share a decoded token's
-/// products and attention, [`crate::kernels::matvec_int8`]) from a thread
+/// products and attention, `kernels::matvec_int8`) from a thread
 /// with a short slice and the process's own priority, which its workers
 /// inherit. Done once, before any thread of lowered priority exists.
 pub fn start_decoding_threads() {

@@ -530,13 +530,13 @@ pub struct Options {
     /// place.
     pub source_cache_bytes: usize,
     /// The share of a reused source's positions computed again where it
-    /// lands ([`Decoder::blend`]); 0: none.
+    /// lands (`Decoder::blend`); 0: none.
     pub source_recompute: f32,
     /// With `int8_weights`: keep them on disk for the next load
-    /// ([`WeightCache`]).
+    /// (`generate::weights`).
     pub int8_cache: bool,
     /// Bytes of keys and values kept on disk for later processes (first
-    /// pieces, and bodies with `source_cache_bytes`; [`KvDisk`]); 0: none.
+    /// pieces, and bodies with `source_cache_bytes`; `generate::kv_disk`); 0: none.
     pub kv_disk_bytes: u64,
 }
 
