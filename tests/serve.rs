@@ -248,6 +248,18 @@ fn keys_errors_documents_queue_and_shutdown() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
+    // The keys and values the model now holds are reported.
+    let (_, _, metrics) = http(addr, "GET", "/metrics", None, None);
+    let held: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lore_kv_cache_bytes "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no lore_kv_cache_bytes in {metrics}"));
+    assert!(
+        held > 0,
+        "an answer was written, yet no keys and values held"
+    );
+
     // The CLI works while the server holds the index: it goes through it.
     let extra = index.parent().unwrap().join("extra");
     std::fs::create_dir_all(&extra).unwrap();

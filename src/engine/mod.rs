@@ -484,6 +484,12 @@ impl Engine {
         })
     }
 
+    /// Bytes of keys and values the loaded generator holds between
+    /// prompts (0 before it is loaded).
+    pub fn generator_cache_bytes(&self) -> usize {
+        self.generator.get().map_or(0, |g| g.cache_bytes())
+    }
+
     /// The generator, loading it on first use.
     pub fn generator(&self) -> Result<&Arc<dyn Generator>> {
         if let Some(generator) = self.generator.get() {

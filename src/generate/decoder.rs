@@ -636,6 +636,15 @@ impl Decoder {
         }
     }
 
+    /// Bytes of keys and values cached.
+    pub fn cache_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| l.cache.keys.iter().chain(&l.cache.values))
+            .map(|b| b.len() * std::mem::size_of::<f32>())
+            .sum()
+    }
+
     /// Positions cached.
     pub fn position(&self) -> usize {
         self.position

@@ -8,6 +8,7 @@
 //! and end of turn. The forward pass is `decoder`.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -406,6 +407,14 @@ impl Session {
 }
 
 impl Session {
+    /// Bytes of keys and values held: the cache, the kept first pieces and
+    /// the sources.
+    fn bytes(&self) -> usize {
+        self.decoder.cache_bytes()
+            + self.kept.iter().map(|(_, k)| k.bytes()).sum::<usize>()
+            + self.sources.bytes()
+    }
+
     /// Puts back the kept first piece `prompt` starts with, when it reaches
     /// further than `cached` (what the cache holds of `prompt`); returns
     /// where the prefill goes on.
@@ -505,6 +514,9 @@ pub struct GgufGenerator {
     /// as the model loads (`building`), taken on first use.
     guides: OnceLock<Guides>,
     building: Mutex<Option<std::thread::JoinHandle<Result<Guides>>>>,
+    /// [`Session::bytes`] after the last answer, readable while the next
+    /// one holds the session.
+    held: AtomicUsize,
     end_tokens: Vec<u32>,
     /// The special tokens' texts (`<|im_start|>`, ...): defused in
     /// message contents, which are untrusted.
@@ -746,6 +758,7 @@ impl GgufGenerator {
             tokenizer,
             guides: OnceLock::new(),
             building: Mutex::new(building),
+            held: AtomicUsize::new(0),
             end_tokens,
             control,
             context_length,
@@ -798,6 +811,10 @@ fn strategy(s: &Sampling) -> Strategy {
 impl Generator for GgufGenerator {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    fn cache_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     fn context_length(&self) -> usize {
@@ -880,6 +897,7 @@ impl Generator for GgufGenerator {
         )?;
         generated.prompt_ms = prefilled.ms;
         generated.reused_tokens = prefilled.reused;
+        self.held.store(session.bytes(), Ordering::Relaxed);
         Ok(generated)
     }
 
@@ -919,6 +937,7 @@ impl Generator for GgufGenerator {
                 break;
             }
         }
+        self.held.store(session.bytes(), Ordering::Relaxed);
         Ok(out)
     }
 }

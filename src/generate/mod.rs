@@ -160,6 +160,11 @@ pub struct Generated {
 pub trait Generator: Send + Sync {
     /// Identity (file name and architecture).
     fn id(&self) -> &str;
+    /// Bytes of keys and values the model holds between prompts (its
+    /// cache, the kept first pieces, the sources), as of its last answer.
+    fn cache_bytes(&self) -> usize {
+        0
+    }
     /// The context window in tokens.
     fn context_length(&self) -> usize;
     /// Tokens of `text` in the model's vocabulary.

@@ -65,6 +65,7 @@ pub async fn metrics(state: web::Data<State>) -> Result<HttpResponse, ApiError> 
     let watching: Vec<_> = state.watching.iter().map(|w| w.read()).collect();
     let body = state.metrics.render(
         state.gate.depth(),
+        state.engine.generator_cache_bytes(),
         &[
             ("vectors", vectors),
             ("keyword_docs", keyword_docs),

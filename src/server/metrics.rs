@@ -117,6 +117,7 @@ impl Metrics {
     pub fn render(
         &self,
         queue_depth: usize,
+        kv_bytes: usize,
         index: &[(&str, u64)],
         watching: &[WatchReading],
     ) -> String {
@@ -163,6 +164,10 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# TYPE lore_generation_queue_depth gauge\nlore_generation_queue_depth {queue_depth}"
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE lore_kv_cache_bytes gauge\nlore_kv_cache_bytes {kv_bytes}"
         );
         out.push_str("# TYPE lore_index_size gauge\n");
         for (what, n) in index {
