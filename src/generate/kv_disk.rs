@@ -13,11 +13,11 @@
 //! replaced. It is a cache: a failure is logged, never an error.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::decoder::{Decoder, Kept};
-use super::weights::{cache_home, free_bytes, identity, room_for};
+use super::weights::{cache_home, check_room, identity, replace_file};
 
 /// The files' first bytes: the format and its version.
 const MAGIC: &[u8; 8] = b"LOREKV\x00\x01";
@@ -93,32 +93,16 @@ impl KvDisk {
 
     fn write(&self, key: &[u8], kept: &Kept, size: u64) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        if let Some(free) = free_bytes(&self.dir)
-            && !room_for(size, free)
-        {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                "the disk is nearly full: it is left to the index",
-            ));
-        }
-        let path = self.file(key);
-        let temporary = path.with_extension(format!("tmp-{}", crate::types::random_id()));
-        let written = (|| {
-            let mut out = BufWriter::new(File::create(&temporary)?);
-            let mut body = Vec::with_capacity(size as usize + 64);
-            body.extend_from_slice(MAGIC);
-            body.extend_from_slice(&(key.len() as u64).to_le_bytes());
-            body.extend_from_slice(key);
-            kept.write_to(&mut body)?;
+        check_room(&self.dir, size)?;
+        let mut body = Vec::with_capacity(size as usize + 64);
+        body.extend_from_slice(MAGIC);
+        body.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        body.extend_from_slice(key);
+        kept.write_to(&mut body)?;
+        replace_file(&self.file(key), |out| {
             out.write_all(&body)?;
-            out.write_all(&crc32fast::hash(&body).to_le_bytes())?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()
-        })();
-        if let Err(e) = written.and_then(|()| std::fs::rename(&temporary, &path)) {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(e);
-        }
-        Ok(())
+            out.write_all(&crc32fast::hash(&body).to_le_bytes())
+        })
     }
 
     /// Deletes the least recently used entries until the rest fit, and

@@ -83,21 +83,9 @@ impl WeightCache {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let size: u64 = weights.iter().map(|(_, w)| w.stored_bytes()).sum();
-        if let Some(free) = free_bytes(dir)
-            && !room_for(size, free)
-        {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                format!("{size} bytes to write and {free} free: the disk is left to the index"),
-            ));
-        }
-        // Its own temporary file: other threads and processes may be
-        // writing the same cache at the same time.
-        let temporary = self
-            .path
-            .with_extension(format!("tmp-{}", crate::types::random_id()));
-        let written = (|| {
-            let mut out = Hashing::new(BufWriter::new(File::create(&temporary)?));
+        check_room(dir, size)?;
+        replace_file(&self.path, |file| {
+            let mut out = Hashing::new(file);
             out.write_all(MAGIC)?;
             out.write_all(&(weights.len() as u32).to_le_bytes())?;
             for (name, w) in weights {
@@ -106,14 +94,8 @@ impl WeightCache {
                 w.write_to(&mut out)?;
             }
             let crc = out.crc.clone().finalize();
-            let mut inner = out.inner;
-            inner.write_all(&crc.to_le_bytes())?;
-            inner.into_inner().map_err(|e| e.into_error())?.sync_all()
-        })();
-        if let Err(e) = written.and_then(|()| std::fs::rename(&temporary, &self.path)) {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(e);
-        }
+            out.inner.write_all(&crc.to_le_bytes())
+        })?;
         self.remove_others(dir);
         Ok(())
     }
@@ -173,14 +155,47 @@ pub fn cache_home() -> Option<PathBuf> {
 /// Free bytes a cache write leaves on its disk beyond twice its size.
 const HEADROOM: u64 = 1 << 30;
 
+/// Writes `path` through `write` into a temporary file of its own beside
+/// it (other threads and processes may write the same file at once),
+/// syncs it and renames it into place; on a failure the temporary file
+/// is removed and `path` is as it was.
+pub fn replace_file(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let temporary = path.with_extension(format!("tmp-{}", crate::types::random_id()));
+    let written = (|| {
+        let mut out = BufWriter::new(File::create(&temporary)?);
+        write(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    })();
+    if let Err(e) = written.and_then(|()| std::fs::rename(&temporary, path)) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// An error when writing `size` bytes in `dir` would leave the disk less
+/// than its headroom: the disk is the index's first.
+pub fn check_room(dir: &Path, size: u64) -> std::io::Result<()> {
+    match free_bytes(dir) {
+        Some(free) if !room_for(size, free) => Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!("{size} bytes to write and {free} free: the disk is left to the index"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Whether writing `size` bytes where `free` are free leaves the disk
 /// its headroom.
-pub fn room_for(size: u64, free: u64) -> bool {
+fn room_for(size: u64, free: u64) -> bool {
     free >= size.saturating_mul(2).saturating_add(HEADROOM)
 }
 
 /// Bytes free to an unprivileged writer on the file system of `dir`.
-pub fn free_bytes(dir: &Path) -> Option<u64> {
+fn free_bytes(dir: &Path) -> Option<u64> {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
