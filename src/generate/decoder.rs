@@ -721,6 +721,16 @@ impl Decoder {
         self.output.outputs
     }
 
+    /// The embeddings of `tokens` (`[rows, hidden]`), scaled where the
+    /// family scales them.
+    fn embed_tokens(&self, tokens: &[u32]) -> Result<Tensor> {
+        let x = self.embed.embedding(&Tensor::new(tokens, &Device::Cpu)?)?;
+        match self.shape.embed_scale {
+            Some(scale) => x * scale,
+            None => Ok(x),
+        }
+    }
+
     /// Recomputes part of the last `tokens.len()` cached positions, a
     /// source's body placed from the cache ([`Decoder::append`]), so that
     /// it attends to what now precedes it (CacheBlend, Yao et al. 2024).
@@ -739,10 +749,7 @@ impl Decoder {
         }
         let start = end - n;
         let dim = self.shape.head_dim;
-        let mut x = self.embed.embedding(&Tensor::new(tokens, &Device::Cpu)?)?;
-        if let Some(scale) = self.shape.embed_scale {
-            x = (x * scale)?;
-        }
+        let mut x = self.embed_tokens(tokens)?;
         let mut rows: Vec<usize> = (start..end).collect();
         let tables = |rows: &[usize]| -> Result<(Rope, Option<Rope>)> {
             let at = Tensor::new(
@@ -788,10 +795,7 @@ impl Decoder {
         let rows = tokens.len();
         let pos = self.position;
         let eps = self.shape.rms_eps as f32;
-        let mut x = self.embed.embedding(&Tensor::new(tokens, &Device::Cpu)?)?;
-        if let Some(scale) = self.shape.embed_scale {
-            x = (x * scale)?;
-        }
+        let mut x = self.embed_tokens(tokens)?;
         let rope = |(cos, sin): (&Tensor, &Tensor)| -> Result<Rope> {
             Ok(Rope {
                 cos: cos.narrow(0, pos, rows)?,
