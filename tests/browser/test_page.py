@@ -130,17 +130,33 @@ def set_option(name, value):
     field.send_keys(value)
 
 
-def hold_the_turn(key, seconds):
-    """Streams a long answer for `seconds`, then hangs up (the server has
-    one generation slot and no queue, so others get 429 meanwhile)."""
+def hold_the_turn(key, streaming, release, outcome):
+    """Streams a long answer until `release` is set, then hangs up (the
+    server has one generation slot and no queue, so others get 429
+    meanwhile). Sets `streaming` once the first event arrived; waits out a
+    429 of its own (a turn still being freed) first."""
     body = json.dumps({"question": "Tell me everything about the handbook.", "stream": True,
                        "max_tokens": 1700, "temperature": 2.0, "top_p": 1.0}).encode()
     request = urllib.request.Request(f"{base}/v1/ask", data=body, method="POST", headers={
         "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=300) as response:
-        response.readline()
-        time.sleep(seconds)
-
+    try:
+        for _ in range(30):
+            try:
+                response = urllib.request.urlopen(request, timeout=300)
+                break
+            except urllib.error.HTTPError as err:
+                if err.code != 429:
+                    raise
+                outcome.append("429 while waiting for the turn")
+                time.sleep(int(err.headers.get("Retry-After", "1")))
+        with response:
+            outcome.append(f"first line {response.readline()[:40]!r}")
+            streaming.set()
+            release.wait(120)
+    except Exception as err:  # reported by the main thread
+        outcome.append(f"failed: {err!r}")
+    finally:
+        streaming.set()
 
 d = browser()
 # Elements redrawn while a condition is checked are checked again.
@@ -217,14 +233,22 @@ try:
     check(time.perf_counter() - started < 30, "the server's turn is free soon after a stop")
 
     # -- busy: a 429 is shown as "retrying in N s" and retried --------------
-    holder = threading.Thread(target=hold_the_turn, args=(read_key, 4.0))
+    streaming, release, outcome = threading.Event(), threading.Event(), []
+    holder = threading.Thread(target=hold_the_turn, args=(read_key, streaming, release, outcome))
     holder.start()
-    time.sleep(1.0)  # the held generation has started streaming by now
+    streaming.wait(300)
+    check(outcome and outcome[-1].startswith("first line"), f"a long answer holds the turn: {outcome}")
     box.clear()
     set_option("opt-max-tokens", str(ANSWER_TOKENS))
     box.send_keys(question, Keys.ENTER)
-    wait.until(lambda _: "busy, retrying in" in by_id("notice").text)
+    try:
+        WebDriverWait(d, 60, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda _: "busy, retrying in" in by_id("notice").text)
+    except TimeoutException:
+        raise AssertionError(f"no 429 notice; notice {by_id('notice').text!r}, "
+                             f"answer {by_id('answer').text[:80]!r}, holder {outcome}")
     check(True, f"a 429 shows a plain message: {by_id('notice').text!r}")
+    release.set()
     holder.join()
     i = len(d.execute_script("return window.loreTimings.asks")) - 1
     wait.until(lambda _: d.execute_script(f"return window.loreTimings.asks[{i}].done_ms"))
