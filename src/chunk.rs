@@ -54,6 +54,119 @@ impl ChunkSizer for Sizer {
     }
 }
 
+/// A [`Sizer`] for the pieces of one text: with a BERT tokenizer the text
+/// is tokenized once, and a piece that starts and ends between words is
+/// sized by counting the text's tokens inside it. BERT splits words at
+/// spaces and punctuation and then cuts each word alone, so that count is
+/// what tokenizing the piece gives; any other piece, or tokenizer, is
+/// tokenized as before. The splitter sizes each stretch of text many times
+/// over while it looks for cut points, so this is most of its work saved.
+struct TextSizer<'a> {
+    sizer: &'a Sizer,
+    /// The text's address: pieces are slices of it.
+    base: usize,
+    len: usize,
+    tokens: Option<TextTokens>,
+}
+
+/// The tokens of a text, in order: byte spans and whether each starts or
+/// ends its word.
+struct TextTokens {
+    starts: Vec<usize>,
+    ends: Vec<usize>,
+    word_start: Vec<bool>,
+    word_end: Vec<bool>,
+}
+
+impl<'a> TextSizer<'a> {
+    fn new(sizer: &'a Sizer, text: &str) -> TextSizer<'a> {
+        let tokens = match sizer {
+            Sizer::Tokens(tokenizer) if counts_by_word(tokenizer) => {
+                TextTokens::new(tokenizer, text)
+            }
+            _ => None,
+        };
+        TextSizer {
+            sizer,
+            base: text.as_ptr() as usize,
+            len: text.len(),
+            tokens,
+        }
+    }
+
+    /// The piece's size read off the text's tokens, when it is exact.
+    fn counted(&self, piece: &str) -> Option<usize> {
+        let tokens = self.tokens.as_ref()?;
+        let start = (piece.as_ptr() as usize).checked_sub(self.base)?;
+        let end = start + piece.len();
+        (end <= self.len).then_some(())?;
+        tokens.count(start, end)
+    }
+}
+
+impl ChunkSizer for TextSizer<'_> {
+    fn size(&self, chunk: &str) -> usize {
+        if chunk.len() > TOKENIZE_BYTES {
+            return self.sizer.size(chunk);
+        }
+        match self.counted(chunk) {
+            Some(count) => count.max(chunk.len().div_ceil(BYTES_PER_TOKEN)),
+            None => self.sizer.size(chunk),
+        }
+    }
+}
+
+/// Whether a piece's tokens are the text's tokens inside it whenever the
+/// piece starts and ends between words: BERT's pre-tokenizer, WordPiece,
+/// and a normalizer that works a character at a time.
+fn counts_by_word(tokenizer: &Tokenizer) -> bool {
+    use tokenizers::{ModelWrapper, NormalizerWrapper, PreTokenizerWrapper};
+    matches!(tokenizer.get_model(), ModelWrapper::WordPiece(_))
+        && matches!(
+            tokenizer.get_pre_tokenizer(),
+            Some(PreTokenizerWrapper::BertPreTokenizer(_))
+        )
+        && matches!(
+            tokenizer.get_normalizer(),
+            None | Some(NormalizerWrapper::BertNormalizer(_))
+        )
+}
+
+impl TextTokens {
+    /// The text's tokens; `None` when the text does not tokenize (the
+    /// pieces are then tokenized one by one, as before).
+    fn new(tokenizer: &Tokenizer, text: &str) -> Option<TextTokens> {
+        let encoding = tokenizer.encode(text, false).ok()?;
+        let words = encoding.get_word_ids();
+        let word = |i: usize| words.get(i).copied().flatten();
+        let n = encoding.len();
+        Some(TextTokens {
+            starts: encoding.get_offsets().iter().map(|o| o.0).collect(),
+            ends: encoding.get_offsets().iter().map(|o| o.1).collect(),
+            word_start: (0..n).map(|i| i == 0 || word(i) != word(i - 1)).collect(),
+            word_end: (0..n)
+                .map(|i| i + 1 == n || word(i) != word(i + 1))
+                .collect(),
+        })
+    }
+
+    /// Tokens inside `start..end`, when no token or word crosses either
+    /// edge (else `None`).
+    fn count(&self, start: usize, end: usize) -> Option<usize> {
+        let first = self.starts.partition_point(|&s| s < start);
+        let past = self.ends.partition_point(|&e| e <= end);
+        let clean_start = first == 0 || self.ends[first - 1] <= start;
+        let clean_end = past == self.starts.len() || self.starts[past] >= end;
+        if !(clean_start && clean_end) {
+            return None;
+        }
+        if past <= first {
+            return Some(0);
+        }
+        (self.word_start[first] && self.word_end[past - 1]).then_some(past - first)
+    }
+}
+
 /// Cuts documents into chunks of at most `max_tokens` with `overlap_tokens`.
 pub struct Chunker {
     sizer: Arc<Sizer>,
@@ -69,13 +182,13 @@ impl Chunker {
             max_tokens,
             overlap_tokens,
         };
-        chunker.config()?;
+        chunker.config(&*chunker.sizer)?;
         Ok(chunker)
     }
 
-    fn config(&self) -> Result<ChunkConfig<Arc<Sizer>>> {
+    fn config<S: ChunkSizer>(&self, sizer: S) -> Result<ChunkConfig<S>> {
         ChunkConfig::new(self.max_tokens)
-            .with_sizer(self.sizer.clone())
+            .with_sizer(sizer)
             .with_overlap(self.overlap_tokens)
             .map_err(|e| Error::Config(format!("chunking: {e}")))
     }
@@ -112,7 +225,7 @@ impl Chunker {
 
     fn split<'t>(&self, doc: &'t Document) -> Vec<(usize, &'t str)> {
         // Validated in `new`, so building it again cannot fail.
-        let Ok(config) = self.config() else {
+        let Ok(config) = self.config(TextSizer::new(&self.sizer, &doc.text)) else {
             return Vec::new();
         };
         match doc.kind {
@@ -134,7 +247,7 @@ impl Chunker {
     }
 
     fn split_text<'t>(&self, text: &'t str) -> Vec<(usize, &'t str)> {
-        match self.config() {
+        match self.config(TextSizer::new(&self.sizer, text)) {
             Ok(config) => TextSplitter::new(config).chunk_indices(text).collect(),
             Err(_) => Vec::new(),
         }
@@ -267,6 +380,95 @@ mod tests {
         assert_eq!(chunks.len(), 2);
         assert!(chunks[0].text.starts_with("fn a"));
         assert!(chunks[1].text.starts_with("fn b"));
+    }
+
+    /// The default embedder's tokenizer (installed by
+    /// scripts/install-models.sh; `LORE_MODELS` moves it).
+    fn bert_tokenizer() -> Tokenizer {
+        let models = std::env::var_os("LORE_MODELS").map_or_else(
+            || std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/lore/models"),
+            std::path::PathBuf::from,
+        );
+        let path = models.join("all-minilm-l6-v2/tokenizer.json");
+        Tokenizer::from_file(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/install-models.sh)", path.display()))
+    }
+
+    /// Texts with what can trip a count: accents (composed and not), CJK,
+    /// punctuation inside words, a long word, literal special tokens.
+    fn tricky_texts() -> Vec<String> {
+        let mut texts = vec![
+            "Café au lait, naïve coöperation; e\u{301}cole — déjà-vu! 東京は大きい。 [SEP] x[CLS]y \
+             don't re-run `git rebase --onto` (see §3.2); URL: https://example.com/a?b=c&d=e. \
+             supercalifragilisticexpialidocious-and-then-some-more-words-joined-by-hyphens-here \
+             averyveryveryveryveryveryveryveryveryveryveryveryveryveryveryveryveryveryveryveryveryveryverylongword"
+                .to_string(),
+        ];
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/corpora/handbook/docs"
+        ))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(text) = std::fs::read_to_string(&path) {
+                    texts.push(text);
+                }
+            }
+        }
+        texts
+    }
+
+    #[test]
+    fn a_text_tokenized_once_sizes_pieces_as_tokenizing_each_does() {
+        let tokenizer = bert_tokenizer();
+        assert!(counts_by_word(&tokenizer));
+        let sizer = Sizer::from_tokenizer(tokenizer).unwrap();
+        let Sizer::Tokens(tokenizer) = &sizer else {
+            unreachable!()
+        };
+        let (mut counted, mut pieces) = (0, 0);
+        for text in tricky_texts() {
+            let tokens = TextTokens::new(tokenizer, &text).unwrap();
+            let bounds: Vec<usize> = (0..=text.len())
+                .filter(|&i| text.is_char_boundary(i))
+                .collect();
+            // Pieces from every cut point to a spread of ends.
+            for (n, &start) in bounds.iter().enumerate().step_by(7) {
+                for &end in bounds[n..].iter().step_by(13).take(40) {
+                    pieces += 1;
+                    if let Some(count) = tokens.count(start, end) {
+                        counted += 1;
+                        let piece = &text[start..end];
+                        assert_eq!(count, tokenizer.size(piece), "{piece:?}");
+                    }
+                }
+            }
+        }
+        // Cuts between words are common enough to matter (one in six here;
+        // the splitter cuts between words nearly always).
+        assert!(counted * 10 > pieces, "{counted} of {pieces} counted");
+    }
+
+    #[test]
+    fn chunks_are_the_same_as_when_each_piece_is_tokenized() {
+        let chunker =
+            Chunker::new(Sizer::from_tokenizer(bert_tokenizer()).unwrap(), 64, 8).unwrap();
+        for text in tricky_texts() {
+            let d = doc(DocKind::Markdown, &text, 0);
+            let fast = chunker.split(&d);
+            let config = chunker.config(&*chunker.sizer).unwrap();
+            let plain: Vec<(usize, &str)> =
+                MarkdownSplitter::new(config).chunk_indices(&text).collect();
+            assert_eq!(fast, plain);
+            let d = doc(DocKind::Text, &text, 0);
+            let config = chunker.config(&*chunker.sizer).unwrap();
+            let plain: Vec<(usize, &str)> =
+                TextSplitter::new(config).chunk_indices(&text).collect();
+            assert_eq!(chunker.split(&d), plain);
+        }
     }
 
     proptest! {

@@ -12,6 +12,7 @@
 //!   length-sorted batches, as in candle's example. Kept as the baseline for
 //!   `lore bench` and as a parity oracle in tests.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -25,7 +26,7 @@ use super::{Embedder, EmbedderInfo, Precision, normalize};
 use crate::chunk::Sizer;
 use crate::error::{Error, Result};
 use crate::kernels::{
-    Int8Weights, View, fill_rows, gelu, layer_norm_rows, matmul, matmul_int8, softmax_rows,
+    Int8Weights, View, exp_rows, fill_rows, gelu, grow, layer_norm_rows, matmul, matmul_int8,
 };
 use crate::types::content_hash;
 
@@ -646,19 +647,30 @@ impl PackedBert {
             let q = all.block(first, len, head * d, d);
             let k = all.block(first, len, h + head * d, d);
             let v = all.block(first, len, 2 * h + head * d, d);
-            let mut scores = vec![0.0f32; len * len];
-            matmul(&mut scores, len, q, k.t(), false, 1);
-            softmax_rows(&mut scores, len);
-            let mut block = vec![0.0f32; len * d];
-            matmul(&mut block, d, View::dense(&scores, len, len), v, false, 1);
-            for (row, values) in block.chunks_exact(d).enumerate() {
-                let start = (first + row) * h + head * d;
-                assert!(start + d <= total);
-                // SAFETY: in bounds (asserted); this task alone writes rows
-                // first..first+len, columns head*d..(head+1)*d of `context`,
-                // and no reference to `context` is alive meanwhile.
-                unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(start), d) };
-            }
+            ATTENTION_SCRATCH.with_borrow_mut(|(scores, block, inv)| {
+                grow(scores, len * len);
+                grow(block, len * d);
+                grow(inv, len);
+                let (scores, block, inv) = (
+                    &mut scores[..len * len],
+                    &mut block[..len * d],
+                    &mut inv[..len],
+                );
+                matmul(scores, len, q, k.t(), false, 1);
+                exp_rows(scores, len, inv);
+                matmul(block, d, View::dense(scores, len, len), v, false, 1);
+                for (row, (values, &inv)) in block.chunks_exact(d).zip(inv.iter()).enumerate() {
+                    let start = (first + row) * h + head * d;
+                    assert!(start + d <= total);
+                    // SAFETY: in bounds (asserted); this task alone writes rows
+                    // first..first+len, columns head*d..(head+1)*d of `context`,
+                    // and no reference to `context` is alive meanwhile.
+                    let out = unsafe { std::slice::from_raw_parts_mut(out.at(start), d) };
+                    // The softmax's division, on the `d` outputs of the row
+                    // rather than its `len` weights.
+                    out.iter_mut().zip(values).for_each(|(o, v)| *o = v * inv);
+                }
+            });
         };
         if parallel {
             tasks.into_par_iter().for_each(run);
@@ -666,6 +678,14 @@ impl PackedBert {
             tasks.into_iter().for_each(run);
         }
     }
+}
+
+thread_local! {
+    /// An attention task's scores, outputs and softmax sums: kept by each
+    /// thread, so a head's 256 KB of scores is not mapped afresh.
+    static ATTENTION_SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const {
+        RefCell::new((Vec::new(), Vec::new(), Vec::new()))
+    };
 }
 
 impl Embedder for BertEmbedder {
