@@ -606,22 +606,50 @@ fn quantize_unsigned_generic(row: &[f32], out: &mut [u8]) -> (f32, i32) {
     (scale, zero as i32)
 }
 
-/// `dst += x × wᵀ` in 8 bits: each row of `x` (`m × k`) is quantized to
-/// unsigned bytes over its own range, the weights to signed bytes per
+/// What an 8-bit product lands on.
+#[derive(Clone, Copy)]
+pub enum Onto<'a> {
+    /// `dst` as it stands: `dst += x × wᵀ`.
+    Dst,
+    /// A bias per output, plus a matrix the shape of `dst` when given:
+    /// `dst = bias + residual + x × wᵀ`, written in the same pass as the
+    /// product, so `dst` is never read (a batch's outputs are far bigger
+    /// than the caches; a separate fill would read them back from memory).
+    Bias(&'a [f32], Option<&'a [f32]>),
+}
+
+/// `x × wᵀ` onto `onto` in 8 bits: each row of `x` (`m × k`) is quantized
+/// to unsigned bytes over its own range, the weights to signed bytes per
 /// output; products are summed exactly in i32, then scaled back.
 /// The integer sums are the same on every CPU; AVX-512 VNNI computes them
 /// fastest. With `parallel`, blocks of rows run on rayon's threads (a
 /// batch of documents); without, on the calling thread (a query).
-pub fn matmul_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights, parallel: bool) {
+pub fn matmul_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights, parallel: bool, onto: Onto<'_>) {
     let (k, n) = (w.k, w.outputs());
     let m = x.len() / k;
     assert!(x.len() == m * k && dst.len() == m * n, "shapes differ");
+    if let Onto::Bias(bias, residual) = onto {
+        assert!(
+            bias.len() == n && residual.is_none_or(|r| r.len() == dst.len()),
+            "shapes differ"
+        );
+    }
+    let task = |(i, dst): (usize, &mut [f32])| {
+        let rows = i * INT8_TASK_ROWS..i * INT8_TASK_ROWS + dst.len() / n.max(1);
+        let onto = match onto {
+            Onto::Bias(bias, residual) => {
+                Onto::Bias(bias, residual.map(|r| &r[rows.start * n..rows.end * n]))
+            }
+            Onto::Dst => Onto::Dst,
+        };
+        matmul_int8_rows(dst, &x[rows.start * k..rows.end * k], w, onto)
+    };
     if parallel && m > INT8_TASK_ROWS {
         dst.par_chunks_mut(INT8_TASK_ROWS * n)
-            .zip(x.par_chunks(INT8_TASK_ROWS * k))
-            .for_each(|(dst, x)| matmul_int8_rows(dst, x, w));
+            .enumerate()
+            .for_each(task);
     } else {
-        matmul_int8_rows(dst, x, w);
+        task((0, dst));
     }
 }
 
@@ -634,7 +662,7 @@ const INT8_TASK_ROWS: usize = 64;
 const INT8_CHUNK_ROWS: usize = 48;
 
 /// [`matmul_int8`] on the calling thread.
-fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
+fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights, onto: Onto<'_>) {
     let (k, n) = (w.k, w.outputs());
     let width = w.groups * 4;
     let stride = w.packed.len() / width;
@@ -653,9 +681,10 @@ fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
         grow(xu, INT8_CHUNK_ROWS * width);
         grow(sums, INT8_CHUNK_ROWS * stride);
         let mut ranges = Vec::with_capacity(INT8_CHUNK_ROWS);
-        for (x, dst) in x
+        for (chunk, (x, dst)) in x
             .chunks(INT8_CHUNK_ROWS * k)
             .zip(dst.chunks_mut(INT8_CHUNK_ROWS * n))
+            .enumerate()
         {
             let rows = (x.len() / k).div_ceil(tile) * tile;
             let (xu, sums) = (&mut xu[..rows * width], &mut sums[..rows * stride]);
@@ -664,12 +693,22 @@ fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
                 ranges.push(quantize_unsigned(row, out));
             }
             int8_sums(sums, xu, w);
-            for ((row, out), &(scale, zero)) in sums
+            for (r, ((row, out), &(scale, zero))) in sums
                 .chunks_exact(stride)
                 .zip(dst.chunks_exact_mut(n))
                 .zip(&ranges)
+                .enumerate()
             {
-                scale_back(out, &row[..n], &w.scales, &w.sums, scale, zero);
+                let accs = &row[..n];
+                match onto {
+                    Onto::Dst => scale_back(out, accs, &w.scales, &w.sums, scale, zero),
+                    Onto::Bias(bias, residual) => {
+                        let at = (chunk * INT8_CHUNK_ROWS + r) * n;
+                        let residual = residual.map(|res| &res[at..at + n]);
+                        let range = (scale, zero);
+                        scale_onto(out, accs, &w.scales, &w.sums, range, bias, residual)
+                    }
+                }
             }
         }
     });
@@ -702,6 +741,54 @@ wide!(
         zero: i32
     ) = scale_back_generic
 );
+
+wide!(
+    /// `out = bias + residual + scale · weight_scale · (acc − zero ·
+    /// weight_sum)` per output: [`scale_back`] onto a bias and a residual
+    /// row rather than onto `out`.
+    fn scale_onto(
+        out: &mut [f32],
+        accs: &[i32],
+        weight_scales: &[f32],
+        weight_sums: &[i32],
+        range: (f32, i32),
+        bias: &[f32],
+        residual: Option<&[f32]>
+    ) = scale_onto_generic
+);
+
+#[inline(always)]
+fn scale_onto_generic(
+    out: &mut [f32],
+    accs: &[i32],
+    weight_scales: &[f32],
+    weight_sums: &[i32],
+    (scale, zero): (f32, i32),
+    bias: &[f32],
+    residual: Option<&[f32]>,
+) {
+    let product = |acc: i32, weight_scale: f32, weight_sum: i32| {
+        scale * weight_scale * (acc - zero * weight_sum) as f32
+    };
+    let outputs = out
+        .iter_mut()
+        .zip(accs)
+        .zip(weight_scales)
+        .zip(weight_sums)
+        .zip(bias);
+    match residual {
+        Some(residual) => {
+            for (((((d, &acc), &ws), &wsum), &b), &r) in outputs.zip(residual) {
+                *d = b + r + product(acc, ws, wsum);
+            }
+        }
+        None => {
+            for ((((d, &acc), &ws), &wsum), &b) in outputs {
+                *d = b + product(acc, ws, wsum);
+            }
+        }
+    }
+}
 
 #[inline(always)]
 fn scale_back_generic(
@@ -1193,7 +1280,7 @@ mod tests {
             1,
         );
         let quantized = Int8Weights::new(&w, k);
-        matmul_int8(&mut got, &x, &quantized, false);
+        matmul_int8(&mut got, &x, &quantized, false, Onto::Dst);
         let largest = want.iter().fold(0.0f32, |a, b| a.max(b.abs()));
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 0.02 * largest, "{a} vs {b}");
@@ -1283,9 +1370,32 @@ mod tests {
         let quantized = Int8Weights::new(&w, k);
         let mut serial = vec![0.25; m * n];
         let mut parallel = serial.clone();
-        matmul_int8(&mut serial, &x, &quantized, false);
-        matmul_int8(&mut parallel, &x, &quantized, true);
+        matmul_int8(&mut serial, &x, &quantized, false, Onto::Dst);
+        matmul_int8(&mut parallel, &x, &quantized, true, Onto::Dst);
         assert_eq!(serial, parallel);
+        // Onto a bias and a residual: the same numbers as onto a `dst`
+        // filled with them first, serial or not, with or without the
+        // residual; whatever `dst` held is not read.
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 / 8.0 - 1.0).collect();
+        let residual: Vec<f32> = (0..m * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        for residual in [Some(&residual[..]), None] {
+            let mut filled = vec![0.0; m * n];
+            fill_rows(&mut filled, &bias, residual, false);
+            matmul_int8(&mut filled, &x, &quantized, false, Onto::Dst);
+            for parallel in [false, true] {
+                let mut onto = vec![f32::NAN; m * n];
+                matmul_int8(
+                    &mut onto,
+                    &x,
+                    &quantized,
+                    parallel,
+                    Onto::Bias(&bias, residual),
+                );
+                assert_eq!(onto, filled);
+            }
+        }
     }
 
     #[test]
@@ -1299,7 +1409,7 @@ mod tests {
         let quantized = Int8Weights::new(&w, k);
         let mut tiled = vec![0.5; n];
         let mut row = tiled.clone();
-        matmul_int8(&mut tiled, &x, &quantized, false);
+        matmul_int8(&mut tiled, &x, &quantized, false, Onto::Dst);
         matvec_int8(&mut row, &x, &quantized);
         assert_eq!(tiled, row);
         // The portable sums agree with the fast ones.

@@ -26,7 +26,7 @@ use super::{Embedder, EmbedderInfo, Precision, normalize};
 use crate::chunk::Sizer;
 use crate::error::{Error, Result};
 use crate::kernels::{
-    Int8Weights, View, exp_rows, fill_rows, gelu, grow, layer_norm_rows, matmul, matmul_int8,
+    Int8Weights, Onto, View, exp_rows, fill_rows, gelu, grow, layer_norm_rows, matmul, matmul_int8,
 };
 use crate::types::content_hash;
 
@@ -340,12 +340,21 @@ impl Weight {
         })
     }
 
-    /// `dst += x × W`, in int8 (when asked and held) or as an f32 GEMM,
-    /// on `threads` threads.
-    fn apply(&self, dst: &mut [f32], x: &[f32], threads: usize, int8: bool) {
+    /// `dst = bias + residual + x × W`, in int8 (when asked and held) or
+    /// as an f32 GEMM, on `threads` threads.
+    fn apply(
+        &self,
+        dst: &mut [f32],
+        x: &[f32],
+        onto: (&[f32], Option<&[f32]>),
+        threads: usize,
+        int8: bool,
+    ) {
+        let (bias, residual) = onto;
         if let Some(weights) = self.int8.as_ref().filter(|_| int8) {
-            return matmul_int8(dst, x, weights, threads > 1);
+            return matmul_int8(dst, x, weights, threads > 1, Onto::Bias(bias, residual));
         }
+        fill_rows(dst, bias, residual, threads > 1);
         let k = self.f32.len() / self.out;
         let a = View::dense(x, x.len() / k, k);
         let b = View::dense(&self.f32, k, self.out);
@@ -606,20 +615,25 @@ impl PackedBert {
         } else {
             1
         };
-        // Q, K, V in one product, bias pre-filled.
-        fill_rows(&mut s.qkv, &l.qkv_b, None, parallel);
-        l.qkv_w.apply(&mut s.qkv, &s.x, threads, int8);
+        // Q, K, V in one product.
+        l.qkv_w
+            .apply(&mut s.qkv, &s.x, (&l.qkv_b, None), threads, int8);
         self.attention(&s.qkv, lens, &mut s.context, parallel);
         // Output projection onto bias + residual, then layer norm.
-        fill_rows(&mut s.tmp, &l.out_b, Some(&s.x), parallel);
-        l.out_w.apply(&mut s.tmp, &s.context, threads, int8);
+        l.out_w.apply(
+            &mut s.tmp,
+            &s.context,
+            (&l.out_b, Some(&s.x)),
+            threads,
+            int8,
+        );
         layer_norm_rows(&mut s.tmp, &l.ln1.0, &l.ln1.1, self.eps, parallel);
         // Feed-forward: up-projection, GELU, down-projection onto bias + residual.
-        fill_rows(&mut s.inner, &l.ff1_b, None, parallel);
-        l.ff1_w.apply(&mut s.inner, &s.tmp, threads, int8);
+        l.ff1_w
+            .apply(&mut s.inner, &s.tmp, (&l.ff1_b, None), threads, int8);
         gelu(&mut s.inner, parallel);
-        fill_rows(&mut s.x, &l.ff2_b, Some(&s.tmp), parallel);
-        l.ff2_w.apply(&mut s.x, &s.inner, threads, int8);
+        l.ff2_w
+            .apply(&mut s.x, &s.inner, (&l.ff2_b, Some(&s.tmp)), threads, int8);
         layer_norm_rows(&mut s.x, &l.ln2.0, &l.ln2.1, self.eps, parallel);
     }
 

@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
-use crate::kernels::{Int8Weights, dot, matmul_int8, matvec_int8, softmax_rows};
+use crate::kernels::{Int8Weights, Onto, dot, matmul_int8, matvec_int8, softmax_rows};
 
 /// Rows from which a matmul dequantizes its weight and runs a GEMM.
 const GEMM_MIN_ROWS: usize = 16;
@@ -177,7 +177,7 @@ impl Linear {
                 if rows == 1 {
                     matvec_int8(&mut y, &x, int8);
                 } else {
-                    matmul_int8(&mut y, &x, int8, true);
+                    matmul_int8(&mut y, &x, int8, true, Onto::Dst);
                 }
                 Tensor::from_vec(y, (rows, self.outputs), &Device::Cpu)?
             }
