@@ -299,8 +299,6 @@ struct Scratch {
     x: Vec<f32>,
     qkv: Vec<f32>,
     context: Vec<f32>,
-    tmp: Vec<f32>,
-    inner: Vec<f32>,
 }
 
 fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
@@ -567,8 +565,6 @@ impl PackedBert {
             x: vec![0.0; tokens * h],
             qkv: vec![0.0; tokens * 3 * h],
             context: vec![0.0; tokens * h],
-            tmp: vec![0.0; tokens * h],
-            inner: vec![0.0; tokens * self.intermediate],
         };
         self.embed_tokens(&seqs, &mut s.x, s.parallel)?;
         for layer in &self.layers {
@@ -619,22 +615,41 @@ impl PackedBert {
         l.qkv_w
             .apply(&mut s.qkv, &s.x, (&l.qkv_b, None), threads, int8);
         self.attention(&s.qkv, lens, &mut s.context, parallel);
-        // Output projection onto bias + residual, then layer norm.
-        l.out_w.apply(
-            &mut s.tmp,
-            &s.context,
-            (&l.out_b, Some(&s.x)),
-            threads,
-            int8,
-        );
-        layer_norm_rows(&mut s.tmp, &l.ln1.0, &l.ln1.1, self.eps, parallel);
-        // Feed-forward: up-projection, GELU, down-projection onto bias + residual.
-        l.ff1_w
-            .apply(&mut s.inner, &s.tmp, (&l.ff1_b, None), threads, int8);
-        gelu(&mut s.inner, parallel);
-        l.ff2_w
-            .apply(&mut s.x, &s.inner, (&l.ff2_b, Some(&s.tmp)), threads, int8);
-        layer_norm_rows(&mut s.x, &l.ln2.0, &l.ln2.1, self.eps, parallel);
+        // The rest of the layer works row by row: blocks of rows go through
+        // it whole, so their intermediate values stay in the core's cache.
+        let h = self.hidden;
+        let block =
+            |(x, context): (&mut [f32], &[f32])| self.rows_after_attention(l, x, context, int8);
+        if parallel {
+            s.x.par_chunks_mut(ROW_BLOCK * h)
+                .zip(s.context.par_chunks(ROW_BLOCK * h))
+                .for_each(block);
+        } else {
+            s.x.chunks_mut(ROW_BLOCK * h)
+                .zip(s.context.chunks(ROW_BLOCK * h))
+                .for_each(block);
+        }
+    }
+
+    /// Output projection onto bias + residual, layer norm, feed-forward
+    /// (up-projection, GELU, down-projection onto bias + residual), layer
+    /// norm: `x ← layer(x, context)` for a block of rows, on this thread.
+    fn rows_after_attention(&self, l: &Layer, x: &mut [f32], context: &[f32], int8: bool) {
+        let rows = x.len() / self.hidden;
+        ROW_SCRATCH.with_borrow_mut(|(tmp, inner)| {
+            grow(tmp, rows * self.hidden);
+            grow(inner, rows * self.intermediate);
+            let (tmp, inner) = (
+                &mut tmp[..rows * self.hidden],
+                &mut inner[..rows * self.intermediate],
+            );
+            l.out_w.apply(tmp, context, (&l.out_b, Some(x)), 1, int8);
+            layer_norm_rows(tmp, &l.ln1.0, &l.ln1.1, self.eps, false);
+            l.ff1_w.apply(inner, tmp, (&l.ff1_b, None), 1, int8);
+            gelu(inner, false);
+            l.ff2_w.apply(x, inner, (&l.ff2_b, Some(tmp)), 1, int8);
+            layer_norm_rows(x, &l.ln2.0, &l.ln2.1, self.eps, false);
+        });
     }
 
     /// Self-attention of each packed sequence over itself only; one task per
@@ -694,7 +709,17 @@ impl PackedBert {
     }
 }
 
+/// Rows per block of [`BertEmbedder::rows_after_attention`]: its
+/// feed-forward values (64 × 1,536 floats for MiniLM) fit a core's L2.
+const ROW_BLOCK: usize = 64;
+
 thread_local! {
+    /// [`BertEmbedder::rows_after_attention`]'s projected rows and
+    /// feed-forward values.
+    static ROW_SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const {
+        RefCell::new((Vec::new(), Vec::new()))
+    };
+
     /// An attention task's scores, outputs and softmax sums: kept by each
     /// thread, so a head's 256 KB of scores is not mapped afresh.
     static ATTENTION_SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const {
