@@ -26,7 +26,8 @@ use super::{Embedder, EmbedderInfo, Precision, normalize};
 use crate::chunk::Sizer;
 use crate::error::{Error, Result};
 use crate::kernels::{
-    Int8Weights, Onto, View, exp_rows, fill_rows, gelu, grow, layer_norm_rows, matmul, matmul_int8,
+    Int8Weights, Onto, View, amx_bf16_ready, bf16_pairs, bf16_rows, exp_rows, exp_rows_bf16,
+    fill_rows, gelu, grow, layer_norm_rows, matmul, matmul_bf16, matmul_int8,
 };
 use crate::types::content_hash;
 
@@ -614,7 +615,7 @@ impl PackedBert {
         // Q, K, V in one product.
         l.qkv_w
             .apply(&mut s.qkv, &s.x, (&l.qkv_b, None), threads, int8);
-        self.attention(&s.qkv, lens, &mut s.context, parallel);
+        self.attention(&s.qkv, lens, &mut s.context, (parallel, int8));
         // The rest of the layer works row by row: blocks of rows go through
         // it whole, so their intermediate values stay in the core's cache.
         let h = self.hidden;
@@ -654,9 +655,19 @@ impl PackedBert {
 
     /// Self-attention of each packed sequence over itself only; one task per
     /// (sequence, head), each writing its own column block of `context`.
-    fn attention(&self, qkv: &[f32], lens: &[usize], context: &mut [f32], parallel: bool) {
+    /// With `int8`, and where the CPU has AMX-BF16 and the heads are whole
+    /// tiles wide, its products run in bf16 ([`attend_bf16`]); an f32 pass
+    /// stays f32.
+    fn attention(
+        &self,
+        qkv: &[f32],
+        lens: &[usize],
+        context: &mut [f32],
+        (parallel, int8): (bool, bool),
+    ) {
         let (h, heads) = (self.hidden, self.heads);
         let d = h / heads;
+        let bf16 = int8 && d.is_multiple_of(32) && amx_bf16_ready();
         let mut tasks = Vec::with_capacity(lens.len() * heads);
         let mut offset = 0;
         for &len in lens {
@@ -677,18 +688,26 @@ impl PackedBert {
             let k = all.block(first, len, h + head * d, d);
             let v = all.block(first, len, 2 * h + head * d, d);
             ATTENTION_SCRATCH.with_borrow_mut(|(scores, block, inv)| {
-                grow(scores, len * len);
-                grow(block, len * d);
-                grow(inv, len);
+                // Whole tiles of 16 rows for AMX (the rows past `len` are
+                // computed and not read).
+                let rows = if bf16 { len.next_multiple_of(16) } else { len };
+                grow(scores, rows * rows);
+                grow(block, rows * d);
+                grow(inv, rows);
                 let (scores, block, inv) = (
-                    &mut scores[..len * len],
-                    &mut block[..len * d],
-                    &mut inv[..len],
+                    &mut scores[..rows * rows],
+                    &mut block[..rows * d],
+                    &mut inv[..rows],
                 );
-                matmul(scores, len, q, k.t(), false, 1);
-                exp_rows(scores, len, inv);
-                matmul(block, d, View::dense(scores, len, len), v, false, 1);
-                for (row, (values, &inv)) in block.chunks_exact(d).zip(inv.iter()).enumerate() {
+                if bf16 {
+                    attend_bf16((q, k, v), scores, block, inv);
+                } else {
+                    matmul(scores, len, q, k.t(), false, 1);
+                    exp_rows(scores, len, inv);
+                    matmul(block, d, View::dense(scores, len, len), v, false, 1);
+                }
+                let rows = block.chunks_exact(d).zip(inv.iter()).take(len);
+                for (row, (values, &inv)) in rows.enumerate() {
                     let start = (first + row) * h + head * d;
                     assert!(start + d <= total);
                     // SAFETY: in bounds (asserted); this task alone writes rows
@@ -713,7 +732,43 @@ impl PackedBert {
 /// feed-forward values (64 × 1,536 floats for MiniLM) fit a core's L2.
 const ROW_BLOCK: usize = 64;
 
+/// One head's attention on AMX's bf16 tiles: `block` gets `exp(q kᵀ −
+/// max) v` and `inv` one over each row's sum, for whole tiles of 16 rows
+/// (the sizes of the slices); keys padded to whole tiles take no weight.
+fn attend_bf16(
+    (q, k, v): (View<'_>, View<'_>, View<'_>),
+    scores: &mut [f32],
+    block: &mut [f32],
+    inv: &mut [f32],
+) {
+    let (len, d) = (q.rows, q.cols);
+    let rows = inv.len();
+    let keys = len.next_multiple_of(32);
+    BF16_SCRATCH.with_borrow_mut(|[qa, kb, pa, vb]| {
+        grow(qa, rows * d);
+        grow(kb, d * rows);
+        grow(pa, rows * keys);
+        grow(vb, keys * d);
+        let (qa, kb) = (&mut qa[..rows * d], &mut kb[..d * rows]);
+        let (pa, vb) = (&mut pa[..rows * keys], &mut vb[..keys * d]);
+        bf16_rows(qa, d, q);
+        bf16_pairs(kb, d, rows, k.t());
+        matmul_bf16(scores, rows, qa, kb, (rows, d, rows));
+        for row in scores.chunks_exact_mut(rows) {
+            row[len..].fill(f32::NEG_INFINITY);
+        }
+        exp_rows_bf16(scores, rows, pa, keys, inv);
+        bf16_pairs(vb, keys, d, v);
+        matmul_bf16(block, d, pa, vb, (rows, keys, d));
+    });
+}
+
 thread_local! {
+    /// [`attend_bf16`]'s operands in bf16: queries, keys, weights, values.
+    static BF16_SCRATCH: RefCell<[Vec<u16>; 4]> = const {
+        RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()])
+    };
+
     /// [`BertEmbedder::rows_after_attention`]'s projected rows and
     /// feed-forward values.
     static ROW_SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const {
