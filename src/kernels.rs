@@ -62,6 +62,23 @@ fn exp(x: f32) -> f32 {
     p * scale
 }
 
+/// [`exp`] to bf16's precision (relative error below 5e-4, where bf16
+/// keeps 8 bits): a degree-3 polynomial and one term of ln 2, for
+/// attention's weights on AMX.
+#[inline(always)]
+fn exp_coarse(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let shifted = x * std::f32::consts::LOG2_E + ROUNDER;
+    let n = shifted - ROUNDER;
+    let r = n.mul_add(-std::f32::consts::LN_2, x);
+    let p = 0.167_781_98_f32;
+    let p = p.mul_add(r, 0.504_304_5);
+    let p = p.mul_add(r, 0.999_971_3);
+    let p = p.mul_add(r, 0.999_948_2);
+    let scale = f32::from_bits(rounded_bits(shifted).wrapping_add(127) << 23);
+    p * scale
+}
+
 /// 1.5 · 2^23: a float in [2^23, 2^24) has a spacing of 1, so adding this
 /// to any `v` with |v| < 2^22 rounds `v` to an integer (ties to even) and
 /// leaves it, two's complement, in the low bits of the sum.
@@ -136,7 +153,7 @@ fn exp_rows_bf16_generic(xs: &[f32], cols: usize, out: &mut [u16], stride: usize
         let mut outs = out[..cols].chunks_exact_mut(16);
         for (block, o) in (&mut blocks).zip(&mut outs) {
             for ((a, x), o) in acc.iter_mut().zip(block).zip(o) {
-                let e = exp(*x - max);
+                let e = exp_coarse(*x - max);
                 *a += e;
                 *o = bf16_bits(e);
             }
@@ -145,7 +162,7 @@ fn exp_rows_bf16_generic(xs: &[f32], cols: usize, out: &mut [u16], stride: usize
         let mut last = [f32::NEG_INFINITY; 16];
         last[..tail.len()].copy_from_slice(tail);
         for (a, x) in acc.iter_mut().zip(&mut last) {
-            *x = exp(*x - max);
+            *x = exp_coarse(*x - max);
             *a += *x;
         }
         for (o, x) in outs.into_remainder().iter_mut().zip(last) {
@@ -232,6 +249,29 @@ fn exp_rows_generic(xs: &mut [f32], cols: usize, inv: &mut [f32]) {
         tail.copy_from_slice(&last[..tail.len()]);
         *inv = 1.0 / acc.iter().sum::<f32>();
     }
+}
+
+/// The smallest and largest of `xs` and 0, in one pass over 16 lanes.
+#[inline(always)]
+fn range(xs: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
+    let mut blocks = xs.chunks_exact(16);
+    let mut step = |block: &[f32]| {
+        for ((l, h), &x) in lo.iter_mut().zip(&mut hi).zip(block) {
+            *l = fmin(*l, x);
+            *h = fmax(*h, x);
+        }
+    };
+    for block in &mut blocks {
+        step(block);
+    }
+    let mut last = [0.0; 16];
+    last[..blocks.remainder().len()].copy_from_slice(blocks.remainder());
+    step(&last);
+    (
+        lo.into_iter().fold(0.0, fmin),
+        hi.into_iter().fold(0.0, fmax),
+    )
 }
 
 /// Reduces `xs` with `op` over 16 independent lanes (vectorisable), then
@@ -639,8 +679,7 @@ wide!(
 
 #[inline(always)]
 fn quantize_unsigned_generic(row: &[f32], out: &mut [u8]) -> (f32, i32) {
-    let lo = lanes(row, 0.0, fmin);
-    let hi = lanes(row, 0.0, fmax);
+    let (lo, hi) = range(row);
     let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
     let zero = (-lo / scale).round_ties_even().clamp(0.0, 255.0);
     let inv = 1.0 / scale;
@@ -704,8 +743,11 @@ const INT8_TASK_ROWS: usize = 64;
 
 /// Rows [`matmul_int8_rows`] quantizes, sums and scales back at a time,
 /// so their sums are still in cache when they are read: whole tiles of
-/// VNNI's 6 rows and of AMX's 16.
-const INT8_CHUNK_ROWS: usize = 48;
+/// VNNI's 6 rows, and of AMX's 16 in pairs (AMX takes two row tiles at a
+/// time).
+fn int8_chunk_rows(tile: usize) -> usize {
+    if tile == ROWS { 48 } else { 4 * tile }
+}
 
 /// [`matmul_int8`] on the calling thread.
 fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights, onto: Onto<'_>) {
@@ -723,13 +765,14 @@ fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights, onto: Onto<'_>)
     // The bytes and sums live as long as the thread: at the feed-forward's
     // width they are too big for malloc to keep, and a fresh mapping per
     // call costs its page faults.
+    let chunk_rows = int8_chunk_rows(tile);
     INT8_SCRATCH.with_borrow_mut(|(xu, sums)| {
-        grow(xu, INT8_CHUNK_ROWS * width);
-        grow(sums, INT8_CHUNK_ROWS * stride);
-        let mut ranges = Vec::with_capacity(INT8_CHUNK_ROWS);
+        grow(xu, chunk_rows * width);
+        grow(sums, chunk_rows * stride);
+        let mut ranges = Vec::with_capacity(chunk_rows);
         for (chunk, (x, dst)) in x
-            .chunks(INT8_CHUNK_ROWS * k)
-            .zip(dst.chunks_mut(INT8_CHUNK_ROWS * n))
+            .chunks(chunk_rows * k)
+            .zip(dst.chunks_mut(chunk_rows * n))
             .enumerate()
         {
             let rows = (x.len() / k).div_ceil(tile) * tile;
@@ -749,7 +792,7 @@ fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights, onto: Onto<'_>)
                 match onto {
                     Onto::Dst => scale_back(out, accs, &w.scales, &w.sums, scale, zero),
                     Onto::Bias(bias, residual) => {
-                        let at = (chunk * INT8_CHUNK_ROWS + r) * n;
+                        let at = (chunk * chunk_rows + r) * n;
                         let residual = residual.map(|res| &res[at..at + n]);
                         let range = (scale, zero);
                         scale_onto(out, accs, &w.scales, &w.sums, range, bias, residual)
@@ -1426,6 +1469,15 @@ mod tests {
     }
 
     #[test]
+    fn coarse_exp_is_within_its_bound() {
+        for i in -8000..0 {
+            let x = i as f32 / 100.0;
+            let rel = (exp_coarse(x) - x.exp()).abs() / x.exp();
+            assert!(rel < 5e-4, "x={x} rel={rel}");
+        }
+    }
+
+    #[test]
     fn exp_matches_std() {
         for i in -8000..8000 {
             let x = i as f32 / 100.0;
@@ -1509,10 +1561,12 @@ mod tests {
                 row[rows..].iter().all(|&x| x == 0),
                 "row {i} is not padded with zeros"
             );
+            // Weights to bf16's precision (8 bits), sums to the coarse
+            // exponential's.
             for (&b, &e) in row.iter().zip(&e[..len]) {
-                assert_eq!(b, bf16_bits(e));
+                assert!((weight(b) - e).abs() <= 5e-3 * e, "{} vs {e}", weight(b));
             }
-            assert!((inv[i] - exact_inv[i]).abs() <= 1e-6 * exact_inv[i]);
+            assert!((inv[i] - exact_inv[i]).abs() <= 5e-4 * exact_inv[i]);
         }
         let values = bf16_reference(&pa, &vb, (rows, padded, d));
         if amx_bf16_ready() {
