@@ -84,20 +84,28 @@ def browser():
     return webdriver.Chrome(options=options, service=service)
 
 
-def api_ttft_ms(key):
-    """Milliseconds from sending POST /v1/ask (stream) to its first token event."""
-    body = json.dumps({"question": question, "stream": True, "max_tokens": ANSWER_TOKENS}).encode()
-    request = urllib.request.Request(f"{base}/v1/ask", data=body, method="POST", headers={
-        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+def open_ask(key, fields, on_busy=lambda: None):
+    """POST /v1/ask with `fields`, waiting out a 429 (calling `on_busy`)
+    as the server's Retry-After asks; returns the response and when the
+    request that got it was sent."""
+    request = urllib.request.Request(f"{base}/v1/ask", data=json.dumps(fields).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {key}",
+                                              "Content-Type": "application/json"})
     for _ in range(30):
         start = time.perf_counter()
         try:
-            response = urllib.request.urlopen(request, timeout=300)
-            break
+            return urllib.request.urlopen(request, timeout=300), start
         except urllib.error.HTTPError as err:
             if err.code != 429:
                 raise
+            on_busy()
             time.sleep(int(err.headers.get("Retry-After", "1")))
+    raise AssertionError("the server stayed busy")
+
+
+def api_ttft_ms(key):
+    """Milliseconds from sending POST /v1/ask (stream) to its first token event."""
+    response, start = open_ask(key, {"question": question, "stream": True, "max_tokens": ANSWER_TOKENS})
     first = None
     with response:
         for line in response:
@@ -135,20 +143,10 @@ def hold_the_turn(key, streaming, release, outcome):
     server has one generation slot and no queue, so others get 429
     meanwhile). Sets `streaming` once the first event arrived; waits out a
     429 of its own (a turn still being freed) first."""
-    body = json.dumps({"question": "Tell me everything about the handbook.", "stream": True,
-                       "max_tokens": 1700, "temperature": 2.0, "top_p": 1.0}).encode()
-    request = urllib.request.Request(f"{base}/v1/ask", data=body, method="POST", headers={
-        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    fields = {"question": "Tell me everything about the handbook.", "stream": True,
+              "max_tokens": 1700, "temperature": 2.0, "top_p": 1.0}
     try:
-        for _ in range(30):
-            try:
-                response = urllib.request.urlopen(request, timeout=300)
-                break
-            except urllib.error.HTTPError as err:
-                if err.code != 429:
-                    raise
-                outcome.append("429 while waiting for the turn")
-                time.sleep(int(err.headers.get("Retry-After", "1")))
+        response, _ = open_ask(key, fields, lambda: outcome.append("429 while waiting for the turn"))
         with response:
             outcome.append(f"first line {response.readline()[:40]!r}")
             streaming.set()
