@@ -63,12 +63,13 @@ fn exp(x: f32) -> f32 {
 }
 
 /// [`exp`] to bf16's precision (relative error below 5e-4, where bf16
-/// keeps 8 bits): a degree-3 polynomial and one term of ln 2, for
-/// attention's weights on AMX.
+/// keeps 8 bits) for `x ≤ 0`: a degree-3 polynomial and one term of ln 2,
+/// for attention's weights on AMX.
 #[inline(always)]
 fn exp_coarse(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    let shifted = x * std::f32::consts::LOG2_E + ROUNDER;
+    // Softmax's arguments are at most 0: only the floor needs a clamp.
+    let x = fmax(x, -87.0);
+    let shifted = x.mul_add(std::f32::consts::LOG2_E, ROUNDER);
     let n = shifted - ROUNDER;
     let r = n.mul_add(-std::f32::consts::LN_2, x);
     let p = 0.167_781_98_f32;
