@@ -1472,7 +1472,7 @@ mod tests {
     #[test]
     fn exponentials_are_within_their_bounds() {
         // The coarse one only meets arguments of at most 0 (x − max).
-        let cases: [(fn(f32) -> f32, i32, f32); 2] = [(exp, 8000, 1e-6), (exp_coarse, 0, 5e-4)];
+        let cases = [(exp as fn(f32) -> f32, 8000, 1e-6), (exp_coarse, 0, 5e-4)];
         for (f, end, bound) in cases {
             for i in -8000..end {
                 let x = i as f32 / 100.0;
