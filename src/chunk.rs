@@ -42,6 +42,10 @@ const BYTES_PER_TOKEN: usize = 16;
 /// Pieces longer than this are sized by bytes alone, never tokenized
 /// whole while the splitter looks for cut points.
 const TOKENIZE_BYTES: usize = 64 * 1024;
+/// Texts up to this size are tokenized once for [`TextSizer`] (about
+/// 20 MB of tokens at most); longer ones have their pieces tokenized one
+/// by one, so memory stays bounded whatever a file holds.
+const TOKENIZE_TEXT_BYTES: usize = 1024 * 1024;
 
 impl ChunkSizer for Sizer {
     fn size(&self, chunk: &str) -> usize {
@@ -81,7 +85,9 @@ struct TextTokens {
 impl<'a> TextSizer<'a> {
     fn new(sizer: &'a Sizer, text: &str) -> TextSizer<'a> {
         let tokens = match sizer {
-            Sizer::Tokens(tokenizer) if counts_by_word(tokenizer) => {
+            Sizer::Tokens(tokenizer)
+                if text.len() <= TOKENIZE_TEXT_BYTES && counts_by_word(tokenizer) =>
+            {
                 TextTokens::new(tokenizer, text)
             }
             _ => None,
@@ -450,6 +456,16 @@ mod tests {
         // Cuts between words are common enough to matter (one in six here;
         // the splitter cuts between words nearly always).
         assert!(counted * 10 > pieces, "{counted} of {pieces} counted");
+    }
+
+    #[test]
+    fn only_a_bounded_text_is_tokenized_whole() {
+        let sizer = Sizer::from_tokenizer(bert_tokenizer()).unwrap();
+        let small = "a few words ".repeat(100);
+        assert!(TextSizer::new(&sizer, &small).tokens.is_some());
+        let big = "a few words ".repeat(TOKENIZE_TEXT_BYTES / 12 + 1);
+        assert!(TextSizer::new(&sizer, &big).tokens.is_none());
+        assert!(TextSizer::new(&Sizer::Chars, &small).tokens.is_none());
     }
 
     #[test]

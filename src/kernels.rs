@@ -209,10 +209,10 @@ fn gelu_generic(xs: &mut [f32]) {
 /// Softmax of each row of `cols` columns, in place (serial: called per
 /// attention head, which is already a parallel task).
 pub fn softmax_rows(xs: &mut [f32], cols: usize) {
-    let mut inv = vec![0.0; xs.len() / cols.max(1)];
-    exp_rows(xs, cols, &mut inv);
-    for (row, inv) in xs.chunks_exact_mut(cols).zip(&inv) {
-        row.iter_mut().for_each(|x| *x *= inv);
+    for row in xs.chunks_exact_mut(cols) {
+        let mut inv = [0.0];
+        exp_rows(row, cols, &mut inv);
+        row.iter_mut().for_each(|x| *x *= inv[0]);
     }
 }
 
