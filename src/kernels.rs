@@ -134,12 +134,21 @@ macro_rules! wide {
     };
 }
 
-wide!(
-    /// [`exp_rows`] that leaves `xs` as it was and writes the
-    /// exponentials in bf16 to `out`'s rows of `stride` (zero past `cols`):
-    /// attention's weights, ready for [`matmul_bf16`].
-    pub fn exp_rows_bf16(xs: &[f32], cols: usize, out: &mut [u16], stride: usize, inv: &mut [f32]) = exp_rows_bf16_generic
-);
+/// [`exp_rows`] that leaves `xs` as it was and writes the exponentials in
+/// bf16 to `out`'s rows of `stride` (zero past `cols`): attention's
+/// weights, ready for [`matmul_bf16`].
+pub fn exp_rows_bf16(xs: &[f32], cols: usize, out: &mut [u16], stride: usize, inv: &mut [f32]) {
+    assert!(cols <= stride && xs.len() / cols.max(1) <= out.len() / stride.max(1));
+    #[cfg(target_arch = "x86_64")]
+    if bf16x::ready() {
+        // SAFETY: the CPU has the instructions (checked); the shapes are
+        // asserted above.
+        return unsafe { bf16x::exp_rows(xs, cols, out, stride, inv) };
+    }
+    exp_rows_bf16_wide(xs, cols, out, stride, inv);
+}
+
+wide!(fn exp_rows_bf16_wide(xs: &[f32], cols: usize, out: &mut [u16], stride: usize, inv: &mut [f32]) = exp_rows_bf16_generic);
 
 #[inline(always)]
 fn exp_rows_bf16_generic(xs: &[f32], cols: usize, out: &mut [u16], stride: usize, inv: &mut [f32]) {
@@ -1282,7 +1291,18 @@ pub fn bf16_rows(dst: &mut [u16], stride: usize, v: View<'_>) {
     }
 }
 
-wide!(fn bf16_slice(out: &mut [u16], xs: &[f32]) = bf16_slice_generic);
+/// `out ← xs` in bf16.
+fn bf16_slice(out: &mut [u16], xs: &[f32]) {
+    assert!(out.len() == xs.len());
+    #[cfg(target_arch = "x86_64")]
+    if bf16x::ready() {
+        // SAFETY: the CPU has the instructions (checked); equal lengths.
+        return unsafe { bf16x::slice(out, xs) };
+    }
+    bf16_slice_wide(out, xs);
+}
+
+wide!(fn bf16_slice_wide(out: &mut [u16], xs: &[f32]) = bf16_slice_generic);
 
 #[inline(always)]
 fn bf16_slice_generic(out: &mut [u16], xs: &[f32]) {
@@ -1301,6 +1321,12 @@ pub fn bf16_pairs(dst: &mut [u16], k: usize, n: usize, v: View<'_>) {
     if v.row_stride == 1 && rows.is_multiple_of(2) {
         // A transposed matrix (keys): each pair is two neighbours in a
         // stored row, and a stored row is one column of the result.
+        #[cfg(target_arch = "x86_64")]
+        if bf16x::ready() {
+            // SAFETY: the CPU has the instructions (checked); the shapes
+            // are asserted above.
+            return unsafe { bf16x::stored_rows_as_columns(dst, k, v) };
+        }
         for col in 0..cols {
             let stored = &v.data[col * v.col_stride..][..rows];
             let out = &mut dst[col / 16 * k * 16..][..k * 16];
@@ -1312,6 +1338,12 @@ pub fn bf16_pairs(dst: &mut [u16], k: usize, n: usize, v: View<'_>) {
         }
     } else if v.col_stride == 1 {
         // Row-major (values): a pair is the same column of two rows.
+        #[cfg(target_arch = "x86_64")]
+        if bf16x::ready() {
+            // SAFETY: the CPU has the instructions (checked); the shapes
+            // are asserted above.
+            return unsafe { bf16x::row_pairs(dst, k, v) };
+        }
         for row in 0..rows {
             let stored = &v.data[row * v.row_stride..][..cols];
             for (block, chunk) in stored.chunks(16).enumerate() {
@@ -1326,6 +1358,192 @@ pub fn bf16_pairs(dst: &mut [u16], k: usize, n: usize, v: View<'_>) {
             for col in 0..cols {
                 dst[col / 16 * k * 16 + row / 2 * 32 + col % 16 * 2 + row % 2] =
                     bf16_bits(v.at(row, col));
+            }
+        }
+    }
+}
+
+/// The bf16 conversions in AVX512-BF16's instructions (one `vcvtneps2bf16`
+/// per 16 values, rounding to the nearest as [`bf16_bits`] does) and a
+/// softmax on `vscalefps`: attention's operands where the CPU has them
+/// (every CPU with AMX-BF16 does).
+#[cfg(target_arch = "x86_64")]
+mod bf16x {
+    use super::{ROUNDER, View};
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU has the instructions.
+    pub fn ready() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+
+    /// The first `n` (at most 16) of 16 lanes.
+    #[inline(always)]
+    fn first(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+
+    /// 16 floats in bf16.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    fn bf16(x: __m512) -> __m256i {
+        // SAFETY: both are 256 plain bits.
+        unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x)) }
+    }
+
+    /// [`super::exp_coarse`] on 16 lanes, scaled by `vscalefps`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    fn exp_coarse(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+        let rounder = _mm512_set1_ps(ROUNDER);
+        let shifted = _mm512_fmadd_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E), rounder);
+        let n = _mm512_sub_ps(shifted, rounder);
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-std::f32::consts::LN_2), x);
+        let p = _mm512_fmadd_ps(_mm512_set1_ps(0.167_781_98), r, _mm512_set1_ps(0.504_304_5));
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.999_971_3));
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.999_948_2));
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// [`super::exp_rows_bf16`].
+    ///
+    /// # Safety
+    /// The CPU has AVX512-BF16 ([`ready`]); `cols <= stride`, and `out`
+    /// holds a row of `stride` for each row of `cols` in `xs`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn exp_rows(
+        xs: &[f32],
+        cols: usize,
+        out: &mut [u16],
+        stride: usize,
+        inv: &mut [f32],
+    ) {
+        let (full, tail) = (cols / 16 * 16, first(cols % 16));
+        let rows = xs
+            .chunks_exact(cols)
+            .zip(out.chunks_exact_mut(stride))
+            .zip(inv);
+        for ((row, out), inv) in rows {
+            let (p, o) = (row.as_ptr(), out.as_mut_ptr());
+            let floor = _mm512_set1_ps(f32::NEG_INFINITY);
+            // SAFETY (every access below): offsets below `full` are whole
+            // blocks of 16 inside the row; the last block's lanes past
+            // `cols` are masked off.
+            let mut m = floor;
+            for j in (0..full).step_by(16) {
+                m = _mm512_max_ps(m, unsafe { _mm512_loadu_ps(p.add(j)) });
+            }
+            m = _mm512_max_ps(m, unsafe { _mm512_mask_loadu_ps(floor, tail, p.add(full)) });
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+            let mut acc = _mm512_setzero_ps();
+            for j in (0..full).step_by(16) {
+                let e = exp_coarse(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p.add(j)) }, max));
+                acc = _mm512_add_ps(acc, e);
+                unsafe { _mm256_storeu_si256(o.add(j).cast(), bf16(e)) };
+            }
+            if cols > full {
+                let x = unsafe { _mm512_maskz_loadu_ps(tail, p.add(full)) };
+                let e = _mm512_maskz_mov_ps(tail, exp_coarse(_mm512_sub_ps(x, max)));
+                acc = _mm512_add_ps(acc, e);
+                unsafe { _mm256_mask_storeu_epi16(o.add(full).cast(), tail, bf16(e)) };
+            }
+            out[cols..].fill(0);
+            *inv = 1.0 / _mm512_reduce_add_ps(acc);
+        }
+    }
+
+    /// [`super::bf16_slice`].
+    ///
+    /// # Safety
+    /// The CPU has AVX512-BF16 ([`ready`]); `out` and `xs` are as long.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn slice(out: &mut [u16], xs: &[f32]) {
+        let (full, tail) = (xs.len() / 16 * 16, first(xs.len() % 16));
+        let (p, o) = (xs.as_ptr(), out.as_mut_ptr());
+        // SAFETY: whole blocks inside both; the last one masked.
+        for j in (0..full).step_by(16) {
+            unsafe { _mm256_storeu_si256(o.add(j).cast(), bf16(_mm512_loadu_ps(p.add(j)))) };
+        }
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(tail, p.add(full));
+            _mm256_mask_storeu_epi16(o.add(full).cast(), tail, bf16(x));
+        }
+    }
+
+    /// [`super::bf16_pairs`] of a transposed view (`v.row_stride == 1`,
+    /// `v.rows` even): stored row `j` of `v` is column `j` of the
+    /// operand; its pairs are converted 16 at a time and scattered down
+    /// the column.
+    ///
+    /// # Safety
+    /// The CPU has AVX512-BF16 ([`ready`]); [`super::bf16_pairs`]'s
+    /// assertions hold (`v` fits `k` rows and `dst.len() / k` columns).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn stored_rows_as_columns(dst: &mut [u16], k: usize, v: View<'_>) {
+        let rows = v.rows;
+        // Pair `p` of a column lands 16 pairs (64 bytes) below pair `p - 1`.
+        let down = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32(16),
+        );
+        for col in 0..v.cols {
+            let stored = &v.data[col * v.col_stride..][..rows];
+            let column = col / 16 * k * 16 + col % 16 * 2;
+            for start in (0..rows).step_by(32) {
+                let n = (rows - start).min(32);
+                let (lo, hi) = (first(n.min(16)), first(n.saturating_sub(16)));
+                // SAFETY: `stored` holds `rows` values; lanes past them are
+                // masked off. The pairs written are below `k / 2`, each
+                // inside the column's block of `k × 16`.
+                unsafe {
+                    let p = stored.as_ptr().add(start);
+                    let low = _mm512_maskz_loadu_ps(lo, p);
+                    let high = _mm512_maskz_loadu_ps(hi, p.wrapping_add(16));
+                    let pairs =
+                        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
+                    let base = dst.as_mut_ptr().add(column + start * 16);
+                    _mm512_mask_i32scatter_epi32::<4>(base.cast(), first(n / 2), down, pairs);
+                }
+            }
+        }
+    }
+
+    /// [`super::bf16_pairs`] of a row-major view (`v.col_stride == 1`):
+    /// rows `2p` and `2p + 1` converted 16 columns at a time and
+    /// interleaved into one 64-byte tile row.
+    ///
+    /// # Safety
+    /// The CPU has AVX512-BF16 ([`ready`]); [`super::bf16_pairs`]'s
+    /// assertions hold.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn row_pairs(dst: &mut [u16], k: usize, v: View<'_>) {
+        let weave = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        for pair in 0..v.rows.div_ceil(2) {
+            let (a, b) = (2 * pair, 2 * pair + 1);
+            for block in 0..v.cols.div_ceil(16) {
+                let width = first((v.cols - block * 16).min(16));
+                // SAFETY: the loads read columns below `v.cols` of rows
+                // below `v.rows` (masked); the store is the tile row of
+                // `pair` in the block's `k × 16`.
+                unsafe {
+                    let at = |row: usize| v.data.as_ptr().add(row * v.row_stride + block * 16);
+                    let top = _mm512_maskz_loadu_ps(width, at(a));
+                    let bottom = if b < v.rows {
+                        _mm512_maskz_loadu_ps(width, at(b))
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    let both =
+                        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(bottom, top));
+                    let out = dst.as_mut_ptr().add(block * k * 16 + pair * 32);
+                    _mm512_storeu_si512(out.cast(), _mm512_permutexvar_epi16(weave, both));
+                }
             }
         }
     }
@@ -1576,6 +1794,85 @@ mod tests {
             }
         } else {
             eprintln!("no AMX-BF16 here: the tiles are not run");
+        }
+    }
+
+    /// The AVX512-BF16 kernels give the portable ones' bf16 bits, on
+    /// shapes with partial blocks (a view's rows and columns, a row's
+    /// tail).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn bf16_instructions_agree_with_the_portable_kernels() {
+        if !bf16x::ready() {
+            eprintln!("no AVX512-BF16 here: nothing to compare");
+            return;
+        }
+        let data: Vec<f32> = (0..45 * 70)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let portable_pairs = |k: usize, n: usize, v: View<'_>| {
+            let mut want = vec![7u16; k * n];
+            want.fill(0);
+            for row in 0..v.rows {
+                for col in 0..v.cols {
+                    want[col / 16 * k * 16 + row / 2 * 32 + col % 16 * 2 + row % 2] =
+                        bf16_bits(v.at(row, col));
+                }
+            }
+            want
+        };
+        for (rows, cols) in [(45, 70), (32, 37), (7, 16), (44, 1)] {
+            let v = View {
+                data: &data,
+                rows,
+                cols,
+                row_stride: 70,
+                col_stride: 1,
+            };
+            let (k, n) = (rows.next_multiple_of(2), cols.next_multiple_of(16));
+            let mut got = vec![7u16; k * n];
+            // SAFETY: checked `ready`; `v` fits `k × n`.
+            unsafe { bf16x::row_pairs(&mut got, k, v) };
+            assert_eq!(got, portable_pairs(k, n, v), "rows {rows} × {cols}");
+            // Keys: a transposed view, an even number of rows.
+            let t = View {
+                data: &data,
+                rows: cols.next_multiple_of(2).min(70),
+                cols: rows,
+                row_stride: 1,
+                col_stride: 70,
+            };
+            let (k, n) = (t.rows, t.cols.next_multiple_of(16));
+            let mut got = vec![0u16; k * n];
+            // SAFETY: as above.
+            unsafe { bf16x::stored_rows_as_columns(&mut got, k, t) };
+            assert_eq!(
+                got,
+                portable_pairs(k, n, t),
+                "transposed {} × {}",
+                t.rows,
+                t.cols
+            );
+        }
+        for len in [1, 16, 37, 256] {
+            let xs = &data[..len];
+            let (mut got, mut want) = (vec![0u16; len], vec![0u16; len]);
+            // SAFETY: checked `ready`; equal lengths.
+            unsafe { bf16x::slice(&mut got, xs) };
+            bf16_slice_generic(&mut want, xs);
+            assert_eq!(got, want, "{len} values");
+            let stride = len.next_multiple_of(32);
+            let rows = data.len() / len;
+            let (mut got, mut want) = (vec![9u16; rows * stride], vec![9u16; rows * stride]);
+            let (mut inv, mut inv_want) = (vec![0.0; rows], vec![0.0; rows]);
+            let xs = &data[..rows * len];
+            // SAFETY: checked `ready`; a row of `stride` for each.
+            unsafe { bf16x::exp_rows(xs, len, &mut got, stride, &mut inv) };
+            exp_rows_bf16_generic(xs, len, &mut want, stride, &mut inv_want);
+            assert_eq!(got, want, "exponentials of rows of {len}");
+            for (a, b) in inv.iter().zip(&inv_want) {
+                assert!((a - b).abs() <= 1e-6 * b, "{a} vs {b}");
+            }
         }
     }
 
