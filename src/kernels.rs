@@ -1376,6 +1376,7 @@ mod bf16x {
     pub fn ready() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512bf16")
     }
 
@@ -1387,7 +1388,7 @@ mod bf16x {
 
     /// 16 floats in bf16.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     fn bf16(x: __m512) -> __m256i {
         // SAFETY: both are 256 plain bits.
         unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x)) }
@@ -1395,7 +1396,7 @@ mod bf16x {
 
     /// [`super::exp_coarse`] on 16 lanes, scaled by `vscalefps`.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     fn exp_coarse(x: __m512) -> __m512 {
         let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
         let rounder = _mm512_set1_ps(ROUNDER);
@@ -1413,7 +1414,7 @@ mod bf16x {
     /// # Safety
     /// The CPU has AVX512-BF16 ([`ready`]); `cols <= stride`, and `out`
     /// holds a row of `stride` for each row of `cols` in `xs`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub unsafe fn exp_rows(
         xs: &[f32],
         cols: usize,
@@ -1459,7 +1460,7 @@ mod bf16x {
     ///
     /// # Safety
     /// The CPU has AVX512-BF16 ([`ready`]); `out` and `xs` are as long.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub unsafe fn slice(out: &mut [u16], xs: &[f32]) {
         let (full, tail) = (xs.len() / 16 * 16, first(xs.len() % 16));
         let (p, o) = (xs.as_ptr(), out.as_mut_ptr());
@@ -1481,7 +1482,7 @@ mod bf16x {
     /// # Safety
     /// The CPU has AVX512-BF16 ([`ready`]); [`super::bf16_pairs`]'s
     /// assertions hold (`v` fits `k` rows and `dst.len() / k` columns).
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub unsafe fn stored_rows_as_columns(dst: &mut [u16], k: usize, v: View<'_>) {
         let rows = v.rows;
         // Pair `p` of a column lands 16 pairs (64 bytes) below pair `p - 1`.
@@ -1518,7 +1519,7 @@ mod bf16x {
     /// # Safety
     /// The CPU has AVX512-BF16 ([`ready`]); [`super::bf16_pairs`]'s
     /// assertions hold.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub unsafe fn row_pairs(dst: &mut [u16], k: usize, v: View<'_>) {
         let weave = _mm512_set_epi16(
             31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
