@@ -3,7 +3,7 @@
 `lore serve`, alone and while N clients search in a loop, for each
 `server.work_nice` given (the same index, the same run).
 
-    python3 scripts/contention.py LORE_BIN INDEX [--clients 8] [--answers 3] [--nice 10 --nice 0]
+    python3 scripts/contention.py LORE_BIN INDEX [--clients 8] [--answers 8] [--nice 19 --nice 0]  (19: the default)
 
 INDEX must already hold documents (e.g. `lore --index /tmp/hb ingest
 corpora/handbook/docs`). Prints one JSON line per setting: decode tokens/s
@@ -143,10 +143,10 @@ def main():
     ap.add_argument("lore")
     ap.add_argument("index")
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--answers", type=int, default=3)
+    ap.add_argument("--answers", type=int, default=8)
     ap.add_argument("--nice", type=int, action="append")
     args = ap.parse_args()
-    for nice in args.nice or [10, 0]:
+    for nice in args.nice or [19, 0]:
         run(args.lore, args.index, nice, args.clients, args.answers)
 
 
