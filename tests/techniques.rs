@@ -585,11 +585,20 @@ fn eval_qa_scores_facts_sources_retrieval_and_abstention() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["technique"], "plain", "{report}");
-    assert_eq!(report["answerable"], 2, "{report}");
+    assert_eq!(report["answerable"], 3, "{report}");
     assert_eq!(report["far"], 1, "{report}");
     assert_eq!(report["near"], 1, "{report}");
     let rows = report["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
+    // The follow-up was asked after its earlier question: rewritten to
+    // stand alone, and counted apart.
+    assert_eq!(report["follow_ups"], 1, "{report}");
+    assert_eq!(rows[4]["follow_up"], true, "{report}");
+    assert!(rows[..4].iter().all(|r| r["follow_up"] == false), "{report}");
+    let standalone = rows[4]["standalone_question"].as_str().unwrap_or_default();
+    assert!(!standalone.trim().is_empty(), "{report}");
+    let said = rows[4]["fact"] == true;
+    assert_eq!(report["follow_up_fact"], if said { 1.0 } else { 0.0 }, "{report}");
     // Retrieval finds the staff handbook for both answerable questions.
     assert_eq!(report["retrieved"], 1.0, "{report}");
     // The far question is abstained on (nothing related is found).

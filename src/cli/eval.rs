@@ -18,7 +18,8 @@ pub struct EvalArgs {
     /// file of {question, answer, source} (answer: the fact, or a list of
     /// accepted spellings; source: the end of the path that holds it) and
     /// {question} alone (optionally "near": true) for questions the
-    /// documents do not answer. Repeatable. Prints fact, cited, retrieved
+    /// documents do not answer; "after": [earlier questions] makes a line
+    /// a follow-up, asked with their answers as history. Repeatable. Prints fact, cited, retrieved
     /// (gold source among the chunks given), abstained and seconds.
     #[arg(long, value_name = "FILE")]
     qa: Vec<PathBuf>,
@@ -178,10 +179,18 @@ pub fn print_qa_row(row: &lore::eval::qa::QaRow) {
     let answer: String = row.answer.split_whitespace().collect::<Vec<_>>().join(" ");
     let answer: String = answer.chars().take(90).collect();
     let support = row.support.map_or("    ".into(), |s| format!("{s:.2}"));
+    let kind = if row.follow_up {
+        "follow-up"
+    } else {
+        row.kind.as_str()
+    };
     println!(
-        "{marks} {support} {:<10} {:?} -> {answer:?}",
-        row.kind, row.question
+        "{marks} {support} {kind:<10} {:?} -> {answer:?}",
+        row.question
     );
+    if let Some(standalone) = &row.standalone_question {
+        println!("{:15}(asked as {standalone:?})", "");
+    }
 }
 
 pub fn print_qa_table(reports: &[lore::eval::qa::QaReport]) {
@@ -213,6 +222,14 @@ pub fn print_qa_table(reports: &[lore::eval::qa::QaReport]) {
             r.near,
             r.near_abstained * 100.0,
             r.median_seconds
+        );
+    }
+    for r in reports.iter().filter(|r| r.follow_ups > 0) {
+        println!(
+            "{}: {} of the answerable questions follow earlier ones; fact {:.0}%",
+            r.technique,
+            r.follow_ups,
+            r.follow_up_fact * 100.0
         );
     }
     for r in reports {

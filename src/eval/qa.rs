@@ -3,6 +3,9 @@
 //! answer (`answer`: the fact, or a list of accepted spellings; `source`:
 //! the end of the path that holds it), and `{question}` alone (optionally
 //! `"near": true`) for one they do not, which should be abstained on.
+//! A line with `after` (earlier questions, oldest first) is a follow-up:
+//! those are asked first, each with the turns before it, and the question
+//! is asked with them and their answers as the conversation's history.
 //! Each question is asked through [`Engine::ask`] as a user would, and the
 //! report tells retrieval misses (the gold source was not among the
 //! chunks given to the model) from generation misses.
@@ -14,7 +17,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::Technique;
-use crate::engine::{AskRequest, Engine};
+use crate::engine::{AskRequest, Engine, Turn};
 use crate::error::{Error, Result};
 use crate::generate::Sampling;
 
@@ -22,6 +25,8 @@ use crate::generate::Sampling;
 const MAX_LINE: usize = 64 * 1024;
 /// Characters of each answer kept in the report.
 const ANSWER_CHARS: usize = 300;
+/// Most earlier questions a follow-up may carry.
+const MAX_AFTER: usize = 8;
 
 /// Accepted spellings of a fact: one, or several.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +47,9 @@ struct Line {
     source: Option<String>,
     #[serde(default)]
     near: bool,
+    /// Earlier questions of the same conversation, oldest first.
+    #[serde(default)]
+    after: Vec<String>,
     /// An id or comment the file may carry; not used.
     #[serde(default, rename = "_id")]
     _id: Option<serde_json::Value>,
@@ -52,6 +60,9 @@ struct Line {
 pub struct QaItem {
     /// The question.
     pub question: String,
+    /// Earlier questions of its conversation, oldest first (none: it is
+    /// asked alone).
+    pub after: Vec<String>,
     /// What kind it is, and what a good answer holds.
     pub expect: Expect,
 }
@@ -123,8 +134,11 @@ fn bad(file: &Path, line: usize, reason: &str) -> Error {
 
 fn parse(text: &str) -> std::result::Result<QaItem, String> {
     let line: Line = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    if line.question.trim().is_empty() {
+    if line.question.trim().is_empty() || line.after.iter().any(|q| q.trim().is_empty()) {
         return Err("an empty question".into());
+    }
+    if line.after.len() > MAX_AFTER {
+        return Err(format!("more than {MAX_AFTER} earlier questions"));
     }
     let expect = match line.answer {
         None if line.source.is_some() => {
@@ -147,6 +161,7 @@ fn parse(text: &str) -> std::result::Result<QaItem, String> {
     };
     Ok(QaItem {
         question: line.question,
+        after: line.after,
         expect,
     })
 }
@@ -177,6 +192,12 @@ pub struct QaRow {
     pub question: String,
     /// `answerable`, `far` or `near` (out of the documents).
     pub kind: String,
+    /// It was asked after earlier questions, with their answers as history.
+    #[serde(default)]
+    pub follow_up: bool,
+    /// A follow-up as rewritten to stand alone (what retrieval searched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standalone_question: Option<String>,
     /// The answer (clipped).
     pub answer: String,
     /// It abstained.
@@ -228,6 +249,12 @@ pub struct QaReport {
     pub retrieved: f64,
     /// Share of answerable questions abstained on (wrongly).
     pub wrongly_abstained: f64,
+    /// Answerable follow-ups (questions with `after`).
+    #[serde(default)]
+    pub follow_ups: usize,
+    /// Share of them whose answer states the fact.
+    #[serde(default)]
+    pub follow_up_fact: f64,
     /// Out-of-corpus questions on other subjects.
     pub far: usize,
     /// Share of them abstained on.
@@ -281,7 +308,7 @@ pub fn evaluate_qa(
     tick: &mut dyn FnMut(),
 ) -> Result<QaReport> {
     let mut rows = Vec::with_capacity(items.len());
-    for item in items {
+    let ask = |question: &str, history: Vec<Turn>| {
         let request = AskRequest {
             sampling: Sampling {
                 max_tokens,
@@ -289,10 +316,20 @@ pub fn evaluate_qa(
             },
             techniques: technique.techniques.clone(),
             collections: engine.config().collections(),
-            ..AskRequest::new(item.question.clone())
+            history,
+            ..AskRequest::new(question.to_string())
         };
+        engine.ask(&request, &mut |_| true)
+    };
+    for item in items {
+        let mut history = Vec::with_capacity(item.after.len() * 2);
+        for earlier in &item.after {
+            let response = ask(earlier, history.clone())?;
+            history.push(Turn::user(earlier.clone()));
+            history.push(Turn::assistant(response.answer));
+        }
         let start = Instant::now();
-        let response = engine.ask(&request, &mut |_| true)?;
+        let response = ask(&item.question, history)?;
         let seconds = start.elapsed().as_secs_f64();
         let answer: String = response.answer.chars().take(ANSWER_CHARS).collect();
         let row = match &item.expect {
@@ -305,6 +342,8 @@ pub fn evaluate_qa(
                     cited: response.citations.iter().any(|c| gold(&c.path)),
                     retrieved: response.retrieved.iter().any(|h| gold(&h.path)),
                     support: response.support,
+                    follow_up: !item.after.is_empty(),
+                    standalone_question: response.standalone_question.clone(),
                     ..row(&item.question, answer, seconds)
                 }
             }
@@ -325,6 +364,8 @@ fn row(question: &str, answer: String, seconds: f64) -> QaRow {
     QaRow {
         question: question.to_string(),
         kind: String::new(),
+        follow_up: false,
+        standalone_question: None,
         answer,
         abstained: false,
         fact: false,
@@ -354,6 +395,7 @@ fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
         with_source.iter().filter(|r| hit(r)).count() as f64 / with_source.len().max(1) as f64
     };
     let count = |kind: &str| rows.iter().filter(|r| r.kind == kind).count();
+    let follow_ups: Vec<&QaRow> = rows.iter().filter(|r| r.follow_up).collect();
     let mut seconds: Vec<f64> = rows.iter().map(|r| r.seconds).collect();
     seconds.sort_by(f64::total_cmp);
     QaReport {
@@ -363,6 +405,9 @@ fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
         cited: sourced(&|r| r.cited),
         retrieved: sourced(&|r| r.retrieved),
         wrongly_abstained: share(&rows, "answerable", &|r| r.abstained),
+        follow_ups: rows.iter().filter(|r| r.follow_up).count(),
+        follow_up_fact: follow_ups.iter().filter(|r| r.fact).count() as f64
+            / follow_ups.len().max(1) as f64,
         far: count("far"),
         far_abstained: share(&rows, "far", &|r| r.abstained),
         near: count("near"),
@@ -399,11 +444,15 @@ mod tests {
                 "\n",
                 r#"{"question": "Which cargo command vendors crates?", "near": true}"#,
                 "\n",
+                r#"{"question": "And how many carry over?", "after": ["How many days?"], "answer": "5"}"#,
+                "\n",
             ),
         )
         .unwrap();
         let items = load_qa(std::slice::from_ref(&file), None).unwrap();
-        assert_eq!(items.len(), 3);
+        assert_eq!(items.len(), 4);
+        assert!(items[..3].iter().all(|i| i.after.is_empty()));
+        assert_eq!(items[3].after, ["How many days?"]);
         assert!(
             matches!(&items[0].expect, Expect::Fact { spellings, source: Some(s) } if spellings.len() == 2 && s == "hr/vacation.md")
         );
@@ -424,6 +473,11 @@ mod tests {
                 "an answer with no words",
             ),
             (r#"{"question": "x", "anwser": "y"}"#, "unknown field"),
+            (r#"{"question": "x", "after": [""]}"#, "an empty question"),
+            (
+                r#"{"question": "x", "after": ["1","2","3","4","5","6","7","8","9"]}"#,
+                "more than 8 earlier questions",
+            ),
         ] {
             std::fs::write(&file, format!("{{\"question\": \"ok\"}}\n{bad}\n")).unwrap();
             let err = load_qa(std::slice::from_ref(&file), None)
