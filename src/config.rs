@@ -260,6 +260,11 @@ pub struct GeneratorConfig {
     /// ones its new place changes most, so the source attends to the
     /// sources before it (CacheBlend); 0: none.
     pub source_recompute: f32,
+    /// Sources the previous prompt also gave come first, in its order, so
+    /// the keys and values computed for them are reused as they stand (a
+    /// new question over the same sources starts in a fraction of the
+    /// time); false: always in rank order.
+    pub keep_source_order: bool,
 }
 
 /// A worked example for few-shot prompting: one source, a question, and
@@ -318,6 +323,7 @@ impl Default for GeneratorConfig {
             kv_disk_mb: 64,
             source_cache_mb: 0,
             source_recompute: 0.5,
+            keep_source_order: true,
         }
     }
 }

@@ -275,3 +275,75 @@ fn a_document_longer_than_the_context_is_answered_part_by_part_with_its_own_cita
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("part by part"), "{stderr}");
 }
+
+/// Three sources and two questions, each led by another of them: with
+/// `generator.keep_source_order` the second prompt gives the sources in
+/// the first one's order and computes little more than its question.
+#[test]
+fn a_new_question_over_the_same_sources_reuses_them_in_the_last_order() {
+    use lore::config::Config;
+    use lore::engine::{AskRequest, Engine};
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    for (name, text) in [
+        (
+            "roasting.md",
+            "# Roasting\nThe roaster runs light roasts at 205 degrees for nine minutes.",
+        ),
+        (
+            "milk.md",
+            "# Milk\nThe steam wand heats milk for lattes to 60 degrees.",
+        ),
+        (
+            "water.md",
+            "# Water\nThe espresso machine brews with water at 93 degrees.",
+        ),
+    ] {
+        std::fs::write(docs.join(name), text).unwrap();
+    }
+    let index = tmp.path().join("index");
+    json(lore(&index).arg("ingest").arg(&docs).arg("--json"));
+    let asked = |keep: bool| {
+        let mut config = Config {
+            index: index.clone(),
+            models: crate::util::models_dir(),
+            ..Config::default()
+        };
+        config.generator.model = Some("light".into());
+        config.generator.min_score = 0.0;
+        config.generator.min_support = 0.0;
+        config.generator.keep_source_order = keep;
+        config.generator.kv_disk_mb = 0;
+        let engine = Engine::open(config).unwrap();
+        let ask = |question: &str| {
+            let mut request = AskRequest::new(question);
+            request.sampling.max_tokens = 4;
+            engine.ask(&request, &mut |_| true).unwrap()
+        };
+        let first = ask("How long does the roaster run light roasts?");
+        let second = ask("How hot is the water of the espresso machine?");
+        (first, second)
+    };
+    let (first, kept) = asked(true);
+    let paths = |r: &lore::engine::AskResponse| -> Vec<String> {
+        r.retrieved.iter().map(|h| h.path.clone()).collect()
+    };
+    assert_eq!(first.retrieved.len(), 3);
+    assert_ne!(paths(&first), paths(&kept), "the ranks must differ");
+    let (_, ranked) = asked(false);
+    let (t, r) = (&kept.timings, &ranked.timings);
+    // In rank order only the instructions are shared; in the kept order
+    // the three sources are too.
+    assert!(
+        t.reused_tokens > r.reused_tokens + 30,
+        "kept {} of {}, ranked {} of {}",
+        t.reused_tokens,
+        t.prompt_tokens,
+        r.reused_tokens,
+        r.prompt_tokens
+    );
+    assert_eq!(t.prompt_tokens, r.prompt_tokens);
+    // Either way the answer is built from the same three sources.
+    assert_eq!(paths(&kept), paths(&ranked));
+}

@@ -594,11 +594,18 @@ fn eval_qa_scores_facts_sources_retrieval_and_abstention() {
     // stand alone, and counted apart.
     assert_eq!(report["follow_ups"], 1, "{report}");
     assert_eq!(rows[4]["follow_up"], true, "{report}");
-    assert!(rows[..4].iter().all(|r| r["follow_up"] == false), "{report}");
+    assert!(
+        rows[..4].iter().all(|r| r["follow_up"] == false),
+        "{report}"
+    );
     let standalone = rows[4]["standalone_question"].as_str().unwrap_or_default();
     assert!(!standalone.trim().is_empty(), "{report}");
     let said = rows[4]["fact"] == true;
-    assert_eq!(report["follow_up_fact"], if said { 1.0 } else { 0.0 }, "{report}");
+    assert_eq!(
+        report["follow_up_fact"],
+        if said { 1.0 } else { 0.0 },
+        "{report}"
+    );
     // Retrieval finds the staff handbook for both answerable questions.
     assert_eq!(report["retrieved"], 1.0, "{report}");
     // The far question is abstained on (nothing related is found).

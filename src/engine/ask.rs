@@ -181,6 +181,25 @@ impl Engine {
         self.answer_from(request, &shape, grounds, unanswerable, on_text)
     }
 
+    /// The sources the next prompt should start with: the last one's, with
+    /// `generator.keep_source_order`.
+    fn lead_sources(&self) -> Vec<prompt::SourceKey> {
+        if !self.config.generator.keep_source_order {
+            return Vec::new();
+        }
+        // A poisoned lock only loses the hint.
+        self.last_sources
+            .lock()
+            .map(|last| last.clone())
+            .unwrap_or_default()
+    }
+
+    fn remember_sources(&self, sources: &[prompt::Source]) {
+        if let Ok(mut last) = self.last_sources.lock() {
+            *last = sources.iter().map(|s| prompt::source_key(&s.hit)).collect();
+        }
+    }
+
     /// The prompt's variants `techniques` ask for.
     pub(super) fn style(&self, techniques: &Techniques) -> Style<'_> {
         let mut style = Style::default();
@@ -221,7 +240,11 @@ impl Engine {
         let context = self.context_tokens(generator.as_ref());
         let techniques = &request.techniques;
         let reserve = request.sampling.max_tokens * techniques.outputs_per_answer();
-        let style = self.style(techniques);
+        let lead = self.lead_sources();
+        let style = Style {
+            lead: &lead,
+            ..self.style(techniques)
+        };
         let built = prompt::build(
             generator.as_ref(),
             question,
@@ -230,6 +253,7 @@ impl Engine {
             reserve,
             style,
         )?;
+        self.remember_sources(&built.sources);
         let answer_constraint = shape.constraint(request, &built.sources);
         let rendered = generator.render(&built.messages);
         let switches: Vec<&dyn Technique> = techniques.switches().collect();

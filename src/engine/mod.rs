@@ -41,6 +41,7 @@ use crate::embed::{Embedder, EmbedderInfo, Precision};
 use crate::error::{Error, Result};
 use crate::generate::Generator;
 use crate::generate::gguf::GgufGenerator;
+use crate::prompt::SourceKey;
 use crate::search::{Readers, SearchRequest, SearchResponse};
 use crate::store::manifest::Manifest;
 use crate::types::{ChunkId, ChunkRecord, DocId, DocRecord};
@@ -55,6 +56,9 @@ pub struct Engine {
     /// Held by every writer (ingest, remove, add, collection changes): one
     /// change set at a time.
     writes: Mutex<()>,
+    /// The sources of the last answer's prompt, in its order
+    /// (`generator.keep_source_order`).
+    last_sources: Mutex<Vec<SourceKey>>,
 }
 
 /// A chunk with the text around it in its document: what a reader opens
@@ -266,6 +270,7 @@ impl Engine {
             resolve,
             generator: OnceLock::new(),
             writes: Mutex::new(()),
+            last_sources: Mutex::default(),
         })
     }
 

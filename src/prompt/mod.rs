@@ -17,6 +17,7 @@ use crate::config::Example;
 use crate::error::{Error, Result};
 use crate::generate::{Generator, Message, Role};
 use crate::search::Hit;
+use crate::types::ChunkId;
 
 /// The system prompt.
 pub const SYSTEM: &str = include_str!("system.txt");
@@ -87,6 +88,33 @@ pub struct Style<'a> {
     pub reasoning: bool,
     /// Ask for verbatim quotes of the sources before the answer.
     pub quotes: bool,
+    /// Sources to put first, in this order, as far as they were found
+    /// (the previous prompt's: its keys and values are then reused); the
+    /// rest follow in rank order.
+    pub lead: &'a [SourceKey],
+}
+
+/// Which chunk a source is: its collection and chunk id.
+pub type SourceKey = (String, ChunkId);
+
+/// The key of `hit`.
+pub fn source_key(hit: &Hit) -> SourceKey {
+    (hit.collection.clone(), hit.chunk_id.clone())
+}
+
+/// `hits` with the longest run of `lead`'s first sources that are all
+/// among them moved to the front, in `lead`'s order: a prompt then starts
+/// with the same sources as the one before it, as far as it can.
+fn lead_first(mut hits: Vec<Hit>, lead: &[SourceKey]) -> Vec<Hit> {
+    let mut front = Vec::with_capacity(hits.len());
+    for key in lead {
+        let Some(at) = hits.iter().position(|h| &source_key(h) == key) else {
+            break;
+        };
+        front.push(hits.remove(at));
+    }
+    front.extend(hits);
+    front
 }
 
 fn render_source(n: usize, hit: &Hit) -> String {
@@ -207,19 +235,22 @@ pub fn build(
         examples.push_str(&block);
         examples.push('\n');
     }
-    let mut sources = Vec::new();
+    // Chosen in rank order, then placed with the previous prompt's first.
+    // Each counted with the widest number it may get.
+    let mut chosen = Vec::new();
     for hit in hits {
-        let block = render_source(sources.len() + 1, hit);
-        let cost = generator.count_tokens(&block)? + 1;
+        let cost = generator.count_tokens(&render_source(hits.len(), hit))? + 1;
         if used + cost > budget {
             continue;
         }
         used += cost;
-        sources.push(Source {
-            n: sources.len() + 1,
-            hit: hit.clone(),
-        });
+        chosen.push(hit.clone());
     }
+    let sources: Vec<Source> = lead_first(chosen, style.lead)
+        .into_iter()
+        .enumerate()
+        .map(|(i, hit)| Source { n: i + 1, hit })
+        .collect();
     Ok(Prompt {
         messages: frame(&examples, &render_sources(&sources)),
         sources,
@@ -412,6 +443,7 @@ mod tests {
             examples: &examples,
             reasoning: true,
             quotes: false,
+            lead: &[],
         };
         let prompt = build(
             &Words,
@@ -496,6 +528,45 @@ mod tests {
         let kept: Vec<&str> = prompt.sources.iter().map(|s| s.hit.text.as_str()).collect();
         assert_eq!(kept, ["short and best", "short too"]);
         assert_eq!(prompt.sources[1].n, 2, "numbers stay consecutive");
+    }
+
+    #[test]
+    fn the_previous_prompts_sources_come_first_in_its_order() {
+        let hits = [
+            hit(1, "one"),
+            hit(2, "two"),
+            hit(3, "three"),
+            hit(4, "four"),
+        ];
+        let order = |lead: &[SourceKey]| {
+            let style = Style {
+                lead,
+                ..Style::default()
+            };
+            let prompt = build(&Words, "q?", &hits, 4096, 100, style).unwrap();
+            assert!(prompt.sources.iter().enumerate().all(|(i, s)| s.n == i + 1));
+            prompt
+                .sources
+                .iter()
+                .map(|s| s.hit.text.clone())
+                .collect::<Vec<_>>()
+        };
+        let key = |n: usize| source_key(&hit(n, ""));
+        assert_eq!(order(&[]), ["one", "two", "three", "four"]);
+        // The same sources in another rank order keep the last prompt's.
+        assert_eq!(
+            order(&[key(3), key(1), key(4), key(2)]),
+            ["three", "one", "four", "two"]
+        );
+        // Only the run of leading sources found again moves up: a prompt
+        // can reuse no more than the start it shares with the last one.
+        assert_eq!(
+            order(&[key(2), key(9), key(1)]),
+            ["two", "one", "three", "four"]
+        );
+        // Another collection's chunk of the same id is another source.
+        let other = ("other".to_string(), hit(3, "").chunk_id);
+        assert_eq!(order(&[other]), ["one", "two", "three", "four"]);
     }
 
     #[test]
