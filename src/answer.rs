@@ -5,6 +5,11 @@
 //! reported, citations checked against the text they cite, the abstention
 //! recognised, and answers normalised for a vote.
 //!
+//! Names checked: an answer that names a command, option, setting or
+//! other identifier (in a code span, or shaped like code: `--flag`,
+//! `snake_case`, `dotted.name`, `call()`) that none of its sources holds
+//! was not read from them ([`unsourced_names`]).
+//!
 //! The check: a small model often quotes source 1 and writes `[2]`. Each
 //! sentence's content words are compared with every source; when the cited
 //! source holds few of them and another holds most, the citation is moved
@@ -19,6 +24,79 @@ use serde_json::{Value, json};
 use crate::generate::Constraint;
 use crate::prompt::{ANSWER_PREFIX, NOT_IN_DOCUMENTS, Source};
 use crate::types::ChunkId;
+
+/// Names of at most this many characters count as words that must stand
+/// alone in a source; longer ones may be glued to text around them (an
+/// HTML heading run into its first word).
+const SHORT_NAME: usize = 5;
+
+/// The names `answer` uses that no text of `sources` holds: each word of
+/// a code span, and each code-shaped word outside them (`--flag`, `-x`,
+/// `snake_case`, `dotted.name`, `call()`), compared without case. Short
+/// names must be whole words of a source; longer ones anywhere in it.
+/// Numbers, citations and the sentence's own words are not names.
+pub fn unsourced_names(answer: &str, sources: &[&str]) -> Vec<String> {
+    let texts: Vec<String> = sources.iter().map(|s| s.to_lowercase()).collect();
+    let words: std::collections::HashSet<&str> = texts
+        .iter()
+        .flat_map(|t| t.split(|c: char| !is_name_char(c)))
+        .map(|w| w.trim_matches('.'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let held = |name: &str| {
+        words.contains(name)
+            || (name.chars().count() > SHORT_NAME && texts.iter().any(|t| t.contains(name)))
+    };
+    let mut missing: Vec<String> = Vec::new();
+    for name in names(&strip_citations(answer)) {
+        if !held(&name) && !missing.contains(&name) {
+            missing.push(name);
+        }
+    }
+    missing
+}
+
+/// A character of a name: letters, digits and `_ . -`.
+fn is_name_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+
+/// `name.conf`, `a.b.c`: two parts of at least two characters around a
+/// dot (not "e.g" or "U.S").
+fn dotted(word: &str) -> bool {
+    let parts: Vec<&str> = word.split('.').collect();
+    parts.len() > 1 && parts.windows(2).any(|p| p[0].len() > 1 && p[1].len() > 1)
+}
+
+/// The names [`unsourced_names`] checks, lower case.
+fn names(answer: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut keep = |word: &str, in_code: bool| {
+        let word = word
+            .trim_matches(|c: char| !is_name_char(c))
+            .trim_matches('.')
+            .to_lowercase();
+        let has_letter = word.chars().any(char::is_alphabetic);
+        let shaped = word.starts_with('-') || word.contains('_') || dotted(&word);
+        if has_letter && (in_code || shaped) {
+            found.push(word);
+        }
+    };
+    for (i, part) in answer.split('`').enumerate() {
+        let in_code = i % 2 == 1;
+        for token in part.split_whitespace() {
+            let call = token.trim_end_matches(|c: char| ".,;:!?".contains(c));
+            if !in_code && call.ends_with("()") {
+                keep(call.trim_end_matches("()"), true);
+                continue;
+            }
+            for word in token.split(|c: char| !is_name_char(c)) {
+                keep(word, in_code);
+            }
+        }
+    }
+    found
+}
 
 /// Longest `answer` string of the cited-JSON schema, in characters.
 const MAX_JSON_ANSWER: usize = 1000;
@@ -493,6 +571,35 @@ pub fn is_abstention(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_no_source_holds_are_reported() {
+        let sources = [
+            "git-worktree.html — Manage worktrees\nRemove it with git worktree remove. \
+             The -f, --force option overrides. See gc.reflogExpire and core_editor.",
+            "Authenticationauthentication_timeout (integer) sets the limit; e.g. 1min.",
+        ];
+        let missing = |answer: &str| unsourced_names(answer, &sources);
+        // Held: code words, options, settings, a long name glued to the
+        // word before it, the source's own path.
+        assert!(
+            missing("According to [1], run `git worktree remove` with -f or --force.").is_empty()
+        );
+        assert!(missing("Set gc.reflogExpire and `core_editor` [1].").is_empty());
+        assert!(missing("authentication_timeout is 1min [2].").is_empty());
+        assert!(missing("See git-worktree.html [1].").is_empty());
+        // Prose, abbreviations, numbers and citations are not names.
+        assert!(missing("It takes e.g. 5.5 minutes, well-known [1][2].").is_empty());
+        // Not held: a command word, an option, a file, a call.
+        assert_eq!(missing("Use `git mv` [1]."), ["mv"]);
+        assert_eq!(
+            missing("Pass --hard, then edit pg_hba.conf."),
+            ["--hard", "pg_hba.conf"]
+        );
+        assert_eq!(missing("Call reset() twice; `reset` it."), ["reset"]);
+        // A short name must stand alone: "mv" inside "remove" is not it.
+        assert_eq!(unsourced_names("`mv`", &["remove it"]), ["mv"]);
+    }
 
     #[test]
     fn the_quotes_end_where_the_answer_starts() {

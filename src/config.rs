@@ -265,6 +265,10 @@ pub struct GeneratorConfig {
     /// new question over the same sources starts in a fraction of the
     /// time); false: always in rank order.
     pub keep_source_order: bool,
+    /// Withdraw a text answer that names commands, options, settings or
+    /// files (code spans, `--flags`, `snake_case`, `dotted.names`) that
+    /// none of its sources holds: it was not read from them.
+    pub check_names: bool,
 }
 
 /// A worked example for few-shot prompting: one source, a question, and
@@ -324,6 +328,7 @@ impl Default for GeneratorConfig {
             source_cache_mb: 0,
             source_recompute: 0.5,
             keep_source_order: true,
+            check_names: true,
         }
     }
 }

@@ -347,3 +347,111 @@ fn a_new_question_over_the_same_sources_reuses_them_in_the_last_order() {
     // Either way the answer is built from the same three sources.
     assert_eq!(paths(&kept), paths(&ranked));
 }
+
+/// Answers every prompt with one fixed text, streamed whole.
+struct Says(&'static str);
+
+impl lore::generate::Generator for Says {
+    fn id(&self) -> &str {
+        "says"
+    }
+    fn context_length(&self) -> usize {
+        4096
+    }
+    fn count_tokens(&self, text: &str) -> lore::error::Result<usize> {
+        Ok(text.split_whitespace().count())
+    }
+    fn render(&self, messages: &[lore::generate::Message]) -> String {
+        messages
+            .iter()
+            .map(|m| format!("{}\n", m.content))
+            .collect()
+    }
+    fn generate(
+        &self,
+        _: &str,
+        _: &lore::generate::Sampling,
+        _: Option<&lore::generate::Constraint>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> lore::error::Result<lore::generate::Generated> {
+        on_text(self.0);
+        Ok(lore::generate::Generated {
+            text: self.0.into(),
+            prompt_tokens: 1,
+            reused_tokens: 0,
+            prompt_ms: 0.0,
+            gen_tokens: 1,
+            gen_ms: 0.0,
+            stop: lore::generate::StopReason::EndToken,
+        })
+    }
+}
+
+/// An answer naming a command its sources never mention is withdrawn,
+/// whatever was streamed; one whose names are all in its sources stands.
+#[test]
+fn an_answer_naming_what_no_source_holds_is_withdrawn() {
+    use lore::config::Config;
+    use lore::embed::hash::HashEmbedder;
+    use lore::engine::{Abstention, AskRequest, Engine, NoProgress};
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(
+        docs.join("files.md"),
+        "# Files\nRemove a tracked file with git rm; see core.ignoreCase and --cached.",
+    )
+    .unwrap();
+    let answer = |says: &'static str, check: bool| {
+        let mut config = Config {
+            index: tmp.path().join(format!("index-{check}-{}", says.len())),
+            ..Config::default()
+        };
+        config.generator.min_score = 0.0;
+        config.generator.min_support = 0.0;
+        config.generator.check_names = check;
+        let engine = Engine::with_embedder(config, std::sync::Arc::new(HashEmbedder::new(32)))
+            .unwrap()
+            .with_generator(std::sync::Arc::new(Says(says)));
+        engine
+            .ingest(
+                "default",
+                std::slice::from_ref(&docs),
+                &lore::WriteScope::owner("test"),
+                &NoProgress,
+            )
+            .unwrap();
+        let mut streamed = String::new();
+        let response = engine
+            .ask(
+                &AskRequest::new("Which command renames a tracked file?"),
+                &mut |t| {
+                    streamed.push_str(t);
+                    true
+                },
+            )
+            .unwrap();
+        (response, streamed)
+    };
+    let (withdrawn, streamed) = answer("According to [1], rename it with `git mv` [1].", true);
+    assert!(streamed.contains("git mv"), "{streamed}");
+    assert!(withdrawn.abstained);
+    assert_eq!(withdrawn.abstained_because, Some(Abstention::Unsourced));
+    let unsourced = withdrawn.unsourced.as_ref().unwrap();
+    assert_eq!(unsourced.names, ["mv"]);
+    assert!(unsourced.draft.contains("git mv"));
+    assert!(!withdrawn.answer.contains("git mv"), "{}", withdrawn.answer);
+    // Off, the same answer stands.
+    let (kept, _) = answer("According to [1], rename it with `git mv` [1].", false);
+    assert!(
+        !kept.abstained && kept.unsourced.is_none(),
+        "{}",
+        kept.answer
+    );
+    // Names the source holds pass.
+    let (held, _) = answer(
+        "According to [1], use `git rm --cached` or core.ignoreCase [1].",
+        true,
+    );
+    assert!(!held.abstained, "{:?}", held.unsourced);
+}

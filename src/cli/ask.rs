@@ -241,6 +241,16 @@ fn respond(
     }
     println!();
     print_sources(&response);
+    if let Some(unsourced) = &response.unsourced {
+        if stream {
+            // What was streamed is the withdrawn draft.
+            println!("{}", response.answer);
+        }
+        println!(
+            "(withdrawn: it named {}, which no source holds)",
+            unsourced.names.join(", ")
+        );
+    }
     if response.abstained {
         println!("(not in the documents)");
     }

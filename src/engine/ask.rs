@@ -9,13 +9,13 @@ use serde_json::Value;
 
 use super::Engine;
 use super::request::{
-    Abstention, AskRequest, AskResponse, AskTimings, Reflection, Techniques, VOTE_TEMPERATURE,
-    Verdict, Vote,
+    Abstention, AskRequest, AskResponse, AskTimings, Reflection, Techniques, Unsourced,
+    VOTE_TEMPERATURE, Verdict, Vote,
 };
 use super::technique::{self, Parts, Technique};
 use crate::answer::{
     Citation, Correction, Quote, canonical_choice, choice_spellings, cited_schema, is_abstention,
-    json_citations, resolve, resolve_numbers, text_grammar, verify, vote_key,
+    json_citations, resolve, resolve_numbers, text_grammar, unsourced_names, verify, vote_key,
 };
 use crate::error::{Error, Result};
 use crate::generate::{Constraint, Generated, Generator, Sampling, StopReason};
@@ -200,6 +200,35 @@ impl Engine {
         }
     }
 
+    /// A text answer that names commands, options or settings none of its
+    /// sources holds (their text, path and headings), with
+    /// `generator.check_names`.
+    fn unsourced(&self, shape: &Shape, answer: &str, sources: &[Source]) -> Option<Unsourced> {
+        if !self.config.generator.check_names
+            || !matches!(shape, Shape::Text)
+            || is_abstention(answer)
+        {
+            return None;
+        }
+        let texts: Vec<String> = sources
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}\n{}\n{}",
+                    s.hit.path,
+                    s.hit.heading.join("\n"),
+                    s.hit.text
+                )
+            })
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let names = unsourced_names(answer, &texts);
+        (!names.is_empty()).then(|| Unsourced {
+            draft: answer.to_string(),
+            names,
+        })
+    }
+
     /// The prompt's variants `techniques` ask for.
     pub(super) fn style(&self, techniques: &Techniques) -> Style<'_> {
         let mut style = Style::default();
@@ -331,6 +360,19 @@ impl Engine {
             response.votes = votes;
             return Ok(response);
         }
+        if let Some(unsourced) = self.unsourced(shape, &draft.answer, &built.sources) {
+            let mut response = abstention(shape, retrieved, timings, Abstention::Unsourced);
+            response.unsourced = Some(unsourced);
+            response.support = support;
+            response.standalone_question = standalone_question;
+            response.reasoning = draft.reasoning;
+            response.votes = votes;
+            // Streamed already: the final answer replaces it.
+            if !streams {
+                on_text(&response.answer);
+            }
+            return Ok(response);
+        }
         if !streams {
             on_text(&draft.answer);
         }
@@ -356,6 +398,7 @@ impl Engine {
             reasoning: draft.reasoning,
             votes,
             reflection,
+            unsourced: None,
             standalone_question,
             parts: Vec::new(),
             retrieved,
@@ -390,6 +433,7 @@ pub(super) fn abstention(
         reasoning: None,
         votes: Vec::new(),
         reflection: None,
+        unsourced: None,
         standalone_question: None,
         parts: Vec::new(),
         retrieved,

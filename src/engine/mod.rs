@@ -30,7 +30,7 @@ pub use import::{ImportReport, ImportRow};
 pub use ingest::{IngestReport, NoProgress, Progress, RemoveReport, WriteScope};
 pub use request::{
     Abstention, AskRequest, AskResponse, AskTimings, ConstraintOptions, MAX_DOCUMENT_NAME, MAX_K,
-    MAX_SAMPLES, PartAnswer, Reflection, Techniques, Verdict, Vote,
+    MAX_SAMPLES, PartAnswer, Reflection, Techniques, Unsourced, Verdict, Vote,
 };
 pub use snapshot::{CURRENT, SnapshotReport};
 pub use technique::Technique;

@@ -474,6 +474,10 @@ pub struct AskResponse {
     /// Reflection's verdict on the draft.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reflection: Option<Reflection>,
+    /// With `abstained_because: "unsourced"`: the withdrawn answer and the
+    /// names in it that no source holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsourced: Option<Unsourced>,
     /// The question as retrieved and answered, when a history made lore
     /// rewrite it to stand alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -487,6 +491,16 @@ pub struct AskResponse {
     pub retrieved: Vec<Hit>,
     /// Timings.
     pub timings: AskTimings,
+}
+
+/// An answer withdrawn because it named what its sources do not hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Unsourced {
+    /// The answer as the model wrote it.
+    pub draft: String,
+    /// The names in it that no source holds (lower case).
+    pub names: Vec<String>,
 }
 
 /// What one part of a long document said to the question.
@@ -515,6 +529,9 @@ pub enum Abstention {
     Model,
     /// Reflection withdrew the draft.
     Reflection,
+    /// The answer named commands, options or settings that none of its
+    /// sources holds (`generator.check_names`): it was not read from them.
+    Unsourced,
 }
 
 impl Abstention {
@@ -525,6 +542,7 @@ impl Abstention {
             Abstention::Unsupported => "unsupported",
             Abstention::Model => "model",
             Abstention::Reflection => "reflection",
+            Abstention::Unsourced => "unsourced",
         }
     }
 }

@@ -459,8 +459,10 @@ function showAnswer(answer, timing) {
       unsupported: "what was found does not cover the question",
       model: "the model found no answer in the sources",
       reflection: "reflection withdrew the draft",
+      unsourced: "the answer named what no source holds",
     };
     parts.push(why[answer.abstained_because] || answer.abstained_because);
+    if (answer.unsourced) parts.push(`withdrawn, it named: ${answer.unsourced.names.join(", ")}`);
   }
   if (answer.corrected_citations && answer.corrected_citations.length) {
     parts.push(`${answer.corrected_citations.length} citation(s) corrected`);
