@@ -26,8 +26,8 @@ use crate::prompt::{ANSWER_PREFIX, NOT_IN_DOCUMENTS, Source};
 use crate::types::ChunkId;
 
 /// Names of at most this many characters count as words that must stand
-/// alone in a source; longer ones may be glued to text around them (an
-/// HTML heading run into its first word).
+/// alone in a source (`mv` is not in "remove"); longer ones may be part
+/// of a longer word (`reflogExpire` of `gc.reflogExpire`).
 const SHORT_NAME: usize = 5;
 
 /// The names `answer` uses that no text of `sources` holds: each word of
