@@ -586,6 +586,7 @@ mod tests {
             missing("According to [1], run `git worktree remove` with -f or --force.").is_empty()
         );
         assert!(missing("Set gc.reflogExpire and `core_editor` [1].").is_empty());
+        assert!(missing("Set `reflogExpire` [1].").is_empty());
         assert!(missing("authentication_timeout is 1min [2].").is_empty());
         assert!(missing("See git-worktree.html [1].").is_empty());
         // Prose, abbreviations, numbers and citations are not names.
