@@ -326,12 +326,21 @@ fn a_new_question_over_the_same_sources_reuses_them_in_the_last_order() {
         (first, second)
     };
     let (first, kept) = asked(true);
+    // `retrieved` is numbered as the prompt gave the sources; `rank` is
+    // each one's rank.
     let paths = |r: &lore::engine::AskResponse| -> Vec<String> {
         r.retrieved.iter().map(|h| h.path.clone()).collect()
     };
+    let by_rank = |r: &lore::engine::AskResponse| -> Vec<String> {
+        let mut hits = r.retrieved.clone();
+        hits.sort_by_key(|h| h.rank);
+        hits.into_iter().map(|h| h.path).collect()
+    };
     assert_eq!(first.retrieved.len(), 3);
-    assert_ne!(paths(&first), paths(&kept), "the ranks must differ");
+    assert_ne!(by_rank(&first), by_rank(&kept), "the ranks must differ");
+    assert_eq!(paths(&kept), paths(&first), "the first prompt's order");
     let (_, ranked) = asked(false);
+    assert_eq!(paths(&ranked), by_rank(&ranked));
     let (t, r) = (&kept.timings, &ranked.timings);
     // In rank order only the instructions are shared; in the kept order
     // the three sources are too.
@@ -345,7 +354,7 @@ fn a_new_question_over_the_same_sources_reuses_them_in_the_last_order() {
     );
     assert_eq!(t.prompt_tokens, r.prompt_tokens);
     // Either way the answer is built from the same three sources.
-    assert_eq!(paths(&kept), paths(&ranked));
+    assert_eq!(by_rank(&kept), by_rank(&ranked));
 }
 
 /// Answers every prompt with one fixed text, streamed whole.

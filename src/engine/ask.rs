@@ -283,6 +283,7 @@ impl Engine {
             style,
         )?;
         self.remember_sources(&built.sources);
+        let retrieved = in_prompt_order(retrieved, &built.sources);
         let answer_constraint = shape.constraint(request, &built.sources);
         let rendered = generator.render(&built.messages);
         let switches: Vec<&dyn Technique> = techniques.switches().collect();
@@ -405,6 +406,20 @@ impl Engine {
             timings,
         })
     }
+}
+
+/// `hits` with the prompt's sources first, in its order, so `[n]` is the
+/// `n`th; then the hits that did not fit, best first.
+fn in_prompt_order(mut hits: Vec<Hit>, sources: &[Source]) -> Vec<Hit> {
+    let mut ordered = Vec::with_capacity(hits.len());
+    for source in sources {
+        let key = prompt::source_key(&source.hit);
+        if let Some(at) = hits.iter().position(|h| prompt::source_key(h) == key) {
+            ordered.push(hits.remove(at));
+        }
+    }
+    ordered.extend(hits);
+    ordered
 }
 
 /// The answer "not in the documents", in the answer's shape (cited JSON:

@@ -486,8 +486,11 @@ pub struct AskResponse {
     /// before the parts were combined into the answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<PartAnswer>,
-    /// The retrieved chunks, best first (a whole document: its chunks in
-    /// order, numbered as the citations number them).
+    /// The retrieved chunks, numbered as the citations number them: those
+    /// the prompt gave, in its order (best first, unless
+    /// `generator.keep_source_order` kept the last prompt's order; each
+    /// hit's `rank` is its rank), then those that did not fit (a whole
+    /// document: its chunks in order).
     pub retrieved: Vec<Hit>,
     /// Timings.
     pub timings: AskTimings,
