@@ -342,6 +342,20 @@ fn sources(response: &AskResponse) -> String {
     format!("\n\nSources:\n{}", lines.join("\n"))
 }
 
+/// What follows a streamed answer: the withdrawal of a draft that named
+/// what no source holds, with the answer that replaces it (a stream
+/// cannot take text back), then the `Sources:` list.
+fn after_stream(response: &AskResponse) -> String {
+    let withdrawn = response.unsourced.as_ref().map_or(String::new(), |u| {
+        format!(
+            "\n\n(Withdrawn: it named {}, which no source holds.) {}",
+            u.names.join(", "),
+            response.answer
+        )
+    });
+    format!("{withdrawn}{}", sources(response))
+}
+
 /// Answers the last user message from the documents (OpenAI chat
 /// completions, streaming or not).
 #[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatBody, security(("api_key" = [])), responses((status = 200, content((ChatCompletion = "application/json"), (super::stream::SseEvent = "text/event-stream"))), ErrorResponses))]
@@ -444,7 +458,7 @@ pub async fn chat(
             chunk(delta, Value::Null, None)
         }
         Event::Done(r) => {
-            let list = sources(&r);
+            let list = after_stream(&r);
             let sources = if list.is_empty() {
                 String::new()
             } else {
@@ -546,4 +560,36 @@ pub async fn embeddings(
             total_tokens: tokens,
         },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(extra: Value) -> AskResponse {
+        let mut value = json!({
+            "answer": "I don't know based on the documents.", "abstained": true,
+            "citations": [], "invalid_citations": [], "corrected_citations": [],
+            "retrieved": [],
+            "timings": {"retrieve_ms": 1.0, "prompt_tokens": 1, "prompt_ms": 1.0, "gen_tokens": 1, "gen_ms": 1.0},
+        });
+        value
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_withdrawn_stream_ends_with_the_withdrawal_and_the_answer_that_replaces_it() {
+        let withdrawn = response(json!({
+            "abstained_because": "unsourced",
+            "unsourced": {"draft": "Use `git mv` [1].", "names": ["mv"]},
+        }));
+        assert_eq!(
+            after_stream(&withdrawn),
+            "\n\n(Withdrawn: it named mv, which no source holds.) I don't know based on the documents."
+        );
+        assert_eq!(after_stream(&response(json!({}))), "");
+    }
 }
