@@ -194,9 +194,9 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    fn remember_sources(&self, sources: &[prompt::Source]) {
+    fn remember_sources(&self, sources: Vec<prompt::SourceKey>) {
         if let Ok(mut last) = self.last_sources.lock() {
-            *last = sources.iter().map(|s| prompt::source_key(&s.hit)).collect();
+            *last = sources;
         }
     }
 
@@ -282,8 +282,15 @@ impl Engine {
             reserve,
             style,
         )?;
-        self.remember_sources(&built.sources);
-        let retrieved = in_prompt_order(retrieved, &built.sources);
+        // `retrieved` numbered as the prompt gave them, so `[n]` is the
+        // `n`th; the hits that did not fit follow.
+        let given: Vec<prompt::SourceKey> = built
+            .sources
+            .iter()
+            .map(|s| prompt::source_key(&s.hit))
+            .collect();
+        let retrieved = prompt::lead_first(retrieved, &given);
+        self.remember_sources(given);
         let answer_constraint = shape.constraint(request, &built.sources);
         let rendered = generator.render(&built.messages);
         let switches: Vec<&dyn Technique> = techniques.switches().collect();
@@ -406,20 +413,6 @@ impl Engine {
             timings,
         })
     }
-}
-
-/// `hits` with the prompt's sources first, in its order, so `[n]` is the
-/// `n`th; then the hits that did not fit, best first.
-fn in_prompt_order(mut hits: Vec<Hit>, sources: &[Source]) -> Vec<Hit> {
-    let mut ordered = Vec::with_capacity(hits.len());
-    for source in sources {
-        let key = prompt::source_key(&source.hit);
-        if let Some(at) = hits.iter().position(|h| prompt::source_key(h) == key) {
-            ordered.push(hits.remove(at));
-        }
-    }
-    ordered.extend(hits);
-    ordered
 }
 
 /// The answer "not in the documents", in the answer's shape (cited JSON:

@@ -105,7 +105,7 @@ pub fn source_key(hit: &Hit) -> SourceKey {
 /// `hits` with the longest run of `lead`'s first sources that are all
 /// among them moved to the front, in `lead`'s order: a prompt then starts
 /// with the same sources as the one before it, as far as it can.
-fn lead_first(mut hits: Vec<Hit>, lead: &[SourceKey]) -> Vec<Hit> {
+pub fn lead_first(mut hits: Vec<Hit>, lead: &[SourceKey]) -> Vec<Hit> {
     let mut front = Vec::with_capacity(hits.len());
     for key in lead {
         let Some(at) = hits.iter().position(|h| &source_key(h) == key) else {
