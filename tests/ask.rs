@@ -357,45 +357,6 @@ fn a_new_question_over_the_same_sources_reuses_them_in_the_last_order() {
     assert_eq!(by_rank(&kept), by_rank(&ranked));
 }
 
-/// Answers every prompt with one fixed text, streamed whole.
-struct Says(&'static str);
-
-impl lore::generate::Generator for Says {
-    fn id(&self) -> &str {
-        "says"
-    }
-    fn context_length(&self) -> usize {
-        4096
-    }
-    fn count_tokens(&self, text: &str) -> lore::error::Result<usize> {
-        Ok(text.split_whitespace().count())
-    }
-    fn render(&self, messages: &[lore::generate::Message]) -> String {
-        messages
-            .iter()
-            .map(|m| format!("{}\n", m.content))
-            .collect()
-    }
-    fn generate(
-        &self,
-        _: &str,
-        _: &lore::generate::Sampling,
-        _: Option<&lore::generate::Constraint>,
-        on_text: &mut dyn FnMut(&str) -> bool,
-    ) -> lore::error::Result<lore::generate::Generated> {
-        on_text(self.0);
-        Ok(lore::generate::Generated {
-            text: self.0.into(),
-            prompt_tokens: 1,
-            reused_tokens: 0,
-            prompt_ms: 0.0,
-            gen_tokens: 1,
-            gen_ms: 0.0,
-            stop: lore::generate::StopReason::EndToken,
-        })
-    }
-}
-
 /// An answer naming a command its sources never mention is withdrawn,
 /// whatever was streamed; one whose names are all in its sources stands.
 #[test]
@@ -403,6 +364,7 @@ fn an_answer_naming_what_no_source_holds_is_withdrawn() {
     use lore::config::Config;
     use lore::embed::hash::HashEmbedder;
     use lore::engine::{Abstention, AskRequest, Engine, NoProgress};
+    use lore::generate::scripted::Scripted;
     let tmp = tempfile::tempdir().unwrap();
     let docs = tmp.path().join("docs");
     std::fs::create_dir(&docs).unwrap();
@@ -421,7 +383,7 @@ fn an_answer_naming_what_no_source_holds_is_withdrawn() {
         config.generator.check_names = check;
         let engine = Engine::with_embedder(config, std::sync::Arc::new(HashEmbedder::new(32)))
             .unwrap()
-            .with_generator(std::sync::Arc::new(Says(says)));
+            .with_generator(std::sync::Arc::new(Scripted::new(says)));
         engine
             .ingest(
                 "default",

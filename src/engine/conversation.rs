@@ -236,44 +236,12 @@ fn strip_sources(answer: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{Message, StopReason};
+    use crate::generate::StopReason;
+    use crate::generate::scripted::Scripted;
 
-    /// Counts words as tokens; never generates.
-    struct Words(usize);
-
-    impl Generator for Words {
-        fn id(&self) -> &str {
-            "words"
-        }
-        fn context_length(&self) -> usize {
-            self.0
-        }
-        fn count_tokens(&self, text: &str) -> Result<usize> {
-            Ok(text.split_whitespace().count())
-        }
-        fn render(&self, messages: &[Message]) -> String {
-            messages
-                .iter()
-                .map(|m| format!("{}\n", m.content))
-                .collect()
-        }
-        fn generate(
-            &self,
-            _: &str,
-            _: &Sampling,
-            _: Option<&Constraint>,
-            _: &mut dyn FnMut(&str) -> bool,
-        ) -> Result<Generated> {
-            Ok(Generated {
-                text: String::new(),
-                prompt_tokens: 0,
-                reused_tokens: 0,
-                prompt_ms: 0.0,
-                gen_tokens: 0,
-                gen_ms: 0.0,
-                stop: StopReason::EndToken,
-            })
-        }
+    /// Counts words as tokens, within a context of `context`.
+    fn words(context: usize) -> Scripted {
+        Scripted::new("").with_context(context)
     }
 
     fn long_history(turns: usize) -> Vec<Turn> {
@@ -292,25 +260,25 @@ mod tests {
     #[test]
     fn the_newest_turns_are_kept_and_the_oldest_dropped() {
         let history = long_history(40);
-        let (lines, used) = fit_history(&Words(2048), "and then?", &history, 500, 2048).unwrap();
+        let (lines, used) = fit_history(&words(2048), "and then?", &history, 500, 2048).unwrap();
         assert!((1..40).contains(&used), "{used}");
         assert!(lines.contains("turn39"), "the newest turn is kept");
         assert!(!lines.contains("turn0 "), "the oldest is dropped");
-        assert!(Words(0).count_tokens(&lines).unwrap() <= 500);
+        assert!(words(0).count_tokens(&lines).unwrap() <= 500);
     }
 
     #[test]
     fn no_history_overflows_a_small_context() {
         let history = long_history(500);
         // Too small for the rewrite's own prompt: no turn, so no rewrite.
-        let (_, used) = fit_history(&Words(150), "and?", &history, 10_000, 150).unwrap();
+        let (_, used) = fit_history(&words(150), "and?", &history, 10_000, 150).unwrap();
         assert_eq!(used, 0);
         for context in [600, 1000, 2048] {
             let (lines, used) =
-                fit_history(&Words(context), "and?", &history, 10_000, context).unwrap();
+                fit_history(&words(context), "and?", &history, 10_000, context).unwrap();
             assert!(used > 0, "{context}");
-            let rendered = Words(context).render(&prompt::rewrite(&lines, "and?"));
-            let total = Words(context).count_tokens(&rendered).unwrap();
+            let rendered = words(context).render(&prompt::rewrite(&lines, "and?"));
+            let total = words(context).count_tokens(&rendered).unwrap();
             assert!(total + REWRITE_TOKENS <= context, "{total} in {context}");
         }
     }

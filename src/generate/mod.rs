@@ -1,12 +1,14 @@
 //! Text generation: the [`Generator`] seam, its sampling parameters and
 //! the [`Constraint`]s an output can be held to. [`gguf::GgufGenerator`]
 //! runs a quantized GGUF model with candle, choosing the architecture from
-//! the file's metadata; [`guide`] turns a constraint into token masks.
+//! the file's metadata; [`guide`] turns a constraint into token masks;
+//! [`scripted`] is a fake for plumbing tests.
 
 mod decoder;
 pub mod gguf;
 pub mod guide;
 mod kv_disk;
+pub mod scripted;
 mod sources;
 mod spm;
 mod weights;

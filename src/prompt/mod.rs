@@ -352,37 +352,12 @@ pub fn rewrite(history: &str, question: &str) -> Vec<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{Constraint, Generated, Sampling};
+    use crate::generate::scripted::Scripted;
     use crate::types::{ChunkId, DocId};
 
-    /// Counts words as tokens and renders ChatML; never generates.
-    struct Words;
-
-    impl Generator for Words {
-        fn id(&self) -> &str {
-            "words"
-        }
-        fn context_length(&self) -> usize {
-            4096
-        }
-        fn count_tokens(&self, text: &str) -> Result<usize> {
-            Ok(text.split_whitespace().count())
-        }
-        fn render(&self, messages: &[Message]) -> String {
-            messages
-                .iter()
-                .map(|m| format!("<{:?}>\n{}\n", m.role, m.content))
-                .collect()
-        }
-        fn generate(
-            &self,
-            _: &str,
-            _: &Sampling,
-            _: Option<&Constraint>,
-            _: &mut dyn FnMut(&str) -> bool,
-        ) -> Result<Generated> {
-            Err(Error::Inference("not a model".into()))
-        }
+    /// Counts words as tokens and renders `<Role>` lines.
+    fn words() -> Scripted {
+        Scripted::new("")
     }
 
     fn hit(n: usize, text: &str) -> Hit {
@@ -407,7 +382,7 @@ mod tests {
             hit(2, "Hand-off is on Monday."),
         ];
         let prompt = build(
-            &Words,
+            &words(),
             "How fast is a page acknowledged?",
             &hits,
             4096,
@@ -415,7 +390,7 @@ mod tests {
             Style::default(),
         )
         .unwrap();
-        assert_golden("golden.txt", &Words.render(&prompt.messages));
+        assert_golden("golden.txt", &words().render(&prompt.messages));
         assert_eq!(prompt.sources.len(), 2);
     }
 
@@ -446,7 +421,7 @@ mod tests {
             lead: &[],
         };
         let prompt = build(
-            &Words,
+            &words(),
             "How fast is a page acknowledged?",
             &hits,
             4096,
@@ -454,7 +429,7 @@ mod tests {
             style,
         )
         .unwrap();
-        assert_golden("golden_techniques.txt", &Words.render(&prompt.messages));
+        assert_golden("golden_techniques.txt", &words().render(&prompt.messages));
     }
 
     #[test]
@@ -468,7 +443,7 @@ mod tests {
             &sources,
             "According to [1], pages are acknowledged within 10 minutes.",
         );
-        assert_golden("golden_reflect.txt", &Words.render(&messages));
+        assert_golden("golden_reflect.txt", &words().render(&messages));
     }
 
     #[test]
@@ -482,7 +457,7 @@ mod tests {
             2 + 2 * REWRITE_EXAMPLES.split("\n\n").count()
         );
         assert!(messages.iter().all(|m| !m.content.is_empty()));
-        assert_golden("golden_rewrite.txt", &Words.render(&messages));
+        assert_golden("golden_rewrite.txt", &words().render(&messages));
     }
 
     #[test]
@@ -497,7 +472,7 @@ mod tests {
             examples: &examples,
             ..Style::default()
         };
-        let prompt = build(&Words, "q?", &[hit(1, "the source")], 700, 100, style).unwrap();
+        let prompt = build(&words(), "q?", &[hit(1, "the source")], 700, 100, style).unwrap();
         assert_eq!(prompt.sources.len(), 1);
         let user = &prompt.messages[1].content;
         assert_eq!(user.matches("Example ").count(), 1, "{user}");
@@ -507,7 +482,7 @@ mod tests {
     fn placeholders_inside_documents_and_questions_are_left_alone() {
         let hits = [hit(1, "A literal {question} and {sources} in a document.")];
         let prompt = build(
-            &Words,
+            &words(),
             "Why {reasoning}?",
             &hits,
             4096,
@@ -524,7 +499,7 @@ mod tests {
     fn sources_that_do_not_fit_are_left_out_best_first_kept() {
         let long = "word ".repeat(300);
         let hits = [hit(1, "short and best"), hit(2, &long), hit(3, "short too")];
-        let prompt = build(&Words, "q?", &hits, 400, 100, Style::default()).unwrap();
+        let prompt = build(&words(), "q?", &hits, 400, 100, Style::default()).unwrap();
         let kept: Vec<&str> = prompt.sources.iter().map(|s| s.hit.text.as_str()).collect();
         assert_eq!(kept, ["short and best", "short too"]);
         assert_eq!(prompt.sources[1].n, 2, "numbers stay consecutive");
@@ -543,7 +518,7 @@ mod tests {
                 lead,
                 ..Style::default()
             };
-            let prompt = build(&Words, "q?", &hits, 4096, 100, style).unwrap();
+            let prompt = build(&words(), "q?", &hits, 4096, 100, style).unwrap();
             assert!(prompt.sources.iter().enumerate().all(|(i, s)| s.n == i + 1));
             prompt
                 .sources
@@ -573,7 +548,7 @@ mod tests {
     fn a_question_larger_than_the_window_is_an_error() {
         let question = "why ".repeat(3000);
         let err = build(
-            &Words,
+            &words(),
             &question,
             &[hit(1, "x")],
             2048,
