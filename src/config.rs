@@ -804,6 +804,21 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_checks_are_on_unless_a_valid_value_turns_them_off() {
+        let config = toml::from_str::<Config>("").unwrap();
+        assert!(config.generator.check_names && config.generator.keep_source_order);
+        for bad in [
+            "[generator]\ncheck_names = \"no\"",
+            "[generator]\ncheck_names = 0",
+            "[generator]\nkeep_source_order = \"off\"",
+        ] {
+            assert!(toml::from_str::<Config>(bad).is_err(), "{bad}");
+        }
+        let off = toml::from_str::<Config>("[generator]\ncheck_names = false").unwrap();
+        assert!(!off.generator.check_names);
+    }
+
+    #[test]
     fn a_work_priority_outside_nice_values_is_rejected() {
         for bad in [-1, 20] {
             let mut config = Config::default();
