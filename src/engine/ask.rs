@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::Engine;
+use super::conversation::asked_words;
 use super::request::{
     Abstention, AskRequest, AskResponse, AskTimings, Reflection, Techniques, Unsourced,
     VOTE_TEMPERATURE, Verdict, Vote,
@@ -164,6 +165,9 @@ impl Engine {
             collections: request.collections.clone(),
             readers: request.readers.clone(),
             coverage: true,
+            coverage_of: rewrite
+                .as_ref()
+                .map(|r| asked_words(&r.question, &request.question, &request.history)),
             ..SearchRequest::new(question, request.k, Mode::Hybrid)
         };
         let found = self.search(&search)?;

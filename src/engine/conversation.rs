@@ -145,9 +145,10 @@ impl Engine {
 }
 
 /// The model's rewrite, unless it is empty, cut off at the token limit, or
-/// the follow-up repeated as it was: then the last earlier user turn
-/// followed by the follow-up, which at least gives retrieval the words the
-/// follow-up refers to.
+/// the follow-up repeated as it was: then the follow-up, followed by the
+/// last earlier user turn it follows. That gives retrieval the words the
+/// follow-up refers to, while the question the model reads first is the
+/// one to answer (put first, the earlier question was answered again).
 fn standalone_or_fallback(generated: &Generated, question: &str, history: &[Turn]) -> String {
     let rewritten = generated
         .text
@@ -169,9 +170,38 @@ fn standalone_or_fallback(generated: &Generated, question: &str, history: &[Turn
         Some(turn) => {
             let earlier = clip(&turn.content, MAX_TURN_CHARS);
             let earlier = earlier.split_whitespace().collect::<Vec<_>>().join(" ");
-            format!("{earlier} {asked}")
+            format!("{asked} (following: {earlier})")
         }
         None => asked,
+    }
+}
+
+/// The words of `rewrite` that the conversation used (the follow-up, or
+/// any earlier turn), compared on their first five letters so that
+/// "acknowledged" matches "acknowledge": what the support check measures.
+/// A word the rewrite brought in ("What is the *difference* between…")
+/// was not asked, and a source need not hold it. The whole rewrite when it
+/// shares no word with the conversation.
+pub fn asked_words(rewrite: &str, question: &str, history: &[Turn]) -> String {
+    let stem = |w: &str| w.to_lowercase().chars().take(5).collect::<String>();
+    let words = |text: &str| {
+        text.split(|c: char| !c.is_alphanumeric() && c != '_')
+            .filter(|w| !w.is_empty())
+            .map(stem)
+            .collect::<Vec<_>>()
+    };
+    let said: std::collections::HashSet<String> = std::iter::once(question)
+        .chain(history.iter().map(|t| t.content.as_str()))
+        .flat_map(words)
+        .collect();
+    let kept: Vec<&str> = rewrite
+        .split_whitespace()
+        .filter(|w| words(w).iter().any(|s| said.contains(s)))
+        .collect();
+    if kept.is_empty() {
+        rewrite.to_string()
+    } else {
+        kept.join(" ")
     }
 }
 
@@ -302,7 +332,7 @@ mod tests {
             Turn::assistant("To the office."),
         ];
         let ask = "and  why?";
-        let fallback = "Where is form X sent? and why?";
+        let fallback = "and why? (following: Where is form X sent?)";
         assert_eq!(
             standalone_or_fallback(&generated("Why is form X sent there?", 8), ask, &history),
             "Why is form X sent there?"
@@ -322,6 +352,27 @@ mod tests {
         assert_eq!(
             standalone_or_fallback(&generated("", 0), ask, &[Turn::assistant("hi")]),
             "and why?"
+        );
+    }
+
+    #[test]
+    fn support_is_measured_on_the_words_the_conversation_used() {
+        let history = [
+            Turn::user("How fast must a SEV1 page be acknowledged?"),
+            Turn::assistant("Within 5 minutes [1]."),
+        ];
+        assert_eq!(
+            asked_words(
+                "What is the difference between a SEV1 and SEV2 page?",
+                "And a SEV2 one?",
+                &history
+            ),
+            "a SEV1 and SEV2 page?"
+        );
+        // Nothing in common: the rewrite is all there is to measure.
+        assert_eq!(
+            asked_words("Who runs payroll?", "and?", &history),
+            "Who runs payroll?"
         );
     }
 

@@ -93,6 +93,10 @@ pub struct SearchRequest {
     /// ([`SearchResponse::coverage`]; `ask` sets it).
     #[serde(skip)]
     pub coverage: bool,
+    /// The words coverage is measured on, when not the whole query (a
+    /// follow-up's rewrite less the words the conversation never used).
+    #[serde(skip)]
+    pub coverage_of: Option<String>,
 }
 
 impl SearchRequest {
@@ -107,6 +111,7 @@ impl SearchRequest {
             collections: Vec::new(),
             readers: Readers::Everyone,
             coverage: false,
+            coverage_of: None,
         }
     }
 
@@ -273,7 +278,10 @@ pub fn search(
     };
     let hits = resolve(collections, &ranked, &found, request.k, request.collapse)?;
     let coverage = match hits.first().filter(|_| request.coverage) {
-        Some(best) => Some(coverage(collections, &allowed, &request.query, best)?),
+        Some(best) => {
+            let asked = request.coverage_of.as_deref().unwrap_or(&request.query);
+            Some(coverage(collections, &allowed, asked, best)?)
+        }
         None => None,
     };
     timings.total_ms = ms_since(start);
