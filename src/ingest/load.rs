@@ -331,7 +331,6 @@ const BLOCK: &[&str] = &[
     "li",
     "ul",
     "ol",
-    "dl",
     "tr",
     "table",
     "section",
@@ -358,20 +357,9 @@ const BLOCK: &[&str] = &[
     "td",
     "th",
 ];
-/// Inline elements that hold code, written as Markdown code spans.
-const CODE: &[&str] = &["code", "tt", "kbd", "samp"];
-/// Marks the opening and closing line of a `<pre>` block until
-/// [`tidy_lines`] turns it into a Markdown fence (text never holds it).
-const FENCE: char = '\u{E000}';
 
-/// HTML: the visible text of the page, laid out as Markdown so that a
-/// reader (the model) sees what the page's structure says:
-/// - headings as `#` lines, so chunks know their section;
-/// - a term on the line of its definition (`-n, --dry-run: Don't…`);
-/// - a table row on one line, its cells between ` | `;
-/// - list items after `- `, inline code in backticks;
-/// - `<pre>` blocks fenced, their lines kept (a `# comment` inside one is
-///   not a heading).
+/// HTML: the visible text of the page, block elements on their own lines,
+/// headings kept as Markdown-style `#` lines so chunks know their section.
 ///
 /// Read with html5ever's tokenizer alone, not a tree builder: one pass, in
 /// time and memory linear in the input and with no recursion, so a page
@@ -387,7 +375,7 @@ fn load_html(file: &str, text: &str) -> Result<Document, Reason> {
     let sink = tokenizer.sink;
     let title =
         Some(tidy_lines(&sink.title.into_inner()).trim().to_string()).filter(|t| !t.is_empty());
-    let body = tidy_lines(&sink.layout.into_inner().out);
+    let body = tidy_lines(&sink.out.into_inner());
     if body.trim().is_empty() {
         return Err(Reason::new(Empty, "HTML page has no visible text"));
     }
@@ -401,32 +389,12 @@ fn load_html(file: &str, text: &str) -> Result<Document, Reason> {
 /// Token sink that keeps the text a reader would see.
 #[derive(Default)]
 struct VisibleText {
-    layout: std::cell::RefCell<Layout>,
+    out: std::cell::RefCell<String>,
     title: std::cell::RefCell<String>,
     /// Inside `<title>`.
     in_title: std::cell::Cell<bool>,
     /// Inside an invisible element: its name and how deep it nests.
     hidden: std::cell::RefCell<Option<(String, usize)>>,
-}
-
-/// The visible text so far, and where in the page's structure it stands.
-#[derive(Default)]
-struct Layout {
-    out: String,
-    /// A term (`<dt>`) has ended and no text has come since: a next term
-    /// joins it after `, `, its definition after `: `.
-    after_term: bool,
-    /// Text continues the current line: line breaks wait for the next text.
-    glued: bool,
-    /// Open `<pre>` elements: their text keeps its line breaks.
-    pre: usize,
-    /// Open `<td>`/`<th>` elements: breaks inside a cell are spaces.
-    cell: usize,
-    /// Cells begun in the current table row.
-    cells_in_row: usize,
-    /// Open code elements, and where the outermost one's backtick is.
-    code: usize,
-    code_start: usize,
 }
 
 impl html5ever::tokenizer::TokenSink for VisibleText {
@@ -456,22 +424,20 @@ impl html5ever::tokenizer::TokenSink for VisibleText {
                         TokenSinkResult::Continue
                     };
                 }
-                let opens = tag.kind == TagKind::StartTag;
-                self.layout
-                    .borrow_mut()
-                    .tag(name, opens, opens && tag.self_closing);
+                self.mark(name, tag.kind == TagKind::StartTag);
                 if start && name == "textarea" {
                     return TokenSinkResult::RawData(html5ever::tokenizer::states::RawKind::Rcdata);
                 }
             }
             Token::CharacterTokens(text) if self.hidden.borrow().is_none() => {
-                if self.in_title.get() {
-                    self.title
-                        .borrow_mut()
-                        .push_str(&text.replace(['\n', '\r', '\t', FENCE], " "));
+                let target = if self.in_title.get() {
+                    &self.title
                 } else {
-                    self.layout.borrow_mut().text(&text);
-                }
+                    &self.out
+                };
+                target
+                    .borrow_mut()
+                    .push_str(&text.replace(['\n', '\r', '\t'], " "));
             }
             _ => {}
         }
@@ -503,155 +469,19 @@ impl VisibleText {
             None => false,
         }
     }
-}
 
-impl Layout {
-    /// Visible text: inside `<pre>` with its line breaks, elsewhere on one
-    /// line (the markup, not the source's wrapping, says where lines end).
-    fn text(&mut self, text: &str) {
-        let text = if self.pre > 0 {
-            text.replace(['\r', FENCE], "").replace('\t', "    ")
-        } else {
-            text.replace(['\n', '\r', '\t', FENCE], " ")
-        };
-        if !text.trim().is_empty() {
-            self.glued = false;
-            self.after_term = false;
-        }
-        self.out.push_str(&text);
-    }
-
-    /// The layout an element's start (`opens`) or end gives the text.
-    fn tag(&mut self, name: &str, opens: bool, self_closing: bool) {
-        match name {
-            "dt" if opens && self.after_term => self.join(", "),
-            "dt" if !opens => self.after_term = true,
-            "dd" if opens && self.after_term => self.join(": "),
-            "td" | "th" => self.cell_tag(opens && !self_closing),
-            "tr" => {
-                // A row's empty last cells leave no ` | ` behind.
-                let kept = self.out.trim_end_matches([' ', '|']).len();
-                self.out.truncate(kept);
-                self.cells_in_row = 0;
-                self.glued = false;
-                self.item_break();
-            }
-            "pre" => self.pre_tag(opens && !self_closing),
-            "li" if opens => {
-                self.item_break();
-                if !self.glued {
-                    self.out.push_str("- ");
-                }
-            }
-            _ if CODE.contains(&name) && self.pre == 0 && !self_closing => self.code_tag(opens),
-            _ if BLOCK.contains(&name) => {
-                // An element's end ends what was glued to its line.
-                self.glued &= opens;
-                self.line_break();
-            }
-            _ => {}
+    /// Line breaks around blocks, `#` marks before headings.
+    fn mark(&self, name: &str, start: bool) {
+        let mut out = self.out.borrow_mut();
+        if BLOCK.contains(&name) {
+            out.push('\n');
         }
         let heading =
             name.len() == 2 && name.starts_with('h') && name.as_bytes()[1].is_ascii_digit();
-        if heading && opens && !self_closing {
+        if heading && start {
             let level = usize::from(name.as_bytes()[1] - b'0');
-            self.out.push_str(&"#".repeat(level));
-            self.out.push(' ');
-        }
-    }
-
-    /// Continues the line after `separator`, whatever blocks open next.
-    fn join(&mut self, separator: &str) {
-        self.after_term = false;
-        let kept = self.out.trim_end_matches([' ', '\n']).len();
-        self.out.truncate(kept);
-        self.glued = true;
-        self.out.push_str(separator);
-    }
-
-    /// A new line, unless text is glued to this one (a space inside a
-    /// table cell, where the row is one line).
-    fn line_break(&mut self) {
-        self.after_term = false;
-        if self.glued {
-            return;
-        }
-        self.out.push(if self.cell > 0 { ' ' } else { '\n' });
-    }
-
-    /// A new line for the next row or list item: rows and items follow
-    /// one another without a blank line between them.
-    fn item_break(&mut self) {
-        if !self.out.ends_with('\n') || self.cell > 0 {
-            self.line_break();
-        }
-    }
-
-    fn cell_tag(&mut self, opens: bool) {
-        if !opens {
-            self.cell = self.cell.saturating_sub(1);
-            return;
-        }
-        if self.cells_in_row > 0 && self.cell == 0 {
-            self.join(" | ");
-        } else {
-            self.item_break();
-        }
-        self.cells_in_row += 1;
-        self.cell += 1;
-    }
-
-    fn pre_tag(&mut self, opens: bool) {
-        if opens {
-            self.pre += 1;
-            if self.pre == 1 {
-                if self.code > 0 {
-                    // A block inside code (invalid, but seen): the span ends here.
-                    self.code = 1;
-                    self.code_tag(false);
-                }
-                self.glued = false;
-                self.out.push('\n');
-                self.out.push(FENCE);
-                self.out.push('\n');
-            }
-        } else if self.pre > 0 {
-            self.pre -= 1;
-            if self.pre == 0 {
-                self.out.push('\n');
-                self.out.push(FENCE);
-                self.out.push('\n');
-            }
-        }
-    }
-
-    /// Backticks around the outermost code element; none around one that
-    /// holds no text.
-    fn code_tag(&mut self, opens: bool) {
-        if opens {
-            self.code += 1;
-            if self.code == 1 {
-                self.code_start = self.out.len();
-                self.out.push('`');
-            }
-            return;
-        }
-        if self.code == 0 {
-            return;
-        }
-        self.code -= 1;
-        if self.code > 0 {
-            return;
-        }
-        let inner = self.out[self.code_start + 1..].trim();
-        if inner.is_empty() || inner.contains('`') {
-            self.out.remove(self.code_start);
-        } else {
-            let inner = inner.to_string();
-            self.out.truncate(self.code_start);
-            self.out.push('`');
-            self.out.push_str(&inner);
-            self.out.push('`');
+            out.push_str(&"#".repeat(level));
+            out.push(' ');
         }
     }
 }
@@ -666,20 +496,11 @@ fn raw_kind(name: &str) -> Option<html5ever::tokenizer::states::RawKind> {
     }
 }
 
-/// Collapses runs of spaces and blank lines left by markup; the lines
-/// between two [`FENCE`] marks keep their indentation and become a
-/// Markdown code block, its fence longer than any run of backticks in it.
+/// Collapses runs of spaces and blank lines left by markup.
 fn tidy_lines(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut blank = true;
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if is_fence(line) {
-            let block: Vec<&str> = lines.by_ref().take_while(|l| !is_fence(l)).collect();
-            push_fenced(&mut out, &block);
-            blank = out.ends_with("\n\n");
-            continue;
-        }
+    for line in text.lines() {
         let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
         if line.is_empty() {
             if !blank {
@@ -693,38 +514,6 @@ fn tidy_lines(text: &str) -> String {
         blank = false;
     }
     out
-}
-
-fn is_fence(line: &str) -> bool {
-    line.trim() == FENCE.encode_utf8(&mut [0; 4])
-}
-
-/// A `<pre>` block's lines as a fenced code block (nothing when blank).
-fn push_fenced(out: &mut String, block: &[&str]) {
-    let first = block.iter().position(|l| !l.trim().is_empty());
-    let last = block.iter().rposition(|l| !l.trim().is_empty());
-    let (Some(first), Some(last)) = (first, last) else {
-        return;
-    };
-    let block = &block[first..=last];
-    let longest_run = block
-        .iter()
-        .flat_map(|l| l.split(|c| c != '`'))
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
-    let fence = "`".repeat(longest_run.max(2) + 1);
-    if !out.is_empty() && !out.ends_with("\n\n") {
-        out.push('\n');
-    }
-    out.push_str(&fence);
-    out.push('\n');
-    for line in block {
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out.push_str(&fence);
-    out.push_str("\n\n");
 }
 
 /// PDF: the text layer, extracted under limits (see [`super::sandbox`]).
@@ -864,27 +653,6 @@ mod tests {
     }
 
     #[test]
-    fn html_structure_is_laid_out_as_markdown() {
-        let html = "<h1>git-clean</h1><dl>\n<dt><code>-n</code></dt>\n<dt><code>--dry-run</code></dt>\n\
-                    <dd><p>Don't remove,\n just show.</p><p>More.</p></dd>\n<dt>-q</dt><dd>Quiet.</dd></dl>\
-                    <table><tr><th>Item</th><th>Upper Limit</th><th>Note</th></tr>\
-                    <tr><td>columns per table</td><td><p>1,600</p></td><td> </td></tr></table>\
-                    <ul><li>one <code> </code></li><li>two</li></ul>\
-                    <pre># count lines\ngit blame x |\n\tsort ```</pre><p>After the <tt>pre</tt>.</p>";
-        let doc = &load(Path::new("/x/g.html"), html.as_bytes(), LIMIT).unwrap()[0];
-        let expected = "# git-clean\n\n`-n`, `--dry-run`: Don't remove, just show.\n\nMore.\n\n-q: Quiet.\n\n\
-                        Item | Upper Limit | Note\ncolumns per table | 1,600\n\n- one\n- two\n\n\
-                        ````\n# count lines\ngit blame x |\n    sort ```\n````\n\nAfter the `pre`.\n";
-        assert_eq!(doc.text, expected);
-        // The shell comment in the block is not a heading.
-        use pulldown_cmark::{Event, Parser, Tag};
-        let headings = Parser::new(&doc.text)
-            .filter(|e| matches!(e, Event::Start(Tag::Heading { .. })))
-            .count();
-        assert_eq!(headings, 1);
-    }
-
-    #[test]
     fn corpus_lines_become_documents() {
         let jsonl = "{\"_id\":\"1\",\"title\":\"A\",\"text\":\"alpha\"}\n{\"_id\":2,\"title\":\"\",\"text\":\"beta\"}\n";
         let docs = load(Path::new("/x/corpus.jsonl"), jsonl.as_bytes(), LIMIT).unwrap();
@@ -948,18 +716,6 @@ mod tests {
         assert!(start.elapsed().as_secs() < 30);
         let unclosed = "<b>".repeat(depth) + "x";
         assert!(load(Path::new("/x/b.html"), unclosed.as_bytes(), LIMIT * 8).is_ok());
-        // The layout's joins and trims stay linear too: empty code spans,
-        // cells, terms.
-        for unit in [
-            "<code> </code>",
-            "<td> </td>",
-            "<dt> </dt><dd>",
-            "<code><pre>",
-        ] {
-            let page = format!("<tr>{}x</tr>", unit.repeat(depth / 4));
-            let doc = &load(Path::new("/x/c.html"), page.as_bytes(), LIMIT * 8).unwrap()[0];
-            assert!(doc.text.contains('x'));
-        }
     }
 
     #[test]
