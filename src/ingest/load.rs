@@ -393,6 +393,8 @@ struct VisibleText {
     title: std::cell::RefCell<String>,
     /// Inside `<title>`.
     in_title: std::cell::Cell<bool>,
+    /// Text has been written since the last line break.
+    mid_line: std::cell::Cell<bool>,
     /// Inside an invisible element: its name and how deep it nests.
     hidden: std::cell::RefCell<Option<(String, usize)>>,
 }
@@ -430,14 +432,12 @@ impl html5ever::tokenizer::TokenSink for VisibleText {
                 }
             }
             Token::CharacterTokens(text) if self.hidden.borrow().is_none() => {
-                let target = if self.in_title.get() {
-                    &self.title
+                let text = text.replace(['\n', '\r', '\t'], " ");
+                if self.in_title.get() {
+                    self.title.borrow_mut().push_str(&text);
                 } else {
-                    &self.out
-                };
-                target
-                    .borrow_mut()
-                    .push_str(&text.replace(['\n', '\r', '\t'], " "));
+                    self.push_text(&text);
+                }
             }
             _ => {}
         }
@@ -475,6 +475,7 @@ impl VisibleText {
         let mut out = self.out.borrow_mut();
         if BLOCK.contains(&name) {
             out.push('\n');
+            self.mid_line.set(false);
         }
         let heading =
             name.len() == 2 && name.starts_with('h') && name.as_bytes()[1].is_ascii_digit();
@@ -482,6 +483,26 @@ impl VisibleText {
             let level = usize::from(name.as_bytes()[1] - b'0');
             out.push_str(&"#".repeat(level));
             out.push(' ');
+            self.mid_line.set(true);
+        }
+    }
+
+    /// Visible text. A `#` that would open a line is escaped (`\#`), so
+    /// only `<h1>`–`<h6>` become headings: a shell comment opening a
+    /// `<pre>` block ("# count the number of lines…") was the heading of
+    /// everything after it in its section.
+    fn push_text(&self, text: &str) {
+        let mut out = self.out.borrow_mut();
+        let body = text.trim_start();
+        if !self.mid_line.get() && body.starts_with('#') {
+            out.push_str(&text[..text.len() - body.len()]);
+            out.push('\\');
+            out.push_str(body);
+        } else {
+            out.push_str(text);
+        }
+        if !body.is_empty() {
+            self.mid_line.set(true);
         }
     }
 }
@@ -650,6 +671,22 @@ mod tests {
         assert!(doc.text.contains("Hello world"));
         assert!(!doc.text.contains("var x"));
         assert!(!doc.text.contains("p{}"));
+    }
+
+    #[test]
+    fn only_heading_elements_become_headings() {
+        let html = "<h1>git-blame</h1><pre><code># count the lines\ngit blame</code></pre>\
+                    <p>  # not one either</p><h2>Next</h2><p>After #1.</p>";
+        let doc = &load(Path::new("/x/g.html"), html.as_bytes(), LIMIT).unwrap()[0];
+        assert_eq!(
+            doc.text,
+            "# git-blame\n\n\\# count the lines git blame\n\n\\# not one either\n\n## Next\n\nAfter #1.\n"
+        );
+        use pulldown_cmark::{Event, Parser, Tag};
+        let headings = Parser::new(&doc.text)
+            .filter(|e| matches!(e, Event::Start(Tag::Heading { .. })))
+            .count();
+        assert_eq!(headings, 2);
     }
 
     #[test]
