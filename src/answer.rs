@@ -34,8 +34,10 @@ const SHORT_NAME: usize = 5;
 /// a code span, and each code-shaped word outside them (`--flag`, `-x`,
 /// `snake_case`, `dotted.name`, `call()`), compared without case. Short
 /// names must be whole words of a source; longer ones anywhere in it.
-/// Numbers, citations and the sentence's own words are not names.
-pub fn unsourced_names(answer: &str, sources: &[&str]) -> Vec<String> {
+/// Then the figures of two digits or more (`5432`, `50,000`) that neither
+/// a source nor the `question` holds: a figure recalled, not read.
+/// Citations, one-digit numbers and the sentence's own words are neither.
+pub fn unsourced_names(answer: &str, sources: &[&str], question: &str) -> Vec<String> {
     let texts: Vec<String> = sources.iter().map(|s| s.to_lowercase()).collect();
     let words: std::collections::HashSet<&str> = texts
         .iter()
@@ -47,13 +49,51 @@ pub fn unsourced_names(answer: &str, sources: &[&str]) -> Vec<String> {
         words.contains(name)
             || (name.chars().count() > SHORT_NAME && texts.iter().any(|t| t.contains(name)))
     };
+    let answer = strip_citations(answer);
     let mut missing: Vec<String> = Vec::new();
-    for name in names(&strip_citations(answer)) {
+    for name in names(&answer) {
         if !held(&name) && !missing.contains(&name) {
             missing.push(name);
         }
     }
+    let given: std::collections::HashSet<String> = sources
+        .iter()
+        .chain([&question])
+        .flat_map(|t| figures(t))
+        .collect();
+    for figure in figures(&answer) {
+        if !given.contains(&figure) && !missing.contains(&figure) {
+            missing.push(figure);
+        }
+    }
     missing
+}
+
+/// The figures of `text` with two digits or more, separators between
+/// digits read the same way everywhere: `50,000` is `50000`, `2.6.20`
+/// stays as it is.
+fn figures(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut figure = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let next_is_digit = chars.peek().is_some_and(char::is_ascii_digit);
+        match c {
+            '0'..='9' => figure.push(c),
+            ',' if !figure.is_empty() && next_is_digit => {}
+            '.' if !figure.is_empty() && next_is_digit => figure.push(c),
+            _ => {
+                if figure.chars().filter(char::is_ascii_digit).count() >= 2 {
+                    found.push(std::mem::take(&mut figure));
+                }
+                figure.clear();
+            }
+        }
+    }
+    if figure.chars().filter(char::is_ascii_digit).count() >= 2 {
+        found.push(figure);
+    }
+    found
 }
 
 /// A character of a name: letters, digits and `_ . -`.
@@ -579,7 +619,7 @@ mod tests {
              The -f, --force option overrides. See gc.reflogExpire and core_editor.",
             "Authenticationauthentication_timeout (integer) sets the limit; e.g. 1min.",
         ];
-        let missing = |answer: &str| unsourced_names(answer, &sources);
+        let missing = |answer: &str| unsourced_names(answer, &sources, "");
         // Held: code words, options, settings, a long name glued to the
         // word before it, the source's own path.
         assert!(
@@ -589,8 +629,9 @@ mod tests {
         assert!(missing("Set `reflogExpire` [1].").is_empty());
         assert!(missing("authentication_timeout is 1min [2].").is_empty());
         assert!(missing("See git-worktree.html [1].").is_empty());
-        // Prose, abbreviations, numbers and citations are not names.
-        assert!(missing("It takes e.g. 5.5 minutes, well-known [1][2].").is_empty());
+        // Prose, abbreviations, one-digit numbers and citations are not
+        // names.
+        assert!(missing("It takes e.g. 5 minutes, well-known [1][2].").is_empty());
         // Not held: a command word, an option, a file, a call.
         assert_eq!(missing("Use `git mv` [1]."), ["mv"]);
         assert_eq!(
@@ -599,7 +640,21 @@ mod tests {
         );
         assert_eq!(missing("Call reset() twice; `reset` it."), ["reset"]);
         // A short name must stand alone: "mv" inside "remove" is not it.
-        assert_eq!(unsourced_names("`mv`", &["remove it"]), ["mv"]);
+        assert_eq!(unsourced_names("`mv`", &["remove it"], ""), ["mv"]);
+    }
+
+    #[test]
+    fn figures_no_source_holds_are_reported() {
+        let sources = ["Lag must stay below 50,000 messages; port 5432 (v2.6.20, 2^32)."];
+        let missing = |answer: &str, question: &str| unsourced_names(answer, &sources, question);
+        assert!(missing("Keep lag under 50000 messages on port 5432 [1].", "").is_empty());
+        assert!(missing("Version 2.6.20 allows 2^32 [1].", "").is_empty());
+        // A figure the question gave may be repeated.
+        assert!(missing("After 90 days it expires [1].", "What after 90 days?").is_empty());
+        // Recalled, not read: a figure no source holds, one-digit ones
+        // and citations aside.
+        assert_eq!(missing("The port is 5433, not 5 [1].", ""), ["5433"]);
+        assert_eq!(missing("It is 50,001 [12].", ""), ["50001"]);
     }
 
     #[test]

@@ -266,8 +266,9 @@ pub struct GeneratorConfig {
     /// time); false: always in rank order.
     pub keep_source_order: bool,
     /// Withdraw a text answer that names commands, options, settings or
-    /// files (code spans, `--flags`, `snake_case`, `dotted.names`) that
-    /// none of its sources holds: it was not read from them.
+    /// files (code spans, `--flags`, `snake_case`, `dotted.names`), or
+    /// figures of two digits or more, that none of its sources holds (a
+    /// figure may also come from the question): it was not read from them.
     pub check_names: bool,
 }
 

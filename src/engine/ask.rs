@@ -207,7 +207,13 @@ impl Engine {
     /// A text answer that names commands, options or settings none of its
     /// sources holds (their text, path and headings), with
     /// `generator.check_names`.
-    fn unsourced(&self, shape: &Shape, answer: &str, sources: &[Source]) -> Option<Unsourced> {
+    fn unsourced(
+        &self,
+        shape: &Shape,
+        answer: &str,
+        sources: &[Source],
+        question: &str,
+    ) -> Option<Unsourced> {
         if !self.config.generator.check_names
             || !matches!(shape, Shape::Text)
             || is_abstention(answer)
@@ -226,7 +232,7 @@ impl Engine {
             })
             .collect();
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let names = unsourced_names(answer, &texts);
+        let names = unsourced_names(answer, &texts, question);
         (!names.is_empty()).then(|| Unsourced {
             draft: answer.to_string(),
             names,
@@ -372,7 +378,7 @@ impl Engine {
             response.votes = votes;
             return Ok(response);
         }
-        if let Some(unsourced) = self.unsourced(shape, &draft.answer, &built.sources) {
+        if let Some(unsourced) = self.unsourced(shape, &draft.answer, &built.sources, question) {
             let mut response = abstention(shape, retrieved, timings, Abstention::Unsourced);
             response.unsourced = Some(unsourced);
             response.support = support;

@@ -475,7 +475,7 @@ pub struct AskResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reflection: Option<Reflection>,
     /// With `abstained_because: "unsourced"`: the withdrawn answer and the
-    /// names in it that no source holds.
+    /// names and figures in it that no source holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsourced: Option<Unsourced>,
     /// The question as retrieved and answered, when a history made lore
@@ -502,7 +502,7 @@ pub struct AskResponse {
 pub struct Unsourced {
     /// The answer as the model wrote it.
     pub draft: String,
-    /// The names in it that no source holds (lower case).
+    /// The names and figures in it that no source holds (lower case).
     pub names: Vec<String>,
 }
 
