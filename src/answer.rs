@@ -59,7 +59,7 @@ pub fn unsourced_names(answer: &str, sources: &[&str], question: &str) -> Vec<St
     let given: std::collections::HashSet<String> = sources
         .iter()
         .chain([&question])
-        .flat_map(|t| figures(t))
+        .flat_map(|t| figures(t).into_iter().chain(spelled_figures(t)))
         .collect();
     for figure in figures(&answer) {
         if !given.contains(&figure) && !missing.contains(&figure) {
@@ -67,6 +67,48 @@ pub fn unsourced_names(answer: &str, sources: &[&str], question: &str) -> Vec<St
         }
     }
     missing
+}
+
+/// Number words from ten to ninety-nine, as figures: a source that says
+/// "thirty days" holds the answer's "30 days".
+fn spelled_figures(text: &str) -> Vec<String> {
+    const TEENS: [&str; 10] = [
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ];
+    const TENS: [&str; 8] = [
+        "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    const UNITS: [&str; 9] = [
+        "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut found = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        if let Some(n) = TEENS.iter().position(|t| t == word) {
+            found.push((10 + n).to_string());
+        } else if let Some(n) = TENS.iter().position(|t| t == word) {
+            let tens = 20 + 10 * n;
+            let unit = words
+                .get(i + 1)
+                .and_then(|w| UNITS.iter().position(|u| u == w))
+                .map_or(0, |u| u + 1);
+            found.push((tens + unit).to_string());
+        }
+    }
+    found
 }
 
 /// The figures of `text` with two digits or more, separators between
@@ -655,6 +697,11 @@ mod tests {
         // and citations aside.
         assert_eq!(missing("The port is 5433, not 5 [1].", ""), ["5433"]);
         assert_eq!(missing("It is 50,001 [12].", ""), ["50001"]);
+        // Spelled out in the source, written as a figure in the answer.
+        let spelled = ["Kept for thirty days, or twenty-five when full; fifteen at most."];
+        assert!(unsourced_names("30 days, 25, 15 [1].", &spelled, "").is_empty());
+        assert_eq!(unsourced_names("20 days [1].", &spelled, ""), ["20"]);
+        assert_eq!(unsourced_names("31 days [1].", &spelled, ""), ["31"]);
     }
 
     #[test]
