@@ -165,9 +165,10 @@ impl Engine {
             collections: request.collections.clone(),
             readers: request.readers.clone(),
             coverage: true,
-            coverage_of: rewrite
-                .as_ref()
-                .map(|r| asked_words(&r.question, &request.question, &request.history)),
+            coverage_of: rewrite.as_ref().map(|r| {
+                let shown = request.history.len().saturating_sub(r.turns_used);
+                asked_words(&r.question, &request.question, &request.history[shown..])
+            }),
             ..SearchRequest::new(question, request.k, Mode::Hybrid)
         };
         let found = self.search(&search)?;
@@ -205,8 +206,8 @@ impl Engine {
     }
 
     /// A text answer that names commands, options or settings none of its
-    /// sources holds (their text, path and headings), with
-    /// `generator.check_names`.
+    /// sources holds (their text, path and headings), or figures neither
+    /// they nor the question hold, with `generator.check_names`.
     fn unsourced(
         &self,
         shape: &Shape,

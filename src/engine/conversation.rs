@@ -177,7 +177,7 @@ fn standalone_or_fallback(generated: &Generated, question: &str, history: &[Turn
 }
 
 /// The words of `rewrite` that the conversation used (the follow-up, or
-/// any earlier turn), compared on their first five letters so that
+/// an earlier turn the rewrite was shown), compared on their first five letters so that
 /// "acknowledged" matches "acknowledge": what the support check measures.
 /// A word the rewrite brought in ("What is the *difference* between…")
 /// was not asked, and a source need not hold it. The whole rewrite when it
