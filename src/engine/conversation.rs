@@ -6,6 +6,7 @@
 //! turns are taken newest first, each clipped, until the budget is spent,
 //! so the oldest are dropped first and no history overflows the context.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use crate::answer::without_citations;
 use crate::error::{Error, Result};
 use crate::generate::{Constraint, Generated, Generator, Sampling};
 use crate::prompt;
+use crate::store::keywords::terms;
 
 /// Most characters of one turn shown to the rewrite (its start: a
 /// question, or the statement an answer opens with).
@@ -177,26 +179,19 @@ fn standalone_or_fallback(generated: &Generated, question: &str, history: &[Turn
 }
 
 /// The words of `rewrite` that the conversation used (the follow-up, or
-/// an earlier turn the rewrite was shown), compared on their first five letters so that
-/// "acknowledged" matches "acknowledge": what the support check measures.
-/// A word the rewrite brought in ("What is the *difference* between…")
-/// was not asked, and a source need not hold it. The whole rewrite when it
-/// shares no word with the conversation.
+/// an earlier turn the rewrite was shown), compared as the keyword index
+/// compares them (stemmed: "acknowledged" is "acknowledge"): what the
+/// support check measures. A word the rewrite brought in ("What is the
+/// *difference* between…") was not asked, and a source need not hold it.
+/// The whole rewrite when it shares no word with the conversation.
 pub fn asked_words(rewrite: &str, question: &str, history: &[Turn]) -> String {
-    let stem = |w: &str| w.to_lowercase().chars().take(5).collect::<String>();
-    let words = |text: &str| {
-        text.split(|c: char| !c.is_alphanumeric() && c != '_')
-            .filter(|w| !w.is_empty())
-            .map(stem)
-            .collect::<Vec<_>>()
-    };
-    let said: std::collections::HashSet<String> = std::iter::once(question)
+    let said: BTreeSet<String> = std::iter::once(question)
         .chain(history.iter().map(|t| t.content.as_str()))
-        .flat_map(words)
+        .flat_map(terms)
         .collect();
     let kept: Vec<&str> = rewrite
         .split_whitespace()
-        .filter(|w| words(w).iter().any(|s| said.contains(s)))
+        .filter(|w| terms(w).iter().any(|t| said.contains(t)))
         .collect();
     if kept.is_empty() {
         rewrite.to_string()
@@ -367,7 +362,7 @@ mod tests {
                 "And a SEV2 one?",
                 &history
             ),
-            "a SEV1 and SEV2 page?"
+            "SEV1 SEV2 page?"
         );
         // Nothing in common: the rewrite is all there is to measure.
         assert_eq!(

@@ -57,8 +57,9 @@ const FRAME_WORDS: &[&str] = &[
     "before", "than", "all", "any", "each", "every", "some", "also", "here",
 ];
 
-/// The analyzed terms of `text`, without repeats.
-fn terms(text: &str) -> std::collections::BTreeSet<String> {
+/// The analyzed terms of `text`, without repeats: lower case, stemmed,
+/// stop words out (what the index and [`KeywordIndex::coverage`] see).
+pub(crate) fn terms(text: &str) -> std::collections::BTreeSet<String> {
     let mut analyzer = analyzer();
     let mut stream = analyzer.token_stream(text);
     let mut out = std::collections::BTreeSet::new();
