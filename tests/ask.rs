@@ -25,8 +25,14 @@ fn same_seed_gives_the_same_answer() {
         out
     };
     let first = ask();
-    assert!(!first["answer"].as_str().unwrap().is_empty(), "{first}");
-    assert_eq!(first["abstained"], false, "{first}");
+    // The model ran: it answered, or the answer check withdrew its draft
+    // (a sample at 0.8 may name a figure no source holds).
+    let said = match first["unsourced"]["draft"].as_str() {
+        Some(draft) => draft,
+        None => first["answer"].as_str().unwrap(),
+    };
+    assert!(!said.is_empty(), "{first}");
+    assert_ne!(first["abstained_because"], "unsupported", "{first}");
     assert!(!first["retrieved"].as_array().unwrap().is_empty());
     assert_eq!(first, ask());
 }
@@ -76,7 +82,7 @@ fn out_of_corpus_question_abstains() {
 
 /// Questions on the corpus's subject that it does not cover are abstained
 /// on before any model runs, with either generator; a question it covers
-/// is still answered by both.
+/// is let through to both.
 #[test]
 fn a_near_domain_question_is_abstained_on_with_either_model() {
     let (_tmp, index) = ingested("corpora/tiny");
@@ -104,9 +110,19 @@ fn a_near_domain_question_is_abstained_on_with_either_model() {
             );
             assert!(out["support"].as_f64().unwrap() < 0.5, "{out}");
         }
+        // The gate lets a covered question through to either model; what
+        // the light one then says may be withdrawn by the answer check
+        // (it has written "45 grams" for 18), the default model answers.
         let out = ask("How many grams of coffee go into an espresso?", generator);
-        assert_eq!(out["abstained"], false, "{generator}: {out}");
+        assert_ne!(
+            out["abstained_because"], "unsupported",
+            "{generator}: {out}"
+        );
         assert!(out["support"].as_f64().unwrap() >= 0.5, "{out}");
+        if generator == "default" {
+            assert_eq!(out["abstained"], false, "{out}");
+            assert!(out["answer"].as_str().unwrap().contains("18"), "{out}");
+        }
     }
 }
 

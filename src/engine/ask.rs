@@ -226,7 +226,7 @@ impl Engine {
             .map(|s| {
                 format!(
                     "{}\n{}\n{}",
-                    s.hit.path,
+                    prompt::shown_path(&s.hit.path),
                     s.hit.heading.join("\n"),
                     s.hit.text
                 )

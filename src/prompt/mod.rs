@@ -117,13 +117,30 @@ pub fn lead_first(mut hits: Vec<Hit>, lead: &[SourceKey]) -> Vec<Hit> {
     front
 }
 
+/// How a prompt names the document at `path`: its file and the folder
+/// holding it (`hr/vacation-policy.md`), never the whole path. The answer
+/// then does not depend on where the documents live, and the server's
+/// layout never reaches the model, nor through it the caller.
+pub fn shown_path(path: &str) -> &str {
+    let path = path.trim_end_matches('/');
+    let mut cuts = path.rmatch_indices('/').map(|(at, _)| at);
+    match (cuts.next(), cuts.next()) {
+        (Some(_), Some(at)) => &path[at + 1..],
+        _ => path.trim_start_matches('/'),
+    }
+}
+
 fn render_source(n: usize, hit: &Hit) -> String {
     let heading = if hit.heading.is_empty() {
         String::new()
     } else {
         format!(" — {}", hit.heading.join(" › "))
     };
-    format!("[{n}] {}{heading}\n{}\n", hit.path, hit.text.trim())
+    format!(
+        "[{n}] {}{heading}\n{}\n",
+        shown_path(&hit.path),
+        hit.text.trim()
+    )
 }
 
 /// The numbered sources as the prompt shows them.
@@ -286,7 +303,7 @@ pub fn combine(question: &str, path: &str, notes: &[Note<'_>]) -> Vec<Message> {
             content: fill(
                 COMBINE.trim(),
                 &[
-                    ("path", path),
+                    ("path", shown_path(path)),
                     ("notes", &notes.join("\n\n")),
                     ("question", question.trim()),
                 ],
@@ -392,6 +409,32 @@ mod tests {
         .unwrap();
         assert_golden("golden.txt", &words().render(&prompt.messages));
         assert_eq!(prompt.sources.len(), 2);
+    }
+
+    #[test]
+    fn a_source_is_named_by_its_folder_and_file_wherever_it_lives() {
+        for (path, shown) in [
+            (
+                "/check/work/main/corpora/tiny/roasting.md",
+                "tiny/roasting.md",
+            ),
+            ("/work/main/corpora/tiny/roasting.md", "tiny/roasting.md"),
+            ("docs/hr/leave.md", "hr/leave.md"),
+            ("/leave.md", "leave.md"),
+            ("leave.md", "leave.md"),
+            ("/srv/docs/", "srv/docs"),
+        ] {
+            assert_eq!(shown_path(path), shown, "{path}");
+        }
+        let rendered = |path: &str| {
+            let mut source = hit(1, "Hand-off is on Monday.");
+            source.path = path.into();
+            render_source(1, &source)
+        };
+        assert_eq!(
+            rendered("/home/ana/notes/team/rota.md"),
+            rendered("/srv/lore/team/rota.md")
+        );
     }
 
     /// Compares `rendered` with `src/prompt/<name>` (rewritten with
