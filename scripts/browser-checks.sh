@@ -4,7 +4,8 @@
 # handbook with read and write keys. Installs Debian's chromium and
 # chromium-driver when missing. LORE_SCREENSHOTS=DIR saves the README's
 # screenshots there; LORE_BROWSER_GENERATOR picks the model (default: the
-# light one, to keep the run short).
+# default one: the page must show a cited answer, and the light model's
+# answers are too often withdrawn by the answer check to rely on).
 # Needs: a built lore (LORE_BIN), installed models, python3 with venv.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +29,7 @@ port=$(free_port)
 # One generation at a time and no queue: the test makes the page meet a 429.
 printf '[server]\ngenerations = 1\nqueue = 0\n' > "$work/lore.toml"
 LORE_API_KEYS="read:page-read-key,write:page-write-key" "$lore" --config "$work/lore.toml" --index "$work/index" serve \
-    --addr "127.0.0.1:$port" --generator "${LORE_BROWSER_GENERATOR:-light}" &
+    --addr "127.0.0.1:$port" --generator "${LORE_BROWSER_GENERATOR:-default}" &
 server=$!
 wait_up "$port"
 

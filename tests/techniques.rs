@@ -619,8 +619,20 @@ fn eval_qa_scores_facts_sources_retrieval_and_abstention() {
     );
     // Retrieval finds the staff handbook for both answerable questions.
     assert_eq!(report["retrieved"], 1.0, "{report}");
-    // The far question is abstained on (nothing related is found).
+    // The far question is abstained on (nothing related is found), and
+    // the row says why; a row that did not abstain gives no reason.
     assert_eq!(rows[2]["abstained"], true, "{report}");
+    assert!(
+        ["no_match", "unsupported"].contains(&rows[2]["abstained_because"].as_str().unwrap()),
+        "{report}"
+    );
+    for row in rows {
+        assert_eq!(
+            row["abstained"] == true,
+            row.get("abstained_because").is_some(),
+            "{row}"
+        );
+    }
     // Each score agrees with its own answer's text.
     for (row, fact) in rows[..2].iter().zip(["6:45", "two weeks"]) {
         let answer = row["answer"].as_str().unwrap().to_lowercase();

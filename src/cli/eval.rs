@@ -191,6 +191,9 @@ pub fn print_qa_row(row: &lore::eval::qa::QaRow) {
     if let Some(standalone) = &row.standalone_question {
         println!("{:15}(asked as {standalone:?})", "");
     }
+    if let (Some(because), "answerable") = (row.abstained_because, row.kind.as_str()) {
+        println!("{:15}(abstained: {})", "", because.name());
+    }
 }
 
 pub fn print_qa_table(reports: &[lore::eval::qa::QaReport]) {

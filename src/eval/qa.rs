@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::Technique;
-use crate::engine::{AskRequest, Engine, Turn};
+use crate::engine::{Abstention, AskRequest, Engine, Turn};
 use crate::error::{Error, Result};
 use crate::generate::Sampling;
 
@@ -202,6 +202,10 @@ pub struct QaRow {
     pub answer: String,
     /// It abstained.
     pub abstained: bool,
+    /// Why it abstained: before the model (`no_match`, `unsupported`), the
+    /// model itself, reflection, or the answer check (`unsourced`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abstained_because: Option<Abstention>,
     /// It states the fact (answerable questions).
     pub fact: bool,
     /// It cites the gold source (answerable questions with a source).
@@ -338,6 +342,7 @@ pub fn evaluate_qa(
                 QaRow {
                     kind: "answerable".into(),
                     abstained: response.abstained,
+                    abstained_because: response.abstained_because,
                     fact: !response.abstained && states(&response.answer, spellings),
                     cited: response.citations.iter().any(|c| gold(&c.path)),
                     retrieved: response.retrieved.iter().any(|h| gold(&h.path)),
@@ -350,6 +355,7 @@ pub fn evaluate_qa(
             Expect::Abstain { near } => QaRow {
                 kind: if *near { "near" } else { "far" }.into(),
                 abstained: response.abstained,
+                abstained_because: response.abstained_because,
                 support: response.support,
                 ..row(&item.question, answer, seconds)
             },
@@ -368,6 +374,7 @@ fn row(question: &str, answer: String, seconds: f64) -> QaRow {
         standalone_question: None,
         answer,
         abstained: false,
+        abstained_because: None,
         fact: false,
         cited: false,
         retrieved: false,
