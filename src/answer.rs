@@ -150,8 +150,28 @@ fn dotted(word: &str) -> bool {
     parts.len() > 1 && parts.windows(2).any(|p| p[0].len() > 1 && p[1].len() > 1)
 }
 
+/// `answer` with each code fence's info string dropped: "```bash" tells
+/// how to show the block, it names nothing the answer claims.
+fn without_fence_info(answer: &str) -> String {
+    answer
+        .split('\n')
+        .map(|line| match line.trim_start().strip_prefix("```") {
+            Some(info) if is_fence_info(info.trim()) => "```",
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A fence's info string: one word such as `bash` or `c++`.
+fn is_fence_info(info: &str) -> bool {
+    info.chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '+' | '-' | '_' | '.' | '#'))
+}
+
 /// The names [`unsourced_names`] checks, lower case.
 fn names(answer: &str) -> Vec<String> {
+    let answer = without_fence_info(answer);
     let mut found = Vec::new();
     let mut keep = |word: &str, in_code: bool| {
         let word = word
@@ -681,6 +701,11 @@ mod tests {
             ["--hard", "pg_hba.conf"]
         );
         assert_eq!(missing("Call reset() twice; `reset` it."), ["reset"]);
+        // A code fence's language is how to show the block, not a name;
+        // the block's own words are checked.
+        assert!(missing("Run [1]:\n```bash\ngit worktree remove -f\n```").is_empty());
+        assert_eq!(missing("Run [1]:\n  ```sh\ngit mv\n  ```"), ["mv"]);
+        assert_eq!(missing("Run ```git mv``` [1]."), ["mv"]);
         // A short name must stand alone: "mv" inside "remove" is not it.
         assert_eq!(unsourced_names("`mv`", &["remove it"], ""), ["mv"]);
     }
