@@ -235,6 +235,12 @@ pub fn print_qa_table(reports: &[lore::eval::qa::QaReport]) {
             r.follow_up_fact * 100.0
         );
     }
+    for r in reports.iter().filter(|r| r.withdrawn > 0) {
+        println!(
+            "{}: the answer checks withdrew {} answers after the model wrote them; {} of them stated the fact",
+            r.technique, r.withdrawn, r.withdrawn_right
+        );
+    }
     for r in reports {
         println!(
             "\n{}: withdrawing answers whose support is under a threshold\n{:>9} {:>10} {:>6} {:>9} {:>9} {:>9}",

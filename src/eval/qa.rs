@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::Technique;
-use crate::engine::{Abstention, AskRequest, Engine, Turn};
+use crate::engine::{Abstention, AskRequest, AskResponse, Engine, Turn};
 use crate::error::{Error, Result};
 use crate::generate::Sampling;
 
@@ -208,6 +208,11 @@ pub struct QaRow {
     pub abstained_because: Option<Abstention>,
     /// It states the fact (answerable questions).
     pub fact: bool,
+    /// The model answered, an answer check (names and figures, or
+    /// reflection) withdrew it, and what it withdrew stated the fact: a
+    /// right answer lost (answerable questions).
+    #[serde(default)]
+    pub withdrawn_fact: bool,
     /// It cites the gold source (answerable questions with a source).
     pub cited: bool,
     /// The gold source was among the chunks given to the model.
@@ -253,6 +258,13 @@ pub struct QaReport {
     pub retrieved: f64,
     /// Share of answerable questions abstained on (wrongly).
     pub wrongly_abstained: f64,
+    /// Answerable questions whose answer an answer check withdrew after
+    /// the model wrote it (names and figures no source holds, reflection).
+    #[serde(default)]
+    pub withdrawn: usize,
+    /// Of those, the ones whose withdrawn answer stated the fact.
+    #[serde(default)]
+    pub withdrawn_right: usize,
     /// Answerable follow-ups (questions with `after`).
     #[serde(default)]
     pub follow_ups: usize,
@@ -344,6 +356,7 @@ pub fn evaluate_qa(
                     abstained: response.abstained,
                     abstained_because: response.abstained_because,
                     fact: !response.abstained && states(&response.answer, spellings),
+                    withdrawn_fact: withdrawn(&response).is_some_and(|d| states(d, spellings)),
                     cited: response.citations.iter().any(|c| gold(&c.path)),
                     retrieved: response.retrieved.iter().any(|h| gold(&h.path)),
                     support: response.support,
@@ -366,6 +379,15 @@ pub fn evaluate_qa(
     Ok(report(&technique.name, items, rows))
 }
 
+/// The draft an answer check withdrew after the model wrote it.
+fn withdrawn(response: &AskResponse) -> Option<&str> {
+    match response.abstained_because? {
+        Abstention::Unsourced => response.unsourced.as_ref().map(|u| u.draft.as_str()),
+        Abstention::Reflection => response.reflection.as_ref().map(|r| r.draft.as_str()),
+        _ => None,
+    }
+}
+
 fn row(question: &str, answer: String, seconds: f64) -> QaRow {
     QaRow {
         question: question.to_string(),
@@ -376,11 +398,17 @@ fn row(question: &str, answer: String, seconds: f64) -> QaRow {
         abstained: false,
         abstained_because: None,
         fact: false,
+        withdrawn_fact: false,
         cited: false,
         retrieved: false,
         support: None,
         seconds,
     }
+}
+
+/// An abstention decided on the model's answer, not before it.
+fn after_model(because: Abstention) -> bool {
+    matches!(because, Abstention::Unsourced | Abstention::Reflection)
 }
 
 fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
@@ -412,6 +440,11 @@ fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
         cited: sourced(&|r| r.cited),
         retrieved: sourced(&|r| r.retrieved),
         wrongly_abstained: share(&rows, "answerable", &|r| r.abstained),
+        withdrawn: rows
+            .iter()
+            .filter(|r| r.kind == "answerable" && r.abstained_because.is_some_and(after_model))
+            .count(),
+        withdrawn_right: rows.iter().filter(|r| r.withdrawn_fact).count(),
         follow_ups: rows.iter().filter(|r| r.follow_up).count(),
         follow_up_fact: follow_ups.iter().filter(|r| r.fact).count() as f64
             / follow_ups.len().max(1) as f64,
@@ -436,6 +469,34 @@ mod tests {
         assert!(states("Twenty eight days.", &spellings));
         assert!(!states("They get 128 working days.", &spellings));
         assert!(!states("They get 28 days.", &spellings));
+    }
+
+    #[test]
+    fn answers_withdrawn_after_the_model_are_counted_with_the_right_ones() {
+        let item = QaItem {
+            question: "How many days?".into(),
+            after: Vec::new(),
+            expect: Expect::Fact {
+                spellings: vec!["28".into()],
+                source: None,
+            },
+        };
+        let answerable = |because: Option<Abstention>, withdrawn_fact: bool| QaRow {
+            kind: "answerable".into(),
+            abstained: because.is_some(),
+            abstained_because: because,
+            withdrawn_fact,
+            ..row("How many days?", String::new(), 1.0)
+        };
+        let rows = vec![
+            answerable(Some(Abstention::Unsourced), true),
+            answerable(Some(Abstention::Reflection), false),
+            answerable(Some(Abstention::Unsupported), false),
+            answerable(None, false),
+        ];
+        let report = report("plain", &vec![item; rows.len()], rows);
+        assert_eq!((report.withdrawn, report.withdrawn_right), (2, 1));
+        assert_eq!(report.wrongly_abstained, 0.75);
     }
 
     #[test]
