@@ -117,6 +117,12 @@ fn spelled_figures(text: &str) -> Vec<String> {
 fn figures(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut figure = String::new();
+    let mut end = |figure: &mut String| {
+        if figure.chars().filter(char::is_ascii_digit).count() >= 2 {
+            found.push(figure.clone());
+        }
+        figure.clear();
+    };
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         let next_is_digit = chars.peek().is_some_and(char::is_ascii_digit);
@@ -124,17 +130,10 @@ fn figures(text: &str) -> Vec<String> {
             '0'..='9' => figure.push(c),
             ',' if !figure.is_empty() && next_is_digit => {}
             '.' if !figure.is_empty() && next_is_digit => figure.push(c),
-            _ => {
-                if figure.chars().filter(char::is_ascii_digit).count() >= 2 {
-                    found.push(std::mem::take(&mut figure));
-                }
-                figure.clear();
-            }
+            _ => end(&mut figure),
         }
     }
-    if figure.chars().filter(char::is_ascii_digit).count() >= 2 {
-        found.push(figure);
-    }
+    end(&mut figure);
     found
 }
 

@@ -632,7 +632,17 @@ fn eval_qa_scores_facts_sources_retrieval_and_abstention() {
             row.get("abstained_because").is_some(),
             "{row}"
         );
+        // Only an answer the model wrote can be withdrawn after it.
+        if row.get("withdrawn_fact").is_some() {
+            let because = row["abstained_because"].as_str().unwrap();
+            assert!(["unsourced", "reflection"].contains(&because), "{row}");
+        }
     }
+    let withdrawn = rows
+        .iter()
+        .filter(|r| r.get("withdrawn_fact").is_some())
+        .count();
+    assert_eq!(report["withdrawn"], withdrawn, "{report}");
     // Each score agrees with its own answer's text.
     for (row, fact) in rows[..2].iter().zip(["6:45", "two weeks"]) {
         let answer = row["answer"].as_str().unwrap().to_lowercase();

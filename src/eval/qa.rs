@@ -208,11 +208,12 @@ pub struct QaRow {
     pub abstained_because: Option<Abstention>,
     /// It states the fact (answerable questions).
     pub fact: bool,
-    /// The model answered, an answer check (names and figures, or
-    /// reflection) withdrew it, and what it withdrew stated the fact: a
-    /// right answer lost (answerable questions).
-    #[serde(default)]
-    pub withdrawn_fact: bool,
+    /// The model answered and an answer check (names and figures, or
+    /// reflection) withdrew it: whether what it withdrew stated the fact
+    /// (true: a right answer lost). None when nothing was withdrawn after
+    /// the model wrote it (answerable questions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn_fact: Option<bool>,
     /// It cites the gold source (answerable questions with a source).
     pub cited: bool,
     /// The gold source was among the chunks given to the model.
@@ -356,7 +357,7 @@ pub fn evaluate_qa(
                     abstained: response.abstained,
                     abstained_because: response.abstained_because,
                     fact: !response.abstained && states(&response.answer, spellings),
-                    withdrawn_fact: withdrawn(&response).is_some_and(|d| states(d, spellings)),
+                    withdrawn_fact: withdrawn(&response).map(|draft| states(draft, spellings)),
                     cited: response.citations.iter().any(|c| gold(&c.path)),
                     retrieved: response.retrieved.iter().any(|h| gold(&h.path)),
                     support: response.support,
@@ -398,17 +399,12 @@ fn row(question: &str, answer: String, seconds: f64) -> QaRow {
         abstained: false,
         abstained_because: None,
         fact: false,
-        withdrawn_fact: false,
+        withdrawn_fact: None,
         cited: false,
         retrieved: false,
         support: None,
         seconds,
     }
-}
-
-/// An abstention decided on the model's answer, not before it.
-fn after_model(because: Abstention) -> bool {
-    matches!(because, Abstention::Unsourced | Abstention::Reflection)
 }
 
 fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
@@ -440,11 +436,11 @@ fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
         cited: sourced(&|r| r.cited),
         retrieved: sourced(&|r| r.retrieved),
         wrongly_abstained: share(&rows, "answerable", &|r| r.abstained),
-        withdrawn: rows
+        withdrawn: rows.iter().filter(|r| r.withdrawn_fact.is_some()).count(),
+        withdrawn_right: rows
             .iter()
-            .filter(|r| r.kind == "answerable" && r.abstained_because.is_some_and(after_model))
+            .filter(|r| r.withdrawn_fact == Some(true))
             .count(),
-        withdrawn_right: rows.iter().filter(|r| r.withdrawn_fact).count(),
         follow_ups: rows.iter().filter(|r| r.follow_up).count(),
         follow_up_fact: follow_ups.iter().filter(|r| r.fact).count() as f64
             / follow_ups.len().max(1) as f64,
@@ -481,7 +477,7 @@ mod tests {
                 source: None,
             },
         };
-        let answerable = |because: Option<Abstention>, withdrawn_fact: bool| QaRow {
+        let answerable = |because: Option<Abstention>, withdrawn_fact: Option<bool>| QaRow {
             kind: "answerable".into(),
             abstained: because.is_some(),
             abstained_because: because,
@@ -489,10 +485,10 @@ mod tests {
             ..row("How many days?", String::new(), 1.0)
         };
         let rows = vec![
-            answerable(Some(Abstention::Unsourced), true),
-            answerable(Some(Abstention::Reflection), false),
-            answerable(Some(Abstention::Unsupported), false),
-            answerable(None, false),
+            answerable(Some(Abstention::Unsourced), Some(true)),
+            answerable(Some(Abstention::Reflection), Some(false)),
+            answerable(Some(Abstention::Unsupported), None),
+            answerable(None, None),
         ];
         let report = report("plain", &vec![item; rows.len()], rows);
         assert_eq!((report.withdrawn, report.withdrawn_right), (2, 1));
