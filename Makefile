@@ -22,7 +22,7 @@ LORE := $(CARGO_TARGET_DIR)/release/lore
 DEMO_INDEX ?= index
 QUESTION ?= How quickly must a SEV1 page be acknowledged?
 
-.PHONY: demo demo-note test lib-checks api-checks mcp-checks browser-checks screenshots models build lint bench-embed load \
+.PHONY: demo demo-note test lib-checks api-checks mcp-checks browser-checks screenshots models models-large build lint bench-embed load \
 	bench bench-scale spark replica-checks milvus-checks
 
 demo: demo-note models build
@@ -43,7 +43,7 @@ demo-note:
 		echo "lore: on 2 cores that takes about 10 minutes. Later runs reuse both and take seconds."; \
 	fi
 
-test: models spark
+test: models-large spark
 	cargo test --release
 	bash scripts/examples.sh
 	LORE_BIN=$(LORE) bash scripts/api-checks.sh
@@ -81,6 +81,10 @@ load: models build
 
 models:
 	bash scripts/install-models.sh
+
+# The default models and the larger generator (`--generator large`, 1.1 GB).
+models-large:
+	bash scripts/install-models.sh --large
 
 spark:
 	bash scripts/install-spark.sh

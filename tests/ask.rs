@@ -126,6 +126,35 @@ fn a_near_domain_question_is_abstained_on_with_either_model() {
     }
 }
 
+/// The larger generator (`--generator large`, Qwen2.5-Coder-1.5B, installed
+/// by `scripts/install-models.sh --large`, which `make test` runs) loads by
+/// its name and answers under the citation grammar: the fact, cited from a
+/// source it was given.
+#[test]
+fn the_large_generator_answers_with_the_fact_from_a_given_source() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let out = json(lore(&index).args([
+        "ask",
+        "How many grams of coffee go into an espresso?",
+        "--generator",
+        "large",
+        "--max-tokens",
+        "48",
+        "--json",
+    ]));
+    assert_eq!(out["abstained"], false, "{out}");
+    assert!(out["answer"].as_str().unwrap().contains("18"), "{out}");
+    let given = out["retrieved"].as_array().unwrap();
+    let citations = out["citations"].as_array().unwrap();
+    assert!(!citations.is_empty(), "{out}");
+    for citation in citations {
+        let n = citation["n"].as_u64().unwrap() as usize;
+        assert!((1..=given.len()).contains(&n), "{citation}");
+        assert_eq!(citation["chunk_id"], given[n - 1]["chunk_id"]);
+    }
+    assert_eq!(out["invalid_citations"], serde_json::json!([]));
+}
+
 /// A runbook far longer than a 1024-token context: 24 sections, each with
 /// its own code word.
 fn long_runbook(dir: &std::path::Path) -> std::path::PathBuf {

@@ -617,8 +617,20 @@ fn eval_qa_scores_facts_sources_retrieval_and_abstention() {
         if said { 1.0 } else { 0.0 },
         "{report}"
     );
-    // Retrieval finds the staff handbook for both answerable questions.
+    // Retrieval finds the staff handbook for both answerable questions,
+    // and the chunks given hold their facts; `fact_given` is the share of
+    // rows that say so.
     assert_eq!(report["retrieved"], 1.0, "{report}");
+    assert!(
+        rows[..2].iter().all(|r| r["fact_given"] == true),
+        "{report}"
+    );
+    let given = rows.iter().filter(|r| r["fact_given"] == true).count();
+    assert_eq!(report["fact_given"], given as f64 / 3.0, "{report}");
+    assert!(
+        rows[2..4].iter().all(|r| r["fact_given"] == false),
+        "{report}"
+    );
     // The far question is abstained on (nothing related is found), and
     // the row says why; a row that did not abstain gives no reason.
     assert_eq!(rows[2]["abstained"], true, "{report}");

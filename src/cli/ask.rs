@@ -21,7 +21,7 @@ pub struct AskArgs {
     /// Only documents matching KEY=VALUE (as for search).
     #[arg(long, value_name = "KEY=VALUE")]
     filter: Vec<String>,
-    /// `default`, `light`, `gemma`, or a GGUF path (env LORE_GENERATOR).
+    /// `default`, `light`, `large`, `gemma`, or a GGUF path (env LORE_GENERATOR).
     #[arg(long)]
     generator: Option<String>,
     /// Sampling temperature (0 = greedy).
@@ -184,7 +184,7 @@ pub fn run(global: &Global, args: AskArgs) -> anyhow::Result<()> {
 pub struct SummarizeArgs {
     /// The document: a path or a document id.
     document: String,
-    /// `default`, `light`, `gemma`, or a GGUF path (env LORE_GENERATOR).
+    /// `default`, `light`, `large`, `gemma`, or a GGUF path (env LORE_GENERATOR).
     #[arg(long)]
     generator: Option<String>,
     /// Longest summary (and longest answer of each part) in tokens.

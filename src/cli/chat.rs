@@ -23,7 +23,7 @@ pub struct ChatArgs {
     /// Chunks given to the model for each answer.
     #[arg(short, default_value_t = 3)]
     pub k: usize,
-    /// `default`, `light`, `gemma`, or a GGUF path (env LORE_GENERATOR).
+    /// `default`, `light`, `large`, `gemma`, or a GGUF path (env LORE_GENERATOR).
     #[arg(long)]
     pub generator: Option<String>,
     /// Longest answer in tokens.

@@ -20,7 +20,8 @@ pub struct EvalArgs {
     /// {question} alone (optionally "near": true) for questions the
     /// documents do not answer; "after": [earlier questions] makes a line
     /// a follow-up, asked with their answers as history. Repeatable. Prints fact, cited, retrieved
-    /// (gold source among the chunks given), abstained and seconds.
+    /// (gold source among the chunks given), given (the fact itself in
+    /// them), abstained and seconds.
     #[arg(long, value_name = "FILE")]
     qa: Vec<PathBuf>,
     /// Which qrels split to use.
@@ -54,7 +55,7 @@ pub struct EvalArgs {
     /// many).
     #[arg(long, default_value_t = 96)]
     max_tokens: usize,
-    /// With --answers or --qa: `default`, `light`, `gemma`, or a GGUF path.
+    /// With --answers or --qa: `default`, `light`, `large`, `gemma`, or a GGUF path.
     #[arg(long)]
     generator: Option<String>,
 }
@@ -171,10 +172,11 @@ pub fn print_qa_row(row: &lore::eval::qa::QaRow) {
             mark(row.fact, 'F'),
             mark(row.cited, 'C'),
             mark(row.retrieved, 'R'),
+            mark(row.fact_given, 'G'),
         ]
         .iter()
         .collect(),
-        _ => format!("{}  ", mark(row.abstained, 'A')),
+        _ => format!("{}   ", mark(row.abstained, 'A')),
     };
     let answer: String = row.answer.split_whitespace().collect::<Vec<_>>().join(" ");
     let answer: String = answer.chars().take(90).collect();
@@ -198,12 +200,13 @@ pub fn print_qa_row(row: &lore::eval::qa::QaRow) {
 
 pub fn print_qa_table(reports: &[lore::eval::qa::QaReport]) {
     println!(
-        "\n{:<14} {:>4} {:>6} {:>6} {:>9} {:>10} {:>4} {:>9} {:>4} {:>9} {:>8}",
+        "\n{:<14} {:>4} {:>6} {:>6} {:>9} {:>6} {:>10} {:>4} {:>9} {:>4} {:>9} {:>8}",
         "technique",
         "n",
         "fact",
         "cited",
         "retrieved",
+        "given",
         "abst.wrong",
         "far",
         "abstained",
@@ -213,12 +216,13 @@ pub fn print_qa_table(reports: &[lore::eval::qa::QaReport]) {
     );
     for r in reports {
         println!(
-            "{:<14} {:>4} {:>5.0}% {:>5.0}% {:>8.0}% {:>9.0}% {:>4} {:>8.0}% {:>4} {:>8.0}% {:>8.1}",
+            "{:<14} {:>4} {:>5.0}% {:>5.0}% {:>8.0}% {:>5.0}% {:>9.0}% {:>4} {:>8.0}% {:>4} {:>8.0}% {:>8.1}",
             r.technique,
             r.answerable,
             r.fact * 100.0,
             r.cited * 100.0,
             r.retrieved * 100.0,
+            r.fact_given * 100.0,
             r.wrongly_abstained * 100.0,
             r.far,
             r.far_abstained * 100.0,

@@ -13,7 +13,7 @@ pub struct ServeArgs {
     /// A non-loopback address needs API keys (LORE_API_KEYS).
     #[arg(long)]
     pub addr: Option<String>,
-    /// `default`, `light`, `gemma`, or a GGUF path (env LORE_GENERATOR).
+    /// `default`, `light`, `large`, `gemma`, or a GGUF path (env LORE_GENERATOR).
     #[arg(long)]
     pub generator: Option<String>,
     /// Folders `POST /v1/ingest` may read (repeatable; config

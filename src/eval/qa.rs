@@ -218,6 +218,11 @@ pub struct QaRow {
     pub cited: bool,
     /// The gold source was among the chunks given to the model.
     pub retrieved: bool,
+    /// An accepted spelling of the fact is in the chunks given to the model
+    /// (their text or headings): a fact missed with it is the model's miss,
+    /// one missed without it retrieval's.
+    #[serde(default)]
+    pub fact_given: bool,
     /// The question's support: how much of it the best source covers (none
     /// when nothing was found).
     pub support: Option<f64>,
@@ -257,6 +262,10 @@ pub struct QaReport {
     /// Share of answerable questions with a source where it was among the
     /// chunks given to the model (the bound retrieval sets).
     pub retrieved: f64,
+    /// Share of answerable questions where the fact itself was in the
+    /// chunks given to the model (see [`QaRow::fact_given`]).
+    #[serde(default)]
+    pub fact_given: f64,
     /// Share of answerable questions abstained on (wrongly).
     pub wrongly_abstained: f64,
     /// Answerable questions whose answer an answer check withdrew after
@@ -360,6 +369,10 @@ pub fn evaluate_qa(
                     withdrawn_fact: withdrawn(&response).map(|draft| states(draft, spellings)),
                     cited: response.citations.iter().any(|c| gold(&c.path)),
                     retrieved: response.retrieved.iter().any(|h| gold(&h.path)),
+                    fact_given: response.retrieved.iter().any(|h| {
+                        states(&h.text, spellings)
+                            || h.heading.iter().any(|line| states(line, spellings))
+                    }),
                     support: response.support,
                     follow_up: !item.after.is_empty(),
                     standalone_question: response.standalone_question.clone(),
@@ -402,6 +415,7 @@ fn row(question: &str, answer: String, seconds: f64) -> QaRow {
         withdrawn_fact: None,
         cited: false,
         retrieved: false,
+        fact_given: false,
         support: None,
         seconds,
     }
@@ -435,6 +449,7 @@ fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
         fact: share(&rows, "answerable", &|r| r.fact),
         cited: sourced(&|r| r.cited),
         retrieved: sourced(&|r| r.retrieved),
+        fact_given: share(&rows, "answerable", &|r| r.fact_given),
         wrongly_abstained: share(&rows, "answerable", &|r| r.abstained),
         withdrawn: rows.iter().filter(|r| r.withdrawn_fact.is_some()).count(),
         withdrawn_right: rows

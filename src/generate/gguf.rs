@@ -644,7 +644,7 @@ impl GgufGenerator {
         let mut file = std::fs::File::open(path).map_err(|e| {
             model_error(
                 path,
-                format!("{e} (run scripts/install-models.sh, or set the generator path)"),
+                format!("{e} (run scripts/install-models.sh, with --large for `large`, or set the generator path)"),
             )
         })?;
         let content = gguf_file::Content::read(&mut file)

@@ -128,7 +128,7 @@ pub enum BenchCommand {
     /// an integer range, a bounded string) at a temperature, each checked,
     /// and decode speed against unconstrained decoding in the same run.
     Constrained {
-        /// `default`, `light`, `gemma`, or a GGUF path (default: config or `default`).
+        /// `default`, `light`, `large`, `gemma`, or a GGUF path (default: config or `default`).
         #[arg(long)]
         generator: Option<String>,
         /// Generations.
@@ -144,7 +144,7 @@ pub enum BenchCommand {
     /// Self-consistency's cost: N samples from one prompt against one
     /// answer (prompt and decode time).
     Samples {
-        /// `default`, `light`, `gemma`, or a GGUF path (default: config or `default`).
+        /// `default`, `light`, `large`, `gemma`, or a GGUF path (default: config or `default`).
         #[arg(long)]
         generator: Option<String>,
         /// Prompt length in tokens.
@@ -160,7 +160,7 @@ pub enum BenchCommand {
     /// Prompt-processing and generation speed of a GGUF generator, and time
     /// to first token.
     Generate {
-        /// `default`, `light`, `gemma`, or a GGUF path (default: config or `default`).
+        /// `default`, `light`, `large`, `gemma`, or a GGUF path (default: config or `default`).
         #[arg(long)]
         generator: Option<String>,
         /// Prompt length in tokens.
