@@ -20,8 +20,9 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Error;
 
-/// The default models' files and their SHA-256, as `scripts/install-models.sh`
-/// installs them (a test keeps the two lists the same).
+/// The models' files and their SHA-256, as `scripts/install-models.sh`
+/// installs them (the last one with `--large`; a test keeps the two lists
+/// the same).
 pub const PINNED: &[(&str, &str)] = &[
     (
         "all-minilm-l6-v2/model.safetensors",
@@ -42,6 +43,14 @@ pub const PINNED: &[(&str, &str)] = &[
     (
         "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    (
+        "gemma-3-270m-q4_k_m.gguf",
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+    (
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     ),
 ];
 
@@ -134,7 +143,7 @@ fn models(config: &Config) -> Vec<Check> {
 
 fn model_file(config: &Config, path: &Path, role: &str) -> Check {
     let name = format!("{role} {}", path.display());
-    let install = "make models (or bash scripts/install-models.sh)";
+    let install = "make models (or bash scripts/install-models.sh; add --large for `large`)";
     if !path.is_file() {
         return Check::new("models", name, Outcome::Fail, "missing".into()).fix(install);
     }
