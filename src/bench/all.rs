@@ -232,7 +232,14 @@ pub fn all(config: &Config, options: &AllOptions, progress: &dyn Fn(&str)) -> Re
                 path.display()
             ));
             let plain = "plain".parse()?;
-            let report = crate::eval::qa::evaluate_qa(&engine, &qa_items, &plain, 96, &mut || {})?;
+            let report = crate::eval::qa::evaluate_qa(
+                &engine,
+                &qa_items,
+                &plain,
+                AskRequest::DEFAULT_K,
+                96,
+                &mut || {},
+            )?;
             qa.push(QaBench {
                 generator: generator_name(path),
                 report,

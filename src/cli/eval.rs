@@ -30,9 +30,10 @@ pub struct EvalArgs {
     /// Retriever, or all three.
     #[arg(long, value_enum, default_value_t = EvalMode::Hybrid)]
     mode: EvalMode,
-    /// Documents retrieved per query (at least 100 for Recall@100).
-    #[arg(short, default_value_t = 100)]
-    k: usize,
+    /// Documents retrieved per query: at least 100 for Recall@100; with
+    /// --qa, the chunks given to the model (default 3, as `lore ask`).
+    #[arg(short)]
+    k: Option<usize>,
     /// Print the result as JSON (a list with --mode all; with --answers,
     /// one object per technique, one per line).
     #[arg(long)]
@@ -91,7 +92,12 @@ pub fn run(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
     };
     let mut results = Vec::new();
     for mode in modes {
-        results.push(lore::eval::evaluate(&engine, &data, mode, args.k.max(100))?);
+        results.push(lore::eval::evaluate(
+            &engine,
+            &data,
+            mode,
+            args.k.unwrap_or(100).max(100),
+        )?);
     }
     if args.json {
         return match results.as_slice() {
@@ -147,8 +153,9 @@ pub fn eval_qa(global: &Global, args: &EvalArgs) -> anyhow::Result<()> {
     for technique in &techniques {
         let bar = questions_bar(items.len(), &technique.name);
         let tick = &mut || bar.inc(1);
+        let k = args.k.unwrap_or(lore::engine::AskRequest::DEFAULT_K);
         let report =
-            lore::eval::qa::evaluate_qa(&engine, &items, technique, args.max_tokens, tick)?;
+            lore::eval::qa::evaluate_qa(&engine, &items, technique, k, args.max_tokens, tick)?;
         bar.finish_and_clear();
         if args.json {
             println!("{}", serde_json::to_string(&report)?);

@@ -325,17 +325,20 @@ fn calibration(rows: &[QaRow]) -> Vec<Cutoff> {
         .collect()
 }
 
-/// Asks every question of `items` with `technique` and scores the answers.
+/// Asks every question of `items` with `technique`, `k` chunks given to
+/// the model, and scores the answers.
 pub fn evaluate_qa(
     engine: &Engine,
     items: &[QaItem],
     technique: &Technique,
+    k: usize,
     max_tokens: usize,
     tick: &mut dyn FnMut(),
 ) -> Result<QaReport> {
     let mut rows = Vec::with_capacity(items.len());
     let ask = |question: &str, history: Vec<Turn>| {
         let request = AskRequest {
+            k,
             sampling: Sampling {
                 max_tokens,
                 ..Sampling::default()
