@@ -225,16 +225,6 @@ pub fn text_grammar(sources: usize) -> Constraint {
     Constraint::lark(format!("start: answer\n{}", answer_rules(sources, true)))
 }
 
-/// [`text_grammar`], or the abstention sentence alone: the model may say
-/// the sources do not hold the answer instead of citing one.
-pub fn text_or_abstention_grammar(sources: usize) -> Constraint {
-    let abstention = serde_json::to_string(NOT_IN_DOCUMENTS).unwrap_or_default();
-    Constraint::lark(format!(
-        "start: answer | {abstention}\n{}",
-        answer_rules(sources, true)
-    ))
-}
-
 /// The rules of [`text_grammar`], its whole answer the rule `answer`;
 /// without `lines`, the answer is one line (code spans inline only).
 fn answer_rules(sources: usize, lines: bool) -> String {

@@ -271,11 +271,6 @@ pub struct GeneratorConfig {
     /// figures of two digits or more, that none of its sources holds (a
     /// figure may also come from the question): it was not read from them.
     pub check_names: bool,
-    /// Let the model answer "I don't know based on the documents." where
-    /// the citation grammar would make it cite a source. Off: the default
-    /// model then abstains on many questions its sources answer
-    /// (BENCHMARKS.md, "The model may abstain").
-    pub model_abstains: bool,
 }
 
 /// A worked example for few-shot prompting: one source, a question, and
@@ -336,7 +331,6 @@ impl Default for GeneratorConfig {
             source_recompute: 0.5,
             keep_source_order: true,
             check_names: true,
-            model_abstains: false,
         }
     }
 }

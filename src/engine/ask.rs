@@ -16,8 +16,7 @@ use super::request::{
 use super::technique::{self, Parts, Technique};
 use crate::answer::{
     Citation, Correction, Quote, canonical_choice, choice_spellings, cited_schema, is_abstention,
-    json_citations, resolve, resolve_numbers, text_grammar, text_or_abstention_grammar,
-    unsourced_names, verify, vote_key,
+    json_citations, resolve, resolve_numbers, text_grammar, unsourced_names, verify, vote_key,
 };
 use crate::error::{Error, Result};
 use crate::generate::{Constraint, Generated, Generator, Sampling, StopReason};
@@ -53,12 +52,7 @@ impl Shape {
     }
 
     /// The constraint of the answer itself.
-    fn constraint(
-        &self,
-        request: &AskRequest,
-        sources: &[Source],
-        model_abstains: bool,
-    ) -> Constraint {
+    fn constraint(&self, request: &AskRequest, sources: &[Source]) -> Constraint {
         match (self, &request.constraint) {
             (Shape::Custom, Some(Constraint::Choices { choices })) => Constraint::Choices {
                 choices: choice_spellings(choices),
@@ -69,10 +63,7 @@ impl Shape {
                 .techniques
                 .switches()
                 .find_map(|t| t.text_constraint(sources))
-                .unwrap_or_else(|| match model_abstains {
-                    true => text_or_abstention_grammar(sources.len()),
-                    false => text_grammar(sources.len()),
-                }),
+                .unwrap_or_else(|| text_grammar(sources.len())),
         }
     }
 }
@@ -311,11 +302,7 @@ impl Engine {
             .collect();
         let retrieved = prompt::lead_first(retrieved, &given);
         self.remember_sources(given);
-        let answer_constraint = shape.constraint(
-            request,
-            &built.sources,
-            self.config.generator.model_abstains,
-        );
+        let answer_constraint = shape.constraint(request, &built.sources);
         let rendered = generator.render(&built.messages);
         let switches: Vec<&dyn Technique> = techniques.switches().collect();
         let pass = Pass {

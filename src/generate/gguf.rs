@@ -1545,27 +1545,6 @@ mod tests {
         }
     }
 
-    /// With `generator.model_abstains` the model may write the abstention
-    /// sentence, and nothing after it, instead of a cited answer.
-    #[test]
-    fn the_abstention_grammar_takes_the_sentence_alone_or_a_cited_answer() {
-        let generator = light();
-        let grammar = crate::answer::text_or_abstention_grammar(2);
-        let accepts = |text: &str| {
-            let mut guide = generator.guide(Some(&grammar)).unwrap().unwrap();
-            guide.accepts_all(&generator.encode(text).unwrap())
-        };
-        assert!(accepts(crate::prompt::NOT_IN_DOCUMENTS));
-        assert!(accepts("According to [2], it is `v[0]` [1]."));
-        for refused in [
-            "I don't know based on the documents. But [1] says so.",
-            "I don't know.",
-            "According to [3], it is.",
-        ] {
-            assert!(!accepts(refused), "accepted: {refused}");
-        }
-    }
-
     #[test]
     fn hostile_constraints_are_refused_quickly() {
         let generator = light();
