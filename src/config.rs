@@ -208,9 +208,10 @@ impl Default for WatchConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
     /// `default` (Qwen2.5-Coder-0.5B), `light` (SmolLM2-135M), `large`
-    /// (Qwen2.5-Coder-1.5B: better answers, about 2.4× slower; installed by
-    /// `scripts/install-models.sh --large`), `gemma` (Gemma 3 270M), or a path to any GGUF file of a supported
-    /// architecture: qwen2, qwen3, llama, gemma3 (`LORE_GENERATOR`).
+    /// (Qwen2.5-Coder-1.5B: better answers, about 2.4× slower; installed
+    /// by `scripts/install-models.sh --large`), `gemma` (Gemma 3 270M), or
+    /// a path to any GGUF file of a supported architecture: qwen2, qwen3,
+    /// llama, gemma3 (`LORE_GENERATOR`).
     pub model: Option<String>,
     /// Prompt plus answer, in tokens (capped by the model's own window):
     /// bounds prompt-processing time on a CPU.

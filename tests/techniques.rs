@@ -583,6 +583,8 @@ fn eval_qa_scores_facts_sources_retrieval_and_abstention() {
             "light",
             "--max-tokens",
             "48",
+            "-k",
+            "2",
             "--json",
             "--qa",
         ])
@@ -596,6 +598,7 @@ fn eval_qa_scores_facts_sources_retrieval_and_abstention() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["technique"], "plain", "{report}");
+    assert_eq!(report["k"], 2, "{report}");
     assert_eq!(report["answerable"], 3, "{report}");
     assert_eq!(report["far"], 1, "{report}");
     assert_eq!(report["near"], 1, "{report}");

@@ -253,6 +253,9 @@ pub struct Cutoff {
 pub struct QaReport {
     /// The technique's name.
     pub technique: String,
+    /// Chunks given to the model for each answer.
+    #[serde(default)]
+    pub k: usize,
     /// Answerable questions.
     pub answerable: usize,
     /// Share of answerable questions whose answer states the fact.
@@ -393,7 +396,7 @@ pub fn evaluate_qa(
         rows.push(row);
         tick();
     }
-    Ok(report(&technique.name, items, rows))
+    Ok(report(&technique.name, k, items, rows))
 }
 
 /// The draft an answer check withdrew after the model wrote it.
@@ -424,7 +427,7 @@ fn row(question: &str, answer: String, seconds: f64) -> QaRow {
     }
 }
 
-fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
+fn report(technique: &str, k: usize, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
     let with_source: Vec<&QaRow> = items
         .iter()
         .zip(&rows)
@@ -448,6 +451,7 @@ fn report(technique: &str, items: &[QaItem], rows: Vec<QaRow>) -> QaReport {
     seconds.sort_by(f64::total_cmp);
     QaReport {
         technique: technique.to_string(),
+        k,
         answerable: count("answerable"),
         fact: share(&rows, "answerable", &|r| r.fact),
         cited: sourced(&|r| r.cited),
@@ -508,7 +512,7 @@ mod tests {
             answerable(Some(Abstention::Unsupported), None),
             answerable(None, None),
         ];
-        let report = report("plain", &vec![item; rows.len()], rows);
+        let report = report("plain", 3, &vec![item; rows.len()], rows);
         assert_eq!((report.withdrawn, report.withdrawn_right), (2, 1));
         assert_eq!(report.wrongly_abstained, 0.75);
     }
