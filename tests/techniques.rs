@@ -599,6 +599,16 @@ fn eval_qa_scores_facts_sources_retrieval_and_abstention() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["technique"], "plain", "{report}");
     assert_eq!(report["k"], 2, "{report}");
+    // No chunks, or too many, is a usage error, not an empty report.
+    for bad in ["0", "51"] {
+        let (code, stderr) = fails(
+            lore(&index)
+                .args(["eval", "--generator", "light", "-k", bad, "--qa"])
+                .arg(&qa),
+        );
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("out of range"), "{stderr}");
+    }
     assert_eq!(report["answerable"], 3, "{report}");
     assert_eq!(report["far"], 1, "{report}");
     assert_eq!(report["near"], 1, "{report}");

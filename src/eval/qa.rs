@@ -218,9 +218,10 @@ pub struct QaRow {
     pub cited: bool,
     /// The gold source was among the chunks given to the model.
     pub retrieved: bool,
-    /// An accepted spelling of the fact is in the chunks given to the model
-    /// (their text or headings): a fact missed with it is the model's miss,
-    /// one missed without it retrieval's.
+    /// An accepted spelling of the fact is in the chunks retrieved for the
+    /// answer (their text or headings; as for `retrieved`, the k given to
+    /// the model and any that did not fit its prompt): a fact missed with
+    /// it is the model's miss, one missed without it retrieval's.
     #[serde(default)]
     pub fact_given: bool,
     /// The question's support: how much of it the best source covers (none

@@ -1292,6 +1292,21 @@ mod tests {
         }
     }
 
+    /// A missing or damaged model file is an error naming it and how to
+    /// install the models (the larger one included), never a panic.
+    #[test]
+    fn a_missing_or_damaged_model_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
+        let err = GgufGenerator::load(&missing).err().unwrap().to_string();
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+        assert!(err.contains("install-models.sh, with --large"), "{err}");
+        let damaged = dir.path().join("cut.gguf");
+        std::fs::write(&damaged, b"GGUF\x03\x00").unwrap();
+        let err = GgufGenerator::load(&damaged).err().unwrap().to_string();
+        assert!(err.contains("not a GGUF file"), "{err}");
+    }
+
     /// A quote can only be words of the source it names, and the answer
     /// after the quotes still cites only given sources.
     #[test]
