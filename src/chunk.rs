@@ -283,7 +283,9 @@ fn markdown_headings(text: &str) -> Vec<Heading> {
             Event::Start(Tag::Heading { level, .. }) => {
                 current = Some((range.start, level_number(level), String::new()))
             }
-            Event::Text(t) | Event::Code(t) => {
+            // A placeholder such as `<date>` in `--prune=<date>` reads as
+            // inline HTML; it is part of the heading's words.
+            Event::Text(t) | Event::Code(t) | Event::InlineHtml(t) => {
                 if let Some((_, _, title)) = current.as_mut() {
                     title.push_str(&t);
                 }
@@ -360,6 +362,27 @@ mod tests {
         assert_eq!(install.heading, ["Guide", "Install"]);
         let usage = chunks.iter().find(|c| c.text.contains("daily")).unwrap();
         assert_eq!(usage.heading, ["Guide", "Use"]);
+    }
+
+    #[test]
+    fn a_definition_terms_chunks_carry_its_name_placeholders_included() {
+        let html = "<h2>OPTIONS</h2><dl><dt>--prune=&lt;date&gt;</dt><dd><p>Prune loose \
+                    objects older than date.</p></dd><dt>--auto</dt><dd><p>Check whether \
+                    housekeeping is required.</p></dd></dl>";
+        let docs =
+            crate::ingest::load::load(std::path::Path::new("/x/gc.html"), html.as_bytes(), 1 << 20)
+                .unwrap();
+        let chunker = Chunker::new(Sizer::Chars, 60, 0).unwrap();
+        let chunks = chunker.chunk(&docs[0]);
+        let heading_of = |word: &str| {
+            chunks
+                .iter()
+                .find(|c| c.text.contains(word))
+                .map(|c| c.heading.clone())
+                .unwrap()
+        };
+        assert_eq!(heading_of("Prune"), ["OPTIONS", "--prune=<date>"]);
+        assert_eq!(heading_of("housekeeping"), ["OPTIONS", "--auto"]);
     }
 
     #[test]

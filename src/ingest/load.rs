@@ -397,7 +397,41 @@ struct VisibleText {
     mid_line: std::cell::Cell<bool>,
     /// Inside an invisible element: its name and how deep it nests.
     hidden: std::cell::RefCell<Option<(String, usize)>>,
+    /// Level of the last `<h1>`–`<h6>` written (0 before the first).
+    level: std::cell::Cell<usize>,
+    /// The open `<dl>`s, innermost last: whether each is a list of terms
+    /// (its `<dt>`s become headings) rather than a table of contents.
+    lists: std::cell::RefCell<Vec<bool>>,
+    /// Where the text stands with respect to a `<dt>` heading.
+    term: std::cell::Cell<Term>,
+    /// `<div>`s open, and the depth of the admonition (note, tip, …) the
+    /// text is inside, if any: headings there are not section headings.
+    divs: std::cell::Cell<usize>,
+    aside: std::cell::Cell<Option<usize>>,
 }
+
+/// A `<dt>` heading: outside one, writing one, or just closed with nothing
+/// after it yet (so a second `<dt>`, an alias, joins the same line).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Term {
+    #[default]
+    Outside,
+    Open,
+    Closed,
+}
+
+/// Classes that mark an admonition box, whose title is not a section.
+const ADMONITION: &[&str] = &[
+    "note",
+    "tip",
+    "warning",
+    "caution",
+    "important",
+    "admonition",
+    "sidebar",
+    "hint",
+    "callout",
+];
 
 impl html5ever::tokenizer::TokenSink for VisibleText {
     type Handle = ();
@@ -426,7 +460,12 @@ impl html5ever::tokenizer::TokenSink for VisibleText {
                         TokenSinkResult::Continue
                     };
                 }
-                self.mark(name, tag.kind == TagKind::StartTag);
+                let class = tag
+                    .attrs
+                    .iter()
+                    .find(|a| &*a.name.local == "class")
+                    .map_or("", |a| &*a.value);
+                self.mark(name, tag.kind == TagKind::StartTag, class);
                 if start && name == "textarea" {
                     return TokenSinkResult::RawData(html5ever::tokenizer::states::RawKind::Rcdata);
                 }
@@ -470,20 +509,99 @@ impl VisibleText {
         }
     }
 
-    /// Line breaks around blocks, `#` marks before headings.
-    fn mark(&self, name: &str, start: bool) {
+    /// Line breaks around blocks, `#` marks before headings. The terms of
+    /// a definition list (`<dt>`: a setting, a command-line option) are
+    /// headings one level below the section, so a term's description is
+    /// cut into chunks that carry its name; a title inside an admonition
+    /// box ("Tip") is a line of text, not the heading of the rest of the
+    /// section.
+    fn mark(&self, name: &str, start: bool, class: &str) {
+        match name {
+            "div" => self.track_aside(start, class),
+            "dl" => self.track_list(start, class),
+            "dt" => return self.mark_term(start),
+            _ => {}
+        }
+        if start && self.term.get() == Term::Closed {
+            self.term.set(Term::Outside);
+        }
         let mut out = self.out.borrow_mut();
+        if self.term.get() == Term::Open {
+            if BLOCK.contains(&name) {
+                out.push(' ');
+            }
+            return;
+        }
         if BLOCK.contains(&name) {
             out.push('\n');
             self.mid_line.set(false);
         }
         let heading =
             name.len() == 2 && name.starts_with('h') && name.as_bytes()[1].is_ascii_digit();
-        if heading && start {
+        if heading && start && self.aside.get().is_none() {
             let level = usize::from(name.as_bytes()[1] - b'0');
+            self.level.set(level);
             out.push_str(&"#".repeat(level));
             out.push(' ');
             self.mid_line.set(true);
+        }
+    }
+
+    /// Opens or closes a `<dt>` heading, joining aliases onto one line.
+    fn mark_term(&self, start: bool) {
+        let terms = self.lists.borrow().iter().filter(|&&t| t).count();
+        let is_term = self.lists.borrow().last() == Some(&true);
+        let mut out = self.out.borrow_mut();
+        match (start, self.term.get()) {
+            (true, Term::Closed) if is_term => {
+                let kept = out.trim_end().len();
+                out.truncate(kept);
+                out.push_str(", ");
+                self.term.set(Term::Open);
+                self.mid_line.set(true);
+            }
+            (true, _) if is_term => {
+                let level = (self.level.get() + terms).clamp(1, 6);
+                out.push('\n');
+                out.push_str(&"#".repeat(level));
+                out.push(' ');
+                self.term.set(Term::Open);
+                self.mid_line.set(true);
+            }
+            (false, Term::Open) => {
+                out.push('\n');
+                self.term.set(Term::Closed);
+                self.mid_line.set(false);
+            }
+            _ => {
+                out.push('\n');
+                self.mid_line.set(false);
+            }
+        }
+    }
+
+    fn track_list(&self, start: bool, class: &str) {
+        let mut lists = self.lists.borrow_mut();
+        if start {
+            lists.push(!class.split_whitespace().any(|c| c == "toc"));
+        } else {
+            lists.pop();
+        }
+    }
+
+    fn track_aside(&self, start: bool, class: &str) {
+        let depth = self.divs.get();
+        if start {
+            self.divs.set(depth + 1);
+            let admonition = class.split_whitespace().any(|c| ADMONITION.contains(&c));
+            if admonition && self.aside.get().is_none() {
+                self.aside.set(Some(depth + 1));
+            }
+        } else {
+            if self.aside.get() == Some(depth) {
+                self.aside.set(None);
+            }
+            self.divs.set(depth.saturating_sub(1));
         }
     }
 
@@ -503,6 +621,9 @@ impl VisibleText {
         }
         if !body.is_empty() {
             self.mid_line.set(true);
+            if self.term.get() == Term::Closed {
+                self.term.set(Term::Outside);
+            }
         }
     }
 }
@@ -687,6 +808,36 @@ mod tests {
             .filter(|e| matches!(e, Event::Start(Tag::Heading { .. })))
             .count();
         assert_eq!(headings, 2);
+    }
+
+    #[test]
+    fn definition_terms_become_headings_below_their_section() {
+        let html = "<h2>Options</h2><dl class=\"variablelist\"><dt>\n<code>port</code> (integer)\n</dt>\
+                    <dd><p>The port.</p></dd><dt>-f</dt>\n<dt>--force<br/>-F</dt><dd>Force.\
+                    <dl><dt>always</dt><dd>Every time.</dd></dl></dd></dl><h2>Next</h2>";
+        let doc = &load(Path::new("/x/o.html"), html.as_bytes(), LIMIT).unwrap()[0];
+        assert_eq!(
+            doc.text,
+            "## Options\n\n### port (integer)\n\nThe port.\n\n### -f, --force -F\n\n\
+             Force.\n#### always\n\nEvery time.\n\n## Next\n"
+        );
+        use pulldown_cmark::{Event, Parser, Tag};
+        let headings = Parser::new(&doc.text)
+            .filter(|e| matches!(e, Event::Start(Tag::Heading { .. })))
+            .count();
+        assert_eq!(headings, 5);
+    }
+
+    #[test]
+    fn a_table_of_contents_and_an_admonition_title_are_not_headings() {
+        let html = "<h2>Memory</h2><dl class=\"toc\"><dt><a href=\"#a\">A</a></dt></dl>\
+                    <div class=\"tip\"><h3 class=\"title\">Tip</h3><p>Use less.</p></div>\
+                    <p>More on memory.</p>";
+        let doc = &load(Path::new("/x/t.html"), html.as_bytes(), LIMIT).unwrap()[0];
+        assert_eq!(
+            doc.text,
+            "## Memory\n\nA\n\nTip\n\nUse less.\n\nMore on memory.\n"
+        );
     }
 
     #[test]
