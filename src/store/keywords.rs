@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::directory::Directory;
-use tantivy::query::{Bm25StatisticsProvider, QueryParser};
+use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, Occur, PhraseQuery, Query, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, Schema, TextFieldIndexing, TextOptions,
 };
@@ -78,7 +78,36 @@ fn asked_terms(question: &str) -> std::collections::BTreeSet<String> {
     terms(&subject.join(" "))
 }
 
-/// BM25's inverse document frequency.
+/// The BM25 query for a question, read as words and never as query
+/// syntax: each whitespace-separated word is one term, or a phrase when the
+/// analyzer cuts it in several (`gc.auto`, `max_connections`), and every
+/// word may match. Through tantivy's query parser, `git gc --auto` excluded
+/// every chunk holding "auto" (a leading `-` is its "must not"), and `+`,
+/// `AND`, `field:` or a quote changed what a question meant.
+fn words_query(field: Field, question: &str) -> BooleanQuery {
+    let mut analyzer = analyzer();
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    for word in question.split_whitespace() {
+        let mut stream = analyzer.token_stream(word);
+        let mut tokens = Vec::new();
+        while stream.advance() {
+            let token = stream.token();
+            tokens.push((token.position, Term::from_field_text(field, &token.text)));
+        }
+        let query: Box<dyn Query> = match tokens.len() {
+            0 => continue,
+            1 => Box::new(TermQuery::new(
+                tokens.remove(0).1,
+                IndexRecordOption::WithFreqs,
+            )),
+            _ => Box::new(PhraseQuery::new_with_offset(tokens)),
+        };
+        clauses.push((Occur::Should, query));
+    }
+    BooleanQuery::new(clauses)
+}
+
+/// BM25's inverse document frequency./// BM25's inverse document frequency.
 fn idf(docs: u64, with_term: u64) -> f64 {
     let (n, d) = (docs as f64, with_term.min(docs) as f64);
     (1.0 + (n - d + 0.5) / (d + 0.5)).ln()
@@ -86,7 +115,6 @@ fn idf(docs: u64, with_term: u64) -> f64 {
 
 /// tantivy-backed keyword index.
 pub struct TantivyKeywordIndex {
-    index: Index,
     writer: Mutex<IndexWriter>,
     reader: IndexReader,
     fields: Fields,
@@ -162,7 +190,6 @@ impl TantivyKeywordIndex {
         // them, so they go before anything is written.
         writer.garbage_collect_files().wait()?;
         Ok(TantivyKeywordIndex {
-            index,
             writer: Mutex::new(writer),
             reader,
             fields,
@@ -337,9 +364,7 @@ impl KeywordIndex for TantivyKeywordIndex {
         allowed: Option<&std::sync::Arc<SlotSet>>,
     ) -> Result<Vec<(Slot, f32)>> {
         let f = self.fields;
-        let parser = QueryParser::for_index(&self.index, vec![f.text]);
-        // Lenient: a user's quotes or colons never make a query fail.
-        let (query, _ignored_syntax_errors) = parser.parse_query_lenient(query);
+        let query = words_query(f.text, query);
         let searcher = self.reader.searcher();
         let best = TopDocs::with_limit(k.max(1)).order_by_score();
         let top = match allowed {
@@ -482,6 +507,37 @@ mod tests {
         let a = with_word.search("quartzite", 5, None).unwrap();
         let b = without.search("quartzite", 5, None).unwrap();
         assert_ne!(a[0].1, b[0].1);
+    }
+
+    #[test]
+    fn a_question_is_words_never_query_syntax() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_with(
+            dir.path(),
+            &[
+                "gc.auto: above this many loose objects, git gc --auto packs them.",
+                "Prune loose objects older than two weeks.",
+                "The effective_cache_size setting: the default is 4GB.",
+                "effective planning: the size of a cache.",
+            ],
+        );
+        let top = |q: &str| index.search(q, 5, None).unwrap();
+        // `--auto` and `-x` are options, not "must not": the chunk holding
+        // them is found, and first.
+        assert_eq!(
+            top("How many loose objects make git gc --auto pack?")[0].0,
+            Slot(0)
+        );
+        assert_eq!(top("what does -auto do")[0].0, Slot(0));
+        // `+`, `AND`, `field:`, quotes and brackets are plain text.
+        for q in [
+            "+prune AND older:weeks \"loose objects",
+            "(prune) [older TO weeks] ^2 NOT*",
+        ] {
+            assert_eq!(top(q)[0].0, Slot(1), "{q}");
+        }
+        // A word the analyzer cuts in several stays a phrase.
+        assert_eq!(top("default effective_cache_size")[0].0, Slot(2));
     }
 
     #[test]
