@@ -207,7 +207,7 @@ impl Chunker {
             _ => Vec::new(),
         };
         let title: Vec<String> = match doc.kind {
-            DocKind::Record => doc.title.iter().cloned().collect(),
+            DocKind::Record => doc.title.iter().map(|t| clipped(t)).collect(),
             _ => Vec::new(),
         };
         pieces
@@ -292,13 +292,31 @@ fn markdown_headings(text: &str) -> Vec<Heading> {
             }
             Event::End(TagEnd::Heading(_)) => {
                 if let Some((start, level, title)) = current.take() {
-                    headings.push((start, level, title.trim().to_string()));
+                    headings.push((start, level, clipped(title.trim())));
                 }
             }
             _ => {}
         }
     }
     headings
+}
+
+/// Longest heading kept, in bytes. Every chunk of a section carries its
+/// heading path, so a hostile page's 5 MB heading (or `<dt>`) would
+/// otherwise be copied into each of its thousands of chunks.
+const MAX_HEADING_BYTES: usize = 200;
+
+/// `title` cut to [`MAX_HEADING_BYTES`] at a character boundary, marked
+/// with `…` when cut.
+fn clipped(title: &str) -> String {
+    if title.len() <= MAX_HEADING_BYTES {
+        return title.to_string();
+    }
+    let mut end = MAX_HEADING_BYTES;
+    while !title.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &title[..end])
 }
 
 fn level_number(level: HeadingLevel) -> usize {
@@ -383,6 +401,19 @@ mod tests {
         };
         assert_eq!(heading_of("Prune"), ["OPTIONS", "--prune=<date>"]);
         assert_eq!(heading_of("housekeeping"), ["OPTIONS", "--auto"]);
+    }
+
+    #[test]
+    fn a_huge_heading_is_not_copied_into_every_chunk() {
+        let text = format!("# {}\n\n{}", "€".repeat(50_000), "word ".repeat(2_000));
+        let chunker = Chunker::new(Sizer::Chars, 500, 0).unwrap();
+        let chunks = chunker.chunk(&doc(DocKind::Markdown, &text, 0));
+        assert!(chunks.len() > 20);
+        for chunk in &chunks {
+            let bytes: usize = chunk.heading.iter().map(String::len).sum();
+            assert!(bytes <= MAX_HEADING_BYTES + '…'.len_utf8(), "{bytes}");
+        }
+        assert!(chunks.last().unwrap().heading[0].ends_with('…'));
     }
 
     #[test]

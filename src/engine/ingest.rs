@@ -441,7 +441,7 @@ impl Engine {
             doc.hash = content_hash(format!("{}\0{extra}", doc.hash).as_bytes());
         }
         let ids: Vec<DocId> = docs.iter().map(|d| d.id.clone()).collect();
-        let hash = content_hash([bytes, extra.as_bytes()].concat().as_slice());
+        let hash = file_hash([bytes, extra.as_bytes()].concat().as_slice());
         let file = FoundFile {
             path: PathBuf::from(path),
             size: bytes.len() as u64,
@@ -496,10 +496,23 @@ fn check_replaceable(collection: &Collection, path: &str, scope: &WriteScope) ->
     Ok(())
 }
 
+/// What the loaders and the chunker make of a file's bytes, in versions;
+/// a file's recorded hash starts with the version that read it. When lore
+/// reads files differently (2: a definition list's term became a heading),
+/// a file an older lore ingested is read again on the next run although its
+/// bytes did not change, so an upgrade reaches existing indexes; chunks
+/// whose text did not change keep their vectors.
+const LAYOUT: &str = "layout2:";
+
+/// The recorded hash of a file's bytes, under the current [`LAYOUT`].
+fn file_hash(bytes: &[u8]) -> String {
+    format!("{LAYOUT}{}", content_hash(bytes))
+}
+
 /// Reads a file and loads its documents; any failure is a reason.
 fn read_and_load(path: &Path, max_bytes: u64) -> Loaded {
     let bytes = load::read(path, max_bytes)?;
-    let hash = content_hash(&bytes);
+    let hash = file_hash(&bytes);
     let mut docs = load::load(path, &bytes, max_bytes as usize)?;
     dedup_last(&mut docs);
     Ok((hash, docs))
@@ -559,7 +572,7 @@ impl<'a> Run<'a> {
             Some(record) => {
                 record.size == file.size
                     && record.mtime_ns == file.mtime_ns
-                    && !record.hash.is_empty()
+                    && record.hash.starts_with(LAYOUT)
             }
             None => false,
         })
@@ -834,6 +847,43 @@ mod tests {
             .search(&SearchRequest::new("zeta", 3, Mode::Bm25))
             .unwrap();
         assert!(hits.hits[0].text.contains("zeta"));
+    }
+
+    #[test]
+    fn a_file_read_by_an_older_layout_is_read_again_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("docs");
+        write_docs(&docs, 2, "v1");
+        let engine = engine(tmp.path(), 0.25);
+        let ingest = || {
+            engine
+                .ingest(
+                    DEFAULT_COLLECTION,
+                    std::slice::from_ref(&docs),
+                    &owner(),
+                    &NoProgress,
+                )
+                .unwrap()
+        };
+        assert_eq!(ingest().added, 2);
+        // As an older lore recorded it: the same bytes, no layout version.
+        let collection = engine.collection(DEFAULT_COLLECTION).unwrap();
+        let path = path_key(&docs.join("d0.md"));
+        let mut record = collection.index().docs().file(&path).unwrap().unwrap();
+        record.hash = content_hash(&std::fs::read(docs.join("d0.md")).unwrap());
+        collection
+            .index()
+            .apply(Change {
+                put_files: vec![record],
+                ..Change::default()
+            })
+            .unwrap();
+        let again = ingest();
+        assert_eq!((again.updated, again.unchanged), (1, 1));
+        // Its text did not change, so nothing is embedded again.
+        assert_eq!(again.chunks_embedded, 0);
+        let third = ingest();
+        assert_eq!((third.updated, third.unchanged), (0, 2));
     }
 
     #[test]
