@@ -807,39 +807,30 @@ mod tests {
         }
     }
 
+    /// Ingests the folder `docs` into the default collection.
+    fn ingest_folder(engine: &Engine, docs: &Path) -> IngestReport {
+        engine
+            .ingest(
+                DEFAULT_COLLECTION,
+                &[docs.to_path_buf()],
+                &owner(),
+                &NoProgress,
+            )
+            .unwrap()
+    }
+
     #[test]
     fn unchanged_file_is_not_reembedded_and_changed_file_is_replaced() {
         let tmp = tempfile::tempdir().unwrap();
         let docs = tmp.path().join("docs");
         write_docs(&docs, 5, "v1");
         let engine = engine(tmp.path(), 0.25);
-        let first = engine
-            .ingest(
-                DEFAULT_COLLECTION,
-                std::slice::from_ref(&docs),
-                &owner(),
-                &NoProgress,
-            )
-            .unwrap();
+        let first = ingest_folder(&engine, &docs);
         assert_eq!(first.added, 5);
-        let again = engine
-            .ingest(
-                DEFAULT_COLLECTION,
-                std::slice::from_ref(&docs),
-                &owner(),
-                &NoProgress,
-            )
-            .unwrap();
+        let again = ingest_folder(&engine, &docs);
         assert_eq!((again.unchanged, again.chunks_embedded), (5, 0));
         std::fs::write(docs.join("d0.md"), "# Doc 0\n\nzeta\n").unwrap();
-        let changed = engine
-            .ingest(
-                DEFAULT_COLLECTION,
-                std::slice::from_ref(&docs),
-                &owner(),
-                &NoProgress,
-            )
-            .unwrap();
+        let changed = ingest_folder(&engine, &docs);
         assert_eq!((changed.updated, changed.unchanged), (1, 4));
         let status = engine.status(DEFAULT_COLLECTION).unwrap();
         assert!(status.consistent, "{status:?}");
@@ -855,16 +846,7 @@ mod tests {
         let docs = tmp.path().join("docs");
         write_docs(&docs, 2, "v1");
         let engine = engine(tmp.path(), 0.25);
-        let ingest = || {
-            engine
-                .ingest(
-                    DEFAULT_COLLECTION,
-                    std::slice::from_ref(&docs),
-                    &owner(),
-                    &NoProgress,
-                )
-                .unwrap()
-        };
+        let ingest = || ingest_folder(&engine, &docs);
         assert_eq!(ingest().added, 2);
         // As an older lore recorded it: the same bytes, no layout version.
         let collection = engine.collection(DEFAULT_COLLECTION).unwrap();
@@ -892,23 +874,9 @@ mod tests {
         let docs = tmp.path().join("docs");
         write_docs(&docs, 20, "v1");
         let engine = engine(tmp.path(), 0.25);
-        engine
-            .ingest(
-                DEFAULT_COLLECTION,
-                std::slice::from_ref(&docs),
-                &owner(),
-                &NoProgress,
-            )
-            .unwrap();
+        ingest_folder(&engine, &docs);
         write_docs(&docs, 20, "v2");
-        engine
-            .ingest(
-                DEFAULT_COLLECTION,
-                std::slice::from_ref(&docs),
-                &owner(),
-                &NoProgress,
-            )
-            .unwrap();
+        ingest_folder(&engine, &docs);
         let status = engine.status(DEFAULT_COLLECTION).unwrap();
         assert!(status.consistent, "{status:?}");
         assert_eq!(
