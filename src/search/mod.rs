@@ -220,6 +220,10 @@ pub struct SearchResponse {
     /// ([`crate::store::KeywordIndex::coverage`]).
     #[serde(skip)]
     pub coverage: Option<f64>,
+    /// With [`SearchRequest::coverage`]: the same share for every hit, in
+    /// order (`ask` checks where an answer's names were read from).
+    #[serde(skip)]
+    pub coverages: Vec<f64>,
 }
 
 fn ms_since(start: Instant) -> f64 {
@@ -277,23 +281,26 @@ pub fn search(
         }
     };
     let hits = resolve(collections, &ranked, &found, request.k, request.collapse)?;
-    let coverage = match hits.first().filter(|_| request.coverage) {
-        Some(best) => {
+    let coverages = match request.coverage {
+        true => {
             let asked = request.coverage_of.as_deref().unwrap_or(&request.query);
-            Some(coverage(collections, &allowed, asked, best)?)
+            hits.iter()
+                .map(|hit| coverage(collections, &allowed, asked, hit))
+                .collect::<Result<Vec<f64>>>()?
         }
-        None => None,
+        false => Vec::new(),
     };
     timings.total_ms = ms_since(start);
     Ok(SearchResponse {
         hits,
         timings,
         best_dense,
-        coverage,
+        coverage: coverages.first().copied(),
+        coverages,
     })
 }
 
-/// [`SearchResponse::coverage`] of `best`, weighed in its own collection
+/// [`SearchResponse::coverage`] of `hit`, weighed in its own collection
 /// among the chunks the request may see.
 fn coverage(
     collections: &[Target<'_>],
