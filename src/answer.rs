@@ -39,7 +39,12 @@ const SHORT_NAME: usize = 5;
 /// Citations, one-digit numbers and the sentence's own words are neither.
 pub fn unsourced_names(answer: &str, sources: &[&str], question: &str) -> Vec<String> {
     let texts: Vec<String> = sources.iter().map(|s| s.to_lowercase()).collect();
-    let words: std::collections::HashSet<&str> = texts.iter().flat_map(|t| name_words(t)).collect();
+    let words: std::collections::HashSet<&str> = texts
+        .iter()
+        .flat_map(|t| t.split(|c: char| !is_name_char(c)))
+        .map(|w| w.trim_matches('.'))
+        .filter(|w| !w.is_empty())
+        .collect();
     let held = |name: &str| {
         words.contains(name)
             || (name.chars().count() > SHORT_NAME && texts.iter().any(|t| t.contains(name)))
@@ -62,38 +67,6 @@ pub fn unsourced_names(answer: &str, sources: &[&str], question: &str) -> Vec<St
         }
     }
     missing
-}
-
-/// The words of a lower-cased text as [`unsourced_names`] compares names.
-fn name_words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !is_name_char(c))
-        .map(|w| w.trim_matches('.'))
-        .filter(|w| !w.is_empty())
-}
-
-/// The names `answer` uses that the `question` does not, each with the
-/// indices of the `sources` that hold it (as [`unsourced_names`] finds
-/// them): where the answer's names were read from.
-pub fn name_sources(answer: &str, sources: &[&str], question: &str) -> Vec<(String, Vec<usize>)> {
-    let texts: Vec<String> = sources.iter().map(|s| s.to_lowercase()).collect();
-    let words: Vec<std::collections::HashSet<&str>> =
-        texts.iter().map(|t| name_words(t).collect()).collect();
-    let asked = question.to_lowercase();
-    let asked: std::collections::HashSet<&str> = name_words(&asked).collect();
-    let mut found: Vec<(String, Vec<usize>)> = Vec::new();
-    for name in names(&strip_citations(answer)) {
-        if asked.contains(name.as_str()) || found.iter().any(|(n, _)| *n == name) {
-            continue;
-        }
-        let holding = (0..texts.len())
-            .filter(|&i| {
-                words[i].contains(name.as_str())
-                    || (name.chars().count() > SHORT_NAME && texts[i].contains(&name))
-            })
-            .collect();
-        found.push((name, holding));
-    }
-    found
 }
 
 /// Number words from ten to ninety-nine, as figures: a source that says
@@ -734,29 +707,6 @@ mod tests {
         assert_eq!(missing("Run ```git mv``` [1]."), ["mv"]);
         // A short name must stand alone: "mv" inside "remove" is not it.
         assert_eq!(unsourced_names("`mv`", &["remove it"], ""), ["mv"]);
-    }
-
-    #[test]
-    fn an_answers_names_are_traced_to_the_sources_that_hold_them() {
-        let sources = [
-            "gc.reflogExpire: how long reflog entries are kept; gc.auto sets when to pack.",
-            "pull.rebase: when true, git pull rebases. See gc.auto.",
-        ];
-        let placed = |answer: &str, question: &str| name_sources(answer, &sources, question);
-        assert_eq!(
-            placed("Set `gc.reflogExpire` [1], or gc.auto.", ""),
-            [
-                ("gc.reflogexpire".to_string(), vec![0]),
-                ("gc.auto".to_string(), vec![0, 1])
-            ]
-        );
-        // The question's own names are not the answer's claim; a name
-        // nowhere is traced to no source.
-        assert_eq!(
-            placed("With gc.auto, run `git mv` [2].", "What does gc.auto do?"),
-            [("git".to_string(), vec![1]), ("mv".to_string(), vec![])]
-        );
-        assert!(placed("It rebases [2].", "").is_empty());
     }
 
     #[test]

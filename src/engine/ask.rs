@@ -3,7 +3,6 @@
 //! talk's techniques when asked: the switches of [`super::technique`] and
 //! self-consistency's vote), resolve citations.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -17,14 +16,12 @@ use super::request::{
 use super::technique::{self, Parts, Technique};
 use crate::answer::{
     Citation, Correction, Quote, canonical_choice, choice_spellings, cited_schema, is_abstention,
-    json_citations, name_sources, resolve, resolve_numbers, text_grammar, unsourced_names, verify,
-    vote_key,
+    json_citations, resolve, resolve_numbers, text_grammar, unsourced_names, verify, vote_key,
 };
 use crate::error::{Error, Result};
 use crate::generate::{Constraint, Generated, Generator, Sampling, StopReason};
 use crate::prompt::{self, NOT_IN_DOCUMENTS, Source, Style};
 use crate::search::{Hit, Mode, SearchRequest};
-use crate::types::ChunkId;
 
 /// What the answer must look like, for one prompt's sources.
 pub(super) enum Shape {
@@ -92,9 +89,6 @@ pub(super) struct Grounds {
     pub standalone_question: Option<String>,
     pub retrieved: Vec<Hit>,
     pub support: Option<f64>,
-    /// Each retrieved chunk's coverage of the question, in order (empty
-    /// when not measured).
-    pub coverages: Vec<f64>,
     pub timings: AskTimings,
 }
 
@@ -111,7 +105,6 @@ impl Grounds {
             standalone_question: rewrite.as_ref().map(|r| r.question.clone()),
             retrieved,
             support,
-            coverages: Vec::new(),
             timings: AskTimings {
                 retrieve_ms: start.elapsed().as_secs_f64() * 1000.0,
                 rewrite_ms: rewrite.as_ref().map_or(0.0, |r| r.ms),
@@ -189,10 +182,7 @@ impl Engine {
         } else {
             None
         };
-        let grounds = Grounds {
-            coverages: found.coverages,
-            ..Grounds::new(question, &rewrite, found.hits, support, start)
-        };
+        let grounds = Grounds::new(question, &rewrite, found.hits, support, start);
         self.answer_from(request, &shape, grounds, unanswerable, on_text)
     }
 
@@ -224,7 +214,6 @@ impl Engine {
         answer: &str,
         sources: &[Source],
         question: &str,
-        coverages: &HashMap<ChunkId, f64>,
     ) -> Option<Unsourced> {
         if !self.config.generator.check_names
             || !matches!(shape, Shape::Text)
@@ -244,43 +233,11 @@ impl Engine {
             })
             .collect();
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let mut names = unsourced_names(answer, &texts, question);
-        if names.is_empty() {
-            names = self.misplaced_names(answer, &texts, sources, question, coverages);
-        }
+        let names = unsourced_names(answer, &texts, question);
         (!names.is_empty()).then(|| Unsourced {
             draft: answer.to_string(),
             names,
         })
-    }
-
-    /// The answer's names when every source that holds one of them covers
-    /// the question less than `generator.min_support` (the bar the best
-    /// hit must clear): names read from a passage about something else, as
-    /// a near-domain question's wrong answer takes them ("`gc.reflogExpire`
-    /// makes git pull rebase"). Empty when any name sits with the question.
-    fn misplaced_names(
-        &self,
-        answer: &str,
-        texts: &[&str],
-        sources: &[Source],
-        question: &str,
-        coverages: &HashMap<ChunkId, f64>,
-    ) -> Vec<String> {
-        let placed = name_sources(answer, texts, question);
-        let best = placed
-            .iter()
-            .flat_map(|(_, at)| at)
-            .filter_map(|&i| coverages.get(&sources[i].hit.chunk_id))
-            .fold(None, |best: Option<f64>, &c| {
-                Some(best.map_or(c, |b| b.max(c)))
-            });
-        match best {
-            Some(best) if best < self.config.generator.min_support => {
-                placed.into_iter().map(|(name, _)| name).collect()
-            }
-            _ => Vec::new(),
-        }
     }
 
     /// The prompt's variants `techniques` ask for.
@@ -307,15 +264,9 @@ impl Engine {
             standalone_question,
             retrieved,
             support,
-            coverages,
             mut timings,
         } = grounds;
         let question = question.as_str();
-        let coverages: HashMap<ChunkId, f64> = retrieved
-            .iter()
-            .zip(coverages)
-            .map(|(hit, coverage)| (hit.chunk_id.clone(), coverage))
-            .collect();
         // A caller's constraint must be matched, so only lore's own shapes
         // (text, cited JSON) abstain before the model is asked.
         if let Some(because) = unanswerable.filter(|_| !matches!(shape, Shape::Custom)) {
@@ -428,9 +379,7 @@ impl Engine {
             response.votes = votes;
             return Ok(response);
         }
-        if let Some(unsourced) =
-            self.unsourced(shape, &draft.answer, &built.sources, question, &coverages)
-        {
+        if let Some(unsourced) = self.unsourced(shape, &draft.answer, &built.sources, question) {
             let mut response = abstention(shape, retrieved, timings, Abstention::Unsourced);
             response.unsourced = Some(unsourced);
             response.support = support;

@@ -234,7 +234,6 @@ impl Engine {
                 standalone_question: None,
                 retrieved: grounds.retrieved[part.clone()].to_vec(),
                 support: None,
-                coverages: Vec::new(),
                 timings: Default::default(),
             };
             let partial =

@@ -220,10 +220,6 @@ pub struct SearchResponse {
     /// ([`crate::store::KeywordIndex::coverage`]).
     #[serde(skip)]
     pub coverage: Option<f64>,
-    /// With [`SearchRequest::coverage`]: the same share for every hit, in
-    /// order (`ask` checks where an answer's names were read from).
-    #[serde(skip)]
-    pub coverages: Vec<f64>,
 }
 
 fn ms_since(start: Instant) -> f64 {
@@ -281,26 +277,23 @@ pub fn search(
         }
     };
     let hits = resolve(collections, &ranked, &found, request.k, request.collapse)?;
-    let coverages = match request.coverage {
-        true => {
+    let coverage = match hits.first().filter(|_| request.coverage) {
+        Some(best) => {
             let asked = request.coverage_of.as_deref().unwrap_or(&request.query);
-            hits.iter()
-                .map(|hit| coverage(collections, &allowed, asked, hit))
-                .collect::<Result<Vec<f64>>>()?
+            Some(coverage(collections, &allowed, asked, best)?)
         }
-        false => Vec::new(),
+        None => None,
     };
     timings.total_ms = ms_since(start);
     Ok(SearchResponse {
         hits,
         timings,
         best_dense,
-        coverage: coverages.first().copied(),
-        coverages,
+        coverage,
     })
 }
 
-/// [`SearchResponse::coverage`] of `hit`, weighed in its own collection
+/// [`SearchResponse::coverage`] of `best`, weighed in its own collection
 /// among the chunks the request may see.
 fn coverage(
     collections: &[Target<'_>],
