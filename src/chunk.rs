@@ -210,13 +210,14 @@ impl Chunker {
             DocKind::Record => doc.title.iter().map(|t| clipped(t)).collect(),
             _ => Vec::new(),
         };
+        let mut paths = HeadingPaths::new(&headings);
         pieces
             .into_iter()
             .map(|(start, text)| {
                 let heading = if headings.is_empty() {
                     title.clone()
                 } else {
-                    heading_path(&headings, start)
+                    paths.at(start)
                 };
                 let byte_range = doc.text_offset + start..doc.text_offset + start + text.len();
                 Chunk {
@@ -323,19 +324,44 @@ fn level_number(level: HeadingLevel) -> usize {
     level as usize
 }
 
-/// The heading path in force at byte `start`: outermost first.
-fn heading_path(headings: &[Heading], start: usize) -> Vec<String> {
-    let mut path: Vec<(usize, &str)> = Vec::new();
-    for (offset, level, title) in headings {
-        if *offset > start {
-            break;
+/// The heading paths in force at a text's chunk starts, read in one pass
+/// over its headings as the starts go up (a page with 100,000 headings and
+/// as many chunks must not cost 10^10 steps).
+struct HeadingPaths<'h> {
+    headings: &'h [Heading],
+    /// Headings read so far.
+    next: usize,
+    /// The path they make: each heading's level and title.
+    path: Vec<(usize, &'h str)>,
+}
+
+impl<'h> HeadingPaths<'h> {
+    fn new(headings: &'h [Heading]) -> HeadingPaths<'h> {
+        HeadingPaths {
+            headings,
+            next: 0,
+            path: Vec::new(),
         }
-        while path.last().is_some_and(|(l, _)| l >= level) {
-            path.pop();
-        }
-        path.push((*level, title));
     }
-    path.into_iter().map(|(_, t)| t.to_string()).collect()
+
+    /// The heading path in force at byte `start`: outermost first. A start
+    /// before the last one reads the headings again from the top.
+    fn at(&mut self, start: usize) -> Vec<String> {
+        if self.next > 0 && self.headings[self.next - 1].0 > start {
+            *self = HeadingPaths::new(self.headings);
+        }
+        while let Some((offset, level, title)) = self.headings.get(self.next) {
+            if *offset > start {
+                break;
+            }
+            while self.path.last().is_some_and(|(l, _)| l >= level) {
+                self.path.pop();
+            }
+            self.path.push((*level, title));
+            self.next += 1;
+        }
+        self.path.iter().map(|(_, t)| t.to_string()).collect()
+    }
 }
 
 /// The text the embedder sees for a chunk: its heading path, then the text.
@@ -414,6 +440,35 @@ mod tests {
             assert!(bytes <= MAX_HEADING_BYTES + '…'.len_utf8(), "{bytes}");
         }
         assert!(chunks.last().unwrap().heading[0].ends_with('…'));
+    }
+
+    #[test]
+    fn heading_paths_follow_the_starts_in_either_order() {
+        let headings: Vec<Heading> = vec![
+            (0, 1, "A".into()),
+            (10, 2, "B".into()),
+            (20, 2, "C".into()),
+            (30, 1, "D".into()),
+        ];
+        let mut paths = HeadingPaths::new(&headings);
+        assert_eq!(paths.at(0), ["A"]);
+        assert_eq!(paths.at(15), ["A", "B"]);
+        assert_eq!(paths.at(25), ["A", "C"]);
+        assert_eq!(paths.at(35), ["D"]);
+        assert_eq!(paths.at(12), ["A", "B"]);
+    }
+
+    #[test]
+    fn the_paths_of_many_headings_and_chunks_are_read_in_one_pass() {
+        let text = "###### t\n\nw\n\n".repeat(200_000);
+        let start = std::time::Instant::now();
+        let headings = markdown_headings(&text);
+        let mut paths = HeadingPaths::new(&headings);
+        for at in (0..text.len()).step_by(13) {
+            assert_eq!(paths.at(at), ["t"]);
+        }
+        // Not a speed claim: a scan per chunk here takes minutes.
+        assert!(start.elapsed().as_secs() < 30);
     }
 
     #[test]

@@ -402,6 +402,9 @@ struct VisibleText {
     /// The open `<dl>`s, innermost last: whether each is a list of terms
     /// (its `<dt>`s become headings) rather than a table of contents.
     lists: std::cell::RefCell<Vec<bool>>,
+    /// How many of them are lists of terms (kept, not counted per `<dt>`:
+    /// 100,000 nested lists and as many terms must not cost 10^10 steps).
+    term_lists: std::cell::Cell<usize>,
     /// Where the text stands with respect to a `<dt>` heading.
     term: std::cell::Cell<Term>,
     /// `<div>`s open, and the depth of the admonition (note, tip, …) the
@@ -549,7 +552,7 @@ impl VisibleText {
 
     /// Opens or closes a `<dt>` heading, joining aliases onto one line.
     fn mark_term(&self, start: bool) {
-        let terms = self.lists.borrow().iter().filter(|&&t| t).count();
+        let terms = self.term_lists.get();
         let is_term = self.lists.borrow().last() == Some(&true);
         let mut out = self.out.borrow_mut();
         match (start, self.term.get()) {
@@ -582,10 +585,13 @@ impl VisibleText {
 
     fn track_list(&self, start: bool, class: &str) {
         let mut lists = self.lists.borrow_mut();
+        let terms = self.term_lists.get();
         if start {
-            lists.push(!class.split_whitespace().any(|c| c == "toc"));
-        } else {
-            lists.pop();
+            let is_term = !class.split_whitespace().any(|c| c == "toc");
+            lists.push(is_term);
+            self.term_lists.set(terms + usize::from(is_term));
+        } else if lists.pop() == Some(true) {
+            self.term_lists.set(terms - 1);
         }
     }
 
@@ -904,6 +910,15 @@ mod tests {
         assert!(start.elapsed().as_secs() < 30);
         let unclosed = "<b>".repeat(depth) + "x";
         assert!(load(Path::new("/x/b.html"), unclosed.as_bytes(), LIMIT * 8).is_ok());
+        // As many definition terms inside as many nested lists.
+        let terms = format!(
+            "{}{}",
+            "<dl>".repeat(depth / 2),
+            "<dt>t</dt>".repeat(depth / 2)
+        );
+        let start = std::time::Instant::now();
+        assert!(load(Path::new("/x/dl.html"), terms.as_bytes(), LIMIT * 8).is_ok());
+        assert!(start.elapsed().as_secs() < 30);
     }
 
     #[test]
