@@ -519,6 +519,10 @@ impl VisibleText {
     /// box ("Tip") is a line of text, not the heading of the rest of the
     /// section.
     fn mark(&self, name: &str, start: bool, class: &str) {
+        // `</dt>` may be left out: a `<dd>` or the list's end closes it.
+        if matches!(name, "dd" | "dl") && self.term.get() == Term::Open {
+            self.mark_term(false);
+        }
         match name {
             "div" => self.track_aside(start, class),
             "dl" => self.track_list(start, class),
@@ -832,6 +836,16 @@ mod tests {
             .filter(|e| matches!(e, Event::Start(Tag::Heading { .. })))
             .count();
         assert_eq!(headings, 5);
+    }
+
+    #[test]
+    fn a_term_without_its_end_tag_ends_at_its_description() {
+        let html = "<h2>Options</h2><dl><dt>-a<dd>All of them.<dt>-b<dd>Brief.</dl><p>After.</p>";
+        let doc = &load(Path::new("/x/u.html"), html.as_bytes(), LIMIT).unwrap()[0];
+        assert_eq!(
+            doc.text,
+            "## Options\n\n### -a\n\nAll of them.\n### -b\n\nBrief.\nAfter.\n"
+        );
     }
 
     #[test]
