@@ -211,7 +211,7 @@ impl Chunker {
             _ => Vec::new(),
         };
         let mut paths = HeadingPaths::new(&headings);
-        pieces
+        let chunks: Vec<Chunk> = pieces
             .into_iter()
             .map(|(start, text)| {
                 let heading = if headings.is_empty() {
@@ -227,18 +227,19 @@ impl Chunker {
                     text: text.to_string(),
                 }
             })
-            .collect()
+            .collect();
+        without_bare_headings(chunks)
     }
 
     fn split<'t>(&self, doc: &'t Document) -> Vec<(usize, &'t str)> {
+        if matches!(doc.kind, DocKind::Markdown | DocKind::Html) {
+            return self.split_markdown(&doc.text);
+        }
         // Validated in `new`, so building it again cannot fail.
         let Ok(config) = self.config(TextSizer::new(&self.sizer, &doc.text)) else {
             return Vec::new();
         };
         match doc.kind {
-            DocKind::Markdown | DocKind::Html => MarkdownSplitter::new(config)
-                .chunk_indices(&doc.text)
-                .collect(),
             DocKind::Code => match doc.language.as_deref().and_then(grammar) {
                 Some(language) => match CodeSplitter::new(language, config) {
                     Ok(splitter) => splitter.chunk_indices(&doc.text).collect(),
@@ -253,12 +254,101 @@ impl Chunker {
         }
     }
 
+    /// Markdown split a window at a time (see [`windows`]).
+    fn split_markdown<'t>(&self, text: &'t str) -> Vec<(usize, &'t str)> {
+        let mut pieces = Vec::new();
+        for (offset, window) in windows(text) {
+            let Ok(config) = self.config(TextSizer::new(&self.sizer, window)) else {
+                continue;
+            };
+            let splitter = MarkdownSplitter::new(config);
+            let chunks = splitter.chunk_indices(window);
+            pieces.extend(chunks.map(|(at, chunk)| (offset + at, chunk)));
+        }
+        pieces
+    }
+
     fn split_text<'t>(&self, text: &'t str) -> Vec<(usize, &'t str)> {
         match self.config(TextSizer::new(&self.sizer, text)) {
             Ok(config) => TextSplitter::new(config).chunk_indices(text).collect(),
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// `chunks` less those that hold nothing but headings which the next chunk
+/// carries in its heading path. The splitter cuts a heading from its
+/// section when the two do not fit together; alone, the heading takes one
+/// of the few places in a prompt and says nothing its section's chunk does
+/// not (every chunk is embedded and shown with its heading path).
+fn without_bare_headings(chunks: Vec<Chunk>) -> Vec<Chunk> {
+    let mut kept: Vec<Chunk> = Vec::with_capacity(chunks.len());
+    let mut chunks = chunks.into_iter().peekable();
+    while let Some(chunk) = chunks.next() {
+        let carried = chunks
+            .peek()
+            .is_some_and(|next| headings_carried(&chunk.text, &next.heading));
+        if !carried {
+            kept.push(chunk);
+        }
+    }
+    kept
+}
+
+/// Whether `text` is only Markdown headings, each of them in `path`.
+fn headings_carried(text: &str, path: &[String]) -> bool {
+    let bare = text.lines().all(|line| {
+        let line = line.trim();
+        let hashes = line.len() - line.trim_start_matches('#').len();
+        line.is_empty() || ((1..=6).contains(&hashes) && line[hashes..].starts_with(' '))
+    });
+    let headings = markdown_headings(text);
+    bare && !headings.is_empty() && headings.iter().all(|(_, _, title)| path.contains(title))
+}
+
+/// The most Markdown given to the splitter at once. text-splitter's
+/// Markdown splitter takes time that grows with the square of the sections
+/// it is given (10,000 one-word sections: 1 s; 40,000: 16 s), so a hostile
+/// file of tiny sections would hold a worker for hours; cut into windows,
+/// its time grows with its length. Ordinary pages fit in one window and
+/// are split as a whole.
+const WINDOW_BYTES: usize = 64 * 1024;
+
+/// `text` cut into windows of at most [`WINDOW_BYTES`], each with its
+/// offset: at the last heading of a window's second half, else its last
+/// blank line, else its last line break, else wherever a character ends.
+fn windows(text: &str) -> Vec<(usize, &str)> {
+    let mut windows = Vec::new();
+    let mut start = 0;
+    while text.len() - start > WINDOW_BYTES {
+        let mut end = start + WINDOW_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut half = start + WINDOW_BYTES / 2;
+        while !text.is_char_boundary(half) {
+            half -= 1;
+        }
+        let tail = &text[half..end];
+        let cut = last_heading(tail)
+            .or_else(|| tail.rfind("\n\n").map(|at| at + 2))
+            .or_else(|| tail.rfind('\n').map(|at| at + 1))
+            .map_or(end, |at| half + at);
+        windows.push((start, &text[start..cut]));
+        start = cut;
+    }
+    windows.push((start, &text[start..]));
+    windows
+}
+
+/// Where the last line of `text` that opens a Markdown heading starts
+/// (never at 0: a window holds at least one line).
+fn last_heading(text: &str) -> Option<usize> {
+    text.rmatch_indices("\n#").map(|(at, _)| at + 1).find(|&at| {
+        let line = &text[at..];
+        let hashes = line.len() - line.trim_start_matches('#').len();
+        (1..=6).contains(&hashes) && line[hashes..].starts_with([' ', '\t', '\n'])
+    })
 }
 
 /// Tree-sitter grammars compiled in.
@@ -430,6 +520,20 @@ mod tests {
     }
 
     #[test]
+    fn a_heading_cut_from_its_section_is_not_a_chunk_of_its_own() {
+        let body = "The default is four gigabytes and it only guides the planner.";
+        let text = format!("# Settings\n\n## cache_size (integer)\n\n{body}\n\n## Empty\n\n# Next\n\nmore");
+        let chunker = Chunker::new(Sizer::Chars, body.len() + 4, 0).unwrap();
+        let chunks = chunker.chunk(&doc(DocKind::Markdown, &text, 0));
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        assert!(!texts.contains(&"## cache_size (integer)"), "{texts:?}");
+        let section = chunks.iter().find(|c| c.text == body).unwrap();
+        assert_eq!(section.heading, ["Settings", "cache_size (integer)"]);
+        // A heading no later chunk carries (an empty section) stays.
+        assert!(texts.iter().any(|t| t.contains("## Empty")), "{texts:?}");
+    }
+
+    #[test]
     fn a_huge_heading_is_not_copied_into_every_chunk() {
         let text = format!("# {}\n\n{}", "€".repeat(50_000), "word ".repeat(2_000));
         let chunker = Chunker::new(Sizer::Chars, 500, 0).unwrap();
@@ -469,6 +573,42 @@ mod tests {
         }
         // Not a speed claim: a scan per chunk here takes minutes.
         assert!(start.elapsed().as_secs() < 30);
+    }
+
+    #[test]
+    fn many_tiny_sections_are_chunked_in_linear_time() {
+        // 400,000 one-word sections (5 MB): in one piece the splitter
+        // needs hours; a window at a time, seconds.
+        let text = "# t\n\nw\n\n".repeat(400_000);
+        let chunker = Chunker::new(Sizer::Chars, 200, 0).unwrap();
+        let start = std::time::Instant::now();
+        let chunks = chunker.chunk(&doc(DocKind::Markdown, &text, 0));
+        assert!(chunks.len() > 1000);
+        // Not a speed claim: unwindowed, this runs for hours.
+        assert!(start.elapsed().as_secs() < 120, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn windows_cover_the_text_and_cut_at_headings() {
+        let section = format!("## part\n\n{}\n\n", "word ".repeat(1000));
+        let text = format!("intro\n\n{}", section.repeat(100));
+        let cut = windows(&text);
+        assert!(cut.len() > 3);
+        let mut at = 0;
+        for (offset, window) in &cut {
+            assert_eq!(*offset, at);
+            assert!(window.len() <= WINDOW_BYTES);
+            at += window.len();
+        }
+        assert_eq!(at, text.len());
+        for (_, window) in &cut[1..] {
+            assert!(window.starts_with("## part"), "{}", &window[..20]);
+        }
+        // No heading, no line break, multi-byte characters: still cut on
+        // character boundaries.
+        let flat = "é".repeat(100_000);
+        let total: usize = windows(&flat).iter().map(|(_, w)| w.len()).sum();
+        assert_eq!(total, flat.len());
     }
 
     #[test]
@@ -608,8 +748,10 @@ mod tests {
                 prop_assert!(text.is_char_boundary(chunk.byte_range.start));
                 prop_assert!(text.is_char_boundary(chunk.byte_range.end));
                 prop_assert_eq!(&text[chunk.byte_range.clone()], chunk.text.as_str());
-                // Everything between chunks is whitespace: no text is lost.
-                prop_assert!(text[last_end..chunk.byte_range.start].trim().is_empty());
+                // Between chunks is whitespace, or headings the next chunk
+                // carries in its path: no text is lost.
+                let gap = &text[last_end..chunk.byte_range.start];
+                prop_assert!(gap.trim().is_empty() || headings_carried(gap, &chunk.heading));
                 last_end = chunk.byte_range.end;
             }
             prop_assert!(text[last_end..].trim().is_empty());

@@ -498,11 +498,12 @@ fn check_replaceable(collection: &Collection, path: &str, scope: &WriteScope) ->
 
 /// What the loaders and the chunker make of a file's bytes, in versions;
 /// a file's recorded hash starts with the version that read it. When lore
-/// reads files differently (2: a definition list's term became a heading),
+/// reads files differently (2: a definition list's term became a heading;
+/// 3: a heading cut from its section is no chunk of its own),
 /// a file an older lore ingested is read again on the next run although its
 /// bytes did not change, so an upgrade reaches existing indexes; chunks
 /// whose text did not change keep their vectors.
-const LAYOUT: &str = "layout2:";
+const LAYOUT: &str = "layout3:";
 
 /// The recorded hash of a file's bytes, under the current [`LAYOUT`].
 fn file_hash(bytes: &[u8]) -> String {
