@@ -344,11 +344,13 @@ fn windows(text: &str) -> Vec<(usize, &str)> {
 /// Where the last line of `text` that opens a Markdown heading starts
 /// (never at 0: a window holds at least one line).
 fn last_heading(text: &str) -> Option<usize> {
-    text.rmatch_indices("\n#").map(|(at, _)| at + 1).find(|&at| {
-        let line = &text[at..];
-        let hashes = line.len() - line.trim_start_matches('#').len();
-        (1..=6).contains(&hashes) && line[hashes..].starts_with([' ', '\t', '\n'])
-    })
+    text.rmatch_indices("\n#")
+        .map(|(at, _)| at + 1)
+        .find(|&at| {
+            let line = &text[at..];
+            let hashes = line.len() - line.trim_start_matches('#').len();
+            (1..=6).contains(&hashes) && line[hashes..].starts_with([' ', '\t', '\n'])
+        })
 }
 
 /// Tree-sitter grammars compiled in.
@@ -522,7 +524,9 @@ mod tests {
     #[test]
     fn a_heading_cut_from_its_section_is_not_a_chunk_of_its_own() {
         let body = "The default is four gigabytes and it only guides the planner.";
-        let text = format!("# Settings\n\n## cache_size (integer)\n\n{body}\n\n## Empty\n\n# Next\n\nmore");
+        let text = format!(
+            "# Settings\n\n## cache_size (integer)\n\n{body}\n\n## Empty\n\n# Next\n\nmore"
+        );
         let chunker = Chunker::new(Sizer::Chars, body.len() + 4, 0).unwrap();
         let chunks = chunker.chunk(&doc(DocKind::Markdown, &text, 0));
         let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
