@@ -216,7 +216,8 @@ pub struct SearchResponse {
     #[serde(skip)]
     pub best_dense: Option<f32>,
     /// With [`SearchRequest::coverage`]: the share of the query's terms,
-    /// weighted by rarity, that the best hit holds
+    /// weighted by rarity, that the best hit holds, or the best BM25 hit
+    /// when it is among the hits and holds more
     /// ([`crate::store::KeywordIndex::coverage`]).
     #[serde(skip)]
     pub coverage: Option<f64>,
@@ -264,6 +265,7 @@ pub fn search(
     dense.sort_by(by_score);
     keyword.sort_by(by_score);
     let best_dense = dense.first().map(|(_, score)| *score);
+    let best_keyword = keyword.first().map(|(key, _)| *key);
     let found = Found {
         dense: dense.iter().map(|(key, _)| *key).collect(),
         bm25: keyword.iter().map(|(key, _)| *key).collect(),
@@ -280,7 +282,11 @@ pub fn search(
     let coverage = match hits.first().filter(|_| request.coverage) {
         Some(best) => {
             let asked = request.coverage_of.as_deref().unwrap_or(&request.query);
-            Some(coverage(collections, &allowed, asked, best)?)
+            let mut covered = coverage(collections, &allowed, asked, best)?;
+            if let Some(lexical) = given_hit(collections, best_keyword, &hits)? {
+                covered = covered.max(coverage(collections, &allowed, asked, lexical)?);
+            }
+            Some(covered)
         }
         None => None,
     };
@@ -291,6 +297,24 @@ pub fn search(
         best_dense,
         coverage,
     })
+}
+
+/// The hit among `hits` that is the chunk at `key`, if any.
+fn given_hit<'h>(
+    collections: &[Target<'_>],
+    key: Option<Key>,
+    hits: &'h [Hit],
+) -> Result<Option<&'h Hit>> {
+    let Some((at, slot)) = key else {
+        return Ok(None);
+    };
+    let Some(chunk) = collections[at].index.chunk_at(slot)? else {
+        return Ok(None);
+    };
+    let name = collections[at].name;
+    Ok(hits
+        .iter()
+        .find(|hit| hit.chunk_id == chunk.id && hit.collection == name))
 }
 
 /// [`SearchResponse::coverage`] of `best`, weighed in its own collection
@@ -473,4 +497,61 @@ fn resolve(
         });
     }
     Ok(hits)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::embed::hash::HashEmbedder;
+    use crate::engine::{DEFAULT_COLLECTION, Engine, NoProgress, WriteScope};
+
+    #[test]
+    fn support_is_read_off_the_best_keyword_hit_too_when_it_is_given() {
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        // The bag-of-words embedder ranks the page that repeats the
+        // question's common words first; only BM25 finds the rare word.
+        let pages = [
+            ("bait.md", "What is an Rc T for? What is an Rc T for?"),
+            (
+                "answer.md",
+                "The Rc T type is an abbreviation for reference counting: it counts \
+                 the owners of one value so that the value lives while any owner does.",
+            ),
+            (
+                "a.md",
+                "What is an Rc T for? It shares a value between owners in one thread.",
+            ),
+            (
+                "b.md",
+                "What is an Rc T for? It keeps a count of owners of a value.",
+            ),
+            (
+                "c.md",
+                "What is a Box T for? It puts a value on the heap with one owner.",
+            ),
+        ];
+        for (name, text) in pages {
+            std::fs::write(docs.join(name), text).unwrap();
+        }
+        let config = Config {
+            index: tmp.path().join("index"),
+            ..Config::default()
+        };
+        let engine = Engine::with_embedder(config, Arc::new(HashEmbedder::new(64))).unwrap();
+        let owner = WriteScope::owner("test");
+        engine
+            .ingest(DEFAULT_COLLECTION, &[docs], &owner, &NoProgress)
+            .unwrap();
+        let mut request = SearchRequest::new("What is Rc<T> an abbreviation for?", 3, Mode::Hybrid);
+        request.coverage = true;
+        let found = engine.search(&request).unwrap();
+        assert!(found.hits[0].path.ends_with("bait.md"), "{:?}", found.hits);
+        assert!(found.hits.iter().any(|h| h.path.ends_with("answer.md")));
+        assert!(found.coverage.unwrap() > 0.9, "{:?}", found.coverage);
+    }
 }
