@@ -34,7 +34,8 @@ const SHORT_NAME: usize = 5;
 /// a code span, and each code-shaped word outside them (`--flag`, `-x`,
 /// `snake_case`, `dotted.name`, `call()`), compared without case. Short
 /// names must be whole words of a source; longer ones anywhere in it.
-/// Then the figures of two digits or more (`5432`, `50,000`) that neither
+/// Then the commands of code spans (`cargo add`) that neither a source nor
+/// the `question` holds whole ([`commands`]). Then the figures of two digits or more (`5432`, `50,000`) that neither
 /// a source nor the `question` holds: a figure recalled, not read.
 /// Citations, one-digit numbers and the sentence's own words are neither.
 pub fn unsourced_names(answer: &str, sources: &[&str], question: &str) -> Vec<String> {
@@ -54,6 +55,19 @@ pub fn unsourced_names(answer: &str, sources: &[&str], question: &str) -> Vec<St
     for name in names(&answer) {
         if !held(&name) && !missing.contains(&name) {
             missing.push(name);
+        }
+    }
+    let spaced: Vec<String> = texts
+        .iter()
+        .map(String::as_str)
+        .chain([question.to_lowercase().as_str()])
+        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for command in commands(&answer) {
+        let reported = missing.contains(&command)
+            || command.split(' ').any(|w| missing.iter().any(|m| m == w));
+        if !reported && !spaced.iter().any(|t| t.contains(&command)) {
+            missing.push(command);
         }
     }
     let given: std::collections::HashSet<String> = sources
@@ -197,6 +211,28 @@ fn names(answer: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// The commands in `answer`'s code spans, lower case: spans of two to four
+/// words, each a plain name (`cargo add`, `git worktree lock`, `create
+/// extension`). Each word may be in the sources while the command is not
+/// (`cargo` and `add` are in a book that never mentions `cargo add`), so
+/// the command is checked whole. Spans with options or punctuation
+/// (`pg_dump --schema-only`, `-u, --include-untracked`) are left to the
+/// word check: an answer joins a command and an option the sources name
+/// apart.
+fn commands(answer: &str) -> Vec<String> {
+    let plain = |word: &str| {
+        word.starts_with(|c: char| c.is_alphabetic()) && word.chars().all(is_name_char)
+    };
+    answer
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|span| span.split_whitespace().collect::<Vec<_>>())
+        .filter(|words| (2..=4).contains(&words.len()) && words.iter().all(|w| plain(w)))
+        .map(|words| words.join(" ").to_lowercase())
+        .collect()
 }
 
 /// Longest `answer` string of the cited-JSON schema, in characters.
@@ -707,6 +743,20 @@ mod tests {
         assert_eq!(missing("Run ```git mv``` [1]."), ["mv"]);
         // A short name must stand alone: "mv" inside "remove" is not it.
         assert_eq!(unsourced_names("`mv`", &["remove it"], ""), ["mv"]);
+    }
+
+    #[test]
+    fn a_command_is_held_only_when_a_source_or_the_question_names_it_whole() {
+        let sources = ["Run cargo build with --release, then add the crate to\n  Cargo.toml."];
+        let missing = |answer: &str, question: &str| unsourced_names(answer, &sources, question);
+        // Both words are in the source, the command is not.
+        assert_eq!(missing("Use `cargo add` [1].", ""), ["cargo add"]);
+        // Whole, across a line break and in another case.
+        assert!(missing("Run `Cargo Build` [1].", "").is_empty());
+        assert!(missing("Use `cargo add` [1].", "What does cargo  add do?").is_empty());
+        // Options and punctuation are left to the word check.
+        assert!(missing("Run `cargo build --release` or `cargo, crate` [1].", "").is_empty());
+        assert!(missing("Run `cargo build`, add `crate` [1].", "").is_empty());
     }
 
     #[test]
