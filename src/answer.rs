@@ -35,8 +35,9 @@ const SHORT_NAME: usize = 5;
 /// `snake_case`, `dotted.name`, `call()`), compared without case. Short
 /// names must be whole words of a source; longer ones anywhere in it.
 /// Then the commands of code spans (`cargo add`) that neither a source nor
-/// the `question` holds whole ([`commands`]). Then the figures of two digits or more (`5432`, `50,000`) that neither
-/// a source nor the `question` holds: a figure recalled, not read.
+/// the `question` holds whole. Then the figures of two digits or more
+/// (`5432`, `50,000`) that neither a source nor the `question` holds: a
+/// figure recalled, not read.
 /// Citations, one-digit numbers and the sentence's own words are neither.
 pub fn unsourced_names(answer: &str, sources: &[&str], question: &str) -> Vec<String> {
     let texts: Vec<String> = sources.iter().map(|s| s.to_lowercase()).collect();
