@@ -58,13 +58,20 @@ pub fn unsourced_names(answer: &str, sources: &[&str], question: &str) -> Vec<St
             missing.push(name);
         }
     }
-    let spaced: Vec<String> = texts
-        .iter()
-        .map(String::as_str)
-        .chain([question.to_lowercase().as_str()])
-        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    for command in commands(&answer) {
+    let commands = commands(&answer);
+    // Sources with their whitespace made single, only when there is a
+    // command to look for.
+    let spaced: Vec<String> = if commands.is_empty() {
+        Vec::new()
+    } else {
+        texts
+            .iter()
+            .map(String::as_str)
+            .chain([question.to_lowercase().as_str()])
+            .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    for command in commands {
         let reported = missing.contains(&command)
             || command.split(' ').any(|w| missing.iter().any(|m| m == w));
         if !reported && !spaced.iter().any(|t| t.contains(&command)) {

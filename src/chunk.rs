@@ -302,8 +302,11 @@ fn headings_carried(text: &str, path: &[String]) -> bool {
         let hashes = line.len() - line.trim_start_matches('#').len();
         line.is_empty() || ((1..=6).contains(&hashes) && line[hashes..].starts_with(' '))
     });
+    if !bare {
+        return false;
+    }
     let headings = markdown_headings(text);
-    bare && !headings.is_empty() && headings.iter().all(|(_, _, title)| path.contains(title))
+    !headings.is_empty() && headings.iter().all(|(_, _, title)| path.contains(title))
 }
 
 /// The most Markdown given to the splitter at once. text-splitter's

@@ -278,13 +278,18 @@ pub fn search(
             fusion::linear(&dense, &keyword, config.dense_weight)
         }
     };
-    let hits = resolve(collections, &ranked, &found, request.k, request.collapse)?;
+    let (hits, keys) = resolve(collections, &ranked, &found, request.k, request.collapse)?;
     let coverage = match hits.first().filter(|_| request.coverage) {
         Some(best) => {
             let asked = request.coverage_of.as_deref().unwrap_or(&request.query);
             let mut covered = coverage(collections, &allowed, asked, best)?;
-            if let Some(lexical) = given_hit(collections, best_keyword, &hits)? {
-                covered = covered.max(coverage(collections, &allowed, asked, lexical)?);
+            // BM25's first, when it was given and is not the best hit.
+            let lexical = keys
+                .iter()
+                .skip(1)
+                .position(|key| Some(*key) == best_keyword);
+            if let Some(at) = lexical {
+                covered = covered.max(coverage(collections, &allowed, asked, &hits[at + 1])?);
             }
             Some(covered)
         }
@@ -297,24 +302,6 @@ pub fn search(
         best_dense,
         coverage,
     })
-}
-
-/// The hit among `hits` that is the chunk at `key`, if any.
-fn given_hit<'h>(
-    collections: &[Target<'_>],
-    key: Option<Key>,
-    hits: &'h [Hit],
-) -> Result<Option<&'h Hit>> {
-    let Some((at, slot)) = key else {
-        return Ok(None);
-    };
-    let Some(chunk) = collections[at].index.chunk_at(slot)? else {
-        return Ok(None);
-    };
-    let name = collections[at].name;
-    Ok(hits
-        .iter()
-        .find(|hit| hit.chunk_id == chunk.id && hit.collection == name))
 }
 
 /// [`SearchResponse::coverage`] of `best`, weighed in its own collection
@@ -447,7 +434,7 @@ fn resolve(
     found: &Found,
     k: usize,
     collapse: bool,
-) -> Result<Vec<Hit>> {
+) -> Result<(Vec<Hit>, Vec<Key>)> {
     for (at, target) in collections.iter().enumerate() {
         let first: Vec<Slot> = ranked
             .iter()
@@ -459,6 +446,7 @@ fn resolve(
     }
     let mut paths: HashMap<(usize, DocId), String> = HashMap::new();
     let mut hits = Vec::with_capacity(k);
+    let mut keys = Vec::with_capacity(k);
     for &((at, slot), score) in ranked {
         if hits.len() == k {
             break;
@@ -495,8 +483,9 @@ fn resolve(
             text: chunk.text,
             found_by: found.by((at, slot)),
         });
+        keys.push((at, slot));
     }
-    Ok(hits)
+    Ok((hits, keys))
 }
 
 #[cfg(test)]
