@@ -1,6 +1,7 @@
 //! Conversations: a follow-up that means nothing alone ("And how fast for
 //! SEV2?") is rewritten from the history, retrieves the right document and
-//! is answered from it, through `/v1/ask` with `history` and through chat
+//! is answered from it, a pronoun the rewrite left is replaced by what it
+//! stands for, through `/v1/ask` with `history` and through chat
 //! completions with several messages; a history far longer than the
 //! context is cut to fit, oldest turns first. `lore chat` does the same
 //! at a terminal (driven here through a pipe).
@@ -88,6 +89,24 @@ fn a_follow_up_is_answered_from_the_history() {
         &asked["citations"],
         asked["answer"].as_str().unwrap(),
     );
+
+    // A pronoun the rewrite may hand back unchanged still ends up named:
+    // the standalone question says what "it" was.
+    let pronoun = post(
+        &server,
+        "/v1/ask",
+        &json!({
+            "question": "Can I ask for it early?",
+            "history": [
+                {"role": "user", "content": "What is the laptop refresh cycle?"},
+                {"role": "assistant", "content": "Laptops are refreshed every three years [1]."},
+            ],
+            "max_tokens": 16,
+        }),
+    );
+    let standalone = pronoun["standalone_question"].as_str().unwrap();
+    assert!(standalone.contains("refresh"), "{standalone}");
+    assert!(!standalone.contains(" it "), "{standalone}");
 
     // The same conversation as OpenAI messages.
     let chat = post(

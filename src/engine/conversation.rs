@@ -12,11 +12,12 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::Engine;
+use super::referent::resolve_pronoun;
 use crate::answer::without_citations;
 use crate::error::{Error, Result};
 use crate::generate::{Constraint, Generated, Generator, Sampling};
 use crate::prompt;
-use crate::store::keywords::terms;
+use crate::store::keywords::{asked_terms, terms};
 
 /// Most characters of one turn shown to the rewrite (its start: a
 /// question, or the statement an answer opens with).
@@ -136,7 +137,15 @@ impl Engine {
         };
         let generated =
             generator.generate(&rendered, &sampling, Some(&one_line), &mut |_| go_on())?;
-        let question = standalone_or_fallback(&generated, question, history);
+        tracing::debug!(rewrite = %generated.text, tokens = generated.gen_tokens, "follow-up rewritten");
+        let question = match usable_rewrite(&generated, question) {
+            Some(rewrite) if adds_context(&rewrite, question, history) => rewrite,
+            rewrite => match resolve_pronoun(generator.as_ref(), &lines, question, history, go_on)?
+            {
+                Some(resolved) => resolved,
+                None => rewrite.unwrap_or_else(|| fallback(question, history)),
+            },
+        };
         Ok(Some(Rewrite {
             question,
             turns_used,
@@ -147,35 +156,56 @@ impl Engine {
 }
 
 /// The model's rewrite, unless it is empty, cut off at the token limit, or
-/// the follow-up repeated as it was: then the follow-up, followed by the
-/// last earlier user turn it follows. That gives retrieval the words the
-/// follow-up refers to, while the question the model reads first is the
-/// one to answer (put first, the earlier question was answered again).
-fn standalone_or_fallback(generated: &Generated, question: &str, history: &[Turn]) -> String {
-    let rewritten = generated
-        .text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let asked = question.split_whitespace().collect::<Vec<_>>().join(" ");
+/// the follow-up repeated as it was.
+fn usable_rewrite(generated: &Generated, question: &str) -> Option<String> {
+    let rewritten = one_line(&generated.text);
     let usable = rewritten.len() >= 3
         && generated.gen_tokens < REWRITE_TOKENS
-        && !rewritten.eq_ignore_ascii_case(&asked);
-    if usable {
-        return rewritten;
-    }
-    let before = history
+        && !rewritten.eq_ignore_ascii_case(&one_line(question));
+    usable.then_some(rewritten)
+}
+
+/// Whether `rewrite` brings in a word of the earlier turns that the
+/// follow-up lacks: a rewrite that does not ("What option makes *it*
+/// dump…") resolved nothing.
+fn adds_context(rewrite: &str, question: &str, history: &[Turn]) -> bool {
+    let asked = asked_terms(question);
+    let earlier: BTreeSet<String> = history
         .iter()
-        .rev()
-        .find(|t| t.role == Speaker::User && !t.content.trim().is_empty());
-    match before {
+        .flat_map(|t| asked_terms(&t.content))
+        .collect();
+    asked_terms(rewrite)
+        .iter()
+        .any(|t| !asked.contains(t) && earlier.contains(t))
+}
+
+/// The follow-up, followed by the last earlier user turn it follows: when
+/// neither the rewrite nor a pronoun's referent made it stand alone. That
+/// gives retrieval the words the follow-up refers to, while the question
+/// the model reads first is the one to answer (put first, the earlier
+/// question was answered again).
+fn fallback(question: &str, history: &[Turn]) -> String {
+    let asked = one_line(question);
+    match last_user_turn(history) {
         Some(turn) => {
-            let earlier = clip(&turn.content, MAX_TURN_CHARS);
-            let earlier = earlier.split_whitespace().collect::<Vec<_>>().join(" ");
+            let earlier = one_line(clip(&turn.content, MAX_TURN_CHARS));
             format!("{asked} (following: {earlier})")
         }
         None => asked,
     }
+}
+
+/// The newest user turn with text.
+fn last_user_turn(history: &[Turn]) -> Option<&Turn> {
+    history
+        .iter()
+        .rev()
+        .find(|t| t.role == Speaker::User && !t.content.trim().is_empty())
+}
+
+/// `text` with its whitespace runs made single spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The words of `rewrite` that the conversation used (the follow-up, or
@@ -327,27 +357,41 @@ mod tests {
             Turn::assistant("To the office."),
         ];
         let ask = "and  why?";
-        let fallback = "and why? (following: Where is form X sent?)";
         assert_eq!(
-            standalone_or_fallback(&generated("Why is form X sent there?", 8), ask, &history),
-            "Why is form X sent there?"
+            usable_rewrite(&generated("Why is form X sent there?", 8), ask).as_deref(),
+            Some("Why is form X sent there?")
+        );
+        assert_eq!(usable_rewrite(&generated(" And why? ", 4), ask), None);
+        assert_eq!(usable_rewrite(&generated("", 0), ask), None);
+        assert_eq!(
+            usable_rewrite(&generated("cut off", REWRITE_TOKENS), ask),
+            None
         );
         assert_eq!(
-            standalone_or_fallback(&generated(" And why? ", 4), ask, &history),
-            fallback
+            fallback(ask, &history),
+            "and why? (following: Where is form X sent?)"
         );
-        assert_eq!(
-            standalone_or_fallback(&generated("", 0), ask, &history),
-            fallback
-        );
-        assert_eq!(
-            standalone_or_fallback(&generated("cut off", REWRITE_TOKENS), ask, &history),
-            fallback
-        );
-        assert_eq!(
-            standalone_or_fallback(&generated("", 0), ask, &[Turn::assistant("hi")]),
-            "and why?"
-        );
+        assert_eq!(fallback(ask, &[Turn::assistant("hi")]), "and why?");
+    }
+
+    #[test]
+    fn a_rewrite_that_brings_in_no_earlier_word_resolved_nothing() {
+        let history = [
+            Turn::user("What does pg_dump do?"),
+            Turn::assistant("It dumps a database [1]."),
+        ];
+        let ask = "Which option makes it dump only the schema?";
+        // "What" is in the earlier question, but it names nothing.
+        assert!(!adds_context(
+            "What option makes it dump only the schema?",
+            ask,
+            &history
+        ));
+        assert!(adds_context(
+            "Which option makes pg_dump dump only the schema?",
+            ask,
+            &history
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod embed_rows;
 mod import;
 mod ingest;
 mod lines;
+mod referent;
 mod request;
 mod snapshot;
 pub mod technique;

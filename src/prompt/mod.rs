@@ -7,8 +7,9 @@
 //! expert" variant), `user.txt`, `examples.txt` (few-shot), `reasoning.txt`
 //! (chain of thought), `quote.txt` (quote first), the reflection pair `system_reflect.txt` /
 //! `reflect.txt`, and the conversation rewrite `system_rewrite.txt`,
-//! `rewrite.txt` with its worked examples `rewrite_examples.txt`, and the
-//! pair that combines a long document's part answers, `system_combine.txt`
+//! `rewrite.txt` with its worked examples `rewrite_examples.txt`, the
+//! question of what a follow-up's pronoun stands for,
+//! `system_referent.txt` / `referent.txt`, and the pair that combines a long document's part answers, `system_combine.txt`
 //! / `combine.txt`.
 
 use serde::Serialize;
@@ -52,6 +53,11 @@ pub const REWRITE: &str = include_str!("rewrite.txt");
 /// Worked rewrites: blocks separated by a blank line, each the earlier
 /// turns, then `Last question: …`, then `Rewritten question: …`.
 pub const REWRITE_EXAMPLES: &str = include_str!("rewrite_examples.txt");
+/// The system prompt that asks what a follow-up's pronoun stands for.
+pub const SYSTEM_REFERENT: &str = include_str!("system_referent.txt");
+/// The pronoun request; `{history}`, `{question}` and `{word}` are filled
+/// in.
+pub const REFERENT: &str = include_str!("referent.txt");
 /// The start of a default answer: the model continues with a source
 /// number, so every answer carries at least one citation in the format
 /// lore parses (a small model skips the instruction otherwise).
@@ -366,6 +372,28 @@ pub fn rewrite(history: &str, question: &str) -> Vec<Message> {
     messages
 }
 
+/// The chat that asks what `word` (a pronoun of the last `question`)
+/// stands for in `history` (`User: …` / `Assistant: …` lines).
+pub fn referent(history: &str, question: &str, word: &str) -> Vec<Message> {
+    vec![
+        Message {
+            role: Role::System,
+            content: SYSTEM_REFERENT.trim().to_string(),
+        },
+        Message {
+            role: Role::User,
+            content: fill(
+                REFERENT.trim(),
+                &[
+                    ("history", history.trim()),
+                    ("question", question.trim()),
+                    ("word", word),
+                ],
+            ),
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,6 +529,16 @@ mod tests {
         );
         assert!(messages.iter().all(|m| !m.content.is_empty()));
         assert_golden("golden_rewrite.txt", &words().render(&messages));
+    }
+
+    #[test]
+    fn referent_prompt_matches_its_golden_file() {
+        let messages = referent(
+            "User: What does the work_mem setting limit?\nAssistant: Memory per sort.",
+            "What is its default?",
+            "its",
+        );
+        assert_golden("golden_referent.txt", &words().render(&messages));
     }
 
     #[test]

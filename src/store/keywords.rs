@@ -69,11 +69,17 @@ pub(crate) fn terms(text: &str) -> std::collections::BTreeSet<String> {
     out
 }
 
+/// Whether `word` (any case) frames a question rather than names its
+/// subject (one of the [`FRAME_WORDS`]).
+pub(crate) fn is_frame_word(word: &str) -> bool {
+    FRAME_WORDS.contains(&word.to_lowercase().as_str())
+}
+
 /// The terms a question asks about: its words but the [`FRAME_WORDS`].
-fn asked_terms(question: &str) -> std::collections::BTreeSet<String> {
+pub(crate) fn asked_terms(question: &str) -> std::collections::BTreeSet<String> {
     let subject: Vec<&str> = question
         .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty() && !FRAME_WORDS.contains(&w.to_lowercase().as_str()))
+        .filter(|w| !w.is_empty() && !is_frame_word(w))
         .collect();
     terms(&subject.join(" "))
 }
@@ -107,7 +113,7 @@ fn words_query(field: Field, question: &str) -> BooleanQuery {
     BooleanQuery::new(clauses)
 }
 
-/// BM25's inverse document frequency./// BM25's inverse document frequency.
+/// BM25's inverse document frequency.
 fn idf(docs: u64, with_term: u64) -> f64 {
     let (n, d) = (docs as f64, with_term.min(docs) as f64);
     (1.0 + (n - d + 0.5) / (d + 0.5)).ln()
