@@ -272,7 +272,7 @@ fn fit_history(
 }
 
 /// The start of `text`, at most `max` bytes, cut at a character boundary.
-fn clip(text: &str, max: usize) -> &str {
+pub(super) fn clip(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

@@ -11,7 +11,7 @@ use crate::generate::{Constraint, Generator, Sampling};
 use crate::prompt;
 use crate::store::keywords::{is_frame_word, terms};
 
-use super::conversation::{Speaker, Turn};
+use super::conversation::{MAX_TURN_CHARS, Speaker, Turn, clip};
 
 /// Most tokens the chosen span may take.
 const REFERENT_TOKENS: usize = 24;
@@ -19,6 +19,9 @@ const REFERENT_TOKENS: usize = 24;
 const SPAN_WORDS: usize = 4;
 /// Most candidate spans offered.
 const MAX_SPANS: usize = 48;
+/// Longest candidate span, in bytes (a span the model could not finish
+/// within [`REFERENT_TOKENS`] is no candidate).
+const SPAN_BYTES: usize = 60;
 
 /// Pronouns that point back at one thing, with their possessive forms.
 const SINGULAR: &[&str] = &["it", "its"];
@@ -125,7 +128,8 @@ pub(crate) fn substitute(question: &str, pronoun: &Pronoun, referent: &str) -> S
 
 /// The spans a pronoun may stand for: every run of up to [`SPAN_WORDS`]
 /// subject words (not stop words, not question words) of the newest
-/// earlier question, as written there (`Rc<T>`, `work_mem setting`).
+/// earlier question, as written there (`Rc<T>`, `work_mem setting`), from
+/// its first [`MAX_TURN_CHARS`] bytes, at most [`MAX_SPANS`] of them.
 pub(crate) fn candidate_spans(history: &[Turn]) -> Vec<String> {
     let Some(turn) = history
         .iter()
@@ -139,7 +143,10 @@ pub(crate) fn candidate_spans(history: &[Turn]) -> Vec<String> {
             .to_string()
     };
     let mut runs: Vec<Vec<String>> = vec![Vec::new()];
-    for word in turn.content.split_whitespace().map(trim) {
+    for word in clip(&turn.content, MAX_TURN_CHARS)
+        .split_whitespace()
+        .map(trim)
+    {
         let subject = !word.is_empty() && !is_frame_word(&word) && !terms(&word).is_empty();
         match (subject, runs.last_mut()) {
             (true, Some(run)) => run.push(word),
@@ -147,17 +154,20 @@ pub(crate) fn candidate_spans(history: &[Turn]) -> Vec<String> {
         }
     }
     let mut spans: Vec<String> = Vec::new();
-    for run in runs.iter().filter(|r| !r.is_empty()) {
-        for len in (1..=SPAN_WORDS.min(run.len())).rev() {
-            for window in run.windows(len) {
-                let span = window.join(" ");
-                if !spans.contains(&span) {
-                    spans.push(span);
-                }
+    let windows = runs.iter().flat_map(|run| {
+        (1..=SPAN_WORDS.min(run.len()))
+            .rev()
+            .flat_map(|len| run.windows(len))
+    });
+    for window in windows {
+        let span = window.join(" ");
+        if span.len() <= SPAN_BYTES && !spans.contains(&span) {
+            spans.push(span);
+            if spans.len() == MAX_SPANS {
+                break;
             }
         }
     }
-    spans.truncate(MAX_SPANS);
     spans
 }
 
@@ -261,5 +271,14 @@ mod tests {
         );
         assert!(candidate_spans(&[Turn::user("What is it?")]).is_empty());
         assert!(candidate_spans(&[Turn::assistant("Rc<T>")]).is_empty());
+        // A hostile turn: no span is longer than the model may write, and
+        // there are never more than the constraint is given.
+        let words: Vec<String> = (0..100_000).map(|i| format!("w{i}")).collect();
+        let long = format!("{} {}", "x".repeat(5_000), words.join(" "));
+        let spans = candidate_spans(&[Turn::user(long.clone())]);
+        assert!(spans.is_empty(), "the first bytes hold one word, too long");
+        let spans = candidate_spans(&[Turn::user(words.join(" ") + &long)]);
+        assert_eq!(spans.len(), MAX_SPANS);
+        assert!(spans.iter().all(|s| s.len() <= SPAN_BYTES));
     }
 }
