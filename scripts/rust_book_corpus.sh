@@ -8,16 +8,10 @@
 #   bash scripts/rust_book_corpus.sh DIR
 set -euo pipefail
 dest=${1:?usage: rust_book_corpus.sh DIR}
-book=/usr/share/doc/rust-doc/html/book
-if [ ! -d "$book" ]; then
-    work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
-    (cd "$work" && apt-get download rust-doc > /dev/null 2>&1) || {
-        apt-get update -qq && (cd "$work" && apt-get download rust-doc > /dev/null)
-    }
-    dpkg-deb -x "$work"/rust-doc_*.deb "$work/root"
-    book="$work/root$book"
-fi
+. "$(dirname "$0")/debian_doc.sh"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+book=$(debian_doc rust-doc /usr/share/doc/rust-doc/html/book/index.html "$work")
 mkdir -p "$dest"
 cp "$book"/ch*.html "$book"/appendix-0*.html "$dest/"
 echo "rust_book_corpus: $(ls "$dest" | wc -l) pages in $dest"
