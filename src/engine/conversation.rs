@@ -196,7 +196,7 @@ fn fallback(question: &str, history: &[Turn]) -> String {
 }
 
 /// The newest user turn with text.
-fn last_user_turn(history: &[Turn]) -> Option<&Turn> {
+pub(super) fn last_user_turn(history: &[Turn]) -> Option<&Turn> {
     history
         .iter()
         .rev()

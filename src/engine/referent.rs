@@ -11,7 +11,7 @@ use crate::generate::{Constraint, Generator, Sampling};
 use crate::prompt;
 use crate::store::keywords::{is_frame_word, terms};
 
-use super::conversation::{MAX_TURN_CHARS, Speaker, Turn, clip};
+use super::conversation::{MAX_TURN_CHARS, Turn, clip, last_user_turn};
 
 /// Most tokens the chosen span may take.
 const REFERENT_TOKENS: usize = 24;
@@ -131,11 +131,7 @@ pub(crate) fn substitute(question: &str, pronoun: &Pronoun, referent: &str) -> S
 /// earlier question, as written there (`Rc<T>`, `work_mem setting`), from
 /// its first [`MAX_TURN_CHARS`] bytes, at most [`MAX_SPANS`] of them.
 pub(crate) fn candidate_spans(history: &[Turn]) -> Vec<String> {
-    let Some(turn) = history
-        .iter()
-        .rev()
-        .find(|t| t.role == Speaker::User && !t.content.trim().is_empty())
-    else {
+    let Some(turn) = last_user_turn(history) else {
         return Vec::new();
     };
     let trim = |w: &str| {
