@@ -140,8 +140,13 @@ impl Engine {
         tracing::debug!(rewrite = %generated.text, tokens = generated.gen_tokens, "follow-up rewritten");
         let question = match usable_rewrite(&generated, question) {
             Some(rewrite) if adds_context(&rewrite, question, history) => rewrite,
-            rewrite => match resolve_pronoun(generator.as_ref(), &lines, question, history, go_on)?
-            {
+            rewrite => match resolve_pronoun(
+                generator.as_ref(),
+                &lines,
+                question,
+                last_user_turn(history).map_or("", |t| clip(&t.content, MAX_TURN_CHARS)),
+                go_on,
+            )? {
                 Some(resolved) => resolved,
                 None => rewrite.unwrap_or_else(|| fallback(question, history)),
             },
@@ -196,7 +201,7 @@ fn fallback(question: &str, history: &[Turn]) -> String {
 }
 
 /// The newest user turn with text.
-pub(super) fn last_user_turn(history: &[Turn]) -> Option<&Turn> {
+fn last_user_turn(history: &[Turn]) -> Option<&Turn> {
     history
         .iter()
         .rev()
@@ -272,7 +277,7 @@ fn fit_history(
 }
 
 /// The start of `text`, at most `max` bytes, cut at a character boundary.
-pub(super) fn clip(text: &str, max: usize) -> &str {
+fn clip(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

@@ -11,8 +11,6 @@ use crate::generate::{Constraint, Generator, Sampling};
 use crate::prompt;
 use crate::store::keywords::{is_frame_word, terms};
 
-use super::conversation::{MAX_TURN_CHARS, Turn, clip, last_user_turn};
-
 /// Most tokens the chosen span may take.
 const REFERENT_TOKENS: usize = 24;
 /// Most words of one candidate span.
@@ -127,22 +125,16 @@ pub(crate) fn substitute(question: &str, pronoun: &Pronoun, referent: &str) -> S
 }
 
 /// The spans a pronoun may stand for: every run of up to [`SPAN_WORDS`]
-/// subject words (not stop words, not question words) of the newest
-/// earlier question, as written there (`Rc<T>`, `work_mem setting`), from
-/// its first [`MAX_TURN_CHARS`] bytes, at most [`MAX_SPANS`] of them.
-pub(crate) fn candidate_spans(history: &[Turn]) -> Vec<String> {
-    let Some(turn) = last_user_turn(history) else {
-        return Vec::new();
-    };
+/// subject words (not stop words, not question words) of `earlier`, the
+/// newest earlier question, as written there (`Rc<T>`, `work_mem
+/// setting`), at most [`MAX_SPANS`] of them.
+pub(crate) fn candidate_spans(earlier: &str) -> Vec<String> {
     let trim = |w: &str| {
         w.trim_matches(|c: char| "?.,!:;\"'()`".contains(c))
             .to_string()
     };
     let mut runs: Vec<Vec<String>> = vec![Vec::new()];
-    for word in clip(&turn.content, MAX_TURN_CHARS)
-        .split_whitespace()
-        .map(trim)
-    {
+    for word in earlier.split_whitespace().map(trim) {
         let subject = !word.is_empty() && !is_frame_word(&word) && !terms(&word).is_empty();
         match (subject, runs.last_mut()) {
             (true, Some(run)) => run.push(word),
@@ -168,21 +160,21 @@ pub(crate) fn candidate_spans(history: &[Turn]) -> Vec<String> {
 }
 
 /// `question` with its first pointing-back pronoun (and the others of its
-/// kind) replaced by the span of the newest earlier question the model
-/// says it stands for; `None` when it has no such pronoun, the earlier
-/// question no subject word, or the model's pick is not one of the spans.
+/// kind) replaced by the span of `earlier` (the newest earlier question)
+/// the model says it stands for; `None` when it has no such pronoun,
+/// `earlier` no subject word, or the model's pick is not one of the spans.
 /// `lines` are the history lines the rewrite was shown.
 pub(crate) fn resolve_pronoun(
     generator: &dyn Generator,
     lines: &str,
     question: &str,
-    history: &[Turn],
+    earlier: &str,
     go_on: &mut dyn FnMut() -> bool,
 ) -> Result<Option<String>> {
     let Some(pronoun) = find_pronoun(question) else {
         return Ok(None);
     };
-    let spans = candidate_spans(history);
+    let spans = candidate_spans(earlier);
     if spans.is_empty() {
         return Ok(None);
     }
@@ -248,16 +240,13 @@ mod tests {
 
     #[test]
     fn spans_are_runs_of_the_earlier_questions_subject_words() {
-        let history = [
-            Turn::user(
-                "Which command prevents future projects from depending on a published crate?",
-            ),
-            Turn::assistant("`cargo yank` [1]."),
-            Turn::user("What is `Rc<T>` an abbreviation for?"),
-            Turn::assistant("Reference counting [2]."),
-        ];
-        assert_eq!(candidate_spans(&history), ["Rc<T>", "abbreviation"]);
-        let spans = candidate_spans(&history[..2]);
+        assert_eq!(
+            candidate_spans("What is `Rc<T>` an abbreviation for?"),
+            ["Rc<T>", "abbreviation"]
+        );
+        let spans = candidate_spans(
+            "Which command prevents future projects from depending on a published crate?",
+        );
         assert!(spans.contains(&"published crate".to_string()), "{spans:?}");
         assert!(spans.contains(&"command prevents future projects".to_string()));
         assert!(
@@ -265,16 +254,17 @@ mod tests {
                 .iter()
                 .all(|s| !s.contains(" a ") && !s.starts_with("Which"))
         );
-        assert!(candidate_spans(&[Turn::user("What is it?")]).is_empty());
-        assert!(candidate_spans(&[Turn::assistant("Rc<T>")]).is_empty());
-        // A hostile turn: no span is longer than the model may write, and
-        // there are never more than the constraint is given.
+        assert!(candidate_spans("What is it?").is_empty());
+        assert!(candidate_spans("").is_empty());
+        // A hostile question: no span is longer than the model may write,
+        // and there are never more than the constraint is given.
         let words: Vec<String> = (0..100_000).map(|i| format!("w{i}")).collect();
-        let long = format!("{} {}", "x".repeat(5_000), words.join(" "));
-        let spans = candidate_spans(&[Turn::user(long.clone())]);
-        assert!(spans.is_empty(), "the first bytes hold one word, too long");
-        let spans = candidate_spans(&[Turn::user(words.join(" ") + &long)]);
+        let spans = candidate_spans(&format!("{} {}", "x".repeat(5_000), words.join(" ")));
         assert_eq!(spans.len(), MAX_SPANS);
-        assert!(spans.iter().all(|s| s.len() <= SPAN_BYTES));
+        assert!(
+            spans
+                .iter()
+                .all(|s| s.len() <= SPAN_BYTES && s.starts_with('w'))
+        );
     }
 }
