@@ -4,7 +4,7 @@
 //! question — which words of the earlier question does "it" stand for —
 //! and lets the model answer only with a span of that question (a
 //! [`Constraint::Choices`] of its runs of subject words), then puts the
-//! span in the pronoun's place: "Can Rc<T> be shared across threads?".
+//! span in the pronoun's place: "Can `Rc<T>` be shared across threads?".
 
 use crate::error::Result;
 use crate::generate::{Constraint, Generator, Sampling};
