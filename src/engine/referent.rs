@@ -199,6 +199,26 @@ pub(crate) fn resolve_pronoun(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generate::scripted::Scripted;
+
+    #[test]
+    fn the_models_pick_must_be_one_of_the_spans() {
+        let earlier = "What is `Rc<T>` an abbreviation for?";
+        let pick = |reply: &str, question: &str, earlier: &str| {
+            resolve_pronoun(&Scripted::new(reply), "", question, earlier, &mut || true).unwrap()
+        };
+        assert_eq!(
+            pick("\"Rc<T>\"", "Can it be shared?", earlier).as_deref(),
+            Some("Can Rc<T> be shared?")
+        );
+        // Fail closed: a name the asker never said, or nothing, changes
+        // nothing.
+        assert_eq!(pick("\"Arc<T>\"", "Can it be shared?", earlier), None);
+        assert_eq!(pick("", "Can it be shared?", earlier), None);
+        // No pronoun, or no subject word to point at: no pick is taken.
+        assert_eq!(pick("\"Rc<T>\"", "And for SEV2?", earlier), None);
+        assert_eq!(pick("\"Rc<T>\"", "Can it be shared?", "What is it?"), None);
+    }
 
     #[test]
     fn a_pronoun_that_points_back_is_found_and_an_empty_it_is_not() {
