@@ -9,7 +9,7 @@
 use crate::error::Result;
 use crate::generate::{Constraint, Generator, Sampling};
 use crate::prompt;
-use crate::store::keywords::{is_frame_word, terms};
+use crate::store::keywords::is_subject_word;
 
 /// Most tokens the chosen span may take.
 const REFERENT_TOKENS: usize = 24;
@@ -43,9 +43,9 @@ const EXPLETIVE_BEFORE: &[&str] = &[
 
 /// A pronoun in a follow-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pronoun {
+struct Pronoun {
     /// The word as written ("it", "Its").
-    pub word: String,
+    word: String,
     /// The pronouns it is replaced together with ([`SINGULAR`] or
     /// [`PLURAL`]).
     family: &'static [&'static str],
@@ -88,7 +88,7 @@ fn points_back(text: &str, spans: &[(usize, usize)], index: usize, family: &[&st
 }
 
 /// The first pronoun of `question` that points back, if any.
-pub(crate) fn find_pronoun(question: &str) -> Option<Pronoun> {
+fn find_pronoun(question: &str) -> Option<Pronoun> {
     let spans = words(question);
     (0..spans.len()).find_map(|i| {
         [SINGULAR, PLURAL]
@@ -103,7 +103,7 @@ pub(crate) fn find_pronoun(question: &str) -> Option<Pronoun> {
 
 /// `question` with every pronoun of `pronoun`'s family that points back
 /// replaced by `referent` ("its" by "`referent`'s").
-pub(crate) fn substitute(question: &str, pronoun: &Pronoun, referent: &str) -> String {
+fn substitute(question: &str, pronoun: &Pronoun, referent: &str) -> String {
     let spans = words(question);
     let mut out = String::with_capacity(question.len() + referent.len());
     let mut last = 0;
@@ -128,21 +128,14 @@ pub(crate) fn substitute(question: &str, pronoun: &Pronoun, referent: &str) -> S
 /// subject words (not stop words, not question words) of `earlier`, the
 /// newest earlier question, as written there (`Rc<T>`, `work_mem
 /// setting`), at most [`MAX_SPANS`] of them.
-pub(crate) fn candidate_spans(earlier: &str) -> Vec<String> {
-    let trim = |w: &str| {
-        w.trim_matches(|c: char| "?.,!:;\"'()`".contains(c))
-            .to_string()
-    };
-    let mut runs: Vec<Vec<String>> = vec![Vec::new()];
-    for word in earlier.split_whitespace().map(trim) {
-        let subject = !word.is_empty() && !is_frame_word(&word) && !terms(&word).is_empty();
-        match (subject, runs.last_mut()) {
-            (true, Some(run)) => run.push(word),
-            _ => runs.push(Vec::new()),
-        }
-    }
+fn candidate_spans(earlier: &str) -> Vec<String> {
+    let words: Vec<&str> = earlier
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c: char| "?.,!:;\"'()`".contains(c)))
+        .collect();
+    let runs = words.split(|w| !is_subject_word(w));
     let mut spans: Vec<String> = Vec::new();
-    let windows = runs.iter().flat_map(|run| {
+    let windows = runs.flat_map(|run| {
         (1..=SPAN_WORDS.min(run.len()))
             .rev()
             .flat_map(|len| run.windows(len))

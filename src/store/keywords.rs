@@ -71,8 +71,14 @@ pub(crate) fn terms(text: &str) -> std::collections::BTreeSet<String> {
 
 /// Whether `word` (any case) frames a question rather than names its
 /// subject (one of the [`FRAME_WORDS`]).
-pub(crate) fn is_frame_word(word: &str) -> bool {
+fn is_frame_word(word: &str) -> bool {
     FRAME_WORDS.contains(&word.to_lowercase().as_str())
+}
+
+/// Whether `word` names a question's subject: neither a frame word nor a
+/// stop word.
+pub(crate) fn is_subject_word(word: &str) -> bool {
+    !word.is_empty() && !is_frame_word(word) && !terms(word).is_empty()
 }
 
 /// The terms a question asks about: its words but the [`FRAME_WORDS`].
