@@ -2,6 +2,8 @@
 # folder holding FILE (an absolute path a Debian documentation package
 # installs): the installed one when FILE is there, or else the one inside
 # PACKAGE, downloaded into WORK and unpacked there, installing nothing.
+# Fails (status 1, nothing printed) when the package cannot be had or
+# lacks FILE.
 debian_doc() {
     local package=$1 file=$2 work=$3
     if [ -f "$file" ]; then
@@ -10,7 +12,8 @@ debian_doc() {
     fi
     (cd "$work" && apt-get download "$package" > /dev/null 2>&1) || {
         apt-get update -qq && (cd "$work" && apt-get download "$package" > /dev/null)
-    }
-    dpkg-deb -x "$work/$package"_*.deb "$work/root"
+    } || return 1
+    dpkg-deb -x "$work/$package"_*.deb "$work/root" || return 1
+    [ -f "$work/root$file" ] || { echo "debian_doc: $package has no $file" >&2; return 1; }
     dirname "$work/root$file"
 }

@@ -14,15 +14,15 @@
 # QUESTIONS_DIR  holds questions.jsonl and out-of-corpus.jsonl (follow-ups
 #             are left out: a build before conversations cannot ask them)
 #
-# This build is LORE_BIN (default target/release/lore).
+# This build is LORE_BIN (default: where `make` builds it,
+# $CARGO_TARGET_DIR or ~/.cache/lore/target, then release/lore).
 # Writes OUT/{other,default,large}-NAME.json (`lore eval --qa --json`, k = 3,
 # --max-tokens 96) and prints one table line per corpus and build.
 set -euo pipefail
 other=${1:?usage: qa_against_build.sh OTHER_LORE OUT NAME:INDEX:FOLDER:QUESTIONS_DIR...}
 out=${2:?usage: qa_against_build.sh OTHER_LORE OUT NAME:INDEX:FOLDER:QUESTIONS_DIR...}
 shift 2
-root=$(cd "$(dirname "$0")/.." && pwd)
-lore=${LORE_BIN:-$root/target/release/lore}
+lore=${LORE_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/lore/target}/release/lore}
 mkdir -p "$out"
 for spec in "$@"; do
     IFS=: read -r name index folder questions <<<"$spec"

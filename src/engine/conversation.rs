@@ -144,7 +144,7 @@ impl Engine {
                 generator.as_ref(),
                 &lines,
                 question,
-                last_user_turn(history).map_or("", |t| clip(&t.content, MAX_TURN_CHARS)),
+                earlier_question(history).unwrap_or(""),
                 go_on,
             )? {
                 Some(resolved) => resolved,
@@ -191,21 +191,20 @@ fn adds_context(rewrite: &str, question: &str, history: &[Turn]) -> bool {
 /// question was answered again).
 fn fallback(question: &str, history: &[Turn]) -> String {
     let asked = one_line(question);
-    match last_user_turn(history) {
-        Some(turn) => {
-            let earlier = one_line(clip(&turn.content, MAX_TURN_CHARS));
-            format!("{asked} (following: {earlier})")
-        }
+    match earlier_question(history) {
+        Some(earlier) => format!("{asked} (following: {})", one_line(earlier)),
         None => asked,
     }
 }
 
-/// The newest user turn with text.
-fn last_user_turn(history: &[Turn]) -> Option<&Turn> {
+/// The newest user turn with text, its first [`MAX_TURN_CHARS`] bytes:
+/// the earlier question as the fallback and the referent pass read it.
+fn earlier_question(history: &[Turn]) -> Option<&str> {
     history
         .iter()
         .rev()
         .find(|t| t.role == Speaker::User && !t.content.trim().is_empty())
+        .map(|t| clip(&t.content, MAX_TURN_CHARS))
 }
 
 /// `text` with its whitespace runs made single spaces.
@@ -434,5 +433,18 @@ mod tests {
     fn a_long_turn_is_clipped_at_a_character_boundary() {
         let turn = Turn::user("é".repeat(MAX_TURN_CHARS));
         assert!(turn.line().len() <= MAX_TURN_CHARS + "User: ".len());
+    }
+
+    #[test]
+    fn the_earlier_question_is_the_newest_user_turn_clipped() {
+        let long: Vec<String> = (0..100_000).map(|i| format!("w{i}")).collect();
+        let history = [
+            Turn::user(long.join(" ")),
+            Turn::assistant("An answer [1]."),
+            Turn::user("  "),
+        ];
+        let earlier = earlier_question(&history).unwrap();
+        assert!(earlier.len() <= MAX_TURN_CHARS && earlier.starts_with("w0 w1"));
+        assert_eq!(earlier_question(&[Turn::assistant("An answer.")]), None);
     }
 }
