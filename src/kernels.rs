@@ -10,8 +10,10 @@
 //! (`Int8Weights`, `matmul_int8`, `matvec_int8`) sum exactly in i32 on AMX
 //! tiles where the CPU and the OS allow them (`tdpbusd`, through inline
 //! assembly), else with AVX-512 VNNI, else in portable code: the same
-//! integers everywhere.
+//! integers everywhere. A decoder prompt's causal attention
+//! (`attend_causal`) lives here too.
 
+use std::ops::Range;
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -717,8 +719,11 @@ pub enum Onto<'a> {
 /// to unsigned bytes over its own range, the weights to signed bytes per
 /// output; products are summed exactly in i32, then scaled back.
 /// The integer sums are the same on every CPU; AVX-512 VNNI computes them
-/// fastest. With `parallel`, blocks of rows run on rayon's threads (a
-/// batch of documents); without, on the calling thread (a query).
+/// fastest. With `parallel`, the outputs are shared among rayon's threads
+/// in spans of whole tiles, each over every row: each thread reads its
+/// share of the weights, a call of a few rows (a prompt's last words)
+/// runs on every core, and no thread is left with a short block of rows.
+/// Without, on the calling thread (one sequence of a batch per core).
 pub fn matmul_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights, parallel: bool, onto: Onto<'_>) {
     let (k, n) = (w.k, w.outputs());
     let m = x.len() / k;
@@ -729,83 +734,164 @@ pub fn matmul_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights, parallel: bool, 
             "shapes differ"
         );
     }
-    let task = |(i, dst): (usize, &mut [f32])| {
-        let rows = i * INT8_TASK_ROWS..i * INT8_TASK_ROWS + dst.len() / n.max(1);
-        let onto = match onto {
-            Onto::Bias(bias, residual) => {
-                Onto::Bias(bias, residual.map(|r| &r[rows.start * n..rows.end * n]))
-            }
-            Onto::Dst => Onto::Dst,
-        };
-        matmul_int8_rows(dst, &x[rows.start * k..rows.end * k], w, onto)
-    };
-    if parallel && m > INT8_TASK_ROWS {
-        dst.par_chunks_mut(INT8_TASK_ROWS * n)
-            .enumerate()
-            .for_each(task);
-    } else {
-        task((0, dst));
-    }
-}
-
-/// Rows of `x` per parallel task of [`matmul_int8`].
-const INT8_TASK_ROWS: usize = 64;
-
-/// Rows [`matmul_int8_rows`] quantizes, sums and scales back at a time,
-/// so their sums are still in cache when they are read: whole tiles of
-/// VNNI's 6 rows, and of AMX's 16 in pairs (AMX takes two row tiles at a
-/// time).
-fn int8_chunk_rows(tile: usize) -> usize {
-    if tile == ROWS { 48 } else { 4 * tile }
-}
-
-/// [`matmul_int8`] on the calling thread.
-fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights, onto: Onto<'_>) {
-    let (k, n) = (w.k, w.outputs());
     let width = w.groups * 4;
-    let stride = w.packed.len() / width;
-    // Inputs as unsigned bytes over each row's own range (x ≈ scale ·
-    // (u − zero)), rows padded to whole groups (the padding meets zero
-    // weights) and to whole tiles of rows (their sums are not read).
+    let blocks = w.packed.len() / (w.groups * 64);
     // Rows of a tile: AMX's 16 where it runs, else VNNI's 6.
     #[cfg(target_arch = "x86_64")]
     let tile = if amx_fits(w) { TILE_ROWS } else { ROWS };
     #[cfg(not(target_arch = "x86_64"))]
     let tile = ROWS;
-    // The bytes and sums live as long as the thread: at the feed-forward's
+    let out = Columns {
+        ptr: dst.as_mut_ptr(),
+        n,
+    };
+    // The input bytes live as long as the thread: at the feed-forward's
     // width they are too big for malloc to keep, and a fresh mapping per
     // call costs its page faults.
-    let chunk_rows = int8_chunk_rows(tile);
-    INT8_SCRATCH.with_borrow_mut(|(xu, sums)| {
-        grow(xu, chunk_rows * width);
+    // Serially a chunk of rows is quantized and multiplied at a time, so
+    // its bytes are still in cache; in parallel every row first, as each
+    // span reads them all. The buffers are taken out of the thread's
+    // keeping, not borrowed: while this thread waits for the spans, rayon
+    // may hand it another product (another model's, an embedding's).
+    let chunk = if parallel { m } else { int8_chunk_rows(tile) };
+    let (mut xu, mut ranges) = INT8_INPUT.take();
+    for first in (0..m).step_by(chunk.max(1)) {
+        let rows = chunk.min(m - first);
+        let padded = rows.div_ceil(tile) * tile;
+        grow(&mut xu, padded * width);
+        let xu = &mut xu[..padded * width];
+        ranges.clear();
+        ranges.resize(rows, (1.0, 0));
+        let x = &x[first * k..(first + rows) * k];
+        quantize_input((xu, width), &mut ranges, x, k, parallel);
+        let input = Quantized {
+            bytes: xu,
+            ranges: &ranges,
+            tile,
+            first,
+        };
+        if parallel {
+            let threads = rayon::current_num_threads().max(1);
+            let per = (blocks / BLOCKS).div_ceil(INT8_SPANS_PER_THREAD * threads) * BLOCKS;
+            let spans: Vec<Range<usize>> = (0..blocks)
+                .step_by(per.max(BLOCKS))
+                .map(|b| b..(b + per.max(BLOCKS)).min(blocks))
+                .collect();
+            spans
+                .into_par_iter()
+                .for_each(|span| int8_span(out, &input, w, span, onto));
+        } else {
+            int8_span(out, &input, w, 0..blocks, onto);
+        }
+    }
+    INT8_INPUT.set((xu, ranges));
+}
+
+/// Spans of outputs per thread in a parallel [`matmul_int8`]: a few, so a
+/// thread slowed by other work leaves its last span to another.
+const INT8_SPANS_PER_THREAD: usize = 2;
+
+/// A row's range in unsigned bytes: `x ≈ scale · (u − zero)`.
+type RowRange = (f32, i32);
+
+/// Rows of a [`matmul_int8`] in unsigned bytes, padded to whole tiles of
+/// `tile` rows, each row's `(scale, zero)`, and the first one's row in
+/// the product.
+struct Quantized<'a> {
+    bytes: &'a [u8],
+    ranges: &'a [RowRange],
+    tile: usize,
+    first: usize,
+}
+
+/// `xu`'s rows (`width` bytes) ← `x`'s rows (`k` wide) in unsigned bytes,
+/// with their ranges. What lies past a row's `k` bytes, or past the rows,
+/// meets zero weights or is never read, so it is left as it was.
+fn quantize_input(
+    (xu, width): (&mut [u8], usize),
+    ranges: &mut [RowRange],
+    x: &[f32],
+    k: usize,
+    parallel: bool,
+) {
+    let one = |((row, out), range): ((&[f32], &mut [u8]), &mut RowRange)| {
+        *range = quantize_unsigned(row, out);
+    };
+    if parallel && x.len() > PARALLEL_QUANTIZE_ROWS * k {
+        x.par_chunks_exact(k)
+            .zip(xu.par_chunks_exact_mut(width))
+            .zip(ranges.par_iter_mut())
+            .for_each(one);
+    } else {
+        x.chunks_exact(k)
+            .zip(xu.chunks_exact_mut(width))
+            .zip(ranges.iter_mut())
+            .for_each(one);
+    }
+}
+
+/// Rows from which a parallel [`matmul_int8`] quantizes its input on
+/// every thread.
+const PARALLEL_QUANTIZE_ROWS: usize = 64;
+
+/// Rows [`int8_span`] sums and scales back at a time, so their sums are
+/// still in cache when they are read: whole tiles of VNNI's 6 rows, and
+/// of AMX's 16 in pairs (AMX takes two row tiles at a time).
+fn int8_chunk_rows(tile: usize) -> usize {
+    if tile == ROWS { 48 } else { 4 * tile }
+}
+
+/// The outputs of the blocks `span` of every row of `input`, scaled back
+/// onto `onto` in `out`'s columns of the span.
+fn int8_span(
+    out: Columns,
+    input: &Quantized<'_>,
+    w: &Int8Weights,
+    span: Range<usize>,
+    onto: Onto<'_>,
+) {
+    let (n, width) = (w.outputs(), w.groups * 4);
+    let outputs = span.start * OUT_LANES..(span.end * OUT_LANES).min(n);
+    if outputs.is_empty() {
+        return;
+    }
+    let stride = span.len() * OUT_LANES;
+    let chunk_rows = int8_chunk_rows(input.tile);
+    let m = input.ranges.len();
+    INT8_SCRATCH.with_borrow_mut(|sums| {
         grow(sums, chunk_rows * stride);
-        let mut ranges = Vec::with_capacity(chunk_rows);
-        for (chunk, (x, dst)) in x
-            .chunks(chunk_rows * k)
-            .zip(dst.chunks_mut(chunk_rows * n))
-            .enumerate()
-        {
-            let rows = (x.len() / k).div_ceil(tile) * tile;
-            let (xu, sums) = (&mut xu[..rows * width], &mut sums[..rows * stride]);
-            ranges.clear();
-            for (row, out) in x.chunks_exact(k).zip(xu.chunks_exact_mut(width)) {
-                ranges.push(quantize_unsigned(row, out));
-            }
-            int8_sums(sums, xu, w);
-            for (r, ((row, out), &(scale, zero))) in sums
-                .chunks_exact(stride)
-                .zip(dst.chunks_exact_mut(n))
-                .zip(&ranges)
-                .enumerate()
-            {
-                let accs = &row[..n];
+        for first in (0..m).step_by(chunk_rows) {
+            let rows = chunk_rows.min(m - first);
+            let padded = rows.div_ceil(input.tile) * input.tile;
+            let sums = &mut sums[..padded * stride];
+            let bytes = &input.bytes[first * width..(first + padded) * width];
+            int8_sums(sums, bytes, w, &span);
+            for r in 0..rows {
+                let (row, at_row) = (first + r, input.first + first + r);
+                let accs = &sums[r * stride..r * stride + outputs.len()];
+                let (scales, weight_sums) = (&w.scales[outputs.clone()], &w.sums[outputs.clone()]);
+                // SAFETY: `at_row` is a row of the product and `outputs`
+                // within `n`, so inside `dst`; this span's task alone
+                // writes these columns, and `matmul_int8` holds `dst`
+                // borrowed meanwhile.
+                let dst = unsafe { out.row(at_row, outputs.clone()) };
+                let (scale, zero) = input.ranges[row];
                 match onto {
-                    Onto::Dst => scale_back(out, accs, &w.scales, &w.sums, scale, zero),
+                    Onto::Dst => scale_back(dst, accs, scales, weight_sums, scale, zero),
                     Onto::Bias(bias, residual) => {
-                        let at = (chunk * chunk_rows + r) * n;
-                        let residual = residual.map(|res| &res[at..at + n]);
-                        let range = (scale, zero);
-                        scale_onto(out, accs, &w.scales, &w.sums, range, bias, residual)
+                        let at = at_row * n;
+                        let residual =
+                            residual.map(|res| &res[at + outputs.start..at + outputs.end]);
+                        let bias = &bias[outputs.clone()];
+                        scale_onto(
+                            dst,
+                            accs,
+                            scales,
+                            weight_sums,
+                            (scale, zero),
+                            bias,
+                            residual,
+                        )
                     }
                 }
             }
@@ -813,10 +899,42 @@ fn matmul_int8_rows(dst: &mut [f32], x: &[f32], w: &Int8Weights, onto: Onto<'_>)
     });
 }
 
+/// A matrix of rows `n` floats wide, handed to tasks that each write
+/// their own columns of every row.
+#[derive(Clone, Copy)]
+struct Columns {
+    ptr: *mut f32,
+    n: usize,
+}
+
+// SAFETY: only used to hand disjoint column spans of one borrowed buffer
+// to rayon tasks ([`matmul_int8`]).
+unsafe impl Send for Columns {}
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    /// Columns `cols` of row `row`.
+    ///
+    /// # Safety
+    /// They are inside the buffer, and nothing else reads or writes them
+    /// while the slice lives.
+    unsafe fn row<'a>(self, row: usize, cols: Range<usize>) -> &'a mut [f32] {
+        debug_assert!(cols.end <= self.n);
+        // SAFETY: in bounds and unshared, by the caller.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(row * self.n + cols.start), cols.len())
+        }
+    }
+}
+
 thread_local! {
-    /// [`matmul_int8_rows`]'s input bytes and sums.
-    static INT8_SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<i32>)> = const {
+    /// [`matmul_int8`]'s input bytes and row ranges.
+    static INT8_INPUT: std::cell::RefCell<(Vec<u8>, Vec<RowRange>)> = const {
         std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+    /// [`int8_span`]'s sums.
+    static INT8_SCRATCH: std::cell::RefCell<Vec<i32>> = const {
+        std::cell::RefCell::new(Vec::new())
     };
 }
 
@@ -996,14 +1114,20 @@ unsafe fn int8_row_sums_vnni(out: &mut [i32], xu: &[u8], w: &Int8Weights, first:
 }
 
 /// `sums[i][j] = Σ_p xu[i][p] · w[j][p]`, exactly, for rows of `xu` of
-/// `groups × 4` bytes; `sums` has a row of whole blocks of outputs per
-/// input row.
-fn int8_sums(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
+/// `groups × 4` bytes and the outputs of the blocks `span` (whole tiles
+/// of them); `sums` has a row of those outputs per input row.
+fn int8_sums(sums: &mut [i32], xu: &[u8], w: &Int8Weights, span: &Range<usize>) {
+    assert!(
+        span.start.is_multiple_of(BLOCKS)
+            && span.len().is_multiple_of(BLOCKS)
+            && span.end * w.groups * 64 <= w.packed.len(),
+        "not whole tiles of blocks"
+    );
     #[cfg(target_arch = "x86_64")]
     if amx_fits(w) && (xu.len() / (w.groups * 4)).is_multiple_of(TILE_ROWS) {
         // SAFETY: AMX is ready (checked), the groups fill whole tiles,
         // and `matmul_int8` padded the rows to whole tiles.
-        return unsafe { int8_sums_amx(sums, xu, w) };
+        return unsafe { int8_sums_amx(sums, xu, w, span) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512vnni")
@@ -1011,27 +1135,32 @@ fn int8_sums(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
     {
         // SAFETY: the CPU has AVX-512F/BW/VNNI (checked above; VNNI
         // implies F); `matmul_int8` sized the slices.
-        return unsafe { int8_sums_vnni(sums, xu, w) };
+        return unsafe { int8_sums_vnni(sums, xu, w, span) };
     }
-    int8_sums_portable(sums, xu, w);
+    int8_sums_portable(sums, xu, w, span);
 }
 
 /// The shape of an [`int8_sums`] call: groups of 4 inputs, bytes per row
-/// of `xu`, its rows, blocks of 16 outputs, and i32s per row of sums.
-fn sums_shape(xu: &[u8], w: &Int8Weights) -> (usize, usize, usize, usize, usize) {
+/// of `xu`, its rows, blocks of 16 outputs in the span, and i32s per row
+/// of sums.
+fn sums_shape(
+    xu: &[u8],
+    w: &Int8Weights,
+    span: &Range<usize>,
+) -> (usize, usize, usize, usize, usize) {
     let groups = w.groups;
     let width = groups * 4;
-    let blocks = w.packed.len() / (groups * 64);
+    let blocks = span.len();
     (groups, width, xu.len() / width, blocks, blocks * OUT_LANES)
 }
 
 /// [`int8_sums`] without VNNI: the same integers.
-fn int8_sums_portable(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
+fn int8_sums_portable(sums: &mut [i32], xu: &[u8], w: &Int8Weights, span: &Range<usize>) {
     let width = w.groups * 4;
-    let stride = w.packed.len() / width;
+    let stride = span.len() * OUT_LANES;
     for (x, out) in xu.chunks_exact(width).zip(sums.chunks_exact_mut(stride)) {
         for (j, sum) in out.iter_mut().enumerate() {
-            *sum = portable_sum(x, w, j);
+            *sum = portable_sum(x, w, span.start * OUT_LANES + j);
         }
     }
 }
@@ -1059,20 +1188,22 @@ const BLOCKS: usize = 4;
 ///
 /// # Safety
 /// The CPU must have AVX-512F, BW and VNNI; `xu` holds whole tiles of
-/// rows of `groups × 4` bytes, the weights whole tiles of blocks, and
-/// `sums` a row of every block's outputs per row.
+/// rows of `groups × 4` bytes, the span whole tiles of blocks, and
+/// `sums` a row of the span's outputs per row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn int8_sums_vnni(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
+unsafe fn int8_sums_vnni(sums: &mut [i32], xu: &[u8], w: &Int8Weights, span: &Range<usize>) {
     use std::arch::x86_64::*;
-    let (groups, width, m, blocks, stride) = sums_shape(xu, w);
+    let (groups, width, m, blocks, stride) = sums_shape(xu, w, span);
     assert!(
         sums.len() == m * stride
-            && w.packed.len() == blocks * groups * 64
+            && w.packed.len() >= span.end * groups * 64
             && m.is_multiple_of(ROWS)
             && blocks.is_multiple_of(BLOCKS)
     );
-    let (x, packed) = (xu.as_ptr(), w.packed.as_ptr());
+    let x = xu.as_ptr();
+    // SAFETY: the span's blocks are inside the weights (asserted).
+    let packed = unsafe { w.packed.as_ptr().add(span.start * groups * 64) };
     for b in (0..blocks).step_by(BLOCKS) {
         for i in (0..m).step_by(ROWS) {
             let mut acc = [[_mm512_setzero_si512(); BLOCKS]; ROWS];
@@ -1080,7 +1211,7 @@ unsafe fn int8_sums_vnni(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
                 let mut wv = [_mm512_setzero_si512(); BLOCKS];
                 for (c, v) in wv.iter_mut().enumerate() {
                     // SAFETY: block b + c < blocks and group g < groups
-                    // (asserted shapes), so the 64 bytes are in `packed`.
+                    // (asserted shapes), so the 64 bytes are in the span.
                     *v = unsafe {
                         _mm512_loadu_si512(packed.add(((b + c) * groups + g) * 64).cast())
                     };
@@ -1186,19 +1317,22 @@ const TILES: TileConfig = TileConfig {
 ///
 /// # Safety
 /// [`amx_ready`] must have said yes; `xu` holds whole tiles of 16 rows of
-/// `groups × 4` bytes with `groups` a multiple of 16, the weights whole
-/// tiles of blocks, and `sums` a row of every block's outputs per row.
+/// `groups × 4` bytes with `groups` a multiple of 16, the span whole
+/// tiles of blocks, and `sums` a row of the span's outputs per row.
 #[cfg(target_arch = "x86_64")]
-unsafe fn int8_sums_amx(sums: &mut [i32], xu: &[u8], w: &Int8Weights) {
+unsafe fn int8_sums_amx(sums: &mut [i32], xu: &[u8], w: &Int8Weights, span: &Range<usize>) {
     use std::arch::asm;
-    let (groups, width, m, blocks, stride) = sums_shape(xu, w);
+    let (groups, width, m, blocks, stride) = sums_shape(xu, w, span);
     assert!(
         sums.len() == m * stride
             && groups.is_multiple_of(TILE_ROWS)
             && m.is_multiple_of(TILE_ROWS)
             && blocks.is_multiple_of(2)
+            && w.packed.len() >= span.end * groups * 64
     );
-    let (x, packed, out) = (xu.as_ptr(), w.packed.as_ptr(), sums.as_mut_ptr());
+    let (x, out) = (xu.as_ptr(), sums.as_mut_ptr());
+    // SAFETY: the span's blocks are inside the weights (asserted).
+    let packed = unsafe { w.packed.as_ptr().add(span.start * groups * 64) };
     let steps = groups / TILE_ROWS;
     let row_tiles = m / TILE_ROWS;
     // SAFETY: the configuration is 64 valid bytes; every load and store
@@ -1657,6 +1791,92 @@ unsafe fn matmul_bf16_amx(
     }
 }
 
+/// One KV head's keys and values (`[position][dim]` each), and the query
+/// rows that attend to them: a decoder's prompt over its cache.
+pub struct Causal<'a> {
+    /// Cached keys, a row of `dim` per position.
+    pub keys: &'a [f32],
+    /// Cached values, laid out as the keys.
+    pub values: &'a [f32],
+    /// Values per head.
+    pub dim: usize,
+    /// The cached position of each query row.
+    pub positions: &'a [usize],
+    /// Each row sees only this many latest positions, when given.
+    pub window: Option<usize>,
+}
+
+impl Causal<'_> {
+    /// The positions the row at `p` attends to.
+    fn visible(&self, p: usize) -> std::ops::Range<usize> {
+        self.window.map_or(0, |w| (p + 1).saturating_sub(w))..p + 1
+    }
+
+    /// Scales each row of `scores` (rows `cols` wide, one per position)
+    /// by `scale` where its position sees the key, and sets it to −∞
+    /// where it does not; rows past the positions are left as they are.
+    fn mask(&self, scores: &mut [f32], cols: usize, scale: f32) {
+        for (row, &p) in scores.chunks_exact_mut(cols).zip(self.positions) {
+            let seen = self.visible(p);
+            row[..seen.start].fill(f32::NEG_INFINITY);
+            row[seen.clone()].iter_mut().for_each(|s| *s *= scale);
+            row[seen.end..].fill(f32::NEG_INFINITY);
+        }
+    }
+}
+
+/// Attention of each query head in `queries` (`[rows][dim]` each, one row
+/// per position of `kv.positions`) over the keys and values up to each
+/// row's own position: `out` gets `[head][row][dim]`. Keys past the
+/// block's last position are never read, so a prompt computes half the
+/// scores a full product would; the masked scores that remain become
+/// −∞ in the pass that scales them.
+pub fn attend_causal(out: &mut [f32], queries: &[&[f32]], kv: &Causal<'_>) {
+    let (rows, dim) = (kv.positions.len(), kv.dim);
+    assert!(out.len() == queries.len() * rows * dim, "shapes differ");
+    assert!(
+        queries.iter().all(|q| q.len() == rows * dim),
+        "shapes differ"
+    );
+    let keys = kv.positions.iter().max().map_or(0, |&p| p + 1);
+    assert!(keys * dim <= kv.keys.len() && keys * dim <= kv.values.len());
+    let scale = 1.0 / (dim as f32).sqrt();
+    let (k, v) = (
+        View::dense(kv.keys, keys, dim),
+        View::dense(kv.values, keys, dim),
+    );
+    ATTEND_SCRATCH.with_borrow_mut(|(scores, block, inv)| {
+        grow(scores, rows * keys);
+        grow(block, rows * dim);
+        grow(inv, rows);
+        let (scores, block) = (&mut scores[..rows * keys], &mut block[..rows * dim]);
+        for (q, out) in queries.iter().zip(out.chunks_exact_mut(rows * dim)) {
+            matmul(scores, keys, View::dense(q, rows, dim), k.t(), false, 1);
+            kv.mask(scores, keys, scale);
+            exp_rows(scores, keys, &mut inv[..rows]);
+            matmul(block, dim, View::dense(scores, rows, keys), v, false, 1);
+            normalise(out, block, inv, dim);
+        }
+    });
+}
+
+/// `out`'s rows ← `block`'s rows times their `inv` (the softmax's
+/// division, on the `dim` outputs of a row rather than its weights).
+fn normalise(out: &mut [f32], block: &[f32], inv: &[f32], dim: usize) {
+    let rows = out.chunks_exact_mut(dim).zip(block.chunks_exact(dim));
+    for ((out, values), &inv) in rows.zip(inv) {
+        out.iter_mut().zip(values).for_each(|(o, v)| *o = v * inv);
+    }
+}
+
+thread_local! {
+    /// [`attend_causal`]'s scores, outputs and softmax sums, kept by each
+    /// thread.
+    static ATTEND_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new()))
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1795,6 +2015,68 @@ mod tests {
             }
         } else {
             eprintln!("no AMX-BF16 here: the tiles are not run");
+        }
+    }
+
+    /// A prompt's causal attention gives what the textbook formula gives:
+    /// rows at contiguous and scattered positions, with and without a
+    /// window.
+    #[test]
+    fn causal_attention_matches_the_formula() {
+        let (dim, cached) = (64usize, 150usize);
+        let wave = |i: usize, a: usize, b: usize| ((i * a % b) as f32 - b as f32 / 2.0) / 9.0;
+        let keys: Vec<f32> = (0..cached * dim).map(|i| wave(i, 5, 19)).collect();
+        let values: Vec<f32> = (0..cached * dim).map(|i| wave(i, 3, 17)).collect();
+        let contiguous: Vec<usize> = (100..141).collect();
+        let scattered = vec![3, 40, 41, 77, 149, 120];
+        for positions in [&contiguous, &scattered] {
+            for window in [None, Some(30)] {
+                let rows = positions.len();
+                let queries: Vec<Vec<f32>> = (0..2)
+                    .map(|h| (0..rows * dim).map(|i| wave(i + h, 7, 23)).collect())
+                    .collect();
+                let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+                let kv = Causal {
+                    keys: &keys,
+                    values: &values,
+                    dim,
+                    positions,
+                    window,
+                };
+                let mut want = vec![0.0f32; 2 * rows * dim];
+                for (h, q) in queries.iter().enumerate() {
+                    for (r, &p) in positions.iter().enumerate() {
+                        let seen = kv.visible(p);
+                        let query = &q[r * dim..(r + 1) * dim];
+                        let scores: Vec<f64> = seen
+                            .clone()
+                            .map(|j| {
+                                let key = &keys[j * dim..(j + 1) * dim];
+                                let dot: f64 =
+                                    query.iter().zip(key).map(|(a, b)| f64::from(a * b)).sum();
+                                dot / (dim as f64).sqrt()
+                            })
+                            .collect();
+                        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                        for (j, s) in seen.zip(&scores) {
+                            let w = (s - max).exp() / total;
+                            for c in 0..dim {
+                                want[(h * rows + r) * dim + c] +=
+                                    (w * f64::from(values[j * dim + c])) as f32;
+                            }
+                        }
+                    }
+                }
+                let mut got = vec![f32::NAN; want.len()];
+                attend_causal(&mut got, &refs, &kv);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "window {window:?}, value {i}: {g} vs {w}"
+                    );
+                }
+            }
         }
     }
 
@@ -1958,11 +2240,12 @@ mod tests {
         let width = quantized.groups * 4;
         let xu: Vec<u8> = (0..m * width).map(|i| (i * 31 % 256) as u8).collect();
         let stride = quantized.packed.len() / width;
+        let all = 0..stride / OUT_LANES;
         let mut fast = vec![0; m * stride];
-        int8_sums(&mut fast, &xu, &quantized);
+        int8_sums(&mut fast, &xu, &quantized, &all);
         // The portable path, which this CPU may not take, gives the same.
         let mut portable = vec![0; m * stride];
-        int8_sums_portable(&mut portable, &xu, &quantized);
+        int8_sums_portable(&mut portable, &xu, &quantized, &all);
         assert_eq!(portable, fast);
         let mut q = vec![0i8; k];
         for j in 0..n {
@@ -1995,11 +2278,22 @@ mod tests {
         let stride = w.packed.len() / k;
         let mut amx = vec![0i32; m * stride];
         let mut portable = vec![0i32; m * stride];
+        let all = 0..stride / OUT_LANES;
         // SAFETY: AMX is ready and the shapes are whole tiles.
-        unsafe { int8_sums_amx(&mut amx, &xu, &w) };
-        int8_sums_portable(&mut portable, &xu, &w);
+        unsafe { int8_sums_amx(&mut amx, &xu, &w, &all) };
+        int8_sums_portable(&mut portable, &xu, &w, &all);
         assert_eq!(amx, portable);
         assert!(portable.iter().any(|&s| s != 0));
+        // A span of the blocks gives those columns of the sums.
+        let span = BLOCKS..2 * BLOCKS;
+        let width = span.len() * OUT_LANES;
+        let mut part = vec![0i32; m * width];
+        // SAFETY: as above; the span is a whole tile of blocks.
+        unsafe { int8_sums_amx(&mut part, &xu, &w, &span) };
+        for (row, got) in part.chunks_exact(width).enumerate() {
+            let start = row * stride + span.start * OUT_LANES;
+            assert_eq!(got, &portable[start..start + width]);
+        }
     }
 
     #[test]
@@ -2028,20 +2322,29 @@ mod tests {
 
     #[test]
     fn int8_products_in_parallel_equal_the_serial_ones() {
-        // More rows than one task holds, and a last partial task.
-        let (m, k, n) = (3 * INT8_TASK_ROWS + 5, 40, 24);
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 17) as f32 - 8.0) / 4.0)
-            .collect();
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 3 % 7) as f32 - 3.0) / 2.0)
-            .collect();
-        let quantized = Int8Weights::new(&w, k);
-        let mut serial = vec![0.25; m * n];
-        let mut parallel = serial.clone();
-        matmul_int8(&mut serial, &x, &quantized, false, Onto::Dst);
-        matmul_int8(&mut parallel, &x, &quantized, true, Onto::Dst);
-        assert_eq!(serial, parallel);
+        // Rows past a chunk and a partial one; outputs in several spans
+        // and a partial last one.
+        let (m, k, n) = (3 * int8_chunk_rows(ROWS) + 5, 40, 40 * OUT_LANES + 7);
+        let operands = |rows: usize, k: usize| {
+            let x: Vec<f32> = (0..rows * k)
+                .map(|i| ((i * 7 % 17) as f32 - 8.0) / 4.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 3 % 7) as f32 - 3.0) / 2.0)
+                .collect();
+            (x, Int8Weights::new(&w, k))
+        };
+        // Also a few rows (a prompt's last words), and inputs of whole AMX
+        // tiles (where AMX runs).
+        for (rows, k) in [(m, k), (3, k), (37, 128)] {
+            let (x, w) = operands(rows, k);
+            let mut serial = vec![0.25; rows * n];
+            let mut parallel = serial.clone();
+            matmul_int8(&mut serial, &x, &w, false, Onto::Dst);
+            matmul_int8(&mut parallel, &x, &w, true, Onto::Dst);
+            assert_eq!(serial, parallel, "{rows} rows of {k}");
+        }
+        let (x, quantized) = operands(m, k);
         // Onto a bias and a residual: the same numbers as onto a `dst`
         // filled with them first, serial or not, with or without the
         // residual; whatever `dst` held is not read.
@@ -2065,6 +2368,41 @@ mod tests {
                 assert_eq!(onto, filled);
             }
         }
+    }
+
+    /// Parallel products from two threads outside the pool at once (two
+    /// models, or an embedding beside an answer): a pool thread that waits
+    /// for its own product's spans may be handed the other product, and
+    /// both come out as they do one at a time.
+    #[test]
+    fn products_that_wait_on_the_pool_may_run_others_meanwhile() {
+        let (m, k, n) = (150, 128, 40 * OUT_LANES);
+        let inputs: Vec<Vec<f32>> = (0..2)
+            .map(|s| {
+                (0..m * k)
+                    .map(|i| (((i + s) * 7 % 17) as f32 - 8.0) / 4.0)
+                    .collect()
+            })
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 3 % 7) as f32 - 3.0) / 2.0)
+            .collect();
+        let w = Int8Weights::new(&w, k);
+        let product = |x: &Vec<f32>, parallel: bool| {
+            let mut y = vec![0.0; m * n];
+            matmul_int8(&mut y, x, &w, parallel, Onto::Dst);
+            y
+        };
+        std::thread::scope(|threads| {
+            for x in &inputs {
+                let want = product(x, false);
+                threads.spawn(move || {
+                    for _ in 0..50 {
+                        assert_eq!(rayon::scope(|_| product(x, true)), want);
+                    }
+                });
+            }
+        });
     }
 
     #[test]
