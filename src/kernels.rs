@@ -13,6 +13,10 @@
 //! integers everywhere. A decoder prompt's causal attention
 //! (`attend_causal`) lives here too.
 
+mod q4k;
+
+pub use q4k::{Q4kWeights, matvec_q4k};
+
 use std::ops::Range;
 use std::sync::Mutex;
 
