@@ -862,6 +862,7 @@ fn int8_span(
     let stride = span.len() * OUT_LANES;
     let chunk_rows = int8_chunk_rows(input.tile);
     let m = input.ranges.len();
+    let (scales, weight_sums) = (&w.scales[outputs.clone()], &w.sums[outputs.clone()]);
     INT8_SCRATCH.with_borrow_mut(|sums| {
         grow(sums, chunk_rows * stride);
         for first in (0..m).step_by(chunk_rows) {
@@ -873,7 +874,6 @@ fn int8_span(
             for r in 0..rows {
                 let (row, at_row) = (first + r, input.first + first + r);
                 let accs = &sums[r * stride..r * stride + outputs.len()];
-                let (scales, weight_sums) = (&w.scales[outputs.clone()], &w.sums[outputs.clone()]);
                 // SAFETY: `at_row` is a row of the product and `outputs`
                 // within `n`, so inside `dst`; this span's task alone
                 // writes these columns, and `matmul_int8` holds `dst`

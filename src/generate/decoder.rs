@@ -189,15 +189,17 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.dim(0)?;
         let y = match (&self.product, &self.row) {
-            (Product::Int8(_), Some(row)) if rows == 1 => {
+            (Product::Int8(int8), row) => {
+                // One row (a decoded token) on the 4-bit blocks when the
+                // weight has them, else on the int8 copy; more on every
+                // core in int8.
                 let x = x.flatten_all()?.to_vec1()?;
-                let mut y = vec![0.0f32; self.outputs];
-                matvec_q4k(&mut y, &x, row);
-                Tensor::from_vec(y, (1, self.outputs), &Device::Cpu)?
-            }
-            (Product::Int8(int8), _) => {
-                let x = x.flatten_all()?.to_vec1()?;
-                let y = product_int8(&x, rows, int8);
+                let mut y = vec![0.0f32; rows * self.outputs];
+                match row {
+                    Some(row) if rows == 1 => matvec_q4k(&mut y, &x, row),
+                    _ if rows == 1 => matvec_int8(&mut y, &x, int8),
+                    _ => matmul_int8(&mut y, &x, int8, true, Onto::Dst),
+                }
                 Tensor::from_vec(y, (rows, self.outputs), &Device::Cpu)?
             }
             (Product::Gguf { weight, .. }, _)
@@ -213,19 +215,6 @@ impl Linear {
             None => Ok(y),
         }
     }
-}
-
-/// `x` (`rows` rows) times the int8 weights `w`: one row (a decoded
-/// token) through [`matvec_int8`], more through [`matmul_int8`] on every
-/// core.
-fn product_int8(x: &[f32], rows: usize, w: &Int8Weights) -> Vec<f32> {
-    let mut y = vec![0.0f32; rows * w.outputs()];
-    if rows == 1 {
-        matvec_int8(&mut y, x, w);
-    } else {
-        matmul_int8(&mut y, x, w, true, Onto::Dst);
-    }
-    y
 }
 
 /// `weight` (quantized, `[out, in]`) in int8, dequantized
