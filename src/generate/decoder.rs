@@ -29,8 +29,8 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use rayon::prelude::*;
 
 use crate::kernels::{
-    Causal, Int8Weights, Onto, Q4kWeights, attend_causal, dot, matmul_int8, matvec_int8,
-    matvec_q4k, softmax_rows,
+    Causal, Int8Weights, Onto, Q4kWeights, Q50Weights, attend_causal, dot, matmul_int8,
+    matvec_int8, matvec_q4k, matvec_q5_0, softmax_rows,
 };
 
 /// Rows from which a matmul dequantizes its weight and runs a GEMM.
@@ -130,13 +130,20 @@ impl Shape {
 /// A weight matrix `[out, in]` with an optional bias.
 struct Linear {
     product: Product,
-    /// A `Q4_K` weight's own blocks beside its int8 copy, for a product of
-    /// one row (a decoded token): such a product reads every weight once,
-    /// and these are 0.56 bytes a weight against int8's 1.
-    row: Option<Q4kWeights>,
+    /// A `Q4_K` or `Q5_0` weight's own blocks beside its int8 copy, for a
+    /// product of one row (a decoded token): such a product reads every
+    /// weight once, and these are 0.56 or 0.69 bytes a weight against
+    /// int8's 1.
+    row: Option<Row>,
     /// Rows of the weight: the length of an output.
     outputs: usize,
     bias: Option<Tensor>,
+}
+
+/// A GGUF weight's own blocks, repacked for one row's product.
+enum Row {
+    Q4k(Q4kWeights),
+    Q5_0(Q50Weights),
 }
 
 /// How a [`Linear`] multiplies: one copy of the weight, never two.
@@ -159,7 +166,7 @@ impl Linear {
     /// output) and the GGUF's copy dropped; every product runs on it.
     fn new(weight: QTensor, bias: Option<Tensor>, int8: bool) -> Result<Self> {
         let (outputs, _) = weight.shape().dims2()?;
-        let row = if int8 { q4k_weights(&weight)? } else { None };
+        let row = if int8 { row_weights(&weight)? } else { None };
         let product = if int8 && weight.dtype() != GgmlDType::F32 {
             Product::Int8(int8_weights(&weight)?)
         } else {
@@ -196,7 +203,8 @@ impl Linear {
                 let x = x.flatten_all()?.to_vec1()?;
                 let mut y = vec![0.0f32; rows * self.outputs];
                 match row {
-                    Some(row) if rows == 1 => matvec_q4k(&mut y, &x, row),
+                    Some(Row::Q4k(w)) if rows == 1 => matvec_q4k(&mut y, &x, w),
+                    Some(Row::Q5_0(w)) if rows == 1 => matvec_q5_0(&mut y, &x, w),
                     _ if rows == 1 => matvec_int8(&mut y, &x, int8),
                     _ => matmul_int8(&mut y, &x, int8, true, Onto::Dst),
                 }
@@ -237,15 +245,19 @@ fn int8_weights(weight: &QTensor) -> Result<Int8Weights> {
     })
 }
 
-/// `weight`'s own blocks repacked for one row's product, when it is `Q4_K`.
-fn q4k_weights(weight: &QTensor) -> Result<Option<Q4kWeights>> {
-    if weight.dtype() != GgmlDType::Q4K {
-        return Ok(None);
-    }
+/// `weight`'s own blocks repacked for one row's product, when it is
+/// `Q4_K` or `Q5_0`.
+fn row_weights(weight: &QTensor) -> Result<Option<Row>> {
     let (n, k) = weight.shape().dims2()?;
-    match Q4kWeights::from_blocks(&weight.data()?, n, k) {
-        Some(w) => Ok(Some(w)),
-        None => candle_core::bail!("a Q4_K weight of {n} × {k} is not whole blocks"),
+    let dtype = weight.dtype();
+    let row = match dtype {
+        GgmlDType::Q4K => Q4kWeights::from_blocks(&weight.data()?, n, k).map(Row::Q4k),
+        GgmlDType::Q5_0 => Q50Weights::from_blocks(&weight.data()?, n, k).map(Row::Q5_0),
+        _ => return Ok(None),
+    };
+    match row {
+        Some(row) => Ok(Some(row)),
+        None => candle_core::bail!("a {dtype:?} weight of {n} × {k} is not whole blocks"),
     }
 }
 
@@ -592,7 +604,7 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
             && dims == [w.outputs(), w.inputs()]
         {
             let row = match dtype {
-                GgmlDType::Q4K => q4k_weights(&self.q(tensor)?)?,
+                GgmlDType::Q4K | GgmlDType::Q5_0 => row_weights(&self.q(tensor)?)?,
                 _ => None,
             };
             return Ok(Linear {
@@ -1192,14 +1204,16 @@ mod tests {
     }
 
     /// With int8 weights on the default model a prompt multiplies the int8
-    /// copy of its `Q4_K` weights and a decoded token their own blocks
-    /// (`matvec_q4k`): the two still agree. Measured: cosine 0.9986
-    /// between the logits (0.9991 when decoding read the int8 copy too);
+    /// copy of its `Q5_0` and `Q4_K` weights and a decoded token their own
+    /// blocks (`matvec_q5_0`, `matvec_q4k`): the two still agree.
+    /// Measured: cosine 0.9986 between the logits (0.9991 when decoding
+    /// read the int8 copy too);
     /// on token ids that are no text the best tokens lie close, so each
     /// path's best is asked to be among the other's best three.
     #[test]
-    fn decoding_on_q4k_blocks_agrees_with_the_int8_prompt() {
+    fn decoding_on_the_gguf_blocks_agrees_with_the_int8_prompt() {
         let mut model = model_with("default", "qwen2", true);
+        assert!(model.layers.iter().all(|l| l.gate.row.is_some()));
         assert!(model.layers.iter().any(|l| l.down.row.is_some()));
         let (batched, stepped) = prompt_and_steps(&mut model);
         let (a, b): (Vec<f32>, Vec<f32>) = (batched.to_vec1().unwrap(), stepped.to_vec1().unwrap());

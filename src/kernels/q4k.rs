@@ -18,17 +18,17 @@ use half::f16;
 /// Weights per super-block, each with its own `d` and `dmin`.
 const SUPER: usize = 256;
 /// Weights per sub-block, each with its own 6-bit scale and min.
-const SUB: usize = 32;
+pub(super) const SUB: usize = 32;
 /// Sub-blocks per super-block.
 const SUBS: usize = SUPER / SUB;
 /// Bytes of one GGUF `Q4_K` block: `d`, `dmin`, 12 bytes of scales and
 /// mins, 128 bytes of nibbles.
 const BLOCK_BYTES: usize = 144;
 /// Outputs per packed block: the i32 lanes of one AVX-512 register.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 /// Packed bytes per block of outputs and sub-block: four registers, each
 /// 16 outputs × 4 inputs in the low nibbles and 4 more in the high ones.
-const SUB_BYTES: usize = LANES * SUB / 2;
+pub(super) const SUB_BYTES: usize = LANES * SUB / 2;
 /// Output blocks per parallel task.
 const TASK_BLOCKS: usize = 16;
 
@@ -124,29 +124,39 @@ fn pack_block(block: &[u8], o: usize, packed: &mut [u8]) {
         }
     }
     for (j, sub) in q.chunks_exact(SUB).enumerate() {
-        for i in 0..4 {
-            for b in 0..4 {
-                packed[j * SUB_BYTES + i * 64 + 4 * o + b] =
-                    sub[4 * i + b] | (sub[4 * (i + 4) + b] << 4);
-            }
+        place_sub(sub, o, &mut packed[j * SUB_BYTES..(j + 1) * SUB_BYTES]);
+    }
+}
+
+/// Output `o`'s 32 values (`sub`, their low 4 bits) into a block of outputs'
+/// four registers for them: input `4i + b` in the low nibble of register
+/// `i`'s byte `4o + b`, input `4(i + 4) + b` in its high nibble.
+pub(super) fn place_sub(sub: &[u8], o: usize, packed: &mut [u8]) {
+    for i in 0..4 {
+        for b in 0..4 {
+            packed[i * 64 + 4 * o + b] =
+                (sub[4 * i + b] & 0xF) | ((sub[4 * (i + 4) + b] & 0xF) << 4);
         }
     }
 }
 
-/// An input row rounded to int8 per super-block, with each sub-block's sum.
-struct Activations {
-    values: Vec<i8>,
-    /// Per super-block: what one unit of `values` stands for.
-    scales: Vec<f32>,
-    /// Per sub-block: the sum of its `values`.
-    sums: Vec<i32>,
+/// An input row rounded to int8 per group of inputs (a multiple of 32),
+/// with each run of 32's sum.
+pub(super) struct Activations {
+    pub(super) values: Vec<i8>,
+    /// Per group: what one unit of `values` stands for.
+    pub(super) scales: Vec<f32>,
+    /// Per 32 inputs: the sum of their `values`.
+    pub(super) sums: Vec<i32>,
 }
 
 impl Activations {
-    fn new(x: &[f32]) -> Activations {
+    /// `x` in groups of `group` inputs; its length must be whole groups.
+    pub(super) fn new(x: &[f32], group: usize) -> Activations {
+        assert!(group.is_multiple_of(SUB) && x.len().is_multiple_of(group));
         let mut values = vec![0i8; x.len()];
-        let mut scales = Vec::with_capacity(x.len() / SUPER);
-        for (chunk, out) in x.chunks_exact(SUPER).zip(values.chunks_exact_mut(SUPER)) {
+        let mut scales = Vec::with_capacity(x.len() / group);
+        for (chunk, out) in x.chunks_exact(group).zip(values.chunks_exact_mut(group)) {
             let max = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let scale = max / 127.0;
             let inverse = if max > 0.0 { 127.0 / max } else { 0.0 };
@@ -174,8 +184,15 @@ pub fn matvec_q4k(dst: &mut [f32], x: &[f32], w: &Q4kWeights) {
         x.len() == w.inputs && dst.len() == w.outputs,
         "shapes differ"
     );
-    let a = Activations::new(x);
-    let mut out = vec![0.0f32; w.outputs.div_ceil(LANES) * LANES];
+    let a = Activations::new(x, SUPER);
+    by_blocks(dst, |out, first| block_sums(out, &a, w, first));
+}
+
+/// `dst`'s outputs computed by blocks of 16, [`TASK_BLOCKS`] blocks a task,
+/// by candle's barrier pool and the calling thread: `sums(out, first)`
+/// fills `out`, whole blocks from block `first`.
+pub(super) fn by_blocks(dst: &mut [f32], sums: impl Fn(&mut [f32], usize) + Sync) {
+    let mut out = vec![0.0f32; dst.len().div_ceil(LANES) * LANES];
     let tasks: Vec<Mutex<&mut [f32]>> = out
         .chunks_mut(TASK_BLOCKS * LANES)
         .map(Mutex::new)
@@ -183,11 +200,12 @@ pub fn matvec_q4k(dst: &mut [f32], x: &[f32], w: &Q4kWeights) {
     candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
         for task in range {
             let mut out = tasks[task].lock().unwrap_or_else(|e| e.into_inner());
-            block_sums(&mut out, &a, w, task * TASK_BLOCKS);
+            sums(&mut out, task * TASK_BLOCKS);
         }
     });
     drop(tasks);
-    dst.copy_from_slice(&out[..w.outputs]);
+    let n = dst.len();
+    dst.copy_from_slice(&out[..n]);
 }
 
 /// The outputs of the blocks from `first` that `out` holds.
@@ -397,7 +415,7 @@ mod tests {
         let (n, k) = (5 * LANES, 2 * SUPER);
         let (q, _) = q4k(n, k);
         let w = Q4kWeights::from_blocks(&q.data().unwrap(), n, k).unwrap();
-        let a = Activations::new(&input(k));
+        let a = Activations::new(&input(k), SUPER);
         let mut fast = vec![0.0; n];
         let mut portable = vec![0.0; n];
         block_sums(&mut fast, &a, &w, 0);
