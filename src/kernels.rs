@@ -16,7 +16,7 @@
 mod q4k;
 mod q5_0;
 
-pub use q4k::{Q4kWeights, matvec_q4k};
+pub use q4k::{Q4kWeights, blocks_ready, matvec_q4k};
 pub use q5_0::{Q50Weights, matvec_q5_0};
 
 use std::ops::Range;

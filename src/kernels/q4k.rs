@@ -177,6 +177,21 @@ impl Activations {
     }
 }
 
+/// Whether this CPU multiplies repacked blocks with VNNI. Without it the
+/// blocks' portable code does more per weight than the int8 copy's, so
+/// the decoder keeps no blocks there.
+pub fn blocks_ready() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `dst = x × wᵀ` for one input row (a decoded token), the outputs taken
 /// in blocks of 256 by candle's barrier pool, as `matvec_int8`'s are.
 pub fn matvec_q4k(dst: &mut [f32], x: &[f32], w: &Q4kWeights) {
@@ -211,9 +226,7 @@ pub(super) fn by_blocks(dst: &mut [f32], sums: impl Fn(&mut [f32], usize) + Sync
 /// The outputs of the blocks from `first` that `out` holds.
 fn block_sums(out: &mut [f32], a: &Activations, w: &Q4kWeights, first: usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512vnni")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-    {
+    if blocks_ready() {
         // SAFETY: the CPU has AVX-512F/BW/VNNI (checked above); `out`
         // holds whole blocks from `first` (`matvec_q4k` sized it).
         return unsafe { block_sums_vnni(out, a, w, first) };

@@ -103,9 +103,7 @@ pub fn matvec_q5_0(dst: &mut [f32], x: &[f32], w: &Q50Weights) {
 /// The outputs of the blocks from `first` that `out` holds.
 fn block_sums(out: &mut [f32], a: &Activations, w: &Q50Weights, first: usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512vnni")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-    {
+    if super::q4k::blocks_ready() {
         // SAFETY: the CPU has AVX-512F/BW/VNNI (checked above); `out`
         // holds whole blocks from `first` (`by_blocks` sized it).
         return unsafe { block_sums_vnni(out, a, w, first) };
