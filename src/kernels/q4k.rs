@@ -372,18 +372,23 @@ unsafe fn block_sums_vnni(out: &mut [f32], a: &Activations, w: &Q4kWeights, firs
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
 
-    /// A `Q4_K` tensor of `n × k` made by candle from smooth varied values.
-    fn q4k(n: usize, k: usize) -> (QTensor, Vec<f32>) {
+    /// A tensor of `n × k` quantized by candle to `dtype` from smooth
+    /// varied values, and its values dequantized again.
+    pub(in crate::kernels) fn quantized(
+        n: usize,
+        k: usize,
+        dtype: GgmlDType,
+    ) -> (QTensor, Vec<f32>) {
         let values: Vec<f32> = (0..n * k)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0 + (i % 7) as f32 * 0.01)
             .collect();
         let t = Tensor::from_vec(values, (n, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&t, GgmlDType::Q4K).unwrap();
+        let q = QTensor::quantize(&t, dtype).unwrap();
         let dequantized = q
             .dequantize(&Device::Cpu)
             .unwrap()
@@ -394,10 +399,33 @@ mod tests {
         (q, dequantized)
     }
 
-    fn input(k: usize) -> Vec<f32> {
+    pub(in crate::kernels) fn input(k: usize) -> Vec<f32> {
         (0..k)
             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
             .collect()
+    }
+
+    /// Each of `y` is its row of `dequantized` times `x`, within 1 % of
+    /// the products' magnitude (the input's rounding to int8).
+    pub(in crate::kernels) fn assert_dequantized_product(
+        y: &[f32],
+        dequantized: &[f32],
+        x: &[f32],
+    ) {
+        let k = x.len();
+        for (o, &got) in y.iter().enumerate() {
+            let row = &dequantized[o * k..(o + 1) * k];
+            let want: f32 = row.iter().zip(x).map(|(w, x)| w * x).sum();
+            let norm: f32 = row.iter().zip(x).map(|(w, x)| (w * x).abs()).sum();
+            assert!(
+                (got - want).abs() <= 0.01 * norm,
+                "output {o}: {got} against {want}"
+            );
+        }
+    }
+
+    fn q4k(n: usize, k: usize) -> (QTensor, Vec<f32>) {
+        quantized(n, k, GgmlDType::Q4K)
     }
 
     /// The repacked blocks multiply as the dequantized weights do, within
@@ -411,15 +439,7 @@ mod tests {
         let x = input(k);
         let mut y = vec![0.0; n];
         matvec_q4k(&mut y, &x, &w);
-        for (o, &got) in y.iter().enumerate() {
-            let row = &dequantized[o * k..(o + 1) * k];
-            let want: f32 = row.iter().zip(&x).map(|(w, x)| w * x).sum();
-            let norm: f32 = row.iter().zip(&x).map(|(w, x)| (w * x).abs()).sum();
-            assert!(
-                (got - want).abs() <= 0.01 * norm,
-                "output {o}: {got} against {want}"
-            );
-        }
+        assert_dequantized_product(&y, &dequantized, &x);
     }
 
     /// The vectorised and the portable paths give the same bits.

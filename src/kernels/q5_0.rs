@@ -219,31 +219,12 @@ unsafe fn block_sums_vnni(out: &mut [f32], a: &Activations, w: &Q50Weights, firs
 
 #[cfg(test)]
 mod tests {
+    use super::super::q4k::tests::{assert_dequantized_product, input, quantized};
     use super::*;
     use candle_core::quantized::{GgmlDType, QTensor};
-    use candle_core::{Device, Tensor};
 
-    /// A `Q5_0` tensor of `n × k` made by candle from smooth varied values.
     fn q5_0(n: usize, k: usize) -> (QTensor, Vec<f32>) {
-        let values: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0 + (i % 7) as f32 * 0.01)
-            .collect();
-        let t = Tensor::from_vec(values, (n, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&t, GgmlDType::Q5_0).unwrap();
-        let dequantized = q
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        (q, dequantized)
-    }
-
-    fn input(k: usize) -> Vec<f32> {
-        (0..k)
-            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
-            .collect()
+        quantized(n, k, GgmlDType::Q5_0)
     }
 
     /// The repacked blocks multiply as the dequantized weights do, within
@@ -257,15 +238,7 @@ mod tests {
         let x = input(k);
         let mut y = vec![0.0; n];
         matvec_q5_0(&mut y, &x, &w);
-        for (o, &got) in y.iter().enumerate() {
-            let row = &dequantized[o * k..(o + 1) * k];
-            let want: f32 = row.iter().zip(&x).map(|(w, x)| w * x).sum();
-            let norm: f32 = row.iter().zip(&x).map(|(w, x)| (w * x).abs()).sum();
-            assert!(
-                (got - want).abs() <= 0.01 * norm,
-                "output {o}: {got} against {want}"
-            );
-        }
+        assert_dequantized_product(&y, &dequantized, &x);
     }
 
     /// The vectorised and the portable paths give the same bits, on a
