@@ -146,7 +146,8 @@ enum Row {
     Q5_0(Q50Weights),
 }
 
-/// How a [`Linear`] multiplies: one copy of the weight, never two.
+/// How a [`Linear`] multiplies: the int8 copy or the GGUF's own weight,
+/// never both (a decoded token's blocks, [`Linear::row`], aside).
 enum Product {
     /// In int8, on weights requantized at load.
     Int8(Int8Weights),
@@ -163,7 +164,9 @@ const INT8_LOAD_ROWS: usize = 1024;
 
 impl Linear {
     /// With `int8`, a quantized weight is requantized to int8 (one scale per
-    /// output) and the GGUF's copy dropped; every product runs on it.
+    /// output) and the GGUF's copy dropped; every product runs on it but a
+    /// decoded token's on a weight that keeps its own blocks
+    /// ([`row_weights`]).
     fn new(weight: QTensor, bias: Option<Tensor>, int8: bool) -> Result<Self> {
         let (outputs, _) = weight.shape().dims2()?;
         let row = if int8 { row_weights(&weight)? } else { None };
@@ -197,9 +200,9 @@ impl Linear {
         let rows = x.dim(0)?;
         let y = match (&self.product, &self.row) {
             (Product::Int8(int8), row) => {
-                // One row (a decoded token) on the 4-bit blocks when the
-                // weight has them, else on the int8 copy; more on every
-                // core in int8.
+                // One row (a decoded token) on the GGUF's own blocks when
+                // the weight keeps them, else on the int8 copy; more rows
+                // on every core in int8.
                 let x = x.flatten_all()?.to_vec1()?;
                 let mut y = vec![0.0f32; rows * self.outputs];
                 match row {
@@ -249,7 +252,7 @@ fn int8_weights(weight: &QTensor) -> Result<Int8Weights> {
 /// `Q4_K` or `Q5_0` and the CPU multiplies them faster than int8
 /// ([`blocks_ready`]).
 fn row_weights(weight: &QTensor) -> Result<Option<Row>> {
-    if !blocks_ready() {
+    if !keeps_blocks(weight.dtype()) {
         return Ok(None);
     }
     let (n, k) = weight.shape().dims2()?;
@@ -263,6 +266,11 @@ fn row_weights(weight: &QTensor) -> Result<Option<Row>> {
         Some(row) => Ok(Some(row)),
         None => candle_core::bail!("a {dtype:?} weight of {n} × {k} is not whole blocks"),
     }
+}
+
+/// Whether a weight of `dtype` keeps its own blocks for decoding.
+fn keeps_blocks(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5_0) && blocks_ready()
 }
 
 /// Formats whose dot product candle runs without SIMD are converted to Q8_0,
@@ -607,9 +615,10 @@ impl<R: std::io::Read + std::io::Seek> Reader<'_, R> {
             && dtype != GgmlDType::F32
             && dims == [w.outputs(), w.inputs()]
         {
-            let row = match dtype {
-                GgmlDType::Q4K | GgmlDType::Q5_0 => row_weights(&self.q(tensor)?)?,
-                _ => None,
+            let row = if keeps_blocks(dtype) {
+                row_weights(&self.q(tensor)?)?
+            } else {
+                None
             };
             return Ok(Linear {
                 outputs: w.outputs(),

@@ -9,7 +9,9 @@
 //! input rounded to int8 per 256 inputs (`Activations`). The integers are
 //! exact (AVX-512 VNNI, else portable code) and the float steps are the
 //! same fused multiply-adds in the same order on both paths, so they give
-//! the same bits.
+//! the same bits. What `q5_0` shares with it lives here: the packed layout
+//! (`place_sub`), the input's rounding (`Activations`), the outputs shared
+//! out among the threads (`by_blocks`) and `blocks_ready`.
 
 use std::sync::Mutex;
 
