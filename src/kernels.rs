@@ -1043,22 +1043,30 @@ pub fn matvec_int8(dst: &mut [f32], x: &[f32], w: &Int8Weights) {
     let mut xu = vec![0u8; w.groups * 4];
     let (scale, zero) = quantize_unsigned(x, &mut xu[..k]);
     let mut sums = vec![0i32; w.packed.len() / (w.groups * 4)];
-    let tasks: Vec<Mutex<&mut [i32]>> = sums
+    by_blocks(&mut sums, |out, first| int8_row_sums(out, &xu, w, first));
+    scale_back(dst, &sums[..n], &w.scales, &w.sums, scale, zero);
+}
+
+/// Output blocks per parallel task of a one-row product (whole tiles).
+const MATVEC_TASK_BLOCKS: usize = 4 * BLOCKS;
+
+/// A one-row product's outputs (`out`, whole blocks of 16) shared out in
+/// tasks of [`MATVEC_TASK_BLOCKS`] blocks, taken from a shared cursor by
+/// candle's barrier pool and the calling thread: `sums(part, first)` fills
+/// `part`, whole blocks from block `first`. Every decoded token's products
+/// run through it (`matvec_int8`, `matvec_q4k`, `matvec_q5_0`).
+fn by_blocks<T: Send>(out: &mut [T], sums: impl Fn(&mut [T], usize) + Sync) {
+    let tasks: Vec<Mutex<&mut [T]>> = out
         .chunks_mut(MATVEC_TASK_BLOCKS * OUT_LANES)
         .map(Mutex::new)
         .collect();
     candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
         for task in range {
-            let mut out = tasks[task].lock().unwrap_or_else(|e| e.into_inner());
-            int8_row_sums(&mut out, &xu, w, task * MATVEC_TASK_BLOCKS);
+            let mut part = tasks[task].lock().unwrap_or_else(|e| e.into_inner());
+            sums(&mut part, task * MATVEC_TASK_BLOCKS);
         }
     });
-    drop(tasks);
-    scale_back(dst, &sums[..n], &w.scales, &w.sums, scale, zero);
 }
-
-/// Output blocks per parallel task of [`matvec_int8`] (whole tiles).
-const MATVEC_TASK_BLOCKS: usize = 4 * BLOCKS;
 
 /// `out[j] = Σ_p xu[p] · w[first·16 + j][p]` for the outputs of the blocks
 /// from `first` that `out` holds (whole tiles of blocks).

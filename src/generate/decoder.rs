@@ -1205,7 +1205,7 @@ mod tests {
     #[test]
     fn prompt_and_decode_paths_agree() {
         let mut model = light_model();
-        let (batched, stepped) = prompt_and_steps(&mut model);
+        let (batched, stepped) = prompt_and_steps(&mut model, 40, 20);
         let scale: f32 = batched.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
         let diff = max_abs_diff(&batched, &stepped);
         assert!(
@@ -1234,27 +1234,32 @@ mod tests {
             model.layers.iter().any(|l| l.down.row.is_some()),
             blocks_ready()
         );
-        let (batched, stepped) = prompt_and_steps(&mut model);
-        let (a, b): (Vec<f32>, Vec<f32>) = (batched.to_vec1().unwrap(), stepped.to_vec1().unwrap());
-        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let cos = a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>() / (norm(&a) * norm(&b));
+        let (batched, stepped) = prompt_and_steps(&mut model, 40, 20);
+        let cos = cosine(&batched, &stepped);
         assert!(cos > 0.998, "cosine {cos}");
         assert!(best(&stepped, 3).contains(&best(&batched, 1)[0]));
         assert!(best(&batched, 3).contains(&best(&stepped, 1)[0]));
     }
 
-    /// The last logits of 40 tokens as one prompt, and again as a prompt of
-    /// 20 and 20 decoded one at a time.
-    fn prompt_and_steps(model: &mut Decoder) -> (Tensor, Tensor) {
-        let tokens: Vec<u32> = (0..40).map(|i| 100 + 37 * i).collect();
+    /// The last logits of `len` tokens as one prompt, and again as a
+    /// prompt of `prompt` tokens and the rest decoded one at a time.
+    fn prompt_and_steps(model: &mut Decoder, len: u32, prompt: usize) -> (Tensor, Tensor) {
+        let tokens: Vec<u32> = (0..len).map(|i| 100 + 37 * i).collect();
         let batched = model.forward(&tokens).unwrap();
         model.truncate(0);
-        model.forward(&tokens[..20]).unwrap();
+        model.forward(&tokens[..prompt]).unwrap();
         let mut stepped = None;
-        for &t in &tokens[20..] {
+        for &t in &tokens[prompt..] {
             stepped = Some(model.forward(&[t]).unwrap());
         }
         (batched, stepped.unwrap())
+    }
+
+    /// The cosine between two vectors of logits.
+    fn cosine(a: &Tensor, b: &Tensor) -> f32 {
+        let (a, b): (Vec<f32>, Vec<f32>) = (a.to_vec1().unwrap(), b.to_vec1().unwrap());
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>() / (norm(&a) * norm(&b))
     }
 
     /// The ids of the `n` largest logits, largest first.
@@ -1317,15 +1322,7 @@ mod tests {
     fn sliding_window_layers_agree_between_prompt_and_decode() {
         let mut model = model("gemma", "gemma3");
         assert_eq!(model.shape.sliding.as_ref().map(|s| s.window), Some(512));
-        let tokens: Vec<u32> = (0..600).map(|i| 1000 + 37 * i).collect();
-        let batched = model.forward(&tokens).unwrap();
-        model.truncate(0);
-        model.forward(&tokens[..580]).unwrap();
-        let mut stepped = None;
-        for &t in &tokens[580..] {
-            stepped = Some(model.forward(&[t]).unwrap());
-        }
-        let stepped = stepped.unwrap();
+        let (batched, stepped) = prompt_and_steps(&mut model, 600, 580);
         // The 270M model is more sensitive to the two paths' rounding: its
         // logits differ by 5-7 % of their scale at any length, inside the
         // window or past it (decoding quantizes each row of activations,
@@ -1367,10 +1364,7 @@ mod tests {
                 // Measured on the prompt: cosine 0.9959 on the default model
                 // (its largest logit moves by 9 % of the scale), where the
                 // GGUF decode path's 8-bit inputs give 0.9996.
-                let (a, b): (Vec<f32>, Vec<f32>) =
-                    (f32.to_vec1().unwrap(), int8.to_vec1().unwrap());
-                let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                let cos = a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>() / (norm(&a) * norm(&b));
+                let cos = cosine(f32, int8);
                 assert!(
                     cos > 0.99,
                     "{name}: cosine {cos} between int8 and f32 logits"
@@ -1378,14 +1372,9 @@ mod tests {
                 // On token ids that are no text the distribution is flat
                 // (the light model's top logits lie close): int8's choice
                 // is among the GGUF path's three best.
-                let mut best: Vec<usize> = (0..a.len()).collect();
-                best.sort_by(|&i, &j| a[j].total_cmp(&a[i]));
                 let chosen = argmax(int8) as usize;
-                assert!(
-                    best[..3].contains(&chosen),
-                    "{name}: {chosen} not in {:?}",
-                    &best[..3]
-                );
+                let three = best(f32, 3);
+                assert!(three.contains(&chosen), "{name}: {chosen} not in {three:?}");
             }
         }
     }

@@ -11,9 +11,8 @@
 //! same fused multiply-adds in the same order on both paths, so they give
 //! the same bits. What `q5_0` shares with it lives here: the packed layout
 //! (`place_sub`), the input's rounding (`Activations`), the outputs shared
-//! out among the threads (`by_blocks`) and `blocks_ready`.
-
-use std::sync::Mutex;
+//! out among the threads (`by_whole_blocks`, over the parent's
+//! `by_blocks`, which `matvec_int8` uses too) and `blocks_ready`.
 
 use half::f16;
 
@@ -31,8 +30,6 @@ pub(super) const LANES: usize = 16;
 /// Packed bytes per block of outputs and sub-block: four registers, each
 /// 16 outputs × 4 inputs in the low nibbles and 4 more in the high ones.
 pub(super) const SUB_BYTES: usize = LANES * SUB / 2;
-/// Output blocks per parallel task.
-const TASK_BLOCKS: usize = 16;
 
 /// A `Q4_K` weight `[n, k]` repacked by blocks of 16 outputs.
 pub struct Q4kWeights {
@@ -202,25 +199,15 @@ pub fn matvec_q4k(dst: &mut [f32], x: &[f32], w: &Q4kWeights) {
         "shapes differ"
     );
     let a = Activations::new(x, SUPER);
-    by_blocks(dst, |out, first| block_sums(out, &a, w, first));
+    by_whole_blocks(dst, |out, first| block_sums(out, &a, w, first));
 }
 
-/// `dst`'s outputs computed by blocks of 16, [`TASK_BLOCKS`] blocks a task,
-/// by candle's barrier pool and the calling thread: `sums(out, first)`
-/// fills `out`, whole blocks from block `first`.
-pub(super) fn by_blocks(dst: &mut [f32], sums: impl Fn(&mut [f32], usize) + Sync) {
+/// `dst`'s outputs computed by blocks of 16 through [`super::by_blocks`],
+/// into a buffer of whole blocks: `sums(out, first)` fills `out`, whole
+/// blocks from block `first`.
+pub(super) fn by_whole_blocks(dst: &mut [f32], sums: impl Fn(&mut [f32], usize) + Sync) {
     let mut out = vec![0.0f32; dst.len().div_ceil(LANES) * LANES];
-    let tasks: Vec<Mutex<&mut [f32]>> = out
-        .chunks_mut(TASK_BLOCKS * LANES)
-        .map(Mutex::new)
-        .collect();
-    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
-        for task in range {
-            let mut out = tasks[task].lock().unwrap_or_else(|e| e.into_inner());
-            sums(&mut out, task * TASK_BLOCKS);
-        }
-    });
-    drop(tasks);
+    super::by_blocks(&mut out, sums);
     let n = dst.len();
     dst.copy_from_slice(&out[..n]);
 }
@@ -230,7 +217,7 @@ fn block_sums(out: &mut [f32], a: &Activations, w: &Q4kWeights, first: usize) {
     #[cfg(target_arch = "x86_64")]
     if blocks_ready() {
         // SAFETY: the CPU has AVX-512F/BW/VNNI (checked above); `out`
-        // holds whole blocks from `first` (`matvec_q4k` sized it).
+        // holds whole blocks from `first` (`by_whole_blocks` sized it).
         return unsafe { block_sums_vnni(out, a, w, first) };
     }
     block_sums_portable(out, a, w, first);

@@ -9,7 +9,7 @@
 
 use half::f16;
 
-use super::q4k::{Activations, LANES, SUB, SUB_BYTES, by_blocks, place_sub};
+use super::q4k::{Activations, LANES, SUB, SUB_BYTES, by_whole_blocks, place_sub};
 
 /// Bytes of one GGUF `Q5_0` block: `d`, 4 bytes of fifth bits, 16 bytes of
 /// nibbles.
@@ -97,7 +97,7 @@ pub fn matvec_q5_0(dst: &mut [f32], x: &[f32], w: &Q50Weights) {
         "shapes differ"
     );
     let a = Activations::new(x, SUB);
-    by_blocks(dst, |out, first| block_sums(out, &a, w, first));
+    by_whole_blocks(dst, |out, first| block_sums(out, &a, w, first));
 }
 
 /// The outputs of the blocks from `first` that `out` holds.
@@ -105,7 +105,7 @@ fn block_sums(out: &mut [f32], a: &Activations, w: &Q50Weights, first: usize) {
     #[cfg(target_arch = "x86_64")]
     if super::q4k::blocks_ready() {
         // SAFETY: the CPU has AVX-512F/BW/VNNI (checked above); `out`
-        // holds whole blocks from `first` (`by_blocks` sized it).
+        // holds whole blocks from `first` (`by_whole_blocks` sized it).
         return unsafe { block_sums_vnni(out, a, w, first) };
     }
     block_sums_portable(out, a, w, first);
