@@ -377,6 +377,22 @@ fn self_consistency_votes_over_samples() {
 }
 
 #[test]
+fn a_vote_without_a_majority_keeps_the_greedy_answer() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let greedy = ask(&index, &[]);
+    let voted = ask(&index, &["--samples", "2"]);
+    let votes = voted["votes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{voted}"));
+    assert!(
+        votes.iter().any(|v| v["answer"] == greedy["answer"]),
+        "the greedy answer is one of the samples: {voted}"
+    );
+    // Two samples never make a majority against the first: it is greedy.
+    assert_eq!(answer(&voted), answer(&greedy), "{voted}");
+}
+
+#[test]
 fn reflection_reports_its_verdict() {
     let (_tmp, index) = ingested("corpora/tiny");
     let out = ask(&index, &["--reflect"]);

@@ -559,7 +559,10 @@ impl Pass<'_> {
     }
 
     /// `n` samples of the same prompt, seeds `seed..seed + n`, at the
-    /// request's temperature or [`VOTE_TEMPERATURE`] if that is 0.
+    /// request's temperature. A greedy request's first sample stays greedy
+    /// and the others take [`VOTE_TEMPERATURE`], so a vote with no majority
+    /// (free text, where samples rarely agree word for word) keeps the
+    /// answer the request would have had without samples.
     fn generate_votes(
         &self,
         rendered: &str,
@@ -573,6 +576,8 @@ impl Pass<'_> {
                 seed: base.seed.wrapping_add(i),
                 temperature: if base.temperature > 0.0 {
                     base.temperature
+                } else if i == 0 {
+                    0.0
                 } else {
                     VOTE_TEMPERATURE
                 },
