@@ -589,6 +589,42 @@ fn every_option_is_reachable_over_http() {
 }
 
 #[test]
+fn eval_qa_with_samples_reports_them_and_the_most_a_vote_could_reach() {
+    let (_tmp, index) = ingested("corpora/tiny");
+    let qa = root().join("tests/fixtures/tiny-qa.jsonl");
+    let report = json(
+        lore(&index)
+            .args(["eval", "--generator", "light", "--max-tokens", "48"])
+            .args(["--json", "--limit", "1", "--technique", "sc2", "--qa"])
+            .arg(&qa),
+    );
+    let row = &report["rows"][0];
+    let votes = row["votes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{report}"));
+    let total: u64 = votes.iter().map(|v| v["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 2, "{report}");
+    // Whole words, any case and punctuation, as the fact is scored.
+    let words = |text: &str| {
+        let words: Vec<String> = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        format!(" {} ", words.join(" "))
+    };
+    let sampled = votes
+        .iter()
+        .any(|v| words(v["answer"].as_str().unwrap()).contains(" 6 45 "));
+    assert_eq!(row["sampled_fact"], sampled, "{report}");
+    assert_eq!(
+        report["sampled_fact"],
+        if sampled { 1.0 } else { 0.0 },
+        "{report}"
+    );
+}
+
+#[test]
 fn eval_qa_scores_facts_sources_retrieval_and_abstention() {
     let (_tmp, index) = ingested("corpora/tiny");
     let qa = root().join("tests/fixtures/tiny-qa.jsonl");

@@ -246,6 +246,15 @@ pub fn print_qa_table(reports: &[lore::eval::qa::QaReport]) {
             r.follow_up_fact * 100.0
         );
     }
+    for r in reports {
+        if let Some(sampled) = r.sampled_fact {
+            println!(
+                "{}: some sample stated the fact for {:.0}% of the answerable questions (the most a vote could reach)",
+                r.technique,
+                sampled * 100.0
+            );
+        }
+    }
     for r in reports.iter().filter(|r| r.withdrawn > 0) {
         println!(
             "{}: the answer checks withdrew {} answers after the model wrote them; {} of them stated the fact",
@@ -259,7 +268,7 @@ pub fn print_qa_table(reports: &[lore::eval::qa::QaReport]) {
         );
         for c in &r.calibration {
             println!(
-                "{:>9.1} {:>9.0}% {:>5.0}% {:>8.0}% {:>8.0}% {:>8.0}%",
+                "{:>9.2} {:>9.0}% {:>5.0}% {:>8.0}% {:>8.0}% {:>8.0}%",
                 c.threshold,
                 c.wrongly_abstained * 100.0,
                 c.fact * 100.0,

@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::Technique;
-use crate::engine::{Abstention, AskRequest, AskResponse, Engine, Turn};
+use crate::engine::{Abstention, AskRequest, AskResponse, Engine, Turn, Vote};
 use crate::error::{Error, Result};
 use crate::generate::Sampling;
 
@@ -227,6 +227,14 @@ pub struct QaRow {
     /// The question's support: how much of it the best source covers (none
     /// when nothing was found).
     pub support: Option<f64>,
+    /// Self-consistency's samples (clipped), each distinct answer with its
+    /// count; empty without samples.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub votes: Vec<Vote>,
+    /// Some sample stated the fact, whichever won the vote (answerable
+    /// questions asked with samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_fact: Option<bool>,
     /// Seconds to answer.
     pub seconds: f64,
 }
@@ -285,6 +293,10 @@ pub struct QaReport {
     /// Share of them whose answer states the fact.
     #[serde(default)]
     pub follow_up_fact: f64,
+    /// With samples: the share of answerable questions where some sample
+    /// stated the fact, the most any vote could reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_fact: Option<f64>,
     /// Out-of-corpus questions on other subjects.
     pub far: usize,
     /// Share of them abstained on.
@@ -383,6 +395,9 @@ pub fn evaluate_qa(
                     support: response.support,
                     follow_up: !item.after.is_empty(),
                     standalone_question: response.standalone_question.clone(),
+                    sampled_fact: (!response.votes.is_empty())
+                        .then(|| response.votes.iter().any(|v| states(&v.answer, spellings))),
+                    votes: clipped(&response.votes),
                     ..row(&item.question, answer, seconds)
                 }
             }
@@ -391,6 +406,7 @@ pub fn evaluate_qa(
                 abstained: response.abstained,
                 abstained_because: response.abstained_because,
                 support: response.support,
+                votes: clipped(&response.votes),
                 ..row(&item.question, answer, seconds)
             },
         };
@@ -398,6 +414,17 @@ pub fn evaluate_qa(
         tick();
     }
     Ok(report(&technique.name, k, items, rows))
+}
+
+/// `votes` with each answer clipped as a row's answer is.
+fn clipped(votes: &[Vote]) -> Vec<Vote> {
+    votes
+        .iter()
+        .map(|v| Vote {
+            answer: v.answer.chars().take(ANSWER_CHARS).collect(),
+            count: v.count,
+        })
+        .collect()
 }
 
 /// The draft an answer check withdrew after the model wrote it.
@@ -424,6 +451,8 @@ fn row(question: &str, answer: String, seconds: f64) -> QaRow {
         retrieved: false,
         fact_given: false,
         support: None,
+        votes: Vec::new(),
+        sampled_fact: None,
         seconds,
     }
 }
@@ -467,6 +496,10 @@ fn report(technique: &str, k: usize, items: &[QaItem], rows: Vec<QaRow>) -> QaRe
         follow_ups: rows.iter().filter(|r| r.follow_up).count(),
         follow_up_fact: follow_ups.iter().filter(|r| r.fact).count() as f64
             / follow_ups.len().max(1) as f64,
+        sampled_fact: rows
+            .iter()
+            .any(|r| r.sampled_fact.is_some())
+            .then(|| share(&rows, "answerable", &|r| r.sampled_fact == Some(true))),
         far: count("far"),
         far_abstained: share(&rows, "far", &|r| r.abstained),
         near: count("near"),
