@@ -10,9 +10,11 @@
 //! exact (AVX-512 VNNI, else portable code) and the float steps are the
 //! same fused multiply-adds in the same order on both paths, so they give
 //! the same bits. What `q5_0` shares with it lives here: the packed layout
-//! (`place_sub`), the input's rounding (`Activations`), the outputs shared
-//! out among the threads (`by_whole_blocks`, over the parent's
-//! `by_blocks`, which `matvec_int8` uses too) and `blocks_ready`.
+//! (`place_sub`), the input's rounding (`Activations`), the one-row product
+//! over any repacked format (`Blocks`, `matvec_blocks`: the choice of the
+//! VNNI or the portable path, and the outputs shared out among the threads
+//! by `by_whole_blocks`, over the parent's `by_blocks`, which `matvec_int8`
+//! uses too), `blocks_ready`, and the formats' shared tests.
 
 use half::f16;
 
@@ -191,21 +193,61 @@ pub fn blocks_ready() -> bool {
     }
 }
 
-/// `dst = x × wᵀ` for one input row (a decoded token), the outputs taken
-/// in blocks of 256 by candle's barrier pool, as `matvec_int8`'s are.
+/// A weight repacked from a GGUF's blocks by blocks of 16 outputs, which a
+/// one-row product reads as it is: what `matvec_blocks` needs of each
+/// format.
+pub(super) trait Blocks: Sync {
+    /// Inputs per GGUF block; the input row is rounded to int8 per block.
+    const BLOCK: usize;
+    /// Outputs and inputs.
+    fn shape(&self) -> (usize, usize);
+    /// The outputs of the blocks of outputs from `first` that `out` holds,
+    /// one output at a time.
+    fn sums_portable(&self, out: &mut [f32], a: &Activations, first: usize);
+    /// The same with AVX-512 VNNI.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW and VNNI ([`blocks_ready`]); `out`
+    /// holds whole blocks of outputs from `first`, all within the weights.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn sums_vnni(&self, out: &mut [f32], a: &Activations, first: usize);
+}
+
+impl Blocks for Q4kWeights {
+    const BLOCK: usize = SUPER;
+
+    fn shape(&self) -> (usize, usize) {
+        (self.outputs, self.inputs)
+    }
+
+    fn sums_portable(&self, out: &mut [f32], a: &Activations, first: usize) {
+        block_sums_portable(out, a, self, first);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn sums_vnni(&self, out: &mut [f32], a: &Activations, first: usize) {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { block_sums_vnni(out, a, self, first) }
+    }
+}
+
+/// `dst = x × wᵀ` for one input row (a decoded token) on `Q4_K` blocks.
 pub fn matvec_q4k(dst: &mut [f32], x: &[f32], w: &Q4kWeights) {
-    assert!(
-        x.len() == w.inputs && dst.len() == w.outputs,
-        "shapes differ"
-    );
-    let a = Activations::new(x, SUPER);
+    matvec_blocks(dst, x, w);
+}
+
+/// `dst = x × wᵀ` for one input row on any repacked blocks, the outputs
+/// taken in blocks of 256 by candle's barrier pool, as `matvec_int8`'s are.
+pub(super) fn matvec_blocks<W: Blocks>(dst: &mut [f32], x: &[f32], w: &W) {
+    assert!((dst.len(), x.len()) == w.shape(), "shapes differ");
+    let a = Activations::new(x, W::BLOCK);
     by_whole_blocks(dst, |out, first| block_sums(out, &a, w, first));
 }
 
 /// `dst`'s outputs computed by blocks of 16 through [`super::by_blocks`],
 /// into a buffer of whole blocks: `sums(out, first)` fills `out`, whole
 /// blocks from block `first`.
-pub(super) fn by_whole_blocks(dst: &mut [f32], sums: impl Fn(&mut [f32], usize) + Sync) {
+fn by_whole_blocks(dst: &mut [f32], sums: impl Fn(&mut [f32], usize) + Sync) {
     let mut out = vec![0.0f32; dst.len().div_ceil(LANES) * LANES];
     super::by_blocks(&mut out, sums);
     let n = dst.len();
@@ -213,14 +255,14 @@ pub(super) fn by_whole_blocks(dst: &mut [f32], sums: impl Fn(&mut [f32], usize) 
 }
 
 /// The outputs of the blocks from `first` that `out` holds.
-fn block_sums(out: &mut [f32], a: &Activations, w: &Q4kWeights, first: usize) {
+fn block_sums<W: Blocks>(out: &mut [f32], a: &Activations, w: &W, first: usize) {
     #[cfg(target_arch = "x86_64")]
     if blocks_ready() {
         // SAFETY: the CPU has AVX-512F/BW/VNNI (checked above); `out`
         // holds whole blocks from `first` (`by_whole_blocks` sized it).
-        return unsafe { block_sums_vnni(out, a, w, first) };
+        return unsafe { w.sums_vnni(out, a, first) };
     }
-    block_sums_portable(out, a, w, first);
+    w.sums_portable(out, a, first);
 }
 
 /// [`block_sums`] one output at a time.
@@ -258,8 +300,8 @@ fn block_sums_portable(out: &mut [f32], a: &Activations, w: &Q4kWeights, first: 
     }
 }
 
-/// [`block_sums`] with VNNI: 16 outputs a register, two blocks of them at
-/// a time so each input broadcast serves both.
+/// [`block_sums`] with VNNI: 16 outputs a register, four blocks of them
+/// at a time so each input broadcast serves all four.
 ///
 /// # Safety
 /// The CPU must have AVX-512F, BW and VNNI; `out` holds whole blocks of
@@ -268,7 +310,7 @@ fn block_sums_portable(out: &mut [f32], a: &Activations, w: &Q4kWeights, first: 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn block_sums_vnni(out: &mut [f32], a: &Activations, w: &Q4kWeights, first: usize) {
     use std::arch::x86_64::*;
-    const PAIR: usize = 4;
+    const GROUP: usize = 4;
     let supers = w.supers();
     let blocks = out.len() / LANES;
     assert!(
@@ -283,14 +325,14 @@ unsafe fn block_sums_vnni(out: &mut [f32], a: &Activations, w: &Q4kWeights, firs
     let low = _mm512_set1_epi8(0x0F);
     let mut b = 0;
     while b < blocks {
-        let count = PAIR.min(blocks - b);
-        let mut acc = [_mm512_setzero_ps(); PAIR];
+        let count = GROUP.min(blocks - b);
+        let mut acc = [_mm512_setzero_ps(); GROUP];
         for s in 0..supers {
-            let mut isum = [_mm512_setzero_si512(); PAIR];
-            let mut imin = [_mm512_setzero_si512(); PAIR];
+            let mut isum = [_mm512_setzero_si512(); GROUP];
+            let mut imin = [_mm512_setzero_si512(); GROUP];
             for j in 0..SUBS {
-                let mut t = [_mm512_setzero_si512(); PAIR];
-                let mut u = [_mm512_setzero_si512(); PAIR];
+                let mut t = [_mm512_setzero_si512(); GROUP];
+                let mut u = [_mm512_setzero_si512(); GROUP];
                 let xs = s * SUPER + j * SUB;
                 for i in 0..4 {
                     // SAFETY: inputs xs + 4i … xs + 4(i + 4) + 3 < k.
@@ -413,46 +455,76 @@ pub(super) mod tests {
         }
     }
 
-    fn q4k(n: usize, k: usize) -> (QTensor, Vec<f32>) {
-        quantized(n, k, GgmlDType::Q4K)
-    }
+    /// How a format's weights are built from a GGUF tensor's bytes.
+    pub(in crate::kernels) type FromBlocks<W> = fn(&[u8], usize, usize) -> Option<W>;
 
-    /// The repacked blocks multiply as the dequantized weights do, within
-    /// the rounding of the input to int8.
-    #[test]
-    fn a_row_times_q4k_weights_is_the_dequantized_product() {
-        // A partial last block of outputs and several super-blocks.
-        let (n, k) = (3 * LANES + 5, 3 * SUPER);
-        let (q, dequantized) = q4k(n, k);
-        let w = Q4kWeights::from_blocks(&q.data().unwrap(), n, k).unwrap();
+    /// `n × k` weights quantized to `dtype` and repacked by `from` multiply
+    /// a row as the dequantized weights do.
+    pub(in crate::kernels) fn assert_row_product<W: Blocks>(
+        dtype: GgmlDType,
+        from: FromBlocks<W>,
+        (n, k): (usize, usize),
+    ) {
+        let (q, dequantized) = quantized(n, k, dtype);
+        let w = from(&q.data().unwrap(), n, k).unwrap();
         let x = input(k);
         let mut y = vec![0.0; n];
-        matvec_q4k(&mut y, &x, &w);
+        matvec_blocks(&mut y, &x, &w);
         assert_dequantized_product(&y, &dequantized, &x);
     }
 
     /// The vectorised and the portable paths give the same bits.
-    #[test]
-    fn q4k_paths_agree_to_the_bit() {
-        let (n, k) = (5 * LANES, 2 * SUPER);
-        let (q, _) = q4k(n, k);
-        let w = Q4kWeights::from_blocks(&q.data().unwrap(), n, k).unwrap();
-        let a = Activations::new(&input(k), SUPER);
+    pub(in crate::kernels) fn assert_paths_agree<W: Blocks>(
+        dtype: GgmlDType,
+        from: FromBlocks<W>,
+        (n, k): (usize, usize),
+    ) {
+        let (q, _) = quantized(n, k, dtype);
+        let w = from(&q.data().unwrap(), n, k).unwrap();
+        let a = Activations::new(&input(k), W::BLOCK);
         let mut fast = vec![0.0; n];
         let mut portable = vec![0.0; n];
         block_sums(&mut fast, &a, &w, 0);
-        block_sums_portable(&mut portable, &a, &w, 0);
+        w.sums_portable(&mut portable, &a, 0);
         assert_eq!(fast, portable);
+    }
+
+    /// Bytes that are not whole rows of whole blocks make no weights.
+    pub(in crate::kernels) fn assert_other_shapes_refused<W: Blocks>(
+        dtype: GgmlDType,
+        from: FromBlocks<W>,
+    ) {
+        let block = W::BLOCK;
+        let (q, _) = quantized(LANES, block, dtype);
+        let data = q.data().unwrap();
+        assert!(from(&data, LANES, block).is_some());
+        assert!(from(&data, LANES + 1, block).is_none());
+        assert!(from(&data[1..], LANES, block).is_none());
+        assert!(from(&data, LANES / 2, 2 * block).is_some());
+        assert!(from(&data, LANES, block / 2).is_none());
+    }
+
+    /// A partial last block of outputs and several super-blocks.
+    #[test]
+    fn a_row_times_q4k_weights_is_the_dequantized_product() {
+        assert_row_product(
+            GgmlDType::Q4K,
+            Q4kWeights::from_blocks,
+            (3 * LANES + 5, 3 * SUPER),
+        );
+    }
+
+    #[test]
+    fn q4k_paths_agree_to_the_bit() {
+        assert_paths_agree(
+            GgmlDType::Q4K,
+            Q4kWeights::from_blocks,
+            (5 * LANES, 2 * SUPER),
+        );
     }
 
     #[test]
     fn blocks_of_another_shape_are_refused() {
-        let (q, _) = q4k(LANES, SUPER);
-        let data = q.data().unwrap();
-        assert!(Q4kWeights::from_blocks(&data, LANES, SUPER).is_some());
-        assert!(Q4kWeights::from_blocks(&data, LANES + 1, SUPER).is_none());
-        assert!(Q4kWeights::from_blocks(&data[1..], LANES, SUPER).is_none());
-        assert!(Q4kWeights::from_blocks(&data, LANES / 2, 2 * SUPER).is_some());
-        assert!(Q4kWeights::from_blocks(&data, LANES, SUPER / 2).is_none());
+        assert_other_shapes_refused(GgmlDType::Q4K, Q4kWeights::from_blocks);
     }
 }

@@ -9,7 +9,7 @@
 
 use half::f16;
 
-use super::q4k::{Activations, LANES, SUB, SUB_BYTES, by_whole_blocks, place_sub};
+use super::q4k::{Activations, Blocks, LANES, SUB, SUB_BYTES, matvec_blocks, place_sub};
 
 /// Bytes of one GGUF `Q5_0` block: `d`, 4 bytes of fifth bits, 16 bytes of
 /// nibbles.
@@ -89,29 +89,31 @@ fn block_values(block: &[u8]) -> [u8; SUB] {
     })
 }
 
-/// `dst = x × wᵀ` for one input row (a decoded token), as
-/// [`super::matvec_q4k`] shares out its outputs.
+/// `dst = x × wᵀ` for one input row (a decoded token) on `Q5_0` blocks.
 pub fn matvec_q5_0(dst: &mut [f32], x: &[f32], w: &Q50Weights) {
-    assert!(
-        x.len() == w.inputs && dst.len() == w.outputs,
-        "shapes differ"
-    );
-    let a = Activations::new(x, SUB);
-    by_whole_blocks(dst, |out, first| block_sums(out, &a, w, first));
+    matvec_blocks(dst, x, w);
 }
 
-/// The outputs of the blocks from `first` that `out` holds.
-fn block_sums(out: &mut [f32], a: &Activations, w: &Q50Weights, first: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if super::q4k::blocks_ready() {
-        // SAFETY: the CPU has AVX-512F/BW/VNNI (checked above); `out`
-        // holds whole blocks from `first` (`by_whole_blocks` sized it).
-        return unsafe { block_sums_vnni(out, a, w, first) };
+impl Blocks for Q50Weights {
+    const BLOCK: usize = SUB;
+
+    fn shape(&self) -> (usize, usize) {
+        (self.outputs, self.inputs)
     }
-    block_sums_portable(out, a, w, first);
+
+    fn sums_portable(&self, out: &mut [f32], a: &Activations, first: usize) {
+        block_sums_portable(out, a, self, first);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn sums_vnni(&self, out: &mut [f32], a: &Activations, first: usize) {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { block_sums_vnni(out, a, self, first) }
+    }
 }
 
-/// [`block_sums`] one output at a time.
+/// The outputs of the blocks of outputs from `first` that `out` holds, one
+/// output at a time.
 fn block_sums_portable(out: &mut [f32], a: &Activations, w: &Q50Weights, first: usize) {
     let per_row = w.inputs / SUB;
     for (b, lanes) in out.chunks_exact_mut(LANES).enumerate() {
@@ -142,7 +144,7 @@ fn block_sums_portable(out: &mut [f32], a: &Activations, w: &Q50Weights, first: 
     }
 }
 
-/// [`block_sums`] with VNNI: 16 outputs a register, four blocks of them
+/// [`block_sums_portable`] with VNNI: 16 outputs a register, four blocks of them
 /// at a time so each input broadcast serves all four.
 ///
 /// # Safety
@@ -219,50 +221,35 @@ unsafe fn block_sums_vnni(out: &mut [f32], a: &Activations, w: &Q50Weights, firs
 
 #[cfg(test)]
 mod tests {
-    use super::super::q4k::tests::{assert_dequantized_product, input, quantized};
+    use super::super::q4k::tests::{
+        assert_other_shapes_refused, assert_paths_agree, assert_row_product,
+    };
     use super::*;
-    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::quantized::GgmlDType;
 
-    fn q5_0(n: usize, k: usize) -> (QTensor, Vec<f32>) {
-        quantized(n, k, GgmlDType::Q5_0)
-    }
-
-    /// The repacked blocks multiply as the dequantized weights do, within
-    /// the rounding of the input to int8; the rows are 7 blocks, not whole
-    /// 256s (the default model's 896).
+    /// Rows of 7 blocks, not whole 256s (the default model's 896), and a
+    /// partial last block of outputs.
     #[test]
     fn a_row_times_q5_0_weights_is_the_dequantized_product() {
-        let (n, k) = (5 * LANES + 3, 7 * SUB);
-        let (q, dequantized) = q5_0(n, k);
-        let w = Q50Weights::from_blocks(&q.data().unwrap(), n, k).unwrap();
-        let x = input(k);
-        let mut y = vec![0.0; n];
-        matvec_q5_0(&mut y, &x, &w);
-        assert_dequantized_product(&y, &dequantized, &x);
+        assert_row_product(
+            GgmlDType::Q5_0,
+            Q50Weights::from_blocks,
+            (5 * LANES + 3, 7 * SUB),
+        );
     }
 
-    /// The vectorised and the portable paths give the same bits, on a
-    /// partial group of output blocks.
+    /// On a partial group of output blocks.
     #[test]
     fn q5_0_paths_agree_to_the_bit() {
-        let (n, k) = (6 * LANES, 3 * SUB);
-        let (q, _) = q5_0(n, k);
-        let w = Q50Weights::from_blocks(&q.data().unwrap(), n, k).unwrap();
-        let a = Activations::new(&input(k), SUB);
-        let mut fast = vec![0.0; n];
-        let mut portable = vec![0.0; n];
-        block_sums(&mut fast, &a, &w, 0);
-        block_sums_portable(&mut portable, &a, &w, 0);
-        assert_eq!(fast, portable);
+        assert_paths_agree(
+            GgmlDType::Q5_0,
+            Q50Weights::from_blocks,
+            (6 * LANES, 3 * SUB),
+        );
     }
 
     #[test]
     fn q5_0_blocks_of_another_shape_are_refused() {
-        let (q, _) = q5_0(LANES, SUB);
-        let data = q.data().unwrap();
-        assert!(Q50Weights::from_blocks(&data, LANES, SUB).is_some());
-        assert!(Q50Weights::from_blocks(&data, LANES + 1, SUB).is_none());
-        assert!(Q50Weights::from_blocks(&data[1..], LANES, SUB).is_none());
-        assert!(Q50Weights::from_blocks(&data, LANES, SUB / 2).is_none());
+        assert_other_shapes_refused(GgmlDType::Q5_0, Q50Weights::from_blocks);
     }
 }
