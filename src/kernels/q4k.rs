@@ -55,10 +55,7 @@ impl Q4kWeights {
     /// or the bytes are not `n` such rows.
     pub fn from_blocks(data: &[u8], n: usize, k: usize) -> Option<Q4kWeights> {
         use rayon::prelude::*;
-        let row_bytes = k / SUPER * BLOCK_BYTES;
-        if n == 0 || k == 0 || !k.is_multiple_of(SUPER) || data.len() != n * row_bytes {
-            return None;
-        }
+        let row_bytes = whole_rows(data, (n, k), SUPER, BLOCK_BYTES)?;
         let (blocks, supers) = (n.div_ceil(LANES), k / SUPER);
         let mut weights = Q4kWeights {
             nibbles: vec![0; blocks * supers * SUBS * SUB_BYTES],
@@ -98,6 +95,19 @@ impl Q4kWeights {
     fn supers(&self) -> usize {
         self.inputs / SUPER
     }
+}
+
+/// The bytes of one row of `k` inputs in GGUF blocks of `block` inputs
+/// and `block_bytes` bytes, when `data` is exactly `n` such rows and `k`
+/// whole blocks; `None` otherwise.
+pub(super) fn whole_rows(
+    data: &[u8],
+    (n, k): (usize, usize),
+    block: usize,
+    block_bytes: usize,
+) -> Option<usize> {
+    let row_bytes = k / block * block_bytes;
+    (n > 0 && k > 0 && k.is_multiple_of(block) && data.len() == n * row_bytes).then_some(row_bytes)
 }
 
 /// Sub-block `j`'s 6-bit scale and min, from a block's 12 packed bytes

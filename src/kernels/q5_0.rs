@@ -9,7 +9,9 @@
 
 use half::f16;
 
-use super::q4k::{Activations, Blocks, LANES, SUB, SUB_BYTES, matvec_blocks, place_sub};
+use super::q4k::{
+    Activations, Blocks, LANES, SUB, SUB_BYTES, matvec_blocks, place_sub, whole_rows,
+};
 
 /// Bytes of one GGUF `Q5_0` block: `d`, 4 bytes of fifth bits, 16 bytes of
 /// nibbles.
@@ -35,10 +37,7 @@ impl Q50Weights {
     /// or the bytes are not `n` such rows.
     pub fn from_blocks(data: &[u8], n: usize, k: usize) -> Option<Q50Weights> {
         use rayon::prelude::*;
-        let row_bytes = k / SUB * BLOCK_BYTES;
-        if n == 0 || k == 0 || !k.is_multiple_of(SUB) || data.len() != n * row_bytes {
-            return None;
-        }
+        let row_bytes = whole_rows(data, (n, k), SUB, BLOCK_BYTES)?;
         let (blocks, per_row) = (n.div_ceil(LANES), k / SUB);
         let mut weights = Q50Weights {
             nibbles: vec![0; blocks * per_row * SUB_BYTES],
